@@ -1,0 +1,15 @@
+//! Ferry's AWS adapters. Each implements one narrow capability trait of `ferry-core` and is
+//! tested against the local AWS emulator; the SDK reaches the emulator only through
+//! `AWS_ENDPOINT_URL`, never through a code branch.
+
+mod dynamo;
+
+pub use dynamo::{DynamoStore, create_table};
+
+/// Loads the shared SDK configuration from the environment (region, credentials,
+/// `AWS_ENDPOINT_URL`), once per process.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}

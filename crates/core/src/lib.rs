@@ -1,0 +1,15 @@
+//! Ferry's domain model: the migration spec users write, the migration state the steps share,
+//! the store interface that persists it, and the stable error names the state machine matches.
+//!
+//! Nothing here talks to AWS, PostgreSQL or Heroku; adapters live in other crates.
+
+pub mod errors;
+pub mod problems;
+pub mod spec;
+pub mod state;
+pub mod store;
+
+pub use errors::StepErrorName;
+pub use problems::{Problem, Problems};
+pub use spec::MigrationSpec;
+pub use store::{MigrationStore, StoreError, StoreResult};

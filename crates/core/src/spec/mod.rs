@@ -1,0 +1,265 @@
+//! The migration spec: the JSON document users pass as the Step Functions execution input
+//! (`aws stepfunctions start-execution --input file://migration.json`).
+//!
+//! Parsing goes through [`parse`], which reports every problem at once: first the shape
+//! (unknown fields, wrong types, missing fields) against the JSON Schema generated from these
+//! types, then the rules that a schema cannot say (weights increase, ARNs are well formed…).
+
+mod rules;
+mod shape;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use self::shape::unsupported_keywords;
+use crate::problems::{Problem, Problems};
+
+/// The whole migration: what to move, where to, and how carefully.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Ferry migration spec")]
+pub struct MigrationSpec {
+    /// Path or URL of this schema, for editors. Ignored by Ferry.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Unique id of this migration; also used as the Step Functions execution name.
+    /// 1-80 characters: letters, digits, `-` and `_`.
+    pub migration_id: String,
+    /// The Heroku app being moved.
+    pub heroku: HerokuSpec,
+    /// The Heroku Postgres database being moved.
+    pub source: SourceSpec,
+    /// The Amazon RDS instance that becomes the primary database.
+    pub target: TargetSpec,
+    /// How the target is kept in sync with the source until cutover.
+    #[serde(default)]
+    pub replication: ReplicationSpec,
+    /// How web traffic moves from Heroku to AWS.
+    pub traffic: TrafficSpec,
+    /// Who is asked, and who may approve, before traffic and the database move.
+    pub approvals: ApprovalsSpec,
+    /// Which Heroku config vars are copied into SSM Parameter Store.
+    #[serde(default)]
+    pub config_vars: ConfigVarsSpec,
+    /// Hours after the database cutover during which Heroku Postgres is kept in sync from
+    /// RDS, so that a rollback loses no write. 1-720.
+    #[serde(default = "default_rollback_window_hours")]
+    pub rollback_window_hours: u32,
+}
+
+/// The Heroku side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HerokuSpec {
+    /// Heroku app name (3-30 characters: lowercase letters, digits and `-`, starting with a letter).
+    pub app: String,
+    /// SSM parameter (SecureString) holding a Heroku Platform API token with access to the app.
+    pub api_token_param: String,
+}
+
+/// The source database (Heroku Postgres).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// SSM parameter (SecureString) holding the source `postgres://` URL. Heroku rotates
+    /// credentials: Ferry reads the parameter at the time of use and never caches it.
+    pub database_url_param: String,
+}
+
+/// The target database (Amazon RDS for PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// RDS DB instance identifier (1-63 letters, digits and `-`, starting with a letter).
+    pub rds_instance_id: String,
+    /// SSM parameter (SecureString) holding the target `postgres://` URL.
+    pub database_url_param: String,
+}
+
+/// Change capture mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    /// Triggers on the source write a change log; works on stock Heroku Postgres (no superuser,
+    /// no REPLICATION role).
+    Trigger,
+    /// A logical replication slot with pgoutput; needs the REPLICATION privilege and
+    /// `wal_level=logical` on the source.
+    Logical,
+    /// Logical when preflight finds the source allows it, trigger otherwise.
+    #[default]
+    Auto,
+}
+
+/// Replication settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSpec {
+    /// Change capture mode: `trigger`, `logical` or `auto`.
+    #[serde(default)]
+    pub capture: CaptureMode,
+    /// Highest replication lag, in seconds, at which the migration may go on to verification
+    /// and cutover. 1-3600.
+    #[serde(default = "default_max_lag_seconds")]
+    pub max_lag_seconds: u32,
+    /// Parallel sessions for the snapshot copy. Each one is a connection to the source: keep
+    /// them, the app's pool and the worker under the Heroku plan's connection limit. 1-32.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+}
+
+impl Default for ReplicationSpec {
+    fn default() -> Self {
+        Self {
+            capture: CaptureMode::default(),
+            max_lag_seconds: default_max_lag_seconds(),
+            parallelism: default_parallelism(),
+        }
+    }
+}
+
+/// Traffic shifting through a Route 53 weighted record pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSpec {
+    /// Route 53 hosted zone id, e.g. `Z0123456789ABCDEFGHIJ`.
+    pub hosted_zone_id: String,
+    /// The DNS name users reach, e.g. `app.example.com`. Ferry manages two weighted CNAME
+    /// records of this name (set identifiers `ferry-heroku` and `ferry-aws`).
+    pub record_name: String,
+    /// Where the Heroku record points, e.g. `example-123.herokudns.com`.
+    pub heroku_target: String,
+    /// Where the AWS record points, e.g. the load balancer's DNS name.
+    pub aws_target: String,
+    /// TTL of the weighted records, in seconds. Lower it days before the migration. 1-86400.
+    #[serde(default = "default_ttl_seconds")]
+    pub ttl_seconds: u32,
+    /// Percent of traffic sent to AWS at each canary step; strictly increasing, ending at 100.
+    #[serde(default = "default_steps")]
+    pub steps: Vec<u32>,
+    /// Minutes between canary steps; each step first passes the health gate. 1-1440.
+    #[serde(default = "default_step_interval_minutes")]
+    pub step_interval_minutes: u32,
+    /// The health gate checked before every step; failing it sends all traffic back to Heroku.
+    pub health: HealthGateSpec,
+}
+
+/// Health gate: CloudWatch alarms and/or an HTTPS health URL. At least one is required.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthGateSpec {
+    /// CloudWatch alarm names; any of them in ALARM makes the gate fail.
+    #[serde(default)]
+    pub alarm_names: Vec<String>,
+    /// An `https://` URL on the AWS side that must answer 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Approval gates (traffic shift, database cutover).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsSpec {
+    /// SNS topic that receives the approval prompts (e.g. subscribed by email).
+    pub sns_topic_arn: String,
+    /// SSM parameter holding a Slack incoming-webhook URL; when set, prompts also go to Slack
+    /// with Approve / Reject buttons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_webhook_param: Option<String>,
+    /// Who may approve: email addresses or Slack member ids (`U…`). At least one.
+    pub approvers: Vec<String>,
+}
+
+/// Which config vars are copied to SSM Parameter Store.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigVarsSpec {
+    /// SSM path prefix for the copied vars, starting and ending with `/`.
+    /// Default: `/ferry/<heroku app>/config/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssm_prefix: Option<String>,
+    /// Names to copy (`*` matches any run of characters). Empty: all.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Names never to copy, applied after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn default_rollback_window_hours() -> u32 {
+    24
+}
+fn default_max_lag_seconds() -> u32 {
+    10
+}
+fn default_parallelism() -> u32 {
+    4
+}
+fn default_ttl_seconds() -> u32 {
+    60
+}
+fn default_steps() -> Vec<u32> {
+    vec![1, 5, 10, 25, 50, 100]
+}
+fn default_step_interval_minutes() -> u32 {
+    10
+}
+
+impl MigrationSpec {
+    /// The SSM prefix config vars are copied under (the spec's, or the default for the app).
+    pub fn config_ssm_prefix(&self) -> String {
+        self.config_vars
+            .ssm_prefix
+            .clone()
+            .unwrap_or_else(|| format!("/ferry/{}/config/", self.heroku.app))
+    }
+}
+
+/// The JSON Schema of [`MigrationSpec`], as checked in at `examples/migration.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(MigrationSpec))
+        .expect("a generated schema is always valid JSON")
+}
+
+/// Parses and validates a spec from JSON text, reporting every problem found.
+pub fn parse(text: &str) -> Result<MigrationSpec, Problems> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Problems::from(vec![Problem::new(
+            "$",
+            format!(
+                "not valid JSON at line {} column {}: {e}; fix the syntax first",
+                e.line(),
+                e.column()
+            ),
+        )])
+    })?;
+    from_value(&value)
+}
+
+/// Validates an already-parsed JSON value and converts it into a spec.
+pub fn from_value(value: &serde_json::Value) -> Result<MigrationSpec, Problems> {
+    let schema = json_schema();
+    let mut problems = shape::check(&schema, value);
+    if problems.is_empty() {
+        match serde_json::from_value::<MigrationSpec>(value.clone()) {
+            Ok(spec) => {
+                rules::check(&spec, &mut problems);
+                if problems.is_empty() {
+                    return Ok(spec);
+                }
+            }
+            // The schema is generated from the same types, so this means a schema/serde
+            // mismatch: report it rather than panic.
+            Err(e) => problems.push(Problem::new("$", format!("cannot read the spec: {e}"))),
+        }
+    } else {
+        // The shape is wrong somewhere; still check the rules of every section whose shape
+        // is right, so the user sees all problems in one go.
+        rules::check_sections(value, &mut problems);
+    }
+    problems.sort();
+    Err(Problems::from(problems))
+}
+
+#[cfg(test)]
+mod tests;

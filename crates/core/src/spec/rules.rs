@@ -1,0 +1,449 @@
+//! The spec's rules that a JSON Schema does not express; each problem names its path and
+//! what to do.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{
+    ApprovalsSpec, ConfigVarsSpec, HerokuSpec, MigrationSpec, ReplicationSpec, SourceSpec,
+    TargetSpec, TrafficSpec,
+};
+use crate::problems::{Problem, child, index};
+
+/// Checks every rule of a well-shaped spec.
+pub(super) fn check(spec: &MigrationSpec, out: &mut Vec<Problem>) {
+    migration_id(&spec.migration_id, out);
+    heroku(&spec.heroku, "heroku", out);
+    source(&spec.source, "source", out);
+    target(&spec.target, "target", out);
+    replication(&spec.replication, "replication", out);
+    traffic(&spec.traffic, "traffic", out);
+    approvals(&spec.approvals, "approvals", out);
+    config_vars(&spec.config_vars, "config_vars", out);
+    rollback_window(spec.rollback_window_hours, out);
+    cross(spec, out);
+}
+
+/// Checks the rules of each top-level section whose shape is right, for a document whose
+/// shape is wrong elsewhere.
+pub(super) fn check_sections(value: &Value, out: &mut Vec<Problem>) {
+    if shape_ok("migration_id", out)
+        && let Some(id) = value.get("migration_id").and_then(Value::as_str)
+    {
+        migration_id(id, out);
+    }
+    section(value, "heroku", heroku, out);
+    section(value, "source", source, out);
+    section(value, "target", target, out);
+    section(value, "replication", replication, out);
+    if !section(value, "traffic", traffic, out)
+        && shape_ok("traffic.steps", out)
+        && let Some(s) = value
+            .get("traffic")
+            .and_then(|t| t.get("steps"))
+            .and_then(|s| serde_json::from_value::<Vec<u32>>(s.clone()).ok())
+    {
+        // The weights are the easiest thing to get wrong; check them even when the rest of
+        // the traffic section is incomplete.
+        steps(&s, "traffic.steps", out);
+    }
+    section(value, "approvals", approvals, out);
+    section(value, "config_vars", config_vars, out);
+    if shape_ok("rollback_window_hours", out)
+        && let Some(h) = value.get("rollback_window_hours").and_then(Value::as_u64)
+    {
+        rollback_window(u32::try_from(h).unwrap_or(u32::MAX), out);
+    }
+}
+
+/// Whether no shape problem lies at or below `path`.
+fn shape_ok(path: &str, out: &[Problem]) -> bool {
+    !out.iter().any(|p| {
+        p.path == path
+            || p.path.starts_with(&format!("{path}."))
+            || p.path.starts_with(&format!("{path}["))
+    })
+}
+
+/// Runs `rules` on section `name` if its shape is right; returns whether it ran.
+fn section<T: DeserializeOwned>(
+    value: &Value,
+    name: &str,
+    rules: fn(&T, &str, &mut Vec<Problem>),
+    out: &mut Vec<Problem>,
+) -> bool {
+    if !shape_ok(name, out) {
+        return false;
+    }
+    match value
+        .get(name)
+        .and_then(|v| serde_json::from_value::<T>(v.clone()).ok())
+    {
+        Some(typed) => {
+            rules(&typed, name, out);
+            true
+        }
+        None => false,
+    }
+}
+
+fn migration_id(id: &str, out: &mut Vec<Problem>) {
+    let ok_chars = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if id.is_empty() || id.len() > 80 || !ok_chars {
+        out.push(Problem::new(
+            "migration_id",
+            format!(
+                "{:?} is not a usable id; use 1-80 letters, digits, `-` or `_` (it becomes the Step Functions execution name)",
+                id
+            ),
+        ));
+    }
+}
+
+fn heroku(s: &HerokuSpec, path: &str, out: &mut Vec<Problem>) {
+    let app = &s.app;
+    let ok = (3..=30).contains(&app.len())
+        && app.starts_with(|c: char| c.is_ascii_lowercase())
+        && app
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        out.push(Problem::new(
+            child(path, "app"),
+            format!(
+                "{app:?} is not a Heroku app name; use the name `heroku apps` shows (3-30 lowercase letters, digits, `-`, starting with a letter)"
+            ),
+        ));
+    }
+    ssm_name(&s.api_token_param, &child(path, "api_token_param"), out);
+}
+
+fn source(s: &SourceSpec, path: &str, out: &mut Vec<Problem>) {
+    ssm_name(
+        &s.database_url_param,
+        &child(path, "database_url_param"),
+        out,
+    );
+}
+
+fn target(s: &TargetSpec, path: &str, out: &mut Vec<Problem>) {
+    let id = &s.rds_instance_id;
+    let ok = (1..=63).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !id.ends_with('-')
+        && !id.contains("--");
+    if !ok {
+        out.push(Problem::new(
+            child(path, "rds_instance_id"),
+            format!(
+                "{id:?} is not an RDS DB instance identifier; use 1-63 letters, digits and single `-`, starting with a letter and not ending with `-`"
+            ),
+        ));
+    }
+    ssm_name(
+        &s.database_url_param,
+        &child(path, "database_url_param"),
+        out,
+    );
+}
+
+fn replication(s: &ReplicationSpec, path: &str, out: &mut Vec<Problem>) {
+    range(
+        s.max_lag_seconds,
+        1,
+        3600,
+        &child(path, "max_lag_seconds"),
+        "seconds",
+        out,
+    );
+    range(
+        s.parallelism,
+        1,
+        32,
+        &child(path, "parallelism"),
+        "sessions",
+        out,
+    );
+}
+
+fn traffic(s: &TrafficSpec, path: &str, out: &mut Vec<Problem>) {
+    let zone = s
+        .hosted_zone_id
+        .strip_prefix("/hostedzone/")
+        .unwrap_or(&s.hosted_zone_id);
+    if zone.is_empty()
+        || zone.len() > 32
+        || !zone
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
+        out.push(Problem::new(
+            child(path, "hosted_zone_id"),
+            format!(
+                "{:?} is not a Route 53 hosted zone id; copy the id (e.g. Z0123456789ABCDEFGHIJ) from `aws route53 list-hosted-zones`",
+                s.hosted_zone_id
+            ),
+        ));
+    }
+    let record = dns_name(&s.record_name, &child(path, "record_name"), out);
+    let heroku = dns_name(&s.heroku_target, &child(path, "heroku_target"), out);
+    let aws = dns_name(&s.aws_target, &child(path, "aws_target"), out);
+    if let (Some(h), Some(a)) = (&heroku, &aws)
+        && h == a
+    {
+        out.push(Problem::new(
+            child(path, "aws_target"),
+            "is the same as heroku_target; point it at the AWS load balancer",
+        ));
+    }
+    if let Some(r) = &record {
+        for (name, t) in [("heroku_target", &heroku), ("aws_target", &aws)] {
+            if t.as_ref() == Some(r) {
+                out.push(Problem::new(
+                    child(path, name),
+                    "points at record_name itself; a CNAME cannot point at its own name",
+                ));
+            }
+        }
+    }
+    range(
+        s.ttl_seconds,
+        1,
+        86_400,
+        &child(path, "ttl_seconds"),
+        "seconds",
+        out,
+    );
+    steps(&s.steps, &child(path, "steps"), out);
+    range(
+        s.step_interval_minutes,
+        1,
+        1440,
+        &child(path, "step_interval_minutes"),
+        "minutes",
+        out,
+    );
+    let health = child(path, "health");
+    if s.health.alarm_names.is_empty() && s.health.url.is_none() {
+        out.push(Problem::new(
+            &health,
+            "names no check; add CloudWatch alarm names in `alarm_names` and/or an HTTPS `url`: without a health gate the canary cannot roll back by itself",
+        ));
+    }
+    for (i, name) in s.health.alarm_names.iter().enumerate() {
+        if name.trim().is_empty() || name.len() > 255 {
+            out.push(Problem::new(
+                index(&child(&health, "alarm_names"), i),
+                "must be a CloudWatch alarm name of 1-255 characters",
+            ));
+        }
+    }
+    if let Some(url) = &s.health.url {
+        let host = url
+            .strip_prefix("https://")
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+        if host.is_none_or(str::is_empty) {
+            out.push(Problem::new(
+                child(&health, "url"),
+                format!("{url:?} is not an https:// URL; give the full HTTPS URL of a health endpoint on the AWS side"),
+            ));
+        }
+    }
+}
+
+fn steps(steps: &[u32], path: &str, out: &mut Vec<Problem>) {
+    if steps.is_empty() {
+        out.push(Problem::new(
+            path,
+            "is empty; list the percentages of traffic to send to AWS, e.g. [1, 5, 10, 25, 50, 100]",
+        ));
+        return;
+    }
+    for (i, w) in steps.iter().enumerate() {
+        if *w == 0 || *w > 100 {
+            out.push(Problem::new(
+                index(path, i),
+                format!("weights are percentages from 1 to 100; got {w}"),
+            ));
+        }
+        if i > 0 && *w <= steps[i - 1] {
+            out.push(Problem::new(
+                index(path, i),
+                format!("weights must increase; got {w} after {}", steps[i - 1]),
+            ));
+        }
+    }
+    if let Some(last) = steps.last()
+        && *last != 100
+    {
+        out.push(Problem::new(
+            index(path, steps.len() - 1),
+            format!("the last step must be 100 so that all traffic ends on AWS; got {last}"),
+        ));
+    }
+}
+
+fn approvals(s: &ApprovalsSpec, path: &str, out: &mut Vec<Problem>) {
+    if !is_sns_topic_arn(&s.sns_topic_arn) {
+        out.push(Problem::new(
+            child(path, "sns_topic_arn"),
+            format!(
+                "{:?} is not an SNS topic ARN; use arn:aws:sns:<region>:<12-digit account>:<topic>",
+                s.sns_topic_arn
+            ),
+        ));
+    }
+    if let Some(p) = &s.slack_webhook_param {
+        ssm_name(p, &child(path, "slack_webhook_param"), out);
+    }
+    let list = child(path, "approvers");
+    if s.approvers.is_empty() {
+        out.push(Problem::new(
+            &list,
+            "is empty; name at least one person who may approve (email address or Slack member id)",
+        ));
+    }
+    for (i, who) in s.approvers.iter().enumerate() {
+        let slack_id = who.len() >= 9
+            && who.starts_with(['U', 'W'])
+            && who
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        let email = who
+            .split_once('@')
+            .is_some_and(|(u, d)| !u.is_empty() && d.contains('.') && !d.contains('@'));
+        if !slack_id && !email {
+            out.push(Problem::new(
+                index(&list, i),
+                format!("{who:?} is neither an email address nor a Slack member id (U…/W…)"),
+            ));
+        }
+        if s.approvers[..i].contains(who) {
+            out.push(Problem::new(
+                index(&list, i),
+                format!("{who:?} is listed twice; remove one"),
+            ));
+        }
+    }
+}
+
+fn config_vars(s: &ConfigVarsSpec, path: &str, out: &mut Vec<Problem>) {
+    if let Some(prefix) = &s.ssm_prefix {
+        let p = child(path, "ssm_prefix");
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 3 {
+            out.push(Problem::new(
+                &p,
+                format!("{prefix:?} must start and end with `/`, e.g. /myapp/prod/"),
+            ));
+        } else {
+            ssm_name(prefix.trim_end_matches('/'), &p, out);
+        }
+    }
+    for (field, names) in [("include", &s.include), ("exclude", &s.exclude)] {
+        for (i, pattern) in names.iter().enumerate() {
+            let ok = !pattern.is_empty()
+                && pattern
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '*');
+            if !ok {
+                out.push(Problem::new(
+                    index(&child(path, field), i),
+                    format!("{pattern:?} is not a config var name pattern; use letters, digits, `_`, and `*` as a wildcard"),
+                ));
+            }
+        }
+    }
+    for (i, pattern) in s.exclude.iter().enumerate() {
+        if s.include.contains(pattern) {
+            out.push(Problem::new(
+                index(&child(path, "exclude"), i),
+                format!("{pattern:?} is also in include; keep it in one list"),
+            ));
+        }
+    }
+}
+
+fn rollback_window(hours: u32, out: &mut Vec<Problem>) {
+    range(hours, 1, 720, "rollback_window_hours", "hours", out);
+}
+
+/// Rules that span sections.
+fn cross(spec: &MigrationSpec, out: &mut Vec<Problem>) {
+    if spec.source.database_url_param == spec.target.database_url_param {
+        out.push(Problem::new(
+            "target.database_url_param",
+            "is the same parameter as source.database_url_param; the target needs its own URL",
+        ));
+    }
+}
+
+fn range(v: u32, min: u32, max: u32, path: &str, unit: &str, out: &mut Vec<Problem>) {
+    if v < min || v > max {
+        out.push(Problem::new(
+            path,
+            format!("must be from {min} to {max} {unit}; got {v}"),
+        ));
+    }
+}
+
+/// An SSM parameter name: fully qualified (`/a/b`), allowed characters, not in the reserved
+/// `aws`/`ssm` namespaces.
+fn ssm_name(name: &str, path: &str, out: &mut Vec<Problem>) {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c));
+    let first = name.trim_start_matches('/').to_ascii_lowercase();
+    let reserved = first.starts_with("aws") || first.starts_with("ssm");
+    if !name.starts_with('/') || name.len() < 2 || name.len() > 1011 || !ok_chars || reserved {
+        out.push(Problem::new(
+            path,
+            format!(
+                "{name:?} is not an SSM parameter name Ferry can use; give the full path, e.g. /myapp/prod/database-url (letters, digits, `_ . - /`, not starting with aws or ssm)"
+            ),
+        ));
+    }
+}
+
+/// Checks a DNS name and returns it lower-cased without the trailing dot.
+fn dns_name(name: &str, path: &str, out: &mut Vec<Problem>) -> Option<String> {
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    let labels_ok = n.split('.').count() >= 2
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if n.len() > 253 || !labels_ok {
+        let hint = if name.contains("://") {
+            "drop the scheme; give a host name such as app.example.com"
+        } else {
+            "give a fully qualified host name such as app.example.com"
+        };
+        out.push(Problem::new(
+            path,
+            format!("{name:?} is not a DNS name; {hint}"),
+        ));
+        return None;
+    }
+    Some(n)
+}
+
+fn is_sns_topic_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    matches!(parts.as_slice(),
+        [arn_, partition, "sns", region, account, topic]
+            if *arn_ == "arn"
+                && partition.starts_with("aws")
+                && !region.is_empty()
+                && account.len() == 12
+                && account.chars().all(|c| c.is_ascii_digit())
+                && !topic.is_empty()
+                && topic.len() <= 256
+                && topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+}

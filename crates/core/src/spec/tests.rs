@@ -1,0 +1,177 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn minimal() -> Value {
+    json!({
+        "migration_id": "acme-prod-1",
+        "heroku": {"app": "acme-prod", "api_token_param": "/ferry/acme/heroku-token"},
+        "source": {"database_url_param": "/ferry/acme/source-url"},
+        "target": {"rds_instance_id": "acme-prod", "database_url_param": "/ferry/acme/target-url"},
+        "traffic": {
+            "hosted_zone_id": "Z0123456789ABCDEFGHIJ",
+            "record_name": "app.acme.example",
+            "heroku_target": "acme-prod-123.herokudns.com",
+            "aws_target": "acme-alb-1.us-east-1.elb.amazonaws.com",
+            "health": {"url": "https://aws.acme.example/healthz"}
+        },
+        "approvals": {
+            "sns_topic_arn": "arn:aws:sns:us-east-1:123456789012:ferry-approvals",
+            "approvers": ["ops@acme.example"]
+        }
+    })
+}
+
+fn messages(v: &Value) -> Vec<String> {
+    match from_value(v) {
+        Ok(_) => vec![],
+        Err(p) => p.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_spec_gets_defaults() {
+    let spec = from_value(&minimal()).expect("minimal spec is valid");
+    assert_eq!(spec.replication.capture, CaptureMode::Auto);
+    assert_eq!(spec.replication.parallelism, 4);
+    assert_eq!(spec.traffic.steps, vec![1, 5, 10, 25, 50, 100]);
+    assert_eq!(spec.traffic.ttl_seconds, 60);
+    assert_eq!(spec.rollback_window_hours, 24);
+    assert_eq!(spec.config_ssm_prefix(), "/ferry/acme-prod/config/");
+}
+
+#[test]
+fn decreasing_weights_are_named_with_their_index() {
+    let mut v = minimal();
+    v["traffic"]["steps"] = json!([1, 25, 10, 100]);
+    assert_eq!(
+        messages(&v),
+        vec!["traffic.steps[2]: weights must increase; got 10 after 25"]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let mut v = minimal();
+    v["migration_id"] = json!("has spaces!");
+    v["heroku"]["app"] = json!("Acme_Prod");
+    v["traffic"]["steps"] = json!([5, 5, 50]);
+    v["traffic"]["health"] = json!({});
+    v["approvals"]["approvers"] = json!([]);
+    v["replication"] = json!({"parallelism": 0, "capture": "trigger"});
+    let got = messages(&v);
+    let paths: Vec<&str> = got
+        .iter()
+        .map(|m| m.split(": ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            "approvals.approvers",
+            "heroku.app",
+            "migration_id",
+            "replication.parallelism",
+            "traffic.health",
+            "traffic.steps[1]",
+            "traffic.steps[2]",
+        ],
+        "{got:#?}"
+    );
+    assert!(got[5].ends_with("weights must increase; got 5 after 5"));
+    assert!(got[6].contains("the last step must be 100"));
+    assert!(got[3].contains("must be from 1 to 32 sessions; got 0"));
+}
+
+#[test]
+fn unknown_fields_are_errors_with_a_hint() {
+    let mut v = minimal();
+    v["traffic"]["stpes"] = json!([1, 100]);
+    v["colour"] = json!("blue");
+    let got = messages(&v);
+    assert_eq!(
+        got,
+        vec![
+            "colour: unknown field `colour`; remove it (allowed here: $schema, approvals, config_vars, heroku, migration_id, replication, rollback_window_hours, source, target, traffic)".to_string(),
+            "traffic.stpes: unknown field `stpes`; did you mean `steps`?".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn shape_and_rule_problems_are_reported_together() {
+    let mut v = minimal();
+    v["replication"] = json!({"capture": "wal2json", "max_lag_seconds": "5"});
+    v["traffic"]["steps"] = json!([50, 10, 100]);
+    v.as_object_mut().map(|o| o.remove("source"));
+    let got = messages(&v);
+    assert_eq!(
+        got,
+        vec![
+            "replication.capture: must be one of trigger, logical, auto; got \"wal2json\"",
+            "replication.max_lag_seconds: expected a whole number; got the string \"5\"",
+            "source: missing required field; add it (The Heroku Postgres database being moved)",
+            "traffic.steps[1]: weights must increase; got 10 after 50",
+        ]
+    );
+}
+
+#[test]
+fn names_arns_and_urls_are_checked() {
+    let mut v = minimal();
+    v["approvals"]["sns_topic_arn"] = json!("arn:aws:sqs:us-east-1:123456789012:q");
+    v["approvals"]["approvers"] = json!(["ops@acme.example", "bob", "ops@acme.example"]);
+    v["traffic"]["record_name"] = json!("https://app.acme.example");
+    v["traffic"]["health"]["url"] = json!("http://aws.acme.example/healthz");
+    v["source"]["database_url_param"] = json!("ferry/source");
+    v["target"]["rds_instance_id"] = json!("acme--prod-");
+    v["config_vars"] =
+        json!({"ssm_prefix": "/acme/prod", "include": ["API_*"], "exclude": ["API_*", "bad-name"]});
+    let got = messages(&v);
+    let expect_starts = [
+        "approvals.approvers[1]: \"bob\" is neither an email address nor a Slack member id",
+        "approvals.approvers[2]: \"ops@acme.example\" is listed twice",
+        "approvals.sns_topic_arn: \"arn:aws:sqs:us-east-1:123456789012:q\" is not an SNS topic ARN",
+        "config_vars.exclude[0]: \"API_*\" is also in include",
+        "config_vars.exclude[1]: \"bad-name\" is not a config var name pattern",
+        "config_vars.ssm_prefix: \"/acme/prod\" must start and end with `/`",
+        "source.database_url_param: \"ferry/source\" is not an SSM parameter name",
+        "target.rds_instance_id: \"acme--prod-\" is not an RDS DB instance identifier",
+        "traffic.health.url: \"http://aws.acme.example/healthz\" is not an https:// URL",
+        "traffic.record_name: \"https://app.acme.example\" is not a DNS name; drop the scheme",
+    ];
+    assert_eq!(got.len(), expect_starts.len(), "{got:#?}");
+    for (g, e) in got.iter().zip(expect_starts) {
+        assert!(g.starts_with(e), "{g:?} should start with {e:?}");
+    }
+}
+
+#[test]
+fn same_url_parameter_for_source_and_target_is_refused() {
+    let mut v = minimal();
+    v["target"]["database_url_param"] = json!("/ferry/acme/source-url");
+    assert_eq!(
+        messages(&v),
+        vec![
+            "target.database_url_param: is the same parameter as source.database_url_param; the target needs its own URL"
+        ]
+    );
+}
+
+#[test]
+fn invalid_json_names_the_line() {
+    let err = parse("{\n  \"migration_id\": \"x\",\n}").expect_err("trailing comma");
+    let text = err.to_string();
+    assert!(text.contains("$: not valid JSON at line 3"), "{text}");
+}
+
+#[test]
+fn generated_schema_uses_only_enforced_keywords() {
+    assert_eq!(unsupported_keywords(&json_schema()), Vec::<String>::new());
+}
+
+#[test]
+fn spec_round_trips_through_json() {
+    let spec = from_value(&minimal()).expect("valid");
+    let again = from_value(&serde_json::to_value(&spec).expect("serialize")).expect("valid");
+    assert_eq!(spec, again);
+}

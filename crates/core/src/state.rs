@@ -1,0 +1,465 @@
+//! Migration state: the record of one migration, its audit log, the worker's progress and the
+//! approval gates. Persisted by a [`crate::store::MigrationStore`].
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::MigrationSpec;
+
+/// Where a migration is. Phases advance in order; any live phase may go to `RollingBack` or
+/// `Failed`; `Completed`, `RolledBack` and `Failed` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Record created, lock held, nothing checked yet.
+    Created,
+    /// Checking source, target, RDS and the Heroku app.
+    Preflight,
+    /// Copying config vars into SSM.
+    ConfigSync,
+    /// Worker copying the snapshot and streaming changes.
+    Replicating,
+    /// Comparing counts and checksums.
+    Verifying,
+    /// Waiting for a person to approve the traffic shift.
+    AwaitingTrafficApproval,
+    /// Canary: Route 53 weights moving towards AWS.
+    ShiftingTraffic,
+    /// Waiting for a person to approve the database cutover.
+    AwaitingCutoverApproval,
+    /// Write freeze, final catch-up, switch of the primary.
+    CuttingOver,
+    /// RDS is primary; Heroku Postgres kept in sync for a lossless rollback.
+    RollbackWindow,
+    /// Removing capture objects, Heroku resources, schedules.
+    CleaningUp,
+    /// Done: the app runs on AWS.
+    Completed,
+    /// Undoing: traffic and database back to Heroku.
+    RollingBack,
+    /// Undone: the app runs on Heroku as before.
+    RolledBack,
+    /// Stopped by an error that needs a person.
+    Failed,
+}
+
+impl Phase {
+    /// All phases, in order.
+    pub const ALL: [Phase; 15] = [
+        Phase::Created,
+        Phase::Preflight,
+        Phase::ConfigSync,
+        Phase::Replicating,
+        Phase::Verifying,
+        Phase::AwaitingTrafficApproval,
+        Phase::ShiftingTraffic,
+        Phase::AwaitingCutoverApproval,
+        Phase::CuttingOver,
+        Phase::RollbackWindow,
+        Phase::CleaningUp,
+        Phase::Completed,
+        Phase::RollingBack,
+        Phase::RolledBack,
+        Phase::Failed,
+    ];
+
+    /// Whether the migration has ended (the app lock may be released).
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Completed | Phase::RolledBack | Phase::Failed)
+    }
+
+    /// Whether `self → next` is a legal move.
+    pub fn can_move_to(self, next: Phase) -> bool {
+        use Phase::*;
+        if self.is_final() {
+            return false;
+        }
+        match next {
+            Failed => true,
+            RollingBack => self != RollingBack,
+            RolledBack => self == RollingBack,
+            _ => self != RollingBack && forward(self) == Some(next),
+        }
+    }
+
+    /// The snake_case name used in JSON and DynamoDB.
+    pub fn as_str(self) -> &'static str {
+        use Phase::*;
+        match self {
+            Created => "created",
+            Preflight => "preflight",
+            ConfigSync => "config_sync",
+            Replicating => "replicating",
+            Verifying => "verifying",
+            AwaitingTrafficApproval => "awaiting_traffic_approval",
+            ShiftingTraffic => "shifting_traffic",
+            AwaitingCutoverApproval => "awaiting_cutover_approval",
+            CuttingOver => "cutting_over",
+            RollbackWindow => "rollback_window",
+            CleaningUp => "cleaning_up",
+            Completed => "completed",
+            RollingBack => "rolling_back",
+            RolledBack => "rolled_back",
+            Failed => "failed",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+fn forward(p: Phase) -> Option<Phase> {
+    use Phase::*;
+    Some(match p {
+        Created => Preflight,
+        Preflight => ConfigSync,
+        ConfigSync => Replicating,
+        Replicating => Verifying,
+        Verifying => AwaitingTrafficApproval,
+        AwaitingTrafficApproval => ShiftingTraffic,
+        ShiftingTraffic => AwaitingCutoverApproval,
+        AwaitingCutoverApproval => CuttingOver,
+        CuttingOver => RollbackWindow,
+        RollbackWindow => CleaningUp,
+        CleaningUp => Completed,
+        _ => return None,
+    })
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One migration as stored: its spec, phase and optimistic-concurrency version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    /// The spec's migration id.
+    pub migration_id: String,
+    /// The Heroku app (the lock key).
+    pub app: String,
+    /// The spec the migration was started with.
+    pub spec: MigrationSpec,
+    /// Current phase.
+    pub phase: Phase,
+    /// Incremented by every change; writers name the version they read.
+    pub version: u64,
+    /// When the record was created.
+    pub created_at: DateTime<Utc>,
+    /// When the record last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The Step Functions execution running it, once known.
+    pub execution_arn: Option<String>,
+}
+
+impl MigrationRecord {
+    /// A new record in phase `Created`, version 1.
+    pub fn new(spec: MigrationSpec, now: DateTime<Utc>) -> Self {
+        Self {
+            migration_id: spec.migration_id.clone(),
+            app: spec.heroku.app.clone(),
+            spec,
+            phase: Phase::Created,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            execution_arn: None,
+        }
+    }
+}
+
+/// The result of an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Started, nothing known yet.
+    Started,
+    /// Done.
+    Succeeded,
+    /// Failed; `detail` says why.
+    Failed,
+    /// A fact recorded (an approval, a weight, a measurement).
+    Info,
+}
+
+/// One entry of the append-only audit log. Never holds a secret or a row value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Unique within the migration; a retried step that appends with the same key is recorded
+    /// once. [`AuditEvent::new`] makes a fresh time-ordered key.
+    pub key: String,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The step or component (`preflight`, `canary`, `worker`, `approval`…).
+    pub step: String,
+    /// Who acted: `ferry:<step>` for automation, or the approver's identity.
+    pub actor: String,
+    /// What was done (`acquire_lock`, `approve`, `set_weights`…).
+    pub action: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Small structured detail (counts, names, weights).
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    /// An event with a fresh unique key derived from the time and a random suffix.
+    pub fn new(
+        at: DateTime<Utc>,
+        step: impl Into<String>,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        outcome: Outcome,
+        detail: serde_json::Value,
+    ) -> Self {
+        let key = format!("{}-{:08x}", at.format("%Y%m%dT%H%M%S%.6fZ"), rand_suffix());
+        Self {
+            key,
+            at,
+            step: step.into(),
+            actor: actor.into(),
+            action: action.into(),
+            outcome,
+            detail,
+        }
+    }
+
+    /// The same event with a caller-chosen idempotency key (e.g. execution + state + attempt).
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = key.into();
+        self
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::{
+        collections::hash_map::RandomState,
+        hash::{BuildHasher, Hasher},
+    };
+    // RandomState is seeded per process from the OS; mixing in a counter makes each call differ.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.finish() as u32
+}
+
+/// Whether `append_audit` wrote a new entry or found the key already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// A new entry was written.
+    New,
+    /// An entry with this key existed: nothing was written.
+    AlreadyRecorded,
+}
+
+/// What the replication worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerPhase {
+    /// Process up, connecting.
+    Starting,
+    /// Copying the schema (pre-data).
+    Schema,
+    /// Copying the snapshot; changes are being captured.
+    Copying,
+    /// Applying captured changes.
+    Streaming,
+    /// Applying changes from the target back to the source (rollback window).
+    Reverse,
+    /// Stopped on request.
+    Stopped,
+    /// Stopped by an error (see `error`).
+    Failed,
+}
+
+/// The worker's progress item, rewritten every few seconds as its heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerProgress {
+    /// The migration.
+    pub migration_id: String,
+    /// Which worker process (ECS task ARN or local id).
+    pub worker_id: String,
+    /// Start time of this worker, in ms since the epoch: a newer worker supersedes an older one.
+    pub epoch: u64,
+    /// Increases with every heartbeat of one worker.
+    pub seq: u64,
+    /// What it is doing.
+    pub phase: WorkerPhase,
+    /// Tables whose snapshot copy is complete.
+    pub tables_done: u32,
+    /// Tables to copy.
+    pub tables_total: u32,
+    /// Rows copied by the snapshot so far.
+    pub rows_copied: u64,
+    /// Bytes copied by the snapshot so far.
+    pub bytes_copied: u64,
+    /// Latest change position seen on the source (LSN or change-log id).
+    pub source_position: Option<String>,
+    /// Latest change position applied (and committed) on the target.
+    pub applied_position: Option<String>,
+    /// Seconds between the newest applied change and now.
+    pub lag_seconds: Option<f64>,
+    /// Captured changes not yet applied.
+    pub lag_changes: Option<u64>,
+    /// When this heartbeat was written.
+    pub heartbeat_at: DateTime<Utc>,
+    /// The error that stopped the worker, without secrets.
+    pub error: Option<String>,
+}
+
+/// An approval gate of the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// Before the canary moves traffic.
+    ShiftTraffic,
+    /// Before the database cutover.
+    Cutover,
+    /// Before cleanup ends the rollback window early.
+    Finish,
+}
+
+impl Gate {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::ShiftTraffic => "shift_traffic",
+            Gate::Cutover => "cutover",
+            Gate::Finish => "finish",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Gate> {
+        [Gate::ShiftTraffic, Gate::Cutover, Gate::Finish]
+            .into_iter()
+            .find(|g| g.as_str() == s)
+    }
+}
+
+impl fmt::Display for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for a person.
+    Pending,
+    /// Approved.
+    Approved,
+    /// Rejected.
+    Rejected,
+}
+
+impl ApprovalStatus {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Approved, Self::Rejected]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+/// A waiting `.waitForTaskToken` gate and, once decided, who decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// The migration.
+    pub migration_id: String,
+    /// Which gate.
+    pub gate: Gate,
+    /// The Step Functions task token that resumes the execution.
+    pub task_token: String,
+    /// When the prompt was sent.
+    pub requested_at: DateTime<Utc>,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// Who approved or rejected it.
+    pub decided_by: Option<String>,
+    /// When it was decided.
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// The per-app lock: which migration holds the Heroku app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppLock {
+    /// The Heroku app.
+    pub app: String,
+    /// The migration holding it.
+    pub migration_id: String,
+    /// Since when.
+    pub acquired_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_move_forward_one_at_a_time() {
+        assert!(Phase::Created.can_move_to(Phase::Preflight));
+        assert!(Phase::CleaningUp.can_move_to(Phase::Completed));
+        assert!(!Phase::Created.can_move_to(Phase::Replicating));
+        assert!(!Phase::Verifying.can_move_to(Phase::Replicating));
+    }
+
+    #[test]
+    fn rollback_and_failure_are_reachable_from_live_phases_only() {
+        assert!(Phase::ShiftingTraffic.can_move_to(Phase::RollingBack));
+        assert!(Phase::RollingBack.can_move_to(Phase::RolledBack));
+        assert!(Phase::RollingBack.can_move_to(Phase::Failed));
+        assert!(!Phase::RollingBack.can_move_to(Phase::CleaningUp));
+        assert!(!Phase::Replicating.can_move_to(Phase::RolledBack));
+        for p in [Phase::Completed, Phase::RolledBack, Phase::Failed] {
+            assert!(
+                Phase::ALL.iter().all(|n| !p.can_move_to(*n)),
+                "{p} is final"
+            );
+        }
+    }
+
+    #[test]
+    fn phase_names_round_trip_and_match_serde() {
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+            assert_eq!(
+                serde_json::to_value(p).unwrap_or_default(),
+                serde_json::Value::from(p.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn fresh_audit_keys_differ_and_sort_by_time() {
+        let t = Utc::now();
+        let a = AuditEvent::new(t, "s", "a", "x", Outcome::Info, serde_json::Value::Null);
+        let b = AuditEvent::new(t, "s", "a", "x", Outcome::Info, serde_json::Value::Null);
+        assert_ne!(a.key, b.key);
+        let later = AuditEvent::new(
+            t + chrono::Duration::milliseconds(1),
+            "s",
+            "a",
+            "x",
+            Outcome::Info,
+            serde_json::Value::Null,
+        );
+        assert!(later.key > a.key && later.key > b.key);
+    }
+}

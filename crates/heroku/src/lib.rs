@@ -1,0 +1,393 @@
+//! A small client for the parts of the Heroku Platform API that Ferry uses: the app, its
+//! formation, maintenance mode, config vars, add-ons and their attachments, and domains.
+//!
+//! Tokens never appear in errors or logs. `DATABASE_URL` belongs to an add-on attachment and
+//! cannot be overwritten through config vars; [`HerokuError::is_attachment_var`] recognises
+//! that refusal so callers can take the attach/detach route instead.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+/// The public API's base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.heroku.com";
+
+/// Why a Platform API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HerokuError {
+    /// The token is missing, wrong or lacks access.
+    #[error(
+        "Heroku refused the API token ({status}): {message}; check the token parameter and its access to the app"
+    )]
+    Unauthorized {
+        /// HTTP status.
+        status: u16,
+        /// Heroku's message.
+        message: String,
+    },
+    /// No such app or resource.
+    #[error("Heroku has no {what}: {message}")]
+    NotFound {
+        /// What was looked up.
+        what: String,
+        /// Heroku's message.
+        message: String,
+    },
+    /// The hourly request budget is spent.
+    #[error("Heroku API rate limit reached; retry later")]
+    RateLimited,
+    /// Heroku refused the request.
+    #[error("Heroku refused {what} ({status} {id}): {message}")]
+    Api {
+        /// What was attempted.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// Heroku's error id, e.g. `invalid_params`.
+        id: String,
+        /// Heroku's message.
+        message: String,
+    },
+    /// The API could not be reached or answered something unreadable.
+    #[error("Heroku API unreachable for {what}: {reason}")]
+    Transport {
+        /// What was attempted.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl HerokuError {
+    /// Whether Heroku refused to set a config var because an add-on attachment owns it.
+    pub fn is_attachment_var(&self) -> bool {
+        matches!(self, HerokuError::Api { message, .. } if message.contains("attachment values"))
+    }
+
+    /// The stable Step Functions error name.
+    pub fn step_error_name(&self) -> &'static str {
+        match self {
+            HerokuError::Unauthorized { .. } => "Ferry.Heroku.Unauthorized",
+            HerokuError::NotFound { .. } => "Ferry.Heroku.NotFound",
+            HerokuError::RateLimited => "Ferry.Retryable.HerokuRateLimited",
+            HerokuError::Api { .. } => "Ferry.Heroku.Refused",
+            HerokuError::Transport { .. } => "Ferry.Retryable.HerokuUnreachable",
+        }
+    }
+}
+
+/// A reference to another resource, as Heroku nests them (`{"id", "name"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedRef {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// An app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Whether maintenance mode is on.
+    pub maintenance: bool,
+    /// Its region.
+    pub region: Option<NamedRef>,
+    /// Its stack.
+    pub stack: Option<NamedRef>,
+    /// Its default web URL.
+    pub web_url: Option<String>,
+}
+
+/// One process type of the formation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Formation {
+    /// Its id.
+    pub id: String,
+    /// Process type (`web`, `worker`, …).
+    #[serde(rename = "type")]
+    pub process_type: String,
+    /// Number of dynos.
+    pub quantity: u32,
+    /// Dyno size (`standard-1X`, …).
+    pub size: String,
+    /// The command it runs.
+    pub command: String,
+}
+
+/// A change of one process type's scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FormationUpdate {
+    /// Process type.
+    #[serde(rename = "type")]
+    pub process_type: String,
+    /// New number of dynos.
+    pub quantity: u32,
+    /// New size, or unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+/// An add-on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddOn {
+    /// Its id.
+    pub id: String,
+    /// Its globally unique name.
+    pub name: String,
+    /// The service (`heroku-postgresql`, …).
+    pub addon_service: NamedRef,
+    /// The plan (`heroku-postgresql:standard-0`, …).
+    pub plan: NamedRef,
+    /// The app that owns (bills) it.
+    pub app: NamedRef,
+    /// The config vars it sets on the app.
+    #[serde(default)]
+    pub config_vars: Vec<String>,
+    /// `provisioned`, `provisioning`, `deprovisioned`.
+    pub state: String,
+}
+
+/// An add-on attachment: gives an app access to an add-on under a name (`DATABASE` sets
+/// `DATABASE_URL`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddOnAttachment {
+    /// Its id.
+    pub id: String,
+    /// The attachment name; its config var is `<NAME>_URL`.
+    pub name: String,
+    /// The attached add-on.
+    pub addon: NamedRef,
+    /// The app it is attached to.
+    pub app: NamedRef,
+}
+
+/// A domain of the app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Domain {
+    /// Its id.
+    pub id: String,
+    /// The host name.
+    pub hostname: String,
+    /// `heroku` (the default) or `custom`.
+    pub kind: String,
+    /// The DNS target to CNAME to, for custom domains.
+    pub cname: Option<String>,
+    /// Provisioning status.
+    pub status: Option<String>,
+}
+
+/// The Platform API client.
+#[derive(Debug, Clone)]
+pub struct HerokuClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl HerokuClient {
+    /// A client for `base_url` (normally [`DEFAULT_BASE_URL`]) with a bearer token.
+    pub fn new(base_url: &str, token: impl Into<String>) -> Result<Self, HerokuError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HerokuError::Transport {
+                what: "build HTTP client".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            token: token.into(),
+        })
+    }
+
+    /// The app.
+    pub async fn app(&self, app: &str) -> Result<App, HerokuError> {
+        self.call(Method::GET, &format!("/apps/{app}"), None, "app")
+            .await
+    }
+
+    /// Turns maintenance mode on or off.
+    pub async fn set_maintenance(&self, app: &str, on: bool) -> Result<App, HerokuError> {
+        let body = serde_json::json!({ "maintenance": on });
+        self.call(
+            Method::PATCH,
+            &format!("/apps/{app}"),
+            Some(body),
+            "maintenance mode",
+        )
+        .await
+    }
+
+    /// The formation (process types, sizes, counts).
+    pub async fn formation(&self, app: &str) -> Result<Vec<Formation>, HerokuError> {
+        self.call(
+            Method::GET,
+            &format!("/apps/{app}/formation"),
+            None,
+            "formation",
+        )
+        .await
+    }
+
+    /// Scales several process types in one call.
+    pub async fn scale(
+        &self,
+        app: &str,
+        updates: &[FormationUpdate],
+    ) -> Result<Vec<Formation>, HerokuError> {
+        let body = serde_json::json!({ "updates": updates });
+        self.call(
+            Method::PATCH,
+            &format!("/apps/{app}/formation"),
+            Some(body),
+            "formation update",
+        )
+        .await
+    }
+
+    /// All config vars (name → value). Values are secrets: never log them.
+    pub async fn config_vars(&self, app: &str) -> Result<BTreeMap<String, String>, HerokuError> {
+        self.call(
+            Method::GET,
+            &format!("/apps/{app}/config-vars"),
+            None,
+            "config vars",
+        )
+        .await
+    }
+
+    /// Sets (`Some`) or deletes (`None`) config vars; returns all vars afterwards.
+    pub async fn update_config_vars(
+        &self,
+        app: &str,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<BTreeMap<String, String>, HerokuError> {
+        let body = serde_json::to_value(changes).map_err(|e| HerokuError::Transport {
+            what: "config var update".into(),
+            reason: e.to_string(),
+        })?;
+        self.call(
+            Method::PATCH,
+            &format!("/apps/{app}/config-vars"),
+            Some(body),
+            "config var update",
+        )
+        .await
+    }
+
+    /// The app's add-ons.
+    pub async fn addons(&self, app: &str) -> Result<Vec<AddOn>, HerokuError> {
+        self.call(Method::GET, &format!("/apps/{app}/addons"), None, "add-ons")
+            .await
+    }
+
+    /// The app's add-on attachments.
+    pub async fn attachments(&self, app: &str) -> Result<Vec<AddOnAttachment>, HerokuError> {
+        self.call(
+            Method::GET,
+            &format!("/apps/{app}/addon-attachments"),
+            None,
+            "add-on attachments",
+        )
+        .await
+    }
+
+    /// Attaches `addon` (id or name) to `app` under `name` (its var becomes `<NAME>_URL`).
+    pub async fn attach(
+        &self,
+        app: &str,
+        addon: &str,
+        name: &str,
+    ) -> Result<AddOnAttachment, HerokuError> {
+        let body = serde_json::json!({ "app": app, "addon": addon, "name": name });
+        self.call(
+            Method::POST,
+            "/addon-attachments",
+            Some(body),
+            "add-on attachment",
+        )
+        .await
+    }
+
+    /// Removes an attachment by id. Heroku refuses to remove an add-on's last attachment.
+    pub async fn detach(&self, attachment_id: &str) -> Result<AddOnAttachment, HerokuError> {
+        self.call(
+            Method::DELETE,
+            &format!("/addon-attachments/{attachment_id}"),
+            None,
+            "add-on detachment",
+        )
+        .await
+    }
+
+    /// The app's domains.
+    pub async fn domains(&self, app: &str) -> Result<Vec<Domain>, HerokuError> {
+        self.call(
+            Method::GET,
+            &format!("/apps/{app}/domains"),
+            None,
+            "domains",
+        )
+        .await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+    ) -> Result<T, HerokuError> {
+        let transport = |reason: String| HerokuError::Transport {
+            what: what.to_string(),
+            reason,
+        };
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Accept", "application/vnd.heroku+json; version=3")
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.map_err(|e| transport(e.to_string()))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| transport(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .map_err(|e| transport(format!("unreadable answer: {e}")));
+        }
+        let (id, message) = serde_json::from_str::<Value>(&text)
+            .ok()
+            .map(|v| {
+                let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                (field("id"), field("message"))
+            })
+            .unwrap_or_default();
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => HerokuError::Unauthorized {
+                status: status.as_u16(),
+                message,
+            },
+            StatusCode::NOT_FOUND => HerokuError::NotFound {
+                what: what.to_string(),
+                message,
+            },
+            StatusCode::TOO_MANY_REQUESTS => HerokuError::RateLimited,
+            _ => HerokuError::Api {
+                what: what.to_string(),
+                status: status.as_u16(),
+                id,
+                message,
+            },
+        })
+    }
+}

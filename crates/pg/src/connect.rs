@@ -1,0 +1,376 @@
+//! TLS connections to the source (Heroku Postgres) and target (RDS). Ferry never connects
+//! without TLS.
+//!
+//! `sslmode` follows libpq, with TLS as the floor:
+//! - absent or `require`: encrypted; the certificate is verified against `sslrootcert` when
+//!   one is given (like libpq), otherwise not (Heroku's certificates do not chain to a public
+//!   CA on every plan);
+//! - `verify-ca`: the chain must lead to `sslrootcert` (or the public web roots);
+//! - `verify-full`: as `verify-ca`, and the certificate must name the host (use this for RDS
+//!   with the RDS CA bundle as `sslrootcert`);
+//! - `disable`, `allow`, `prefer`: refused.
+
+use std::{path::PathBuf, sync::Arc};
+
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
+    crypto::CryptoProvider,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
+use tokio_postgres::{Client, config::SslMode};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::PgError;
+
+/// How strictly the server certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsCheck {
+    /// Encrypted, certificate not checked (libpq `require` without a root certificate).
+    EncryptOnly,
+    /// Chain checked against the roots, host name not checked.
+    VerifyCa,
+    /// Chain and host name checked.
+    VerifyFull,
+}
+
+/// A parsed connection URL: the tokio-postgres config plus Ferry's TLS settings.
+#[derive(Debug, Clone)]
+pub struct PgUrl {
+    config: tokio_postgres::Config,
+    check: TlsCheck,
+    root_cert: Option<PathBuf>,
+    redacted: String,
+}
+
+impl PgUrl {
+    /// Parses a `postgres://` URL. `sslmode` and `sslrootcert` are read here; other
+    /// parameters go to tokio-postgres.
+    pub fn parse(url: &str) -> Result<Self, PgError> {
+        let invalid = |reason: String| PgError::InvalidUrl {
+            url: redact(url),
+            reason,
+        };
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut sslmode = None;
+        let mut root_cert = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslmode", v)) => sslmode = Some(v.to_string()),
+                Some(("sslrootcert", v)) => root_cert = Some(PathBuf::from(percent_decode(v))),
+                _ => rest.push(pair),
+            }
+        }
+        let check = match sslmode.as_deref() {
+            None | Some("require") if root_cert.is_some() => TlsCheck::VerifyCa,
+            None | Some("require") => TlsCheck::EncryptOnly,
+            Some("verify-ca") => TlsCheck::VerifyCa,
+            Some("verify-full") => TlsCheck::VerifyFull,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "sslmode={other} is not allowed: Ferry always uses TLS; use require, verify-ca or verify-full"
+                )));
+            }
+        };
+        let rebuilt = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config: tokio_postgres::Config =
+            rebuilt.parse().map_err(|e| invalid(format!("{e}")))?;
+        config.ssl_mode(SslMode::Require);
+        if config.get_hosts().is_empty() {
+            return Err(invalid(
+                "no host; write postgres://user:password@host:port/dbname".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            check,
+            root_cert,
+            redacted: redact(url),
+        })
+    }
+
+    /// The URL with its password replaced by `***`, safe to log.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The certificate check in force.
+    pub fn tls_check(&self) -> TlsCheck {
+        self.check
+    }
+
+    /// The database name.
+    pub fn dbname(&self) -> Option<&str> {
+        self.config.get_dbname()
+    }
+
+    /// The same server with another database.
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        let mut other = self.clone();
+        other.config.dbname(dbname);
+        other
+    }
+
+    /// Opens a connection; its I/O runs on a spawned task that ends when the client is dropped.
+    pub async fn connect(&self) -> Result<Client, PgError> {
+        let tls = MakeRustlsConnect::new(self.client_config()?);
+        let (client, connection) =
+            self.config
+                .connect(tls)
+                .await
+                .map_err(|source| PgError::Connect {
+                    url: self.redacted.clone(),
+                    source,
+                })?;
+        let url = self.redacted.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(url = %url, error = %e, "postgres connection ended with an error");
+            }
+        });
+        Ok(client)
+    }
+
+    fn client_config(&self) -> Result<ClientConfig, PgError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls_err = |reason: String| PgError::Tls {
+            url: self.redacted.clone(),
+            reason,
+        };
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_err(e.to_string()))?;
+        if self.check == TlsCheck::EncryptOnly {
+            tracing::warn!(url = %self.redacted, "server certificate not verified (sslmode=require without sslrootcert)");
+            return Ok(builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                .with_no_client_auth());
+        }
+        let mut roots = RootCertStore::empty();
+        match &self.root_cert {
+            Some(path) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                    .and_then(Iterator::collect)
+                    .map_err(|e| tls_err(format!("read sslrootcert {}: {e}", path.display())))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(tls_err(format!(
+                        "sslrootcert {} holds no usable certificate",
+                        path.display()
+                    )));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| tls_err(e.to_string()))?;
+        let config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verify {
+                inner: webpki,
+                check_name: self.check == TlsCheck::VerifyFull,
+            }));
+        Ok(config.with_no_client_auth())
+    }
+}
+
+/// Checks the chain, and the host name only for `verify-full`.
+#[derive(Debug)]
+struct Verify {
+    inner: Arc<WebPkiServerVerifier>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for Verify {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+                if !self.check_name =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// libpq's `sslmode=require`: any certificate, but the handshake signatures are still checked
+/// so the session is really encrypted to the holder of the presented key.
+#[derive(Debug)]
+struct EncryptOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Replaces the password in a `postgres://user:password@host/db` URL with `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://u:s3cret@db.example:5432/app?sslmode=require"),
+            "postgres://u:***@db.example:5432/app?sslmode=require"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h"), "postgres://h");
+        assert_eq!(redact("p@ss"), "<not a URL>");
+    }
+
+    #[test]
+    fn sslmode_sets_the_check_and_plaintext_is_refused() {
+        let check = |u: &str| PgUrl::parse(u).map(|p| p.tls_check());
+        assert_eq!(
+            check("postgres://u:p@h/db").ok(),
+            Some(TlsCheck::EncryptOnly)
+        );
+        assert_eq!(
+            check("postgres://u:p@h/db?sslmode=require&sslrootcert=/tmp/ca.pem").ok(),
+            Some(TlsCheck::VerifyCa)
+        );
+        assert_eq!(
+            check("postgres://u:p@h/db?sslmode=verify-full&application_name=ferry").ok(),
+            Some(TlsCheck::VerifyFull)
+        );
+        let err = check("postgres://u:p@h/db?sslmode=disable").expect_err("plaintext");
+        let text = err.to_string();
+        assert!(text.contains("sslmode=disable is not allowed"), "{text}");
+        assert!(!text.contains(":p@"), "password leaked: {text}");
+    }
+
+    #[test]
+    fn percent_decoding_handles_paths() {
+        assert_eq!(percent_decode("%2Ftmp%2Fca.pem"), "/tmp/ca.pem");
+        assert_eq!(percent_decode("a%zz"), "a%zz");
+        assert_eq!(percent_decode("50%"), "50%");
+    }
+}

@@ -1,0 +1,114 @@
+//! Ferry's PostgreSQL side. Today: TLS connections to the source and target and what a
+//! server says about itself. Preflight, copy, capture, apply and verify build on these.
+
+mod connect;
+
+pub use connect::{PgUrl, TlsCheck, redact};
+use tokio_postgres::Client;
+
+/// Why a PostgreSQL operation failed. Messages never contain a password.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL cannot be used.
+    #[error("database URL {url} is not usable: {reason}")]
+    InvalidUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// TLS could not be set up.
+    #[error("TLS setup for {url} failed: {reason}")]
+    Tls {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server could not be reached or refused us.
+    #[error("connect to {url}: {}", describe(source))]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A query failed.
+    #[error("{what}: {}", describe(source))]
+    Query {
+        /// What we were doing, as a verb phrase.
+        what: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl PgError {
+    /// The stable Step Functions error name.
+    pub fn step_error_name(&self) -> &'static str {
+        match self {
+            PgError::InvalidUrl { .. } => "Ferry.Pg.InvalidUrl",
+            PgError::Tls { .. } => "Ferry.Pg.Tls",
+            PgError::Connect { .. } => "Ferry.Retryable.PgConnect",
+            PgError::Query { .. } => "Ferry.Pg.Query",
+        }
+    }
+}
+
+/// The driver's error with its cause chain (tokio-postgres' own Display says only "db error"
+/// or "error performing TLS handshake").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({}): {}", db.message(), db.code().code(), db.severity());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// What a server says about itself and this session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerInfo {
+    /// `server_version_num`, e.g. 150018 or 170011.
+    pub version_num: i32,
+    /// The major version, e.g. 15 or 17.
+    pub major: i32,
+    /// `wal_level`: `replica` on stock Heroku, `logical` where slots are possible.
+    pub wal_level: String,
+    /// Whether this session is encrypted (from `pg_stat_ssl`).
+    pub ssl: bool,
+    /// The TLS version of this session, if encrypted.
+    pub ssl_version: Option<String>,
+}
+
+/// Reads version, `wal_level` and this session's TLS state.
+pub async fn server_info(client: &Client) -> Result<ServerInfo, PgError> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int,
+                    current_setting('wal_level'),
+                    s.ssl, s.version
+               FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .map_err(|source| PgError::Query {
+            what: "read server version and TLS state",
+            source,
+        })?;
+    let version_num: i32 = row.get(0);
+    Ok(ServerInfo {
+        version_num,
+        major: version_num / 10_000,
+        wal_level: row.get(1),
+        ssl: row.get(2),
+        ssl_version: row.get(3),
+    })
+}

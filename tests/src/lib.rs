@@ -1,0 +1,167 @@
+//! The integration-test harness: access to the local test bed that `tests/bed/bed.py up`
+//! started (real PostgreSQL source and target, the AWS emulator, the fake Heroku API).
+//!
+//! The bed's coordinates come from the environment (`bed.env`, exported by `make test`). The
+//! AWS SDK is configured exactly as in production, from `AWS_ENDPOINT_URL` and friends.
+//! Every test gets its own databases, DynamoDB table and Heroku app, so tests run in parallel.
+
+use std::sync::Arc;
+
+use ferry_aws::DynamoStore;
+use ferry_pg::PgUrl;
+use rand::Rng;
+
+/// Reads a test-bed variable, or fails the test saying how to start the bed.
+pub fn bed_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the test bed is not running. Run `make test`, or \
+             `make bed-up`, then `set -a; . /tmp/ferry-bed/bed.env; set +a; cargo nextest run`"
+        )
+    })
+}
+
+/// A short random suffix for names that must not collide between tests.
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand::rng().random();
+    format!("{prefix}{n:08x}")
+}
+
+/// Which cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Plays Heroku Postgres.
+    Source,
+    /// Plays RDS.
+    Target,
+}
+
+impl Side {
+    /// The superuser URL of the cluster's `postgres` database.
+    pub fn admin_url(self) -> PgUrl {
+        let var = match self {
+            Side::Source => "FERRY_BED_SOURCE_URL",
+            Side::Target => "FERRY_BED_TARGET_URL",
+        };
+        PgUrl::parse(&bed_var(var)).expect("the bed's URL parses")
+    }
+
+    /// The cluster's major version, as the bed started it.
+    pub fn major(self) -> i32 {
+        let var = match self {
+            Side::Source => "FERRY_BED_SOURCE_VERSION",
+            Side::Target => "FERRY_BED_TARGET_VERSION",
+        };
+        bed_var(var).parse().expect("a whole number")
+    }
+}
+
+/// A database of its own on both clusters for one test, dropped when the test ends.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    /// Creates `<prefix><random>` on source and target.
+    pub async fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        for side in [Side::Source, Side::Target] {
+            let admin = side.admin_url().connect().await.expect("connect as admin");
+            admin
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create test database");
+        }
+        Self { name }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Superuser URL of this test's database on `side`.
+    pub fn url(&self, side: Side) -> PgUrl {
+        side.admin_url().with_dbname(&self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context: use a small runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                for side in [Side::Source, Side::Target] {
+                    if let Ok(admin) = side.admin_url().connect().await {
+                        let _ = admin
+                            .batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A DynamoDB store on a fresh table of the emulator, configured from the environment exactly
+/// as the Lambda functions configure theirs.
+pub async fn fresh_store() -> Arc<DynamoStore> {
+    bed_var("AWS_ENDPOINT_URL");
+    let config = ferry_aws::sdk_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = unique("ferry-test-");
+    ferry_aws::create_table(&client, &table)
+        .await
+        .expect("create table in the emulator");
+    Arc::new(DynamoStore::new(client, table))
+}
+
+/// The fake Heroku API's base URL and the token it accepts.
+pub fn heroku() -> (String, String) {
+    (
+        bed_var("FERRY_BED_HEROKU_URL"),
+        bed_var("FERRY_BED_HEROKU_TOKEN"),
+    )
+}
+
+/// Creates an app of its own on the fake Heroku API (web + worker formation, a Postgres
+/// add-on attached as DATABASE with `database_url`, one custom domain) and returns its name.
+pub async fn heroku_app(database_url: &str, config_vars: serde_json::Value) -> String {
+    let (base, _) = heroku();
+    let name = unique("t-");
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/__bed/apps"))
+        .json(&serde_json::json!({
+            "name": name,
+            "database_url": database_url,
+            "config_vars": config_vars,
+            "domains": [format!("{name}.example.com")],
+        }))
+        .send()
+        .await
+        .expect("reach the fake Heroku API");
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "create app on the fake Heroku API"
+    );
+    name
+}
+
+/// A migration spec for tests: `examples/minimal.json` with the given id and app.
+pub fn spec(migration_id: &str, app: &str) -> ferry_core::MigrationSpec {
+    let text = include_str!("../../examples/minimal.json");
+    let mut v: serde_json::Value = serde_json::from_str(text).expect("example is JSON");
+    v["migration_id"] = migration_id.into();
+    v["heroku"]["app"] = app.into();
+    ferry_core::spec::from_value(&v).expect("example spec is valid")
+}

@@ -1,0 +1,162 @@
+//! The Heroku Platform API client against the bed's fake Heroku API.
+
+use std::collections::BTreeMap;
+
+use ferry_heroku::{FormationUpdate, HerokuClient, HerokuError};
+use ferry_tests::{heroku, heroku_app};
+
+const DB_URL: &str = "postgres://u:p@heroku-db.example:5432/d1";
+
+fn client() -> HerokuClient {
+    let (base, token) = heroku();
+    HerokuClient::new(&base, token).expect("client")
+}
+
+#[tokio::test]
+async fn audit_reads_app_formation_addons_domains_and_vars() {
+    let app = heroku_app(
+        DB_URL,
+        serde_json::json!({"SECRET_KEY_BASE": "s3cr3t", "RAILS_ENV": "production"}),
+    )
+    .await;
+    let h = client();
+    let info = h.app(&app).await.expect("app");
+    assert_eq!(
+        (info.name.as_str(), info.maintenance),
+        (app.as_str(), false)
+    );
+    let formation = h.formation(&app).await.expect("formation");
+    let types: Vec<(&str, u32)> = formation
+        .iter()
+        .map(|f| (f.process_type.as_str(), f.quantity))
+        .collect();
+    assert_eq!(types, vec![("web", 2), ("worker", 1)]);
+    let addons = h.addons(&app).await.expect("addons");
+    assert_eq!(addons.len(), 1);
+    assert_eq!(addons[0].addon_service.name, "heroku-postgresql");
+    assert_eq!(addons[0].config_vars, vec!["DATABASE_URL".to_string()]);
+    let vars = h.config_vars(&app).await.expect("vars");
+    assert_eq!(vars.get("DATABASE_URL").map(String::as_str), Some(DB_URL));
+    assert_eq!(
+        vars.get("RAILS_ENV").map(String::as_str),
+        Some("production")
+    );
+    let domains = h.domains(&app).await.expect("domains");
+    assert!(domains.iter().any(|d| {
+        d.kind == "custom"
+            && d.cname
+                .as_deref()
+                .is_some_and(|c| c.ends_with(".herokudns.com"))
+    }));
+}
+
+#[tokio::test]
+async fn maintenance_and_scale_change_the_app() {
+    let app = heroku_app(DB_URL, serde_json::json!({})).await;
+    let h = client();
+    assert!(h.set_maintenance(&app, true).await.expect("on").maintenance);
+    assert!(h.app(&app).await.expect("app").maintenance);
+    let after = h
+        .scale(
+            &app,
+            &[FormationUpdate {
+                process_type: "worker".into(),
+                quantity: 0,
+                size: None,
+            }],
+        )
+        .await
+        .expect("scale");
+    assert_eq!(
+        after
+            .iter()
+            .find(|f| f.process_type == "worker")
+            .map(|f| f.quantity),
+        Some(0)
+    );
+    let err = h
+        .scale(
+            &app,
+            &[FormationUpdate {
+                process_type: "clock".into(),
+                quantity: 1,
+                size: None,
+            }],
+        )
+        .await
+        .expect_err("no such type");
+    assert!(matches!(err, HerokuError::NotFound { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn database_url_cannot_be_overwritten_while_an_attachment_owns_it() {
+    let app = heroku_app(DB_URL, serde_json::json!({"PLAIN": "1"})).await;
+    let h = client();
+    let mut change = BTreeMap::new();
+    change.insert(
+        "DATABASE_URL".to_string(),
+        Some("postgres://rds.example/app".to_string()),
+    );
+    let err = h
+        .update_config_vars(&app, &change)
+        .await
+        .expect_err("attachment owns it");
+    assert!(err.is_attachment_var(), "{err:?}");
+    assert_eq!(err.step_error_name(), "Ferry.Heroku.Refused");
+    assert_eq!(
+        h.config_vars(&app).await.expect("vars")["DATABASE_URL"],
+        DB_URL
+    );
+
+    // The last attachment of an add-on cannot be removed...
+    let attachments = h.attachments(&app).await.expect("attachments");
+    let database = attachments
+        .iter()
+        .find(|a| a.name == "DATABASE")
+        .expect("DATABASE");
+    let err = h.detach(&database.id).await.expect_err("last attachment");
+    assert!(
+        err.to_string().contains("Cannot destroy last attachment"),
+        "{err}"
+    );
+
+    // ...so attach it under a second name first, then detach DATABASE, then set the var.
+    let legacy = h
+        .attach(&app, &database.addon.name, "HEROKU_POSTGRESQL_LEGACY")
+        .await
+        .expect("attach");
+    assert_eq!(legacy.name, "HEROKU_POSTGRESQL_LEGACY");
+    h.detach(&database.id).await.expect("detach DATABASE");
+    let vars = h
+        .update_config_vars(&app, &change)
+        .await
+        .expect("now a plain var");
+    assert_eq!(vars["DATABASE_URL"], "postgres://rds.example/app");
+    assert_eq!(
+        vars["HEROKU_POSTGRESQL_LEGACY_URL"], DB_URL,
+        "old database still reachable"
+    );
+
+    // Deleting a plain var works; PLAIN goes away.
+    let mut delete = BTreeMap::new();
+    delete.insert("PLAIN".to_string(), None);
+    let vars = h.update_config_vars(&app, &delete).await.expect("delete");
+    assert!(!vars.contains_key("PLAIN"));
+}
+
+#[tokio::test]
+async fn bad_token_and_unknown_app_are_named_errors() {
+    let (base, _) = heroku();
+    let bad = HerokuClient::new(&base, "wrong-token").expect("client");
+    let err = bad.app("anything").await.expect_err("unauthorized");
+    assert!(
+        matches!(err, HerokuError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(
+        !err.to_string().contains("wrong-token"),
+        "token leaked: {err}"
+    );
+    let err = client().app("no-such-app-here").await.expect_err("missing");
+    assert_eq!(err.step_error_name(), "Ferry.Heroku.NotFound");
+}

@@ -1,0 +1,416 @@
+//! The DynamoDB migration store against the AWS emulator.
+
+use chrono::{Duration, Utc};
+use ferry_core::{
+    MigrationStore, StepErrorName, StoreError,
+    state::{
+        Appended, ApprovalRequest, ApprovalStatus, AuditEvent, Gate, MigrationRecord, Outcome,
+        Phase, WorkerPhase, WorkerProgress,
+    },
+};
+use ferry_tests::{fresh_store, spec, unique};
+
+#[tokio::test]
+async fn lock_refuses_a_second_migration_of_the_same_app() {
+    let store = fresh_store().await;
+    let app = unique("app-");
+    let now = Utc::now();
+    let lock = store
+        .acquire_app_lock(&app, "m1", now)
+        .await
+        .expect("first");
+    assert_eq!(lock.migration_id, "m1");
+    // A retried step of the same migration gets the lock again.
+    store
+        .acquire_app_lock(&app, "m1", now)
+        .await
+        .expect("retry is safe");
+    let err = store
+        .acquire_app_lock(&app, "m2", now)
+        .await
+        .expect_err("second migration refused");
+    assert!(
+        matches!(&err, StoreError::LockHeld { holder, .. } if holder == "m1"),
+        "{err:?}"
+    );
+    assert_eq!(err.step_error_name(), "Ferry.LockHeld");
+    assert!(
+        err.to_string().contains("locked by migration \"m1\""),
+        "{err}"
+    );
+    // Only the holder may release; then the next migration may start.
+    assert!(matches!(
+        store.release_app_lock(&app, "m2").await,
+        Err(StoreError::LockHeld { .. })
+    ));
+    store.release_app_lock(&app, "m1").await.expect("release");
+    store
+        .release_app_lock(&app, "m1")
+        .await
+        .expect("release twice is safe");
+    store
+        .acquire_app_lock(&app, "m2", now)
+        .await
+        .expect("m2 now");
+    assert_eq!(
+        store
+            .app_lock(&app)
+            .await
+            .expect("read")
+            .map(|l| l.migration_id),
+        Some("m2".to_string())
+    );
+}
+
+#[tokio::test]
+async fn concurrent_lock_attempts_have_exactly_one_winner() {
+    let store = fresh_store().await;
+    let app = unique("app-");
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .acquire_app_lock(&app, &format!("m{i}"), Utc::now())
+                .await
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(_) => winners += 1,
+            Err(StoreError::LockHeld { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test]
+async fn migration_record_round_trips_and_creation_is_idempotent() {
+    let store = fresh_store().await;
+    let id = unique("mig-");
+    let record = MigrationRecord::new(spec(&id, "acme-prod"), Utc::now());
+    let created = store.create_migration(&record).await.expect("create");
+    let read = store.migration(&id).await.expect("read");
+    assert_eq!(read.spec, record.spec);
+    assert_eq!((read.phase, read.version), (Phase::Created, 1));
+    assert_eq!(
+        read.created_at.timestamp_millis(),
+        created.created_at.timestamp_millis()
+    );
+    // Same spec again (a retried preflight): fine, and nothing changes.
+    let again = MigrationRecord::new(spec(&id, "acme-prod"), Utc::now() + Duration::seconds(5));
+    let back = store.create_migration(&again).await.expect("idempotent");
+    assert_eq!(back.created_at, read.created_at);
+    // A different spec under the same id: refused.
+    let other = MigrationRecord::new(spec(&id, "other-app"), Utc::now());
+    let err = store
+        .create_migration(&other)
+        .await
+        .expect_err("different spec");
+    assert_eq!(err.step_error_name(), "Ferry.MigrationExists");
+    let missing = store
+        .migration("no-such-migration")
+        .await
+        .expect_err("missing");
+    assert_eq!(missing.step_error_name(), "Ferry.NotFound");
+}
+
+#[tokio::test]
+async fn conditional_writes_reject_a_stale_version() {
+    let store = fresh_store().await;
+    let id = unique("mig-");
+    store
+        .create_migration(&MigrationRecord::new(spec(&id, "acme-prod"), Utc::now()))
+        .await
+        .expect("create");
+    let v2 = store
+        .advance_phase(&id, 1, Phase::Preflight, Utc::now())
+        .await
+        .expect("advance");
+    assert_eq!((v2.phase, v2.version), (Phase::Preflight, 2));
+    // A retry of the same step (it wrote, then timed out) gets the stored record back.
+    let replay = store
+        .advance_phase(&id, 1, Phase::Preflight, Utc::now())
+        .await
+        .expect("replay is safe");
+    assert_eq!(replay.version, 2);
+    // A writer that read version 1 and wants something else is refused.
+    let err = store
+        .advance_phase(&id, 1, Phase::Failed, Utc::now())
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(
+            err,
+            StoreError::VersionConflict {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.step_error_name(), "Ferry.Conflict");
+    // Skipping phases is refused before any write.
+    let err = store
+        .advance_phase(&id, 2, Phase::Verifying, Utc::now())
+        .await
+        .expect_err("skip");
+    assert_eq!(err.step_error_name(), "Ferry.IllegalTransition");
+    assert_eq!(store.migration(&id).await.expect("read").version, 2);
+    let v3 = store
+        .set_execution_arn(
+            &id,
+            2,
+            "arn:aws:states:us-east-1:123456789012:execution:ferry:x",
+            Utc::now(),
+        )
+        .await
+        .expect("set arn");
+    assert_eq!(v3.version, 3);
+    assert!(v3.execution_arn.is_some_and(|a| a.ends_with(":x")));
+}
+
+#[tokio::test]
+async fn concurrent_phase_changes_apply_once() {
+    let store = fresh_store().await;
+    let id = unique("mig-");
+    store
+        .create_migration(&MigrationRecord::new(spec(&id, "acme-prod"), Utc::now()))
+        .await
+        .expect("create");
+    let mut tasks = Vec::new();
+    for to in [
+        Phase::Preflight,
+        Phase::Failed,
+        Phase::RollingBack,
+        Phase::Preflight,
+    ] {
+        let store = store.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            store.advance_phase(&id, 1, to, Utc::now()).await
+        }));
+    }
+    let results: Vec<_> = futures_join(tasks).await;
+    let stored = store.migration(&id).await.expect("read");
+    assert_eq!(stored.version, 2, "exactly one change applied");
+    for r in results {
+        match r {
+            Ok(rec) => assert_eq!(rec.phase, stored.phase),
+            Err(e) => assert_eq!(e.step_error_name(), "Ferry.Conflict", "{e:?}"),
+        }
+    }
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("join"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn audit_log_is_append_only_ordered_and_deduplicated() {
+    let store = fresh_store().await;
+    let id = unique("mig-");
+    let t0 = Utc::now();
+    let events: Vec<AuditEvent> = (0..30)
+        .map(|i| {
+            AuditEvent::new(
+                t0 + Duration::milliseconds(i),
+                "preflight",
+                "ferry:preflight",
+                format!("check-{i}"),
+                Outcome::Succeeded,
+                serde_json::json!({ "n": i }),
+            )
+        })
+        .collect();
+    // Written out of order, read back in time order.
+    for e in events.iter().rev() {
+        assert_eq!(
+            store.append_audit(&id, e).await.expect("append"),
+            Appended::New
+        );
+    }
+    let keyed = AuditEvent::new(
+        t0,
+        "approval",
+        "ops@acme.example",
+        "approve",
+        Outcome::Info,
+        serde_json::Value::Null,
+    )
+    .with_key("exec-1/ApproveTraffic/1");
+    assert_eq!(
+        store.append_audit(&id, &keyed).await.expect("append"),
+        Appended::New
+    );
+    let mut retried = keyed.clone();
+    retried.at = t0 + Duration::seconds(9);
+    assert_eq!(
+        store.append_audit(&id, &retried).await.expect("append"),
+        Appended::AlreadyRecorded
+    );
+    let log = store.audit_log(&id).await.expect("read");
+    assert_eq!(log.len(), 31);
+    assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
+    let stored = log
+        .iter()
+        .find(|e| e.key == keyed.key)
+        .expect("keyed event");
+    assert_eq!(
+        stored.at.timestamp_millis(),
+        t0.timestamp_millis(),
+        "first write wins"
+    );
+    assert_eq!(
+        log.iter()
+            .find(|e| e.action == "check-7")
+            .map(|e| e.detail.clone()),
+        Some(serde_json::json!({"n": 7}))
+    );
+}
+
+fn progress(id: &str, epoch: u64, seq: u64) -> WorkerProgress {
+    WorkerProgress {
+        migration_id: id.to_string(),
+        worker_id: format!("worker-{epoch}"),
+        epoch,
+        seq,
+        phase: WorkerPhase::Copying,
+        tables_done: 3,
+        tables_total: 10,
+        rows_copied: 1_000_000 + seq,
+        bytes_copied: 64 << 20,
+        source_position: Some("0/16B3748".into()),
+        applied_position: Some("0/16B3700".into()),
+        lag_seconds: Some(0.8),
+        lag_changes: Some(12),
+        heartbeat_at: Utc::now(),
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn progress_from_an_older_worker_or_heartbeat_is_refused() {
+    let store = fresh_store().await;
+    let id = unique("mig-");
+    assert_eq!(store.progress(&id).await.expect("none yet"), None);
+    store
+        .put_progress(&progress(&id, 100, 1))
+        .await
+        .expect("first");
+    store
+        .put_progress(&progress(&id, 100, 2))
+        .await
+        .expect("next heartbeat");
+    let err = store
+        .put_progress(&progress(&id, 100, 2))
+        .await
+        .expect_err("same seq");
+    assert_eq!(err.step_error_name(), "Ferry.WorkerSuperseded");
+    // A restarted worker (newer epoch) takes over; the old one is told to stop.
+    store
+        .put_progress(&progress(&id, 200, 1))
+        .await
+        .expect("new worker");
+    let err = store
+        .put_progress(&progress(&id, 100, 3))
+        .await
+        .expect_err("zombie");
+    assert!(
+        matches!(
+            err,
+            StoreError::WorkerSuperseded {
+                newer_epoch: 200,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let p = store.progress(&id).await.expect("read").expect("some");
+    assert_eq!((p.epoch, p.seq, p.rows_copied), (200, 1, 1_000_001));
+    assert_eq!(p.lag_changes, Some(12));
+}
+
+#[tokio::test]
+async fn approvals_are_decided_once_with_the_right_token() {
+    let store = fresh_store().await;
+    let id = unique("mig-");
+    let request = |token: &str| ApprovalRequest {
+        migration_id: id.clone(),
+        gate: Gate::ShiftTraffic,
+        task_token: token.to_string(),
+        requested_at: Utc::now(),
+        status: ApprovalStatus::Pending,
+        decided_by: None,
+        decided_at: None,
+    };
+    store.put_approval(&request("token-1")).await.expect("put");
+    // The gate step was retried and got a new token: the pending request is replaced.
+    store
+        .put_approval(&request("token-2"))
+        .await
+        .expect("replace pending");
+    let stale = store
+        .decide_approval(
+            &id,
+            Gate::ShiftTraffic,
+            "token-1",
+            ApprovalStatus::Approved,
+            "ops@acme.example",
+            Utc::now(),
+        )
+        .await
+        .expect_err("old token");
+    assert_eq!(stale.step_error_name(), "Ferry.ApprovalNotPending");
+    let decided = store
+        .decide_approval(
+            &id,
+            Gate::ShiftTraffic,
+            "token-2",
+            ApprovalStatus::Approved,
+            "ops@acme.example",
+            Utc::now(),
+        )
+        .await
+        .expect("approve");
+    assert_eq!(decided.status, ApprovalStatus::Approved);
+    assert_eq!(decided.decided_by.as_deref(), Some("ops@acme.example"));
+    // A replayed click, or a late reject, changes nothing.
+    let replay = store
+        .decide_approval(
+            &id,
+            Gate::ShiftTraffic,
+            "token-2",
+            ApprovalStatus::Rejected,
+            "mallory@evil.example",
+            Utc::now(),
+        )
+        .await
+        .expect_err("replay");
+    assert!(replay.to_string().contains("status approved"), "{replay}");
+    assert!(
+        store.put_approval(&request("token-3")).await.is_err(),
+        "decided gate is never replaced"
+    );
+    let stored = store
+        .approval(&id, Gate::ShiftTraffic)
+        .await
+        .expect("read")
+        .expect("some");
+    assert_eq!(
+        (stored.status, stored.decided_by.as_deref()),
+        (ApprovalStatus::Approved, Some("ops@acme.example"))
+    );
+    assert_eq!(
+        store.approval(&id, Gate::Cutover).await.expect("read"),
+        None
+    );
+}
