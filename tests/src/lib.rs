@@ -11,6 +11,9 @@ use ferry_aws::DynamoStore;
 use ferry_pg::PgUrl;
 use rand::Rng;
 
+/// The bed's Heroku-like source role (no SUPERUSER, no REPLICATION).
+pub const APP_ROLE: &str = "heroku_app";
+
 /// Reads a test-bed variable, or fails the test saying how to start the bed.
 pub fn bed_var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -63,17 +66,52 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates `<prefix><random>` on source and target.
+    /// Creates `<prefix><random>` on source and target, owned by their superusers.
     pub async fn new(prefix: &str) -> Self {
+        Self::create(prefix, None).await
+    }
+
+    /// Like [`TestDb::new`], but the source database is owned by the bed's Heroku-like app
+    /// role (no SUPERUSER, no REPLICATION), which creates the app's tables there.
+    pub async fn heroku_like(prefix: &str) -> Self {
+        Self::create(prefix, Some(APP_ROLE)).await
+    }
+
+    async fn create(prefix: &str, source_owner: Option<&str>) -> Self {
         let name = unique(prefix);
         for side in [Side::Source, Side::Target] {
             let admin = side.admin_url().connect().await.expect("connect as admin");
+            let owner = match (side, source_owner) {
+                (Side::Source, Some(role)) => format!(" OWNER {role}"),
+                _ => String::new(),
+            };
             admin
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .batch_execute(&format!("CREATE DATABASE \"{name}\"{owner}"))
                 .await
                 .expect("create test database");
         }
         Self { name }
+    }
+
+    /// The app role's URL of this test's source database.
+    pub fn source_app_url(&self) -> PgUrl {
+        PgUrl::parse(&bed_var("FERRY_BED_SOURCE_APP_URL"))
+            .expect("the bed's URL parses")
+            .with_dbname(&self.name)
+    }
+
+    /// Runs a SQL file from `tests/fixtures/` through `url`.
+    pub async fn load(url: &PgUrl, fixture: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(fixture);
+        let sql = std::fs::read_to_string(&path).expect("read fixture");
+        url.connect()
+            .await
+            .expect("connect")
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("load {fixture}: {}", ferry_pg::describe(&e)));
     }
 
     /// The database's name.

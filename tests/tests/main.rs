@@ -3,5 +3,6 @@
 mod emulator;
 mod heroku;
 mod pg;
+mod preflight;
 mod spec;
 mod store;

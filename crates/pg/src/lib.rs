@@ -1,7 +1,9 @@
 //! Ferry's PostgreSQL side. Today: TLS connections to the source and target and what a
 //! server says about itself. Preflight, copy, capture, apply and verify build on these.
 
+pub mod catalog;
 mod connect;
+pub mod preflight;
 
 pub use connect::{PgUrl, TlsCheck, redact};
 use tokio_postgres::Client;
