@@ -5,6 +5,8 @@
 //! AWS SDK is configured exactly as in production, from `AWS_ENDPOINT_URL` and friends.
 //! Every test gets its own databases, DynamoDB table and Heroku app, so tests run in parallel.
 
+pub mod workload;
+
 use std::sync::Arc;
 
 use ferry_aws::DynamoStore;
@@ -63,6 +65,9 @@ impl Side {
 #[derive(Debug)]
 pub struct TestDb {
     name: String,
+    /// An extra database on the source cluster, used as the target of a same-version
+    /// (15 → 15) migration.
+    same_cluster_target: Option<String>,
 }
 
 impl TestDb {
@@ -90,7 +95,35 @@ impl TestDb {
                 .await
                 .expect("create test database");
         }
-        Self { name }
+        Self {
+            name,
+            same_cluster_target: None,
+        }
+    }
+
+    /// Like [`TestDb::heroku_like`], plus a target database on the *source* cluster, so the
+    /// migration is between two servers of the same major version.
+    pub async fn heroku_like_same_version(prefix: &str) -> Self {
+        let mut db = Self::create(prefix, Some(APP_ROLE)).await;
+        let extra = format!("{}_t", db.name);
+        Side::Source
+            .admin_url()
+            .connect()
+            .await
+            .expect("connect as admin")
+            .batch_execute(&format!("CREATE DATABASE \"{extra}\""))
+            .await
+            .expect("create same-version target database");
+        db.same_cluster_target = Some(extra);
+        db
+    }
+
+    /// The migration's target: the target cluster's database, or the same-version one.
+    pub fn target_url(&self) -> PgUrl {
+        match &self.same_cluster_target {
+            Some(extra) => Side::Source.admin_url().with_dbname(extra),
+            None => self.url(Side::Target),
+        }
     }
 
     /// The app role's URL of this test's source database.
@@ -128,6 +161,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let extra = self.same_cluster_target.clone();
         // Drop runs outside async context: use a small runtime on its own thread.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -135,11 +169,13 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                for side in [Side::Source, Side::Target] {
+                let mut drops = vec![(Side::Source, name.clone()), (Side::Target, name)];
+                drops.extend(extra.map(|e| (Side::Source, e)));
+                for (side, db) in drops {
                     if let Ok(admin) = side.admin_url().connect().await {
                         let _ = admin
                             .batch_execute(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                                "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
                             ))
                             .await;
                     }

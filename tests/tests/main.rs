@@ -4,5 +4,6 @@ mod emulator;
 mod heroku;
 mod pg;
 mod preflight;
+mod replication;
 mod spec;
 mod store;

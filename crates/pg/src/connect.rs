@@ -44,6 +44,7 @@ pub struct PgUrl {
     check: TlsCheck,
     root_cert: Option<PathBuf>,
     redacted: String,
+    raw: String,
 }
 
 impl PgUrl {
@@ -94,6 +95,7 @@ impl PgUrl {
             check,
             root_cert,
             redacted: redact(url),
+            raw: url.to_string(),
         })
     }
 
@@ -116,7 +118,19 @@ impl PgUrl {
     pub fn with_dbname(&self, dbname: &str) -> Self {
         let mut other = self.clone();
         other.config.dbname(dbname);
+        other.raw = replace_dbname(&self.raw, dbname);
+        other.redacted = redact(&other.raw);
         other
+    }
+
+    /// For libpq tools (pg_dump, psql): the URL without its password, and the password to
+    /// pass as `PGPASSWORD` (so it never shows in a process list).
+    pub fn for_libpq(&self) -> (String, Option<String>) {
+        let password = self
+            .config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        (redact(&self.raw).replace(":***@", "@"), password)
     }
 
     /// Opens a connection; its I/O runs on a spawned task that ends when the client is dropped.
@@ -311,6 +325,17 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Replaces the database name (the path) of a `postgres://` URL.
+fn replace_dbname(url: &str, dbname: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let query = tail.find('?').map_or("", |i| &tail[i..]);
+    format!("{scheme}://{authority}/{dbname}{query}")
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let hex = |b: u8| (b as char).to_digit(16);
@@ -365,6 +390,17 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("sslmode=disable is not allowed"), "{text}");
         assert!(!text.contains(":p@"), "password leaked: {text}");
+    }
+
+    #[test]
+    fn dbname_is_replaced_and_libpq_url_has_no_password() {
+        let url = PgUrl::parse("postgres://u:pw@h:5432/a?sslmode=require").expect("parse");
+        let other = url.with_dbname("b");
+        assert_eq!(other.dbname(), Some("b"));
+        let (libpq, password) = other.for_libpq();
+        assert_eq!(libpq, "postgres://u@h:5432/b?sslmode=require");
+        assert_eq!(password.as_deref(), Some("pw"));
+        assert_eq!(replace_dbname("postgres://h", "x"), "postgres://h/x");
     }
 
     #[test]

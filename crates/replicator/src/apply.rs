@@ -1,0 +1,263 @@
+//! Applies a batch of changed keys to the target: for each key, the row as it is on the source
+//! *now* replaces whatever the target has (or the target's row is deleted when the source has
+//! none). Applying the same batch twice gives the same result, so a crash anywhere between the
+//! target's commit and the acknowledgement on the source loses nothing and duplicates nothing.
+//!
+//! One target transaction per batch, holding the data and the applied position together.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ferry_pg::catalog::{Table, quote_ident, quote_literal};
+use futures_util::{SinkExt, StreamExt, pin_mut};
+use tokio_postgres::{Client, IsolationLevel, Transaction};
+
+use crate::{
+    ChangeBatch, KeyChange, bookkeeping,
+    error::{ReplError, ReplResult},
+};
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Log entries consumed.
+    pub changes: usize,
+    /// Distinct keys looked up.
+    pub keys: usize,
+    /// Rows written (inserted or replaced) on the target.
+    pub upserted: u64,
+    /// Rows deleted on the target.
+    pub deleted: u64,
+    /// Tables truncated on the target.
+    pub truncated: usize,
+}
+
+/// A unique index of a target table other than its primary key (plain columns, no predicate).
+#[derive(Debug, Clone)]
+struct UniqueIndex {
+    columns: Vec<String>,
+}
+
+/// Applies key batches for a fixed set of tables.
+#[derive(Debug)]
+pub struct Applier {
+    tables: HashMap<String, Table>,
+    uniques: HashMap<String, Vec<UniqueIndex>>,
+}
+
+impl Applier {
+    /// An applier for the capture units among `tables` (read from the source). Reads the
+    /// target's extra unique indexes, so rows that swap unique values converge.
+    pub async fn new(tables: &[Table], target: &Client) -> ReplResult<Self> {
+        let units: HashMap<String, Table> = tables
+            .iter()
+            .filter(|t| t.is_capture_unit())
+            .map(|t| (t.display_name(), t.clone()))
+            .collect();
+        // Plain-column unique indexes without a predicate: a conflict on those can only come
+        // from a row that has itself changed on the source (see `apply_keys`).
+        let rows = target
+            .query(
+                "SELECT format('%s.%s', n.nspname, c.relname),
+                        array_agg(a.attname::text ORDER BY k.ord)
+                   FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE i.indisunique AND NOT i.indisprimary AND i.indpred IS NULL
+                    AND i.indexprs IS NULL
+                  GROUP BY i.indexrelid, n.nspname, c.relname",
+                &[],
+            )
+            .await
+            .map_err(ReplError::sql("read the target's unique indexes"))?;
+        let mut uniques: HashMap<String, Vec<UniqueIndex>> = HashMap::new();
+        for r in rows {
+            let rel: String = r.get(0);
+            if units.contains_key(&rel) {
+                uniques
+                    .entry(rel)
+                    .or_default()
+                    .push(UniqueIndex { columns: r.get(1) });
+            }
+        }
+        Ok(Self {
+            tables: units,
+            uniques,
+        })
+    }
+
+    /// Applies `batch`: fetches the current rows from `source`, writes them to `target` with
+    /// the stream's new position, commits the target. The caller acknowledges the batch on
+    /// the capture side only after this returns.
+    pub async fn apply(
+        &self,
+        source: &mut Client,
+        target: &mut Client,
+        stream: &str,
+        batch: &ChangeBatch,
+    ) -> ReplResult<Applied> {
+        let mut applied = Applied {
+            changes: batch.changes.len(),
+            ..Applied::default()
+        };
+        let Some(position) = &batch.position else {
+            return Ok(applied);
+        };
+        // Group by table, keeping first-seen order; a TRUNCATE is applied before the keys.
+        let mut per_table: BTreeMap<&str, (bool, Vec<&serde_json::Value>)> = BTreeMap::new();
+        for change in &batch.changes {
+            match change {
+                KeyChange::Truncate { rel } => per_table.entry(rel).or_default().0 = true,
+                KeyChange::Key { rel, key } => {
+                    let keys = &mut per_table.entry(rel).or_default().1;
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        let stx = source
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(ReplError::sql("begin the source read"))?;
+        let ttx = target
+            .transaction()
+            .await
+            .map_err(ReplError::sql("begin the target write"))?;
+        ttx.batch_execute("SET LOCAL session_replication_role = replica")
+            .await
+            .map_err(ReplError::sql("disable target triggers for the apply"))?;
+        for (n, (rel, (truncate, keys))) in per_table.iter().enumerate() {
+            let table = self.tables.get(*rel).ok_or_else(|| {
+                ReplError::State(format!(
+                    "change for unknown table {rel}; restart the worker to reread the catalog"
+                ))
+            })?;
+            if *truncate {
+                ttx.batch_execute(&format!("TRUNCATE {} CASCADE", table.qualified()))
+                    .await
+                    .map_err(ReplError::sql(format!("truncate {rel}")))?;
+                applied.truncated += 1;
+            }
+            if !keys.is_empty() {
+                applied.keys += keys.len();
+                let (up, del) = self.apply_keys(&stx, &ttx, table, keys, n).await?;
+                applied.upserted += up;
+                applied.deleted += del;
+            }
+        }
+        bookkeeping::set_applied(&ttx, stream, position, batch.changes.len() as i64).await?;
+        ttx.commit()
+            .await
+            .map_err(ReplError::sql("commit the applied batch"))?;
+        stx.commit()
+            .await
+            .map_err(ReplError::sql("end the source read"))?;
+        Ok(applied)
+    }
+
+    async fn apply_keys(
+        &self,
+        stx: &Transaction<'_>,
+        ttx: &Transaction<'_>,
+        table: &Table,
+        keys: &[&serde_json::Value],
+        n: usize,
+    ) -> ReplResult<(u64, u64)> {
+        let rel = table.display_name();
+        let json = serde_json::Value::Array(keys.iter().map(|k| (*k).clone()).collect());
+        let key_select = key_select(table, &json.to_string())?;
+        let cols = table.copy_column_list();
+        let pk = table.pk_list();
+        let q = table.qualified();
+        let stage = format!("ferry_stage_{n}");
+        ttx.batch_execute(&format!(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {q} WITH NO DATA"
+        ))
+        .await
+        .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
+        // Stream the source's current rows for these keys into the stage.
+        let out = stx
+            .copy_out(&format!(
+                "COPY (SELECT {cols} FROM {q} WHERE ({pk}) IN ({key_select})) TO STDOUT"
+            ))
+            .await
+            .map_err(ReplError::sql(format!("read current rows of {rel}")))?;
+        let sink = ttx
+            .copy_in(&format!("COPY {stage} ({cols}) FROM STDIN"))
+            .await
+            .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
+        pin_mut!(out);
+        pin_mut!(sink);
+        while let Some(chunk) = out.next().await {
+            let chunk = chunk.map_err(ReplError::sql(format!("read current rows of {rel}")))?;
+            sink.send(chunk)
+                .await
+                .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
+        }
+        sink.finish()
+            .await
+            .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
+        // Remove every target row with one of these keys, then rows that hold a unique value a
+        // staged row needs (such a row has changed on the source too, so its own change is
+        // still in the log and will restore it), then insert the current rows.
+        let deleted = ttx
+            .execute(
+                &format!("DELETE FROM {q} WHERE ({pk}) IN ({key_select})"),
+                &[],
+            )
+            .await
+            .map_err(ReplError::sql(format!("delete changed rows of {rel}")))?;
+        for u in self.uniques.get(&rel).into_iter().flatten() {
+            let cond = u
+                .columns
+                .iter()
+                .map(|c| format!("d.{c} = s.{c}", c = quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            ttx.execute(
+                &format!("DELETE FROM {q} d USING {stage} s WHERE {cond}"),
+                &[],
+            )
+            .await
+            .map_err(ReplError::sql(format!("clear unique values in {rel}")))?;
+        }
+        let overriding = if table.columns.iter().any(|c| c.identity_always) {
+            " OVERRIDING SYSTEM VALUE"
+        } else {
+            ""
+        };
+        let inserted = ttx
+            .execute(
+                &format!("INSERT INTO {q} ({cols}){overriding} SELECT {cols} FROM {stage}"),
+                &[],
+            )
+            .await
+            .map_err(ReplError::sql(format!("write current rows of {rel}")))?;
+        Ok((inserted, deleted.saturating_sub(inserted)))
+    }
+}
+
+/// `SELECT (k->>0)::type0, (k->>1)::type1 … FROM jsonb_array_elements('<keys>'::jsonb) k`:
+/// the logged keys as typed rows, comparable with the table's primary key.
+fn key_select(table: &Table, keys_json: &str) -> ReplResult<String> {
+    let mut parts = Vec::with_capacity(table.primary_key.len());
+    for (i, name) in table.primary_key.iter().enumerate() {
+        let col = table.column(name).ok_or_else(|| {
+            ReplError::State(format!(
+                "primary-key column {name} of {} not found",
+                table.display_name()
+            ))
+        })?;
+        parts.push(format!("(k->>{i})::{}", col.type_sql));
+    }
+    Ok(format!(
+        "SELECT {} FROM jsonb_array_elements({}::jsonb) k",
+        parts.join(", "),
+        quote_literal(keys_json)
+    ))
+}

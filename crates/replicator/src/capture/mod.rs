@@ -1,0 +1,3 @@
+//! Change capture on the source side. Both modes produce [`crate::ChangeBatch`]es of keys.
+
+pub mod trigger;

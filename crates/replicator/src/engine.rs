@@ -1,0 +1,298 @@
+//! The replication run, resumable at every stage: schema (pre-data) → capture installed →
+//! snapshot copy → post-data → streaming. Stage markers live on the target and commit with the
+//! work they mark, so a worker killed at any instant picks up where it stopped.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use ferry_pg::{
+    PgUrl,
+    catalog::{self, Table},
+};
+use tokio_postgres::Client;
+
+use crate::{
+    apply::{Applied, Applier},
+    bookkeeping,
+    capture::trigger,
+    copy::{self, CopyProgress},
+    error::{ReplError, ReplResult},
+    schema::{Section, Tools},
+    verify::{self, TableCheck},
+};
+
+/// Stage markers, in order.
+pub mod stage {
+    /// Pre-data restored on the target.
+    pub const SCHEMA: &str = "schema";
+    /// Capture installed on the source.
+    pub const CAPTURE: &str = "capture";
+    /// Snapshot copy complete.
+    pub const COPIED: &str = "copied";
+    /// Post-data restored: streaming.
+    pub const STREAMING: &str = "streaming";
+}
+
+/// The forward stream's name in `ferry.apply_state`.
+pub const FORWARD: &str = "forward";
+
+/// What the replicator needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The source (Heroku Postgres).
+    pub source: PgUrl,
+    /// The target (RDS).
+    pub target: PgUrl,
+    /// pg_dump / psql, at least as new as the source.
+    pub tools: Tools,
+    /// Parallel copy sessions.
+    pub parallelism: usize,
+    /// Rows per copy chunk for tables with an integer key.
+    pub rows_per_chunk: i64,
+    /// Changes per apply batch.
+    pub batch_size: i64,
+}
+
+/// Counters for the heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// The stage reached (`None` before the schema copy).
+    pub stage: Option<String>,
+    /// Tables fully copied / to copy.
+    pub tables_done: u64,
+    /// Tables to copy.
+    pub tables_total: u64,
+    /// Rows copied by the snapshot.
+    pub rows_copied: u64,
+    /// Bytes copied by the snapshot.
+    pub bytes_copied: u64,
+    /// Last id handed out by the change log (the source position).
+    pub source_position: Option<i64>,
+    /// Last position applied on the target.
+    pub applied_position: Option<String>,
+    /// Changes applied so far.
+    pub changes_applied: i64,
+    /// Upper bound of changes waiting.
+    pub lag_changes: u64,
+    /// Age of the oldest waiting change.
+    pub lag_seconds: Option<f64>,
+}
+
+/// One replication run between a source and a target.
+#[derive(Debug)]
+pub struct Replicator {
+    cfg: Config,
+    source: Client,
+    target: Client,
+    tables: Vec<Table>,
+    copy_progress: Arc<CopyProgress>,
+    applier: Option<Applier>,
+}
+
+impl Replicator {
+    /// Connects to both sides, creates the target's bookkeeping, and reads the source catalog.
+    pub async fn connect(cfg: Config) -> ReplResult<Self> {
+        let source = cfg.source.connect().await?;
+        let target = cfg.target.connect().await?;
+        bookkeeping::ensure(&target).await?;
+        let tables = catalog::tables(&source).await?;
+        Ok(Self {
+            cfg,
+            source,
+            target,
+            tables,
+            copy_progress: Arc::new(CopyProgress::default()),
+            applier: None,
+        })
+    }
+
+    /// The replicated tables as read from the source.
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
+    }
+
+    /// Live copy counters (shared with a heartbeat task).
+    pub fn copy_progress(&self) -> Arc<CopyProgress> {
+        self.copy_progress.clone()
+    }
+
+    /// The stage reached so far.
+    pub async fn stage(&self) -> ReplResult<Option<String>> {
+        bookkeeping::get(&self.target, "stage").await
+    }
+
+    /// Runs every stage not yet done, up to streaming.
+    pub async fn prepare(&mut self) -> ReplResult<()> {
+        if self.stage().await?.is_none() {
+            self.copy_schema().await?;
+        }
+        if self.stage().await?.as_deref() == Some(stage::SCHEMA) {
+            trigger::install(&self.source, &self.tables).await?;
+            bookkeeping::set(&self.target, "stage", stage::CAPTURE).await?;
+        }
+        if self.stage().await?.as_deref() == Some(stage::CAPTURE) {
+            self.snapshot_copy().await?;
+            bookkeeping::set(&self.target, "stage", stage::COPIED).await?;
+        }
+        if self.stage().await?.as_deref() == Some(stage::COPIED) {
+            let post = bookkeeping::get(&self.target, "post_data")
+                .await?
+                .ok_or_else(|| {
+                    ReplError::State("post-data schema missing from ferry.state".into())
+                })?;
+            self.cfg
+                .tools
+                .restore(&self.cfg.target, &with_stage(&post, stage::STREAMING))
+                .await?;
+        }
+        let (rows, bytes) = copy::done_totals(&self.target).await?;
+        self.copy_progress.rows.store(rows, Ordering::Relaxed);
+        self.copy_progress.bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Dumps both schema sections before capture exists (so post-data never carries Ferry's
+    /// triggers), keeps post-data on the target, restores pre-data with its stage marker in
+    /// the same transaction.
+    async fn copy_schema(&mut self) -> ReplResult<()> {
+        let pre = self
+            .cfg
+            .tools
+            .dump(&self.cfg.source, Section::PreData)
+            .await?;
+        let post = self
+            .cfg
+            .tools
+            .dump(&self.cfg.source, Section::PostData)
+            .await?;
+        bookkeeping::set(&self.target, "post_data", &post).await?;
+        self.cfg
+            .tools
+            .restore(&self.cfg.target, &with_stage(&pre, stage::SCHEMA))
+            .await
+    }
+
+    async fn snapshot_copy(&mut self) -> ReplResult<()> {
+        let mut holder = self.cfg.source.connect().await?;
+        let snapshot = copy::export_snapshot(&mut holder).await?;
+        let chunks =
+            copy::plan(&holder, &self.target, &self.tables, self.cfg.rows_per_chunk).await?;
+        let result = copy::run(
+            &self.cfg.source,
+            &self.cfg.target,
+            &snapshot,
+            &self.tables,
+            chunks,
+            self.cfg.parallelism,
+            self.copy_progress.clone(),
+        )
+        .await;
+        let _ = holder.batch_execute("COMMIT").await;
+        result
+    }
+
+    /// Applies one batch of captured changes; returns what it did (zero changes: caught up).
+    pub async fn apply_once(&mut self) -> ReplResult<Applied> {
+        if self.applier.is_none() {
+            self.applier = Some(Applier::new(&self.tables, &self.target).await?);
+        }
+        let batch = trigger::read_batch(&self.source, self.cfg.batch_size).await?;
+        if batch.changes.is_empty() {
+            return Ok(Applied::default());
+        }
+        let applier = self
+            .applier
+            .as_ref()
+            .ok_or_else(|| ReplError::State("no applier".into()))?;
+        let applied = applier
+            .apply(&mut self.source, &mut self.target, FORWARD, &batch)
+            .await?;
+        trigger::ack(&self.source, &batch.ids).await?;
+        Ok(applied)
+    }
+
+    /// Applies batches until the log holds nothing at or below `position` (the log's head
+    /// taken after writes stopped: the cutover drain), or until the log is empty.
+    pub async fn drain(&mut self, position: Option<i64>) -> ReplResult<u64> {
+        let mut total = 0u64;
+        loop {
+            let backlog = trigger::backlog(&self.source).await?;
+            let done = match (position, backlog.lowest_waiting) {
+                (_, None) => true,
+                (Some(p), Some(low)) => low > p,
+                (None, Some(_)) => false,
+            };
+            if done {
+                return Ok(total);
+            }
+            total += self.apply_once().await?.changes as u64;
+        }
+    }
+
+    /// Counters for the heartbeat.
+    pub async fn status(&self) -> ReplResult<Status> {
+        let stage = self.stage().await?;
+        let applied = bookkeeping::applied(&self.target, FORWARD).await?;
+        let capture_on = matches!(
+            stage.as_deref(),
+            Some(stage::CAPTURE | stage::COPIED | stage::STREAMING)
+        );
+        let backlog = if capture_on {
+            Some(trigger::backlog(&self.source).await?)
+        } else {
+            None
+        };
+        let p = &self.copy_progress;
+        Ok(Status {
+            stage,
+            tables_done: p.tables_done.load(Ordering::Relaxed),
+            tables_total: p.tables_total.load(Ordering::Relaxed),
+            rows_copied: p.rows.load(Ordering::Relaxed),
+            bytes_copied: p.bytes.load(Ordering::Relaxed),
+            source_position: backlog.as_ref().map(|b| b.head),
+            applied_position: applied.as_ref().map(|a| a.0.clone()),
+            changes_applied: applied.map_or(0, |a| a.1),
+            lag_changes: backlog.as_ref().map_or(0, |b| b.waiting),
+            lag_seconds: backlog
+                .and_then(|b| b.oldest_age_seconds)
+                .or(Some(0.0))
+                .filter(|_| capture_on),
+        })
+    }
+
+    /// Compares source and target table by table.
+    pub async fn verify(&self) -> ReplResult<Vec<TableCheck>> {
+        verify::verify(
+            &self.source,
+            &self.target,
+            &self.tables,
+            self.cfg.rows_per_chunk,
+        )
+        .await
+    }
+
+    /// Sets the target's sequences from the source's, plus `gap`.
+    pub async fn sync_sequences(&self, gap: i64) -> ReplResult<usize> {
+        verify::sync_sequences(&self.source, &self.target, gap).await
+    }
+
+    /// Removes capture from the source and Ferry's bookkeeping from the target.
+    pub async fn cleanup(&mut self) -> ReplResult<()> {
+        trigger::uninstall(&self.source, &self.tables).await?;
+        self.source
+            .batch_execute("DROP SCHEMA IF EXISTS ferry")
+            .await
+            .map_err(ReplError::sql("drop the source's ferry schema"))?;
+        self.target
+            .batch_execute("DROP SCHEMA IF EXISTS ferry CASCADE")
+            .await
+            .map_err(ReplError::sql("drop the target's ferry schema"))
+    }
+}
+
+/// Appends the stage marker to a schema script, so psql commits both in one transaction.
+fn with_stage(sql: &str, stage: &str) -> String {
+    format!(
+        "{sql}\nINSERT INTO ferry.state (key, value) VALUES ('stage', '{stage}')
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = clock_timestamp();\n"
+    )
+}

@@ -1,0 +1,64 @@
+//! The replicator's errors, each with a stable Step Functions error name.
+
+use ferry_core::StepErrorName;
+use ferry_pg::PgError;
+
+/// Why replication work failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    /// A PostgreSQL connection or query failed.
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    /// A SQL statement failed.
+    #[error("{what}: {}", ferry_pg::describe(source))]
+    Sql {
+        /// What we were doing, as a verb phrase.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// pg_dump or psql failed.
+    #[error("{tool} failed: {detail}")]
+    Tool {
+        /// Which program.
+        tool: String,
+        /// Its exit status and stderr (no passwords: they travel in PGPASSWORD).
+        detail: String,
+    },
+    /// The source's schema changed under replication.
+    #[error(
+        "schema of {tables} changed on the source; apply the same DDL on the target, then resume"
+    )]
+    SchemaChanged {
+        /// The tables whose shape differs.
+        tables: String,
+    },
+    /// Something the replicator needs is missing or inconsistent.
+    #[error("{0}")]
+    State(String),
+}
+
+impl ReplError {
+    /// Wraps a driver error with what we were doing.
+    pub fn sql(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ReplError {
+        let what = what.into();
+        move |source| ReplError::Sql { what, source }
+    }
+}
+
+impl StepErrorName for ReplError {
+    fn step_error_name(&self) -> &'static str {
+        match self {
+            ReplError::Pg(e) => e.step_error_name(),
+            ReplError::Sql { source, .. } if source.is_closed() => "Ferry.Retryable.PgConnect",
+            ReplError::Sql { .. } => "Ferry.Replication.Sql",
+            ReplError::Tool { .. } => "Ferry.Replication.Tool",
+            ReplError::SchemaChanged { .. } => "Ferry.Blocked.SchemaChanged",
+            ReplError::State(_) => "Ferry.Replication.State",
+        }
+    }
+}
+
+/// Result of replication work.
+pub type ReplResult<T> = Result<T, ReplError>;

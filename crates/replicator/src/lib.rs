@@ -1,0 +1,47 @@
+//! The replication engine: keeps the target an exact copy of the source until cutover.
+//!
+//! Pieces, in the order a migration uses them: [`schema`] (pre-data), capture
+//! ([`capture::trigger`]) installed before the [`copy`] (a consistent snapshot copy), schema
+//! post-data, then the [`apply`] loop, [`verify`] and sequence sync. [`engine::Replicator`]
+//! strings them together with resumable stage markers ([`bookkeeping`]).
+
+pub mod apply;
+pub mod bookkeeping;
+pub mod capture;
+pub mod copy;
+pub mod engine;
+mod error;
+pub mod schema;
+pub mod verify;
+
+pub use error::{ReplError, ReplResult};
+
+/// One captured change: a key of a table, or a TRUNCATE of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyChange {
+    /// The row with this primary key (a JSON array, one element per key column) changed.
+    Key {
+        /// `schema.name` of the capture unit.
+        rel: String,
+        /// The primary-key values.
+        key: serde_json::Value,
+    },
+    /// The table was truncated.
+    Truncate {
+        /// `schema.name` of the capture unit.
+        rel: String,
+    },
+}
+
+/// A batch of changes read from the capture side.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeBatch {
+    /// Capture-side ids to acknowledge once applied (trigger log ids).
+    pub ids: Vec<i64>,
+    /// The changes, in capture order.
+    pub changes: Vec<KeyChange>,
+    /// The stream position this batch reaches (None for an empty batch).
+    pub position: Option<String>,
+    /// When the oldest change in the batch happened.
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
