@@ -239,3 +239,20 @@ pub fn spec(migration_id: &str, app: &str) -> ferry_core::MigrationSpec {
     v["heroku"]["app"] = app.into();
     ferry_core::spec::from_value(&v).expect("example spec is valid")
 }
+
+/// The path of a workspace binary built next to this test binary (`make test` builds them all).
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/integration-… → target/debug/<name>
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join(name))
+        .expect("target dir");
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build -p {name}` (make test builds every binary)",
+        path.display()
+    );
+    path
+}

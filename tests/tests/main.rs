@@ -7,3 +7,4 @@ mod preflight;
 mod replication;
 mod spec;
 mod store;
+mod worker;

@@ -5,7 +5,7 @@ use ferry_core::{
     MigrationStore, StepErrorName, StoreError,
     state::{
         Appended, ApprovalRequest, ApprovalStatus, AuditEvent, Gate, MigrationRecord, Outcome,
-        Phase, WorkerPhase, WorkerProgress,
+        Phase, WorkerCommand, WorkerPhase, WorkerProgress,
     },
 };
 use ferry_tests::{fresh_store, spec, unique};
@@ -294,6 +294,10 @@ fn progress(id: &str, epoch: u64, seq: u64) -> WorkerProgress {
         lag_changes: Some(12),
         heartbeat_at: Utc::now(),
         error: None,
+        error_name: None,
+        acked_command: 0,
+        paused: false,
+        drained_to: None,
     }
 }
 
@@ -413,4 +417,86 @@ async fn approvals_are_decided_once_with_the_right_token() {
         store.approval(&id, Gate::Cutover).await.expect("read"),
         None
     );
+}
+
+#[tokio::test]
+async fn commands_are_numbered_once_each_even_when_sent_concurrently() {
+    let store = fresh_store().await;
+    let id = unique("mig-");
+    assert_eq!(store.command(&id).await.expect("none"), None);
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let store = store.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let cmd = if i % 2 == 0 {
+                WorkerCommand::Pause
+            } else {
+                WorkerCommand::Resume { force: false }
+            };
+            store.send_command(&id, cmd, "ferry:test", Utc::now()).await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.expect("join").expect("send").seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    let drain = store
+        .send_command(
+            &id,
+            WorkerCommand::Drain {
+                until: Some("42".into()),
+            },
+            "ferry:cutover",
+            Utc::now(),
+        )
+        .await
+        .expect("send");
+    let latest = store.command(&id).await.expect("read").expect("some");
+    assert_eq!(
+        (latest.seq, latest.command),
+        (
+            5,
+            WorkerCommand::Drain {
+                until: Some("42".into())
+            }
+        )
+    );
+    assert_eq!(latest.issued_by, "ferry:cutover");
+    assert_eq!(drain.seq, 5);
+}
+
+#[tokio::test]
+async fn ssm_parameters_round_trip_as_secure_strings() {
+    use ferry_core::params::{ParamStore, PutOutcome};
+    ferry_tests::bed_var("AWS_ENDPOINT_URL");
+    let config = ferry_aws::sdk_config().await;
+    let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&config));
+    let prefix = format!("/{}/", unique("ferry-test-"));
+    let name = format!("{prefix}DATABASE_URL");
+    let err = params.get(&name).await.expect_err("missing");
+    assert_eq!(err.step_error_name(), "Ferry.Param.NotFound");
+    assert!(err.to_string().contains(&name));
+    assert_eq!(
+        params.put_secure(&name, "postgres://a").await.expect("put"),
+        PutOutcome::Added
+    );
+    assert_eq!(
+        params.put_secure(&name, "postgres://a").await.expect("put"),
+        PutOutcome::Unchanged
+    );
+    assert_eq!(
+        params.put_secure(&name, "postgres://b").await.expect("put"),
+        PutOutcome::Changed
+    );
+    assert_eq!(params.get(&name).await.expect("get"), "postgres://b");
+    params
+        .put_secure(&format!("{prefix}nested/KEY"), "v")
+        .await
+        .expect("put");
+    let all = params.get_by_path(&prefix).await.expect("by path");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all.get(&name).map(String::as_str), Some("postgres://b"));
 }

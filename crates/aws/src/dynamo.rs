@@ -25,8 +25,8 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Utc};
 use ferry_core::{
     state::{
-        AppLock, Appended, ApprovalRequest, ApprovalStatus, AuditEvent, Gate, MigrationRecord,
-        Outcome, Phase, WorkerProgress,
+        AppLock, Appended, ApprovalRequest, ApprovalStatus, AuditEvent, CommandRecord, Gate,
+        MigrationRecord, Outcome, Phase, WorkerCommand, WorkerProgress,
     },
     store::{MigrationStore, StoreError, StoreResult},
 };
@@ -457,6 +457,63 @@ impl MigrationStore for DynamoStore {
             return Ok(None);
         };
         let key = format!("{pk}/PROGRESS");
+        let body = get_s(&item, "body", &key)?;
+        serde_json::from_str(body)
+            .map(Some)
+            .map_err(|e| corrupt(&key, "body", e))
+    }
+
+    async fn send_command(
+        &self,
+        migration_id: &str,
+        command: WorkerCommand,
+        issued_by: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CommandRecord> {
+        let pk = mig_pk(migration_id);
+        for _ in 0..5 {
+            let prev = self.command(migration_id).await?.map_or(0, |c| c.seq);
+            let record = CommandRecord {
+                migration_id: migration_id.to_string(),
+                seq: prev + 1,
+                command: command.clone(),
+                issued_at: now,
+                issued_by: issued_by.to_string(),
+            };
+            let body = serde_json::to_string(&record).map_err(|e| corrupt(&pk, "command", e))?;
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(&pk))
+                .item("sk", s("COMMAND"))
+                .item("kind", s("command"))
+                .item("seq", n(record.seq))
+                .item("body", s(&body))
+                .condition_expression("attribute_not_exists(pk) OR seq = :prev")
+                .expression_attribute_values(":prev", n(prev))
+                .send()
+                .await;
+            match res {
+                Ok(_) => return Ok(record),
+                // Another sender got this number first: take the next one.
+                Err(e) if is_condition_failure(&e) => continue,
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Err(StoreError::VersionConflict {
+            migration_id: migration_id.to_string(),
+            expected: 0,
+            found: self.command(migration_id).await?.map_or(0, |c| c.seq),
+        })
+    }
+
+    async fn command(&self, migration_id: &str) -> StoreResult<Option<CommandRecord>> {
+        let pk = mig_pk(migration_id);
+        let Some(item) = self.get(&pk, "COMMAND").await? else {
+            return Ok(None);
+        };
+        let key = format!("{pk}/COMMAND");
         let body = get_s(&item, "body", &key)?;
         serde_json::from_str(body)
             .map(Some)

@@ -3,8 +3,10 @@
 //! `AWS_ENDPOINT_URL`, never through a code branch.
 
 mod dynamo;
+mod ssm;
 
 pub use dynamo::{DynamoStore, create_table};
+pub use ssm::SsmParams;
 
 /// Loads the shared SDK configuration from the environment (region, credentials,
 /// `AWS_ENDPOINT_URL`), once per process.

@@ -4,12 +4,14 @@
 //! Nothing here talks to AWS, PostgreSQL or Heroku; adapters live in other crates.
 
 pub mod errors;
+pub mod params;
 pub mod problems;
 pub mod spec;
 pub mod state;
 pub mod store;
 
 pub use errors::StepErrorName;
+pub use params::{ParamError, ParamStore};
 pub use problems::{Problem, Problems};
 pub use spec::MigrationSpec;
 pub use store::{MigrationStore, StoreError, StoreResult};

@@ -308,8 +308,64 @@ pub struct WorkerProgress {
     pub lag_changes: Option<u64>,
     /// When this heartbeat was written.
     pub heartbeat_at: DateTime<Utc>,
-    /// The error that stopped the worker, without secrets.
+    /// The error that stopped or paused the worker, without secrets.
     pub error: Option<String>,
+    /// The stable error name of `error` (e.g. `Ferry.Blocked.SchemaChanged`).
+    #[serde(default)]
+    pub error_name: Option<String>,
+    /// The sequence number of the last command the worker carried out.
+    #[serde(default)]
+    pub acked_command: u64,
+    /// Whether apply is paused (by command, or by a schema change).
+    #[serde(default)]
+    pub paused: bool,
+    /// After a drain command: the position everything up to which is applied.
+    #[serde(default)]
+    pub drained_to: Option<String>,
+}
+
+/// What the control plane asks of the worker (through the store; Lambdas never talk to the
+/// worker directly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum WorkerCommand {
+    /// Stop applying (capture goes on).
+    Pause,
+    /// Apply again; `force` also clears a schema-change block a person has checked.
+    Resume {
+        /// Resume even though the schemas still differ.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Apply everything up to `until` (the source position after writes froze; `None`: the
+    /// position when the command is read), then report `drained_to`.
+    Drain {
+        /// The position to reach.
+        until: Option<String>,
+    },
+    /// After cutover: capture on the target, apply to the source (lossless rollback).
+    Reverse,
+    /// Stop the worker; with `cleanup`, remove capture objects from both sides first.
+    Stop {
+        /// Remove triggers, change log, slot and publication.
+        #[serde(default)]
+        cleanup: bool,
+    },
+}
+
+/// A command as stored: numbered, with who sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// The migration.
+    pub migration_id: String,
+    /// 1, 2, 3…: the worker carries out each number once.
+    pub seq: u64,
+    /// The command.
+    pub command: WorkerCommand,
+    /// When it was sent.
+    pub issued_at: DateTime<Utc>,
+    /// Who sent it (`ferry:<step>` or a person).
+    pub issued_by: String,
 }
 
 /// An approval gate of the state machine.

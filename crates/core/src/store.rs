@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use crate::{
     errors::StepErrorName,
     state::{
-        AppLock, Appended, ApprovalRequest, ApprovalStatus, AuditEvent, Gate, MigrationRecord,
-        Phase, WorkerProgress,
+        AppLock, Appended, ApprovalRequest, ApprovalStatus, AuditEvent, CommandRecord, Gate,
+        MigrationRecord, Phase, WorkerCommand, WorkerProgress,
     },
 };
 
@@ -178,6 +178,18 @@ pub trait MigrationStore: Send + Sync {
 
     /// The latest worker heartbeat, if any.
     async fn progress(&self, migration_id: &str) -> StoreResult<Option<WorkerProgress>>;
+
+    /// Sends the worker a command, numbered one above the last; returns the stored record.
+    async fn send_command(
+        &self,
+        migration_id: &str,
+        command: WorkerCommand,
+        issued_by: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<CommandRecord>;
+
+    /// The latest command, if any.
+    async fn command(&self, migration_id: &str) -> StoreResult<Option<CommandRecord>>;
 
     /// Stores a pending approval with its task token. A retried gate step may replace a
     /// pending request (its token is new); a decided one is never replaced.

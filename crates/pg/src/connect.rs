@@ -99,6 +99,11 @@ impl PgUrl {
         })
     }
 
+    /// The full URL, password included: a secret, for handing to a secret store only.
+    pub fn expose_secret(&self) -> &str {
+        &self.raw
+    }
+
     /// The URL with its password replaced by `***`, safe to log.
     pub fn redacted(&self) -> &str {
         &self.redacted

@@ -139,9 +139,12 @@ impl Replicator {
                 .ok_or_else(|| {
                     ReplError::State("post-data schema missing from ferry.state".into())
                 })?;
-            self.cfg
+            let restored = self
+                .cfg
                 .tools
                 .restore(&self.cfg.target, &with_stage(&post, stage::STREAMING))
+                .await;
+            self.unless_stage_reached(restored, stage::STREAMING)
                 .await?;
         }
         let (rows, bytes) = copy::done_totals(&self.target).await?;
@@ -165,10 +168,37 @@ impl Replicator {
             .dump(&self.cfg.source, Section::PostData)
             .await?;
         bookkeeping::set(&self.target, "post_data", &post).await?;
-        self.cfg
+        let restored = self
+            .cfg
             .tools
             .restore(&self.cfg.target, &with_stage(&pre, stage::SCHEMA))
-            .await
+            .await;
+        self.unless_stage_reached(restored, stage::SCHEMA).await
+    }
+
+    /// A restore that failed because an earlier, killed worker's psql committed the same
+    /// script meanwhile (its marker is there now) is not an error.
+    async fn unless_stage_reached(&self, result: ReplResult<()>, reached: &str) -> ReplResult<()> {
+        match result {
+            Err(e) => {
+                let order = [
+                    stage::SCHEMA,
+                    stage::CAPTURE,
+                    stage::COPIED,
+                    stage::STREAMING,
+                ];
+                let want = order.iter().position(|s| *s == reached);
+                let now = self.stage().await?;
+                let have = now
+                    .as_deref()
+                    .and_then(|n| order.iter().position(|s| *s == n));
+                match (want, have) {
+                    (Some(w), Some(h)) if h >= w => Ok(()),
+                    _ => Err(e),
+                }
+            }
+            ok => ok,
+        }
     }
 
     async fn snapshot_copy(&mut self) -> ReplResult<()> {
@@ -257,6 +287,31 @@ impl Replicator {
                 .or(Some(0.0))
                 .filter(|_| capture_on),
         })
+    }
+
+    /// Tables whose columns differ between source and target (DDL on one side only).
+    pub async fn schema_changes(&self) -> ReplResult<Vec<String>> {
+        crate::watch::changed_tables(&self.source, &self.target).await
+    }
+
+    /// Rereads the source catalog (after a person reconciled a schema change).
+    pub async fn reload_catalog(&mut self) -> ReplResult<()> {
+        self.tables = catalog::tables(&self.source).await?;
+        self.applier = None;
+        Ok(())
+    }
+
+    /// The change log's head: the drain target once writes have stopped.
+    pub async fn source_head(&self) -> ReplResult<i64> {
+        Ok(trigger::backlog(&self.source).await?.head)
+    }
+
+    /// Whether every change up to `position` is applied.
+    pub async fn drained_to(&self, position: i64) -> ReplResult<bool> {
+        Ok(trigger::backlog(&self.source)
+            .await?
+            .lowest_waiting
+            .is_none_or(|low| low > position))
     }
 
     /// Compares source and target table by table.

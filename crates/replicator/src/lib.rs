@@ -11,8 +11,10 @@ pub mod capture;
 pub mod copy;
 pub mod engine;
 mod error;
+pub mod runner;
 pub mod schema;
 pub mod verify;
+pub mod watch;
 
 pub use error::{ReplError, ReplResult};
 

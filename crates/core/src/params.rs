@@ -1,0 +1,70 @@
+//! The narrow interface to SSM Parameter Store: where secrets (database URLs, tokens) and the
+//! app's config vars live. Values are secrets: never log them.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::errors::StepErrorName;
+
+/// Why a parameter call failed. Messages name the parameter, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    /// No such parameter.
+    #[error(
+        "SSM parameter {name} does not exist; create it (as a SecureString) or fix the name in the spec"
+    )]
+    NotFound {
+        /// The parameter name.
+        name: String,
+    },
+    /// The caller may not read or write it.
+    #[error("access to SSM parameter {name} was denied: {reason}")]
+    AccessDenied {
+        /// The parameter name.
+        name: String,
+        /// What AWS said.
+        reason: String,
+    },
+    /// AWS asked us to slow down.
+    #[error("SSM throttled: {0}")]
+    Throttled(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// SSM could not be reached or failed.
+    #[error("SSM unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StepErrorName for ParamError {
+    fn step_error_name(&self) -> &'static str {
+        match self {
+            ParamError::NotFound { .. } => "Ferry.Param.NotFound",
+            ParamError::AccessDenied { .. } => "Ferry.Param.AccessDenied",
+            ParamError::Throttled(_) => "Ferry.Retryable.Throttled",
+            ParamError::Unavailable(_) => "Ferry.Retryable.ParamUnavailable",
+        }
+    }
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The parameter did not exist.
+    Added,
+    /// It existed with another value.
+    Changed,
+    /// It existed with this value: nothing written.
+    Unchanged,
+}
+
+/// SSM Parameter Store, as Ferry uses it.
+#[async_trait]
+pub trait ParamStore: Send + Sync {
+    /// Reads a parameter, decrypting a SecureString.
+    async fn get(&self, name: &str) -> Result<String, ParamError>;
+
+    /// Writes a SecureString unless it already holds `value`.
+    async fn put_secure(&self, name: &str, value: &str) -> Result<PutOutcome, ParamError>;
+
+    /// Every parameter under `prefix` (recursively), decrypted, by full name.
+    async fn get_by_path(&self, prefix: &str) -> Result<BTreeMap<String, String>, ParamError>;
+}

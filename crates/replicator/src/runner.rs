@@ -1,0 +1,294 @@
+//! The worker's main loop: prepare (schema, capture, copy), then stream, heartbeat to the
+//! progress item, and carry out commands from the command item. Lambdas never talk to the
+//! worker directly: they read its progress and write commands.
+
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use ferry_core::{
+    StepErrorName,
+    state::{WorkerCommand, WorkerPhase, WorkerProgress},
+    store::{MigrationStore, StoreError},
+};
+
+use crate::{
+    ReplError,
+    copy::CopyProgress,
+    engine::{Config, Replicator, Status},
+};
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// The migration.
+    pub migration_id: String,
+    /// This process (ECS task ARN, or host/pid).
+    pub worker_id: String,
+    /// Between heartbeats.
+    pub heartbeat: Duration,
+    /// Between command checks while streaming.
+    pub command_poll: Duration,
+    /// Sleep when a batch comes back empty.
+    pub idle: Duration,
+    /// Between schema fingerprint checks.
+    pub schema_check: Duration,
+    /// The replication settings.
+    pub replicator: Config,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// A stop command was carried out.
+    Stopped {
+        /// Whether capture objects were removed.
+        cleaned_up: bool,
+    },
+    /// A newer worker took over: this one must end.
+    Superseded,
+}
+
+/// Why the run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Replication failed.
+    #[error(transparent)]
+    Repl(#[from] ReplError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl StepErrorName for RunError {
+    fn step_error_name(&self) -> &'static str {
+        match self {
+            RunError::Repl(e) => e.step_error_name(),
+            RunError::Store(e) => e.step_error_name(),
+        }
+    }
+}
+
+struct Beat<'a> {
+    store: &'a dyn MigrationStore,
+    cfg: &'a RunnerConfig,
+    epoch: u64,
+    seq: u64,
+    last: Option<Instant>,
+    acked: u64,
+    paused: bool,
+    drained_to: Option<String>,
+    error: Option<(String, String)>,
+}
+
+impl Beat<'_> {
+    async fn write(&mut self, phase: WorkerPhase, status: &Status) -> Result<bool, StoreError> {
+        self.seq += 1;
+        self.last = Some(Instant::now());
+        let progress = WorkerProgress {
+            migration_id: self.cfg.migration_id.clone(),
+            worker_id: self.cfg.worker_id.clone(),
+            epoch: self.epoch,
+            seq: self.seq,
+            phase,
+            tables_done: status.tables_done as u32,
+            tables_total: status.tables_total as u32,
+            rows_copied: status.rows_copied,
+            bytes_copied: status.bytes_copied,
+            source_position: status.source_position.map(|p| p.to_string()),
+            applied_position: status.applied_position.clone(),
+            lag_seconds: status.lag_seconds,
+            lag_changes: Some(status.lag_changes),
+            heartbeat_at: Utc::now(),
+            error: self.error.as_ref().map(|e| e.1.clone()),
+            error_name: self.error.as_ref().map(|e| e.0.clone()),
+            acked_command: self.acked,
+            paused: self.paused,
+            drained_to: self.drained_to.clone(),
+        };
+        match self.store.put_progress(&progress).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::WorkerSuperseded { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last.is_none_or(|t| t.elapsed() >= self.cfg.heartbeat)
+    }
+}
+
+fn copy_status(p: &CopyProgress) -> Status {
+    Status {
+        tables_done: p.tables_done.load(Ordering::Relaxed),
+        tables_total: p.tables_total.load(Ordering::Relaxed),
+        rows_copied: p.rows.load(Ordering::Relaxed),
+        bytes_copied: p.bytes.load(Ordering::Relaxed),
+        ..Status::default()
+    }
+}
+
+/// Runs the worker until a stop command, supersession, or an error (which is recorded in the
+/// progress item before it is returned).
+pub async fn run(store: &dyn MigrationStore, cfg: RunnerConfig) -> Result<Exit, RunError> {
+    let epoch = Utc::now().timestamp_millis().max(0) as u64;
+    let mut beat = Beat {
+        store,
+        cfg: &cfg,
+        epoch,
+        seq: 0,
+        last: None,
+        acked: store
+            .progress(&cfg.migration_id)
+            .await?
+            .map_or(0, |p| p.acked_command),
+        paused: false,
+        drained_to: None,
+        error: None,
+    };
+    if !beat
+        .write(WorkerPhase::Starting, &Status::default())
+        .await?
+    {
+        return Ok(Exit::Superseded);
+    }
+    match stream(&mut beat, &cfg).await {
+        Ok(exit) => Ok(exit),
+        Err(e) => {
+            let name = e.step_error_name().to_string();
+            beat.error = Some((name, e.to_string()));
+            let _ = beat.write(WorkerPhase::Failed, &Status::default()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunError> {
+    let mut rep = Replicator::connect(cfg.replicator.clone()).await?;
+    let progress = rep.copy_progress();
+
+    // Prepare, with heartbeats from the copy counters meanwhile.
+    {
+        let prepare = rep.prepare();
+        tokio::pin!(prepare);
+        let mut tick = tokio::time::interval(cfg.heartbeat);
+        loop {
+            tokio::select! {
+                r = &mut prepare => { r?; break; }
+                _ = tick.tick() => {
+                    let status = copy_status(&progress);
+                    let phase = if status.tables_total == 0 { WorkerPhase::Schema } else { WorkerPhase::Copying };
+                    if !beat.write(phase, &status).await? {
+                        return Ok(Exit::Superseded);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut last_command = Instant::now() - cfg.command_poll;
+    let mut last_schema = Instant::now();
+    let mut drain_target: Option<i64> = None;
+    let mut schema_block: Option<Vec<String>> = None;
+    let mut paused_by_command = false;
+    loop {
+        if last_command.elapsed() >= cfg.command_poll {
+            last_command = Instant::now();
+            if let Some(cmd) = beat.store.command(&cfg.migration_id).await?
+                && cmd.seq > beat.acked
+            {
+                match cmd.command {
+                    WorkerCommand::Pause => paused_by_command = true,
+                    WorkerCommand::Resume { force } => {
+                        paused_by_command = false;
+                        if force && schema_block.take().is_some() {
+                            rep.reload_catalog().await?;
+                            beat.error = None;
+                        }
+                    }
+                    WorkerCommand::Drain { until } => {
+                        let target = match until.as_deref().map(str::parse::<i64>) {
+                            Some(Ok(p)) => p,
+                            Some(Err(_)) => {
+                                return Err(ReplError::State(format!(
+                                    "drain position {until:?} is not a change-log id"
+                                ))
+                                .into());
+                            }
+                            None => rep.source_head().await?,
+                        };
+                        drain_target = Some(target);
+                        beat.drained_to = None;
+                    }
+                    WorkerCommand::Stop { cleanup } => {
+                        if cleanup {
+                            rep.cleanup().await?;
+                        }
+                        beat.acked = cmd.seq;
+                        beat.write(WorkerPhase::Stopped, &Status::default()).await?;
+                        return Ok(Exit::Stopped {
+                            cleaned_up: cleanup,
+                        });
+                    }
+                    WorkerCommand::Reverse => {
+                        return Err(ReplError::State(
+                            "reverse replication is not available in this worker version".into(),
+                        )
+                        .into());
+                    }
+                }
+                beat.acked = cmd.seq;
+                beat.write(WorkerPhase::Streaming, &rep.status().await?)
+                    .await?;
+            }
+        }
+        if last_schema.elapsed() >= cfg.schema_check {
+            last_schema = Instant::now();
+            let changed = rep.schema_changes().await?;
+            if changed.is_empty() {
+                if schema_block.take().is_some() {
+                    rep.reload_catalog().await?;
+                    beat.error = None;
+                }
+            } else if schema_block.as_ref() != Some(&changed) {
+                let e = ReplError::SchemaChanged {
+                    tables: changed.join(", "),
+                };
+                tracing::warn!(error = %e, "apply paused");
+                beat.error = Some((e.step_error_name().to_string(), e.to_string()));
+                schema_block = Some(changed);
+            }
+        }
+        beat.paused = paused_by_command || schema_block.is_some();
+        let applied = if beat.paused {
+            0
+        } else {
+            rep.apply_once().await?.changes
+        };
+        if let Some(target) = drain_target
+            && !beat.paused
+            && rep.drained_to(target).await?
+        {
+            beat.drained_to = Some(target.to_string());
+            drain_target = None;
+            if !beat
+                .write(WorkerPhase::Streaming, &rep.status().await?)
+                .await?
+            {
+                return Ok(Exit::Superseded);
+            }
+        }
+        if beat.due()
+            && !beat
+                .write(WorkerPhase::Streaming, &rep.status().await?)
+                .await?
+        {
+            return Ok(Exit::Superseded);
+        }
+        if applied == 0 {
+            tokio::time::sleep(cfg.idle).await;
+        }
+    }
+}

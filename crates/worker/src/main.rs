@@ -1,0 +1,122 @@
+//! `ferry-worker`: the long-lived replication worker, run as an ECS task with the migration id.
+//! It reads the migration's spec from the state store, the database URLs from SSM, and runs the
+//! replicator until told to stop.
+//!
+//! Environment: `FERRY_MIGRATION_ID`, `FERRY_STATE_TABLE` (required); `FERRY_PG_BIN` (pg_dump
+//! and psql of the target's major version), `FERRY_WORKER_ID`, `FERRY_HEARTBEAT_MS`,
+//! `FERRY_BATCH_SIZE`, `FERRY_ROWS_PER_CHUNK`, `FERRY_SCHEMA_CHECK_MS` (optional); AWS
+//! settings as usual (`AWS_REGION`, `AWS_ENDPOINT_URL` …).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, bail};
+use ferry_core::{MigrationStore, ParamStore, StepErrorName};
+use ferry_pg::PgUrl;
+use ferry_replicator::{
+    engine::Config,
+    runner::{self, Exit, RunnerConfig},
+    schema::Tools,
+};
+
+fn var(name: &str) -> anyhow::Result<String> {
+    std::env::var(name)
+        .with_context(|| format!("{name} is not set; the task definition must pass it"))
+}
+
+fn var_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number")),
+        Err(_) => Ok(default),
+    }
+}
+
+async fn config(
+    store: &dyn MigrationStore,
+    params: &dyn ParamStore,
+) -> anyhow::Result<RunnerConfig> {
+    let migration_id = var("FERRY_MIGRATION_ID")?;
+    let record = store
+        .migration(&migration_id)
+        .await
+        .with_context(|| format!("read migration {migration_id}"))?;
+    let spec = record.spec;
+    // Read the URLs now, not from a cache: Heroku rotates credentials.
+    let source = params.get(&spec.source.database_url_param).await?;
+    let target = params.get(&spec.target.database_url_param).await?;
+    let source =
+        PgUrl::parse(&source).context("source.database_url_param holds an unusable URL")?;
+    let target =
+        PgUrl::parse(&target).context("target.database_url_param holds an unusable URL")?;
+    let heartbeat = Duration::from_millis(var_or("FERRY_HEARTBEAT_MS", 5_000)?);
+    if heartbeat.is_zero() {
+        bail!("FERRY_HEARTBEAT_MS must be above 0");
+    }
+    Ok(RunnerConfig {
+        worker_id: std::env::var("FERRY_WORKER_ID")
+            .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
+        migration_id,
+        heartbeat,
+        command_poll: heartbeat.min(Duration::from_secs(1)),
+        idle: Duration::from_millis(100),
+        schema_check: Duration::from_millis(var_or("FERRY_SCHEMA_CHECK_MS", 30_000)?),
+        replicator: Config {
+            source,
+            target,
+            tools: Tools {
+                bin_dir: PathBuf::from(
+                    std::env::var("FERRY_PG_BIN")
+                        .unwrap_or_else(|_| "/usr/lib/postgresql/17/bin".into()),
+                ),
+            },
+            parallelism: spec.replication.parallelism as usize,
+            rows_per_chunk: var_or("FERRY_ROWS_PER_CHUNK", 250_000)?,
+            batch_size: var_or("FERRY_BATCH_SIZE", 1_000)?,
+        },
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let aws = ferry_aws::sdk_config().await;
+    let table = match var("FERRY_STATE_TABLE") {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = ferry_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table);
+    let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
+    let cfg = match config(&store, &params).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot start: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let span = tracing::info_span!("worker", migration_id = %cfg.migration_id, step = "replicate");
+    let _guard = span.enter();
+    tracing::info!(source = %cfg.replicator.source.redacted(), target = %cfg.replicator.target.redacted(), "starting");
+    match runner::run(&store, cfg).await {
+        Ok(Exit::Stopped { cleaned_up }) => {
+            tracing::info!(cleaned_up, "stopped on command");
+            ExitCode::SUCCESS
+        }
+        Ok(Exit::Superseded) => {
+            tracing::warn!("a newer worker took over; exiting");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error_name = e.step_error_name(), "{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The worker process under kill -9: killed at random moments of the copy and of streaming,
+//! restarted each time, it still converges with no row lost or duplicated. Also drain and stop
+//! commands, and clean-up asserted from the catalogs.
+
+use std::{
+    os::unix::process::CommandExt,
+    process::{Child, Command},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use ferry_core::{
+    MigrationStore, ParamStore,
+    state::{MigrationRecord, WorkerCommand, WorkerPhase, WorkerProgress},
+};
+use ferry_pg::catalog;
+use ferry_replicator::verify;
+use ferry_tests::{TestDb, bed_var, fresh_store, spec, unique, workload, workspace_bin};
+use rand::Rng;
+
+fn spawn_worker(migration_id: &str, table: &str, worker_id: &str) -> Child {
+    Command::new(workspace_bin("ferry-worker"))
+        .env("FERRY_MIGRATION_ID", migration_id)
+        .env("FERRY_STATE_TABLE", table)
+        .env("FERRY_WORKER_ID", worker_id)
+        .env("FERRY_PG_BIN", bed_var("FERRY_BED_TARGET_BIN"))
+        .env("FERRY_HEARTBEAT_MS", "100")
+        .env("FERRY_ROWS_PER_CHUNK", "4000")
+        .env("FERRY_BATCH_SIZE", "200")
+        .env("FERRY_SCHEMA_CHECK_MS", "1000")
+        .env("RUST_LOG", "warn")
+        // Its own process group, so a kill takes pg_dump/psql children with it, as stopping
+        // an ECS task does.
+        .process_group(0)
+        .spawn()
+        .expect("start ferry-worker")
+}
+
+/// SIGKILL to the worker's whole process group. The `-s KILL -- -PGID` form matters: procps-ng
+/// 4's kill misreads `kill -9 -PGID` (seen here: it took down every process of the session).
+fn kill9(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s KILL -- -{} failed", child.id());
+    let _ = child.wait();
+}
+
+async fn wait_progress(
+    store: &dyn MigrationStore,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&WorkerProgress) -> bool,
+) -> WorkerProgress {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(p) = store.progress(id).await.expect("read progress")
+            && ok(&p)
+        {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
+    let db = TestDb::heroku_like("kill_").await;
+    let app_url = db.source_app_url();
+    TestDb::load(&app_url, "coverage.sql").await;
+    TestDb::load(&app_url, "coverage_data.sql").await;
+    app_url
+        .connect()
+        .await
+        .expect("source")
+        .batch_execute(
+            "CREATE TABLE bulk (id bigint PRIMARY KEY, label text NOT NULL, amount numeric(14, 2), doc jsonb);
+             INSERT INTO bulk SELECT g, md5(g::text) || repeat('x', 40), g * 0.37, jsonb_build_object('g', g)
+               FROM generate_series(1, 300000) g;
+             ANALYZE;",
+        )
+        .await
+        .expect("bulk data");
+
+    // State store, SSM parameters and the migration record, as the preflight step leaves them.
+    let store = fresh_store().await;
+    let aws = ferry_aws::sdk_config().await;
+    let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
+    let id = unique("kill-");
+    let prefix = format!("/{id}");
+    let mut migration = spec(&id, "acme-prod");
+    migration.source.database_url_param = format!("{prefix}/source-url");
+    migration.target.database_url_param = format!("{prefix}/target-url");
+    migration.replication.parallelism = 2;
+    params
+        .put_secure(
+            &migration.source.database_url_param,
+            app_url.expose_secret(),
+        )
+        .await
+        .expect("param");
+    params
+        .put_secure(
+            &migration.target.database_url_param,
+            db.target_url().expose_secret(),
+        )
+        .await
+        .expect("param");
+    store
+        .create_migration(&MigrationRecord::new(migration, Utc::now()))
+        .await
+        .expect("record");
+
+    // Writers all along: the coverage workload and updates of the big table.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = vec![tokio::spawn(workload::run(
+        app_url.clone(),
+        stop.clone(),
+        7,
+        1_000_000,
+        Duration::from_secs(600),
+    ))];
+    {
+        let (url, stop) = (app_url.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let c = url.connect().await.expect("bulk writer");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let k = 1 + (n * 7919) % 300_000;
+                let sql = match n % 3 {
+                    0 => format!("UPDATE bulk SET amount = amount + 1, doc = doc || '{{\"u\": {n}}}' WHERE id = {k}"),
+                    1 => format!("DELETE FROM bulk WHERE id = {k}"),
+                    _ => format!("INSERT INTO bulk VALUES ({}, 'new', 1, '{{}}') ON CONFLICT (id) DO UPDATE SET label = 'again'", 300_000 + n),
+                };
+                let _ = c.batch_execute(&sql).await;
+            }
+            workload::WorkloadStats { committed: n, failed: 0 }
+        }));
+    }
+
+    let (mut in_copy, mut in_stream, mut runs) = (0, 0, 0);
+    let mut copied_before = 0;
+    let mut rng = rand::rng();
+    while (in_copy < 5 || in_stream < 5) && runs < 40 {
+        runs += 1;
+        let worker_id = format!("worker-{runs}");
+        let mut child = spawn_worker(&id, store.table(), &worker_id);
+        // Each incarnation gets to copy something (or to stream) before it dies, so the run
+        // makes progress; then it dies at a random moment.
+        let p = wait_progress(store.as_ref(), &id, "progress of the new worker", |p| {
+            p.worker_id == worker_id
+                && ((p.phase == WorkerPhase::Copying && p.rows_copied > copied_before)
+                    || p.phase == WorkerPhase::Streaming)
+        })
+        .await;
+        copied_before = p.rows_copied;
+        let pause = if p.phase == WorkerPhase::Copying {
+            rng.random_range(0..80)
+        } else {
+            rng.random_range(0..600)
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let at_kill = store.progress(&id).await.expect("progress").expect("some");
+        kill9(&mut child);
+        match at_kill.phase {
+            WorkerPhase::Copying => in_copy += 1,
+            WorkerPhase::Streaming => in_stream += 1,
+            other => panic!("unexpected phase {other:?}"),
+        }
+    }
+    eprintln!(
+        "worker killed {in_copy} times while copying, {in_stream} times while streaming, {runs} runs"
+    );
+    assert!(
+        in_copy >= 5 && in_stream >= 5,
+        "kills: {in_copy} in copy, {in_stream} streaming after {runs} runs"
+    );
+
+    // A last worker runs to the end: writers stop, drain, verify, stop with clean-up.
+    let mut child = spawn_worker(&id, store.table(), "worker-final");
+    wait_progress(store.as_ref(), &id, "streaming", |p| {
+        p.worker_id == "worker-final" && p.phase == WorkerPhase::Streaming
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let drain = store
+        .send_command(
+            &id,
+            WorkerCommand::Drain { until: None },
+            "ferry:test",
+            Utc::now(),
+        )
+        .await
+        .expect("drain");
+    let p = wait_progress(store.as_ref(), &id, "drained", |p| {
+        p.acked_command >= drain.seq && p.drained_to.is_some()
+    })
+    .await;
+    assert_eq!(p.lag_changes, Some(0), "{p:?}");
+
+    let source = app_url.connect().await.expect("source");
+    let target = db.target_url().connect().await.expect("target");
+    let tables = catalog::tables(&source).await.expect("catalog");
+    for c in verify::verify(&source, &target, &tables, 20_000)
+        .await
+        .expect("verify")
+    {
+        assert!(
+            c.equal(),
+            "{} differs after {runs} kills: {:#?}",
+            c.table,
+            c.mismatches
+        );
+        assert_eq!(c.source_rows, c.target_rows);
+    }
+
+    let stop_cmd = store
+        .send_command(
+            &id,
+            WorkerCommand::Stop { cleanup: true },
+            "ferry:test",
+            Utc::now(),
+        )
+        .await
+        .expect("stop");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "worker did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "worker exit {status}");
+    let p = store.progress(&id).await.expect("progress").expect("some");
+    assert_eq!(
+        (p.phase, p.acked_command),
+        (WorkerPhase::Stopped, stop_cmd.seq)
+    );
+    let leftovers: i64 = source
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ferry\\_%')
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'ferry')",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert_eq!(leftovers, 0, "capture objects left on the source");
+    let target_ferry: i64 = target
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'ferry'",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert_eq!(target_ferry, 0, "bookkeeping left on the target");
+}
