@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use ferry_core::spec::CaptureMode;
 use ferry_pg::PgUrl;
 use ferry_replicator::{
     engine::{Config, Replicator, stage},
@@ -19,7 +20,7 @@ use ferry_tests::{Side, TestDb, bed_var, workload};
 
 /// pg_dump and psql of the target's major version (never older than the source's): a newer
 /// pg_dump writes settings an older server does not know.
-fn config(source: PgUrl, target: PgUrl, target_side: Side) -> Config {
+fn config(source: PgUrl, target: PgUrl, target_side: Side, capture: CaptureMode) -> Config {
     let bin = match target_side {
         Side::Source => "FERRY_BED_SOURCE_BIN",
         Side::Target => "FERRY_BED_TARGET_BIN",
@@ -33,10 +34,17 @@ fn config(source: PgUrl, target: PgUrl, target_side: Side) -> Config {
         parallelism: 2,
         rows_per_chunk: 100,
         batch_size: 150,
+        capture,
     }
 }
 
-async fn converges_under_writes(db: &TestDb, target: PgUrl, target_side: Side) {
+async fn converges_under_writes(
+    db: &TestDb,
+    source: PgUrl,
+    target: PgUrl,
+    target_side: Side,
+    capture: CaptureMode,
+) {
     TestDb::load(&db.source_app_url(), "coverage.sql").await;
     TestDb::load(&db.source_app_url(), "coverage_data.sql").await;
     db.source_app_url()
@@ -61,7 +69,7 @@ async fn converges_under_writes(db: &TestDb, target: PgUrl, target_side: Side) {
         .collect();
 
     // The copy runs while the writers change rows, including rows of chunks being copied.
-    let mut rep = Replicator::connect(config(db.source_app_url(), target.clone(), target_side))
+    let mut rep = Replicator::connect(config(source.clone(), target.clone(), target_side, capture))
         .await
         .expect("connect");
     rep.prepare().await.expect("prepare");
@@ -158,7 +166,9 @@ async fn converges_under_writes(db: &TestDb, target: PgUrl, target_side: Side) {
         .query_one(
             "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ferry\\_%')
                   + (SELECT count(*) FROM pg_namespace WHERE nspname = 'ferry')
-                  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ferry')",
+                  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ferry')
+                  + (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'ferry%' AND database = current_database())
+                  + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ferry%')",
             &[],
         )
         .await
@@ -174,11 +184,53 @@ async fn trigger_capture_converges_from_pg15_to_the_newer_target() {
         Side::Target.major() > Side::Source.major(),
         "the bed's target is newer"
     );
-    converges_under_writes(&db, db.target_url(), Side::Target).await;
+    converges_under_writes(
+        &db,
+        db.source_app_url(),
+        db.target_url(),
+        Side::Target,
+        CaptureMode::Trigger,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn trigger_capture_converges_between_same_versions() {
     let db = TestDb::heroku_like_same_version("rep_same_").await;
-    converges_under_writes(&db, db.target_url(), Side::Source).await;
+    converges_under_writes(
+        &db,
+        db.source_app_url(),
+        db.target_url(),
+        Side::Source,
+        CaptureMode::Trigger,
+    )
+    .await;
+}
+
+// Logical capture needs REPLICATION (or superuser) on the source: RDS, self-hosted, or
+// Heroku after a support grant. The writers still write as the app role.
+#[tokio::test]
+async fn serial_logical_capture_converges_from_pg15_to_the_newer_target() {
+    let db = TestDb::heroku_like("rep_lup_").await;
+    converges_under_writes(
+        &db,
+        db.url(Side::Source),
+        db.target_url(),
+        Side::Target,
+        CaptureMode::Logical,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn serial_logical_capture_converges_between_same_versions() {
+    let db = TestDb::heroku_like_same_version("rep_lsame_").await;
+    converges_under_writes(
+        &db,
+        db.url(Side::Source),
+        db.target_url(),
+        Side::Source,
+        CaptureMode::Logical,
+    )
+    .await;
 }

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
+use ferry_core::spec::CaptureMode;
 use ferry_pg::{
     PgUrl,
     catalog::{self, Table},
@@ -11,9 +12,10 @@ use ferry_pg::{
 use tokio_postgres::Client;
 
 use crate::{
+    ChangeBatch,
     apply::{Applied, Applier},
     bookkeeping,
-    capture::trigger,
+    capture::{logical, trigger},
     copy::{self, CopyProgress},
     error::{ReplError, ReplResult},
     schema::{Section, Tools},
@@ -50,6 +52,8 @@ pub struct Config {
     pub rows_per_chunk: i64,
     /// Changes per apply batch.
     pub batch_size: i64,
+    /// Trigger or logical (already resolved from `auto` by preflight).
+    pub capture: CaptureMode,
 }
 
 /// Counters for the heartbeat.
@@ -65,8 +69,8 @@ pub struct Status {
     pub rows_copied: u64,
     /// Bytes copied by the snapshot.
     pub bytes_copied: u64,
-    /// Last id handed out by the change log (the source position).
-    pub source_position: Option<i64>,
+    /// The source's latest change position (log id, or WAL LSN).
+    pub source_position: Option<String>,
     /// Last position applied on the target.
     pub applied_position: Option<String>,
     /// Changes applied so far.
@@ -86,6 +90,7 @@ pub struct Replicator {
     tables: Vec<Table>,
     copy_progress: Arc<CopyProgress>,
     applier: Option<Applier>,
+    slot: String,
 }
 
 impl Replicator {
@@ -95,7 +100,9 @@ impl Replicator {
         let target = cfg.target.connect().await?;
         bookkeeping::ensure(&target).await?;
         let tables = catalog::tables(&source).await?;
+        let slot = logical::slot_name(cfg.source.dbname().unwrap_or("postgres"));
         Ok(Self {
+            slot,
             cfg,
             source,
             target,
@@ -126,7 +133,12 @@ impl Replicator {
             self.copy_schema().await?;
         }
         if self.stage().await?.as_deref() == Some(stage::SCHEMA) {
-            trigger::install(&self.source, &self.tables).await?;
+            match self.cfg.capture {
+                CaptureMode::Logical => {
+                    logical::install(&self.source, &self.slot, &self.tables).await?
+                }
+                _ => trigger::install(&self.source, &self.tables).await?,
+            }
             bookkeeping::set(&self.target, "stage", stage::CAPTURE).await?;
         }
         if self.stage().await?.as_deref() == Some(stage::CAPTURE) {
@@ -220,12 +232,21 @@ impl Replicator {
         result
     }
 
+    async fn read_batch(&self, upto: Option<&str>) -> ReplResult<ChangeBatch> {
+        match self.cfg.capture {
+            CaptureMode::Logical => {
+                logical::read_batch(&self.source, &self.slot, self.cfg.batch_size, upto).await
+            }
+            _ => trigger::read_batch(&self.source, self.cfg.batch_size).await,
+        }
+    }
+
     /// Applies one batch of captured changes; returns what it did (zero changes: caught up).
     pub async fn apply_once(&mut self) -> ReplResult<Applied> {
         if self.applier.is_none() {
             self.applier = Some(Applier::new(&self.tables, &self.target).await?);
         }
-        let batch = trigger::read_batch(&self.source, self.cfg.batch_size).await?;
+        let batch = self.read_batch(None).await?;
         if batch.changes.is_empty() {
             return Ok(Applied::default());
         }
@@ -236,20 +257,23 @@ impl Replicator {
         let applied = applier
             .apply(&mut self.source, &mut self.target, FORWARD, &batch)
             .await?;
-        trigger::ack(&self.source, &batch.ids).await?;
+        match (self.cfg.capture, &batch.position) {
+            (CaptureMode::Logical, Some(position)) => {
+                logical::ack(&self.source, &self.slot, position).await?
+            }
+            _ => trigger::ack(&self.source, &batch.ids).await?,
+        }
         Ok(applied)
     }
 
-    /// Applies batches until the log holds nothing at or below `position` (the log's head
-    /// taken after writes stopped: the cutover drain), or until the log is empty.
-    pub async fn drain(&mut self, position: Option<i64>) -> ReplResult<u64> {
+    /// Applies batches until everything up to `position` (the source head taken after writes
+    /// stopped: the cutover drain) is applied, or, without a position, until nothing waits.
+    pub async fn drain(&mut self, position: Option<&str>) -> ReplResult<u64> {
         let mut total = 0u64;
         loop {
-            let backlog = trigger::backlog(&self.source).await?;
-            let done = match (position, backlog.lowest_waiting) {
-                (_, None) => true,
-                (Some(p), Some(low)) => low > p,
-                (None, Some(_)) => false,
+            let done = match position {
+                Some(p) => self.drained_to(p).await?,
+                None => self.read_batch(None).await?.changes.is_empty(),
             };
             if done {
                 return Ok(total);
@@ -266,10 +290,23 @@ impl Replicator {
             stage.as_deref(),
             Some(stage::CAPTURE | stage::COPIED | stage::STREAMING)
         );
-        let backlog = if capture_on {
-            Some(trigger::backlog(&self.source).await?)
+        let (source_position, lag_changes, lag_seconds) = if !capture_on {
+            (None, 0, None)
+        } else if self.cfg.capture == CaptureMode::Logical {
+            let (head, _) = logical::head_and_lag(&self.source, &self.slot).await?;
+            // Decode a bounded look-ahead: how much waits, and since when.
+            let next = logical::read_batch(&self.source, &self.slot, 1_000, None).await?;
+            let age = next
+                .oldest
+                .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+            (Some(head), next.changes.len() as u64, age.or(Some(0.0)))
         } else {
-            None
+            let b = trigger::backlog(&self.source).await?;
+            (
+                Some(b.head.to_string()),
+                b.waiting,
+                b.oldest_age_seconds.or(Some(0.0)),
+            )
         };
         let p = &self.copy_progress;
         Ok(Status {
@@ -278,14 +315,11 @@ impl Replicator {
             tables_total: p.tables_total.load(Ordering::Relaxed),
             rows_copied: p.rows.load(Ordering::Relaxed),
             bytes_copied: p.bytes.load(Ordering::Relaxed),
-            source_position: backlog.as_ref().map(|b| b.head),
+            source_position,
             applied_position: applied.as_ref().map(|a| a.0.clone()),
             changes_applied: applied.map_or(0, |a| a.1),
-            lag_changes: backlog.as_ref().map_or(0, |b| b.waiting),
-            lag_seconds: backlog
-                .and_then(|b| b.oldest_age_seconds)
-                .or(Some(0.0))
-                .filter(|_| capture_on),
+            lag_changes,
+            lag_seconds,
         })
     }
 
@@ -301,17 +335,28 @@ impl Replicator {
         Ok(())
     }
 
-    /// The change log's head: the drain target once writes have stopped.
-    pub async fn source_head(&self) -> ReplResult<i64> {
-        Ok(trigger::backlog(&self.source).await?.head)
+    /// The source's change head: the drain target once writes have stopped.
+    pub async fn source_head(&self) -> ReplResult<String> {
+        match self.cfg.capture {
+            CaptureMode::Logical => Ok(logical::head_and_lag(&self.source, &self.slot).await?.0),
+            _ => Ok(trigger::backlog(&self.source).await?.head.to_string()),
+        }
     }
 
     /// Whether every change up to `position` is applied.
-    pub async fn drained_to(&self, position: i64) -> ReplResult<bool> {
-        Ok(trigger::backlog(&self.source)
-            .await?
-            .lowest_waiting
-            .is_none_or(|low| low > position))
+    pub async fn drained_to(&self, position: &str) -> ReplResult<bool> {
+        match self.cfg.capture {
+            CaptureMode::Logical => logical::drained_to(&self.source, &self.slot, position).await,
+            _ => {
+                let p: i64 = position.parse().map_err(|_| {
+                    ReplError::State(format!("{position:?} is not a change-log position"))
+                })?;
+                Ok(trigger::backlog(&self.source)
+                    .await?
+                    .lowest_waiting
+                    .is_none_or(|low| low > p))
+            }
+        }
     }
 
     /// Compares source and target table by table.
@@ -332,7 +377,10 @@ impl Replicator {
 
     /// Removes capture from the source and Ferry's bookkeeping from the target.
     pub async fn cleanup(&mut self) -> ReplResult<()> {
-        trigger::uninstall(&self.source, &self.tables).await?;
+        match self.cfg.capture {
+            CaptureMode::Logical => logical::uninstall(&self.source, &self.slot).await?,
+            _ => trigger::uninstall(&self.source, &self.tables).await?,
+        }
         self.source
             .batch_execute("DROP SCHEMA IF EXISTS ferry")
             .await

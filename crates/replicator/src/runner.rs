@@ -97,7 +97,7 @@ impl Beat<'_> {
             tables_total: status.tables_total as u32,
             rows_copied: status.rows_copied,
             bytes_copied: status.bytes_copied,
-            source_position: status.source_position.map(|p| p.to_string()),
+            source_position: status.source_position.clone(),
             applied_position: status.applied_position.clone(),
             lag_seconds: status.lag_seconds,
             lag_changes: Some(status.lag_changes),
@@ -190,7 +190,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
 
     let mut last_command = Instant::now() - cfg.command_poll;
     let mut last_schema = Instant::now();
-    let mut drain_target: Option<i64> = None;
+    let mut drain_target: Option<String> = None;
     let mut schema_block: Option<Vec<String>> = None;
     let mut paused_by_command = false;
     loop {
@@ -209,14 +209,8 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                         }
                     }
                     WorkerCommand::Drain { until } => {
-                        let target = match until.as_deref().map(str::parse::<i64>) {
-                            Some(Ok(p)) => p,
-                            Some(Err(_)) => {
-                                return Err(ReplError::State(format!(
-                                    "drain position {until:?} is not a change-log id"
-                                ))
-                                .into());
-                            }
+                        let target = match until {
+                            Some(p) => p,
                             None => rep.source_head().await?,
                         };
                         drain_target = Some(target);
@@ -267,7 +261,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
         } else {
             rep.apply_once().await?.changes
         };
-        if let Some(target) = drain_target
+        if let Some(target) = drain_target.as_deref()
             && !beat.paused
             && rep.drained_to(target).await?
         {

@@ -10,7 +10,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
-use ferry_core::{MigrationStore, ParamStore, StepErrorName};
+use ferry_core::{MigrationStore, ParamStore, StepErrorName, spec::CaptureMode};
 use ferry_pg::PgUrl;
 use ferry_replicator::{
     engine::Config,
@@ -49,6 +49,7 @@ async fn config(
         PgUrl::parse(&source).context("source.database_url_param holds an unusable URL")?;
     let target =
         PgUrl::parse(&target).context("target.database_url_param holds an unusable URL")?;
+    let capture = capture_mode(spec.replication.capture, &source).await?;
     let heartbeat = Duration::from_millis(var_or("FERRY_HEARTBEAT_MS", 5_000)?);
     if heartbeat.is_zero() {
         bail!("FERRY_HEARTBEAT_MS must be above 0");
@@ -73,8 +74,46 @@ async fn config(
             parallelism: spec.replication.parallelism as usize,
             rows_per_chunk: var_or("FERRY_ROWS_PER_CHUNK", 250_000)?,
             batch_size: var_or("FERRY_BATCH_SIZE", 1_000)?,
+            capture,
         },
     })
+}
+
+/// The spec's capture mode, with `auto` resolved the way preflight resolves it. A worker
+/// restarted mid-run finds the mode already in use and keeps it.
+async fn capture_mode(requested: CaptureMode, source: &PgUrl) -> anyhow::Result<CaptureMode> {
+    if requested != CaptureMode::Auto {
+        return Ok(requested);
+    }
+    let client = source.connect().await?;
+    let row = client
+        .query_one(
+            "SELECT to_regclass('ferry.changes') IS NOT NULL,
+                    EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&ferry_replicator::capture::logical::slot_name(
+                source.dbname().unwrap_or("postgres"),
+            )],
+        )
+        .await?;
+    let (has_log, has_slot): (bool, bool) = (row.get(0), row.get(1));
+    Ok(if has_log {
+        CaptureMode::Trigger
+    } else if has_slot || logical_possible(&client).await? {
+        CaptureMode::Logical
+    } else {
+        CaptureMode::Trigger
+    })
+}
+
+async fn logical_possible(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('wal_level') = 'logical' AND (rolreplication OR rolsuper)
+               FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 #[tokio::main]
