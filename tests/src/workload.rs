@@ -30,6 +30,18 @@ pub async fn run(
     max_txns: u64,
     max_time: Duration,
 ) -> WorkloadStats {
+    run_with(url, stop, seed, max_txns, max_time, true).await
+}
+
+/// [`run`], choosing whether transactions swap unique values between two rows.
+pub async fn run_with(
+    url: PgUrl,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+    max_txns: u64,
+    max_time: Duration,
+    swaps: bool,
+) -> WorkloadStats {
     let client = url.connect().await.expect("workload connects");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut stats = WorkloadStats::default();
@@ -47,13 +59,16 @@ pub async fn run(
             1 => format!(
                 "UPDATE customers SET name = name || '!', tags = tags || ARRAY['u{n}'], mood = 'happy' WHERE id = {c}"
             ),
-            2 => format!(
+            // Two rows swap their unique emails in one transaction.
+            2 if swaps => format!(
                 "BEGIN;
-                 UPDATE customers SET email = 'swap-{tag}' WHERE id = {c};
-                 UPDATE customers SET email = (SELECT email FROM customers WHERE id = {c2}) || '' WHERE id = {c} AND EXISTS (SELECT 1 FROM customers WHERE id = {c2});
-                 UPDATE customers SET email = 'x' || email WHERE id = {c2} AND {c} <> {c2};
+                 CREATE TEMP TABLE sw ON COMMIT DROP AS SELECT id, email FROM customers WHERE id IN ({c}, {c2});
+                 UPDATE customers SET email = 'tmp-' || id || '-{tag}' WHERE id IN (SELECT id FROM sw);
+                 UPDATE customers cu SET email = (SELECT s.email FROM sw s WHERE s.id <> cu.id)
+                  WHERE cu.id IN (SELECT id FROM sw) AND (SELECT count(*) FROM sw) = 2;
                  COMMIT;"
             ),
+            2 => format!("UPDATE customers SET email = 'moved-{tag}@example.com' WHERE id = {c}"),
             3 => format!("DELETE FROM customers WHERE id = {c}"),
             4 => format!(
                 "INSERT INTO \"Billing\".\"Invoices\" (\"InvoiceId\", customer_id, \"Amount\") SELECT md5('w{tag}')::uuid, id, {n}.5 FROM customers WHERE id >= {c} ORDER BY id LIMIT 1"

@@ -234,3 +234,71 @@ async fn serial_logical_capture_converges_between_same_versions() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn reverse_replication_brings_writes_made_after_cutover_back_to_the_source() {
+    let db = TestDb::heroku_like("rep_rev_").await;
+    let source = db.source_app_url();
+    let target = db.target_url();
+    TestDb::load(&source, "coverage.sql").await;
+    TestDb::load(&source, "coverage_data.sql").await;
+    let mut rep = Replicator::connect(config(
+        source.clone(),
+        target.clone(),
+        Side::Target,
+        CaptureMode::Trigger,
+    ))
+    .await
+    .expect("connect");
+    rep.prepare().await.expect("prepare");
+    rep.drain(None).await.expect("drain forward");
+    rep.sync_sequences(1000).await.expect("sequences");
+
+    // Cutover: the app now writes to the target; the source (as on stock Heroku: no
+    // superuser, no session_replication_role) is kept in sync for a lossless rollback.
+    rep.start_reverse().await.expect("reverse");
+    rep.start_reverse()
+        .await
+        .expect("reverse twice is harmless");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = workload::run_with(
+        target.clone(),
+        stop,
+        11,
+        1_500,
+        Duration::from_secs(60),
+        false,
+    )
+    .await;
+    assert!(stats.committed > 1_000, "{stats:?}");
+    rep.drain(None).await.expect("drain reverse");
+
+    let src = source.connect().await.expect("source");
+    let tgt = target.connect().await.expect("target");
+    let tables = ferry_pg::catalog::tables(&src).await.expect("catalog");
+    for c in ferry_replicator::verify::verify(&src, &tgt, &tables, 100)
+        .await
+        .expect("verify")
+    {
+        assert!(
+            c.equal(),
+            "{} differs after reverse: {:#?}",
+            c.table,
+            c.mismatches
+        );
+    }
+    let triggers = |client: tokio_postgres::Client| async move {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ferry\\_%'",
+                &[],
+            )
+            .await
+            .expect("catalog")
+            .get::<_, i64>(0)
+    };
+    assert_eq!(triggers(src).await, 0, "forward capture is off the source");
+    assert!(triggers(tgt).await > 0, "reverse capture is on the target");
+    assert_eq!(rep.status().await.expect("status").lag_changes, 0);
+    rep.cleanup().await.expect("cleanup");
+}

@@ -37,17 +37,32 @@ struct UniqueIndex {
     columns: Vec<String>,
 }
 
+/// How the write side may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// `session_replication_role = replica` is allowed (RDS master user, superuser): triggers
+    /// and foreign keys are off during the apply, so changed rows are deleted and re-inserted.
+    Replica,
+    /// Not allowed (stock Heroku, during reverse replication): rows are upserted in place and
+    /// deleted only when gone, parents before children (deletes children first), so no
+    /// cascade fires and no foreign key is broken mid-batch. The app's own triggers fire.
+    Ordered,
+}
+
 /// Applies key batches for a fixed set of tables.
 #[derive(Debug)]
 pub struct Applier {
     tables: HashMap<String, Table>,
     uniques: HashMap<String, Vec<UniqueIndex>>,
+    /// Foreign-key depth on the write side: referenced tables have a lower rank.
+    rank: HashMap<String, usize>,
+    mode: WriteMode,
 }
 
 impl Applier {
     /// An applier for the capture units among `tables` (read from the source). Reads the
     /// target's extra unique indexes, so rows that swap unique values converge.
-    pub async fn new(tables: &[Table], target: &Client) -> ReplResult<Self> {
+    pub async fn new(tables: &[Table], target: &Client, mode: WriteMode) -> ReplResult<Self> {
         let units: HashMap<String, Table> = tables
             .iter()
             .filter(|t| t.is_capture_unit())
@@ -81,9 +96,12 @@ impl Applier {
                     .push(UniqueIndex { columns: r.get(1) });
             }
         }
+        let rank = fk_ranks(target).await?;
         Ok(Self {
             tables: units,
             uniques,
+            rank,
+            mode,
         })
     }
 
@@ -128,9 +146,12 @@ impl Applier {
             .transaction()
             .await
             .map_err(ReplError::sql("begin the target write"))?;
-        ttx.batch_execute("SET LOCAL session_replication_role = replica")
-            .await
-            .map_err(ReplError::sql("disable target triggers for the apply"))?;
+        if self.mode == WriteMode::Replica {
+            ttx.batch_execute("SET LOCAL session_replication_role = replica")
+                .await
+                .map_err(ReplError::sql("disable target triggers for the apply"))?;
+        }
+        let mut work = Vec::new();
         for (n, (rel, (truncate, keys))) in per_table.iter().enumerate() {
             let table = self.tables.get(*rel).ok_or_else(|| {
                 ReplError::State(format!(
@@ -145,10 +166,25 @@ impl Applier {
             }
             if !keys.is_empty() {
                 applied.keys += keys.len();
-                let (up, del) = self.apply_keys(&stx, &ttx, table, keys, n).await?;
-                applied.upserted += up;
-                applied.deleted += del;
+                let stage = format!("ferry_stage_{n}");
+                let key_select = key_select(
+                    table,
+                    &serde_json::Value::Array(keys.iter().map(|k| (*k).clone()).collect())
+                        .to_string(),
+                )?;
+                self.stage(&stx, &ttx, table, &stage, &key_select).await?;
+                work.push((table, stage, key_select));
             }
+        }
+        let rank = |t: &Table| self.rank.get(&t.display_name()).copied().unwrap_or(0);
+        // Deletes: children before parents. Writes: parents before children.
+        work.sort_by_key(|(t, _, _)| std::cmp::Reverse(rank(t)));
+        for (table, stage, key_select) in &work {
+            applied.deleted += self.delete_gone(&ttx, table, stage, key_select).await?;
+        }
+        work.reverse();
+        for (table, stage, _) in &work {
+            applied.upserted += self.write_current(&ttx, table, stage).await?;
         }
         bookkeeping::set_applied(&ttx, stream, position, batch.changes.len() as i64).await?;
         ttx.commit()
@@ -160,27 +196,23 @@ impl Applier {
         Ok(applied)
     }
 
-    async fn apply_keys(
+    /// Streams the fetch side's current rows for `key_select` into a temporary stage table.
+    async fn stage(
         &self,
         stx: &Transaction<'_>,
         ttx: &Transaction<'_>,
         table: &Table,
-        keys: &[&serde_json::Value],
-        n: usize,
-    ) -> ReplResult<(u64, u64)> {
+        stage: &str,
+        key_select: &str,
+    ) -> ReplResult<()> {
         let rel = table.display_name();
-        let json = serde_json::Value::Array(keys.iter().map(|k| (*k).clone()).collect());
-        let key_select = key_select(table, &json.to_string())?;
         let cols = table.copy_column_list();
-        let pk = table.pk_list();
-        let q = table.qualified();
-        let stage = format!("ferry_stage_{n}");
+        let (pk, q) = (table.pk_list(), table.qualified());
         ttx.batch_execute(&format!(
             "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {q} WITH NO DATA"
         ))
         .await
         .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
-        // Stream the source's current rows for these keys into the stage.
         let out = stx
             .copy_out(&format!(
                 "COPY (SELECT {cols} FROM {q} WHERE ({pk}) IN ({key_select})) TO STDOUT"
@@ -202,44 +234,119 @@ impl Applier {
         sink.finish()
             .await
             .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
-        // Remove every target row with one of these keys, then rows that hold a unique value a
-        // staged row needs (such a row has changed on the source too, so its own change is
-        // still in the log and will restore it), then insert the current rows.
-        let deleted = ttx
-            .execute(
-                &format!("DELETE FROM {q} WHERE ({pk}) IN ({key_select})"),
-                &[],
-            )
-            .await
-            .map_err(ReplError::sql(format!("delete changed rows of {rel}")))?;
-        for u in self.uniques.get(&rel).into_iter().flatten() {
-            let cond = u
-                .columns
-                .iter()
-                .map(|c| format!("d.{c} = s.{c}", c = quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            ttx.execute(
-                &format!("DELETE FROM {q} d USING {stage} s WHERE {cond}"),
-                &[],
-            )
-            .await
-            .map_err(ReplError::sql(format!("clear unique values in {rel}")))?;
-        }
+        Ok(())
+    }
+
+    /// Replica mode: deletes every row with a changed key (they are re-inserted from the
+    /// stage). Ordered mode: deletes only rows whose key is gone from the fetch side.
+    async fn delete_gone(
+        &self,
+        ttx: &Transaction<'_>,
+        table: &Table,
+        stage: &str,
+        key_select: &str,
+    ) -> ReplResult<u64> {
+        let (pk, q) = (table.pk_list(), table.qualified());
+        let sql = match self.mode {
+            WriteMode::Replica => format!("DELETE FROM {q} WHERE ({pk}) IN ({key_select})"),
+            WriteMode::Ordered => format!(
+                "DELETE FROM {q} WHERE ({pk}) IN ({key_select}) AND ({pk}) NOT IN (SELECT {pk} FROM {stage})"
+            ),
+        };
+        ttx.execute(&sql, &[]).await.map_err(ReplError::sql(format!(
+            "delete changed rows of {}",
+            table.display_name()
+        )))
+    }
+
+    /// Writes the staged rows. Replica mode first removes rows holding a unique value a staged
+    /// row needs (such a row has changed on the fetch side too, so its own change is still in
+    /// the log and will restore it), then inserts. Ordered mode upserts in place.
+    async fn write_current(
+        &self,
+        ttx: &Transaction<'_>,
+        table: &Table,
+        stage: &str,
+    ) -> ReplResult<u64> {
+        let rel = table.display_name();
+        let (cols, pk, q) = (table.copy_column_list(), table.pk_list(), table.qualified());
         let overriding = if table.columns.iter().any(|c| c.identity_always) {
             " OVERRIDING SYSTEM VALUE"
         } else {
             ""
         };
-        let inserted = ttx
-            .execute(
-                &format!("INSERT INTO {q} ({cols}){overriding} SELECT {cols} FROM {stage}"),
-                &[],
-            )
-            .await
-            .map_err(ReplError::sql(format!("write current rows of {rel}")))?;
-        Ok((inserted, deleted.saturating_sub(inserted)))
+        let conflict = match self.mode {
+            WriteMode::Replica => {
+                for u in self.uniques.get(&rel).into_iter().flatten() {
+                    let cond = u
+                        .columns
+                        .iter()
+                        .map(|c| format!("d.{c} = s.{c}", c = quote_ident(c)))
+                        .collect::<Vec<_>>()
+                        .join(" AND ");
+                    ttx.execute(
+                        &format!("DELETE FROM {q} d USING {stage} s WHERE {cond}"),
+                        &[],
+                    )
+                    .await
+                    .map_err(ReplError::sql(format!("clear unique values in {rel}")))?;
+                }
+                String::new()
+            }
+            WriteMode::Ordered => {
+                let sets: Vec<String> = table
+                    .copy_columns()
+                    .iter()
+                    .filter(|c| !table.primary_key.contains(&c.name))
+                    .map(|c| format!("{n} = EXCLUDED.{n}", n = quote_ident(&c.name)))
+                    .collect();
+                if sets.is_empty() {
+                    format!(" ON CONFLICT ({pk}) DO NOTHING")
+                } else {
+                    format!(" ON CONFLICT ({pk}) DO UPDATE SET {}", sets.join(", "))
+                }
+            }
+        };
+        ttx.execute(
+            &format!("INSERT INTO {q} ({cols}){overriding} SELECT {cols} FROM {stage}{conflict}"),
+            &[],
+        )
+        .await
+        .map_err(ReplError::sql(format!("write current rows of {rel}")))
     }
+}
+
+/// Foreign-key depth of every table on a server: 0 for tables referencing nothing, else one
+/// more than the deepest table they reference (self-references and cycles are cut).
+async fn fk_ranks(client: &Client) -> ReplResult<HashMap<String, usize>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT format('%s.%s', cn.nspname, c.relname), format('%s.%s', pn.nspname, p.relname)
+               FROM pg_constraint k
+               JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+               JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+              WHERE k.contype = 'f' AND k.conrelid <> k.confrelid AND k.conparentid = 0",
+            &[],
+        )
+        .await
+        .map_err(ReplError::sql("read foreign keys"))?;
+    let edges: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut rank: HashMap<String, usize> = HashMap::new();
+    // Longest-path relaxation, bounded by the number of edges (cycles stop growing there).
+    for _ in 0..=edges.len() {
+        let mut changed = false;
+        for (child, parent) in &edges {
+            let want = rank.get(parent).copied().unwrap_or(0) + 1;
+            if rank.get(child).copied().unwrap_or(0) < want && want <= edges.len() {
+                rank.insert(child.clone(), want);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    Ok(rank)
 }
 
 /// `SELECT (k->>0)::type0, (k->>1)::type1 … FROM jsonb_array_elements('<keys>'::jsonb) k`:

@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 
 use crate::{
     ChangeBatch,
-    apply::{Applied, Applier},
+    apply::{Applied, Applier, WriteMode},
     bookkeeping,
     capture::{logical, trigger},
     copy::{self, CopyProgress},
@@ -32,10 +32,14 @@ pub mod stage {
     pub const COPIED: &str = "copied";
     /// Post-data restored: streaming.
     pub const STREAMING: &str = "streaming";
+    /// After cutover: capture on the target, apply to the source.
+    pub const REVERSE: &str = "reverse";
 }
 
 /// The forward stream's name in `ferry.apply_state`.
 pub const FORWARD: &str = "forward";
+/// The reverse stream's name (its `ferry.apply_state` lives on the source).
+pub const REVERSE: &str = "reverse";
 
 /// What the replicator needs to know.
 #[derive(Debug, Clone)]
@@ -91,6 +95,7 @@ pub struct Replicator {
     copy_progress: Arc<CopyProgress>,
     applier: Option<Applier>,
     slot: String,
+    reverse: bool,
 }
 
 impl Replicator {
@@ -101,7 +106,9 @@ impl Replicator {
         bookkeeping::ensure(&target).await?;
         let tables = catalog::tables(&source).await?;
         let slot = logical::slot_name(cfg.source.dbname().unwrap_or("postgres"));
+        let reverse = bookkeeping::get(&target, "stage").await?.as_deref() == Some(stage::REVERSE);
         Ok(Self {
+            reverse,
             slot,
             cfg,
             source,
@@ -243,8 +250,12 @@ impl Replicator {
 
     /// Applies one batch of captured changes; returns what it did (zero changes: caught up).
     pub async fn apply_once(&mut self) -> ReplResult<Applied> {
+        if self.reverse {
+            return self.apply_reverse_once().await;
+        }
         if self.applier.is_none() {
-            self.applier = Some(Applier::new(&self.tables, &self.target).await?);
+            let mode = write_mode(&self.target).await?;
+            self.applier = Some(Applier::new(&self.tables, &self.target, mode).await?);
         }
         let batch = self.read_batch(None).await?;
         if batch.changes.is_empty() {
@@ -266,6 +277,51 @@ impl Replicator {
         Ok(applied)
     }
 
+    async fn apply_reverse_once(&mut self) -> ReplResult<Applied> {
+        if self.applier.is_none() {
+            let mode = write_mode(&self.source).await?;
+            let tables = catalog::tables(&self.target).await?;
+            self.applier = Some(Applier::new(&tables, &self.source, mode).await?);
+        }
+        let batch = trigger::read_batch(&self.target, self.cfg.batch_size).await?;
+        if batch.changes.is_empty() {
+            return Ok(Applied::default());
+        }
+        let applier = self
+            .applier
+            .as_ref()
+            .ok_or_else(|| ReplError::State("no applier".into()))?;
+        let applied = applier
+            .apply(&mut self.target, &mut self.source, REVERSE, &batch)
+            .await?;
+        trigger::ack(&self.target, &batch.ids).await?;
+        Ok(applied)
+    }
+
+    /// Turns the stream around after cutover: forward capture comes off the source, trigger
+    /// capture goes on the target, and from now on changes made on the target are applied to
+    /// the source, so a rollback loses no write. Idempotent.
+    pub async fn start_reverse(&mut self) -> ReplResult<()> {
+        if self.stage().await?.as_deref() != Some(stage::REVERSE) {
+            match self.cfg.capture {
+                CaptureMode::Logical => logical::uninstall(&self.source, &self.slot).await?,
+                _ => trigger::uninstall(&self.source, &self.tables).await?,
+            }
+            bookkeeping::ensure(&self.source).await?;
+            let target_tables = catalog::tables(&self.target).await?;
+            trigger::install(&self.target, &target_tables).await?;
+            bookkeeping::set(&self.target, "stage", stage::REVERSE).await?;
+        }
+        self.reverse = true;
+        self.applier = None;
+        Ok(())
+    }
+
+    /// Whether the stream runs from the target back to the source.
+    pub fn is_reverse(&self) -> bool {
+        self.reverse
+    }
+
     /// Applies batches until everything up to `position` (the source head taken after writes
     /// stopped: the cutover drain) is applied, or, without a position, until nothing waits.
     pub async fn drain(&mut self, position: Option<&str>) -> ReplResult<u64> {
@@ -273,6 +329,10 @@ impl Replicator {
         loop {
             let done = match position {
                 Some(p) => self.drained_to(p).await?,
+                None if self.reverse => trigger::backlog(&self.target)
+                    .await?
+                    .lowest_waiting
+                    .is_none(),
                 None => self.read_batch(None).await?.changes.is_empty(),
             };
             if done {
@@ -285,13 +345,24 @@ impl Replicator {
     /// Counters for the heartbeat.
     pub async fn status(&self) -> ReplResult<Status> {
         let stage = self.stage().await?;
-        let applied = bookkeeping::applied(&self.target, FORWARD).await?;
+        let applied = if self.reverse {
+            bookkeeping::applied(&self.source, REVERSE).await?
+        } else {
+            bookkeeping::applied(&self.target, FORWARD).await?
+        };
         let capture_on = matches!(
             stage.as_deref(),
-            Some(stage::CAPTURE | stage::COPIED | stage::STREAMING)
+            Some(stage::CAPTURE | stage::COPIED | stage::STREAMING | stage::REVERSE)
         );
         let (source_position, lag_changes, lag_seconds) = if !capture_on {
             (None, 0, None)
+        } else if self.reverse {
+            let b = trigger::backlog(&self.target).await?;
+            (
+                Some(b.head.to_string()),
+                b.waiting,
+                b.oldest_age_seconds.or(Some(0.0)),
+            )
         } else if self.cfg.capture == CaptureMode::Logical {
             let (head, _) = logical::head_and_lag(&self.source, &self.slot).await?;
             // Decode a bounded look-ahead: how much waits, and since when.
@@ -337,6 +408,9 @@ impl Replicator {
 
     /// The source's change head: the drain target once writes have stopped.
     pub async fn source_head(&self) -> ReplResult<String> {
+        if self.reverse {
+            return Ok(trigger::backlog(&self.target).await?.head.to_string());
+        }
         match self.cfg.capture {
             CaptureMode::Logical => Ok(logical::head_and_lag(&self.source, &self.slot).await?.0),
             _ => Ok(trigger::backlog(&self.source).await?.head.to_string()),
@@ -345,13 +419,20 @@ impl Replicator {
 
     /// Whether every change up to `position` is applied.
     pub async fn drained_to(&self, position: &str) -> ReplResult<bool> {
+        let capture_side = if self.reverse {
+            &self.target
+        } else {
+            &self.source
+        };
         match self.cfg.capture {
-            CaptureMode::Logical => logical::drained_to(&self.source, &self.slot, position).await,
+            CaptureMode::Logical if !self.reverse => {
+                logical::drained_to(&self.source, &self.slot, position).await
+            }
             _ => {
                 let p: i64 = position.parse().map_err(|_| {
                     ReplError::State(format!("{position:?} is not a change-log position"))
                 })?;
-                Ok(trigger::backlog(&self.source)
+                Ok(trigger::backlog(capture_side)
                     .await?
                     .lowest_waiting
                     .is_none_or(|low| low > p))
@@ -377,12 +458,16 @@ impl Replicator {
 
     /// Removes capture from the source and Ferry's bookkeeping from the target.
     pub async fn cleanup(&mut self) -> ReplResult<()> {
+        if self.reverse {
+            let target_tables = catalog::tables(&self.target).await?;
+            trigger::uninstall(&self.target, &target_tables).await?;
+        }
         match self.cfg.capture {
             CaptureMode::Logical => logical::uninstall(&self.source, &self.slot).await?,
             _ => trigger::uninstall(&self.source, &self.tables).await?,
         }
         self.source
-            .batch_execute("DROP SCHEMA IF EXISTS ferry")
+            .batch_execute("DROP SCHEMA IF EXISTS ferry CASCADE")
             .await
             .map_err(ReplError::sql("drop the source's ferry schema"))?;
         self.target
@@ -390,6 +475,24 @@ impl Replicator {
             .await
             .map_err(ReplError::sql("drop the target's ferry schema"))
     }
+}
+
+/// Replica mode where the role may set `session_replication_role`, ordered mode otherwise.
+async fn write_mode(client: &Client) -> ReplResult<WriteMode> {
+    let row = client
+        .query_one(
+            "SELECT rolsuper OR (current_setting('server_version_num')::int >= 150000
+                                 AND has_parameter_privilege('session_replication_role', 'SET'))
+               FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(ReplError::sql("check the write side's privileges"))?;
+    Ok(if row.get(0) {
+        WriteMode::Replica
+    } else {
+        WriteMode::Ordered
+    })
 }
 
 /// Appends the stage marker to a schema script, so psql commits both in one transaction.

@@ -130,6 +130,14 @@ fn copy_status(p: &CopyProgress) -> Status {
     }
 }
 
+fn phase(rep: &Replicator) -> WorkerPhase {
+    if rep.is_reverse() {
+        WorkerPhase::Reverse
+    } else {
+        WorkerPhase::Streaming
+    }
+}
+
 /// Runs the worker until a stop command, supersession, or an error (which is recorded in the
 /// progress item before it is returned).
 pub async fn run(store: &dyn MigrationStore, cfg: RunnerConfig) -> Result<Exit, RunError> {
@@ -227,15 +235,13 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                         });
                     }
                     WorkerCommand::Reverse => {
-                        return Err(ReplError::State(
-                            "reverse replication is not available in this worker version".into(),
-                        )
-                        .into());
+                        rep.start_reverse().await?;
+                        drain_target = None;
+                        beat.drained_to = None;
                     }
                 }
                 beat.acked = cmd.seq;
-                beat.write(WorkerPhase::Streaming, &rep.status().await?)
-                    .await?;
+                beat.write(phase(&rep), &rep.status().await?).await?;
             }
         }
         if last_schema.elapsed() >= cfg.schema_check {
@@ -267,18 +273,11 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
         {
             beat.drained_to = Some(target.to_string());
             drain_target = None;
-            if !beat
-                .write(WorkerPhase::Streaming, &rep.status().await?)
-                .await?
-            {
+            if !beat.write(phase(&rep), &rep.status().await?).await? {
                 return Ok(Exit::Superseded);
             }
         }
-        if beat.due()
-            && !beat
-                .write(WorkerPhase::Streaming, &rep.status().await?)
-                .await?
-        {
+        if beat.due() && !beat.write(phase(&rep), &rep.status().await?).await? {
             return Ok(Exit::Superseded);
         }
         if applied == 0 {
