@@ -22,6 +22,46 @@ use ferry_replicator::verify;
 use ferry_tests::{TestDb, bed_var, fresh_store, spec, unique, workload, workspace_bin};
 use rand::Rng;
 
+/// State store, SSM parameters and the migration record, as the preflight step leaves them.
+async fn migration_for(db: &TestDb) -> (std::sync::Arc<ferry_aws::DynamoStore>, String) {
+    let store = fresh_store().await;
+    let aws = ferry_aws::sdk_config().await;
+    let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
+    let id = unique("mig-");
+    let prefix = format!("/{id}");
+    let mut migration = spec(&id, "acme-prod");
+    migration.source.database_url_param = format!("{prefix}/source-url");
+    migration.target.database_url_param = format!("{prefix}/target-url");
+    migration.replication.parallelism = 2;
+    params
+        .put_secure(
+            &migration.source.database_url_param,
+            db.source_app_url().expose_secret(),
+        )
+        .await
+        .expect("param");
+    params
+        .put_secure(
+            &migration.target.database_url_param,
+            db.target_url().expose_secret(),
+        )
+        .await
+        .expect("param");
+    store
+        .create_migration(&MigrationRecord::new(migration, Utc::now()))
+        .await
+        .expect("record");
+    (store, id)
+}
+
+async fn send(store: &dyn MigrationStore, id: &str, command: WorkerCommand) -> u64 {
+    store
+        .send_command(id, command, "ferry:test", Utc::now())
+        .await
+        .expect("send command")
+        .seq
+}
+
 fn spawn_worker(migration_id: &str, table: &str, worker_id: &str) -> Child {
     Command::new(workspace_bin("ferry-worker"))
         .env("FERRY_MIGRATION_ID", migration_id)
@@ -88,34 +128,7 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
         .await
         .expect("bulk data");
 
-    // State store, SSM parameters and the migration record, as the preflight step leaves them.
-    let store = fresh_store().await;
-    let aws = ferry_aws::sdk_config().await;
-    let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
-    let id = unique("kill-");
-    let prefix = format!("/{id}");
-    let mut migration = spec(&id, "acme-prod");
-    migration.source.database_url_param = format!("{prefix}/source-url");
-    migration.target.database_url_param = format!("{prefix}/target-url");
-    migration.replication.parallelism = 2;
-    params
-        .put_secure(
-            &migration.source.database_url_param,
-            app_url.expose_secret(),
-        )
-        .await
-        .expect("param");
-    params
-        .put_secure(
-            &migration.target.database_url_param,
-            db.target_url().expose_secret(),
-        )
-        .await
-        .expect("param");
-    store
-        .create_migration(&MigrationRecord::new(migration, Utc::now()))
-        .await
-        .expect("record");
+    let (store, id) = migration_for(&db).await;
 
     // Writers all along: the coverage workload and updates of the big table.
     let stop = Arc::new(AtomicBool::new(false));
@@ -266,4 +279,89 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
         .expect("catalog")
         .get(0);
     assert_eq!(target_ferry, 0, "bookkeeping left on the target");
+}
+
+#[tokio::test]
+async fn serial_worker_pauses_on_commands_and_on_schema_changes() {
+    let db = TestDb::heroku_like("watch_").await;
+    let app = db.source_app_url();
+    TestDb::load(&app, "coverage.sql").await;
+    TestDb::load(&app, "coverage_data.sql").await;
+    let (store, id) = migration_for(&db).await;
+    let mut child = spawn_worker(&id, store.table(), "watcher");
+    wait_progress(store.as_ref(), &id, "streaming", |p| {
+        p.phase == WorkerPhase::Streaming
+    })
+    .await;
+    let source = app.connect().await.expect("source");
+    let target = db.target_url().connect().await.expect("target");
+
+    // Pause: changes wait in the log; resume: they are applied.
+    let seq = send(store.as_ref(), &id, WorkerCommand::Pause).await;
+    wait_progress(store.as_ref(), &id, "paused", |p| {
+        p.acked_command == seq && p.paused
+    })
+    .await;
+    source
+        .batch_execute("UPDATE customers SET name = 'while paused' WHERE id <= 10")
+        .await
+        .expect("write");
+    let p = wait_progress(store.as_ref(), &id, "lag visible", |p| {
+        p.lag_changes.unwrap_or(0) >= 10
+    })
+    .await;
+    assert!(p.paused);
+    let seq = send(store.as_ref(), &id, WorkerCommand::Resume { force: false }).await;
+    wait_progress(store.as_ref(), &id, "caught up", |p| {
+        p.acked_command == seq && !p.paused && p.lag_changes == Some(0)
+    })
+    .await;
+    let n: i64 = target
+        .query_one(
+            "SELECT count(*) FROM customers WHERE name = 'while paused'",
+            &[],
+        )
+        .await
+        .expect("read")
+        .get(0);
+    assert_eq!(n, 10);
+
+    // DDL on the source only: apply pauses with a named error naming the table.
+    source
+        .batch_execute("ALTER TABLE customers ADD COLUMN nickname text; UPDATE customers SET nickname = 'nick' WHERE id = 1")
+        .await
+        .expect("ddl");
+    let p = wait_progress(store.as_ref(), &id, "schema block", |p| {
+        p.paused && p.error_name.is_some()
+    })
+    .await;
+    assert_eq!(p.error_name.as_deref(), Some("Ferry.Blocked.SchemaChanged"));
+    assert!(
+        p.error
+            .as_deref()
+            .is_some_and(|e| e.contains("public.customers")),
+        "{p:?}"
+    );
+    // The same DDL on the target: apply resumes by itself, the new column's data arrives.
+    target
+        .batch_execute("ALTER TABLE customers ADD COLUMN nickname text")
+        .await
+        .expect("ddl");
+    wait_progress(store.as_ref(), &id, "unblocked", |p| {
+        !p.paused && p.error_name.is_none() && p.lag_changes == Some(0)
+    })
+    .await;
+    let nick: Option<String> = target
+        .query_one("SELECT nickname FROM customers WHERE id = 1", &[])
+        .await
+        .expect("read")
+        .get(0);
+    assert_eq!(nick.as_deref(), Some("nick"));
+
+    send(store.as_ref(), &id, WorkerCommand::Stop { cleanup: true }).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "worker did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

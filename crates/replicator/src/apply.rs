@@ -176,6 +176,11 @@ impl Applier {
                 work.push((table, stage, key_select));
             }
         }
+        // The fetches above held their tables' locks since they began, so a column change can
+        // only have committed before them: compare the fetch side's columns with ours now,
+        // and refuse the batch (it stays in the log) if any differ.
+        self.check_columns(&stx, &work.iter().map(|(t, _, _)| *t).collect::<Vec<_>>())
+            .await?;
         let rank = |t: &Table| self.rank.get(&t.display_name()).copied().unwrap_or(0);
         // Deletes: children before parents. Writes: parents before children.
         work.sort_by_key(|(t, _, _)| std::cmp::Reverse(rank(t)));
@@ -194,6 +199,47 @@ impl Applier {
             .await
             .map_err(ReplError::sql("end the source read"))?;
         Ok(applied)
+    }
+
+    async fn check_columns(&self, stx: &Transaction<'_>, tables: &[&Table]) -> ReplResult<()> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = tables.iter().map(|t| t.display_name()).collect();
+        let rows = stx
+            .query(
+                "SELECT format('%s.%s', n.nspname, c.relname),
+                        string_agg(format('%s:%s', a.attname, format_type(a.atttypid, a.atttypmod)), ',' ORDER BY a.attnum)
+                   FROM pg_class c
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                  WHERE format('%s.%s', n.nspname, c.relname) = ANY($1)
+                  GROUP BY 1",
+                &[&names],
+            )
+            .await
+            .map_err(ReplError::sql("check the fetched tables' columns"))?;
+        let now: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let changed: Vec<String> = tables
+            .iter()
+            .filter(|t| {
+                let expected = t
+                    .columns
+                    .iter()
+                    .map(|c| format!("{}:{}", c.name, c.type_sql))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                now.get(&t.display_name()) != Some(&expected)
+            })
+            .map(|t| t.display_name())
+            .collect();
+        if changed.is_empty() {
+            Ok(())
+        } else {
+            Err(ReplError::SchemaChanged {
+                tables: changed.join(", "),
+            })
+        }
     }
 
     /// Streams the fetch side's current rows for `key_select` into a temporary stage table.

@@ -265,7 +265,21 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
         let applied = if beat.paused {
             0
         } else {
-            rep.apply_once().await?.changes
+            match rep.apply_once().await {
+                Ok(a) => a.changes,
+                // A batch refused because its tables changed shape: block like the watch does;
+                // the batch stays in the log until the target matches again.
+                Err(e @ ReplError::SchemaChanged { .. }) => {
+                    let tables = rep.schema_changes().await?;
+                    tracing::warn!(error = %e, "apply paused");
+                    beat.error = Some((e.step_error_name().to_string(), e.to_string()));
+                    beat.paused = true;
+                    schema_block = Some(tables);
+                    last_schema = Instant::now();
+                    0
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         if let Some(target) = drain_target.as_deref()
             && !beat.paused
