@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export FERRY_CACHE ?= $(CACHE_DIR)
 BED_DIR ?= /tmp/ferry-bed
 
-.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo
+.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench
 
 ## test: install what is missing, fmt check, clippy -D warnings, start the bed, run all tests
 test:
@@ -49,6 +49,11 @@ bed-down:
 	FERRY_BED_DIR=$(BED_DIR) python3 tests/bed/bed.py down
 bed-status:
 	FERRY_BED_DIR=$(BED_DIR) python3 tests/bed/bed.py status
+
+## bench: copy speed vs pg_dump/pg_restore and pgcopydb, capture overhead and lag under
+## pgbench, peak RSS; writes docs/benchmarks.md (BENCH_GB=2, BENCH_SECONDS=30). Not in CI.
+bench:
+	bash tests/bench/run.sh
 
 ## demo: the local rehearsal migration (not built yet: arrives with the rehearsal issue)
 demo:

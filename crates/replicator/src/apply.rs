@@ -259,14 +259,17 @@ impl Applier {
         ))
         .await
         .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
+        let format = table.copy_format();
         let out = stx
             .copy_out(&format!(
-                "COPY (SELECT {cols} FROM {q} WHERE ({pk}) IN ({key_select})) TO STDOUT"
+                "COPY (SELECT {cols} FROM {q} WHERE ({pk}) IN ({key_select})) TO STDOUT (FORMAT {format})"
             ))
             .await
             .map_err(ReplError::sql(format!("read current rows of {rel}")))?;
         let sink = ttx
-            .copy_in(&format!("COPY {stage} ({cols}) FROM STDIN"))
+            .copy_in(&format!(
+                "COPY {stage} ({cols}) FROM STDIN (FORMAT {format})"
+            ))
             .await
             .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
         pin_mut!(out);

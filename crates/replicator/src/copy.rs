@@ -312,15 +312,19 @@ async fn copy_chunk(
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await
         .map_err(ReplError::sql("set up the copy transaction"))?;
+    let format = table.copy_format();
     let out = src
         .copy_out(&format!(
-            "COPY (SELECT {cols} FROM ONLY {q}{filter}) TO STDOUT",
+            "COPY (SELECT {cols} FROM ONLY {q}{filter}) TO STDOUT (FORMAT {format})",
             q = table.qualified()
         ))
         .await
         .map_err(ReplError::sql(format!("read {rel}")))?;
     let sink = tx
-        .copy_in(&format!("COPY {} ({cols}) FROM STDIN", table.qualified()))
+        .copy_in(&format!(
+            "COPY {} ({cols}) FROM STDIN (FORMAT {format})",
+            table.qualified()
+        ))
         .await
         .map_err(ReplError::sql(format!("write {rel}")))?;
     pin_mut!(out);

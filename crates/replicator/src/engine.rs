@@ -85,6 +85,19 @@ pub struct Status {
     pub lag_seconds: Option<f64>,
 }
 
+/// How long each preparation stage took (zero for stages done by an earlier run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrepareTimings {
+    /// Schema dump and pre-data restore.
+    pub schema: std::time::Duration,
+    /// Capture installation.
+    pub capture: std::time::Duration,
+    /// Snapshot copy.
+    pub copy: std::time::Duration,
+    /// Post-data restore (keys, indexes, constraints).
+    pub post_data: std::time::Duration,
+}
+
 /// One replication run between a source and a target.
 #[derive(Debug)]
 pub struct Replicator {
@@ -134,11 +147,15 @@ impl Replicator {
         bookkeeping::get(&self.target, "stage").await
     }
 
-    /// Runs every stage not yet done, up to streaming.
-    pub async fn prepare(&mut self) -> ReplResult<()> {
+    /// Runs every stage not yet done, up to streaming; returns how long each took.
+    pub async fn prepare(&mut self) -> ReplResult<PrepareTimings> {
+        let mut timings = PrepareTimings::default();
+        let mut t = std::time::Instant::now();
         if self.stage().await?.is_none() {
             self.copy_schema().await?;
         }
+        timings.schema = t.elapsed();
+        t = std::time::Instant::now();
         if self.stage().await?.as_deref() == Some(stage::SCHEMA) {
             match self.cfg.capture {
                 CaptureMode::Logical => {
@@ -148,10 +165,14 @@ impl Replicator {
             }
             bookkeeping::set(&self.target, "stage", stage::CAPTURE).await?;
         }
+        timings.capture = t.elapsed();
+        t = std::time::Instant::now();
         if self.stage().await?.as_deref() == Some(stage::CAPTURE) {
             self.snapshot_copy().await?;
             bookkeeping::set(&self.target, "stage", stage::COPIED).await?;
         }
+        timings.copy = t.elapsed();
+        t = std::time::Instant::now();
         if self.stage().await?.as_deref() == Some(stage::COPIED) {
             let post = bookkeeping::get(&self.target, "post_data")
                 .await?
@@ -166,10 +187,11 @@ impl Replicator {
             self.unless_stage_reached(restored, stage::STREAMING)
                 .await?;
         }
+        timings.post_data = t.elapsed();
         let (rows, bytes) = copy::done_totals(&self.target).await?;
         self.copy_progress.rows.store(rows, Ordering::Relaxed);
         self.copy_progress.bytes.store(bytes, Ordering::Relaxed);
-        Ok(())
+        Ok(timings)
     }
 
     /// Dumps both schema sections before capture exists (so post-data never carries Ferry's
@@ -241,8 +263,11 @@ impl Replicator {
 
     async fn read_batch(&self, upto: Option<&str>) -> ReplResult<ChangeBatch> {
         match self.cfg.capture {
+            // Decoding through the SQL interface starts again from the slot's restart point on
+            // every call (which moves only with the server's running-transactions records,
+            // every 15 s on PostgreSQL 15), so read big batches to pay that start-up rarely.
             CaptureMode::Logical => {
-                logical::read_batch(&self.source, &self.slot, self.cfg.batch_size, upto).await
+                logical::read_batch(&self.source, &self.slot, self.cfg.batch_size * 10, upto).await
             }
             _ => trigger::read_batch(&self.source, self.cfg.batch_size).await,
         }
@@ -365,8 +390,8 @@ impl Replicator {
             )
         } else if self.cfg.capture == CaptureMode::Logical {
             let (head, _) = logical::head_and_lag(&self.source, &self.slot).await?;
-            // Decode a bounded look-ahead: how much waits, and since when.
-            let next = logical::read_batch(&self.source, &self.slot, 1_000, None).await?;
+            // Decode a small look-ahead: whether anything waits, and since when.
+            let next = logical::read_batch(&self.source, &self.slot, 100, None).await?;
             let age = next
                 .oldest
                 .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);

@@ -73,7 +73,7 @@ async fn config(
             },
             parallelism: spec.replication.parallelism as usize,
             rows_per_chunk: var_or("FERRY_ROWS_PER_CHUNK", 250_000)?,
-            batch_size: var_or("FERRY_BATCH_SIZE", 1_000)?,
+            batch_size: var_or("FERRY_BATCH_SIZE", 5_000)?,
             capture,
         },
     })

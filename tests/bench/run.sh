@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make bench`: starts a bed of its own, installs pgcopydb (the peer to compare with), builds
+# ferry-bench in release mode, runs it, writes docs/benchmarks.md. Not part of CI: it takes
+# ~15 minutes and generates a few GB.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export FERRY_BED_DIR="${FERRY_BED_DIR:-/tmp/ferry-bed-bench}"
+bash tests/setup.sh
+if ! command -v pgcopydb >/dev/null 2>&1; then
+  echo "[bench] apt-get install pgcopydb"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgcopydb \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgcopydb; }
+fi
+cargo build --release --locked -p ferry-bench
+trap 'python3 tests/bed/bed.py down' EXIT
+python3 tests/bed/bed.py up
+set -a
+# shellcheck disable=SC1091
+. "$FERRY_BED_DIR/bed.env"
+set +a
+"${CARGO_TARGET_DIR:-target}/release/ferry-bench" \
+  --gb "${BENCH_GB:-2}" --pgbench-seconds "${BENCH_SECONDS:-30}" --out docs/benchmarks.md
