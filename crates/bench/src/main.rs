@@ -164,7 +164,7 @@ struct LoadResult {
 /// pgbench for `seconds` against `url`; meanwhile, if given, a replicator applies changes and
 /// its lag is sampled every 200 ms.
 async fn pgbench(
-    bin: &PathBuf,
+    bin: &std::path::Path,
     url: &PgUrl,
     seconds: u64,
     mut rep: Option<&mut Replicator>,
