@@ -302,3 +302,70 @@ async fn reverse_replication_brings_writes_made_after_cutover_back_to_the_source
     assert_eq!(rep.status().await.expect("status").lag_changes, 0);
     rep.cleanup().await.expect("cleanup");
 }
+
+async fn truncate_converges(capture: CaptureMode) {
+    let db = TestDb::heroku_like(if capture == CaptureMode::Logical {
+        "rep_trl_"
+    } else {
+        "rep_trt_"
+    })
+    .await;
+    // Logical capture needs the REPLICATION attribute: use the admin role for it.
+    let source = if capture == CaptureMode::Logical {
+        db.url(Side::Source)
+    } else {
+        db.source_app_url()
+    };
+    TestDb::load(&db.source_app_url(), "coverage.sql").await;
+    TestDb::load(&db.source_app_url(), "coverage_data.sql").await;
+    let target = db.target_url();
+    let mut rep = Replicator::connect(config(
+        source.clone(),
+        target.clone(),
+        Side::Target,
+        capture,
+    ))
+    .await
+    .expect("connect");
+    rep.prepare().await.expect("prepare");
+    let src = db.source_app_url().connect().await.expect("source");
+    src.batch_execute(
+        "INSERT INTO order_items VALUES (9001, 1, 'before', 1, 1);
+         TRUNCATE order_items;
+         INSERT INTO order_items VALUES (9002, 1, 'after', 2, 2), (9002, 2, 'after', 3, 3);
+         UPDATE documents SET title = 'kept' WHERE id = 1;",
+    )
+    .await
+    .expect("truncate and write");
+    rep.drain(None).await.expect("drain");
+    let tgt = target.connect().await.expect("target");
+    let rows: Vec<(i64, String)> = tgt
+        .query("SELECT order_id, sku FROM order_items ORDER BY 1, 2", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [(9002, "after".to_string()), (9002, "after".to_string())]
+    );
+    let tables = ferry_pg::catalog::tables(&src).await.expect("catalog");
+    for c in ferry_replicator::verify::verify(&src, &tgt, &tables, 100)
+        .await
+        .expect("verify")
+    {
+        assert!(c.equal(), "{} differs: {:#?}", c.table, c.mismatches);
+    }
+    rep.cleanup().await.expect("cleanup");
+}
+
+#[tokio::test]
+async fn truncate_is_replicated_by_trigger_capture() {
+    truncate_converges(CaptureMode::Trigger).await;
+}
+
+#[tokio::test]
+async fn serial_truncate_is_replicated_by_logical_capture() {
+    truncate_converges(CaptureMode::Logical).await;
+}

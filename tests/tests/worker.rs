@@ -68,7 +68,7 @@ fn spawn_worker(migration_id: &str, table: &str, worker_id: &str) -> Child {
         .env("FERRY_STATE_TABLE", table)
         .env("FERRY_WORKER_ID", worker_id)
         .env("FERRY_PG_BIN", bed_var("FERRY_BED_TARGET_BIN"))
-        .env("FERRY_HEARTBEAT_MS", "100")
+        .env("FERRY_HEARTBEAT_MS", "50")
         .env("FERRY_ROWS_PER_CHUNK", "4000")
         .env("FERRY_BATCH_SIZE", "200")
         .env("FERRY_SCHEMA_CHECK_MS", "1000")
@@ -122,7 +122,7 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
         .batch_execute(
             "CREATE TABLE bulk (id bigint PRIMARY KEY, label text NOT NULL, amount numeric(14, 2), doc jsonb);
              INSERT INTO bulk SELECT g, md5(g::text) || repeat('x', 40), g * 0.37, jsonb_build_object('g', g)
-               FROM generate_series(1, 300000) g;
+               FROM generate_series(1, 600000) g;
              ANALYZE;",
         )
         .await
@@ -146,11 +146,11 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let k = 1 + (n * 7919) % 300_000;
+                let k = 1 + (n * 7919) % 600_000;
                 let sql = match n % 3 {
                     0 => format!("UPDATE bulk SET amount = amount + 1, doc = doc || '{{\"u\": {n}}}' WHERE id = {k}"),
                     1 => format!("DELETE FROM bulk WHERE id = {k}"),
-                    _ => format!("INSERT INTO bulk VALUES ({}, 'new', 1, '{{}}') ON CONFLICT (id) DO UPDATE SET label = 'again'", 300_000 + n),
+                    _ => format!("INSERT INTO bulk VALUES ({}, 'new', 1, '{{}}') ON CONFLICT (id) DO UPDATE SET label = 'again'", 600_000 + n),
                 };
                 let _ = c.batch_execute(&sql).await;
             }
@@ -175,7 +175,7 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
         .await;
         copied_before = p.rows_copied;
         let pause = if p.phase == WorkerPhase::Copying {
-            rng.random_range(0..80)
+            rng.random_range(0..40)
         } else {
             rng.random_range(0..600)
         };

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ferry_pg::catalog::{Table, quote_ident, quote_literal};
-use futures_util::{SinkExt, StreamExt, pin_mut};
+use futures_util::pin_mut;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 use crate::{
@@ -274,12 +274,7 @@ impl Applier {
             .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
         pin_mut!(out);
         pin_mut!(sink);
-        while let Some(chunk) = out.next().await {
-            let chunk = chunk.map_err(ReplError::sql(format!("read current rows of {rel}")))?;
-            sink.send(chunk)
-                .await
-                .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
-        }
+        crate::pipe::pipe(out, sink.as_mut(), &format!("current rows of {rel}")).await?;
         sink.finish()
             .await
             .map_err(ReplError::sql(format!("stage rows of {rel}")))?;

@@ -23,6 +23,9 @@ pub async fn ensure(client: &impl GenericClient) -> ReplResult<()> {
                  rows bigint NOT NULL DEFAULT 0,
                  bytes bigint NOT NULL DEFAULT 0,
                  PRIMARY KEY (rel, chunk));
+             CREATE TABLE IF NOT EXISTS ferry.post_done (
+                 key text PRIMARY KEY,
+                 done_at timestamptz NOT NULL DEFAULT clock_timestamp());
              CREATE TABLE IF NOT EXISTS ferry.apply_state (
                  stream text PRIMARY KEY,
                  position text NOT NULL,

@@ -20,7 +20,7 @@ use ferry_pg::{
     PgUrl,
     catalog::{Table, quote_ident},
 };
-use futures_util::{SinkExt, StreamExt, pin_mut};
+use futures_util::pin_mut;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{ReplError, ReplResult};
@@ -246,8 +246,9 @@ async fn session(
         return Ok(());
     };
     let src = source.connect().await?;
+    // JIT compiling a plain scan costs more than it saves.
     src.batch_execute(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'; SET LOCAL jit = off"
     ))
     .await
     .map_err(ReplError::sql("import the snapshot"))?;
@@ -329,14 +330,7 @@ async fn copy_chunk(
         .map_err(ReplError::sql(format!("write {rel}")))?;
     pin_mut!(out);
     pin_mut!(sink);
-    let mut bytes = 0u64;
-    while let Some(data) = out.next().await {
-        let data = data.map_err(ReplError::sql(format!("read {rel}")))?;
-        bytes += data.len() as u64;
-        sink.send(data)
-            .await
-            .map_err(ReplError::sql(format!("write {rel}")))?;
-    }
+    let bytes = crate::pipe::pipe(out, sink.as_mut(), &rel).await?;
     let rows = sink
         .finish()
         .await

@@ -179,13 +179,19 @@ impl Replicator {
                 .ok_or_else(|| {
                     ReplError::State("post-data schema missing from ferry.state".into())
                 })?;
-            let restored = self
-                .cfg
-                .tools
-                .restore(&self.cfg.target, &with_stage(&post, stage::STREAMING))
-                .await;
-            self.unless_stage_reached(restored, stage::STREAMING)
-                .await?;
+            let sizes = self
+                .tables
+                .iter()
+                .map(|t| (t.display_name(), t.total_bytes))
+                .collect();
+            crate::postdata::restore(
+                &self.cfg.target,
+                &crate::schema::split_post_data(&post),
+                &sizes,
+                self.cfg.parallelism,
+            )
+            .await?;
+            bookkeeping::set(&self.target, "stage", stage::STREAMING).await?;
         }
         timings.post_data = t.elapsed();
         let (rows, bytes) = copy::done_totals(&self.target).await?;

@@ -11,6 +11,8 @@ pub mod capture;
 pub mod copy;
 pub mod engine;
 mod error;
+mod pipe;
+pub mod postdata;
 pub mod runner;
 pub mod schema;
 pub mod verify;

@@ -131,3 +131,233 @@ impl Tools {
         Ok(())
     }
 }
+
+/// A post-data script split for parallel restore: index and key builds are independent across
+/// tables and run in parallel; everything else (foreign keys, partition index attachments,
+/// triggers, rules) runs afterwards, in the dump's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostData {
+    /// Session settings from the dump's header (`SET …`, `set_config`).
+    pub preamble: Vec<String>,
+    /// Per table (`schema.name`, unquoted): its primary key, unique constraints and indexes.
+    pub per_table: Vec<(String, Vec<String>)>,
+    /// The rest, in order.
+    pub dependent: Vec<String>,
+}
+
+/// Splits a plain-format pg_dump post-data script into statements and groups them.
+pub fn split_post_data(sql: &str) -> PostData {
+    let mut out = PostData::default();
+    let mut current = String::new();
+    let mut depth: i32 = 0;
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if current.is_empty()
+            && (trimmed.is_empty() || trimmed.starts_with("--") || trimmed.starts_with('\\'))
+        {
+            continue;
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(line);
+        depth += paren_depth(line);
+        if trimmed.ends_with(';') && depth <= 0 {
+            let stmt = std::mem::take(&mut current);
+            depth = 0;
+            classify(stmt, &mut out);
+        }
+    }
+    if !current.trim().is_empty() {
+        out.dependent.push(current);
+    }
+    out
+}
+
+fn paren_depth(line: &str) -> i32 {
+    let (mut depth, mut quote) = (0, None::<char>);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            _ => {}
+        }
+    }
+    depth
+}
+
+/// Splits on whitespace, keeping double-quoted identifiers (which may hold spaces) whole.
+fn tokens(stmt: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in stmt.chars() {
+        if c == '"' {
+            quoted = !quoted;
+            cur.push(c);
+        } else if c.is_whitespace() && !quoted {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `public."My Table"` → `public.My Table` (the form `Table::display_name` uses).
+fn unquote_qualified(name: &str) -> String {
+    let mut out = String::new();
+    let mut chars = name.trim_end_matches(';').chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                out.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn classify(stmt: String, out: &mut PostData) {
+    let t = tokens(&stmt);
+    let upper: Vec<String> = t.iter().take(8).map(|s| s.to_ascii_uppercase()).collect();
+    let word = |i: usize| upper.get(i).map(String::as_str).unwrap_or("");
+    if word(0) == "SET"
+        || stmt
+            .trim_start()
+            .starts_with("SELECT pg_catalog.set_config(")
+    {
+        out.preamble.push(stmt);
+        return;
+    }
+    // ALTER TABLE ONLY <t> ADD CONSTRAINT <n> PRIMARY KEY | UNIQUE …
+    if word(0) == "ALTER" && word(1) == "TABLE" {
+        let at = if word(2) == "ONLY" { 3 } else { 2 };
+        if word(at + 1) == "ADD"
+            && word(at + 2) == "CONSTRAINT"
+            && matches!(word(at + 4), "PRIMARY" | "UNIQUE")
+            && let Some(table) = t.get(at)
+        {
+            push_table(out, unquote_qualified(table), stmt);
+            return;
+        }
+    }
+    // CREATE [UNIQUE] INDEX <n> ON [ONLY] <t> …
+    if word(0) == "CREATE" {
+        let at = if word(1) == "UNIQUE" { 2 } else { 1 };
+        if word(at) == "INDEX" && word(at + 2) == "ON" {
+            let table_at = if word(at + 3) == "ONLY" {
+                at + 4
+            } else {
+                at + 3
+            };
+            if let Some(table) = t.get(table_at) {
+                push_table(out, unquote_qualified(table), stmt);
+                return;
+            }
+        }
+    }
+    out.dependent.push(stmt);
+}
+
+fn push_table(out: &mut PostData, table: String, stmt: String) {
+    match out.per_table.iter_mut().find(|(t, _)| *t == table) {
+        Some((_, list)) => list.push(stmt),
+        None => out.per_table.push((table, vec![stmt])),
+    }
+}
+
+/// A stable 64-bit FNV-1a hash, hex: the restart marker of one post-data statement.
+pub fn statement_key(stmt: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stmt.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = r#"--
+-- PostgreSQL database dump
+--
+
+\restrict abc
+
+SET statement_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+
+--
+-- Name: Invoices Invoices_pkey; Type: CONSTRAINT; Schema: Billing; Owner: -
+--
+
+ALTER TABLE ONLY "Billing"."Invoices"
+    ADD CONSTRAINT "Invoices_pkey" PRIMARY KEY ("InvoiceId");
+
+ALTER TABLE ONLY public.customers
+    ADD CONSTRAINT customers_email_key UNIQUE (email);
+
+CREATE INDEX orders_customer ON public.orders USING btree (customer_id);
+
+CREATE UNIQUE INDEX "odd name" ON ONLY public."My Table" USING btree (a);
+
+ALTER INDEX public.events_pkey ATTACH PARTITION public.events_2025_pkey;
+
+ALTER TABLE ONLY "Billing"."Invoices"
+    ADD CONSTRAINT "Invoices_customer_id_fkey" FOREIGN KEY (customer_id) REFERENCES public.customers(id) ON DELETE CASCADE;
+
+CREATE RULE r AS
+    ON INSERT TO public.t DO INSTEAD (INSERT INTO public.a VALUES (1);
+ INSERT INTO public.b VALUES (2);
+);
+
+\unrestrict abc
+"#;
+
+    #[test]
+    fn post_data_is_split_by_table_and_dependency() {
+        let p = split_post_data(DUMP);
+        assert_eq!(p.preamble.len(), 2);
+        let tables: Vec<(&str, usize)> = p
+            .per_table
+            .iter()
+            .map(|(t, s)| (t.as_str(), s.len()))
+            .collect();
+        assert_eq!(
+            tables,
+            [
+                ("Billing.Invoices", 1),
+                ("public.customers", 1),
+                ("public.orders", 1),
+                ("public.My Table", 1)
+            ]
+        );
+        assert_eq!(p.dependent.len(), 3);
+        assert!(p.dependent[0].starts_with("ALTER INDEX public.events_pkey ATTACH"));
+        assert!(p.dependent[1].contains("FOREIGN KEY"));
+        assert!(
+            p.dependent[2].starts_with("CREATE RULE") && p.dependent[2].trim_end().ends_with(");")
+        );
+    }
+
+    #[test]
+    fn statement_keys_are_stable_and_distinct() {
+        assert_eq!(statement_key("a"), statement_key("a"));
+        assert_ne!(statement_key("a"), statement_key("b"));
+        assert_eq!(statement_key("").len(), 16);
+    }
+}

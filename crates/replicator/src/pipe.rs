@@ -1,0 +1,42 @@
+//! Streams COPY data from one server to another without holding a table in memory.
+
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+
+use crate::error::{ReplError, ReplResult};
+
+/// Rows are gathered into buffers of about this size before they are sent on: the source
+/// hands over one message per row, and one send per row would cost more than the data.
+const BUFFER: usize = 256 * 1024;
+
+/// Forwards every message of `out` into `sink` (not finishing it); returns the bytes moved.
+pub(crate) async fn pipe<S, K>(
+    mut out: Pin<&mut S>,
+    mut sink: Pin<&mut K>,
+    what: &str,
+) -> ReplResult<u64>
+where
+    S: Stream<Item = Result<Bytes, tokio_postgres::Error>>,
+    K: Sink<Bytes, Error = tokio_postgres::Error>,
+{
+    let mut buf = BytesMut::with_capacity(BUFFER);
+    let mut total = 0u64;
+    while let Some(data) = out.next().await {
+        let data = data.map_err(ReplError::sql(format!("read {what}")))?;
+        total += data.len() as u64;
+        buf.extend_from_slice(&data);
+        if buf.len() >= BUFFER {
+            sink.send(buf.split().freeze())
+                .await
+                .map_err(ReplError::sql(format!("write {what}")))?;
+        }
+    }
+    if !buf.is_empty() {
+        sink.send(buf.freeze())
+            .await
+            .map_err(ReplError::sql(format!("write {what}")))?;
+    }
+    Ok(total)
+}
