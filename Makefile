@@ -51,7 +51,8 @@ bed-status:
 	FERRY_BED_DIR=$(BED_DIR) python3 tests/bed/bed.py status
 
 ## bench: copy speed vs pg_dump/pg_restore and pgcopydb, capture overhead and lag under
-## pgbench, peak RSS; writes docs/benchmarks.md (BENCH_GB=2, BENCH_SECONDS=30). Not in CI.
+## pgbench, peak RSS; writes docs/benchmarks.md (BENCH_GB=2, BENCH_SECONDS=30, BENCH_OUT,
+## FERRY_SOURCE_PG / FERRY_TARGET_PG pick the versions). Not in CI.
 bench:
 	bash tests/bench/run.sh
 

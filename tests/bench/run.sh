@@ -19,4 +19,4 @@ set -a
 . "$FERRY_BED_DIR/bed.env"
 set +a
 "${CARGO_TARGET_DIR:-target}/release/ferry-bench" \
-  --gb "${BENCH_GB:-2}" --pgbench-seconds "${BENCH_SECONDS:-30}" --out docs/benchmarks.md
+  --gb "${BENCH_GB:-2}" --pgbench-seconds "${BENCH_SECONDS:-30}" --out "${BENCH_OUT:-docs/benchmarks.md}"

@@ -109,6 +109,8 @@ pub struct Replicator {
     applier: Option<Applier>,
     slot: String,
     reverse: bool,
+    /// Whether `pg_log_standby_snapshot()` works on the source (PostgreSQL 16+, permitted).
+    log_snapshots: bool,
 }
 
 impl Replicator {
@@ -121,6 +123,7 @@ impl Replicator {
         let slot = logical::slot_name(cfg.source.dbname().unwrap_or("postgres"));
         let reverse = bookkeeping::get(&target, "stage").await?.as_deref() == Some(stage::REVERSE);
         Ok(Self {
+            log_snapshots: true,
             reverse,
             slot,
             cfg,
@@ -301,7 +304,10 @@ impl Replicator {
             .await?;
         match (self.cfg.capture, &batch.position) {
             (CaptureMode::Logical, Some(position)) => {
-                logical::ack(&self.source, &self.slot, position).await?
+                logical::ack(&self.source, &self.slot, position).await?;
+                if self.log_snapshots {
+                    self.log_snapshots = logical::log_running_xacts(&self.source).await;
+                }
             }
             _ => trigger::ack(&self.source, &batch.ids).await?,
         }

@@ -139,6 +139,26 @@ pub async fn ack(client: &Client, slot: &str, position: &str) -> ReplResult<()> 
     Ok(())
 }
 
+/// Asks the server (PostgreSQL 16+) to log its running transactions now. Decoding through the
+/// SQL interface restarts from the slot's restart point on every call, and that point moves
+/// only past such a record — by default one every 15 s — so logging one after each batch keeps
+/// every read short. Returns false where the function is missing or not permitted (then the
+/// caller stops asking).
+pub async fn log_running_xacts(client: &Client) -> bool {
+    client
+        .batch_execute(
+            "DO $d$ BEGIN
+                 IF current_setting('server_version_num')::int >= 160000 THEN
+                     PERFORM pg_log_standby_snapshot();
+                 ELSE
+                     RAISE EXCEPTION 'not available before PostgreSQL 16';
+                 END IF;
+             END $d$",
+        )
+        .await
+        .is_ok()
+}
+
 /// The source's current WAL position (the drain target once writes have stopped) and the
 /// slot's lag behind it in bytes.
 pub async fn head_and_lag(client: &Client, slot: &str) -> ReplResult<(String, i64)> {
