@@ -7,4 +7,5 @@ mod preflight;
 mod replication;
 mod spec;
 mod store;
+mod traffic;
 mod worker;

@@ -3,9 +3,11 @@
 //! `AWS_ENDPOINT_URL`, never through a code branch.
 
 mod dynamo;
+mod route53;
 mod ssm;
 
 pub use dynamo::{DynamoStore, create_table};
+pub use route53::Route53Router;
 pub use ssm::SsmParams;
 
 /// Loads the shared SDK configuration from the environment (region, credentials,

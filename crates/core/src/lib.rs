@@ -6,9 +6,11 @@
 pub mod errors;
 pub mod params;
 pub mod problems;
+pub mod signing;
 pub mod spec;
 pub mod state;
 pub mod store;
+pub mod traffic;
 
 pub use errors::StepErrorName;
 pub use params::{ParamError, ParamStore};

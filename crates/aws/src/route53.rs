@@ -1,0 +1,154 @@
+//! [`TrafficRouter`] on Route 53: two weighted CNAME records of the spec's name, with set
+//! identifiers `ferry-heroku` and `ferry-aws`, always changed in one batch.
+
+use async_trait::async_trait;
+use aws_sdk_route53::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType},
+};
+use ferry_core::{
+    spec::TrafficSpec,
+    traffic::{AWS_ID, HEROKU_ID, TrafficError, TrafficRouter, Weights},
+};
+
+/// Route 53.
+#[derive(Debug, Clone)]
+pub struct Route53Router {
+    client: Client,
+}
+
+impl Route53Router {
+    /// Records through `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn zone_id(spec: &TrafficSpec) -> &str {
+    spec.hosted_zone_id
+        .strip_prefix("/hostedzone/")
+        .unwrap_or(&spec.hosted_zone_id)
+}
+
+fn classify<E>(spec: &TrafficSpec, e: SdkError<E>) -> TrafficError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let reason = e.message().unwrap_or("no detail").to_string();
+    match e.code() {
+        Some("NoSuchHostedZone" | "AccessDenied") => TrafficError::Zone {
+            zone: spec.hosted_zone_id.clone(),
+            reason,
+        },
+        Some("InvalidChangeBatch" | "InvalidInput") => TrafficError::Refused {
+            name: spec.record_name.clone(),
+            reason,
+        },
+        _ => TrafficError::Unavailable(Box::new(e)),
+    }
+}
+
+fn record(
+    spec: &TrafficSpec,
+    id: &str,
+    target: &str,
+    weight: u32,
+) -> Result<ResourceRecordSet, TrafficError> {
+    let invalid = |e: aws_sdk_route53::error::BuildError| TrafficError::Refused {
+        name: spec.record_name.clone(),
+        reason: e.to_string(),
+    };
+    ResourceRecordSet::builder()
+        .name(fqdn(&spec.record_name))
+        .r#type(RrType::Cname)
+        .set_identifier(id)
+        .weight(i64::from(weight))
+        .ttl(i64::from(spec.ttl_seconds))
+        .resource_records(
+            ResourceRecord::builder()
+                .value(target)
+                .build()
+                .map_err(invalid)?,
+        )
+        .build()
+        .map_err(invalid)
+}
+
+#[async_trait]
+impl TrafficRouter for Route53Router {
+    async fn set_weights(&self, spec: &TrafficSpec, weights: Weights) -> Result<(), TrafficError> {
+        if weights.heroku == 0 && weights.aws == 0 {
+            return Err(TrafficError::Refused {
+                name: spec.record_name.clone(),
+                reason: "both weights 0 would split traffic evenly".into(),
+            });
+        }
+        let change = |rrs| {
+            Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(rrs)
+                .build()
+                .map_err(|e| TrafficError::Refused {
+                    name: spec.record_name.clone(),
+                    reason: e.to_string(),
+                })
+        };
+        let batch = ChangeBatch::builder()
+            .comment("ferry: traffic weights")
+            .changes(change(record(
+                spec,
+                HEROKU_ID,
+                &spec.heroku_target,
+                weights.heroku,
+            )?)?)
+            .changes(change(record(
+                spec,
+                AWS_ID,
+                &spec.aws_target,
+                weights.aws,
+            )?)?)
+            .build()
+            .map_err(|e| TrafficError::Refused {
+                name: spec.record_name.clone(),
+                reason: e.to_string(),
+            })?;
+        self.client
+            .change_resource_record_sets()
+            .hosted_zone_id(zone_id(spec))
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(|e| classify(spec, e))?;
+        Ok(())
+    }
+
+    async fn weights(&self, spec: &TrafficSpec) -> Result<Option<Weights>, TrafficError> {
+        let name = fqdn(&spec.record_name);
+        let out = self
+            .client
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id(spec))
+            .start_record_name(&name)
+            .start_record_type(RrType::Cname)
+            .max_items(10)
+            .send()
+            .await
+            .map_err(|e| classify(spec, e))?;
+        let weight_of = |id: &str| {
+            out.resource_record_sets()
+                .iter()
+                .find(|r| fqdn(r.name()) == name && r.set_identifier() == Some(id))
+                .and_then(|r| r.weight())
+                .map(|w| w.clamp(0, 255) as u32)
+        };
+        Ok(match (weight_of(HEROKU_ID), weight_of(AWS_ID)) {
+            (Some(heroku), Some(aws)) => Some(Weights { heroku, aws }),
+            _ => None,
+        })
+    }
+}
