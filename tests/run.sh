@@ -17,6 +17,8 @@ stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 stage "build tests"
+# The worker tests spawn the ferry-worker binary: build every binary, not only test targets.
+cargo build --workspace --bins --locked
 if cargo nextest --version >/dev/null 2>&1; then
   runner=(cargo nextest run --workspace --locked --profile ci)
   cargo nextest run --workspace --locked --no-run
