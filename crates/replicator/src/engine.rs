@@ -283,15 +283,23 @@ impl Replicator {
     }
 
     /// Applies one batch of captured changes; returns what it did (zero changes: caught up).
+    /// Forward: source → target; after [`Replicator::start_reverse`]: target → source.
     pub async fn apply_once(&mut self) -> ReplResult<Applied> {
-        if self.reverse {
-            return self.apply_reverse_once().await;
-        }
+        let reverse = self.reverse;
         if self.applier.is_none() {
-            let mode = write_mode(&self.target).await?;
-            self.applier = Some(Applier::new(&self.tables, &self.target, mode).await?);
+            let (tables, write_side) = if reverse {
+                (catalog::tables(&self.target).await?, &self.source)
+            } else {
+                (self.tables.clone(), &self.target)
+            };
+            let mode = write_mode(write_side).await?;
+            self.applier = Some(Applier::new(&tables, write_side, mode).await?);
         }
-        let batch = self.read_batch(None).await?;
+        let batch = if reverse {
+            trigger::read_batch(&self.target, self.cfg.batch_size).await?
+        } else {
+            self.read_batch(None).await?
+        };
         if batch.changes.is_empty() {
             return Ok(Applied::default());
         }
@@ -299,39 +307,22 @@ impl Replicator {
             .applier
             .as_ref()
             .ok_or_else(|| ReplError::State("no applier".into()))?;
-        let applied = applier
-            .apply(&mut self.source, &mut self.target, FORWARD, &batch)
-            .await?;
-        match (self.cfg.capture, &batch.position) {
-            (CaptureMode::Logical, Some(position)) => {
+        let (fetch, write, stream) = if reverse {
+            (&mut self.target, &mut self.source, REVERSE)
+        } else {
+            (&mut self.source, &mut self.target, FORWARD)
+        };
+        let applied = applier.apply(fetch, write, stream, &batch).await?;
+        match (reverse, self.cfg.capture, &batch.position) {
+            (true, _, _) => trigger::ack(&self.target, &batch.ids).await?,
+            (false, CaptureMode::Logical, Some(position)) => {
                 logical::ack(&self.source, &self.slot, position).await?;
                 if self.log_snapshots {
                     self.log_snapshots = logical::log_running_xacts(&self.source).await;
                 }
             }
-            _ => trigger::ack(&self.source, &batch.ids).await?,
+            (false, _, _) => trigger::ack(&self.source, &batch.ids).await?,
         }
-        Ok(applied)
-    }
-
-    async fn apply_reverse_once(&mut self) -> ReplResult<Applied> {
-        if self.applier.is_none() {
-            let mode = write_mode(&self.source).await?;
-            let tables = catalog::tables(&self.target).await?;
-            self.applier = Some(Applier::new(&tables, &self.source, mode).await?);
-        }
-        let batch = trigger::read_batch(&self.target, self.cfg.batch_size).await?;
-        if batch.changes.is_empty() {
-            return Ok(Applied::default());
-        }
-        let applier = self
-            .applier
-            .as_ref()
-            .ok_or_else(|| ReplError::State("no applier".into()))?;
-        let applied = applier
-            .apply(&mut self.target, &mut self.source, REVERSE, &batch)
-            .await?;
-        trigger::ack(&self.target, &batch.ids).await?;
         Ok(applied)
     }
 
