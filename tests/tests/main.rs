@@ -1,5 +1,6 @@
 //! Integration tests against the local test bed, gathered in one binary (one mod per area).
 
+mod approvals;
 mod emulator;
 mod heroku;
 mod pg;

@@ -4,10 +4,12 @@
 
 mod dynamo;
 mod route53;
+mod sfn;
 mod ssm;
 
 pub use dynamo::{DynamoStore, create_table};
 pub use route53::Route53Router;
+pub use sfn::SfnCallbacks;
 pub use ssm::SsmParams;
 
 /// Loads the shared SDK configuration from the environment (region, credentials,

@@ -1,0 +1,161 @@
+//! Deciding an approval gate: the approver must be on the spec's list, the gate must be
+//! pending, the decision is stored once (a replayed click changes nothing), audited, and
+//! delivered to the waiting execution (`SendTaskSuccess` / `SendTaskFailure`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    errors::StepErrorName,
+    state::{ApprovalRequest, ApprovalStatus, AuditEvent, Gate, Outcome},
+    store::{MigrationStore, StoreError},
+};
+
+/// Why delivering a decision to Step Functions failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    /// The task token is unknown or its task already ended (timed out, or decided before).
+    #[error("the waiting task is gone: {0}")]
+    TaskGone(String),
+    /// Step Functions could not be reached or throttled us.
+    #[error("Step Functions unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Resumes executions waiting on `.waitForTaskToken`.
+#[async_trait]
+pub trait TaskCallbacks: Send + Sync {
+    /// `SendTaskSuccess` with `output` (JSON).
+    async fn succeed(&self, token: &str, output: &serde_json::Value) -> Result<(), CallbackError>;
+    /// `SendTaskFailure` with an error name the state machine's Catch matches.
+    async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), CallbackError>;
+}
+
+/// The error name a rejected gate fails its task with.
+pub const REJECTED: &str = "Ferry.Rejected";
+
+/// A person's decision on a gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The migration.
+    pub migration_id: String,
+    /// The gate.
+    pub gate: Gate,
+    /// Approve (`true`) or reject.
+    pub approve: bool,
+    /// Who decided (email or Slack member id, as verified by the caller).
+    pub approver: String,
+}
+
+/// Why a decision was refused or not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// The approver is not on the spec's list.
+    #[error(
+        "{approver} may not approve this migration; the spec's approvals.approvers lists who may"
+    )]
+    NotAllowed {
+        /// Who tried.
+        approver: String,
+    },
+    /// No pending request, already decided, or a replay.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The decision is stored but could not be delivered.
+    #[error("decision recorded but not delivered: {0}")]
+    Callback(#[from] CallbackError),
+}
+
+impl StepErrorName for ApprovalError {
+    fn step_error_name(&self) -> &'static str {
+        match self {
+            ApprovalError::NotAllowed { .. } => "Ferry.Approval.NotAllowed",
+            ApprovalError::Store(e) => e.step_error_name(),
+            ApprovalError::Callback(CallbackError::TaskGone(_)) => "Ferry.Approval.TaskGone",
+            ApprovalError::Callback(CallbackError::Unavailable(_)) => {
+                "Ferry.Retryable.StepFunctions"
+            }
+        }
+    }
+}
+
+/// Records and delivers `decision`. A retry by the same approver with the same decision after
+/// a failed delivery delivers again; any other second decision is refused with no change.
+pub async fn decide(
+    store: &dyn MigrationStore,
+    callbacks: &dyn TaskCallbacks,
+    approvers: &[String],
+    decision: &Decision,
+    now: DateTime<Utc>,
+) -> Result<ApprovalRequest, ApprovalError> {
+    if !approvers
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&decision.approver))
+    {
+        return Err(ApprovalError::NotAllowed {
+            approver: decision.approver.clone(),
+        });
+    }
+    let wanted = if decision.approve {
+        ApprovalStatus::Approved
+    } else {
+        ApprovalStatus::Rejected
+    };
+    let current = store
+        .approval(&decision.migration_id, decision.gate)
+        .await?
+        .ok_or_else(|| StoreError::ApprovalNotPending {
+            migration_id: decision.migration_id.clone(),
+            gate: decision.gate,
+            status: "missing".into(),
+        })?;
+    let decided = if current.status == wanted
+        && current.decided_by.as_deref() == Some(decision.approver.as_str())
+    {
+        // The same decision again: it was stored; deliver it again (delivery is idempotent).
+        current
+    } else {
+        store
+            .decide_approval(
+                &decision.migration_id,
+                decision.gate,
+                &current.task_token,
+                wanted,
+                &decision.approver,
+                now,
+            )
+            .await?
+    };
+    let action = if decision.approve {
+        "approve"
+    } else {
+        "reject"
+    };
+    let event = AuditEvent::new(
+        now,
+        "approval",
+        decision.approver.clone(),
+        action,
+        Outcome::Info,
+        serde_json::json!({ "gate": decision.gate.as_str() }),
+    )
+    .with_key(format!("approval/{}/{}", decision.gate.as_str(), action));
+    store.append_audit(&decision.migration_id, &event).await?;
+    if decision.approve {
+        let output = serde_json::json!({
+            "gate": decision.gate.as_str(),
+            "approved_by": decision.approver,
+        });
+        callbacks.succeed(&decided.task_token, &output).await?;
+    } else {
+        let cause = format!(
+            "{} rejected gate {}",
+            decision.approver,
+            decision.gate.as_str()
+        );
+        callbacks
+            .fail(&decided.task_token, REJECTED, &cause)
+            .await?;
+    }
+    Ok(decided)
+}
