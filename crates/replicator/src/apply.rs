@@ -25,7 +25,8 @@ pub struct Applied {
     pub keys: usize,
     /// Rows written (inserted or replaced) on the target.
     pub upserted: u64,
-    /// Rows deleted on the target.
+    /// Rows deleted on the write side (in replica mode this includes the rows deleted and then
+    /// written again from the stage).
     pub deleted: u64,
     /// Tables truncated on the target.
     pub truncated: usize,
@@ -60,8 +61,9 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// An applier for the capture units among `tables` (read from the source). Reads the
-    /// target's extra unique indexes, so rows that swap unique values converge.
+    /// An applier for the capture units among `tables` (read from the capture side), writing
+    /// to `target` (the write side, forward or reverse). Reads the write side's extra unique
+    /// indexes, so rows that swap unique values converge, and its foreign keys for ordering.
     pub async fn new(tables: &[Table], target: &Client, mode: WriteMode) -> ReplResult<Self> {
         let units: HashMap<String, Table> = tables
             .iter()

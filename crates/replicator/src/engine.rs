@@ -79,7 +79,8 @@ pub struct Status {
     pub applied_position: Option<String>,
     /// Changes applied so far.
     pub changes_applied: i64,
-    /// Upper bound of changes waiting.
+    /// Changes waiting: an upper bound in trigger mode (log id span); in logical mode the
+    /// changes of a small look-ahead (at most about 100).
     pub lag_changes: u64,
     /// Age of the oldest waiting change.
     pub lag_seconds: Option<f64>,
@@ -355,18 +356,20 @@ impl Replicator {
     pub async fn drain(&mut self, position: Option<&str>) -> ReplResult<u64> {
         let mut total = 0u64;
         loop {
-            let done = match position {
-                Some(p) => self.drained_to(p).await?,
-                None if self.reverse => trigger::backlog(&self.target)
-                    .await?
-                    .lowest_waiting
-                    .is_none(),
-                None => self.read_batch(None).await?.changes.is_empty(),
-            };
-            if done {
+            if let Some(p) = position
+                && self.drained_to(p).await?
+            {
                 return Ok(total);
             }
-            total += self.apply_once().await?.changes as u64;
+            // An empty batch means nothing waits: no separate look at the capture side (in
+            // logical mode that would decode the slot a second time per round).
+            let applied = self.apply_once().await?.changes as u64;
+            match (applied, position) {
+                (0, None) => return Ok(total),
+                // The position's changes are not visible yet: wait a little, don't spin.
+                (0, Some(_)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                _ => total += applied,
+            }
         }
     }
 

@@ -130,6 +130,13 @@ fn copy_status(p: &CopyProgress) -> Status {
     }
 }
 
+/// Records a schema-change block in the heartbeat; returns the tables to watch.
+fn block(beat: &mut Beat<'_>, e: &ReplError, tables: Vec<String>) -> Vec<String> {
+    tracing::warn!(error = %e, "apply paused");
+    beat.error = Some((e.step_error_name().to_string(), e.to_string()));
+    tables
+}
+
 fn phase(rep: &Replicator) -> WorkerPhase {
     if rep.is_reverse() {
         WorkerPhase::Reverse
@@ -256,9 +263,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                 let e = ReplError::SchemaChanged {
                     tables: changed.join(", "),
                 };
-                tracing::warn!(error = %e, "apply paused");
-                beat.error = Some((e.step_error_name().to_string(), e.to_string()));
-                schema_block = Some(changed);
+                schema_block = Some(block(beat, &e, changed));
             }
         }
         beat.paused = paused_by_command || schema_block.is_some();
@@ -271,10 +276,8 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                 // the batch stays in the log until the target matches again.
                 Err(e @ ReplError::SchemaChanged { .. }) => {
                     let tables = rep.schema_changes().await?;
-                    tracing::warn!(error = %e, "apply paused");
-                    beat.error = Some((e.step_error_name().to_string(), e.to_string()));
+                    schema_block = Some(block(beat, &e, tables));
                     beat.paused = true;
-                    schema_block = Some(tables);
                     last_schema = Instant::now();
                     0
                 }
