@@ -130,15 +130,15 @@ fn libpq(cmd: &mut tokio::process::Command, url: &PgUrl) -> String {
     u
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+/// The process's peak resident set (VmHWM), in MiB.
+fn peak_rss_mib() -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .context("no VmHWM in /proc/self/status")
 }
 
 fn config(source: PgUrl, target: PgUrl, bin: PathBuf, capture: CaptureMode) -> Config {
@@ -227,16 +227,17 @@ async fn pgbench(
         rep.drain(None).await?;
     }
     lags.sort_by(f64::total_cmp);
+    // No sample means no measurement: NaN, which never counts as a goal met.
     let pct = |p: f64| {
         lags.get(((lags.len() as f64 - 1.0) * p).round() as usize)
             .copied()
-            .unwrap_or(0.0)
+            .unwrap_or(f64::NAN)
     };
     Ok(LoadResult {
         tps,
         lag_p50: pct(0.5),
         lag_p99: pct(0.99),
-        lag_max: lags.last().copied().unwrap_or(0.0),
+        lag_max: lags.last().copied().unwrap_or(f64::NAN),
         samples: lags.len(),
     })
 }
@@ -291,10 +292,9 @@ async fn main() -> anyhow::Result<()> {
     };
 
     say(format!("generating ~{gb} GB on the source…"));
-    let source = recreate(&bed.source_admin, "bench_src", Some("heroku_app")).await?;
+    recreate(&bed.source_admin, "bench_src", Some("heroku_app")).await?;
     let app_source = bed.source_app.with_dbname("bench_src");
     let (gen_time, db_bytes) = generate(&app_source, gb).await?;
-    let _ = source;
     let gib = db_bytes as f64 / (1u64 << 30) as f64;
     say(format!(
         "dataset: {gib:.2} GiB (pg_database_size) generated in {:.0} s",
@@ -313,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let timings = rep.prepare().await?;
     let ferry_total = t.elapsed();
-    let rss = peak_rss_mib();
+    let rss = peak_rss_mib()?;
     let status = rep.status().await?;
     rep.cleanup().await?;
     drop(rep);
@@ -367,23 +367,17 @@ async fn main() -> anyhow::Result<()> {
             let mut cmd = tokio::process::Command::new(bin);
             // pgcopydb takes one password through the environment: the app role's for the source,
             // the target's in its URL.
-            let (src_u, src_pw) = app_source.for_libpq();
-            if let Some(p) = src_pw {
-                cmd.env("PGPASSWORD", p);
-            }
+            // Both URLs through pgcopydb's environment variables, never on its command line
+            // (which any process listing shows).
             let path = format!(
                 "{}:{}",
                 bed.target_bin.display(),
                 std::env::var("PATH").unwrap_or_default()
             );
             cmd.env("PATH", path)
-                .args([
-                    "clone",
-                    "--source",
-                    &src_u,
-                    "--target",
-                    target.expose_secret(),
-                ])
+                .env("PGCOPYDB_SOURCE_PGURI", app_source.expose_secret())
+                .env("PGCOPYDB_TARGET_PGURI", target.expose_secret())
+                .arg("clone")
                 .args([
                     "--table-jobs",
                     "2",
