@@ -256,3 +256,20 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// A pending approval of `gate` waiting on `token`, as the gate step stores it.
+pub fn pending_approval(
+    migration_id: &str,
+    gate: ferry_core::state::Gate,
+    token: &str,
+) -> ferry_core::state::ApprovalRequest {
+    ferry_core::state::ApprovalRequest {
+        migration_id: migration_id.to_string(),
+        gate,
+        task_token: token.to_string(),
+        requested_at: chrono::Utc::now(),
+        status: ferry_core::state::ApprovalStatus::Pending,
+        decided_by: None,
+        decided_at: None,
+    }
+}

@@ -8,9 +8,9 @@ use chrono::Utc;
 use ferry_core::{
     MigrationStore, StepErrorName,
     approval::{ApprovalError, Decision, decide},
-    state::{ApprovalRequest, ApprovalStatus, Gate},
+    state::{ApprovalStatus, Gate},
 };
-use ferry_tests::{bed_var, fresh_store, unique};
+use ferry_tests::{bed_var, fresh_store, pending_approval, unique};
 
 struct Gatekeeper {
     sfn: aws_sdk_sfn::Client,
@@ -170,18 +170,6 @@ impl Gatekeeper {
     }
 }
 
-fn pending(id: &str, gate: Gate, token: &str) -> ApprovalRequest {
-    ApprovalRequest {
-        migration_id: id.to_string(),
-        gate,
-        task_token: token.to_string(),
-        requested_at: Utc::now(),
-        status: ApprovalStatus::Pending,
-        decided_by: None,
-        decided_at: None,
-    }
-}
-
 #[tokio::test]
 async fn approval_resumes_the_execution_once_and_only_for_listed_approvers() {
     let gk = Gatekeeper::new().await;
@@ -192,7 +180,7 @@ async fn approval_resumes_the_execution_once_and_only_for_listed_approvers() {
 
     let (arn, token) = gk.waiting_execution().await;
     store
-        .put_approval(&pending(&id, Gate::ShiftTraffic, &token))
+        .put_approval(&pending_approval(&id, Gate::ShiftTraffic, &token))
         .await
         .expect("pending");
     let decision = |who: &str, approve| Decision {
@@ -270,7 +258,7 @@ async fn rejection_fails_the_task_with_the_rejected_error() {
     let id = unique("mig-");
     let (arn, token) = gk.waiting_execution().await;
     store
-        .put_approval(&pending(&id, Gate::Cutover, &token))
+        .put_approval(&pending_approval(&id, Gate::Cutover, &token))
         .await
         .expect("pending");
     let decision = Decision {

@@ -369,3 +369,91 @@ async fn truncate_is_replicated_by_trigger_capture() {
 async fn serial_truncate_is_replicated_by_logical_capture() {
     truncate_converges(CaptureMode::Logical).await;
 }
+
+/// Capture triggers run with the writer's rights: a role that writes the app's tables but owns
+/// neither them nor Ferry's log must still write (its writes must never fail because of Ferry)
+/// and be captured.
+#[tokio::test]
+async fn writes_by_a_role_that_owns_nothing_are_captured() {
+    let db = TestDb::heroku_like("rep_role_").await;
+    let source = db.source_app_url();
+    TestDb::load(&source, "coverage.sql").await;
+    TestDb::load(&source, "coverage_data.sql").await;
+    let mut rep = Replicator::connect(config(
+        source.clone(),
+        db.target_url(),
+        Side::Target,
+        CaptureMode::Trigger,
+    ))
+    .await
+    .expect("connect");
+    rep.prepare().await.expect("prepare");
+
+    let role = ferry_tests::unique("writer_");
+    let admin = Side::Source.admin_url().connect().await.expect("admin");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'writer-password' NOSUPERUSER"
+        ))
+        .await
+        .expect("create role");
+    source
+        .connect()
+        .await
+        .expect("owner")
+        .batch_execute(&format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON order_items TO {role};
+             GRANT SELECT, UPDATE ON customers TO {role};"
+        ))
+        .await
+        .expect("grant");
+    let writer_url = source.expose_secret().replacen(
+        &format!("{}:heroku-app-password@", ferry_tests::APP_ROLE),
+        &format!("{role}:writer-password@"),
+        1,
+    );
+    let writer = ferry_pg::PgUrl::parse(&writer_url)
+        .expect("url")
+        .connect()
+        .await
+        .expect("writer");
+    let result = writer
+        .batch_execute(
+            "INSERT INTO order_items VALUES (7777, 1, 'by another role', 1, 1);
+             UPDATE customers SET name = 'renamed by another role' WHERE id = 2;
+             DELETE FROM order_items WHERE order_id = 1;",
+        )
+        .await;
+    drop(writer);
+    rep.drain(None).await.expect("drain");
+    let target = db.target_url().connect().await.expect("target");
+    let found: (i64, i64, i64) = {
+        let r = target
+            .query_one(
+                "SELECT (SELECT count(*) FROM order_items WHERE sku = 'by another role'),
+                        (SELECT count(*) FROM customers WHERE name = 'renamed by another role'),
+                        (SELECT count(*) FROM order_items WHERE order_id = 1)",
+                &[],
+            )
+            .await
+            .expect("read");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    rep.cleanup().await.expect("cleanup");
+    let owner = source.connect().await.expect("owner");
+    let _ = owner.batch_execute(&format!("DROP OWNED BY {role}")).await;
+    let _ = admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await;
+    result.unwrap_or_else(|e| {
+        panic!(
+            "a non-owner's writes failed under capture: {}",
+            ferry_pg::describe(&e)
+        )
+    });
+    assert_eq!(
+        found,
+        (1, 1, 0),
+        "the other role's insert, update and delete reached the target"
+    );
+}

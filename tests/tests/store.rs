@@ -4,11 +4,11 @@ use chrono::{Duration, Utc};
 use ferry_core::{
     MigrationStore, StepErrorName, StoreError,
     state::{
-        Appended, ApprovalRequest, ApprovalStatus, AuditEvent, Gate, MigrationRecord, Outcome,
-        Phase, WorkerCommand, WorkerPhase, WorkerProgress,
+        Appended, ApprovalStatus, AuditEvent, Gate, MigrationRecord, Outcome, Phase, WorkerCommand,
+        WorkerPhase, WorkerProgress,
     },
 };
-use ferry_tests::{fresh_store, spec, unique};
+use ferry_tests::{fresh_store, pending_approval, spec, unique};
 
 #[tokio::test]
 async fn lock_refuses_a_second_migration_of_the_same_app() {
@@ -347,15 +347,7 @@ async fn progress_from_an_older_worker_or_heartbeat_is_refused() {
 async fn approvals_are_decided_once_with_the_right_token() {
     let store = fresh_store().await;
     let id = unique("mig-");
-    let request = |token: &str| ApprovalRequest {
-        migration_id: id.clone(),
-        gate: Gate::ShiftTraffic,
-        task_token: token.to_string(),
-        requested_at: Utc::now(),
-        status: ApprovalStatus::Pending,
-        decided_by: None,
-        decided_at: None,
-    };
+    let request = |token: &str| pending_approval(&id, Gate::ShiftTraffic, token);
     store.put_approval(&request("token-1")).await.expect("put");
     // The gate step was retried and got a new token: the pending request is replaced.
     store
