@@ -32,7 +32,7 @@ lint:
 
 ## unit: the tests that need no test bed (spec, state, CLI)
 unit:
-	cargo nextest run -p ferry-core -p ferry-pg -p ferry-aws -p ferry-heroku -p ferry-cli
+	cargo nextest run -p ferry-core -p ferry-pg -p ferry-aws -p ferry-heroku -p ferry-cli -p ferry-replicator
 
 ## schema: regenerate examples/migration.schema.json from the spec types
 schema:
