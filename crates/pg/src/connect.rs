@@ -398,6 +398,23 @@ mod tests {
     }
 
     #[test]
+    fn malformed_urls_never_echo_the_password() {
+        for url in [
+            "postgres://u:Sup3rS3cret@h:notaport/db",
+            "postgres://u:Sup3rS3cret@h/db?unknown_option=1",
+            "postgres://u:Sup3rS3cret@h/db?sslmode=allow",
+            "postgres://u:Sup3rS3cret@/db",
+            "mysql://u:Sup3rS3cret@h/db",
+        ] {
+            let err = PgUrl::parse(url).expect_err(url).to_string();
+            assert!(
+                !err.contains("Sup3rS3cret"),
+                "{url} leaked its password: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn dbname_is_replaced_and_libpq_url_has_no_password() {
         let url = PgUrl::parse("postgres://u:pw@h:5432/a?sslmode=require").expect("parse");
         let other = url.with_dbname("b");
