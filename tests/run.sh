@@ -13,6 +13,9 @@ bash tests/setup.sh
 stage "fmt"
 cargo fmt --all -- --check
 
+stage "state machine (asl-validator)"
+bash tests/asl.sh
+
 stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -257,6 +257,18 @@ def spawn(name, cmd, env=None):
     return p
 
 
+NETWORK_SCRIPT = """
+import sys, boto3
+ec2 = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="testing", aws_secret_access_key="testing")
+vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
+ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["SubnetId"]
+sg = ec2.create_security_group(GroupName="ferry-worker", Description="ferry worker", VpcId=vpc)["GroupId"]
+print(subnet, sg)
+"""
+
+
 def up(args):
     if (BED / "bed.env").exists():
         down(args)
@@ -295,6 +307,9 @@ def up(args):
     wait_http(f"http://127.0.0.1:{moto_port}/moto-api/config")
     wait_http(f"http://127.0.0.1:{heroku_port}/__bed/health")
 
+    # A VPC, subnet and security group in the emulator, for ECS RunTask (awsvpc needs them).
+    net = subprocess.run([python, "-c", NETWORK_SCRIPT, f"http://127.0.0.1:{moto_port}"],
+                         check=True, capture_output=True, text=True).stdout.split()
     tls = f"sslmode=verify-full&sslrootcert={ca}"
     env = {
         "FERRY_BED_DIR": str(BED),
@@ -313,6 +328,8 @@ def up(args):
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "MOTO_PORT": str(moto_port),
+        "FERRY_BED_SUBNET": net[0],
+        "FERRY_BED_SECURITY_GROUP": net[1],
     }
     (BED / "bed.env").write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()))
     (BED / "bed.json").write_text(json.dumps(env, indent=2))

@@ -5,6 +5,8 @@
 //! AWS SDK is configured exactly as in production, from `AWS_ENDPOINT_URL` and friends.
 //! Every test gets its own databases, DynamoDB table and Heroku app, so tests run in parallel.
 
+pub mod gate;
+pub mod sink;
 pub mod workload;
 
 use std::sync::Arc;
@@ -272,4 +274,18 @@ pub fn pending_approval(
         decided_by: None,
         decided_at: None,
     }
+}
+
+/// Ferry's capture objects and bookkeeping left in a database: `ferry_*` triggers plus the
+/// `ferry` schema (0 after a clean-up).
+pub async fn capture_leftovers(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ferry\\_%')
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'ferry')",
+            &[],
+        )
+        .await
+        .expect("read the catalog")
+        .get(0)
 }

@@ -102,7 +102,7 @@ async fn database_url_cannot_be_overwritten_while_an_attachment_owns_it() {
         .await
         .expect_err("attachment owns it");
     assert!(err.is_attachment_var(), "{err:?}");
-    assert_eq!(err.step_error_name(), "Ferry.Heroku.Refused");
+    assert_eq!(err.step_error_name(), "Ferry.Failed.HerokuRefused");
     assert_eq!(
         h.config_vars(&app).await.expect("vars")["DATABASE_URL"],
         DB_URL
@@ -158,5 +158,5 @@ async fn bad_token_and_unknown_app_are_named_errors() {
         "token leaked: {err}"
     );
     let err = client().app("no-such-app-here").await.expect_err("missing");
-    assert_eq!(err.step_error_name(), "Ferry.Heroku.NotFound");
+    assert_eq!(err.step_error_name(), "Ferry.Blocked.HerokuNotFound");
 }

@@ -7,6 +7,8 @@ mod pg;
 mod preflight;
 mod replication;
 mod spec;
+mod statemachine;
+mod steps;
 mod store;
 mod traffic;
 mod worker;

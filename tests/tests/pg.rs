@@ -73,7 +73,7 @@ async fn plaintext_is_refused_by_the_servers() {
     assert!(text.contains("no encryption"), "{text}");
     // And Ferry itself refuses to try.
     let err = PgUrl::parse(&format!("{base}?sslmode=disable")).expect_err("refused");
-    assert_eq!(err.step_error_name(), "Ferry.Pg.InvalidUrl");
+    assert_eq!(err.step_error_name(), "Ferry.Blocked.InvalidUrl");
 }
 
 #[tokio::test]

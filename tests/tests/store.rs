@@ -33,7 +33,7 @@ async fn lock_refuses_a_second_migration_of_the_same_app() {
         matches!(&err, StoreError::LockHeld { holder, .. } if holder == "m1"),
         "{err:?}"
     );
-    assert_eq!(err.step_error_name(), "Ferry.LockHeld");
+    assert_eq!(err.step_error_name(), "Ferry.Blocked.LockHeld");
     assert!(
         err.to_string().contains("locked by migration \"m1\""),
         "{err}"
@@ -110,12 +110,12 @@ async fn migration_record_round_trips_and_creation_is_idempotent() {
         .create_migration(&other)
         .await
         .expect_err("different spec");
-    assert_eq!(err.step_error_name(), "Ferry.MigrationExists");
+    assert_eq!(err.step_error_name(), "Ferry.Blocked.MigrationExists");
     let missing = store
         .migration("no-such-migration")
         .await
         .expect_err("missing");
-    assert_eq!(missing.step_error_name(), "Ferry.NotFound");
+    assert_eq!(missing.step_error_name(), "Ferry.Failed.NotFound");
 }
 
 #[tokio::test]
@@ -153,13 +153,13 @@ async fn conditional_writes_reject_a_stale_version() {
         ),
         "{err:?}"
     );
-    assert_eq!(err.step_error_name(), "Ferry.Conflict");
+    assert_eq!(err.step_error_name(), "Ferry.Retryable.Conflict");
     // Skipping phases is refused before any write.
     let err = store
         .advance_phase(&id, 2, Phase::Verifying, Utc::now())
         .await
         .expect_err("skip");
-    assert_eq!(err.step_error_name(), "Ferry.IllegalTransition");
+    assert_eq!(err.step_error_name(), "Ferry.Failed.IllegalTransition");
     assert_eq!(store.migration(&id).await.expect("read").version, 2);
     let v3 = store
         .set_execution_arn(
@@ -201,7 +201,7 @@ async fn concurrent_phase_changes_apply_once() {
     for r in results {
         match r {
             Ok(rec) => assert_eq!(rec.phase, stored.phase),
-            Err(e) => assert_eq!(e.step_error_name(), "Ferry.Conflict", "{e:?}"),
+            Err(e) => assert_eq!(e.step_error_name(), "Ferry.Retryable.Conflict", "{e:?}"),
         }
     }
 }
@@ -318,7 +318,7 @@ async fn progress_from_an_older_worker_or_heartbeat_is_refused() {
         .put_progress(&progress(&id, 100, 2))
         .await
         .expect_err("same seq");
-    assert_eq!(err.step_error_name(), "Ferry.WorkerSuperseded");
+    assert_eq!(err.step_error_name(), "Ferry.Failed.WorkerSuperseded");
     // A restarted worker (newer epoch) takes over; the old one is told to stop.
     store
         .put_progress(&progress(&id, 200, 1))
@@ -365,7 +365,7 @@ async fn approvals_are_decided_once_with_the_right_token() {
         )
         .await
         .expect_err("old token");
-    assert_eq!(stale.step_error_name(), "Ferry.ApprovalNotPending");
+    assert_eq!(stale.step_error_name(), "Ferry.Blocked.ApprovalNotPending");
     let decided = store
         .decide_approval(
             &id,
@@ -469,7 +469,7 @@ async fn ssm_parameters_round_trip_as_secure_strings() {
     let prefix = format!("/{}/", unique("ferry-test-"));
     let name = format!("{prefix}DATABASE_URL");
     let err = params.get(&name).await.expect_err("missing");
-    assert_eq!(err.step_error_name(), "Ferry.Param.NotFound");
+    assert_eq!(err.step_error_name(), "Ferry.Blocked.ParamNotFound");
     assert!(err.to_string().contains(&name));
     assert_eq!(
         params.put_secure(&name, "postgres://a").await.expect("put"),

@@ -260,15 +260,7 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
         (p.phase, p.acked_command),
         (WorkerPhase::Stopped, stop_cmd.seq)
     );
-    let leftovers: i64 = source
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ferry\\_%')
-                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'ferry')",
-            &[],
-        )
-        .await
-        .expect("catalog")
-        .get(0);
+    let leftovers = ferry_tests::capture_leftovers(&source).await;
     assert_eq!(leftovers, 0, "capture objects left on the source");
     let target_ferry: i64 = target
         .query_one(

@@ -451,6 +451,47 @@ impl MigrationStore for DynamoStore {
         }
     }
 
+    async fn fact(&self, migration_id: &str, name: &str) -> StoreResult<Option<serde_json::Value>> {
+        let pk = mig_pk(migration_id);
+        let sk = format!("FACT#{name}");
+        let Some(item) = self.get(&pk, &sk).await? else {
+            return Ok(None);
+        };
+        let key = format!("{pk}/{sk}");
+        let body = get_s(&item, "body", &key)?;
+        serde_json::from_str(body)
+            .map(Some)
+            .map_err(|e| corrupt(&key, "body", e))
+    }
+
+    async fn swap_fact(
+        &self,
+        migration_id: &str,
+        name: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&mig_pk(migration_id)))
+            .item("sk", s(&format!("FACT#{name}")))
+            .item("kind", s("fact"))
+            .item("body", s(&value.to_string()));
+        req = match expected {
+            None => req.condition_expression("attribute_not_exists(pk)"),
+            Some(old) => req
+                .condition_expression("body = :old")
+                .expression_attribute_values(":old", s(&old.to_string())),
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     async fn progress(&self, migration_id: &str) -> StoreResult<Option<WorkerProgress>> {
         let pk = mig_pk(migration_id);
         let Some(item) = self.get(&pk, "PROGRESS").await? else {

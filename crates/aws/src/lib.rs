@@ -2,14 +2,25 @@
 //! tested against the local AWS emulator; the SDK reaches the emulator only through
 //! `AWS_ENDPOINT_URL`, never through a code branch.
 
+mod cloud;
+mod cloudwatch;
 mod dynamo;
+mod ecs;
+mod eventbridge;
+mod rds;
 mod route53;
 mod sfn;
+mod sns;
 mod ssm;
 
+pub use cloudwatch::CloudWatchAlarms;
 pub use dynamo::{DynamoStore, create_table};
+pub use ecs::{EcsCompute, WorkerTask};
+pub use eventbridge::{EventBridgeSchedule, rate_expression};
+pub use rds::RdsDatabases;
 pub use route53::Route53Router;
 pub use sfn::SfnCallbacks;
+pub use sns::SnsNotifier;
 pub use ssm::SsmParams;
 
 /// Loads the shared SDK configuration from the environment (region, credentials,

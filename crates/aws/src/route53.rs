@@ -53,6 +53,26 @@ where
     }
 }
 
+fn refused(spec: &TrafficSpec, e: impl std::fmt::Display) -> TrafficError {
+    TrafficError::Refused {
+        name: spec.record_name.clone(),
+        reason: e.to_string(),
+    }
+}
+
+impl Route53Router {
+    async fn submit(&self, spec: &TrafficSpec, batch: ChangeBatch) -> Result<(), TrafficError> {
+        self.client
+            .change_resource_record_sets()
+            .hosted_zone_id(zone_id(spec))
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(|e| classify(spec, e))?;
+        Ok(())
+    }
+}
+
 fn record(
     spec: &TrafficSpec,
     id: &str,
@@ -113,18 +133,53 @@ impl TrafficRouter for Route53Router {
                 weights.aws,
             )?)?)
             .build()
-            .map_err(|e| TrafficError::Refused {
-                name: spec.record_name.clone(),
-                reason: e.to_string(),
-            })?;
-        self.client
-            .change_resource_record_sets()
+            .map_err(|e| refused(spec, e))?;
+        self.submit(spec, batch).await
+    }
+
+    async fn retire_heroku(&self, spec: &TrafficSpec) -> Result<bool, TrafficError> {
+        match self.weights(spec).await? {
+            Some(w) if w.heroku == 0 && w.aws > 0 => {}
+            Some(_) => {
+                self.set_weights(spec, Weights::for_aws_percent(100))
+                    .await?
+            }
+            None => return Ok(false),
+        }
+        // Only a Heroku record still present is deleted (the values must match exactly).
+        let current = self.weights(spec).await?;
+        let name = fqdn(&spec.record_name);
+        let out = self
+            .client
+            .list_resource_record_sets()
             .hosted_zone_id(zone_id(spec))
-            .change_batch(batch)
+            .start_record_name(&name)
+            .start_record_type(RrType::Cname)
+            .max_items(10)
             .send()
             .await
             .map_err(|e| classify(spec, e))?;
-        Ok(())
+        let Some(existing) = out
+            .resource_record_sets()
+            .iter()
+            .find(|r| fqdn(r.name()) == name && r.set_identifier() == Some(HEROKU_ID))
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        debug_assert!(current.is_some_and(|w| w.heroku == 0));
+        let change = Change::builder()
+            .action(ChangeAction::Delete)
+            .resource_record_set(existing)
+            .build()
+            .map_err(|e| refused(spec, e))?;
+        let batch = ChangeBatch::builder()
+            .comment("ferry: retire the Heroku record")
+            .changes(change)
+            .build()
+            .map_err(|e| refused(spec, e))?;
+        self.submit(spec, batch).await?;
+        Ok(true)
     }
 
     async fn weights(&self, spec: &TrafficSpec) -> Result<Option<Weights>, TrafficError> {
@@ -148,6 +203,8 @@ impl TrafficRouter for Route53Router {
         };
         Ok(match (weight_of(HEROKU_ID), weight_of(AWS_ID)) {
             (Some(heroku), Some(aws)) => Some(Weights { heroku, aws }),
+            // The Heroku record was retired: the AWS record alone answers every query.
+            (None, Some(aws)) if aws > 0 => Some(Weights { heroku: 0, aws }),
             _ => None,
         })
     }

@@ -69,9 +69,9 @@ pub enum ApprovalError {
 impl StepErrorName for ApprovalError {
     fn step_error_name(&self) -> &'static str {
         match self {
-            ApprovalError::NotAllowed { .. } => "Ferry.Approval.NotAllowed",
+            ApprovalError::NotAllowed { .. } => "Ferry.Blocked.NotAllowed",
             ApprovalError::Store(e) => e.step_error_name(),
-            ApprovalError::Callback(CallbackError::TaskGone(_)) => "Ferry.Approval.TaskGone",
+            ApprovalError::Callback(CallbackError::TaskGone(_)) => "Ferry.Failed.TaskGone",
             ApprovalError::Callback(CallbackError::Unavailable(_)) => {
                 "Ferry.Retryable.StepFunctions"
             }

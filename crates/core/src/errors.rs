@@ -3,7 +3,7 @@
 
 /// An error that has a stable Step Functions error name.
 pub trait StepErrorName {
-    /// The name the ASL's `ErrorEquals` lists, e.g. `Ferry.LockHeld`. Names under
+    /// The name the ASL's `ErrorEquals` lists, e.g. `Ferry.Blocked.LockHeld`. Names under
     /// `Ferry.Retryable.` are retried by the state machine; the rest go to a Catch.
     fn step_error_name(&self) -> &'static str;
 }

@@ -37,8 +37,8 @@ pub enum ParamError {
 impl StepErrorName for ParamError {
     fn step_error_name(&self) -> &'static str {
         match self {
-            ParamError::NotFound { .. } => "Ferry.Param.NotFound",
-            ParamError::AccessDenied { .. } => "Ferry.Param.AccessDenied",
+            ParamError::NotFound { .. } => "Ferry.Blocked.ParamNotFound",
+            ParamError::AccessDenied { .. } => "Ferry.Blocked.ParamAccessDenied",
             ParamError::Throttled(_) => "Ferry.Retryable.Throttled",
             ParamError::Unavailable(_) => "Ferry.Retryable.ParamUnavailable",
         }

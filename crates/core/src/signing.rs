@@ -34,7 +34,7 @@ pub enum SignatureError {
 
 impl StepErrorName for SignatureError {
     fn step_error_name(&self) -> &'static str {
-        "Ferry.Approval.BadSignature"
+        "Ferry.Blocked.BadSignature"
     }
 }
 

@@ -105,16 +105,16 @@ pub enum StoreError {
 impl StepErrorName for StoreError {
     fn step_error_name(&self) -> &'static str {
         match self {
-            StoreError::LockHeld { .. } => "Ferry.LockHeld",
-            StoreError::MigrationExists { .. } => "Ferry.MigrationExists",
-            StoreError::NotFound { .. } => "Ferry.NotFound",
-            StoreError::VersionConflict { .. } => "Ferry.Conflict",
-            StoreError::IllegalTransition { .. } => "Ferry.IllegalTransition",
-            StoreError::ApprovalNotPending { .. } => "Ferry.ApprovalNotPending",
-            StoreError::WorkerSuperseded { .. } => "Ferry.WorkerSuperseded",
+            StoreError::LockHeld { .. } => "Ferry.Blocked.LockHeld",
+            StoreError::MigrationExists { .. } => "Ferry.Blocked.MigrationExists",
+            StoreError::NotFound { .. } => "Ferry.Failed.NotFound",
+            StoreError::VersionConflict { .. } => "Ferry.Retryable.Conflict",
+            StoreError::IllegalTransition { .. } => "Ferry.Failed.IllegalTransition",
+            StoreError::ApprovalNotPending { .. } => "Ferry.Blocked.ApprovalNotPending",
+            StoreError::WorkerSuperseded { .. } => "Ferry.Failed.WorkerSuperseded",
             StoreError::Throttled(_) => "Ferry.Retryable.Throttled",
             StoreError::Unavailable(_) => "Ferry.Retryable.StoreUnavailable",
-            StoreError::Corrupt { .. } => "Ferry.StoreCorrupt",
+            StoreError::Corrupt { .. } => "Ferry.Failed.StoreCorrupt",
         }
     }
 }
@@ -213,4 +213,18 @@ pub trait MigrationStore: Send + Sync {
         decided_by: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<ApprovalRequest>;
+
+    /// A named fact the steps keep about the migration (the worker task, the canary's step,
+    /// the Heroku formation before the freeze…); `None` if never written.
+    async fn fact(&self, migration_id: &str, name: &str) -> StoreResult<Option<serde_json::Value>>;
+
+    /// Writes `value` if the fact is still `expected` (`None`: absent). Returns whether it was
+    /// written; a concurrent writer that got there first makes it `false`.
+    async fn swap_fact(
+        &self,
+        migration_id: &str,
+        name: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> StoreResult<bool>;
 }

@@ -85,6 +85,10 @@ pub trait TrafficRouter: Send + Sync {
 
     /// Reads the pair back; `None` when Ferry has not created it yet.
     async fn weights(&self, traffic: &TrafficSpec) -> Result<Option<Weights>, TrafficError>;
+
+    /// After the migration: the Heroku record at weight 0, then deleted, so the AWS record
+    /// answers alone. `false` if there was no Heroku record (a retry).
+    async fn retire_heroku(&self, traffic: &TrafficSpec) -> Result<bool, TrafficError>;
 }
 
 #[cfg(test)]

@@ -69,10 +69,10 @@ impl HerokuError {
     /// The stable Step Functions error name.
     pub fn step_error_name(&self) -> &'static str {
         match self {
-            HerokuError::Unauthorized { .. } => "Ferry.Heroku.Unauthorized",
-            HerokuError::NotFound { .. } => "Ferry.Heroku.NotFound",
+            HerokuError::Unauthorized { .. } => "Ferry.Blocked.HerokuUnauthorized",
+            HerokuError::NotFound { .. } => "Ferry.Blocked.HerokuNotFound",
             HerokuError::RateLimited => "Ferry.Retryable.HerokuRateLimited",
-            HerokuError::Api { .. } => "Ferry.Heroku.Refused",
+            HerokuError::Api { .. } => "Ferry.Failed.HerokuRefused",
             HerokuError::Transport { .. } => "Ferry.Retryable.HerokuUnreachable",
         }
     }

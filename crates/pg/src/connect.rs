@@ -128,6 +128,11 @@ impl PgUrl {
         other
     }
 
+    /// The role the URL logs in as.
+    pub fn user(&self) -> Option<&str> {
+        self.config.get_user()
+    }
+
     /// For libpq tools (pg_dump, psql): the URL without its password, and the password to
     /// pass as `PGPASSWORD` (so it never shows in a process list).
     pub fn for_libpq(&self) -> (String, Option<String>) {
@@ -141,8 +146,19 @@ impl PgUrl {
     /// Opens a connection; its I/O runs on a spawned task that ends when the client is dropped.
     pub async fn connect(&self) -> Result<Client, PgError> {
         let tls = MakeRustlsConnect::new(self.client_config()?);
+        let mut config = self.config.clone();
+        // Ferry's sessions are named (the cutover's session termination spares them) and
+        // writable even when the cutover froze the role with default_transaction_read_only.
+        if config.get_application_name().is_none() {
+            config.application_name(crate::freeze::APPLICATION_NAME);
+        }
+        let options = match config.get_options() {
+            Some(o) => format!("{o} {}", crate::freeze::SESSION_OPTIONS),
+            None => crate::freeze::SESSION_OPTIONS.to_string(),
+        };
+        config.options(&options);
         let (client, connection) =
-            self.config
+            config
                 .connect(tls)
                 .await
                 .map_err(|source| PgError::Connect {

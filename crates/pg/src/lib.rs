@@ -3,6 +3,7 @@
 
 pub mod catalog;
 mod connect;
+pub mod freeze;
 pub mod preflight;
 
 pub use connect::{PgUrl, TlsCheck, redact};
@@ -51,10 +52,10 @@ impl PgError {
     /// The stable Step Functions error name.
     pub fn step_error_name(&self) -> &'static str {
         match self {
-            PgError::InvalidUrl { .. } => "Ferry.Pg.InvalidUrl",
-            PgError::Tls { .. } => "Ferry.Pg.Tls",
+            PgError::InvalidUrl { .. } => "Ferry.Blocked.InvalidUrl",
+            PgError::Tls { .. } => "Ferry.Blocked.Tls",
             PgError::Connect { .. } => "Ferry.Retryable.PgConnect",
-            PgError::Query { .. } => "Ferry.Pg.Query",
+            PgError::Query { .. } => "Ferry.Failed.PgQuery",
         }
     }
 }

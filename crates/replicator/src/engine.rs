@@ -482,6 +482,36 @@ impl Replicator {
         .await
     }
 
+    /// Validates the foreign keys the post-data restore added `NOT VALID` (call once caught
+    /// up: then every parent row a child needs has been applied). Returns how many.
+    pub async fn validate_foreign_keys(&self) -> ReplResult<usize> {
+        crate::postdata::validate_foreign_keys(&self.source, &self.target).await
+    }
+
+    /// Row counts of every capture unit on both sides: `(schema.name, source, target)`. A
+    /// scan of each table; the cutover's optional check inside the freeze.
+    pub async fn count_rows(&self) -> ReplResult<Vec<(String, i64, i64)>> {
+        let mut out = Vec::new();
+        for t in self.tables.iter().filter(|t| t.is_capture_unit()) {
+            let sql = format!("SELECT count(*) FROM {}", t.qualified());
+            let what = format!("count the rows of {}", t.display_name());
+            let s: i64 = self
+                .source
+                .query_one(&sql, &[])
+                .await
+                .map_err(ReplError::sql(what.clone()))?
+                .get(0);
+            let d: i64 = self
+                .target
+                .query_one(&sql, &[])
+                .await
+                .map_err(ReplError::sql(what))?
+                .get(0);
+            out.push((t.display_name(), s, d));
+        }
+        Ok(out)
+    }
+
     /// Sets the target's sequences from the source's, plus `gap`.
     pub async fn sync_sequences(&self, gap: i64) -> ReplResult<usize> {
         verify::sync_sequences(&self.source, &self.target, gap).await

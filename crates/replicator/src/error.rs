@@ -52,10 +52,10 @@ impl StepErrorName for ReplError {
         match self {
             ReplError::Pg(e) => e.step_error_name(),
             ReplError::Sql { source, .. } if source.is_closed() => "Ferry.Retryable.PgConnect",
-            ReplError::Sql { .. } => "Ferry.Replication.Sql",
-            ReplError::Tool { .. } => "Ferry.Replication.Tool",
+            ReplError::Sql { .. } => "Ferry.Failed.ReplicationSql",
+            ReplError::Tool { .. } => "Ferry.Failed.ReplicationTool",
             ReplError::SchemaChanged { .. } => "Ferry.Blocked.SchemaChanged",
-            ReplError::State(_) => "Ferry.Replication.State",
+            ReplError::State(_) => "Ferry.Failed.ReplicationState",
         }
     }
 }

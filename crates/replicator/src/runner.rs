@@ -207,6 +207,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
     let mut last_schema = Instant::now();
     let mut drain_target: Option<String> = None;
     let mut schema_block: Option<Vec<String>> = None;
+    let mut fks_validated = false;
     let mut paused_by_command = false;
     loop {
         if last_command.elapsed() >= cfg.command_poll {
@@ -298,6 +299,14 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
             return Ok(Exit::Superseded);
         }
         if applied == 0 {
+            // Caught up: the parents of every copied child row are on the target now.
+            if !fks_validated && !beat.paused && !rep.is_reverse() {
+                let n = rep.validate_foreign_keys().await?;
+                if n > 0 {
+                    tracing::info!(validated = n, "foreign keys validated");
+                }
+                fks_validated = true;
+            }
             tokio::time::sleep(cfg.idle).await;
         }
     }

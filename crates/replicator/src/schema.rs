@@ -50,6 +50,8 @@ impl Tools {
         if let Some(p) = password {
             cmd.env("PGPASSWORD", p);
         }
+        cmd.env("PGOPTIONS", ferry_pg::freeze::SESSION_OPTIONS)
+            .env("PGAPPNAME", ferry_pg::freeze::APPLICATION_NAME);
         let out = cmd
             .stdin(Stdio::null())
             .output()
@@ -91,6 +93,8 @@ impl Tools {
         if let Some(p) = password {
             cmd.env("PGPASSWORD", p);
         }
+        cmd.env("PGOPTIONS", ferry_pg::freeze::SESSION_OPTIONS)
+            .env("PGAPPNAME", ferry_pg::freeze::APPLICATION_NAME);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -45,6 +45,102 @@ pub struct MigrationSpec {
     /// RDS, so that a rollback loses no write. 1-720.
     #[serde(default = "default_rollback_window_hours")]
     pub rollback_window_hours: u32,
+    /// How the database cutover freezes writes and points the app at RDS.
+    #[serde(default)]
+    pub cutover: CutoverSpec,
+    /// How often the state machine polls and how long its waits last. The defaults suit a
+    /// real migration; a rehearsal may shorten them.
+    #[serde(default)]
+    pub timing: TimingSpec,
+}
+
+/// The database cutover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverSpec {
+    /// Turn on Heroku maintenance mode during the write freeze (Heroku's router answers 503
+    /// for the few seconds it lasts). Turned off again if the cutover is undone.
+    #[serde(default = "default_true")]
+    pub maintenance_mode: bool,
+    /// Heroku process types (e.g. `worker`, `clock`) scaled to 0 during the freeze, because
+    /// they write without going through the router. Their counts are restored on rollback.
+    #[serde(default)]
+    pub scale_down: Vec<String>,
+    /// ECS services (`cluster/service`) that read DATABASE_URL from SSM; each gets a new
+    /// deployment after the switch so that its tasks read the new value.
+    #[serde(default)]
+    pub ecs_services: Vec<String>,
+    /// Longest wait, in seconds, for the worker to apply the last changes after writes froze;
+    /// past it the cutover is undone. 1-300.
+    #[serde(default = "default_drain_timeout_seconds")]
+    pub drain_timeout_seconds: u32,
+    /// What is compared inside the freeze: `counts` (row counts per table) or `none`
+    /// (rely on the verification before the approval). Full checksums run before the gate.
+    #[serde(default)]
+    pub verify: CutoverVerify,
+}
+
+impl Default for CutoverSpec {
+    fn default() -> Self {
+        Self {
+            maintenance_mode: true,
+            scale_down: Vec::new(),
+            ecs_services: Vec::new(),
+            drain_timeout_seconds: default_drain_timeout_seconds(),
+            verify: CutoverVerify::default(),
+        }
+    }
+}
+
+/// What the cutover compares inside the write freeze.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CutoverVerify {
+    /// Row counts of every table on both sides (a scan of each table: long freezes on big
+    /// databases).
+    Counts,
+    /// Nothing inside the freeze: the drained position is the proof.
+    #[default]
+    None,
+}
+
+/// Poll intervals and wait lengths of the state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimingSpec {
+    /// Seconds between replication status checks while the copy runs. 1-3600.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u32,
+    /// Longest time, in hours, for the copy to finish and catch up before the migration
+    /// fails. 1-720.
+    #[serde(default = "default_catch_up_hours")]
+    pub catch_up_hours: u32,
+    /// A worker heartbeat older than this many seconds means the worker is dead. 10-3600.
+    #[serde(default = "default_stall_seconds")]
+    pub stall_seconds: u32,
+    /// Hours an approval gate waits for a person before the migration rolls back. 1-720.
+    #[serde(default = "default_approval_timeout_hours")]
+    pub approval_timeout_hours: u32,
+    /// Overrides the rollback window with a number of seconds (rehearsals only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_window_seconds: Option<u32>,
+    /// Overrides the canary interval with a number of seconds (rehearsals whose local
+    /// scheduler honours it; EventBridge itself schedules whole minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_interval_seconds: Option<u32>,
+}
+
+impl Default for TimingSpec {
+    fn default() -> Self {
+        Self {
+            poll_seconds: default_poll_seconds(),
+            catch_up_hours: default_catch_up_hours(),
+            stall_seconds: default_stall_seconds(),
+            approval_timeout_hours: default_approval_timeout_hours(),
+            rollback_window_seconds: None,
+            canary_interval_seconds: None,
+        }
+    }
 }
 
 /// The Heroku side.
@@ -204,6 +300,24 @@ fn default_steps() -> Vec<u32> {
 fn default_step_interval_minutes() -> u32 {
     10
 }
+fn default_true() -> bool {
+    true
+}
+fn default_drain_timeout_seconds() -> u32 {
+    15
+}
+fn default_poll_seconds() -> u32 {
+    30
+}
+fn default_catch_up_hours() -> u32 {
+    72
+}
+fn default_stall_seconds() -> u32 {
+    120
+}
+fn default_approval_timeout_hours() -> u32 {
+    72
+}
 
 impl MigrationSpec {
     /// The SSM prefix config vars are copied under (the spec's, or the default for the app).
@@ -212,6 +326,19 @@ impl MigrationSpec {
             .ssm_prefix
             .clone()
             .unwrap_or_else(|| format!("/ferry/{}/config/", self.heroku.app))
+    }
+
+    /// The SSM parameter the AWS side of the app reads its DATABASE_URL from.
+    pub fn app_database_url_param(&self) -> String {
+        format!("{}DATABASE_URL", self.config_ssm_prefix())
+    }
+
+    /// The rollback window in seconds (the rehearsal override, or the hours).
+    pub fn rollback_window_seconds(&self) -> u64 {
+        self.timing
+            .rollback_window_seconds
+            .map(u64::from)
+            .unwrap_or(u64::from(self.rollback_window_hours) * 3600)
     }
 }
 

@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    ApprovalsSpec, ConfigVarsSpec, HerokuSpec, MigrationSpec, ReplicationSpec, SourceSpec,
-    TargetSpec, TrafficSpec,
+    ApprovalsSpec, ConfigVarsSpec, CutoverSpec, HerokuSpec, MigrationSpec, ReplicationSpec,
+    SourceSpec, TargetSpec, TimingSpec, TrafficSpec,
 };
 use crate::problems::{Problem, child, index};
 
@@ -21,6 +21,8 @@ pub(super) fn check(spec: &MigrationSpec, out: &mut Vec<Problem>) {
     approvals(&spec.approvals, "approvals", out);
     config_vars(&spec.config_vars, "config_vars", out);
     rollback_window(spec.rollback_window_hours, out);
+    cutover(&spec.cutover, "cutover", out);
+    timing(&spec.timing, "timing", out);
     cross(spec, out);
 }
 
@@ -49,6 +51,8 @@ pub(super) fn check_sections(value: &Value, out: &mut Vec<Problem>) {
     }
     section(value, "approvals", approvals, out);
     section(value, "config_vars", config_vars, out);
+    section(value, "cutover", cutover, out);
+    section(value, "timing", timing, out);
     if shape_ok("rollback_window_hours", out)
         && let Some(h) = value.get("rollback_window_hours").and_then(Value::as_u64)
     {
@@ -242,8 +246,13 @@ fn traffic(s: &TrafficSpec, path: &str, out: &mut Vec<Problem>) {
         }
     }
     if let Some(url) = &s.health.url {
+        // Plain http only on loopback: a local rehearsal's health endpoint.
         let host = url
             .strip_prefix("https://")
+            .or_else(|| {
+                url.strip_prefix("http://")
+                    .filter(|r| r.starts_with("127.0.0.1:") || r.starts_with("localhost:"))
+            })
             .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
         if host.is_none_or(str::is_empty) {
             out.push(Problem::new(
@@ -368,6 +377,106 @@ fn config_vars(s: &ConfigVarsSpec, path: &str, out: &mut Vec<Problem>) {
 
 fn rollback_window(hours: u32, out: &mut Vec<Problem>) {
     range(hours, 1, 720, "rollback_window_hours", "hours", out);
+}
+
+fn cutover(s: &CutoverSpec, path: &str, out: &mut Vec<Problem>) {
+    range(
+        s.drain_timeout_seconds,
+        1,
+        300,
+        &child(path, "drain_timeout_seconds"),
+        "seconds",
+        out,
+    );
+    for (i, p) in s.scale_down.iter().enumerate() {
+        let ok = !p.is_empty()
+            && p.len() <= 30
+            && p.starts_with(|c: char| c.is_ascii_lowercase())
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            out.push(Problem::new(
+                index(&child(path, "scale_down"), i),
+                format!("{p:?} is not a Heroku process type; use the names in the Procfile, e.g. \"worker\""),
+            ));
+        } else if p == "web" {
+            out.push(Problem::new(
+                index(&child(path, "scale_down"), i),
+                "web is taken out by maintenance mode, not scaled down; remove it (scaling web to 0 loses the router's 503 page)",
+            ));
+        }
+    }
+    for (i, svc) in s.ecs_services.iter().enumerate() {
+        let parts: Vec<&str> = svc.split('/').collect();
+        let ok = parts.len() == 2
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.len() <= 255
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+        if !ok {
+            out.push(Problem::new(
+                index(&child(path, "ecs_services"), i),
+                format!("{svc:?} is not cluster/service; write it as \"my-cluster/my-service\""),
+            ));
+        }
+    }
+}
+
+fn timing(s: &TimingSpec, path: &str, out: &mut Vec<Problem>) {
+    range(
+        s.poll_seconds,
+        1,
+        3600,
+        &child(path, "poll_seconds"),
+        "seconds",
+        out,
+    );
+    range(
+        s.catch_up_hours,
+        1,
+        720,
+        &child(path, "catch_up_hours"),
+        "hours",
+        out,
+    );
+    range(
+        s.stall_seconds,
+        10,
+        3600,
+        &child(path, "stall_seconds"),
+        "seconds",
+        out,
+    );
+    range(
+        s.approval_timeout_hours,
+        1,
+        720,
+        &child(path, "approval_timeout_hours"),
+        "hours",
+        out,
+    );
+    if let Some(w) = s.rollback_window_seconds {
+        range(
+            w,
+            1,
+            720 * 3600,
+            &child(path, "rollback_window_seconds"),
+            "seconds",
+            out,
+        );
+    }
+    if let Some(c) = s.canary_interval_seconds {
+        range(
+            c,
+            1,
+            86_400,
+            &child(path, "canary_interval_seconds"),
+            "seconds",
+            out,
+        );
+    }
 }
 
 /// Rules that span sections.

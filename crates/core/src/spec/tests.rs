@@ -91,7 +91,7 @@ fn unknown_fields_are_errors_with_a_hint() {
     assert_eq!(
         got,
         vec![
-            "colour: unknown field `colour`; remove it (allowed here: $schema, approvals, config_vars, heroku, migration_id, replication, rollback_window_hours, source, target, traffic)".to_string(),
+            "colour: unknown field `colour`; remove it (allowed here: $schema, approvals, config_vars, cutover, heroku, migration_id, replication, rollback_window_hours, source, target, timing, traffic)".to_string(),
             "traffic.stpes: unknown field `stpes`; did you mean `steps`?".to_string(),
         ]
     );
@@ -174,4 +174,38 @@ fn spec_round_trips_through_json() {
     let spec = from_value(&minimal()).expect("valid");
     let again = from_value(&serde_json::to_value(&spec).expect("serialize")).expect("valid");
     assert_eq!(spec, again);
+}
+
+#[test]
+fn cutover_and_timing_rules_name_their_fields() {
+    let mut v: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../examples/minimal.json"))
+            .expect("minimal example parses");
+    v["cutover"] = serde_json::json!({
+        "drain_timeout_seconds": 0,
+        "scale_down": ["web", "Worker"],
+        "ecs_services": ["only-a-service"]
+    });
+    v["timing"] = serde_json::json!({"poll_seconds": 0, "stall_seconds": 5});
+    let problems = from_value(&v).expect_err("bad values refused");
+    let text = problems.to_string();
+    for path in [
+        "cutover.drain_timeout_seconds",
+        "cutover.scale_down[0]",
+        "cutover.scale_down[1]",
+        "cutover.ecs_services[0]",
+        "timing.poll_seconds",
+        "timing.stall_seconds",
+    ] {
+        assert!(text.contains(path), "{path} missing from:\n{text}");
+    }
+    v["cutover"] = serde_json::json!({"scale_down": ["worker"], "ecs_services": ["prod/web"]});
+    v["timing"] = serde_json::json!({"poll_seconds": 2, "rollback_window_seconds": 30});
+    let spec = from_value(&v).expect("good values accepted");
+    assert!(spec.cutover.maintenance_mode);
+    assert_eq!(spec.rollback_window_seconds(), 30);
+    assert_eq!(
+        spec.app_database_url_param(),
+        format!("{}DATABASE_URL", spec.config_ssm_prefix())
+    );
 }

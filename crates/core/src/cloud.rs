@@ -1,0 +1,196 @@
+//! Narrow interfaces to the other AWS services the steps use: EventBridge (canary schedule),
+//! CloudWatch (health alarms), SNS (approval prompts), ECS (the worker task, app services) and
+//! RDS (the target instance). Adapters live in `ferry-aws`; each is tested against the
+//! emulator.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::errors::StepErrorName;
+
+/// Which service an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Amazon EventBridge.
+    EventBridge,
+    /// Amazon CloudWatch.
+    CloudWatch,
+    /// Amazon SNS.
+    Sns,
+    /// Amazon ECS.
+    Ecs,
+    /// Amazon RDS.
+    Rds,
+    /// Slack (incoming webhook).
+    Slack,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::EventBridge => "EventBridge",
+            Service::CloudWatch => "CloudWatch",
+            Service::Sns => "SNS",
+            Service::Ecs => "ECS",
+            Service::Rds => "RDS",
+            Service::Slack => "Slack",
+        })
+    }
+}
+
+/// Why a call to one of these services failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    /// The service refused the request (access denied, invalid value, missing resource): a
+    /// person must fix the setup.
+    #[error("{service} refused {what}: {reason}")]
+    Refused {
+        /// The service.
+        service: Service,
+        /// What was asked, e.g. `RunTask`.
+        what: String,
+        /// The service's explanation.
+        reason: String,
+    },
+    /// Throttled or unreachable: worth a retry.
+    #[error("{service} unavailable: {source}")]
+    Unavailable {
+        /// The service.
+        service: Service,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StepErrorName for CloudError {
+    fn step_error_name(&self) -> &'static str {
+        match self {
+            CloudError::Refused { service, .. } => match service {
+                Service::EventBridge => "Ferry.Blocked.EventBridge",
+                Service::CloudWatch => "Ferry.Blocked.CloudWatch",
+                Service::Sns => "Ferry.Blocked.Sns",
+                Service::Ecs => "Ferry.Blocked.Ecs",
+                Service::Rds => "Ferry.Blocked.Rds",
+                Service::Slack => "Ferry.Blocked.Slack",
+            },
+            CloudError::Unavailable { service, .. } => match service {
+                Service::EventBridge => "Ferry.Retryable.EventBridge",
+                Service::CloudWatch => "Ferry.Retryable.CloudWatch",
+                Service::Sns => "Ferry.Retryable.Sns",
+                Service::Ecs => "Ferry.Retryable.Ecs",
+                Service::Rds => "Ferry.Retryable.Rds",
+                Service::Slack => "Ferry.Retryable.Slack",
+            },
+        }
+    }
+}
+
+/// Result of a call to one of these services.
+pub type CloudResult<T> = Result<T, CloudError>;
+
+/// A scheduled rule that invokes a function with a fixed input (the canary's ticks).
+#[async_trait]
+pub trait Schedule: Send + Sync {
+    /// Creates or replaces rule `name` firing every `minutes` minutes, targeting the function
+    /// `target_arn` with `input` as its event.
+    async fn put_rate_rule(
+        &self,
+        name: &str,
+        minutes: u32,
+        target_arn: &str,
+        input: &serde_json::Value,
+    ) -> CloudResult<()>;
+
+    /// Deletes the rule and its targets; `false` if there was none.
+    async fn delete_rule(&self, name: &str) -> CloudResult<bool>;
+
+    /// Whether the rule exists.
+    async fn rule_exists(&self, name: &str) -> CloudResult<bool>;
+}
+
+/// The state of the health alarms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlarmStates {
+    /// Alarms in ALARM.
+    pub firing: Vec<String>,
+    /// Alarms that do not exist (a typo would otherwise make the gate pass forever).
+    pub missing: Vec<String>,
+}
+
+/// CloudWatch alarms.
+#[async_trait]
+pub trait Alarms: Send + Sync {
+    /// Which of `names` are in ALARM, and which do not exist.
+    async fn states(&self, names: &[String]) -> CloudResult<AlarmStates>;
+}
+
+/// Publishes approval prompts and notices.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Publishes `message` with `subject` to the topic.
+    async fn publish(&self, topic_arn: &str, subject: &str, message: &str) -> CloudResult<()>;
+}
+
+/// A worker task as ECS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskState {
+    /// The task ARN.
+    pub task_arn: String,
+    /// `PROVISIONING`, `PENDING`, `RUNNING`, `STOPPED`…
+    pub last_status: String,
+    /// Why it stopped, when it did.
+    pub stopped_reason: Option<String>,
+}
+
+impl TaskState {
+    /// Whether the task has ended (or is ending).
+    pub fn is_stopped(&self) -> bool {
+        matches!(
+            self.last_status.as_str(),
+            "STOPPED" | "DEPROVISIONING" | "STOPPING"
+        )
+    }
+}
+
+/// Runs the replication worker and redeploys the app's ECS services.
+#[async_trait]
+pub trait Compute: Send + Sync {
+    /// Starts one worker task for the migration; returns its ARN.
+    async fn run_worker(&self, migration_id: &str) -> CloudResult<String>;
+
+    /// The task's state; `None` if ECS no longer knows it.
+    async fn task(&self, task_arn: &str) -> CloudResult<Option<TaskState>>;
+
+    /// Stops a task (stopping a stopped task succeeds).
+    async fn stop_task(&self, task_arn: &str, reason: &str) -> CloudResult<()>;
+
+    /// Forces a new deployment of `cluster/service` so its tasks reread their secrets.
+    async fn redeploy(&self, cluster: &str, service: &str) -> CloudResult<()>;
+}
+
+/// What the preflight needs to know about the RDS instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbInstance {
+    /// `available`, `modifying`, …
+    pub status: String,
+    /// `postgres`, `aurora-postgresql`, …
+    pub engine: String,
+    /// e.g. `17.2`.
+    pub engine_version: String,
+    /// The DB parameter group in use.
+    pub parameter_group: Option<String>,
+    /// The endpoint's address.
+    pub endpoint: Option<String>,
+}
+
+/// Amazon RDS.
+#[async_trait]
+pub trait Databases: Send + Sync {
+    /// The instance; `None` if there is none of that id.
+    async fn instance(&self, id: &str) -> CloudResult<Option<DbInstance>>;
+
+    /// A parameter's value in a DB parameter group (`None`: not set / engine default).
+    async fn parameter(&self, group: &str, name: &str) -> CloudResult<Option<String>>;
+}

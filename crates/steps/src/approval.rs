@@ -1,0 +1,541 @@
+//! Approval gates. [`request`] runs as a `.waitForTaskToken` task: it stores the token,
+//! publishes the prompt to SNS (with signed approve/reject links for email approvers) and to
+//! Slack (buttons). [`callback`] is the function URL those links and buttons reach: it checks
+//! the signature, refuses stale and replayed requests and approvers not on the spec's list,
+//! records the decision once and resumes the execution.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use ferry_core::{
+    StepErrorName,
+    approval::{self, Decision},
+    cloud::{CloudError, Service},
+    signing::{self, LinkClaims},
+    state::{ApprovalRequest, ApprovalStatus, Gate, Phase},
+    traffic::Weights,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{Deps, StepError, StepResult, now};
+
+/// Input of a gate.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestInput {
+    /// The migration.
+    pub migration_id: String,
+    /// The gate.
+    pub gate: Gate,
+    /// `$$.Task.Token`.
+    pub task_token: String,
+}
+
+/// Output of a gate's prompt (the execution then waits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requested {
+    /// The gate.
+    pub gate: Gate,
+    /// Where the prompt went (`sns`, `slack`).
+    pub notified: Vec<String>,
+}
+
+fn gate_text(gate: Gate) -> (&'static str, &'static str) {
+    match gate {
+        Gate::ShiftTraffic => (
+            "shift traffic",
+            "Approve to start the canary (Route 53 weights move to AWS step by step, each behind the health gate). Reject to roll back.",
+        ),
+        Gate::Cutover => (
+            "cut over the database",
+            "Approve to freeze writes for about a second, drain the last changes and make RDS the primary (Heroku Postgres stays in sync for rollback). Reject to roll back.",
+        ),
+        Gate::Finish => (
+            "finish the migration",
+            "Approve to end the rollback window now and decommission the Heroku side. Reject to ROLL BACK to Heroku (no write made on AWS is lost). Without an answer the window ends on its own.",
+        ),
+    }
+}
+
+/// Stores the gate's token and sends the prompt.
+pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> {
+    let id = &input.migration_id;
+    let rec = match input.gate {
+        Gate::ShiftTraffic => deps.enter(id, Phase::AwaitingTrafficApproval).await?,
+        Gate::Cutover => deps.enter(id, Phase::AwaitingCutoverApproval).await?,
+        Gate::Finish => deps.record(id).await?,
+    };
+    let spec = &rec.spec;
+    deps.store
+        .put_approval(&ApprovalRequest {
+            migration_id: id.clone(),
+            gate: input.gate,
+            task_token: input.task_token.clone(),
+            requested_at: now(),
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            decided_at: None,
+        })
+        .await?;
+
+    let (what, explain) = gate_text(input.gate);
+    let progress = deps.store.progress(id).await?;
+    let weights = deps.router.weights(&spec.traffic).await?;
+    let mut facts_line = format!("Phase: {}.", rec.phase);
+    if let Some(p) = &progress {
+        facts_line.push_str(&format!(
+            " Replication lag: {} s ({} change(s) waiting).",
+            p.lag_seconds
+                .map_or("unknown".into(), |l| format!("{l:.1}")),
+            p.lag_changes.unwrap_or(0)
+        ));
+    }
+    if let Some(w) = weights {
+        facts_line.push_str(&format!(
+            " Traffic on AWS: {:.0}%.",
+            Weights::aws_share_percent(w)
+        ));
+    }
+    let mut message = format!(
+        "Ferry migration {id} of Heroku app {} asks you to {what}.\n\n{explain}\n\n{facts_line}\n",
+        spec.heroku.app
+    );
+    let expires = Utc::now().timestamp() + i64::from(spec.timing.approval_timeout_hours) * 3600;
+    if let Some(base) = &deps.settings.approval_url {
+        let secret = deps.params.get(&deps.settings.link_secret_param).await?;
+        for approver in spec.approvals.approvers.iter().filter(|a| a.contains('@')) {
+            let link = |approve| {
+                let t = signing::sign_link(
+                    secret.as_bytes(),
+                    &LinkClaims {
+                        migration_id: id.clone(),
+                        gate: input.gate,
+                        approve,
+                        approver: approver.clone(),
+                        expires_at: expires,
+                    },
+                );
+                format!("{}/approve?t={t}", base.trim_end_matches('/'))
+            };
+            message.push_str(&format!(
+                "\n{approver}:\n  approve: {}\n  reject:  {}\n",
+                link(true),
+                link(false)
+            ));
+        }
+    }
+    message.push_str(&format!(
+        "\nOr from a terminal: ferry approve {id} --gate {} (or ferry reject).\n",
+        input.gate
+    ));
+    let mut notified = Vec::new();
+    deps.notifier
+        .publish(
+            &spec.approvals.sns_topic_arn,
+            &format!("Ferry: approve to {what} for {}", spec.heroku.app),
+            &message,
+        )
+        .await?;
+    notified.push("sns".to_string());
+    if let Some(param) = &spec.approvals.slack_webhook_param {
+        let webhook = deps.params.get(param).await?;
+        post_slack(deps, &webhook, id, input.gate, what, explain, &facts_line).await?;
+        notified.push("slack".to_string());
+    }
+    Ok(Requested {
+        gate: input.gate,
+        notified,
+    })
+}
+
+async fn post_slack(
+    deps: &Deps,
+    webhook: &str,
+    id: &str,
+    gate: Gate,
+    what: &str,
+    explain: &str,
+    facts_line: &str,
+) -> StepResult<()> {
+    let value =
+        |approve: bool| json!({ "migration_id": id, "gate": gate, "approve": approve }).to_string();
+    let body = json!({
+        "text": format!("Ferry {id}: approve to {what}?"),
+        "blocks": [
+            { "type": "section", "text": { "type": "mrkdwn",
+              "text": format!("*Ferry {id}*: approve to *{what}*?\n{explain}\n{facts_line}") } },
+            { "type": "actions", "elements": [
+                { "type": "button", "style": "primary", "action_id": "ferry_approve",
+                  "text": { "type": "plain_text", "text": "Approve" }, "value": value(true) },
+                { "type": "button", "style": "danger", "action_id": "ferry_reject",
+                  "text": { "type": "plain_text", "text": "Reject" }, "value": value(false) }
+            ]}
+        ]
+    });
+    let res = deps
+        .http
+        .post(webhook)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| CloudError::Unavailable {
+            service: Service::Slack,
+            // The webhook URL is a secret: reqwest errors carry it, so drop it.
+            source: e.without_url().into(),
+        })?;
+    let status = res.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(CloudError::Unavailable {
+            service: Service::Slack,
+            source: format!("webhook answered {status}").into(),
+        }
+        .into());
+    }
+    if !status.is_success() {
+        return Err(CloudError::Refused {
+            service: Service::Slack,
+            what: "incoming webhook".into(),
+            reason: format!(
+                "answered {status}: {}",
+                res.text().await.unwrap_or_default().trim()
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// An HTTP response for the function URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// Status code.
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+    /// Headers.
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub body: String,
+}
+
+impl HttpResponse {
+    fn new(status_code: u16, content_type: &str, body: String) -> Self {
+        Self {
+            status_code,
+            headers: BTreeMap::from([("content-type".to_string(), content_type.to_string())]),
+            body,
+        }
+    }
+
+    fn page(status_code: u16, title: &str, text: &str) -> Self {
+        Self::new(
+            status_code,
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><html><head><meta charset=utf-8><title>Ferry: {}</title></head><body><h1>{}</h1><p>{}</p></body></html>",
+                html(title),
+                html(title),
+                html(text)
+            ),
+        )
+    }
+
+    fn slack(status_code: u16, text: &str) -> Self {
+        Self::new(
+            status_code,
+            "application/json",
+            json!({ "response_type": "ephemeral", "replace_original": false, "text": text })
+                .to_string(),
+        )
+    }
+}
+
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The parts of a function URL event the callback reads.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The query string, decoded.
+    pub query: BTreeMap<String, String>,
+    /// Headers, lower-case names.
+    pub headers: BTreeMap<String, String>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// Reads a Lambda function URL event (payload format 2.0).
+    pub fn from_event(event: &Value) -> StepResult<Self> {
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let body = s(&event["body"]);
+        let body = if event["isBase64Encoded"].as_bool() == Some(true) {
+            base64_decode(&body)
+                .ok_or_else(|| StepError::Input("body is not valid base64".into()))?
+        } else {
+            body.into_bytes()
+        };
+        let headers = event["headers"]
+            .as_object()
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), s(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            method: s(&event["requestContext"]["http"]["method"]).to_ascii_uppercase(),
+            path: s(&event["rawPath"]),
+            query: form(s(&event["rawQueryString"]).as_bytes()),
+            headers,
+            body,
+        })
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded`.
+pub fn form(bytes: &[u8]) -> BTreeMap<String, String> {
+    fn unescape(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match std::str::from_utf8(&bytes[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        Some(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(bytes)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (unescape(k), unescape(v)),
+            None => (unescape(p), String::new()),
+        })
+        .collect()
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = A.iter().position(|a| *a == c)? as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Handles a request to the approval function URL. Never fails: every refusal is an HTTP
+/// answer that says why (and changes nothing).
+pub async fn callback(deps: &Deps, req: HttpRequest) -> HttpResponse {
+    let slack = req.path.ends_with("/slack");
+    match route(deps, &req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let code = status_for(&e);
+            tracing::warn!(error = %e, name = e.step_error_name(), status = code, "approval refused");
+            if slack {
+                HttpResponse::slack(200, &format!("Ferry refused this: {e}"))
+            } else {
+                HttpResponse::page(code, "Not done", &e.to_string())
+            }
+        }
+    }
+}
+
+fn status_for(e: &StepError) -> u16 {
+    match e.step_error_name() {
+        "Ferry.Blocked.BadSignature" => 401,
+        "Ferry.Blocked.NotAllowed" => 403,
+        "Ferry.Blocked.ApprovalNotPending" | "Ferry.Failed.TaskGone" | "Ferry.Blocked.Replayed" => {
+            409
+        }
+        "Ferry.Failed.Input" => 400,
+        n if n.starts_with("Ferry.Retryable.") => 503,
+        _ => 500,
+    }
+}
+
+async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
+    let now_s = Utc::now().timestamp();
+    match (req.method.as_str(), req.path.trim_end_matches('/')) {
+        // Links are only shown a confirmation: mail scanners open links, and opening one must
+        // never decide anything.
+        ("GET", p) if p.ends_with("/approve") => {
+            let token = req
+                .query
+                .get("t")
+                .ok_or_else(|| StepError::Input("the link has no t parameter".into()))?;
+            let secret = deps.params.get(&deps.settings.link_secret_param).await?;
+            let claims = signing::verify_link(secret.as_bytes(), token, now_s)?;
+            let verb = if claims.approve { "Approve" } else { "Reject" };
+            let body = format!(
+                "<!doctype html><html><head><meta charset=utf-8><title>Ferry</title></head><body><h1>{verb} gate {} of migration {}?</h1><p>As {}.</p><form method=post action=\"decide\"><input type=hidden name=t value=\"{}\"><button type=submit>{verb}</button></form></body></html>",
+                html(claims.gate.as_str()),
+                html(&claims.migration_id),
+                html(&claims.approver),
+                html(token)
+            );
+            Ok(HttpResponse::new(200, "text/html; charset=utf-8", body))
+        }
+        ("POST", p) if p.ends_with("/decide") => {
+            let fields = form(&req.body);
+            let token = fields
+                .get("t")
+                .ok_or_else(|| StepError::Input("the form has no t field".into()))?;
+            let secret = deps.params.get(&deps.settings.link_secret_param).await?;
+            let claims = signing::verify_link(secret.as_bytes(), token, now_s)?;
+            let nonce = token.rsplit('.').next().unwrap_or(token);
+            let decision = Decision {
+                migration_id: claims.migration_id,
+                gate: claims.gate,
+                approve: claims.approve,
+                approver: claims.approver,
+            };
+            decide_once(deps, &decision, nonce).await?;
+            let verb = if decision.approve {
+                "approved"
+            } else {
+                "rejected"
+            };
+            Ok(HttpResponse::page(
+                200,
+                "Done",
+                &format!(
+                    "Gate {} of migration {} {verb} by {}.",
+                    decision.gate, decision.migration_id, decision.approver
+                ),
+            ))
+        }
+        ("POST", p) if p.ends_with("/slack") => {
+            let param = deps
+                .settings
+                .slack_signing_secret_param
+                .as_ref()
+                .ok_or_else(|| {
+                    StepError::Config(
+                        "Slack is not set up: FERRY_SLACK_SIGNING_SECRET_PARAM is empty".into(),
+                    )
+                })?;
+            let secret = deps.params.get(param).await?;
+            let header = |n: &str| req.headers.get(n).map(String::as_str).unwrap_or_default();
+            let signature = header("x-slack-signature");
+            signing::verify_slack(
+                secret.as_bytes(),
+                header("x-slack-request-timestamp"),
+                &req.body,
+                signature,
+                now_s,
+            )?;
+            let fields = form(&req.body);
+            let payload: Value = serde_json::from_str(
+                fields
+                    .get("payload")
+                    .ok_or_else(|| StepError::Input("no payload field".into()))?,
+            )
+            .map_err(|e| StepError::Input(format!("payload is not JSON: {e}")))?;
+            let user = payload["user"]["id"]
+                .as_str()
+                .ok_or_else(|| StepError::Input("payload has no user.id".into()))?;
+            let value: Value = serde_json::from_str(
+                payload["actions"][0]["value"]
+                    .as_str()
+                    .ok_or_else(|| StepError::Input("payload has no action value".into()))?,
+            )
+            .map_err(|e| StepError::Input(format!("action value is not JSON: {e}")))?;
+            #[derive(Deserialize)]
+            struct Action {
+                migration_id: String,
+                gate: Gate,
+                approve: bool,
+            }
+            let a: Action = serde_json::from_value(value)
+                .map_err(|e| StepError::Input(format!("action value: {e}")))?;
+            let decision = Decision {
+                migration_id: a.migration_id,
+                gate: a.gate,
+                approve: a.approve,
+                approver: user.to_string(),
+            };
+            decide_once(deps, &decision, signature.trim_start_matches("v0=")).await?;
+            let verb = if decision.approve {
+                "approved"
+            } else {
+                "rejected"
+            };
+            Ok(HttpResponse::slack(
+                200,
+                &format!(
+                    "<@{user}> {verb} gate {} of migration {}.",
+                    decision.gate, decision.migration_id
+                ),
+            ))
+        }
+        _ => Ok(HttpResponse::page(
+            404,
+            "Not found",
+            "Ferry's approval endpoint answers /approve, /decide and /slack.",
+        )),
+    }
+}
+
+/// Decides unless this exact signed request was used before (a replay).
+async fn decide_once(deps: &Deps, decision: &Decision, nonce: &str) -> StepResult<()> {
+    let key = format!("replay/{nonce}");
+    if deps
+        .store
+        .fact(&decision.migration_id, &key)
+        .await?
+        .is_some()
+    {
+        return Err(StepError::Replayed);
+    }
+    let rec = deps.record(&decision.migration_id).await?;
+    approval::decide(
+        deps.store.as_ref(),
+        deps.callbacks.as_ref(),
+        &rec.spec.approvals.approvers,
+        decision,
+        now(),
+    )
+    .await?;
+    deps.store
+        .swap_fact(
+            &decision.migration_id,
+            &key,
+            None,
+            &json!({ "at": Utc::now().to_rfc3339(), "by": decision.approver }),
+        )
+        .await?;
+    Ok(())
+}

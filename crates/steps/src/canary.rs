@@ -1,0 +1,308 @@
+//! Step 6: the canary. [`start`] runs as a `.waitForTaskToken` task: it sets the first weight,
+//! keeps the token and creates an EventBridge rule whose ticks call [`tick`]. Each tick checks
+//! the health gate, then moves one step, or finishes (rule deleted, task succeeded), or sends
+//! all traffic back to Heroku (rule deleted, task failed with `Ferry.CanaryUnhealthy`).
+//!
+//! A duplicate tick (EventBridge delivers at least once) does not skip a weight: a move is a
+//! compare-and-set of the canary fact, and a tick within half an interval of the last move
+//! does nothing.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use ferry_core::{
+    StepErrorName,
+    spec::MigrationSpec,
+    state::{Outcome, Phase},
+    traffic::Weights,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Deps, StepError, StepResult,
+    facts::{self, CanaryFact},
+};
+
+/// Input of the start.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StartInput {
+    /// The migration.
+    pub migration_id: String,
+    /// `$$.Task.Token`.
+    pub task_token: String,
+}
+
+/// Output of the start and of each tick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// What happened: `started`, `moved`, `completed`, `unhealthy`, `duplicate`, `idle`.
+    pub action: String,
+    /// Percent of traffic on AWS now.
+    pub aws_percent: u32,
+    /// The rule's name.
+    pub rule: String,
+}
+
+/// Input of a tick (the rule's fixed input).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TickInput {
+    /// The migration.
+    pub migration_id: String,
+    /// Seconds between ticks (read by a local scheduler; EventBridge uses the rule's rate).
+    pub interval_seconds: u32,
+}
+
+/// The EventBridge rule of a migration (at most 64 characters).
+pub fn rule_name(deps: &Deps, migration_id: &str) -> String {
+    let mut name = format!("{}{migration_id}", deps.settings.rule_prefix);
+    name.truncate(64);
+    name
+}
+
+fn interval_seconds(spec: &MigrationSpec) -> u32 {
+    spec.timing
+        .canary_interval_seconds
+        .unwrap_or(spec.traffic.step_interval_minutes * 60)
+}
+
+/// Sets the first weight and schedules the ticks.
+pub async fn start(deps: &Deps, input: StartInput) -> StepResult<Output> {
+    let id = &input.migration_id;
+    let rec = deps.enter(id, Phase::ShiftingTraffic).await?;
+    let spec = &rec.spec;
+    let rule = rule_name(deps, id);
+    let first = spec.traffic.steps[0];
+    let fresh = CanaryFact {
+        index: 0,
+        aws_percent: first,
+        moved_at: Utc::now(),
+        state: "running".into(),
+        reason: None,
+        task_token: input.task_token.clone(),
+        interval_seconds: interval_seconds(spec),
+    };
+    let store = deps.store.as_ref();
+    let fact = match facts::get::<CanaryFact>(store, id, facts::CANARY).await? {
+        None => {
+            deps.router
+                .set_weights(&spec.traffic, Weights::for_aws_percent(first))
+                .await?;
+            facts::put_once(store, id, facts::CANARY, &fresh).await?
+        }
+        // A retried start: keep the weight reached, take the new token.
+        Some(old) => {
+            let new = CanaryFact {
+                task_token: input.task_token.clone(),
+                ..old.clone()
+            };
+            facts::swap(store, id, facts::CANARY, Some(&old), &new).await?;
+            new
+        }
+    };
+    deps.schedule
+        .put_rate_rule(
+            &rule,
+            spec.traffic.step_interval_minutes,
+            &deps.settings.canary_function_arn,
+            &serde_json::to_value(TickInput {
+                migration_id: id.clone(),
+                interval_seconds: fact.interval_seconds,
+            })
+            .unwrap_or_default(),
+        )
+        .await?;
+    deps.audit(
+        id,
+        "canary",
+        "set_weights",
+        Outcome::Info,
+        serde_json::json!({ "aws_percent": fact.aws_percent, "step": fact.index }),
+        Some(format!("canary/step/{}", fact.index)),
+    )
+    .await?;
+    Ok(Output {
+        action: "started".into(),
+        aws_percent: fact.aws_percent,
+        rule,
+    })
+}
+
+/// The health gate: alarms in ALARM or missing, or the health URL not answering 2xx.
+pub async fn health(deps: &Deps, spec: &MigrationSpec) -> StepResult<Result<(), String>> {
+    let gate = &spec.traffic.health;
+    let mut problems = Vec::new();
+    if !gate.alarm_names.is_empty() {
+        let states = deps.alarms.states(&gate.alarm_names).await?;
+        if !states.firing.is_empty() {
+            problems.push(format!("alarms in ALARM: {}", states.firing.join(", ")));
+        }
+        if !states.missing.is_empty() {
+            problems.push(format!(
+                "alarms that do not exist: {}",
+                states.missing.join(", ")
+            ));
+        }
+    }
+    if let Some(url) = &gate.url {
+        match deps
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => problems.push(format!("{url} answered {}", r.status())),
+            Err(e) => problems.push(format!("{url} did not answer: {}", e.without_url())),
+        }
+    }
+    Ok(if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    })
+}
+
+/// One tick of the canary.
+pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
+    let id = &input.migration_id;
+    let rule = rule_name(deps, id);
+    let store = deps.store.as_ref();
+    let rec = deps.record(id).await?;
+    let spec = &rec.spec;
+    let Some(fact) = facts::get::<CanaryFact>(store, id, facts::CANARY).await? else {
+        deps.schedule.delete_rule(&rule).await?;
+        return Ok(idle(rule, 0));
+    };
+    if fact.state != "running" || rec.phase != Phase::ShiftingTraffic {
+        // A stale rule (the canary ended, or the migration moved on): remove it.
+        deps.schedule.delete_rule(&rule).await?;
+        return Ok(idle(rule, fact.aws_percent));
+    }
+    let since = (Utc::now() - fact.moved_at).num_milliseconds() as f64 / 1000.0;
+    if since < f64::from(fact.interval_seconds) / 2.0 {
+        return Ok(Output {
+            action: "duplicate".into(),
+            aws_percent: fact.aws_percent,
+            rule,
+        });
+    }
+    if let Err(reason) = health(deps, spec).await? {
+        return unhealthy(deps, spec, fact, rule, reason).await;
+    }
+    let steps = &spec.traffic.steps;
+    if fact.index + 1 >= steps.len() {
+        let done = CanaryFact {
+            state: "done".into(),
+            ..fact.clone()
+        };
+        if !facts::swap(store, id, facts::CANARY, Some(&fact), &done).await? {
+            return Ok(idle(rule, fact.aws_percent));
+        }
+        deps.schedule.delete_rule(&rule).await?;
+        deps.audit(
+            id,
+            "canary",
+            "complete",
+            Outcome::Succeeded,
+            serde_json::json!({ "aws_percent": fact.aws_percent }),
+            Some("canary/complete".into()),
+        )
+        .await?;
+        let out = serde_json::json!({ "aws_percent": fact.aws_percent, "steps": steps.len() });
+        if let Err(e) = deps.callbacks.succeed(&fact.task_token, &out).await {
+            tracing::warn!(error = %e, "canary finished but its task is gone");
+        }
+        return Ok(Output {
+            action: "completed".into(),
+            aws_percent: fact.aws_percent,
+            rule,
+        });
+    }
+    let next = fact.index + 1;
+    let percent = steps[next];
+    // Weights first, then the fact: a crash between them repeats the same move, never skips.
+    deps.router
+        .set_weights(&spec.traffic, Weights::for_aws_percent(percent))
+        .await?;
+    let moved = CanaryFact {
+        index: next,
+        aws_percent: percent,
+        moved_at: Utc::now(),
+        ..fact.clone()
+    };
+    if !facts::swap(store, id, facts::CANARY, Some(&fact), &moved).await? {
+        return Ok(Output {
+            action: "duplicate".into(),
+            aws_percent: percent,
+            rule,
+        });
+    }
+    deps.audit(
+        id,
+        "canary",
+        "set_weights",
+        Outcome::Info,
+        serde_json::json!({ "aws_percent": percent, "step": next }),
+        Some(format!("canary/step/{next}")),
+    )
+    .await?;
+    Ok(Output {
+        action: "moved".into(),
+        aws_percent: percent,
+        rule,
+    })
+}
+
+fn idle(rule: String, aws_percent: u32) -> Output {
+    Output {
+        action: "idle".into(),
+        aws_percent,
+        rule,
+    }
+}
+
+async fn unhealthy(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    fact: CanaryFact,
+    rule: String,
+    reason: String,
+) -> StepResult<Output> {
+    let id = &spec.migration_id;
+    deps.router
+        .set_weights(&spec.traffic, Weights::for_aws_percent(0))
+        .await?;
+    deps.schedule.delete_rule(&rule).await?;
+    let failed = CanaryFact {
+        state: "unhealthy".into(),
+        reason: Some(reason.clone()),
+        ..fact.clone()
+    };
+    facts::swap(deps.store.as_ref(), id, facts::CANARY, Some(&fact), &failed).await?;
+    deps.audit(
+        id,
+        "canary",
+        "unhealthy",
+        Outcome::Failed,
+        serde_json::json!({ "aws_percent": fact.aws_percent, "reason": reason }),
+        Some("canary/unhealthy".into()),
+    )
+    .await?;
+    let err = StepError::CanaryUnhealthy {
+        aws_percent: fact.aws_percent,
+        reason,
+    };
+    if let Err(e) = deps
+        .callbacks
+        .fail(&fact.task_token, err.step_error_name(), &err.to_string())
+        .await
+    {
+        tracing::warn!(error = %e, "canary unhealthy but its task is gone");
+    }
+    Ok(Output {
+        action: "unhealthy".into(),
+        aws_percent: 0,
+        rule,
+    })
+}

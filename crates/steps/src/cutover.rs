@@ -1,0 +1,426 @@
+//! Step 8: the database cutover, in one function because every state transition inside the
+//! write freeze costs time.
+//!
+//! Freeze the source for the app's role (read-only by default, open sessions ended; Heroku
+//! maintenance mode and scale-down alongside), take the source position, have the worker drain
+//! to it, sync sequences, optionally compare counts, point the app at the target (SSM
+//! `DATABASE_URL`, ECS redeployments), unfreeze the target for the app's role, and turn the
+//! stream around (target → source) so a rollback loses nothing. A failure before the switch
+//! undoes the freeze and leaves `DATABASE_URL` as it was. Each sub-step's time is recorded:
+//! the freeze window is the figure users care about.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use ferry_core::{
+    spec::{CaptureMode, CutoverVerify, MigrationSpec},
+    state::{Outcome, Phase, WorkerCommand},
+};
+use ferry_heroku::{FormationUpdate, HerokuClient};
+use ferry_pg::{PgUrl, freeze};
+use ferry_replicator::{
+    engine::{Config, Replicator},
+    schema::Tools,
+};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::{
+    Deps, MigrationRef, StepError, StepResult,
+    facts::{self, AppRoles, CutoverFact, HerokuBefore},
+};
+
+/// Gap added to every sequence on the target, so ids handed out on the source during the
+/// last instants can never collide.
+pub const SEQUENCE_GAP: i64 = 1000;
+
+/// Output: the timeline and the freeze window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// Source writes frozen → target writable for the app, in milliseconds.
+    pub freeze_ms: i64,
+    /// The source position drained to.
+    pub position: String,
+    /// Sequences set on the target.
+    pub sequences: usize,
+    /// Tables whose counts were compared inside the freeze.
+    pub counts_checked: usize,
+    /// Sub-step → time.
+    pub timeline: Vec<(String, DateTime<Utc>)>,
+}
+
+impl Output {
+    fn from_fact(fact: &CutoverFact, sequences: usize, counts_checked: usize) -> Self {
+        let at = |name: &str| {
+            fact.timeline
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| *t)
+        };
+        let freeze_ms = match (at("source_frozen"), at("target_writable")) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds(),
+            _ => -1,
+        };
+        Self {
+            freeze_ms,
+            position: fact.position.clone().unwrap_or_default(),
+            sequences,
+            counts_checked,
+            timeline: fact.timeline.clone(),
+        }
+    }
+}
+
+/// The capture mode the worker uses, from what is installed on the source.
+pub async fn installed_capture(source: &Client) -> StepResult<CaptureMode> {
+    let row = source
+        .query_one("SELECT to_regclass('ferry.changes') IS NOT NULL", &[])
+        .await
+        .map_err(|source| ferry_pg::PgError::Query {
+            what: "find the capture mode in use",
+            source,
+        })?;
+    Ok(if row.get(0) {
+        CaptureMode::Trigger
+    } else {
+        CaptureMode::Logical
+    })
+}
+
+/// A replicator on the migration's databases (for positions and sequences; the worker does
+/// the applying).
+pub async fn replicator(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    source: &PgUrl,
+    target: &PgUrl,
+    capture: CaptureMode,
+) -> StepResult<Replicator> {
+    Ok(Replicator::connect(Config {
+        source: source.clone(),
+        target: target.clone(),
+        tools: Tools {
+            bin_dir: deps.settings.pg_bin.clone(),
+        },
+        parallelism: spec.replication.parallelism as usize,
+        rows_per_chunk: 250_000,
+        batch_size: 5_000,
+        capture,
+    })
+    .await?)
+}
+
+struct Clock {
+    fact: CutoverFact,
+}
+
+impl Clock {
+    fn mark(&mut self, name: &str) {
+        self.fact.timeline.push((name.to_string(), Utc::now()));
+    }
+}
+
+/// Runs the cutover.
+pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
+    let id = &input.migration_id;
+    let store = deps.store.as_ref();
+    let rec = deps.record(id).await?;
+    if rec.phase == Phase::RollbackWindow
+        && let Some(done) = facts::get::<CutoverFact>(store, id, facts::CUTOVER).await?
+        && done.state == "done"
+    {
+        return Ok(Output::from_fact(&done, 0, 0));
+    }
+    let rec = deps.enter(id, Phase::CuttingOver).await?;
+    let spec = &rec.spec;
+    let roles: AppRoles = facts::get(store, id, facts::APP_ROLES)
+        .await?
+        .ok_or_else(|| StepError::Input("preflight has not recorded the app roles".into()))?;
+    let (source_url, target_url) = deps.urls(spec).await?;
+    let source = source_url.connect().await?;
+    let target = target_url.connect().await?;
+    let heroku = deps.heroku(spec).await?;
+    let previous: Option<CutoverFact> = facts::get(store, id, facts::CUTOVER).await?;
+    match previous.as_ref().map(|f| f.state.as_str()) {
+        Some("switched") => {
+            // The app already runs on the target: finish, never go back to the source here.
+            let mut clock = Clock {
+                fact: previous.clone().unwrap_or_default(),
+            };
+            return finish(deps, spec, &target, &roles, &mut clock).await;
+        }
+        Some("frozen") => {
+            // An earlier attempt died inside the freeze: undo it, then start over.
+            undo(deps, spec, &source, &heroku, &roles).await?;
+        }
+        _ => {}
+    }
+    let capture = installed_capture(&source).await?;
+    let rep = replicator(deps, spec, &source_url, &target_url, capture).await?;
+    let mut clock = Clock {
+        fact: CutoverFact {
+            state: "frozen".into(),
+            position: None,
+            timeline: Vec::new(),
+        },
+    };
+    // Remember the Heroku app as it is, once (a retry sees it already scaled down).
+    let app = heroku.app(&spec.heroku.app).await?;
+    let formation = heroku.formation(&spec.heroku.app).await?;
+    facts::put_once(
+        store,
+        id,
+        facts::HEROKU_BEFORE,
+        &HerokuBefore {
+            maintenance: app.maintenance,
+            formation: formation
+                .iter()
+                .map(|f| (f.process_type.clone(), f.quantity))
+                .collect(),
+        },
+    )
+    .await?;
+
+    clock.mark("freeze_start");
+    freeze::freeze_role(&source, &roles.source).await?;
+    let ended = freeze::end_sessions(&source, &roles.source).await?;
+    clock.mark("source_frozen");
+    facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
+
+    match frozen_part(deps, spec, &rep, &heroku, &mut clock).await {
+        Ok((sequences, counts)) => {
+            let mut out = finish(deps, spec, &target, &roles, &mut clock).await?;
+            out.sequences = sequences;
+            out.counts_checked = counts;
+            deps.audit(
+                id,
+                "cutover",
+                "cutover",
+                Outcome::Succeeded,
+                serde_json::json!({
+                    "freeze_ms": out.freeze_ms,
+                    "sessions_ended": ended,
+                    "sequences": sequences,
+                    "counts_checked": counts,
+                    "timeline": out.timeline,
+                }),
+                Some("cutover/done".into()),
+            )
+            .await?;
+            Ok(out)
+        }
+        Err(cause) => {
+            tracing::error!(error = %cause, "cutover failed inside the freeze; undoing");
+            match undo(deps, spec, &source, &heroku, &roles).await {
+                Ok(()) => {
+                    clock.mark("undone");
+                    clock.fact.state = "undone".into();
+                    facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
+                    deps.audit(
+                        id,
+                        "cutover",
+                        "undo",
+                        Outcome::Failed,
+                        serde_json::json!({ "cause": cause.to_string(), "timeline": clock.fact.timeline }),
+                        None,
+                    )
+                    .await?;
+                    Err(StepError::CutoverUndone(Box::new(cause)))
+                }
+                Err(undo_err) => Err(StepError::UndoFailed {
+                    what: "the cutover".into(),
+                    cause: cause.to_string(),
+                    undo: undo_err.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+/// Everything between the source freeze and the switch. Returns (sequences, tables counted).
+async fn frozen_part(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    rep: &Replicator,
+    heroku: &HerokuClient,
+    clock: &mut Clock,
+) -> StepResult<(usize, usize)> {
+    let id = &spec.migration_id;
+    deps.fault("cutover:after_freeze")?;
+    let position = rep.source_head().await?;
+    clock.fact.position = Some(position.clone());
+    clock.mark("position");
+    let drain = async {
+        let cmd = deps
+            .store
+            .send_command(
+                id,
+                WorkerCommand::Drain {
+                    until: Some(position.clone()),
+                },
+                "ferry:cutover",
+                Utc::now(),
+            )
+            .await?;
+        let deadline = Instant::now()
+            + std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+        loop {
+            if let Some(p) = deps.store.progress(id).await?
+                && p.acked_command >= cmd.seq
+                && p.drained_to.as_deref() == Some(position.as_str())
+            {
+                return Ok::<(), StepError>(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StepError::DrainTimeout {
+                    position: position.clone(),
+                    seconds: spec.cutover.drain_timeout_seconds,
+                });
+            }
+            tokio::time::sleep(deps.settings.drain_poll).await;
+        }
+    };
+    // Heroku's maintenance mode and scale-down run while the worker drains: they are for the
+    // users (a 503 page instead of errors), the role freeze is what stops the writes.
+    let app_side = async {
+        if spec.cutover.maintenance_mode {
+            heroku.set_maintenance(&spec.heroku.app, true).await?;
+        }
+        if !spec.cutover.scale_down.is_empty() {
+            let updates: Vec<FormationUpdate> = spec
+                .cutover
+                .scale_down
+                .iter()
+                .map(|p| FormationUpdate {
+                    process_type: p.clone(),
+                    quantity: 0,
+                    size: None,
+                })
+                .collect();
+            heroku.scale(&spec.heroku.app, &updates).await?;
+        }
+        Ok::<(), StepError>(())
+    };
+    let (drained, heroku_done) = tokio::join!(drain, app_side);
+    heroku_done?;
+    drained?;
+    clock.mark("drained");
+    let sequences = rep.sync_sequences(SEQUENCE_GAP).await?;
+    clock.mark("sequences_synced");
+    let counts = match spec.cutover.verify {
+        CutoverVerify::None => 0,
+        CutoverVerify::Counts => count_check(rep).await?,
+    };
+    if counts > 0 {
+        clock.mark("counts_checked");
+    }
+    deps.fault("cutover:before_switch")?;
+    Ok((sequences, counts))
+}
+
+/// Compares row counts of every table on both sides.
+async fn count_check(rep: &Replicator) -> StepResult<usize> {
+    let checks = rep.count_rows().await?;
+    let differ: Vec<String> = checks
+        .iter()
+        .filter(|(_, s, t)| s != t)
+        .map(|(name, s, t)| format!("{name} (source {s}, target {t})"))
+        .collect();
+    if differ.is_empty() {
+        Ok(checks.len())
+    } else {
+        Err(StepError::VerifyMismatch {
+            tables: differ.join("; "),
+        })
+    }
+}
+
+/// Points the app at the target, unfreezes the target for it, turns the stream around.
+async fn finish(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    target: &Client,
+    roles: &AppRoles,
+    clock: &mut Clock,
+) -> StepResult<Output> {
+    let id = &spec.migration_id;
+    let store = deps.store.as_ref();
+    if clock.fact.state != "switched" {
+        let target_url = deps.params.get(&spec.target.database_url_param).await?;
+        deps.params
+            .put_secure(&spec.app_database_url_param(), &target_url)
+            .await?;
+        clock.mark("switched");
+        clock.fact.state = "switched".into();
+        facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
+    }
+    freeze::unfreeze_role(target, &roles.target).await?;
+    clock.mark("target_writable");
+    for svc in &spec.cutover.ecs_services {
+        if let Some((cluster, service)) = svc.split_once('/') {
+            deps.compute.redeploy(cluster, service).await?;
+        }
+    }
+    if !spec.cutover.ecs_services.is_empty() {
+        clock.mark("services_redeployed");
+    }
+    deps.store
+        .send_command(id, WorkerCommand::Reverse, "ferry:cutover", Utc::now())
+        .await?;
+    clock.mark("reverse_commanded");
+    clock.fact.state = "done".into();
+    facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
+    deps.enter(id, Phase::RollbackWindow).await?;
+    Ok(Output::from_fact(&clock.fact, 0, 0))
+}
+
+/// Undoes a freeze that did not switch: source writable, Heroku as it was. Idempotent.
+pub(crate) async fn undo(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    source: &Client,
+    heroku: &HerokuClient,
+    roles: &AppRoles,
+) -> StepResult<()> {
+    freeze::unfreeze_role(source, &roles.source).await?;
+    restore_heroku(deps, spec, heroku).await
+}
+
+/// Puts maintenance mode and the formation back as they were before the cutover.
+pub(crate) async fn restore_heroku(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    heroku: &HerokuClient,
+) -> StepResult<()> {
+    let Some(before): Option<HerokuBefore> = facts::get(
+        deps.store.as_ref(),
+        &spec.migration_id,
+        facts::HEROKU_BEFORE,
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let updates: Vec<FormationUpdate> = spec
+        .cutover
+        .scale_down
+        .iter()
+        .filter_map(|p| {
+            before.formation.get(p).map(|q| FormationUpdate {
+                process_type: p.clone(),
+                quantity: *q,
+                size: None,
+            })
+        })
+        .collect();
+    if !updates.is_empty() {
+        heroku.scale(&spec.heroku.app, &updates).await?;
+    }
+    let app = heroku.app(&spec.heroku.app).await?;
+    if app.maintenance != before.maintenance {
+        heroku
+            .set_maintenance(&spec.heroku.app, before.maintenance)
+            .await?;
+    }
+    Ok(())
+}

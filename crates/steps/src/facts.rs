@@ -1,0 +1,161 @@
+//! Typed facts the steps keep in the store (see [`ferry_core::MigrationStore::fact`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use ferry_core::MigrationStore;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{StepError, StepResult};
+
+/// [`WorkerFact`].
+pub const WORKER: &str = "worker";
+/// [`CanaryFact`].
+pub const CANARY: &str = "canary";
+/// [`HerokuBefore`].
+pub const HEROKU_BEFORE: &str = "heroku_before";
+/// [`AppRoles`].
+pub const APP_ROLES: &str = "app_roles";
+/// [`CutoverFact`].
+pub const CUTOVER: &str = "cutover";
+/// The phase a rollback started from (a string).
+pub const ROLLBACK_FROM: &str = "rollback_from";
+/// The final report ([`crate::decommission::Report`]).
+pub const REPORT: &str = "report";
+
+/// The replication worker task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerFact {
+    /// The ECS task ARN.
+    pub task_arn: String,
+    /// When the first task started (the catch-up clock).
+    pub first_started_at: DateTime<Utc>,
+    /// When this task started.
+    pub started_at: DateTime<Utc>,
+    /// Tasks started after the first died.
+    pub restarts: u32,
+}
+
+/// Where the canary stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryFact {
+    /// Index into `traffic.steps` of the weight in effect.
+    pub index: usize,
+    /// Percent on AWS in effect.
+    pub aws_percent: u32,
+    /// When that weight was set.
+    pub moved_at: DateTime<Utc>,
+    /// `running`, `done`, `unhealthy`, `orphaned`.
+    pub state: String,
+    /// Why it ended, when it did.
+    pub reason: Option<String>,
+    /// The waiting task's token (never logged or audited).
+    pub task_token: String,
+    /// Seconds between ticks.
+    pub interval_seconds: u32,
+}
+
+/// The Heroku app as it was before the cutover touched it, to restore on rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HerokuBefore {
+    /// Maintenance mode before.
+    pub maintenance: bool,
+    /// Dyno counts per process type before.
+    pub formation: BTreeMap<String, u32>,
+}
+
+/// The roles the app logs in as: frozen and unfrozen at cutover and rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRoles {
+    /// On the source (from Heroku's DATABASE_URL).
+    pub source: String,
+    /// On the target (from the target URL the app will use).
+    pub target: String,
+}
+
+/// How far the cutover got.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CutoverFact {
+    /// `frozen` (source read-only, app not switched), `switched` (app on the target),
+    /// `done` (reverse stream running), `undone` (compensated).
+    pub state: String,
+    /// The source position drained to.
+    pub position: Option<String>,
+    /// Sub-step timestamps, in order.
+    pub timeline: Vec<(String, DateTime<Utc>)>,
+}
+
+/// Reads a fact.
+pub async fn get<T: DeserializeOwned>(
+    store: &dyn MigrationStore,
+    migration_id: &str,
+    name: &str,
+) -> StepResult<Option<T>> {
+    match store.fact(migration_id, name).await? {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+            StepError::Store(ferry_core::StoreError::Corrupt {
+                key: format!("{migration_id}/FACT#{name}"),
+                reason: e.to_string(),
+            })
+        }),
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// Writes the fact if absent; returns what is stored (the first writer's value).
+pub async fn put_once<T: Serialize + DeserializeOwned>(
+    store: &dyn MigrationStore,
+    migration_id: &str,
+    name: &str,
+    value: &T,
+) -> StepResult<T> {
+    store
+        .swap_fact(migration_id, name, None, &to_value(value))
+        .await?;
+    get(store, migration_id, name)
+        .await?
+        .ok_or_else(|| StepError::Input(format!("fact {name} vanished after it was written")))
+}
+
+/// Replaces the fact if it is still `expected` (`None`: absent); `false` if someone else
+/// changed it first.
+pub async fn swap<T: Serialize>(
+    store: &dyn MigrationStore,
+    migration_id: &str,
+    name: &str,
+    expected: Option<&T>,
+    value: &T,
+) -> StepResult<bool> {
+    let expected = expected.map(to_value);
+    Ok(store
+        .swap_fact(migration_id, name, expected.as_ref(), &to_value(value))
+        .await?)
+}
+
+/// Sets the fact whatever it holds.
+pub async fn set<T: Serialize>(
+    store: &dyn MigrationStore,
+    migration_id: &str,
+    name: &str,
+    value: &T,
+) -> StepResult<()> {
+    let new = to_value(value);
+    for _ in 0..10 {
+        let old = store.fact(migration_id, name).await?;
+        if store
+            .swap_fact(migration_id, name, old.as_ref(), &new)
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(StepError::Store(ferry_core::StoreError::VersionConflict {
+        migration_id: migration_id.to_string(),
+        expected: 0,
+        found: 0,
+    }))
+}

@@ -1,0 +1,223 @@
+//! Ferry's migration steps. Each public `run` function is one Step Functions task: it takes
+//! the task's JSON input, does one step of the migration through the narrow interfaces in
+//! [`Deps`], and returns a small JSON-able summary (never a secret). The Lambda crates under
+//! `functions/` only deserialize, call, and map errors to their stable names.
+//!
+//! Every step is idempotent: phase moves are replay-safe, facts are compare-and-set, audit
+//! entries carry fixed keys, and external effects (weights, rules, SSM values, role settings)
+//! are set to a value rather than toggled.
+
+pub mod approval;
+pub mod canary;
+pub mod config_sync;
+pub mod cutover;
+pub mod decommission;
+mod error;
+pub mod facts;
+pub mod preflight;
+pub mod replication;
+pub mod rollback;
+pub mod verify;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use ferry_core::{
+    MigrationSpec, MigrationStore, ParamStore,
+    approval::TaskCallbacks,
+    cloud::{Alarms, Compute, Databases, Notifier, Schedule},
+    state::{AuditEvent, MigrationRecord, Outcome, Phase},
+    traffic::TrafficRouter,
+};
+use ferry_heroku::HerokuClient;
+use ferry_pg::PgUrl;
+use serde::Deserialize;
+
+pub use error::{StepError, StepResult};
+
+/// How a deployment is wired: names and ARNs that come from the environment the template
+/// sets, not from the spec.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Heroku Platform API base URL (`https://api.heroku.com`).
+    pub heroku_api_url: String,
+    /// The approval callback's public URL (the Lambda function URL), for email links.
+    pub approval_url: Option<String>,
+    /// SSM parameter (SecureString) with the key that signs email approval links.
+    pub link_secret_param: String,
+    /// SSM parameter (SecureString) with the Slack app's signing secret.
+    pub slack_signing_secret_param: Option<String>,
+    /// ARN of the canary step function, the EventBridge rule's target.
+    pub canary_function_arn: String,
+    /// Prefix of EventBridge rule names (the IAM policy scopes Ferry to it).
+    pub rule_prefix: String,
+    /// Directory of pg_dump / psql (the verify step's replicator does not run them, but its
+    /// configuration names them).
+    pub pg_bin: PathBuf,
+    /// Rehearsal fault injection (`cutover:after_freeze`, …); never set in production.
+    pub fault: Option<String>,
+    /// How often the cutover polls the worker while it drains.
+    pub drain_poll: Duration,
+}
+
+impl Settings {
+    /// Reads the settings through `var` (the process environment in a Lambda).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> StepResult<Self> {
+        let need = |name: &str| {
+            var(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                StepError::Config(format!(
+                    "{name} is not set; the SAM template sets it for every function"
+                ))
+            })
+        };
+        Ok(Self {
+            heroku_api_url: var("FERRY_HEROKU_API_URL")
+                .unwrap_or_else(|| ferry_heroku::DEFAULT_BASE_URL.to_string()),
+            approval_url: var("FERRY_APPROVAL_URL").filter(|v| !v.is_empty()),
+            link_secret_param: need("FERRY_LINK_SECRET_PARAM")?,
+            slack_signing_secret_param: var("FERRY_SLACK_SIGNING_SECRET_PARAM")
+                .filter(|v| !v.is_empty()),
+            canary_function_arn: var("FERRY_CANARY_FUNCTION_ARN").unwrap_or_default(),
+            rule_prefix: var("FERRY_RULE_PREFIX").unwrap_or_else(|| "ferry-canary-".into()),
+            pg_bin: PathBuf::from(
+                var("FERRY_PG_BIN").unwrap_or_else(|| "/usr/lib/postgresql/17/bin".into()),
+            ),
+            fault: var("FERRY_INJECT_FAULT").filter(|v| !v.is_empty()),
+            drain_poll: Duration::from_millis(
+                var("FERRY_DRAIN_POLL_MS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(25),
+            ),
+        })
+    }
+}
+
+/// Everything a step talks to.
+#[derive(Clone)]
+pub struct Deps {
+    /// Migration state, audit log, progress, approvals, facts, lock.
+    pub store: Arc<dyn MigrationStore>,
+    /// SSM Parameter Store.
+    pub params: Arc<dyn ParamStore>,
+    /// Route 53 weighted records.
+    pub router: Arc<dyn TrafficRouter>,
+    /// SendTaskSuccess / SendTaskFailure.
+    pub callbacks: Arc<dyn TaskCallbacks>,
+    /// EventBridge rules.
+    pub schedule: Arc<dyn Schedule>,
+    /// CloudWatch alarms.
+    pub alarms: Arc<dyn Alarms>,
+    /// SNS.
+    pub notifier: Arc<dyn Notifier>,
+    /// ECS.
+    pub compute: Arc<dyn Compute>,
+    /// RDS.
+    pub databases: Arc<dyn Databases>,
+    /// HTTP for Slack webhooks and health URLs.
+    pub http: reqwest::Client,
+    /// Deployment settings.
+    pub settings: Settings,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The input of every step after preflight.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MigrationRef {
+    /// The migration.
+    pub migration_id: String,
+}
+
+/// The clock steps use.
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+impl Deps {
+    /// The migration's record.
+    pub async fn record(&self, migration_id: &str) -> StepResult<MigrationRecord> {
+        Ok(self.store.migration(migration_id).await?)
+    }
+
+    /// Moves the migration to `phase` unless it is there already (a retried step).
+    pub async fn enter(&self, migration_id: &str, phase: Phase) -> StepResult<MigrationRecord> {
+        let rec = self.record(migration_id).await?;
+        if rec.phase == phase {
+            return Ok(rec);
+        }
+        Ok(self
+            .store
+            .advance_phase(migration_id, rec.version, phase, now())
+            .await?)
+    }
+
+    /// Appends an audit entry; with a `key`, a retry records it once.
+    pub async fn audit(
+        &self,
+        migration_id: &str,
+        step: &str,
+        action: &str,
+        outcome: Outcome,
+        detail: serde_json::Value,
+        key: Option<String>,
+    ) -> StepResult<()> {
+        let mut event = AuditEvent::new(
+            now(),
+            step,
+            format!("ferry:{step}"),
+            action,
+            outcome,
+            detail,
+        );
+        if let Some(k) = key {
+            event = event.with_key(k);
+        }
+        self.store.append_audit(migration_id, &event).await?;
+        Ok(())
+    }
+
+    /// A Heroku client with the spec's API token.
+    pub async fn heroku(&self, spec: &MigrationSpec) -> StepResult<HerokuClient> {
+        let token = self.params.get(&spec.heroku.api_token_param).await?;
+        Ok(HerokuClient::new(&self.settings.heroku_api_url, token)?)
+    }
+
+    /// The source and target URLs from SSM, checked.
+    pub async fn urls(&self, spec: &MigrationSpec) -> StepResult<(PgUrl, PgUrl)> {
+        let source = self.params.get(&spec.source.database_url_param).await?;
+        let target = self.params.get(&spec.target.database_url_param).await?;
+        let source = PgUrl::parse(&source).map_err(|e| StepError::BadParam {
+            param: spec.source.database_url_param.clone(),
+            reason: e.to_string(),
+        })?;
+        let target = PgUrl::parse(&target).map_err(|e| StepError::BadParam {
+            param: spec.target.database_url_param.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((source, target))
+    }
+
+    /// Fails with an injected fault when the rehearsal asked for one at `point`.
+    pub fn fault(&self, point: &str) -> StepResult<()> {
+        match &self.settings.fault {
+            Some(f) if f == point => Err(StepError::Injected(point.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The role the app logs in as on a side, from the URL it uses.
+pub(crate) fn role_of(url: &PgUrl, what: &str) -> StepResult<String> {
+    url.user()
+        .map(str::to_string)
+        .ok_or_else(|| StepError::BadParam {
+            param: what.to_string(),
+            reason: "the URL names no user; write it as postgres://user:password@host/db".into(),
+        })
+}

@@ -1,0 +1,309 @@
+//! Step 1: validate the spec, take the app's lock, create the migration record, and check
+//! everything a person would check before starting: both databases (preflight analysis), the
+//! RDS instance, and the Heroku app (inventory into the audit log).
+
+use ferry_core::{
+    spec::{self, CaptureMode, MigrationSpec},
+    state::{MigrationRecord, Outcome, Phase},
+};
+use ferry_pg::preflight::{self, PreflightReport, Severity};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Deps, StepError, StepResult,
+    facts::{self, AppRoles},
+    now, role_of,
+};
+
+/// Input: the execution input (the spec) and the execution's id.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Input {
+    /// The migration spec as the user wrote it.
+    pub spec: serde_json::Value,
+    /// `$$.Execution.Id`.
+    pub execution_arn: String,
+}
+
+/// Waits and timeouts the state machine reads from the preflight's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Between replication status checks.
+    pub poll_seconds: u32,
+    /// Approval gates wait this long.
+    pub approval_timeout_seconds: u64,
+    /// The canary task waits this long for its last tick (steps × interval, doubled).
+    pub canary_timeout_seconds: u64,
+    /// The rollback window.
+    pub rollback_window_seconds: u64,
+}
+
+/// Output: a small summary for the console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// The migration.
+    pub migration_id: String,
+    /// The Heroku app.
+    pub app: String,
+    /// The capture mode in use (`auto` resolved).
+    pub capture: CaptureMode,
+    /// Tables to copy.
+    pub tables: usize,
+    /// Their total size in bytes.
+    pub database_bytes: i64,
+    /// Source and target major versions.
+    pub versions: String,
+    /// Warning codes (details in the audit log).
+    pub warnings: Vec<String>,
+    /// Waits and timeouts.
+    pub timing: Timing,
+}
+
+/// Runs the preflight.
+pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
+    let spec = spec::from_value(&input.spec).map_err(StepError::Spec)?;
+    let id = spec.migration_id.clone();
+    let rec = start(deps, &spec, &input.execution_arn).await?;
+    let rec = if rec.phase == Phase::Created {
+        deps.enter(&id, Phase::Preflight).await?
+    } else {
+        rec
+    };
+    if rec.phase != Phase::Preflight {
+        // A retry after preflight passed: report again, change nothing.
+        tracing::info!(phase = %rec.phase, "preflight already passed");
+    }
+
+    let (source_url, target_url) = deps.urls(&spec).await?;
+    let source = source_url.connect().await?;
+    let target = target_url.connect().await?;
+    let report = preflight::analyse(
+        &source,
+        &target,
+        spec.replication.capture,
+        spec.replication.parallelism,
+    )
+    .await?;
+    let mut blockers: Vec<String> = report
+        .blockers()
+        .map(|f| {
+            format!(
+                "- {}{}: {} Fix: {}",
+                f.code,
+                f.object
+                    .as_deref()
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default(),
+                f.message,
+                f.fix
+            )
+        })
+        .collect();
+    blockers.extend(check_rds(deps, &spec, &report).await?);
+
+    let heroku = deps.heroku(&spec).await?;
+    let app = heroku.app(&spec.heroku.app).await?;
+    let formation = heroku.formation(&spec.heroku.app).await?;
+    let addons = heroku.addons(&spec.heroku.app).await?;
+    let vars = heroku.config_vars(&spec.heroku.app).await?;
+    let domains = heroku.domains(&spec.heroku.app).await?;
+    let app_role = match vars.get("DATABASE_URL") {
+        Some(url) => ferry_pg::PgUrl::parse(url)
+            .ok()
+            .and_then(|u| u.user().map(str::to_string)),
+        None => None,
+    };
+    let app_role = match app_role {
+        Some(r) => r,
+        None => {
+            blockers.push(
+                "- heroku_database_url: the Heroku app has no usable DATABASE_URL config var. Fix: attach the Heroku Postgres database as DATABASE".into(),
+            );
+            String::new()
+        }
+    };
+    deps.audit(
+        &id,
+        "preflight",
+        "heroku_inventory",
+        Outcome::Info,
+        serde_json::json!({
+            "app": app.name,
+            "maintenance": app.maintenance,
+            "region": app.region.map(|r| r.name),
+            "formation": formation.iter().map(|f| serde_json::json!({
+                "type": f.process_type, "quantity": f.quantity, "size": f.size,
+            })).collect::<Vec<_>>(),
+            "addons": addons.iter().map(|a| serde_json::json!({
+                "service": a.addon_service.name, "plan": a.plan.name,
+            })).collect::<Vec<_>>(),
+            "config_var_names": vars.keys().collect::<Vec<_>>(),
+            "domains": domains.iter().map(|d| &d.hostname).collect::<Vec<_>>(),
+        }),
+        Some("preflight/heroku_inventory".into()),
+    )
+    .await?;
+    deps.audit(
+        &id,
+        "preflight",
+        "database_report",
+        if blockers.is_empty() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        },
+        serde_json::json!({
+            "capture": report.capture,
+            "source_major": report.source.major,
+            "target_major": report.target.major,
+            "findings": report.findings,
+            "blockers": blockers,
+        }),
+        Some("preflight/database_report".into()),
+    )
+    .await?;
+    if !blockers.is_empty() {
+        return Err(StepError::PreflightBlocked {
+            count: blockers.len(),
+            list: blockers.join("\n"),
+        });
+    }
+    let target_role = role_of(&target_url, &spec.target.database_url_param)?;
+    facts::put_once(
+        deps.store.as_ref(),
+        &id,
+        facts::APP_ROLES,
+        &AppRoles {
+            source: app_role,
+            target: target_role,
+        },
+    )
+    .await?;
+    Ok(Output {
+        migration_id: id,
+        app: spec.heroku.app.clone(),
+        capture: report.capture.unwrap_or(CaptureMode::Trigger),
+        tables: report.tables.len(),
+        database_bytes: report.total_bytes(),
+        versions: format!("{} -> {}", report.source.major, report.target.major),
+        warnings: report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .map(|f| f.code.to_string())
+            .collect(),
+        timing: timing(&spec),
+    })
+}
+
+/// The waits the state machine uses, from the spec.
+pub fn timing(spec: &MigrationSpec) -> Timing {
+    let interval = spec
+        .timing
+        .canary_interval_seconds
+        .map(u64::from)
+        .unwrap_or(u64::from(spec.traffic.step_interval_minutes) * 60);
+    Timing {
+        poll_seconds: spec.timing.poll_seconds,
+        approval_timeout_seconds: u64::from(spec.timing.approval_timeout_hours) * 3600,
+        canary_timeout_seconds: (spec.traffic.steps.len() as u64 + 1) * interval * 2 + 300,
+        rollback_window_seconds: spec.rollback_window_seconds(),
+    }
+}
+
+/// Lock, record, execution: a second migration of the app or a second execution of this
+/// migration is refused here, before anything is touched.
+async fn start(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    execution_arn: &str,
+) -> StepResult<MigrationRecord> {
+    let id = &spec.migration_id;
+    if let Ok(existing) = deps.store.migration(id).await
+        && existing.phase.is_final()
+    {
+        return Err(StepError::Ended {
+            migration_id: id.clone(),
+            phase: existing.phase.to_string(),
+        });
+    }
+    deps.store
+        .acquire_app_lock(&spec.heroku.app, id, now())
+        .await?;
+    let rec = deps
+        .store
+        .create_migration(&MigrationRecord::new(spec.clone(), now()))
+        .await?;
+    match rec.execution_arn.as_deref() {
+        Some(arn) if arn == execution_arn => Ok(rec),
+        Some(other) => Err(StepError::AlreadyRunning {
+            migration_id: id.clone(),
+            execution: other.to_string(),
+        }),
+        None => {
+            let rec = deps
+                .store
+                .set_execution_arn(id, rec.version, execution_arn, now())
+                .await?;
+            deps.audit(
+                id,
+                "preflight",
+                "start",
+                Outcome::Started,
+                serde_json::json!({ "execution": execution_arn, "app": spec.heroku.app }),
+                Some("preflight/start".into()),
+            )
+            .await?;
+            Ok(rec)
+        }
+    }
+}
+
+/// Major version of an RDS engine version string (`17.2` → 17).
+fn major(version: &str) -> Option<i32> {
+    version.split('.').next()?.parse().ok()
+}
+
+async fn check_rds(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    report: &PreflightReport,
+) -> StepResult<Vec<String>> {
+    let id = &spec.target.rds_instance_id;
+    let Some(db) = deps.databases.instance(id).await? else {
+        return Ok(vec![format!(
+            "- rds_instance: RDS instance {id} does not exist. Fix: create it, or correct target.rds_instance_id"
+        )]);
+    };
+    let mut out = Vec::new();
+    if db.status != "available" {
+        out.push(format!(
+            "- rds_status: RDS instance {id} is {}. Fix: wait until it is available",
+            db.status
+        ));
+    }
+    if db.engine != "postgres" && db.engine != "aurora-postgresql" {
+        out.push(format!(
+            "- rds_engine: RDS instance {id} runs {}. Fix: use a PostgreSQL instance",
+            db.engine
+        ));
+    }
+    match major(&db.engine_version) {
+        Some(m) if m >= report.source.major => {}
+        _ => out.push(format!(
+            "- rds_version: RDS instance {id} runs PostgreSQL {} but the source runs {}. Fix: upgrade the instance to {} or newer",
+            db.engine_version, report.source.major, report.source.major
+        )),
+    }
+    if let Some(group) = &db.parameter_group
+        && let Some(v) = deps
+            .databases
+            .parameter(group, "default_transaction_read_only")
+            .await?
+        && (v == "1" || v.eq_ignore_ascii_case("on"))
+    {
+        out.push(format!(
+            "- rds_parameters: parameter group {group} sets default_transaction_read_only; the app could never write after cutover. Fix: reset it in the group"
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,262 @@
+//! Rollback, reached by the state machine's Catch from any step. It reads what was done (the
+//! phase and the facts) and undoes exactly that: traffic back to Heroku and the canary rule
+//! deleted; after a cutover the database moved back only once the reverse stream has applied
+//! every write made on AWS (target frozen, drained, sequences synced, DATABASE_URL back,
+//! source unfrozen); a frozen source unfrozen; Heroku maintenance and dynos as they were; the
+//! worker stopped and capture removed; the target role writable again; the lock released.
+//! Idempotent, and it touches nothing of a migration another execution runs.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ferry_core::{
+    StepErrorName,
+    state::{Outcome, Phase, WorkerCommand, WorkerPhase},
+    traffic::Weights,
+};
+use ferry_pg::freeze;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Deps, StepError, StepResult,
+    canary::rule_name,
+    cutover::{self, SEQUENCE_GAP},
+    facts::{self, AppRoles, CanaryFact, CutoverFact},
+    replication,
+};
+
+/// The error the Catch recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaughtError {
+    /// Its name.
+    #[serde(rename = "Error", default)]
+    pub error: String,
+    /// Its message.
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+/// Input.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Input {
+    /// The migration (the spec's id; its record may not exist when preflight failed early).
+    pub migration_id: String,
+    /// `$$.Execution.Id`: only this execution's migration is rolled back.
+    pub execution_arn: String,
+    /// What failed.
+    #[serde(default)]
+    pub error: Option<CaughtError>,
+}
+
+/// Output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// The phase the migration was in.
+    pub from_phase: Option<String>,
+    /// What was undone, in order.
+    pub undone: Vec<String>,
+    /// The error that caused the rollback.
+    pub error: Option<CaughtError>,
+}
+
+/// Runs the rollback.
+pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
+    let id = &input.migration_id;
+    let store = deps.store.as_ref();
+    let mut out = Output {
+        from_phase: None,
+        undone: Vec::new(),
+        error: input.error.clone(),
+    };
+    let rec = match store.migration(id).await {
+        Ok(r) => r,
+        Err(ferry_core::StoreError::NotFound { .. }) => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    if rec.execution_arn.as_deref() != Some(input.execution_arn.as_str()) {
+        // Another execution's migration (e.g. this one failed with AlreadyRunning).
+        return Ok(out);
+    }
+    let spec = &rec.spec;
+    if rec.phase.is_final() {
+        out.from_phase = Some(rec.phase.to_string());
+        store.release_app_lock(&spec.heroku.app, id).await?;
+        return Ok(out);
+    }
+    let from = facts::put_once(
+        store,
+        id,
+        facts::ROLLBACK_FROM,
+        &rec.phase.as_str().to_string(),
+    )
+    .await?;
+    out.from_phase = Some(from.clone());
+    deps.enter(id, Phase::RollingBack).await?;
+
+    // Traffic first: users go back to Heroku's app whatever else happens.
+    let canary: Option<CanaryFact> = facts::get(store, id, facts::CANARY).await?;
+    if deps.schedule.delete_rule(&rule_name(deps, id)).await? {
+        out.undone.push("canary rule deleted".into());
+    }
+    if let Some(w) = deps.router.weights(&spec.traffic).await?
+        && w.aws > 0
+    {
+        deps.router
+            .set_weights(&spec.traffic, Weights::for_aws_percent(0))
+            .await?;
+        out.undone.push(format!(
+            "traffic back to Heroku (was {:.0}% on AWS)",
+            w.aws_share_percent()
+        ));
+    } else if canary.is_some() {
+        out.undone.push("traffic already on Heroku".into());
+    }
+
+    let roles: Option<AppRoles> = facts::get(store, id, facts::APP_ROLES).await?;
+    let cut: Option<CutoverFact> = facts::get(store, id, facts::CUTOVER).await?;
+    if let Some(roles) = &roles {
+        let (source_url, target_url) = deps.urls(spec).await?;
+        let source = source_url.connect().await?;
+        let target = target_url.connect().await?;
+        let heroku = deps.heroku(spec).await?;
+        match cut.as_ref().map(|c| c.state.as_str()) {
+            Some("switched" | "done") => {
+                database_back(deps, id, roles, &source, &target, &source_url, &target_url).await?;
+                out.undone.push(
+                    "database back on Heroku Postgres (reverse stream drained, DATABASE_URL restored)"
+                        .into(),
+                );
+            }
+            Some("frozen") => {
+                cutover::undo(deps, spec, &source, &heroku, roles).await?;
+                out.undone
+                    .push("source writable again (freeze undone)".into());
+            }
+            _ => {}
+        }
+        cutover::restore_heroku(deps, spec, &heroku).await?;
+        if replication::stop_worker(deps, id, Duration::from_secs(30)).await? {
+            out.undone
+                .push("worker stopped, capture objects removed".into());
+        }
+        if freeze::is_frozen(&target, &roles.target).await? {
+            freeze::unfreeze_role(&target, &roles.target).await?;
+            out.undone.push("target role writable again".into());
+        }
+    }
+    deps.enter(id, Phase::RolledBack).await?;
+    store.release_app_lock(&spec.heroku.app, id).await?;
+    let why = input
+        .error
+        .as_ref()
+        .map(|e| format!("{}: {}", e.error, e.cause))
+        .unwrap_or_else(|| "requested".into());
+    deps.audit(
+        id,
+        "rollback",
+        "rollback",
+        Outcome::Succeeded,
+        serde_json::json!({ "from": from, "undone": out.undone, "cause": why }),
+        Some("rollback/done".into()),
+    )
+    .await?;
+    let message = format!(
+        "Ferry migration {id} of Heroku app {} was rolled back from phase {from}.\nCause: {why}\nUndone:\n- {}\n",
+        spec.heroku.app,
+        out.undone.join("\n- ")
+    );
+    if let Err(e) = deps
+        .notifier
+        .publish(
+            &spec.approvals.sns_topic_arn,
+            &format!("Ferry: {} rolled back", spec.heroku.app),
+            &message,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, name = e.step_error_name(), "rollback notice not sent");
+    }
+    Ok(out)
+}
+
+/// After a cutover: freeze the target for the app, let the reverse stream apply everything,
+/// move DATABASE_URL back, unfreeze the source. If the stream is behind, the target is
+/// unfrozen again and the error is retryable (no write is lost by waiting).
+async fn database_back(
+    deps: &Deps,
+    id: &str,
+    roles: &AppRoles,
+    source: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+    source_url: &ferry_pg::PgUrl,
+    target_url: &ferry_pg::PgUrl,
+) -> StepResult<()> {
+    let store = deps.store.as_ref();
+    let rec = deps.record(id).await?;
+    let spec = &rec.spec;
+    // The reverse stream must run before anything is frozen.
+    let progress = store.progress(id).await?;
+    if progress.as_ref().map(|p| p.phase) != Some(WorkerPhase::Reverse) {
+        let last = store.command(id).await?;
+        if !matches!(last.map(|c| c.command), Some(WorkerCommand::Reverse)) {
+            store
+                .send_command(id, WorkerCommand::Reverse, "ferry:rollback", Utc::now())
+                .await?;
+        }
+        return Err(StepError::ReverseBehind {
+            waiting: progress.and_then(|p| p.lag_changes).unwrap_or(0),
+        });
+    }
+    freeze::freeze_role(target, &roles.target).await?;
+    freeze::end_sessions(target, &roles.target).await?;
+    let capture = cutover::installed_capture(source).await?;
+    let rep = cutover::replicator(deps, spec, source_url, target_url, capture).await?;
+    let position = rep.source_head().await?;
+    let cmd = store
+        .send_command(
+            id,
+            WorkerCommand::Drain {
+                until: Some(position.clone()),
+            },
+            "ferry:rollback",
+            Utc::now(),
+        )
+        .await?;
+    let deadline =
+        Instant::now() + Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds) * 4);
+    loop {
+        let p = store.progress(id).await?;
+        if p.as_ref().is_some_and(|p| {
+            p.acked_command >= cmd.seq && p.drained_to.as_deref() == Some(position.as_str())
+        }) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            freeze::unfreeze_role(target, &roles.target).await?;
+            return Err(StepError::ReverseBehind {
+                waiting: p.and_then(|p| p.lag_changes).unwrap_or(0),
+            });
+        }
+        tokio::time::sleep(deps.settings.drain_poll).await;
+    }
+    // Sequences on the source must be past anything the target handed out.
+    ferry_replicator::verify::sync_sequences(target, source, SEQUENCE_GAP).await?;
+    let source_value = deps.params.get(&spec.source.database_url_param).await?;
+    deps.params
+        .put_secure(&spec.app_database_url_param(), &source_value)
+        .await?;
+    for svc in &spec.cutover.ecs_services {
+        if let Some((cluster, service)) = svc.split_once('/') {
+            deps.compute.redeploy(cluster, service).await?;
+        }
+    }
+    freeze::unfreeze_role(source, &roles.source).await?;
+    let mut fact: CutoverFact = facts::get(store, id, facts::CUTOVER)
+        .await?
+        .unwrap_or_default();
+    let old = fact.clone();
+    fact.state = "rolled_back".into();
+    fact.timeline.push(("rolled_back".into(), Utc::now()));
+    facts::swap(store, id, facts::CUTOVER, Some(&old), &fact).await?;
+    Ok(())
+}

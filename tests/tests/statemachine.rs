@@ -1,0 +1,156 @@
+//! The state machine and the Rust steps agree: every error name a step can fail with is
+//! retried (`Ferry.Retryable.*`) or caught by every Task, every `Ferry.*` name the ASL lists
+//! exists in Rust, and every `${...}FunctionArn` substitution names a function crate.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use ferry_steps::StepError;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+fn asl() -> Value {
+    let text = std::fs::read_to_string(root().join("statemachines/migration.asl.json"))
+        .expect("read the ASL");
+    serde_json::from_str(&text).expect("the ASL is JSON")
+}
+
+fn names(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["ErrorEquals"].as_array().into_iter().flatten())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Every `"Ferry.…"` literal in the Rust sources of crates/ and functions/.
+fn rust_names() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut dirs = vec![root().join("crates"), root().join("functions")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&p).expect("read source");
+                for piece in text.split('"').skip(1).step_by(2) {
+                    if piece.starts_with("Ferry.")
+                        && !piece.ends_with('.')
+                        && piece.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+                    {
+                        out.insert(piece.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn asl_retry_and_catch_lists_agree_with_the_rust_error_names() {
+    let declared: BTreeSet<String> = StepError::NAMES.iter().map(|s| s.to_string()).collect();
+    let mut known = declared.clone();
+    known.insert("Ferry.Rejected".into());
+    // Every name written anywhere in Rust is declared (a new error name cannot be forgotten).
+    let undeclared: Vec<_> = rust_names().difference(&known).cloned().collect();
+    assert!(
+        undeclared.is_empty(),
+        "names in Rust but not in StepError::NAMES: {undeclared:?}"
+    );
+
+    let retryable: BTreeSet<String> = declared
+        .iter()
+        .filter(|n| n.starts_with("Ferry.Retryable."))
+        .cloned()
+        .collect();
+    let others: BTreeSet<String> = known.difference(&retryable).cloned().collect();
+    let asl = asl();
+    let states = asl["States"].as_object().expect("States");
+    let mut tasks = 0;
+    for (name, state) in states {
+        if state["Type"] != "Task" {
+            continue;
+        }
+        tasks += 1;
+        let retry = names(&state["Retry"]);
+        let ferry_retry: BTreeSet<String> = retry
+            .iter()
+            .filter(|n| n.starts_with("Ferry."))
+            .cloned()
+            .collect();
+        assert_eq!(
+            ferry_retry, retryable,
+            "{name}: Retry must list exactly the retryable names"
+        );
+        let catch = names(&state["Catch"]);
+        let missing: Vec<_> = others.difference(&catch).collect();
+        assert!(missing.is_empty(), "{name}: Catch misses {missing:?}");
+        assert!(
+            catch.contains("States.ALL"),
+            "{name}: no Catch-all (States.Timeout, Lambda errors)"
+        );
+        for n in retry
+            .iter()
+            .chain(catch.iter())
+            .filter(|n| n.starts_with("Ferry."))
+        {
+            assert!(known.contains(n), "{name}: {n} is not a Rust error name");
+        }
+        // (A rollback window that times out is the normal end of the window, not an error.)
+        for t in state["Catch"]
+            .as_array()
+            .expect("Catch")
+            .iter()
+            .filter(|t| t["ErrorEquals"] != serde_json::json!(["States.Timeout"]))
+        {
+            assert_eq!(
+                t["ResultPath"].as_str().map(|p| p.ends_with("error")),
+                Some(true),
+                "{name}: Catch keeps the input and records the error"
+            );
+        }
+    }
+    assert!(tasks >= 10, "only {tasks} tasks");
+}
+
+#[test]
+fn every_function_substitution_names_a_function_crate() {
+    let text = std::fs::read_to_string(root().join("statemachines/migration.asl.json"))
+        .expect("read the ASL");
+    let mut subs = BTreeSet::new();
+    for piece in text.split("${").skip(1) {
+        subs.insert(piece.split('}').next().expect("closing brace").to_string());
+    }
+    assert!(!subs.is_empty());
+    for s in &subs {
+        let stem = s
+            .strip_suffix("FunctionArn")
+            .unwrap_or_else(|| panic!("${{{s}}} is not a <Step>FunctionArn substitution"));
+        let mut kebab = String::new();
+        for (i, c) in stem.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                kebab.push('-');
+            }
+            kebab.push(c.to_ascii_lowercase());
+        }
+        assert!(
+            root()
+                .join("functions")
+                .join(&kebab)
+                .join("Cargo.toml")
+                .exists(),
+            "${{{s}}} has no functions/{kebab} crate"
+        );
+    }
+}

@@ -1,0 +1,982 @@
+//! The migration steps' handlers against the test bed: real PostgreSQL (source and target),
+//! the AWS emulator (DynamoDB, SSM, Route 53, EventBridge, SNS, ECS, RDS, Step Functions
+//! tokens) and the fake Heroku API. Each step is called twice where a retry may happen, and
+//! its effects are read back from where they land.
+
+use std::{
+    io::Write,
+    process::{Child, Command},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use ferry_core::{
+    MigrationStore, ParamStore, StepErrorName,
+    signing::{self, LinkClaims},
+    state::{ApprovalStatus, Gate, Phase, WorkerPhase},
+    traffic::Weights,
+};
+use ferry_pg::freeze;
+use ferry_steps::{
+    Deps, MigrationRef, Settings,
+    approval::{self, HttpRequest},
+    canary, config_sync, cutover, decommission, facts, preflight, replication, rollback, verify,
+};
+use ferry_tests::{
+    APP_ROLE, TestDb, bed_var, capture_leftovers, fresh_store, gate::Gatekeeper, heroku,
+    heroku_app, sink::Sink, spec, unique, workspace_bin,
+};
+
+const SLACK_SECRET: &str = "slack-signing-secret-for-tests-0001";
+const LINK_SECRET: &str = "link-signing-secret-for-tests-0002";
+const CONFIG_SECRET: &str = "config-var-secret-value-0003";
+const SLACK_USER: &str = "U0FERRY01";
+
+/// Log lines the steps wrote, to check that no secret is in them.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Logs {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    // Each test runs in its own process (nextest), so a global subscriber is this test's.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .try_init();
+    logs
+}
+
+struct Env {
+    deps: Deps,
+    store: Arc<ferry_aws::DynamoStore>,
+    db: TestDb,
+    spec_json: serde_json::Value,
+    id: String,
+    sink: Sink,
+    secrets: Vec<String>,
+}
+
+async fn ecs_setup(aws: &aws_config::SdkConfig) -> ferry_aws::WorkerTask {
+    let ecs = aws_sdk_ecs::Client::new(aws);
+    let cluster = unique("ferry-");
+    ecs.create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .expect("cluster");
+    let family = unique("ferry-worker-");
+    ecs.register_task_definition()
+        .family(&family)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("ferry-worker:test")
+                .cpu(256)
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("task definition");
+    ferry_aws::WorkerTask {
+        cluster,
+        task_definition: family,
+        container: "worker".into(),
+        subnets: vec![bed_var("FERRY_BED_SUBNET")],
+        security_groups: vec![bed_var("FERRY_BED_SECURITY_GROUP")],
+        public_ip: false,
+    }
+}
+
+/// Everything a migration needs, created the way an operator would before starting one.
+async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
+    bed_var("AWS_ENDPOINT_URL");
+    let aws = ferry_aws::sdk_config().await;
+    let db = TestDb::heroku_like(prefix).await;
+    let app_db = db.source_app_url().connect().await.expect("connect as app");
+    app_db
+        .batch_execute(
+            "CREATE TABLE accounts (id bigserial PRIMARY KEY, email text NOT NULL, balance numeric NOT NULL DEFAULT 0);
+             INSERT INTO accounts (email, balance) SELECT 'u' || g || '@example.com', g FROM generate_series(1, 2000) g;
+             CREATE TABLE events (id bigserial PRIMARY KEY, account_id bigint REFERENCES accounts, kind text);
+             INSERT INTO events (account_id, kind) SELECT 1 + g % 2000, 'signup' FROM generate_series(1, 3000) g;",
+        )
+        .await
+        .expect("app schema");
+    let store = fresh_store().await;
+    let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
+    let id = unique("mig-");
+    let p = format!("/{id}");
+    let (heroku_url, heroku_token) = heroku();
+    let sink = Sink::start().await;
+    let app = heroku_app(
+        db.source_app_url().expose_secret(),
+        serde_json::json!({
+            "SECRET_KEY": CONFIG_SECRET,
+            "HEROKU_APP_NAME": "ignored",
+            "EMPTY_ONE": "",
+            "LOG_LEVEL": "info"
+        }),
+    )
+    .await;
+    for (name, value) in [
+        (
+            format!("{p}/source-url"),
+            db.source_app_url().expose_secret().to_string(),
+        ),
+        (
+            format!("{p}/target-url"),
+            db.target_url().expose_secret().to_string(),
+        ),
+        (format!("{p}/heroku-token"), heroku_token.clone()),
+        (
+            format!("{p}/slack-webhook"),
+            format!("{}/slack-webhook", sink.url),
+        ),
+        (format!("{p}/slack-secret"), SLACK_SECRET.to_string()),
+        (format!("{p}/link-secret"), LINK_SECRET.to_string()),
+    ] {
+        params.put_secure(&name, &value).await.expect("param");
+    }
+    // Route 53 zone, SNS topic, RDS instance, as the operator creates them.
+    let r53 = aws_sdk_route53::Client::new(&aws);
+    let domain = format!("{}.example.com", unique("z"));
+    let zone = r53
+        .create_hosted_zone()
+        .name(&domain)
+        .caller_reference(unique("ref-"))
+        .send()
+        .await
+        .expect("zone");
+    let zone_id = zone
+        .hosted_zone()
+        .map(|z| z.id().to_string())
+        .expect("zone id");
+    let topic = aws_sdk_sns::Client::new(&aws)
+        .create_topic()
+        .name(unique("ferry-"))
+        .send()
+        .await
+        .expect("topic");
+    let rds_id = unique("ferry-db-");
+    aws_sdk_rds::Client::new(&aws)
+        .create_db_instance()
+        .db_instance_identifier(&rds_id)
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .engine_version(bed_var("FERRY_BED_TARGET_VERSION") + ".1")
+        .master_username("ferry")
+        .master_user_password("not-used-by-ferry")
+        .allocated_storage(20)
+        .send()
+        .await
+        .expect("rds instance");
+
+    let mut s = serde_json::to_value(spec(&id, &app)).expect("spec json");
+    s["heroku"]["api_token_param"] = format!("{p}/heroku-token").into();
+    s["source"]["database_url_param"] = format!("{p}/source-url").into();
+    s["target"]["database_url_param"] = format!("{p}/target-url").into();
+    s["target"]["rds_instance_id"] = rds_id.into();
+    s["replication"] =
+        serde_json::json!({"capture": "trigger", "max_lag_seconds": 5, "parallelism": 2});
+    s["traffic"]["hosted_zone_id"] = zone_id.into();
+    s["traffic"]["record_name"] = format!("app.{domain}").into();
+    s["traffic"]["health"] = serde_json::json!({"url": format!("{}/healthz", sink.url)});
+    s["traffic"]["steps"] = serde_json::json!([10, 50, 100]);
+    s["approvals"] = serde_json::json!({
+        "sns_topic_arn": topic.topic_arn().expect("topic arn"),
+        "slack_webhook_param": format!("{p}/slack-webhook"),
+        "approvers": ["ops-lead@acme.example", SLACK_USER],
+    });
+    s["config_vars"] =
+        serde_json::json!({"ssm_prefix": format!("{p}/config/"), "exclude": ["LOG_*"]});
+    s["cutover"] = serde_json::json!({"scale_down": ["worker"], "drain_timeout_seconds": 20, "verify": "counts"});
+    s["timing"] = serde_json::json!({"poll_seconds": 1, "stall_seconds": 30, "canary_interval_seconds": 1, "rollback_window_seconds": 5});
+
+    let worker = ecs_setup(&aws).await;
+    let settings = Settings {
+        heroku_api_url: heroku_url,
+        approval_url: Some("https://approve.example.test".into()),
+        link_secret_param: format!("{p}/link-secret"),
+        slack_signing_secret_param: Some(format!("{p}/slack-secret")),
+        canary_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:ferry-canary-tick"
+            .into(),
+        rule_prefix: "ferry-canary-".into(),
+        pg_bin: bed_var("FERRY_BED_TARGET_BIN").into(),
+        fault: settings_fault.map(str::to_string),
+        drain_poll: Duration::from_millis(20),
+    };
+    let deps = ferry_lambda::deps(settings, store.table().to_string(), worker)
+        .await
+        .expect("deps");
+    let secrets = vec![
+        db.source_app_url().expose_secret().to_string(),
+        db.target_url().expose_secret().to_string(),
+        heroku_token,
+        SLACK_SECRET.into(),
+        LINK_SECRET.into(),
+        CONFIG_SECRET.into(),
+    ];
+    Env {
+        deps,
+        store,
+        db,
+        spec_json: s,
+        id,
+        sink,
+        secrets,
+    }
+}
+
+fn mref(id: &str) -> MigrationRef {
+    MigrationRef {
+        migration_id: id.to_string(),
+    }
+}
+
+fn password(url: &str) -> String {
+    let after = url.split("://").nth(1).unwrap_or("");
+    let userinfo = after.split('@').next().unwrap_or("");
+    userinfo.split(':').nth(1).unwrap_or("").to_string()
+}
+
+fn spawn_worker(id: &str, table: &str) -> Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(workspace_bin("ferry-worker"))
+        .env("FERRY_MIGRATION_ID", id)
+        .env("FERRY_STATE_TABLE", table)
+        .env("FERRY_WORKER_ID", "steps-test")
+        .env("FERRY_PG_BIN", bed_var("FERRY_BED_TARGET_BIN"))
+        .env("FERRY_HEARTBEAT_MS", "100")
+        .env("FERRY_BATCH_SIZE", "500")
+        .env("FERRY_SCHEMA_CHECK_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .process_group(0)
+        .spawn()
+        .expect("start ferry-worker")
+}
+
+fn slack_request(body: &str, ts: i64, signature: Option<String>) -> HttpRequest {
+    let sig = signature
+        .unwrap_or_else(|| signing::sign_slack(SLACK_SECRET.as_bytes(), ts, body.as_bytes()));
+    HttpRequest {
+        method: "POST".into(),
+        path: "/slack".into(),
+        query: Default::default(),
+        headers: [
+            ("x-slack-request-timestamp".to_string(), ts.to_string()),
+            ("x-slack-signature".to_string(), sig),
+        ]
+        .into_iter()
+        .collect(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn slack_body(id: &str, gate: Gate, approve: bool, user: &str) -> String {
+    let value =
+        serde_json::json!({"migration_id": id, "gate": gate, "approve": approve}).to_string();
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "user": {"id": user},
+        "actions": [{"action_id": "ferry_approve", "value": value}],
+    })
+    .to_string();
+    let mut enc = String::new();
+    for b in payload.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("payload={enc}")
+}
+
+async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Through every step of a migration, each handler called as its Lambda calls it (retried
+/// ones twice), with the worker running as a process; effects read back where they land.
+#[tokio::test]
+async fn every_step_against_the_bed_from_preflight_to_decommission() {
+    let logs = capture_logs();
+    let e = env("steps_", None).await;
+    let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
+    let exec = format!("arn:aws:states:us-east-1:123456789012:execution:ferry:{id}");
+    let mut outputs = Vec::new();
+    let mut tokens = Vec::new();
+
+    // 1. Preflight, twice: same answer; lock held; inventory audited; app role found.
+    let input = || preflight::Input {
+        spec: e.spec_json.clone(),
+        execution_arn: exec.clone(),
+    };
+    let pre = preflight::run(deps, input()).await.expect("preflight");
+    let again = preflight::run(deps, input())
+        .await
+        .expect("preflight again");
+    assert_eq!(pre, again);
+    assert_eq!(pre.tables, 2);
+    assert_eq!(pre.timing.poll_seconds, 1);
+    assert_eq!(pre.timing.rollback_window_seconds, 5);
+    outputs.push(serde_json::to_value(&pre).expect("json"));
+    let spec = store.migration(&id).await.expect("record").spec;
+    let lock = store
+        .app_lock(&spec.heroku.app)
+        .await
+        .expect("lock")
+        .expect("held");
+    assert_eq!(lock.migration_id, id);
+    let roles: facts::AppRoles = facts::get(store, &id, facts::APP_ROLES)
+        .await
+        .expect("fact")
+        .expect("roles");
+    assert_eq!(roles.source, APP_ROLE);
+    let audit = store.audit_log(&id).await.expect("audit");
+    assert!(audit.iter().any(|a| {
+        a.action == "heroku_inventory"
+            && a.detail["config_var_names"]
+                .as_array()
+                .is_some_and(|v| v.contains(&"SECRET_KEY".into()))
+    }));
+    // Another migration of the same app: refused by the lock, before it touches anything.
+    let mut other = e.spec_json.clone();
+    other["migration_id"] = unique("mig-").into();
+    let err = preflight::run(
+        deps,
+        preflight::Input {
+            spec: other,
+            execution_arn: format!("{exec}-2"),
+        },
+    )
+    .await
+    .expect_err("second migration of the app");
+    assert_eq!(err.step_error_name(), "Ferry.Blocked.LockHeld");
+    // The same migration from another execution: refused too.
+    let err = preflight::run(
+        deps,
+        preflight::Input {
+            spec: e.spec_json.clone(),
+            execution_arn: format!("{exec}-other"),
+        },
+    )
+    .await
+    .expect_err("second execution");
+    assert_eq!(err.step_error_name(), "Ferry.Blocked.AlreadyRunning");
+
+    // 2. Config sync, twice: values land in SSM; rules applied; the retry changes nothing.
+    let cfg = config_sync::run(deps, mref(&id))
+        .await
+        .expect("config sync");
+    assert!(cfg.added.contains(&"SECRET_KEY".to_string()), "{cfg:?}");
+    assert!(cfg.added.contains(&"DATABASE_URL".to_string()));
+    let skipped: Vec<&str> = cfg.skipped.iter().map(|s| s.name.as_str()).collect();
+    for name in ["HEROKU_APP_NAME", "EMPTY_ONE", "LOG_LEVEL"] {
+        assert!(skipped.contains(&name), "{name} not skipped: {cfg:?}");
+    }
+    let cfg2 = config_sync::run(deps, mref(&id))
+        .await
+        .expect("config sync again");
+    assert!(cfg2.added.is_empty() && cfg2.changed.is_empty(), "{cfg2:?}");
+    assert_eq!(
+        deps.params
+            .get(&format!("{}SECRET_KEY", spec.config_ssm_prefix()))
+            .await
+            .expect("get"),
+        CONFIG_SECRET
+    );
+    assert_eq!(
+        deps.params
+            .get(&spec.app_database_url_param())
+            .await
+            .expect("get"),
+        e.db.source_app_url().expose_secret()
+    );
+    outputs.push(serde_json::to_value(&cfg).expect("json"));
+
+    // 3. Start replication, twice: one task; target role frozen until cutover.
+    let started = replication::start(deps, mref(&id)).await.expect("start");
+    let again = replication::start(deps, mref(&id))
+        .await
+        .expect("start again");
+    assert!(!started.reused && again.reused);
+    assert_eq!(started.task_arn, again.task_arn);
+    let target_admin = e.db.target_url().connect().await.expect("target");
+    assert!(
+        freeze::is_frozen(&target_admin, &roles.target)
+            .await
+            .expect("frozen?")
+    );
+    let mut worker = spawn_worker(&id, &store_table(&e));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let s = replication::status(deps, mref(&id)).await.expect("status");
+        if s.ready {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replication did not catch up: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.tables_done, status.tables_total);
+    assert_eq!(status.rows_copied, 5000);
+
+    // 4. Verify.
+    let app_db = e.db.source_app_url().connect().await.expect("app");
+    app_db
+        .batch_execute("UPDATE accounts SET balance = balance + 1 WHERE id <= 10")
+        .await
+        .expect("write");
+    let v = verify::run(deps, mref(&id), Some(Duration::from_secs(1)))
+        .await
+        .expect("verify");
+    assert_eq!(v.tables, 2);
+    assert_eq!(v.source_rows, 5000);
+
+    // 5. Gate "shift traffic": prompt to SNS and Slack; a signed Slack click approves it and
+    //    resumes the real waiting execution.
+    let gk = Gatekeeper::new().await;
+    let (gate_exec, token) = gk.waiting_execution().await;
+    tokens.push(token.clone());
+    let req = approval::request(
+        deps,
+        approval::RequestInput {
+            migration_id: id.clone(),
+            gate: Gate::ShiftTraffic,
+            task_token: token.clone(),
+        },
+    )
+    .await
+    .expect("request");
+    assert_eq!(req.notified, vec!["sns", "slack"]);
+    let posted = e.sink.requests();
+    assert!(
+        posted
+            .iter()
+            .any(|(p, b)| p == "/slack-webhook" && b.contains("ferry_approve"))
+    );
+    let now = chrono::Utc::now().timestamp();
+    let resp = approval::callback(
+        deps,
+        slack_request(
+            &slack_body(&id, Gate::ShiftTraffic, true, SLACK_USER),
+            now,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(resp.status_code, 200, "{}", resp.body);
+    assert!(resp.body.contains("approved"), "{}", resp.body);
+    assert_eq!(
+        gk.finished(&gate_exec).await.status(),
+        &ExecutionStatus::Succeeded
+    );
+    let approved = store
+        .approval(&id, Gate::ShiftTraffic)
+        .await
+        .expect("read")
+        .expect("approval");
+    assert_eq!(approved.status, ApprovalStatus::Approved);
+    assert_eq!(approved.decided_by.as_deref(), Some(SLACK_USER));
+
+    // 6. Canary: first weight, rule present; a duplicate tick skips nothing; the last tick
+    //    deletes the rule and resumes the waiting execution.
+    let (canary_exec, token) = gk.waiting_execution().await;
+    tokens.push(token.clone());
+    let start = canary::start(
+        deps,
+        canary::StartInput {
+            migration_id: id.clone(),
+            task_token: token.clone(),
+        },
+    )
+    .await
+    .expect("canary start");
+    assert_eq!(start.aws_percent, 10);
+    assert!(deps.schedule.rule_exists(&start.rule).await.expect("rule?"));
+    assert_eq!(
+        deps.router.weights(&spec.traffic).await.expect("weights"),
+        Some(Weights {
+            heroku: 90,
+            aws: 10
+        })
+    );
+    let tick = || {
+        canary::tick(
+            deps,
+            canary::TickInput {
+                migration_id: id.clone(),
+                interval_seconds: 1,
+            },
+        )
+    };
+    assert_eq!(
+        tick().await.expect("tick").action,
+        "duplicate",
+        "a tick right after a move is a duplicate"
+    );
+    let mut seen = vec![10];
+    loop {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let t = tick().await.expect("tick");
+        match t.action.as_str() {
+            "moved" => {
+                seen.push(t.aws_percent);
+                assert_eq!(tick().await.expect("dup").action, "duplicate");
+            }
+            "completed" => break,
+            other => panic!("unexpected tick {other}"),
+        }
+    }
+    assert_eq!(seen, vec![10, 50, 100]);
+    assert!(!deps.schedule.rule_exists(&start.rule).await.expect("rule?"));
+    assert_eq!(
+        gk.finished(&canary_exec).await.status(),
+        &ExecutionStatus::Succeeded
+    );
+    assert_eq!(tick().await.expect("stale tick").action, "idle");
+
+    // 7. Gate "cut over": approved by an email link (GET shows a page, POST decides).
+    let (cut_exec, token) = gk.waiting_execution().await;
+    tokens.push(token.clone());
+    approval::request(
+        deps,
+        approval::RequestInput {
+            migration_id: id.clone(),
+            gate: Gate::Cutover,
+            task_token: token,
+        },
+    )
+    .await
+    .expect("request cutover");
+    let link = signing::sign_link(
+        LINK_SECRET.as_bytes(),
+        &LinkClaims {
+            migration_id: id.clone(),
+            gate: Gate::Cutover,
+            approve: true,
+            approver: "ops-lead@acme.example".into(),
+            expires_at: now + 3600,
+        },
+    );
+    let get = approval::callback(
+        deps,
+        HttpRequest {
+            method: "GET".into(),
+            path: "/approve".into(),
+            query: [("t".to_string(), link.clone())].into_iter().collect(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(get.status_code, 200);
+    assert_eq!(
+        store
+            .approval(&id, Gate::Cutover)
+            .await
+            .expect("read")
+            .expect("req")
+            .status,
+        ApprovalStatus::Pending,
+        "opening a link decides nothing"
+    );
+    let post = HttpRequest {
+        method: "POST".into(),
+        path: "/decide".into(),
+        body: format!("t={link}").into_bytes(),
+        ..Default::default()
+    };
+    assert_eq!(
+        approval::callback(deps, post.clone()).await.status_code,
+        200
+    );
+    assert_eq!(
+        gk.finished(&cut_exec).await.status(),
+        &ExecutionStatus::Succeeded
+    );
+    assert_eq!(
+        approval::callback(deps, post).await.status_code,
+        409,
+        "replayed link"
+    );
+
+    // 8. Cutover: a fault inside the freeze is undone; then the real one.
+    let mut faulty = deps.clone();
+    faulty.settings.fault = Some("cutover:after_freeze".into());
+    let err = cutover::run(&faulty, mref(&id))
+        .await
+        .expect_err("injected");
+    assert_eq!(err.step_error_name(), "Ferry.Failed.CutoverUndone");
+    let source_admin =
+        e.db.url(ferry_tests::Side::Source)
+            .connect()
+            .await
+            .expect("source");
+    assert!(
+        !freeze::is_frozen(&source_admin, APP_ROLE)
+            .await
+            .expect("frozen?"),
+        "source unfrozen after undo"
+    );
+    assert_eq!(
+        deps.params
+            .get(&spec.app_database_url_param())
+            .await
+            .expect("get"),
+        e.db.source_app_url().expose_secret(),
+        "DATABASE_URL unchanged after undo"
+    );
+    let h =
+        ferry_heroku::HerokuClient::new(&deps.settings.heroku_api_url, heroku().1).expect("heroku");
+    assert!(
+        !h.app(&spec.heroku.app).await.expect("app").maintenance,
+        "maintenance off after undo"
+    );
+    // The phase moved back? It stays cutting_over; the retry goes on from there.
+    let cut = cutover::run(deps, mref(&id)).await.expect("cutover");
+    assert!(cut.freeze_ms >= 0, "{cut:?}");
+    assert!(cut.counts_checked == 2, "{cut:?}");
+    let cut_again = cutover::run(deps, mref(&id)).await.expect("cutover again");
+    assert_eq!(
+        cut.timeline, cut_again.timeline,
+        "a retry after success changes nothing"
+    );
+    outputs.push(serde_json::to_value(&cut).expect("json"));
+    assert!(
+        freeze::is_frozen(&source_admin, APP_ROLE)
+            .await
+            .expect("frozen?"),
+        "source frozen after cutover"
+    );
+    let target_admin = e.db.target_url().connect().await.expect("target");
+    assert!(
+        !freeze::is_frozen(&target_admin, &roles.target)
+            .await
+            .expect("frozen?"),
+        "target writable"
+    );
+    assert_eq!(
+        deps.params
+            .get(&spec.app_database_url_param())
+            .await
+            .expect("get"),
+        e.db.target_url().expose_secret(),
+        "DATABASE_URL points at the target"
+    );
+    let formation = h.formation(&spec.heroku.app).await.expect("formation");
+    assert!(
+        formation
+            .iter()
+            .any(|f| f.process_type == "worker" && f.quantity == 0)
+    );
+    // A write by the app on AWS reaches the source through the reverse stream.
+    wait_for("reverse mode", 30, || async {
+        store
+            .progress(&id)
+            .await
+            .expect("progress")
+            .is_some_and(|p| p.phase == WorkerPhase::Reverse)
+    })
+    .await;
+    target_admin
+        .batch_execute("INSERT INTO accounts (email) VALUES ('after-cutover@example.com')")
+        .await
+        .expect("write on the target");
+    wait_for("the reverse stream", 30, || async {
+        source_admin
+            .query_one(
+                "SELECT count(*) FROM accounts WHERE email = 'after-cutover@example.com'",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+
+    // 10. Decommission: worker stopped, capture gone from both sides, Heroku record retired,
+    //     dynos at 0, lock released, completed.
+    let dec = decommission::run(deps, mref(&id))
+        .await
+        .expect("decommission");
+    assert!(dec.worker_stopped && dec.heroku_record_removed, "{dec:?}");
+    let exited = wait_child(&mut worker, Duration::from_secs(30));
+    assert!(exited, "worker process ended on the stop command");
+    for c in [&source_admin, &target_admin] {
+        assert_eq!(capture_leftovers(c).await, 0, "capture objects left behind");
+    }
+    assert_eq!(
+        deps.router.weights(&spec.traffic).await.expect("weights"),
+        Some(Weights {
+            heroku: 0,
+            aws: 100
+        })
+    );
+    assert!(
+        h.formation(&spec.heroku.app)
+            .await
+            .expect("f")
+            .iter()
+            .all(|f| f.quantity == 0)
+    );
+    assert!(
+        store
+            .app_lock(&spec.heroku.app)
+            .await
+            .expect("lock")
+            .is_none()
+    );
+    assert_eq!(
+        store.migration(&id).await.expect("rec").phase,
+        Phase::Completed
+    );
+    outputs.push(serde_json::to_value(&dec).expect("json"));
+
+    // No secret in outputs, audit entries, errors or logs.
+    let audit = serde_json::to_string(&store.audit_log(&id).await.expect("audit")).expect("json");
+    let out = serde_json::to_string(&outputs).expect("json");
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    let mut secrets = e.secrets.clone();
+    secrets.extend(
+        e.secrets
+            .iter()
+            .filter(|s| s.contains("://"))
+            .map(|u| password(u)),
+    );
+    secrets.extend(tokens);
+    for s in secrets.iter().filter(|s| s.len() >= 6) {
+        for (what, text) in [
+            ("audit log", &audit),
+            ("step outputs", &out),
+            ("logs", &logged),
+            ("error", &err.to_string()),
+        ] {
+            assert!(!text.contains(s.as_str()), "a secret appears in the {what}");
+        }
+    }
+}
+
+fn store_table(e: &Env) -> String {
+    e.store.table().to_string()
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The approval callback refuses a bad signature, a stale timestamp, an approver not on the
+/// list and a replayed request, each with no state change; then a canary whose health URL
+/// fails sends all traffic back to Heroku and fails its task with `Ferry.CanaryUnhealthy`,
+/// and the rollback releases the lock.
+#[tokio::test]
+async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
+    let e = env("gates_", None).await;
+    let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
+    let exec = format!("arn:aws:states:us-east-1:123456789012:execution:ferry:{id}");
+    preflight::run(
+        deps,
+        preflight::Input {
+            spec: e.spec_json.clone(),
+            execution_arn: exec.clone(),
+        },
+    )
+    .await
+    .expect("preflight");
+    let spec = store.migration(&id).await.expect("record").spec;
+    // Walk the phases the earlier steps would (this test is about the gates).
+    for phase in [Phase::ConfigSync, Phase::Replicating, Phase::Verifying] {
+        let rec = store.migration(&id).await.expect("rec");
+        store
+            .advance_phase(&id, rec.version, phase, chrono::Utc::now())
+            .await
+            .expect("phase");
+    }
+    let gk = Gatekeeper::new().await;
+    let (gate_exec, token) = gk.waiting_execution().await;
+    approval::request(
+        deps,
+        approval::RequestInput {
+            migration_id: id.clone(),
+            gate: Gate::ShiftTraffic,
+            task_token: token,
+        },
+    )
+    .await
+    .expect("request");
+    let now = chrono::Utc::now().timestamp();
+    let good = slack_body(&id, Gate::ShiftTraffic, true, SLACK_USER);
+    let pending = || async {
+        store
+            .approval(&id, Gate::ShiftTraffic)
+            .await
+            .expect("read")
+            .expect("req")
+            .status
+            == ApprovalStatus::Pending
+    };
+    let refused = [
+        (
+            "bad signature",
+            slack_request(&good, now, Some(format!("v0={}", "0".repeat(64)))),
+            401,
+        ),
+        (
+            "stale timestamp",
+            slack_request(&good, now - 600, None),
+            401,
+        ),
+        (
+            "approver not listed",
+            slack_request(
+                &slack_body(&id, Gate::ShiftTraffic, true, "U0MALLORY"),
+                now,
+                None,
+            ),
+            403,
+        ),
+    ];
+    for (what, req, _code) in refused {
+        let r = approval::callback(deps, req).await;
+        assert!(r.body.contains("refused"), "{what}: {}", r.body);
+        assert!(pending().await, "{what} changed the approval");
+    }
+    // Link refusals carry their HTTP status.
+    let forged = HttpRequest {
+        method: "POST".into(),
+        path: "/decide".into(),
+        body: b"t=eyJub3QiOiJzaWduZWQifQ.deadbeef".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(approval::callback(deps, forged).await.status_code, 401);
+    assert!(pending().await);
+    // The real click, then its replay.
+    let click = slack_request(&good, now, None);
+    assert!(
+        approval::callback(deps, click.clone())
+            .await
+            .body
+            .contains("approved")
+    );
+    assert_eq!(
+        gk.finished(&gate_exec).await.status(),
+        &ExecutionStatus::Succeeded
+    );
+    let replay = approval::callback(deps, click).await;
+    assert!(replay.body.contains("already used"), "{}", replay.body);
+    let audit = store.audit_log(&id).await.expect("audit");
+    assert_eq!(audit.iter().filter(|a| a.action == "approve").count(), 1);
+
+    // Canary: healthy first tick moves; then the health URL fails.
+    let (canary_exec, token) = gk.waiting_execution().await;
+    let start = canary::start(
+        deps,
+        canary::StartInput {
+            migration_id: id.clone(),
+            task_token: token,
+        },
+    )
+    .await
+    .expect("canary start");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let tick = || {
+        canary::tick(
+            deps,
+            canary::TickInput {
+                migration_id: id.clone(),
+                interval_seconds: 1,
+            },
+        )
+    };
+    assert_eq!(tick().await.expect("tick").aws_percent, 50);
+    e.sink.answer(503);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t = tick().await.expect("unhealthy tick");
+    assert_eq!(t.action, "unhealthy");
+    assert_eq!(
+        deps.router.weights(&spec.traffic).await.expect("weights"),
+        Some(Weights {
+            heroku: 100,
+            aws: 0
+        })
+    );
+    assert!(!deps.schedule.rule_exists(&start.rule).await.expect("rule?"));
+    let done = gk.finished(&canary_exec).await;
+    assert_eq!(done.status(), &ExecutionStatus::Failed);
+    assert_eq!(done.error(), Some("Ferry.CanaryUnhealthy"));
+
+    // The Catch → rollback: nothing but traffic was changed; lock released; twice is fine.
+    let input = || rollback::Input {
+        migration_id: id.clone(),
+        execution_arn: exec.clone(),
+        error: Some(rollback::CaughtError {
+            error: "Ferry.CanaryUnhealthy".into(),
+            cause: "health URL answered 503".into(),
+        }),
+    };
+    let rb = rollback::run(deps, input()).await.expect("rollback");
+    assert_eq!(rb.from_phase.as_deref(), Some("shifting_traffic"));
+    rollback::run(deps, input()).await.expect("rollback again");
+    assert_eq!(
+        store.migration(&id).await.expect("rec").phase,
+        Phase::RolledBack
+    );
+    assert!(
+        store
+            .app_lock(&spec.heroku.app)
+            .await
+            .expect("lock")
+            .is_none()
+    );
+    // A rollback from another execution of the same id touches nothing.
+    let foreign = rollback::run(
+        deps,
+        rollback::Input {
+            migration_id: id.clone(),
+            execution_arn: "arn:aws:states:us-east-1:123456789012:execution:ferry:other".into(),
+            error: None,
+        },
+    )
+    .await
+    .expect("foreign rollback");
+    assert!(foreign.undone.is_empty());
+}
