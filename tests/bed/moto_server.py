@@ -25,6 +25,10 @@ def main():
     # so set it here, before the first request, where nothing can race it.
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
     default_user_config["lambda"] = {"use_docker": False}
+    # moto advances an ECS task one state per DescribeTasks (RUNNING → … → STOPPED after a
+    # few reads); a real task runs until it is stopped. StopTask still stops it at once.
+    from moto.moto_api import state_manager
+    state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     Path(args.ready_file).write_text(str(os.getpid()))

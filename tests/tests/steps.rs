@@ -729,6 +729,10 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     let dec = decommission::run(deps, mref(&id))
         .await
         .expect("decommission");
+    let dec_again = decommission::run(deps, mref(&id))
+        .await
+        .expect("decommission again");
+    assert_eq!(dec.report, dec_again.report, "a retry reports the same");
     assert!(dec.worker_stopped && dec.heroku_record_removed, "{dec:?}");
     let exited = wait_child(&mut worker, Duration::from_secs(30));
     assert!(exited, "worker process ended on the stop command");
@@ -979,4 +983,187 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
     .await
     .expect("foreign rollback");
     assert!(foreign.undone.is_empty());
+}
+
+/// After the cutover, a rejected "finish" gate rolls back: the write made on AWS reaches the
+/// source through the reverse stream before DATABASE_URL moves back, the source is writable,
+/// traffic and Heroku are as they were, the worker and capture are gone, the lock is free.
+#[tokio::test]
+async fn rollback_after_cutover_loses_no_write_made_on_aws() {
+    let e = env("rb_", None).await;
+    let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
+    let exec = format!("arn:aws:states:us-east-1:123456789012:execution:ferry:{id}");
+    preflight::run(
+        deps,
+        preflight::Input {
+            spec: e.spec_json.clone(),
+            execution_arn: exec.clone(),
+        },
+    )
+    .await
+    .expect("preflight");
+    let spec = store.migration(&id).await.expect("record").spec;
+    config_sync::run(deps, mref(&id)).await.expect("config");
+    replication::start(deps, mref(&id)).await.expect("start");
+    let mut worker = spawn_worker(&id, e.store.table());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !replication::status(deps, mref(&id))
+        .await
+        .expect("status")
+        .ready
+    {
+        assert!(Instant::now() < deadline, "replication did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Gates and canary are the other tests' subject: walk their phases, put traffic on AWS.
+    for phase in [
+        Phase::Verifying,
+        Phase::AwaitingTrafficApproval,
+        Phase::ShiftingTraffic,
+        Phase::AwaitingCutoverApproval,
+    ] {
+        let rec = store.migration(&id).await.expect("rec");
+        store
+            .advance_phase(&id, rec.version, phase, chrono::Utc::now())
+            .await
+            .expect("phase");
+    }
+    deps.router
+        .set_weights(&spec.traffic, Weights::for_aws_percent(100))
+        .await
+        .expect("weights");
+    cutover::run(deps, mref(&id)).await.expect("cutover");
+    wait_for("reverse mode", 30, || async {
+        store
+            .progress(&id)
+            .await
+            .expect("progress")
+            .is_some_and(|p| p.phase == WorkerPhase::Reverse)
+    })
+    .await;
+    // The app, now on RDS, writes.
+    let target_admin = e.db.target_url().connect().await.expect("target");
+    target_admin
+        .batch_execute(
+            "INSERT INTO accounts (email) VALUES ('made-on-aws@example.com');
+             UPDATE accounts SET balance = 424242 WHERE id = 7;",
+        )
+        .await
+        .expect("write on the target");
+
+    let input = || rollback::Input {
+        migration_id: id.clone(),
+        execution_arn: exec.clone(),
+        error: Some(rollback::CaughtError {
+            error: "Ferry.Rejected".into(),
+            cause: "ops-lead rejected gate finish".into(),
+        }),
+    };
+    // As the state machine's Retry does while the reverse stream catches up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        match rollback::run(deps, input()).await {
+            Ok(out) => break out,
+            Err(err) if err.step_error_name().starts_with("Ferry.Retryable.") => {
+                assert!(Instant::now() < deadline, "rollback kept retrying: {err}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("rollback failed: {err}"),
+        }
+    };
+    assert_eq!(out.from_phase.as_deref(), Some("rollback_window"));
+    assert!(
+        out.undone.iter().any(|u| u.contains("database back")),
+        "{out:?}"
+    );
+    let source_admin =
+        e.db.url(ferry_tests::Side::Source)
+            .connect()
+            .await
+            .expect("source");
+    let row = source_admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM accounts WHERE email = 'made-on-aws@example.com'),
+                    (SELECT balance::text FROM accounts WHERE id = 7)",
+            &[],
+        )
+        .await
+        .expect("read source");
+    assert_eq!(
+        row.get::<_, i64>(0),
+        1,
+        "the insert made on AWS is on the source"
+    );
+    assert_eq!(
+        row.get::<_, String>(1),
+        "424242",
+        "the update made on AWS too"
+    );
+    assert!(
+        !freeze::is_frozen(&source_admin, APP_ROLE)
+            .await
+            .expect("frozen?")
+    );
+    // The app role can write on the source again.
+    e.db.source_app_url()
+        .connect()
+        .await
+        .expect("app")
+        .batch_execute("INSERT INTO accounts (email) VALUES ('back-on-heroku@example.com')")
+        .await
+        .expect("the app writes on the source again");
+    assert_eq!(
+        deps.params
+            .get(&spec.app_database_url_param())
+            .await
+            .expect("get"),
+        e.db.source_app_url().expose_secret(),
+        "DATABASE_URL back on the source"
+    );
+    assert_eq!(
+        deps.router.weights(&spec.traffic).await.expect("weights"),
+        Some(Weights {
+            heroku: 100,
+            aws: 0
+        })
+    );
+    let h =
+        ferry_heroku::HerokuClient::new(&deps.settings.heroku_api_url, heroku().1).expect("heroku");
+    let app = h.app(&spec.heroku.app).await.expect("app");
+    assert!(!app.maintenance, "maintenance mode off again");
+    let formation = h.formation(&spec.heroku.app).await.expect("formation");
+    assert!(
+        formation
+            .iter()
+            .any(|f| f.process_type == "worker" && f.quantity > 0),
+        "worker dynos restored: {formation:?}"
+    );
+    assert!(
+        wait_child(&mut worker, Duration::from_secs(30)),
+        "worker stopped"
+    );
+    let target_admin = e.db.target_url().connect().await.expect("target");
+    for c in [&source_admin, &target_admin] {
+        assert_eq!(capture_leftovers(c).await, 0, "capture objects left behind");
+    }
+    let roles: facts::AppRoles = facts::get(store, &id, facts::APP_ROLES)
+        .await
+        .expect("fact")
+        .expect("roles");
+    assert!(
+        !freeze::is_frozen(&target_admin, &roles.target)
+            .await
+            .expect("frozen?")
+    );
+    assert_eq!(
+        store.migration(&id).await.expect("rec").phase,
+        Phase::RolledBack
+    );
+    assert!(
+        store
+            .app_lock(&spec.heroku.app)
+            .await
+            .expect("lock")
+            .is_none()
+    );
 }

@@ -51,6 +51,18 @@ pub struct Output {
 /// Runs the decommission.
 pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let id = &input.migration_id;
+    let done = deps.record(id).await?;
+    if done.phase == Phase::Completed
+        && let Some(report) = facts::get::<Report>(deps.store.as_ref(), id, facts::REPORT).await?
+    {
+        // A retry after it completed: report again, touch nothing.
+        return Ok(Output {
+            worker_stopped: false,
+            heroku_record_removed: false,
+            dynos_scaled_to_zero: Vec::new(),
+            report,
+        });
+    }
     let rec = deps.enter(id, Phase::CleaningUp).await?;
     let spec = &rec.spec;
     let store = deps.store.as_ref();
