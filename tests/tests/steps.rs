@@ -790,6 +790,36 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     }
 }
 
+/// Runs the preflight for the env's migration; returns the execution ARN and the spec.
+async fn preflight_passed(e: &Env) -> (String, ferry_core::MigrationSpec) {
+    let exec = format!(
+        "arn:aws:states:us-east-1:123456789012:execution:ferry:{}",
+        e.id
+    );
+    preflight::run(
+        &e.deps,
+        preflight::Input {
+            spec: e.spec_json.clone(),
+            execution_arn: exec.clone(),
+        },
+    )
+    .await
+    .expect("preflight");
+    let spec = e.store.migration(&e.id).await.expect("record").spec;
+    (exec, spec)
+}
+
+/// Moves the record through `phases` as the steps this test skips would.
+async fn walk(store: &dyn MigrationStore, id: &str, phases: &[Phase]) {
+    for phase in phases {
+        let rec = store.migration(id).await.expect("rec");
+        store
+            .advance_phase(id, rec.version, *phase, chrono::Utc::now())
+            .await
+            .expect("phase");
+    }
+}
+
 fn store_table(e: &Env) -> String {
     e.store.table().to_string()
 }
@@ -816,25 +846,14 @@ fn wait_child(child: &mut Child, limit: Duration) -> bool {
 async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
     let e = env("gates_", None).await;
     let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
-    let exec = format!("arn:aws:states:us-east-1:123456789012:execution:ferry:{id}");
-    preflight::run(
-        deps,
-        preflight::Input {
-            spec: e.spec_json.clone(),
-            execution_arn: exec.clone(),
-        },
-    )
-    .await
-    .expect("preflight");
-    let spec = store.migration(&id).await.expect("record").spec;
+    let (exec, spec) = preflight_passed(&e).await;
     // Walk the phases the earlier steps would (this test is about the gates).
-    for phase in [Phase::ConfigSync, Phase::Replicating, Phase::Verifying] {
-        let rec = store.migration(&id).await.expect("rec");
-        store
-            .advance_phase(&id, rec.version, phase, chrono::Utc::now())
-            .await
-            .expect("phase");
-    }
+    walk(
+        store,
+        &id,
+        &[Phase::ConfigSync, Phase::Replicating, Phase::Verifying],
+    )
+    .await;
     let gk = Gatekeeper::new().await;
     let (gate_exec, token) = gk.waiting_execution().await;
     approval::request(
@@ -992,17 +1011,7 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
 async fn rollback_after_cutover_loses_no_write_made_on_aws() {
     let e = env("rb_", None).await;
     let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
-    let exec = format!("arn:aws:states:us-east-1:123456789012:execution:ferry:{id}");
-    preflight::run(
-        deps,
-        preflight::Input {
-            spec: e.spec_json.clone(),
-            execution_arn: exec.clone(),
-        },
-    )
-    .await
-    .expect("preflight");
-    let spec = store.migration(&id).await.expect("record").spec;
+    let (exec, spec) = preflight_passed(&e).await;
     config_sync::run(deps, mref(&id)).await.expect("config");
     replication::start(deps, mref(&id)).await.expect("start");
     let mut worker = spawn_worker(&id, e.store.table());
@@ -1016,18 +1025,17 @@ async fn rollback_after_cutover_loses_no_write_made_on_aws() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Gates and canary are the other tests' subject: walk their phases, put traffic on AWS.
-    for phase in [
-        Phase::Verifying,
-        Phase::AwaitingTrafficApproval,
-        Phase::ShiftingTraffic,
-        Phase::AwaitingCutoverApproval,
-    ] {
-        let rec = store.migration(&id).await.expect("rec");
-        store
-            .advance_phase(&id, rec.version, phase, chrono::Utc::now())
-            .await
-            .expect("phase");
-    }
+    walk(
+        store,
+        &id,
+        &[
+            Phase::Verifying,
+            Phase::AwaitingTrafficApproval,
+            Phase::ShiftingTraffic,
+            Phase::AwaitingCutoverApproval,
+        ],
+    )
+    .await;
     deps.router
         .set_weights(&spec.traffic, Weights::for_aws_percent(100))
         .await
