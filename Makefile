@@ -30,9 +30,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## unit: the tests that need no test bed (spec, state, CLI)
+## unit: the tests that need no test bed (spec, state, CLI, replicator and step helpers)
 unit:
-	cargo nextest run -p ferry-core -p ferry-pg -p ferry-aws -p ferry-heroku -p ferry-cli -p ferry-replicator
+	cargo nextest run -p ferry-core -p ferry-pg -p ferry-aws -p ferry-heroku -p ferry-cli -p ferry-replicator -p ferry-steps
 
 ## schema: regenerate examples/migration.schema.json from the spec types
 schema:

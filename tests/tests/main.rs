@@ -4,6 +4,7 @@ mod approvals;
 mod cloud;
 mod emulator;
 mod heroku;
+mod lambda;
 mod pg;
 mod preflight;
 mod replication;

@@ -460,6 +460,10 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         .await
         .expect("verify");
     assert_eq!(v.tables, 2);
+    let v2 = verify::run(deps, mref(&id), Some(Duration::from_secs(1)))
+        .await
+        .expect("verify again");
+    assert_eq!(v2.source_rows, v.source_rows);
     assert_eq!(v.source_rows, 5000);
 
     // 5. Gate "shift traffic": prompt to SNS and Slack; a signed Slack click approves it and
@@ -477,6 +481,27 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     )
     .await
     .expect("request");
+    let req_again = approval::request(
+        deps,
+        approval::RequestInput {
+            migration_id: id.clone(),
+            gate: Gate::ShiftTraffic,
+            task_token: token.clone(),
+        },
+    )
+    .await
+    .expect("request again");
+    assert_eq!(req.gate, req_again.gate);
+    assert_eq!(
+        store
+            .approval(&id, Gate::ShiftTraffic)
+            .await
+            .expect("read")
+            .expect("req")
+            .status,
+        ApprovalStatus::Pending,
+        "a retried prompt keeps the gate pending"
+    );
     assert_eq!(req.notified, vec!["sns", "slack"]);
     let posted = e.sink.requests();
     assert!(
@@ -521,6 +546,19 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     )
     .await
     .expect("canary start");
+    let start_again = canary::start(
+        deps,
+        canary::StartInput {
+            migration_id: id.clone(),
+            task_token: token.clone(),
+        },
+    )
+    .await
+    .expect("canary start again");
+    assert_eq!(
+        start_again.aws_percent, start.aws_percent,
+        "a retried start does not reset or skip"
+    );
     assert_eq!(start.aws_percent, 10);
     assert!(deps.schedule.rule_exists(&start.rule).await.expect("rule?"));
     assert_eq!(
