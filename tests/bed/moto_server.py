@@ -14,6 +14,33 @@ from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
 
 
+def forward_lambda_invokes(base):
+    """The emulator's Lambda invoke goes to cargo lambda watch, which runs the real function
+    binaries. A function error comes back from it as HTTP 500 with {errorType, errorMessage};
+    real Lambda answers 200 with X-Amz-Function-Error, which is what Step Functions reads."""
+    import urllib.error
+    import urllib.request
+
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        name = function_name
+        if name.startswith("arn:"):
+            name = name.split(":function:", 1)[1].split(":", 1)[0]
+        data = body if isinstance(body, bytes) else (body or "{}").encode()
+        req = urllib.request.Request(f"{base}/2015-03-31/functions/{name}/invocations",
+                                     data=data, method="POST",
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=900) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as e:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return e.read()
+
+    LambdaSimpleBackend.invoke = invoke
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -29,6 +56,9 @@ def main():
     # few reads); a real task runs until it is stopped. StopTask still stops it at once.
     from moto.moto_api import state_manager
     state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
+    forward = os.environ.get("FERRY_LAMBDA_FORWARD")
+    if forward:
+        forward_lambda_invokes(forward)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     Path(args.ready_file).write_text(str(os.getpid()))

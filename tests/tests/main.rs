@@ -2,6 +2,7 @@
 
 mod approvals;
 mod cloud;
+mod e2e;
 mod emulator;
 mod heroku;
 mod lambda;

@@ -221,6 +221,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         rule_prefix: "ferry-canary-".into(),
         pg_bin: bed_var("FERRY_BED_TARGET_BIN").into(),
         fault: settings_fault.map(str::to_string),
+        fault_prefix: None,
         drain_poll: Duration::from_millis(20),
     };
     let deps = ferry_lambda::deps(settings, store.table().to_string(), worker)

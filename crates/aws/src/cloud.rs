@@ -32,7 +32,7 @@ where
             if TRANSIENT.contains(&code) {
                 CloudError::Unavailable {
                     service,
-                    source: Box::new(e),
+                    source: format!("{code}: {}", err.message().unwrap_or("no detail")).into(),
                 }
             } else {
                 CloudError::Refused {
@@ -44,7 +44,9 @@ where
         }
         _ => CloudError::Unavailable {
             service,
-            source: Box::new(e),
+            source: aws_smithy_types::error::display::DisplayErrorContext(&e)
+                .to_string()
+                .into(),
         },
     }
 }

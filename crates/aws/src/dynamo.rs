@@ -764,10 +764,12 @@ where
         "ThrottlingException",
         "TransactionConflictException",
     ];
+    // The SDK's own Display says only "service error": keep the whole chain.
+    let detail = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
     if e.code().is_some_and(|c| THROTTLES.contains(&c)) {
-        StoreError::Throttled(Box::new(e))
+        StoreError::Throttled(detail.into())
     } else {
-        StoreError::Unavailable(Box::new(e))
+        StoreError::Unavailable(detail.into())
     }
 }
 

@@ -143,20 +143,33 @@ impl PgUrl {
         (redact(&self.raw).replace(":***@", "@"), password)
     }
 
-    /// Opens a connection; its I/O runs on a spawned task that ends when the client is dropped.
+    /// Opens a Ferry session; its I/O runs on a spawned task that ends when the client is
+    /// dropped.
     pub async fn connect(&self) -> Result<Client, PgError> {
+        self.open(true).await
+    }
+
+    /// Opens a session as an application would: none of Ferry's session options, so a role
+    /// frozen by the cutover is read-only in it (rehearsals' sample app).
+    pub async fn connect_as_app(&self) -> Result<Client, PgError> {
+        self.open(false).await
+    }
+
+    async fn open(&self, ferry_session: bool) -> Result<Client, PgError> {
         let tls = MakeRustlsConnect::new(self.client_config()?);
         let mut config = self.config.clone();
-        // Ferry's sessions are named (the cutover's session termination spares them) and
-        // writable even when the cutover froze the role with default_transaction_read_only.
-        if config.get_application_name().is_none() {
-            config.application_name(crate::freeze::APPLICATION_NAME);
+        if ferry_session {
+            // Ferry's sessions are named (the cutover's session termination spares them) and
+            // writable even when the cutover froze the role with default_transaction_read_only.
+            if config.get_application_name().is_none() {
+                config.application_name(crate::freeze::APPLICATION_NAME);
+            }
+            let options = match config.get_options() {
+                Some(o) => format!("{o} {}", crate::freeze::SESSION_OPTIONS),
+                None => crate::freeze::SESSION_OPTIONS.to_string(),
+            };
+            config.options(&options);
         }
-        let options = match config.get_options() {
-            Some(o) => format!("{o} {}", crate::freeze::SESSION_OPTIONS),
-            None => crate::freeze::SESSION_OPTIONS.to_string(),
-        };
-        config.options(&options);
         let (client, connection) =
             config
                 .connect(tls)

@@ -57,6 +57,67 @@ pub async fn verify(
     Ok(out)
 }
 
+/// For a table with an integer key: the keys whose rows differ between source and target,
+/// among `keys` (or, without them, in `[lo, hi)`). Used to tell rows in flight (they converge
+/// once applied) from real differences.
+pub async fn differing_keys(
+    source: &Client,
+    target: &Client,
+    t: &Table,
+    range: (i64, i64),
+    keys: Option<&[i64]>,
+) -> ReplResult<Vec<i64>> {
+    let Some(key) = t.integer_key() else {
+        return Err(ReplError::State(format!(
+            "{} has no integer key to compare row by row",
+            t.display_name()
+        )));
+    };
+    let all_cols = t
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let k = quote_ident(key);
+    let filter = match keys {
+        Some(_) => format!("{k} = ANY($1::bigint[])"),
+        None => format!("{k} >= $1::bigint AND {k} < $2::bigint"),
+    };
+    let sql = format!(
+        "SELECT {k}::bigint, md5(ROW({all_cols})::text) FROM {q} WHERE {filter}",
+        q = t.qualified()
+    );
+    let what = format!("compare rows of {}", t.display_name());
+    let (a, b) = tokio::try_join!(
+        row_hashes(source, &sql, &what, range, keys),
+        row_hashes(target, &sql, &what, range, keys)
+    )?;
+    let mut out: Vec<i64> = a
+        .iter()
+        .filter(|(k, h)| b.get(k) != Some(h))
+        .map(|(k, _)| *k)
+        .chain(b.keys().filter(|k| !a.contains_key(k)).copied())
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+async fn row_hashes(
+    client: &Client,
+    sql: &str,
+    what: &str,
+    range: (i64, i64),
+    keys: Option<&[i64]>,
+) -> ReplResult<std::collections::HashMap<i64, String>> {
+    let rows = match keys {
+        Some(list) => client.query(sql, &[&list]).await,
+        None => client.query(sql, &[&range.0, &range.1]).await,
+    }
+    .map_err(ReplError::sql(what.to_string()))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 async fn verify_table(
     source: &Client,
     target: &Client,

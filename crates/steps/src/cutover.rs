@@ -157,6 +157,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     }
     let capture = installed_capture(&source).await?;
     let rep = replicator(deps, spec, &source_url, &target_url, capture).await?;
+    let fault = deps.fault_for(id).await?;
     let mut clock = Clock {
         fact: CutoverFact {
             state: "frozen".into(),
@@ -187,7 +188,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     clock.mark("source_frozen");
     facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
 
-    match frozen_part(deps, spec, &rep, &heroku, &mut clock).await {
+    match frozen_part(deps, spec, &rep, &heroku, &mut clock, fault.as_deref()).await {
         Ok((sequences, counts)) => {
             let mut out = finish(deps, spec, &target, &roles, &mut clock).await?;
             out.sequences = sequences;
@@ -244,9 +245,10 @@ async fn frozen_part(
     rep: &Replicator,
     heroku: &HerokuClient,
     clock: &mut Clock,
+    fault: Option<&str>,
 ) -> StepResult<(usize, usize)> {
     let id = &spec.migration_id;
-    deps.fault("cutover:after_freeze")?;
+    crate::fault(fault, "cutover:after_freeze")?;
     let position = rep.source_head().await?;
     clock.fact.position = Some(position.clone());
     clock.mark("position");
@@ -314,7 +316,7 @@ async fn frozen_part(
     if counts > 0 {
         clock.mark("counts_checked");
     }
-    deps.fault("cutover:before_switch")?;
+    crate::fault(fault, "cutover:before_switch")?;
     Ok((sequences, counts))
 }
 

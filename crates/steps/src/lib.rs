@@ -56,6 +56,9 @@ pub struct Settings {
     pub pg_bin: PathBuf,
     /// Rehearsal fault injection (`cutover:after_freeze`, …); never set in production.
     pub fault: Option<String>,
+    /// Rehearsals only: an SSM prefix under which `<prefix><migration id>` may name a fault
+    /// for that migration (so one rehearsal bed can inject a fault into one migration).
+    pub fault_prefix: Option<String>,
     /// How often the cutover polls the worker while it drains.
     pub drain_poll: Duration,
 }
@@ -83,6 +86,7 @@ impl Settings {
                 var("FERRY_PG_BIN").unwrap_or_else(|| "/usr/lib/postgresql/17/bin".into()),
             ),
             fault: var("FERRY_INJECT_FAULT").filter(|v| !v.is_empty()),
+            fault_prefix: var("FERRY_REHEARSAL_FAULT_PREFIX").filter(|v| !v.is_empty()),
             drain_poll: Duration::from_millis(
                 var("FERRY_DRAIN_POLL_MS")
                     .and_then(|v| v.parse().ok())
@@ -203,12 +207,27 @@ impl Deps {
         Ok((source, target))
     }
 
-    /// Fails with an injected fault when the rehearsal asked for one at `point`.
-    pub fn fault(&self, point: &str) -> StepResult<()> {
-        match &self.settings.fault {
-            Some(f) if f == point => Err(StepError::Injected(point.to_string())),
-            _ => Ok(()),
+    /// The rehearsal fault for this migration, if any (read once, before anything is frozen).
+    pub async fn fault_for(&self, migration_id: &str) -> StepResult<Option<String>> {
+        if self.settings.fault.is_some() {
+            return Ok(self.settings.fault.clone());
         }
+        let Some(prefix) = &self.settings.fault_prefix else {
+            return Ok(None);
+        };
+        match self.params.get(&format!("{prefix}{migration_id}")).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ferry_core::ParamError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Fails with an injected fault when the rehearsal asked for one at `point`.
+pub fn fault(fault: Option<&str>, point: &str) -> StepResult<()> {
+    match fault {
+        Some(f) if f == point => Err(StepError::Injected(point.to_string())),
+        _ => Ok(()),
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Environment: `FERRY_MIGRATION_ID`, `FERRY_STATE_TABLE` (required); `FERRY_PG_BIN` (pg_dump
 //! and psql of the target's major version), `FERRY_WORKER_ID`, `FERRY_HEARTBEAT_MS`,
-//! `FERRY_BATCH_SIZE`, `FERRY_ROWS_PER_CHUNK`, `FERRY_SCHEMA_CHECK_MS` (optional); AWS
+//! `FERRY_BATCH_SIZE`, `FERRY_ROWS_PER_CHUNK`, `FERRY_SCHEMA_CHECK_MS`, `FERRY_COMMAND_POLL_MS`
+//! (optional; commands are read every 100 ms so a cutover's drain starts at once); AWS
 //! settings as usual (`AWS_REGION`, `AWS_ENDPOINT_URL` …).
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -59,7 +60,8 @@ async fn config(
             .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
         migration_id,
         heartbeat,
-        command_poll: heartbeat.min(Duration::from_secs(1)),
+        // The cutover waits for the drain command inside the write freeze: read commands often.
+        command_poll: heartbeat.min(Duration::from_millis(var_or("FERRY_COMMAND_POLL_MS", 100)?)),
         idle: Duration::from_millis(100),
         schema_check: Duration::from_millis(var_or("FERRY_SCHEMA_CHECK_MS", 30_000)?),
         replicator: Config {

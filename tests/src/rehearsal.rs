@@ -1,0 +1,1024 @@
+//! The local rehearsal: the real state machine (`statemachines/migration.asl.json`) in the
+//! emulator, running the real function binaries (cargo lambda watch, forwarded from the
+//! emulator's Lambda invoke), against real PostgreSQL, with small honest stand-ins for what
+//! the emulator does not do — all here, in the test bed, not in the product:
+//!
+//! - [`EcsRunner`]: starts the `ferry-worker` binary for each RUNNING task of a migration
+//!   (with its overrides), stops it on StopTask, and marks the task STOPPED when the process
+//!   dies, as ECS does.
+//! - [`Scheduler`]: fires the canary's EventBridge rules on their schedule (compressed: the
+//!   rule input's `interval_seconds`).
+//! - [`App`]: the sample app, two instances ("Heroku" reads DATABASE_URL from the Heroku
+//!   config, "AWS" from SSM), behind a resolver that splits requests by the Route 53 weights,
+//!   fed by a load generator that records every acknowledged write and every error.
+//! - [`Approver`]: approves or rejects a gate as a person would, through the approval callback
+//!   with a correctly signed Slack request.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    process::{Child, Command},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType};
+use chrono::{DateTime, Utc};
+use ferry_core::{
+    MigrationStore, ParamStore,
+    state::{ApprovalStatus, Gate},
+    traffic::{TrafficRouter, Weights},
+};
+use ferry_pg::PgUrl;
+use rand::Rng;
+
+use crate::{bed_var, heroku, heroku_app, sink::Sink, unique, workspace_bin};
+
+/// The function ARN the state machine's `${<Step>FunctionArn}` becomes.
+pub fn function_arn(binary: &str) -> String {
+    format!("arn:aws:lambda:us-east-1:123456789012:function:{binary}")
+}
+
+/// The ASL with its substitutions filled in, as the SAM template's DefinitionSubstitutions do.
+pub fn definition() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .join("statemachines/migration.asl.json");
+    let mut text = std::fs::read_to_string(path).expect("read the ASL");
+    while let Some(start) = text.find("${") {
+        let end = start + text[start..].find('}').expect("closing brace");
+        let name = &text[start + 2..end];
+        let stem = name.strip_suffix("FunctionArn").expect("<Step>FunctionArn");
+        let mut kebab = String::from("ferry");
+        for c in stem.chars() {
+            if c.is_ascii_uppercase() {
+                kebab.push('-');
+            }
+            kebab.push(c.to_ascii_lowercase());
+        }
+        text.replace_range(start..=end, &function_arn(&kebab));
+    }
+    text
+}
+
+/// Invokes a function binary as the emulator's Lambda invoke does (through cargo lambda
+/// watch); returns (ok, JSON body).
+pub async fn invoke(binary: &str, payload: &serde_json::Value) -> (bool, serde_json::Value) {
+    let url = format!(
+        "{}/2015-03-31/functions/{binary}/invocations",
+        bed_var("FERRY_BED_LAMBDA_URL")
+    );
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(payload)
+        .timeout(Duration::from_secs(900))
+        .send()
+        .await
+        .expect("reach cargo lambda watch");
+    let ok = resp.status().is_success();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (ok, body)
+}
+
+/// How a rehearsal's database and timing look.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rows in the big table (about 150 bytes each).
+    pub rows: i64,
+    /// Percent steps of the canary.
+    pub steps: Vec<u32>,
+    /// Seconds between canary ticks (compressed time).
+    pub canary_interval_seconds: u32,
+    /// The rollback window in seconds.
+    pub rollback_window_seconds: u32,
+    /// Writes per second of the load generator.
+    pub writes_per_second: u32,
+    /// Copy parallelism.
+    pub parallelism: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            rows: 20_000,
+            steps: vec![10, 50, 100],
+            canary_interval_seconds: 2,
+            rollback_window_seconds: 3,
+            writes_per_second: 40,
+            parallelism: 2,
+        }
+    }
+}
+
+/// One migration's world: its databases, Heroku app, AWS resources and spec.
+pub struct Rehearsal {
+    /// The migration id (also the execution name).
+    pub id: String,
+    /// The Heroku app.
+    pub app: String,
+    /// The source database URL the app uses (Heroku's DATABASE_URL).
+    pub source_app: PgUrl,
+    /// The source database as superuser.
+    pub source_admin: PgUrl,
+    /// The target database.
+    pub target: PgUrl,
+    /// The spec (the execution input).
+    pub spec: serde_json::Value,
+    /// The state store the functions use.
+    pub store: Arc<ferry_aws::DynamoStore>,
+    /// SSM.
+    pub params: Arc<ferry_aws::SsmParams>,
+    /// Route 53.
+    pub router: Arc<ferry_aws::Route53Router>,
+    /// Step Functions.
+    pub sfn: aws_sdk_sfn::Client,
+    /// The state machine.
+    pub machine_arn: String,
+    /// The AWS app's health URL (make it fail to fail the canary).
+    pub health: Sink,
+    /// The database name on both clusters.
+    pub db_name: String,
+}
+
+impl std::fmt::Debug for Rehearsal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rehearsal").field("id", &self.id).finish()
+    }
+}
+
+async fn ensure_shared(aws: &aws_config::SdkConfig) {
+    let ddb = aws_sdk_dynamodb::Client::new(aws);
+    ferry_aws::create_table(&ddb, &bed_var("FERRY_BED_STATE_TABLE"))
+        .await
+        .expect("state table");
+    let ecs = aws_sdk_ecs::Client::new(aws);
+    ecs.create_cluster()
+        .cluster_name(bed_var("FERRY_BED_CLUSTER"))
+        .send()
+        .await
+        .expect("cluster");
+    ecs.register_task_definition()
+        .family(bed_var("FERRY_BED_TASK_DEFINITION"))
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("1024")
+        .memory("2048")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("ferry-worker:rehearsal")
+                .cpu(1024)
+                .memory(2048)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("task definition");
+}
+
+impl Rehearsal {
+    /// Creates the databases (with `options.rows` rows of app data), the Heroku app, the AWS
+    /// resources, the state machine and the spec.
+    pub async fn new(options: &Options) -> Self {
+        let aws = ferry_aws::sdk_config().await;
+        ensure_shared(&aws).await;
+        let id = unique("reh-");
+        let db_name = id.replace('-', "_");
+        let source_admin_root = PgUrl::parse(&bed_var("FERRY_BED_SOURCE_URL")).expect("url");
+        let target_root = PgUrl::parse(&bed_var("FERRY_BED_TARGET_URL")).expect("url");
+        source_admin_root
+            .connect()
+            .await
+            .expect("source")
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{db_name}\" OWNER {}",
+                crate::APP_ROLE
+            ))
+            .await
+            .expect("create source db");
+        target_root
+            .connect()
+            .await
+            .expect("target")
+            .batch_execute(&format!("CREATE DATABASE \"{db_name}\""))
+            .await
+            .expect("create target db");
+        let source_app = PgUrl::parse(&bed_var("FERRY_BED_SOURCE_APP_URL"))
+            .expect("url")
+            .with_dbname(&db_name);
+        let rows = options.rows;
+        source_app
+            .connect()
+            .await
+            .expect("app")
+            .batch_execute(&format!(
+                "CREATE TABLE customers (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, plan text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+                 INSERT INTO customers (email, plan) SELECT 'c' || g || '@example.com', (ARRAY['free','pro','team'])[1 + g % 3] FROM generate_series(1, {c}) g;
+                 CREATE TABLE events (id bigserial PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers, kind text NOT NULL, payload jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now());
+                 INSERT INTO events (customer_id, kind, payload) SELECT 1 + g % {c}, 'page_view', jsonb_build_object('path', '/p/' || g, 'ms', g % 997, 'agent', repeat('x', 60)) FROM generate_series(1, {rows}) g;
+                 CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES customers, side text NOT NULL, note text, at timestamptz NOT NULL DEFAULT now());
+                 ANALYZE;",
+                c = (rows / 10).max(100),
+            ))
+            .await
+            .expect("app data");
+
+        let store = Arc::new(ferry_aws::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            bed_var("FERRY_BED_STATE_TABLE"),
+        ));
+        let params = Arc::new(ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws)));
+        let p = format!("/ferry/rehearsal/{id}");
+        let (_, heroku_token) = heroku();
+        let slack = Sink::start().await;
+        let health = Sink::start().await;
+        let app = heroku_app(
+            source_app.expose_secret(),
+            serde_json::json!({"SECRET_KEY_BASE": unique("s3cr3t-"), "RAILS_ENV": "production"}),
+        )
+        .await;
+        for (name, value) in [
+            (
+                format!("{p}/source-url"),
+                source_app.expose_secret().to_string(),
+            ),
+            (
+                format!("{p}/target-url"),
+                target_root
+                    .with_dbname(&db_name)
+                    .expose_secret()
+                    .to_string(),
+            ),
+            (format!("{p}/heroku-token"), heroku_token),
+            (format!("{p}/slack-webhook"), format!("{}/slack", slack.url)),
+        ] {
+            params.put_secure(&name, &value).await.expect("param");
+        }
+        let r53 = aws_sdk_route53::Client::new(&aws);
+        let domain = format!("{}.example.com", unique("z"));
+        let zone = r53
+            .create_hosted_zone()
+            .name(&domain)
+            .caller_reference(unique("ref-"))
+            .send()
+            .await
+            .expect("zone");
+        let zone_id = zone
+            .hosted_zone()
+            .map(|z| z.id().to_string())
+            .expect("zone id");
+        let topic = aws_sdk_sns::Client::new(&aws)
+            .create_topic()
+            .name(unique("ferry-"))
+            .send()
+            .await
+            .expect("topic");
+        let rds_id = unique("ferry-db-");
+        aws_sdk_rds::Client::new(&aws)
+            .create_db_instance()
+            .db_instance_identifier(&rds_id)
+            .db_instance_class("db.r6g.large")
+            .engine("postgres")
+            .engine_version(bed_var("FERRY_BED_TARGET_VERSION") + ".1")
+            .master_username("ferry")
+            .master_user_password("not-used-by-ferry")
+            .allocated_storage(100)
+            .send()
+            .await
+            .expect("rds instance");
+        let spec = serde_json::json!({
+            "migration_id": id,
+            "heroku": {"app": app, "api_token_param": format!("{p}/heroku-token")},
+            "source": {"database_url_param": format!("{p}/source-url")},
+            "target": {"rds_instance_id": rds_id, "database_url_param": format!("{p}/target-url")},
+            "replication": {"capture": "trigger", "max_lag_seconds": 5, "parallelism": options.parallelism},
+            "traffic": {
+                "hosted_zone_id": zone_id,
+                "record_name": format!("app.{domain}"),
+                "heroku_target": format!("{app}.herokudns.com"),
+                "aws_target": "ferry-rehearsal-alb.us-east-1.elb.amazonaws.com",
+                "ttl_seconds": 60,
+                "steps": options.steps,
+                "step_interval_minutes": 1,
+                "health": {"url": format!("{}/healthz", health.url)}
+            },
+            "approvals": {
+                "sns_topic_arn": topic.topic_arn().expect("topic arn"),
+                "slack_webhook_param": format!("{p}/slack-webhook"),
+                "approvers": ["ops-lead@example.com", APPROVER]
+            },
+            "config_vars": {"ssm_prefix": format!("{p}/config/")},
+            "cutover": {"scale_down": ["worker"], "drain_timeout_seconds": 30},
+            "timing": {
+                "poll_seconds": 1,
+                "stall_seconds": 20,
+                "canary_interval_seconds": options.canary_interval_seconds,
+                "rollback_window_seconds": options.rollback_window_seconds
+            }
+        });
+        let sfn = aws_sdk_sfn::Client::new(&aws);
+        let machine = sfn
+            .create_state_machine()
+            .name(format!("ferry-{id}"))
+            .definition(definition())
+            .role_arn("arn:aws:iam::123456789012:role/ferry-state-machine")
+            .send()
+            .await
+            .expect("state machine");
+        Self {
+            id,
+            app,
+            source_app,
+            source_admin: source_admin_root.with_dbname(&db_name),
+            target: target_root.with_dbname(&db_name),
+            spec,
+            store,
+            params,
+            router: Arc::new(ferry_aws::Route53Router::new(r53)),
+            sfn,
+            machine_arn: machine.state_machine_arn().to_string(),
+            health,
+            db_name,
+        }
+    }
+
+    /// The spec as typed.
+    pub fn spec(&self) -> ferry_core::MigrationSpec {
+        ferry_core::spec::from_value(&self.spec).expect("the rehearsal spec is valid")
+    }
+
+    /// Asks the cutover of this migration to fail at `point` (a rehearsal fault).
+    pub async fn inject_fault(&self, point: &str) {
+        self.params
+            .put_secure(
+                &format!("{}{}", bed_var("FERRY_BED_FAULT_PREFIX"), self.id),
+                point,
+            )
+            .await
+            .expect("fault param");
+    }
+
+    /// Starts the execution with the AWS CLI, as an operator or CI does, from a spec file.
+    pub fn start_with_cli(&self, name: &str) -> String {
+        let dir = std::env::temp_dir().join(unique("ferry-spec-"));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let file = dir.join("migration.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(&self.spec).expect("json")).expect("write");
+        let out = Command::new(bed_var("FERRY_BED_AWS"))
+            .args(["stepfunctions", "start-execution", "--state-machine-arn"])
+            .arg(&self.machine_arn)
+            .args(["--name", name, "--input"])
+            .arg(format!("file://{}", file.display()))
+            .output()
+            .expect("run the AWS CLI");
+        assert!(
+            out.status.success(),
+            "aws stepfunctions start-execution: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("CLI JSON");
+        v["executionArn"]
+            .as_str()
+            .expect("executionArn")
+            .to_string()
+    }
+
+    /// The execution's history.
+    pub async fn history(&self, execution: &str) -> Vec<HistoryEvent> {
+        let mut events = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .sfn
+                .get_execution_history()
+                .execution_arn(execution)
+                .set_next_token(token.take())
+                .max_results(1000)
+                .send()
+                .await
+                .expect("history");
+            events.extend(out.events().iter().cloned());
+            match out.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return events,
+            }
+        }
+    }
+
+    /// Waits for the execution to end; returns its status, error and output.
+    pub async fn finished(
+        &self,
+        execution: &str,
+        limit: Duration,
+    ) -> (ExecutionStatus, Option<String>, Option<String>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let d = self
+                .sfn
+                .describe_execution()
+                .execution_arn(execution)
+                .send()
+                .await
+                .expect("describe");
+            if d.status() != &ExecutionStatus::Running {
+                return (
+                    d.status().clone(),
+                    d.error().map(str::to_string),
+                    d.output().map(str::to_string),
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "execution {execution} still running after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The last state entered, for progress display.
+    pub async fn current_state(&self, execution: &str) -> Option<String> {
+        self.history(execution)
+            .await
+            .iter()
+            .rev()
+            .find(|e| {
+                e.r#type() == &HistoryEventType::TaskStateEntered
+                    || e.r#type() == &HistoryEventType::WaitStateEntered
+                    || e.r#type() == &HistoryEventType::ChoiceStateEntered
+            })
+            .and_then(|e| e.state_entered_event_details())
+            .map(|d| d.name().to_string())
+    }
+
+    /// Weights now.
+    pub async fn weights(&self) -> Option<Weights> {
+        self.router
+            .weights(&self.spec().traffic)
+            .await
+            .expect("weights")
+    }
+}
+
+/// The Slack member id the approver clicks as.
+pub const APPROVER: &str = "U0REHEARS";
+
+/// Approves or rejects gates through the approval callback, as a person would.
+#[derive(Debug)]
+pub struct Approver {
+    store: Arc<ferry_aws::DynamoStore>,
+    sfn: aws_sdk_sfn::Client,
+}
+
+impl Approver {
+    /// An approver for the rehearsal's migrations.
+    pub fn new(r: &Rehearsal) -> Self {
+        Self {
+            store: r.store.clone(),
+            sfn: r.sfn.clone(),
+        }
+    }
+
+    /// Waits until `gate` of `migration_id` is pending in `execution` (and the task is
+    /// recorded as submitted), then clicks approve or reject with a signed Slack request.
+    /// Returns the callback's HTTP answer body.
+    pub async fn decide(
+        &self,
+        migration_id: &str,
+        execution: &str,
+        gate: Gate,
+        approve: bool,
+        limit: Duration,
+    ) -> String {
+        let deadline = Instant::now() + limit;
+        let state = match gate {
+            Gate::ShiftTraffic => "ApproveTrafficShift",
+            Gate::Cutover => "ApproveCutover",
+            Gate::Finish => "RollbackWindow",
+        };
+        loop {
+            let pending = self
+                .store
+                .approval(migration_id, gate)
+                .await
+                .expect("read approval")
+                .is_some_and(|a| a.status == ApprovalStatus::Pending);
+            if pending && self.submitted(execution, state).await {
+                break;
+            }
+            let d = self
+                .sfn
+                .describe_execution()
+                .execution_arn(execution)
+                .send()
+                .await
+                .expect("describe");
+            assert_eq!(
+                d.status(),
+                &ExecutionStatus::Running,
+                "the execution ended while waiting for gate {gate}: {:?} {:?}",
+                d.error(),
+                d.cause()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "gate {gate} of {migration_id} never became pending"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let value =
+            serde_json::json!({"migration_id": migration_id, "gate": gate, "approve": approve})
+                .to_string();
+        let payload = serde_json::json!({
+            "type": "block_actions",
+            "user": {"id": APPROVER},
+            "actions": [{"action_id": if approve {"ferry_approve"} else {"ferry_reject"}, "value": value}],
+        })
+        .to_string();
+        let body = format!("payload={}", urlencode(&payload));
+        let ts = Utc::now().timestamp();
+        let sig = ferry_core::signing::sign_slack(
+            bed_var("FERRY_BED_SLACK_SECRET").as_bytes(),
+            ts,
+            body.as_bytes(),
+        );
+        let event = serde_json::json!({
+            "version": "2.0",
+            "rawPath": "/slack",
+            "rawQueryString": "",
+            "headers": {
+                "content-type": "application/x-www-form-urlencoded",
+                "x-slack-request-timestamp": ts.to_string(),
+                "x-slack-signature": sig,
+            },
+            "requestContext": {"http": {"method": "POST", "path": "/slack"}},
+            "body": body,
+            "isBase64Encoded": false
+        });
+        let (ok, answer) = invoke("ferry-approval-callback", &event).await;
+        assert!(ok, "approval callback failed: {answer}");
+        answer["body"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Whether the gate's task was submitted (its Lambda returned) in the current attempt.
+    async fn submitted(&self, execution: &str, state: &str) -> bool {
+        let out = self
+            .sfn
+            .get_execution_history()
+            .execution_arn(execution)
+            .reverse_order(true)
+            .max_results(50)
+            .send()
+            .await
+            .expect("history");
+        for e in out.events() {
+            if e.r#type() == &HistoryEventType::TaskSubmitted {
+                return true;
+            }
+            if e.r#type() == &HistoryEventType::TaskStateEntered {
+                return e
+                    .state_entered_event_details()
+                    .is_some_and(|d| d.name() != state);
+            }
+        }
+        false
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Timestamped samples shared between a stand-in and its reader.
+pub type Timeline<T> = Arc<Mutex<Vec<(DateTime<Utc>, T)>>>;
+
+/// The ECS stand-in: one `ferry-worker` process per RUNNING task of the watched migrations.
+#[derive(Debug, Clone)]
+pub struct EcsRunner {
+    procs: Arc<Mutex<HashMap<String, Child>>>,
+    stop: Arc<AtomicBool>,
+    /// Task ARNs started, in order.
+    pub started: Arc<Mutex<Vec<String>>>,
+}
+
+impl EcsRunner {
+    /// Starts watching the bed's cluster for tasks of `migration_id`.
+    pub fn start(migration_id: &str) -> Self {
+        let runner = Self {
+            procs: Arc::new(Mutex::new(HashMap::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(Mutex::new(Vec::new())),
+        };
+        let r = runner.clone();
+        let id = migration_id.to_string();
+        tokio::spawn(async move {
+            let aws = ferry_aws::sdk_config().await;
+            let ecs = aws_sdk_ecs::Client::new(&aws);
+            let cluster = bed_var("FERRY_BED_CLUSTER");
+            while !r.stop.load(Ordering::Relaxed) {
+                r.tick(&ecs, &cluster, &id).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            r.kill_all();
+        });
+        runner
+    }
+
+    async fn tick(&self, ecs: &aws_sdk_ecs::Client, cluster: &str, id: &str) {
+        let Ok(list) = ecs.list_tasks().cluster(cluster).send().await else {
+            return;
+        };
+        let arns: Vec<String> = list.task_arns().to_vec();
+        if arns.is_empty() {
+            return;
+        }
+        let Ok(described) = ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(arns))
+            .send()
+            .await
+        else {
+            return;
+        };
+        for t in described.tasks() {
+            let arn = t.task_arn().unwrap_or_default().to_string();
+            let env: BTreeMap<String, String> = t
+                .overrides()
+                .and_then(|o| o.container_overrides().first())
+                .map(|c| {
+                    c.environment()
+                        .iter()
+                        .filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if env.get("FERRY_MIGRATION_ID").map(String::as_str) != Some(id) {
+                continue;
+            }
+            let stopped = matches!(
+                t.last_status(),
+                Some("STOPPED" | "STOPPING" | "DEPROVISIONING")
+            );
+            let mut procs = self.procs.lock().expect("procs");
+            match procs.get_mut(&arn) {
+                None if !stopped => {
+                    let child = Command::new(workspace_bin("ferry-worker"))
+                        .envs(&env)
+                        .env("FERRY_STATE_TABLE", bed_var("FERRY_BED_STATE_TABLE"))
+                        .env("FERRY_PG_BIN", bed_var("FERRY_BED_TARGET_BIN"))
+                        .env("FERRY_WORKER_ID", arn.rsplit('/').next().unwrap_or("task"))
+                        .env("FERRY_HEARTBEAT_MS", "500")
+                        .env("RUST_LOG", "warn")
+                        .stdout(std::process::Stdio::null())
+                        .process_group(0)
+                        .spawn()
+                        .expect("start ferry-worker");
+                    procs.insert(arn.clone(), child);
+                    self.started.lock().expect("started").push(arn);
+                }
+                Some(child) if stopped => {
+                    kill_group(child);
+                }
+                Some(child) => {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        // The container exited: ECS stops the task.
+                        let (ecs, cluster, arn) = (ecs.clone(), cluster.to_string(), arn.clone());
+                        tokio::spawn(async move {
+                            let _ = ecs
+                                .stop_task()
+                                .cluster(cluster)
+                                .task(arn)
+                                .reason("Essential container in task exited")
+                                .send()
+                                .await;
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Kills the worker process of the running task (as a crash would); ECS then reports the
+    /// task STOPPED and Ferry's status step starts a new one.
+    pub fn kill_current(&self) -> bool {
+        let mut procs = self.procs.lock().expect("procs");
+        for child in procs.values_mut() {
+            if let Ok(None) = child.try_wait() {
+                let pid = child.id() as i32;
+                let _ = Command::new("kill")
+                    .args(["-s", "KILL", "--", &format!("-{pid}")])
+                    .status();
+                let _ = child.wait();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a worker process runs.
+    pub fn running(&self) -> usize {
+        let mut procs = self.procs.lock().expect("procs");
+        procs
+            .values_mut()
+            .map(|c| c.try_wait())
+            .filter(|w| matches!(w, Ok(None)))
+            .count()
+    }
+
+    /// Stops watching and kills what it started.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.kill_all();
+    }
+
+    fn kill_all(&self) {
+        for child in self.procs.lock().expect("procs").values_mut() {
+            kill_group(child);
+        }
+    }
+}
+
+use std::os::unix::process::CommandExt;
+
+fn kill_group(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let pid = child.id() as i32;
+        // procps-ng's `kill -9 -PGID` misbehaves here; this form does not.
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", "--", &format!("-{pid}")])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{pid}")])
+            .status();
+        let _ = child.wait();
+    }
+}
+
+/// The EventBridge stand-in: fires the canary rule of the watched migration every
+/// `interval_seconds` of its input, invoking its target function.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    stop: Arc<AtomicBool>,
+    /// (time, the tick's output) of every firing.
+    pub fired: Timeline<serde_json::Value>,
+}
+
+impl Scheduler {
+    /// Starts firing the rule `ferry-canary-<migration_id>`.
+    pub fn start(migration_id: &str) -> Self {
+        let s = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            fired: Arc::new(Mutex::new(Vec::new())),
+        };
+        let me = s.clone();
+        let rule = format!("ferry-canary-{migration_id}");
+        tokio::spawn(async move {
+            let aws = ferry_aws::sdk_config().await;
+            let eb = aws_sdk_eventbridge::Client::new(&aws);
+            let mut last: Option<Instant> = None;
+            while !me.stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let Ok(targets) = eb.list_targets_by_rule().rule(&rule).send().await else {
+                    last = None;
+                    continue;
+                };
+                let Some(t) = targets.targets().first() else {
+                    continue;
+                };
+                let input: serde_json::Value =
+                    serde_json::from_str(t.input().unwrap_or("{}")).unwrap_or_default();
+                let every = Duration::from_secs(input["interval_seconds"].as_u64().unwrap_or(60));
+                let due = last.is_none_or(|l| l.elapsed() >= every);
+                if !due {
+                    continue;
+                }
+                if last.is_none() {
+                    // A new rule fires its first tick one interval after it was created.
+                    last = Some(Instant::now());
+                    continue;
+                }
+                last = Some(Instant::now());
+                let name = t
+                    .arn()
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or("ferry-canary-tick")
+                    .to_string();
+                let (_, out) = invoke(&name, &input).await;
+                me.fired.lock().expect("fired").push((Utc::now(), out));
+            }
+        });
+        s
+    }
+
+    /// Stops firing.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Which instance served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The Heroku app.
+    Heroku,
+    /// The app on AWS.
+    Aws,
+}
+
+/// One request of the load generator.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// When it was answered.
+    pub at: DateTime<Utc>,
+    /// Which instance.
+    pub side: Side,
+    /// The id of the acknowledged write, or the error.
+    pub result: Result<i64, String>,
+}
+
+/// The sample app behind a weighted resolver, with its load generator.
+#[derive(Debug, Clone)]
+pub struct App {
+    stop: Arc<AtomicBool>,
+    /// Every request.
+    pub log: Arc<Mutex<Vec<Request>>>,
+    /// (time, weights) samples of the resolver.
+    pub weights: Timeline<Weights>,
+}
+
+struct Instance {
+    side: Side,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl App {
+    /// Starts both instances and the load generator.
+    pub fn start(r: &Rehearsal, writes_per_second: u32) -> Self {
+        let app = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            log: Arc::new(Mutex::new(Vec::new())),
+            weights: Arc::new(Mutex::new(Vec::new())),
+        };
+        let me = app.clone();
+        let traffic = r.spec().traffic;
+        let router = r.router.clone();
+        let params = r.params.clone();
+        let db_param = r.spec().app_database_url_param();
+        let heroku_app_name = r.app.clone();
+        tokio::spawn(async move {
+            let (base, token) = heroku();
+            let h = ferry_heroku::HerokuClient::new(&base, token).expect("heroku");
+            let mut heroku = Instance {
+                side: Side::Heroku,
+                client: None,
+            };
+            let mut aws = Instance {
+                side: Side::Aws,
+                client: None,
+            };
+            let mut weights = Weights {
+                heroku: 100,
+                aws: 0,
+            };
+            let mut maintenance = false;
+            let mut last_look = Instant::now() - Duration::from_secs(1);
+            let period = Duration::from_secs_f64(1.0 / f64::from(writes_per_second.max(1)));
+            let mut n: u64 = 0;
+            while !me.stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                if last_look.elapsed() >= Duration::from_millis(250) {
+                    if let Ok(Some(w)) = router.weights(&traffic).await {
+                        weights = w;
+                    }
+                    if let Ok(a) = h.app(&heroku_app_name).await {
+                        maintenance = a.maintenance;
+                    }
+                    me.weights.lock().expect("w").push((Utc::now(), weights));
+                    last_look = Instant::now();
+                }
+                n += 1;
+                let aws_share = weights.aws_share_percent();
+                let to_aws = rand::rng().random_range(0.0..100.0) < aws_share;
+                let result = if to_aws {
+                    serve(&mut aws, &n, || async {
+                        params.get(&db_param).await.map_err(|e| e.to_string())
+                    })
+                    .await
+                } else if maintenance {
+                    Err("503 maintenance mode".to_string())
+                } else {
+                    serve(&mut heroku, &n, || async {
+                        h.config_vars(&heroku_app_name)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .get("DATABASE_URL")
+                            .cloned()
+                            .ok_or_else(|| "no DATABASE_URL".to_string())
+                    })
+                    .await
+                };
+                me.log.lock().expect("log").push(Request {
+                    at: Utc::now(),
+                    side: if to_aws { Side::Aws } else { Side::Heroku },
+                    result,
+                });
+                if let Some(rest) = period.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(rest).await;
+                }
+            }
+        });
+        app
+    }
+
+    /// Stops the load.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Ids of acknowledged writes.
+    pub fn acked(&self) -> Vec<i64> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter_map(|r| r.result.as_ref().ok().copied())
+            .collect()
+    }
+
+    /// The longest time between two acknowledged writes, and when the gap started.
+    pub fn longest_gap(&self) -> (Duration, Option<DateTime<Utc>>) {
+        let log = self.log.lock().expect("log");
+        let acks: Vec<DateTime<Utc>> = log
+            .iter()
+            .filter(|r| r.result.is_ok())
+            .map(|r| r.at)
+            .collect();
+        let mut best = (Duration::ZERO, None);
+        for w in acks.windows(2) {
+            let d = (w[1] - w[0]).to_std().unwrap_or_default();
+            if d > best.0 {
+                best = (d, Some(w[0]));
+            }
+        }
+        best
+    }
+}
+
+/// One request on an instance: connect (reading its DATABASE_URL) when needed, write, and on
+/// an error drop the connection so the next request rereads the URL.
+async fn serve<F, Fut>(inst: &mut Instance, n: &u64, url: F) -> Result<i64, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    if inst.client.is_none() {
+        let url = url().await?;
+        let url = PgUrl::parse(&url).map_err(|e| e.to_string())?;
+        let client = connect_as_app(&url).await?;
+        inst.client = Some(client);
+    }
+    let client = inst.client.as_ref().ok_or("no connection")?;
+    let side = match inst.side {
+        Side::Heroku => "heroku",
+        Side::Aws => "aws",
+    };
+    match client
+        .query_one(
+            "INSERT INTO orders (customer_id, side, note) VALUES (1 + ($1::bigint % 100), $2, 'order ' || $1::text) RETURNING id",
+            &[&(*n as i64), &side],
+        )
+        .await
+    {
+        Ok(row) => Ok(row.get(0)),
+        Err(e) => {
+            inst.client = None;
+            Err(ferry_pg::describe(&e))
+        }
+    }
+}
+
+/// Connects as the app does: no Ferry session options (a frozen role is read-only for it).
+async fn connect_as_app(url: &PgUrl) -> Result<tokio_postgres::Client, String> {
+    // The app is not Ferry: open the session with the role's own defaults.
+    url.connect_as_app().await.map_err(|e| e.to_string())
+}
