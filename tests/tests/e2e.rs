@@ -164,3 +164,255 @@ async fn happy_path_moves_the_app_with_no_lost_write() {
         Phase::Completed
     );
 }
+
+/// The app can write on the source again, as itself (no Ferry session options).
+async fn source_writable_for_the_app(r: &Rehearsal) {
+    r.source_app
+        .connect_as_app()
+        .await
+        .expect("connect as the app")
+        .batch_execute("INSERT INTO orders (side, note) VALUES ('heroku', 'after rollback')")
+        .await
+        .expect("the app writes on the source");
+}
+
+async fn no_worker_left(w: &World) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.runner.running() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a worker process still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// 2. Rejected at the traffic gate → rollback → FAILED with `Ferry.Rejected`; traffic on
+///    Heroku; source writable; worker stopped; lock released.
+#[tokio::test]
+async fn rejected_traffic_gate_rolls_back() {
+    let w = World::new(Options::default()).await;
+    let exec = w.r.start_with_cli(&w.r.id);
+    let answer = w.decide(&exec, Gate::ShiftTraffic, false).await;
+    assert!(answer.contains("rejected"), "{answer}");
+    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.Rejected"));
+    assert!(w.r.weights().await.is_none_or(|x| x.aws == 0));
+    source_writable_for_the_app(&w.r).await;
+    no_worker_left(&w).await;
+    assert!(w.r.store.app_lock(&w.r.app).await.expect("lock").is_none());
+    assert_eq!(
+        w.r.store.migration(&w.r.id).await.expect("rec").phase,
+        Phase::RolledBack
+    );
+    w.shutdown();
+    assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
+}
+
+/// 3. The AWS app's health URL fails at the third canary step → all traffic back to Heroku
+///    and a rollback, with no person involved after the traffic gate.
+#[tokio::test]
+async fn unhealthy_canary_sends_traffic_back_without_a_person() {
+    let w = World::new(Options {
+        steps: vec![5, 20, 50, 100],
+        ..Options::default()
+    })
+    .await;
+    let exec = w.r.start_with_cli(&w.r.id);
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    let deadline = std::time::Instant::now() + GATE_WAIT;
+    loop {
+        if w.r.weights().await.is_some_and(|x| x.aws == 50) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "canary never reached step 3"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.r.health.answer(503);
+    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.CanaryUnhealthy"));
+    assert_eq!(
+        w.r.weights().await,
+        Some(Weights {
+            heroku: 100,
+            aws: 0
+        })
+    );
+    let ticks = w.scheduler.fired.lock().expect("fired").clone();
+    assert!(
+        ticks.iter().any(|(_, out)| out["action"] == "unhealthy"),
+        "{ticks:?}"
+    );
+    assert!(w.r.store.app_lock(&w.r.app).await.expect("lock").is_none());
+    source_writable_for_the_app(&w.r).await;
+    w.shutdown();
+    assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
+}
+
+/// 4. The worker is killed while streaming → the status step sees the task stopped and starts
+///    a new one → the execution goes on; the data are equal at the end.
+#[tokio::test]
+async fn killed_worker_is_restarted_and_the_migration_completes() {
+    let w = World::new(Options {
+        rollback_window_seconds: 600,
+        ..Options::default()
+    })
+    .await;
+    let exec = w.r.start_with_cli(&w.r.id);
+    let deadline = std::time::Instant::now() + GATE_WAIT;
+    loop {
+        let streaming =
+            w.r.store
+                .progress(&w.r.id)
+                .await
+                .expect("progress")
+                .is_some_and(|p| p.phase == WorkerPhase::Streaming);
+        if streaming && w.runner.kill_current() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never streamed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    assert!(
+        w.runner.started.lock().expect("started").len() >= 2,
+        "a new worker task was started"
+    );
+    w.decide(&exec, Gate::Cutover, true).await;
+    w.wait_state(&exec, "RollbackWindow").await;
+    w.app.shutdown();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.caught_up(WorkerPhase::Reverse).await;
+    tables_equal(&w.r.source_admin, &w.r.target).await;
+    w.decide(&exec, Gate::Finish, true).await;
+    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
+    w.shutdown();
+    assert_eq!(status, ExecutionStatus::Succeeded, "error: {error:?}");
+    assert_eq!(w.lost_writes(&w.r.target).await, Vec::<i64>::new());
+    let audit = w.r.store.audit_log(&w.r.id).await.expect("audit");
+    assert!(audit.iter().any(|a| a.action == "restart_worker"));
+}
+
+/// 5. A failure inside the cutover, after the freeze → compensating path: source writable,
+///    DATABASE_URL unchanged, no acknowledged write lost.
+#[tokio::test]
+async fn failure_inside_the_cutover_is_undone() {
+    let w = World::new(Options::default()).await;
+    w.r.inject_fault("cutover:after_freeze").await;
+    let exec = w.r.start_with_cli(&w.r.id);
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    w.decide(&exec, Gate::Cutover, true).await;
+    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.Failed.CutoverUndone"));
+    source_writable_for_the_app(&w.r).await;
+    let spec = w.r.spec();
+    use ferry_core::ParamStore;
+    assert_eq!(
+        w.r.params
+            .get(&spec.app_database_url_param())
+            .await
+            .expect("param"),
+        w.r.source_app.expose_secret(),
+        "DATABASE_URL still points at the source"
+    );
+    assert!(w.r.weights().await.is_none_or(|x| x.aws == 0));
+    w.shutdown();
+    assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
+}
+
+/// 6. A rollback asked for during the rollback window → the app is back on the source with
+///    every write it made on AWS, no acknowledged write lost.
+#[tokio::test]
+async fn rollback_in_the_window_keeps_every_write_made_on_aws() {
+    let w = World::new(Options {
+        rollback_window_seconds: 600,
+        ..Options::default()
+    })
+    .await;
+    let exec = w.r.start_with_cli(&w.r.id);
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    w.decide(&exec, Gate::Cutover, true).await;
+    w.wait_state(&exec, "RollbackWindow").await;
+    // Let the app write on RDS for a while.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.decide(&exec, Gate::Finish, false).await;
+    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.Rejected"));
+    // Keep writing a moment on Heroku, then stop and check.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    w.shutdown();
+    let aws_writes = w
+        .app
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|r| r.side == ferry_tests::rehearsal::Side::Aws && r.result.is_ok())
+        .count();
+    assert!(aws_writes > 0, "the app wrote on AWS before the rollback");
+    assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
+    source_writable_for_the_app(&w.r).await;
+    assert_eq!(
+        w.r.weights().await,
+        Some(Weights {
+            heroku: 100,
+            aws: 0
+        })
+    );
+    assert!(w.r.store.app_lock(&w.r.app).await.expect("lock").is_none());
+}
+
+/// 7. Two executions for the same app at once → the second fails fast with the lock error and
+///    leaves the first alone.
+#[tokio::test]
+async fn second_migration_of_an_app_fails_fast_on_the_lock() {
+    let w = World::new(Options::default()).await;
+    let first = w.r.start_with_cli(&w.r.id);
+    // Wait until the first holds the lock.
+    let deadline = std::time::Instant::now() + GATE_WAIT;
+    while w.r.store.app_lock(&w.r.app).await.expect("lock").is_none() {
+        assert!(std::time::Instant::now() < deadline, "first never locked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut second_spec = w.r.spec.clone();
+    let second_id = ferry_tests::unique("reh2-");
+    second_spec["migration_id"] = second_id.clone().into();
+    let started = std::time::Instant::now();
+    let second =
+        w.r.sfn
+            .start_execution()
+            .state_machine_arn(&w.r.machine_arn)
+            .name(&second_id)
+            .input(second_spec.to_string())
+            .send()
+            .await
+            .expect("start second")
+            .execution_arn()
+            .to_string();
+    let (status, error, _) = w.r.finished(&second, RUN_WAIT).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.Blocked.LockHeld"));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+    let lock = w.r.store.app_lock(&w.r.app).await.expect("lock");
+    assert_eq!(
+        lock.map(|l| l.migration_id),
+        Some(w.r.id.clone()),
+        "the first still holds the app"
+    );
+    // End the first cleanly.
+    w.decide(&first, Gate::ShiftTraffic, false).await;
+    let (status, _, _) = w.r.finished(&first, RUN_WAIT).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    w.shutdown();
+}

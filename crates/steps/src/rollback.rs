@@ -25,15 +25,20 @@ use crate::{
     replication,
 };
 
-/// The error the Catch recorded.
+/// The error the Catch recorded. Step Functions writes `null` for a missing cause (a task
+/// failed without one), so both may be null.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaughtError {
     /// Its name.
-    #[serde(rename = "Error", default)]
+    #[serde(rename = "Error", default, deserialize_with = "null_as_empty")]
     pub error: String,
     /// Its message.
-    #[serde(rename = "Cause", default)]
+    #[serde(rename = "Cause", default, deserialize_with = "null_as_empty")]
     pub cause: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Input.
@@ -259,4 +264,22 @@ async fn database_back(
     fact.timeline.push(("rolled_back".into(), Utc::now()));
     facts::swap(store, id, facts::CUTOVER, Some(&old), &fact).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Input;
+
+    #[test]
+    fn a_caught_error_without_a_cause_is_accepted() {
+        let input: Input = serde_json::from_value(serde_json::json!({
+            "migration_id": "m", "execution_arn": "e",
+            "error": {"Error": "Ferry.Rejected", "Cause": null}
+        }))
+        .expect("null cause");
+        assert_eq!(
+            input.error.map(|e| e.error).as_deref(),
+            Some("Ferry.Rejected")
+        );
+    }
 }
