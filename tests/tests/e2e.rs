@@ -79,6 +79,22 @@ impl World {
             .collect()
     }
 
+    /// In the rollback window: the app stops, the reverse stream brings the source level,
+    /// both sides compare equal, finish is approved; the execution must succeed with no
+    /// acknowledged write missing from the target.
+    async fn finish_with_sides_equal(&self, exec: &str) {
+        self.wait_state(exec, "RollbackWindow").await;
+        self.app.shutdown();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.caught_up(WorkerPhase::Reverse).await;
+        tables_equal(&self.r.source_admin, &self.r.target).await;
+        self.decide(exec, Gate::Finish, true).await;
+        let (status, error, _) = self.r.finished(exec, RUN_WAIT).await;
+        self.shutdown();
+        assert_eq!(status, ExecutionStatus::Succeeded, "error: {error:?}");
+        assert_eq!(self.lost_writes(&self.r.target).await, Vec::<i64>::new());
+    }
+
     async fn wait_state(&self, exec: &str, state: &str) {
         let deadline = std::time::Instant::now() + GATE_WAIT;
         while self.r.current_state(exec).await.as_deref() != Some(state) {
@@ -136,17 +152,7 @@ async fn happy_path_moves_the_app_with_no_lost_write() {
     let exec = w.r.start_with_cli(&w.r.id);
     w.decide(&exec, Gate::ShiftTraffic, true).await;
     w.decide(&exec, Gate::Cutover, true).await;
-    w.wait_state(&exec, "RollbackWindow").await;
-    // The app stops; the reverse stream brings the source level; then finish early.
-    w.app.shutdown();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    w.caught_up(WorkerPhase::Reverse).await;
-    tables_equal(&w.r.source_admin, &w.r.target).await;
-    w.decide(&exec, Gate::Finish, true).await;
-    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
-    w.shutdown();
-    assert_eq!(status, ExecutionStatus::Succeeded, "error: {error:?}");
-    assert_eq!(w.lost_writes(&w.r.target).await, Vec::<i64>::new());
+    w.finish_with_sides_equal(&exec).await;
     assert_eq!(
         w.r.weights().await,
         Some(Weights {
@@ -284,16 +290,7 @@ async fn killed_worker_is_restarted_and_the_migration_completes() {
         "a new worker task was started"
     );
     w.decide(&exec, Gate::Cutover, true).await;
-    w.wait_state(&exec, "RollbackWindow").await;
-    w.app.shutdown();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    w.caught_up(WorkerPhase::Reverse).await;
-    tables_equal(&w.r.source_admin, &w.r.target).await;
-    w.decide(&exec, Gate::Finish, true).await;
-    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
-    w.shutdown();
-    assert_eq!(status, ExecutionStatus::Succeeded, "error: {error:?}");
-    assert_eq!(w.lost_writes(&w.r.target).await, Vec::<i64>::new());
+    w.finish_with_sides_equal(&exec).await;
     let audit = w.r.store.audit_log(&w.r.id).await.expect("audit");
     assert!(audit.iter().any(|a| a.action == "restart_worker"));
 }

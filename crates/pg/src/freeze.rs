@@ -78,17 +78,20 @@ pub async fn is_frozen(client: &Client, role: &str) -> Result<bool, PgError> {
     Ok(row.get(0))
 }
 
-/// Ends every session of `role` except this one and Ferry's own; their open transactions
-/// roll back (nothing they did was acknowledged as committed). Returns how many were ended.
+/// Ends every session of `role` in this database except this one and Ferry's own, and waits
+/// until they are gone: `pg_terminate_backend` only signals, and a backend finishing a commit
+/// when the signal arrives still commits. Only once no such session remains is the capture
+/// head final (a position read earlier could miss that last commit). Their open transactions
+/// roll back; nothing they did was acknowledged as committed. Returns how many were ended.
 pub async fn end_sessions(client: &Client, role: &str) -> Result<u64, PgError> {
+    const OTHERS: &str = "FROM pg_stat_activity
+                           WHERE usename = $1
+                             AND pid <> pg_backend_pid()
+                             AND datname = current_database()
+                             AND coalesce(application_name, '') <> $2";
     let row = client
         .query_one(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-               FROM pg_stat_activity
-              WHERE usename = $1
-                AND pid <> pg_backend_pid()
-                AND datname = current_database()
-                AND coalesce(application_name, '') <> $2",
+            &format!("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) {OTHERS}"),
             &[&role, &APPLICATION_NAME],
         )
         .await
@@ -96,5 +99,28 @@ pub async fn end_sessions(client: &Client, role: &str) -> Result<u64, PgError> {
             what: "end the app role's sessions",
             source,
         })?;
-    Ok(row.get::<_, i64>(0) as u64)
+    let ended = row.get::<_, i64>(0) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: i64 = client
+            .query_one(
+                &format!("SELECT count(*) {OTHERS}"),
+                &[&role, &APPLICATION_NAME],
+            )
+            .await
+            .map_err(|source| PgError::Query {
+                what: "wait for the app role's sessions to end",
+                source,
+            })?
+            .get(0);
+        if left == 0 {
+            return Ok(ended);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(PgError::Stuck {
+                what: format!("{left} session(s) of role {role} did not end within 10 s"),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

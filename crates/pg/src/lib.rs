@@ -46,6 +46,12 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// Something the server should have done in time did not happen.
+    #[error("{what}")]
+    Stuck {
+        /// What did not happen.
+        what: String,
+    },
 }
 
 impl PgError {
@@ -56,6 +62,7 @@ impl PgError {
             PgError::Tls { .. } => "Ferry.Blocked.Tls",
             PgError::Connect { .. } => "Ferry.Retryable.PgConnect",
             PgError::Query { .. } => "Ferry.Failed.PgQuery",
+            PgError::Stuck { .. } => "Ferry.Failed.PgStuck",
         }
     }
 }

@@ -346,6 +346,17 @@ impl Replicator {
         Ok(())
     }
 
+    /// Installs trigger capture on the target (idempotent) without turning the stream around:
+    /// the cutover does this inside the write freeze, after the drain and before the target
+    /// becomes writable, so that the app's first write on the target is already captured for
+    /// the reverse stream. (Installed later, by the worker's [`Replicator::start_reverse`],
+    /// writes made in between would never reach the source: found by the rollback-window
+    /// end-to-end test, which lost the first writes made on AWS.)
+    pub async fn install_reverse_capture(&self) -> ReplResult<()> {
+        let target_tables = catalog::tables(&self.target).await?;
+        trigger::install(&self.target, &target_tables).await
+    }
+
     /// Whether the stream runs from the target back to the source.
     pub fn is_reverse(&self) -> bool {
         self.reverse
@@ -517,12 +528,12 @@ impl Replicator {
         verify::sync_sequences(&self.source, &self.target, gap).await
     }
 
-    /// Removes capture from the source and Ferry's bookkeeping from the target.
+    /// Removes capture from both sides and Ferry's bookkeeping. Idempotent.
     pub async fn cleanup(&mut self) -> ReplResult<()> {
-        if self.reverse {
-            let target_tables = catalog::tables(&self.target).await?;
-            trigger::uninstall(&self.target, &target_tables).await?;
-        }
+        // The target's capture exists in reverse mode, and also after a cutover that installed
+        // it and was then undone.
+        let target_tables = catalog::tables(&self.target).await?;
+        trigger::uninstall(&self.target, &target_tables).await?;
         match self.cfg.capture {
             CaptureMode::Logical => logical::uninstall(&self.source, &self.slot).await?,
             _ => trigger::uninstall(&self.source, &self.tables).await?,

@@ -317,6 +317,10 @@ async fn frozen_part(
         clock.mark("counts_checked");
     }
     crate::fault(fault, "cutover:before_switch")?;
+    // Before the target is writable: its first write must already be captured for the
+    // reverse stream (the worker turns around only when it reads the command).
+    rep.install_reverse_capture().await?;
+    clock.mark("reverse_capture_installed");
     Ok((sequences, counts))
 }
 

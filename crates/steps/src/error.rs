@@ -275,6 +275,7 @@ impl StepError {
         "Ferry.Blocked.Tls",
         "Ferry.Retryable.PgConnect",
         "Ferry.Failed.PgQuery",
+        "Ferry.Failed.PgStuck",
         "Ferry.Failed.ReplicationSql",
         "Ferry.Failed.ReplicationTool",
         "Ferry.Failed.ReplicationState",
