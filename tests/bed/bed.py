@@ -382,6 +382,7 @@ def up(args):
         "FERRY_BED_SECURITY_GROUP": net[1],
         "FERRY_BED_LAMBDA_URL": f"http://127.0.0.1:{lambda_port}",
         "FERRY_BED_AWS": str(CLI_VENV / "bin" / "aws"),
+        "FERRY_BED_PYTHON": str(VENV / "bin" / "python"),
         "FERRY_BED_FUNCTIONS_ENV": str(BED / "functions.env"),
         "FERRY_BED_STATE_TABLE": REHEARSAL["table"],
         "FERRY_BED_CLUSTER": REHEARSAL["cluster"],

@@ -246,12 +246,12 @@ pub fn spec(migration_id: &str, app: &str) -> ferry_core::MigrationSpec {
 /// The path of a workspace binary built next to this test binary (`make test` builds them all).
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/integration-… → target/debug/<name>
-    let path = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .map(|d| d.join(name))
-        .expect("target dir");
+    // target/debug/deps/integration-… (tests) or target/debug/ferry-demo (the demo).
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is not built; run `cargo build -p {name}` (make test builds every binary)",
