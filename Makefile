@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export FERRY_CACHE ?= $(CACHE_DIR)
 BED_DIR ?= /tmp/ferry-bed
 
-.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench
+.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-cutover
 
 ## test: install what is missing, fmt check, clippy -D warnings, start the bed, run all tests
 test:
@@ -60,3 +60,8 @@ bench:
 ## worker while a sample app writes; report in target/ferry-report/ (DEMO_ROWS, DEMO_WRITES_PER_SECOND)
 demo:
 	bash tests/demo.sh
+
+## bench-cutover: the happy path BENCH_RUNS (10) times under load; write freeze and app-side
+## write gap p50/max -> docs/benchmarks-cutover.md (BENCH_OUT). Not in CI.
+bench-cutover:
+	BENCH_RUNS=$${BENCH_RUNS:-10} bash tests/demo.sh

@@ -182,6 +182,13 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     )
     .await?;
 
+    // Capture on the target before it can become writable for the app: its first write must
+    // reach the reverse stream (the worker turns around only when it reads the command).
+    // Done before the freeze, where its cost (a catalog read and a trigger per table, about
+    // a second on a few hundred MB) does not count: the worker's forward writes that it may
+    // capture meanwhile are applied back by key from the target's current rows, a no-op.
+    rep.install_reverse_capture().await?;
+    clock.mark("reverse_capture_installed");
     clock.mark("freeze_start");
     freeze::freeze_role(&source, &roles.source).await?;
     let ended = freeze::end_sessions(&source, &roles.source).await?;
@@ -317,10 +324,6 @@ async fn frozen_part(
         clock.mark("counts_checked");
     }
     crate::fault(fault, "cutover:before_switch")?;
-    // Before the target is writable: its first write must already be captured for the
-    // reverse stream (the worker turns around only when it reads the command).
-    rep.install_reverse_capture().await?;
-    clock.mark("reverse_capture_installed");
     Ok((sequences, counts))
 }
 
