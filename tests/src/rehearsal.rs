@@ -492,6 +492,19 @@ impl Approver {
         approve: bool,
         limit: Duration,
     ) -> String {
+        self.wait_pending(migration_id, execution, gate, limit)
+            .await;
+        self.click(migration_id, gate, approve).await
+    }
+
+    /// Waits until `gate` is pending and its task submitted (a decision now is delivered).
+    pub async fn wait_pending(
+        &self,
+        migration_id: &str,
+        execution: &str,
+        gate: Gate,
+        limit: Duration,
+    ) {
         let deadline = Instant::now() + limit;
         let state = match gate {
             Gate::ShiftTraffic => "ApproveTrafficShift",
@@ -528,6 +541,9 @@ impl Approver {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    async fn click(&self, migration_id: &str, gate: Gate, approve: bool) -> String {
         let value =
             serde_json::json!({"migration_id": migration_id, "gate": gate, "approve": approve})
                 .to_string();

@@ -1,6 +1,7 @@
 //! Integration tests against the local test bed, gathered in one binary (one mod per area).
 
 mod approvals;
+mod cli;
 mod cloud;
 mod e2e;
 mod emulator;

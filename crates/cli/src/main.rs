@@ -1,5 +1,8 @@
-//! `ferry`: the operator's command line. Today: `validate` a migration spec and print its
-//! JSON `schema`.
+//! `ferry`: the operator's command line: `validate` a spec, print its JSON `schema`, and
+//! `start` / `status` / `approve` / `reject` migrations against AWS (or the local emulator
+//! through `AWS_ENDPOINT_URL`).
+
+mod ops;
 
 use std::{path::Path, process::ExitCode};
 
@@ -7,15 +10,42 @@ use anyhow::Context;
 
 const USAGE: &str = "\
 usage:
-  ferry validate <migration.json>   check a migration spec; prints every problem, exits 1 if any
-  ferry schema                      print the JSON Schema of the migration spec
+  ferry validate <migration.json>        check a migration spec; prints every problem, exits 1 if any
+  ferry schema                           print the JSON Schema of the migration spec
+  ferry start <migration.json>           validate, then start the state machine with it
+                                         (FERRY_STATE_MACHINE_ARN)
+  ferry status <migration-id>            phase, copy progress, lag, traffic, gates, freeze window
+                                         (FERRY_STATE_TABLE)
+  ferry approve <migration-id> --gate <shift_traffic|cutover|finish>
+  ferry reject <migration-id> --gate <shift_traffic|cutover|finish>
+                                         decide a gate as your IAM identity (the spec's
+                                         approvals.approvers must list your user or role ARN)
 ";
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+fn print_ok(result: anyhow::Result<String>) -> anyhow::Result<ExitCode> {
+    println!("{}", result?);
+    Ok(ExitCode::SUCCESS)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["validate", path] => validate(Path::new(path)),
         ["schema"] => schema(),
+        ["start", path] => {
+            runtime().and_then(|rt| print_ok(rt.block_on(ops::start(Path::new(path)))))
+        }
+        ["status", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::status(id)))),
+        [verb @ ("approve" | "reject"), id, "--gate", gate] => {
+            runtime().and_then(|rt| print_ok(rt.block_on(ops::decide(id, gate, verb == "approve"))))
+        }
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -79,6 +79,38 @@ impl StepErrorName for ApprovalError {
     }
 }
 
+/// Whether `who` (an email, a Slack member id, or a caller's IAM ARN) matches the listed
+/// approver `listed`. An IAM role listed as `arn:aws:iam::<acct>:role/<name>` matches its
+/// sessions, `arn:aws:sts::<acct>:assumed-role/<name>/<session>`.
+pub fn may_approve(listed: &str, who: &str) -> bool {
+    if listed.eq_ignore_ascii_case(who) {
+        return true;
+    }
+    // The same IAM user written as an STS ARN (what the local emulator's GetCallerIdentity
+    // answers for a user) is the same principal.
+    if let Some(rest) = who.strip_prefix("arn:aws:sts::")
+        && rest.contains(":user/")
+        && listed.strip_prefix("arn:aws:iam::") == Some(rest)
+    {
+        return true;
+    }
+    let role = listed
+        .strip_prefix("arn:aws:iam::")
+        .and_then(|rest| rest.split_once(":role/"));
+    let session = who
+        .strip_prefix("arn:aws:sts::")
+        .and_then(|rest| rest.split_once(":assumed-role/"));
+    match (role, session) {
+        (Some((acct, name)), Some((acct2, rest))) => {
+            acct == acct2
+                && rest
+                    .split_once('/')
+                    .is_some_and(|(n, _)| n == name.rsplit('/').next().unwrap_or(name))
+        }
+        _ => false,
+    }
+}
+
 /// Records and delivers `decision`. A retry by the same approver with the same decision after
 /// a failed delivery delivers again; any other second decision is refused with no change.
 pub async fn decide(
@@ -88,10 +120,7 @@ pub async fn decide(
     decision: &Decision,
     now: DateTime<Utc>,
 ) -> Result<ApprovalRequest, ApprovalError> {
-    if !approvers
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(&decision.approver))
-    {
+    if !approvers.iter().any(|a| may_approve(a, &decision.approver)) {
         return Err(ApprovalError::NotAllowed {
             approver: decision.approver.clone(),
         });
@@ -158,4 +187,32 @@ pub async fn decide(
             .await?;
     }
     Ok(decided)
+}
+
+#[cfg(test)]
+mod may_approve_tests {
+    use super::may_approve;
+
+    #[test]
+    fn listed_roles_match_their_sessions_and_nothing_else() {
+        let role = "arn:aws:iam::123456789012:role/ops";
+        assert!(may_approve(
+            role,
+            "arn:aws:sts::123456789012:assumed-role/ops/alice"
+        ));
+        assert!(!may_approve(
+            role,
+            "arn:aws:sts::999999999999:assumed-role/ops/alice"
+        ));
+        assert!(!may_approve(
+            role,
+            "arn:aws:sts::123456789012:assumed-role/ops-admin/alice"
+        ));
+        assert!(may_approve("Ops@Acme.example", "ops@acme.example"));
+        assert!(!may_approve("ops@acme.example", "mallory@acme.example"));
+        assert!(may_approve(
+            "arn:aws:iam::123456789012:user/moto",
+            "arn:aws:iam::123456789012:user/moto"
+        ));
+    }
 }

@@ -312,7 +312,7 @@ fn approvals(s: &ApprovalsSpec, path: &str, out: &mut Vec<Problem>) {
     if s.approvers.is_empty() {
         out.push(Problem::new(
             &list,
-            "is empty; name at least one person who may approve (email address or Slack member id)",
+            "is empty; name at least one person who may approve (email address, Slack member id, or IAM ARN for `ferry approve`)",
         ));
     }
     for (i, who) in s.approvers.iter().enumerate() {
@@ -324,10 +324,20 @@ fn approvals(s: &ApprovalsSpec, path: &str, out: &mut Vec<Problem>) {
         let email = who
             .split_once('@')
             .is_some_and(|(u, d)| !u.is_empty() && d.contains('.') && !d.contains('@'));
-        if !slack_id && !email {
+        // IAM users and roles approve from the command line (`ferry approve`).
+        let iam = who.starts_with("arn:aws:iam::")
+            && who
+                .split(':')
+                .nth(4)
+                .is_some_and(|a| a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()))
+            && who
+                .split(':')
+                .nth(5)
+                .is_some_and(|r| r.starts_with("user/") || r.starts_with("role/"));
+        if !slack_id && !email && !iam {
             out.push(Problem::new(
                 index(&list, i),
-                format!("{who:?} is neither an email address nor a Slack member id (U…/W…)"),
+                format!("{who:?} is neither an email address, a Slack member id (U…/W…) nor an IAM user or role ARN (arn:aws:iam::<account>:user/… or role/…)"),
             ));
         }
         if s.approvers[..i].contains(who) {

@@ -128,7 +128,7 @@ fn names_arns_and_urls_are_checked() {
         json!({"ssm_prefix": "/acme/prod", "include": ["API_*"], "exclude": ["API_*", "bad-name"]});
     let got = messages(&v);
     let expect_starts = [
-        "approvals.approvers[1]: \"bob\" is neither an email address nor a Slack member id",
+        "approvals.approvers[1]: \"bob\" is neither an email address, a Slack member id",
         "approvals.approvers[2]: \"ops@acme.example\" is listed twice",
         "approvals.sns_topic_arn: \"arn:aws:sqs:us-east-1:123456789012:q\" is not an SNS topic ARN",
         "config_vars.exclude[0]: \"API_*\" is also in include",

@@ -1,0 +1,183 @@
+//! The operator commands that talk to AWS (or to the local emulator through
+//! `AWS_ENDPOINT_URL`): `start`, `status`, `approve` / `reject`.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ferry_core::{
+    MigrationStore,
+    approval::{self, Decision},
+    state::{ApprovalStatus, Gate},
+    traffic::TrafficRouter,
+};
+use ferry_steps::facts::{self, CutoverFact};
+
+fn env(name: &str, what: &str) -> anyhow::Result<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .with_context(|| {
+            format!("{name} is not set; set it to {what} (the stack's outputs name it)")
+        })
+}
+
+fn store(aws: &aws_config::SdkConfig) -> anyhow::Result<ferry_aws::DynamoStore> {
+    Ok(ferry_aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(aws),
+        env("FERRY_STATE_TABLE", "the state table's name")?,
+    ))
+}
+
+/// `ferry start migration.json`: validates the spec, then starts the state machine with it as
+/// the input and the migration id as the execution name.
+pub async fn start(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read migration spec {}", path.display()))?;
+    let spec =
+        ferry_core::spec::parse(&text).map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))?;
+    let machine = env("FERRY_STATE_MACHINE_ARN", "the state machine's ARN")?;
+    let aws = ferry_aws::sdk_config().await;
+    let out = aws_sdk_sfn::Client::new(&aws)
+        .start_execution()
+        .state_machine_arn(machine)
+        .name(&spec.migration_id)
+        .input(text)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "start the execution: {}",
+                aws_sdk_sfn::error::DisplayErrorContext(&e)
+            )
+        })?;
+    Ok(out.execution_arn().to_string())
+}
+
+fn bar(done: u64, total: u64) -> String {
+    let width = 30;
+    let filled = if total == 0 {
+        0
+    } else {
+        ((done as f64 / total as f64) * width as f64).round() as usize
+    }
+    .min(width);
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+/// `ferry status <id>`: phase, copy progress, lag, weights, gates, freeze window.
+pub async fn status(id: &str) -> anyhow::Result<String> {
+    let aws = ferry_aws::sdk_config().await;
+    let store = store(&aws)?;
+    let rec = store
+        .migration(id)
+        .await
+        .with_context(|| format!("read migration {id}"))?;
+    let mut out = format!(
+        "migration {id} (Heroku app {})\nphase: {}\nexecution: {}\n",
+        rec.app,
+        rec.phase,
+        rec.execution_arn.as_deref().unwrap_or("-")
+    );
+    if let Some(p) = store.progress(id).await? {
+        out.push_str(&format!(
+            "worker: {} (heartbeat {} s ago)\ncopy: {} {}/{} tables, {} rows, {:.0} MB\nlag: {} ({} change(s) waiting)\n",
+            serde_json::to_value(p.phase)?.as_str().unwrap_or("?"),
+            (chrono::Utc::now() - p.heartbeat_at).num_seconds(),
+            bar(u64::from(p.tables_done), u64::from(p.tables_total)),
+            p.tables_done,
+            p.tables_total,
+            p.rows_copied,
+            p.bytes_copied as f64 / 1e6,
+            p.lag_seconds.map_or("-".into(), |l| format!("{l:.1} s")),
+            p.lag_changes.unwrap_or(0)
+        ));
+    }
+    let router = ferry_aws::Route53Router::new(aws_sdk_route53::Client::new(&aws));
+    match router.weights(&rec.spec.traffic).await {
+        Ok(Some(w)) => out.push_str(&format!(
+            "traffic: {:.0}% on AWS (weights heroku {} / aws {})\n",
+            w.aws_share_percent(),
+            w.heroku,
+            w.aws
+        )),
+        Ok(None) => out.push_str("traffic: all on Heroku (no weighted records yet)\n"),
+        Err(e) => out.push_str(&format!("traffic: unknown ({e})\n")),
+    }
+    for gate in [Gate::ShiftTraffic, Gate::Cutover, Gate::Finish] {
+        if let Some(a) = store.approval(id, gate).await? {
+            out.push_str(&format!(
+                "gate {gate}: {}{}\n",
+                serde_json::to_value(a.status)?.as_str().unwrap_or("?"),
+                a.decided_by.map(|b| format!(" by {b}")).unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(c) = facts::get::<CutoverFact>(&store, id, facts::CUTOVER).await? {
+        let at = |n: &str| c.timeline.iter().find(|(x, _)| x == n).map(|(_, t)| *t);
+        if let (Some(a), Some(b)) = (at("source_frozen"), at("target_writable")) {
+            out.push_str(&format!(
+                "cutover: {} — write freeze {} ms\n",
+                c.state,
+                (b - a).num_milliseconds()
+            ));
+        } else {
+            out.push_str(&format!("cutover: {}\n", c.state));
+        }
+    }
+    Ok(out)
+}
+
+/// `ferry approve|reject <id> --gate <gate>`: decides a pending gate as the caller's IAM
+/// identity (which the spec's approvers must list), audited like any approval.
+pub async fn decide(id: &str, gate: &str, approve: bool) -> anyhow::Result<String> {
+    let gate = Gate::parse(gate).with_context(|| {
+        format!("--gate {gate:?} is not a gate; use shift_traffic, cutover or finish")
+    })?;
+    let aws = ferry_aws::sdk_config().await;
+    let caller = aws_sdk_sts::Client::new(&aws)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "who is calling (sts:GetCallerIdentity): {}",
+                aws_sdk_sts::error::DisplayErrorContext(&e)
+            )
+        })?
+        .arn()
+        .context("STS returned no caller ARN")?
+        .to_string();
+    let store = store(&aws)?;
+    let rec = store
+        .migration(id)
+        .await
+        .with_context(|| format!("read migration {id}"))?;
+    match store.approval(id, gate).await? {
+        Some(a) if a.status == ApprovalStatus::Pending => {}
+        Some(a) => bail!(
+            "gate {gate} of {id} was already decided ({:?} by {})",
+            a.status,
+            a.decided_by.unwrap_or_default()
+        ),
+        None => bail!("gate {gate} of {id} is not waiting for a decision (yet)"),
+    }
+    let callbacks = ferry_aws::SfnCallbacks::new(aws_sdk_sfn::Client::new(&aws));
+    approval::decide(
+        &store,
+        &callbacks,
+        &rec.spec.approvals.approvers,
+        &Decision {
+            migration_id: id.to_string(),
+            gate,
+            approve,
+            approver: caller.clone(),
+        },
+        chrono::Utc::now(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!(
+        "gate {gate} of {id} {} by {caller}",
+        if approve { "approved" } else { "rejected" }
+    ))
+}

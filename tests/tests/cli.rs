@@ -1,0 +1,99 @@
+//! The operator's command line against the emulator running the real state machine:
+//! `ferry start`, `ferry status`, `ferry approve` / `ferry reject` as an IAM identity.
+
+use std::{process::Command, time::Duration};
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use ferry_core::{MigrationStore, state::Gate};
+use ferry_tests::{
+    bed_var,
+    rehearsal::{Approver, EcsRunner, Options, Rehearsal, Scheduler},
+    unique, workspace_bin,
+};
+
+fn ferry(args: &[&str], machine: &str) -> (bool, String) {
+    let out = Command::new(workspace_bin("ferry"))
+        .args(args)
+        .env("FERRY_STATE_MACHINE_ARN", machine)
+        .env("FERRY_STATE_TABLE", bed_var("FERRY_BED_STATE_TABLE"))
+        .output()
+        .expect("run ferry");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn an_operator_starts_watches_and_decides_from_the_command_line() {
+    let mut r = Rehearsal::new(&Options::default()).await;
+    // The emulator's caller is this IAM user.
+    r.spec["approvals"]["approvers"] =
+        serde_json::json!(["arn:aws:iam::123456789012:user/moto", "ops@example.com"]);
+    let runner = EcsRunner::start(&r.id);
+    let scheduler = Scheduler::start(&r.id);
+    let dir = std::env::temp_dir().join(unique("ferry-cli-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("migration.json");
+    std::fs::write(&file, r.spec.to_string()).expect("write spec");
+    let path = file.to_string_lossy().to_string();
+
+    let (ok, out) = ferry(&["start", &path], &r.machine_arn);
+    assert!(ok, "{out}");
+    let exec = out.trim().to_string();
+    assert!(exec.contains(&r.id), "{out}");
+
+    let approver = Approver::new(&r);
+    approver
+        .wait_pending(&r.id, &exec, Gate::ShiftTraffic, Duration::from_secs(240))
+        .await;
+    let (ok, status) = ferry(&["status", &r.id], &r.machine_arn);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("phase: awaiting_traffic_approval"),
+        "{status}"
+    );
+    assert!(status.contains("gate shift_traffic: pending"), "{status}");
+    assert!(status.contains("worker: streaming"), "{status}");
+
+    let (ok, out) = ferry(
+        &["approve", &r.id, "--gate", "shift_traffic"],
+        &r.machine_arn,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("approved by arn:aws:sts::123456789012:user/moto"),
+        "{out}"
+    );
+    let (ok, out) = ferry(
+        &["approve", &r.id, "--gate", "shift_traffic"],
+        &r.machine_arn,
+    );
+    assert!(!ok && out.contains("already decided"), "{out}");
+    let (ok, out) = ferry(&["approve", &r.id, "--gate", "lunch"], &r.machine_arn);
+    assert!(!ok && out.contains("is not a gate"), "{out}");
+
+    approver
+        .wait_pending(&r.id, &exec, Gate::Cutover, Duration::from_secs(240))
+        .await;
+    let (ok, out) = ferry(&["reject", &r.id, "--gate", "cutover"], &r.machine_arn);
+    assert!(ok, "{out}");
+    let (status, error, _) = r.finished(&exec, Duration::from_secs(240)).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.Rejected"));
+    let (_, after) = ferry(&["status", &r.id], &r.machine_arn);
+    assert!(after.contains("phase: rolled_back"), "{after}");
+    let audit = r.store.audit_log(&r.id).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "reject" && a.actor == "arn:aws:sts::123456789012:user/moto"),
+        "the CLI decision is audited with the caller's identity"
+    );
+    scheduler.shutdown();
+    runner.shutdown();
+}
