@@ -716,6 +716,20 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
             .expect("frozen?"),
         "source frozen after cutover"
     );
+    // The app, connecting as itself, can no longer write on the source.
+    let refused =
+        e.db.source_app_url()
+            .connect_as_app()
+            .await
+            .expect("app connects")
+            .batch_execute("INSERT INTO accounts (email) VALUES ('too-late@example.com')")
+            .await
+            .expect_err("a write on the frozen source");
+    assert!(
+        ferry_pg::describe(&refused).contains("read-only"),
+        "{}",
+        ferry_pg::describe(&refused)
+    );
     let target_admin = e.db.target_url().connect().await.expect("target");
     assert!(
         !freeze::is_frozen(&target_admin, &roles.target)
@@ -1152,8 +1166,9 @@ async fn rollback_after_cutover_loses_no_write_made_on_aws() {
             .expect("frozen?")
     );
     // The app role can write on the source again.
+    // As the app connects (no Ferry session options): a frozen role would refuse this.
     e.db.source_app_url()
-        .connect()
+        .connect_as_app()
         .await
         .expect("app")
         .batch_execute("INSERT INTO accounts (email) VALUES ('back-on-heroku@example.com')")
