@@ -94,6 +94,22 @@ async fn an_operator_starts_watches_and_decides_from_the_command_line() {
             .any(|a| a.action == "reject" && a.actor == "arn:aws:sts::123456789012:user/moto"),
         "the CLI decision is audited with the caller's identity"
     );
+    let (ok, report) = ferry(&["report", &r.id], &r.machine_arn);
+    assert!(ok, "{report}");
+    assert!(report.contains("phase: **rolled_back**"), "{report}");
+    for action in [
+        "heroku_inventory",
+        "copy_config_vars",
+        "start_worker",
+        "approve",
+        "reject",
+        "rollback",
+    ] {
+        assert!(
+            report.contains(&format!("| {action} |")),
+            "{action} missing:\n{report}"
+        );
+    }
     scheduler.shutdown();
     runner.shutdown();
 }

@@ -16,6 +16,7 @@ usage:
                                          (FERRY_STATE_MACHINE_ARN)
   ferry status <migration-id>            phase, copy progress, lag, traffic, gates, freeze window
                                          (FERRY_STATE_TABLE)
+  ferry report <migration-id>            the audit log as a markdown timeline (FERRY_STATE_TABLE)
   ferry approve <migration-id> --gate <shift_traffic|cutover|finish>
   ferry reject <migration-id> --gate <shift_traffic|cutover|finish>
                                          decide a gate as your IAM identity (the spec's
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| print_ok(rt.block_on(ops::start(Path::new(path)))))
         }
         ["status", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::status(id)))),
+        ["report", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::report(id)))),
         [verb @ ("approve" | "reject"), id, "--gate", gate] => {
             runtime().and_then(|rt| print_ok(rt.block_on(ops::decide(id, gate, verb == "approve"))))
         }

@@ -181,3 +181,52 @@ pub async fn decide(id: &str, gate: &str, approve: bool) -> anyhow::Result<Strin
         if approve { "approved" } else { "rejected" }
     ))
 }
+
+/// `ferry report <id>`: the migration's audit log as a markdown timeline, with its outcome.
+pub async fn report(id: &str) -> anyhow::Result<String> {
+    let aws = ferry_aws::sdk_config().await;
+    let store = store(&aws)?;
+    let rec = store
+        .migration(id)
+        .await
+        .with_context(|| format!("read migration {id}"))?;
+    let events = store.audit_log(id).await?;
+    let mut md = format!(
+        "# Ferry migration {id}\n\n- Heroku app: {}\n- phase: **{}**\n- started: {}\n- last change: {}\n",
+        rec.app,
+        rec.phase,
+        rec.created_at.to_rfc3339(),
+        rec.updated_at.to_rfc3339()
+    );
+    if let Some(c) = facts::get::<CutoverFact>(&store, id, facts::CUTOVER).await? {
+        let at = |n: &str| c.timeline.iter().find(|(x, _)| x == n).map(|(_, t)| *t);
+        if let (Some(a), Some(b)) = (at("source_frozen"), at("target_writable")) {
+            md.push_str(&format!(
+                "- write freeze: {} ms\n",
+                (b - a).num_milliseconds()
+            ));
+        }
+    }
+    md.push_str("\n| time (UTC) | step | who | action | outcome | detail |\n| --- | --- | --- | --- | --- | --- |\n");
+    for e in &events {
+        let mut detail = e.detail.to_string();
+        if detail.len() > 160 {
+            let mut cut = 157;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            e.step,
+            e.actor,
+            e.action,
+            serde_json::to_value(e.outcome)?.as_str().unwrap_or("?"),
+            detail.replace('|', "\\|")
+        ));
+    }
+    Ok(md)
+}
