@@ -28,6 +28,19 @@ fn store(aws: &aws_config::SdkConfig) -> anyhow::Result<ferry_aws::DynamoStore> 
     ))
 }
 
+/// The state store and the migration's record.
+async fn opened(
+    aws: &aws_config::SdkConfig,
+    id: &str,
+) -> anyhow::Result<(ferry_aws::DynamoStore, ferry_core::state::MigrationRecord)> {
+    let store = store(aws)?;
+    let rec = store
+        .migration(id)
+        .await
+        .with_context(|| format!("read migration {id}"))?;
+    Ok((store, rec))
+}
+
 /// `ferry start migration.json`: validates the spec, then starts the state machine with it as
 /// the input and the migration id as the execution name.
 pub async fn start(path: &Path) -> anyhow::Result<String> {
@@ -67,11 +80,7 @@ fn bar(done: u64, total: u64) -> String {
 /// `ferry status <id>`: phase, copy progress, lag, weights, gates, freeze window.
 pub async fn status(id: &str) -> anyhow::Result<String> {
     let aws = ferry_aws::sdk_config().await;
-    let store = store(&aws)?;
-    let rec = store
-        .migration(id)
-        .await
-        .with_context(|| format!("read migration {id}"))?;
+    let (store, rec) = opened(&aws, id).await?;
     let mut out = format!(
         "migration {id} (Heroku app {})\nphase: {}\nexecution: {}\n",
         rec.app,
@@ -147,11 +156,7 @@ pub async fn decide(id: &str, gate: &str, approve: bool) -> anyhow::Result<Strin
         .arn()
         .context("STS returned no caller ARN")?
         .to_string();
-    let store = store(&aws)?;
-    let rec = store
-        .migration(id)
-        .await
-        .with_context(|| format!("read migration {id}"))?;
+    let (store, rec) = opened(&aws, id).await?;
     match store.approval(id, gate).await? {
         Some(a) if a.status == ApprovalStatus::Pending => {}
         Some(a) => bail!(
@@ -185,11 +190,7 @@ pub async fn decide(id: &str, gate: &str, approve: bool) -> anyhow::Result<Strin
 /// `ferry report <id>`: the migration's audit log as a markdown timeline, with its outcome.
 pub async fn report(id: &str) -> anyhow::Result<String> {
     let aws = ferry_aws::sdk_config().await;
-    let store = store(&aws)?;
-    let rec = store
-        .migration(id)
-        .await
-        .with_context(|| format!("read migration {id}"))?;
+    let (store, rec) = opened(&aws, id).await?;
     let events = store.audit_log(id).await?;
     let mut md = format!(
         "# Ferry migration {id}\n\n- Heroku app: {}\n- phase: **{}**\n- started: {}\n- last change: {}\n",
