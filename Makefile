@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export FERRY_CACHE ?= $(CACHE_DIR)
 BED_DIR ?= /tmp/ferry-bed
 
-.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-cutover
+.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-cutover deploy
 
 ## test: install what is missing, fmt check, clippy -D warnings, start the bed, run all tests
 test:
@@ -65,3 +65,8 @@ demo:
 ## write gap p50/max -> docs/benchmarks-cutover.md (BENCH_OUT). Not in CI.
 bench-cutover:
 	BENCH_RUNS=$${BENCH_RUNS:-10} bash tests/demo.sh
+
+## deploy: build every function with cargo-lambda and deploy the stack (needs an AWS account,
+## the SAM CLI and a worker image; cannot run on the local bed). Asks for the parameters once.
+deploy:
+	cd infra && sam build --template-file template.yaml && sam deploy --guided

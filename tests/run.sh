@@ -16,6 +16,9 @@ cargo fmt --all -- --check
 stage "state machine (asl-validator)"
 bash tests/asl.sh
 
+stage "infrastructure template (cfn-lint)"
+bash tests/infra.sh
+
 stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

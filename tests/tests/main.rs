@@ -6,6 +6,7 @@ mod cloud;
 mod e2e;
 mod emulator;
 mod heroku;
+mod infra;
 mod lambda;
 mod pg;
 mod preflight;

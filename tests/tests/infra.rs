@@ -1,0 +1,83 @@
+//! The SAM template agrees with the code: every function crate has a template resource that
+//! builds its binary and vice versa, every `${...}` of the state machine has a substitution,
+//! and no secret value is written into the template.
+
+use std::{collections::BTreeSet, path::PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+fn template() -> String {
+    std::fs::read_to_string(root().join("infra/template.yaml")).expect("read the template")
+}
+
+#[test]
+fn every_function_crate_has_a_template_resource_and_back() {
+    let crates: BTreeSet<String> = std::fs::read_dir(root().join("functions"))
+        .expect("functions/")
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| format!("ferry-{}", e.file_name().to_string_lossy()))
+        .collect();
+    let binaries: BTreeSet<String> = template()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Binary: "))
+        .map(|b| b.trim().to_string())
+        .collect();
+    assert!(!crates.is_empty());
+    assert_eq!(
+        crates, binaries,
+        "functions/ and the template's Binary entries differ"
+    );
+    assert_eq!(
+        template().matches("BuildMethod: rust-cargolambda").count(),
+        crates.len(),
+        "every function builds with cargo-lambda"
+    );
+}
+
+#[test]
+fn every_state_machine_substitution_is_defined() {
+    let asl = std::fs::read_to_string(root().join("statemachines/migration.asl.json"))
+        .expect("read the ASL");
+    let used: BTreeSet<String> = asl
+        .split("${")
+        .skip(1)
+        .map(|p| p.split('}').next().expect("brace").to_string())
+        .collect();
+    let tpl = template();
+    let block = tpl
+        .split("DefinitionSubstitutions:")
+        .nth(1)
+        .expect("the state machine has DefinitionSubstitutions");
+    let defined: BTreeSet<String> = block
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("        "))
+        .filter(|l| !l.starts_with("         ") && l.trim_end().ends_with(':'))
+        .map(|l| l.trim().trim_end_matches(':').to_string())
+        .collect();
+    assert_eq!(used, defined, "ASL ${{...}} vs DefinitionSubstitutions");
+    assert!(tpl.contains("DefinitionUri: ../statemachines/migration.asl.json"));
+}
+
+#[test]
+fn the_template_holds_no_secret_and_scopes_what_aws_allows() {
+    let tpl = template();
+    for word in ["password", "Password", "SecretString", "NoEcho: false"] {
+        assert!(!tpl.contains(word), "the template mentions {word}");
+    }
+    // Callbacks only for the two functions that resume executions.
+    let senders = tpl.matches("states:SendTaskSuccess").count();
+    assert_eq!(
+        senders, 2,
+        "SendTask* is granted to the callback functions only"
+    );
+    // Route 53 only on the hosted zone given as a parameter.
+    assert!(tpl.contains("hostedzone/${HostedZoneId}"));
+    assert!(tpl.contains("rule/ferry-canary-*"));
+}
