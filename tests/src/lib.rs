@@ -290,3 +290,11 @@ pub async fn capture_leftovers(client: &tokio_postgres::Client) -> i64 {
         .expect("read the catalog")
         .get(0)
 }
+
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the repository")
+        .to_path_buf()
+}

@@ -5,10 +5,7 @@
 use std::{collections::BTreeSet, path::PathBuf};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
+    ferry_tests::repo_root()
 }
 
 fn template() -> String {

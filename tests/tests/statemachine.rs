@@ -2,19 +2,13 @@
 //! retried (`Ferry.Retryable.*`) or caught by every Task, every `Ferry.*` name the ASL lists
 //! exists in Rust, and every `${...}FunctionArn` substitution names a function crate.
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeSet, path::PathBuf};
 
 use ferry_steps::StepError;
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
+    ferry_tests::repo_root()
 }
 
 fn asl() -> Value {
