@@ -113,3 +113,60 @@ async fn an_operator_starts_watches_and_decides_from_the_command_line() {
     scheduler.shutdown();
     runner.shutdown();
 }
+
+/// `ferry abort` while the canary moves traffic: the waiting task fails with `Ferry.Aborted`,
+/// the rollback sends all traffic back to Heroku, the abort is audited with the caller.
+#[tokio::test]
+async fn an_operator_aborts_during_the_canary_and_the_migration_rolls_back() {
+    let mut r = Rehearsal::new(&Options {
+        steps: vec![5, 20, 50, 100],
+        canary_interval_seconds: 3,
+        ..Options::default()
+    })
+    .await;
+    r.spec["approvals"]["approvers"] = serde_json::json!(["arn:aws:iam::123456789012:user/moto"]);
+    let runner = EcsRunner::start(&r.id);
+    let scheduler = Scheduler::start(&r.id);
+    let exec = r.start_with_cli(&r.id);
+    let approver = Approver::new(&r);
+    approver
+        .wait_pending(&r.id, &exec, Gate::ShiftTraffic, Duration::from_secs(240))
+        .await;
+    let (ok, out) = ferry(
+        &["approve", &r.id, "--gate", "shift_traffic"],
+        &r.machine_arn,
+    );
+    assert!(ok, "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while r.weights().await.is_none_or(|w| w.aws == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canary never started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, out) = ferry(&["abort", &r.id], &r.machine_arn);
+    assert!(ok, "{out}");
+    assert!(out.contains("interrupted: canary"), "{out}");
+    let (status, error, _) = r.finished(&exec, Duration::from_secs(240)).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.Aborted"));
+    assert_eq!(
+        r.weights().await.map(|w| w.aws),
+        Some(0),
+        "all traffic back on Heroku"
+    );
+    let audit = r.store.audit_log(&r.id).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "abort_requested"
+                && a.actor == "arn:aws:sts::123456789012:user/moto")
+    );
+    assert!(audit.iter().any(|a| a.action == "rollback"));
+    // A second abort of an ended migration is refused.
+    let (ok, out) = ferry(&["abort", &r.id], &r.machine_arn);
+    assert!(!ok && out.contains("has ended"), "{out}");
+    scheduler.shutdown();
+    runner.shutdown();
+}

@@ -16,6 +16,7 @@ usage:
                                          (FERRY_STATE_MACHINE_ARN)
   ferry status <migration-id>            phase, copy progress, lag, traffic, gates, freeze window
                                          (FERRY_STATE_TABLE)
+  ferry abort <migration-id>             roll the migration back now (audited with your IAM identity)
   ferry report <migration-id>            the audit log as a markdown timeline (FERRY_STATE_TABLE)
   ferry approve <migration-id> --gate <shift_traffic|cutover|finish>
   ferry reject <migration-id> --gate <shift_traffic|cutover|finish>
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         }
         ["status", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::status(id)))),
         ["report", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::report(id)))),
+        ["abort", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::abort(id)))),
         [verb @ ("approve" | "reject"), id, "--gate", gate] => {
             runtime().and_then(|rt| print_ok(rt.block_on(ops::decide(id, gate, verb == "approve"))))
         }

@@ -143,19 +143,7 @@ pub async fn decide(id: &str, gate: &str, approve: bool) -> anyhow::Result<Strin
         format!("--gate {gate:?} is not a gate; use shift_traffic, cutover or finish")
     })?;
     let aws = ferry_aws::sdk_config().await;
-    let caller = aws_sdk_sts::Client::new(&aws)
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "who is calling (sts:GetCallerIdentity): {}",
-                aws_sdk_sts::error::DisplayErrorContext(&e)
-            )
-        })?
-        .arn()
-        .context("STS returned no caller ARN")?
-        .to_string();
+    let caller = caller(&aws).await?;
     let (store, rec) = opened(&aws, id).await?;
     match store.approval(id, gate).await? {
         Some(a) if a.status == ApprovalStatus::Pending => {}
@@ -184,6 +172,45 @@ pub async fn decide(id: &str, gate: &str, approve: bool) -> anyhow::Result<Strin
     Ok(format!(
         "gate {gate} of {id} {} by {caller}",
         if approve { "approved" } else { "rejected" }
+    ))
+}
+
+/// The caller's IAM identity.
+async fn caller(aws: &aws_config::SdkConfig) -> anyhow::Result<String> {
+    Ok(aws_sdk_sts::Client::new(aws)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "who is calling (sts:GetCallerIdentity): {}",
+                aws_sdk_sts::error::DisplayErrorContext(&e)
+            )
+        })?
+        .arn()
+        .context("STS returned no caller ARN")?
+        .to_string())
+}
+
+/// `ferry abort <id>`: records the abort (audited with the caller's identity) and interrupts a
+/// waiting gate or canary; the state machine then rolls back.
+pub async fn abort(id: &str) -> anyhow::Result<String> {
+    let aws = ferry_aws::sdk_config().await;
+    let by = caller(&aws).await?;
+    let (store, _) = opened(&aws, id).await?;
+    let callbacks = ferry_aws::SfnCallbacks::new(aws_sdk_sfn::Client::new(&aws));
+    let out = ferry_steps::abort::request_with(&store, &callbacks, id, &by)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!(
+        "abort of {id} recorded (by {} at {}); {}; the state machine rolls back",
+        out.request.by,
+        out.request.at.to_rfc3339(),
+        if out.interrupted.is_empty() {
+            "the running step stops at its next check".to_string()
+        } else {
+            format!("interrupted: {}", out.interrupted.join(", "))
+        }
     ))
 }
 

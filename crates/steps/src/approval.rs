@@ -60,6 +60,7 @@ fn gate_text(gate: Gate) -> (&'static str, &'static str) {
 /// Stores the gate's token and sends the prompt.
 pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> {
     let id = &input.migration_id;
+    crate::abort::check(deps, id).await?;
     let rec = match input.gate {
         Gate::ShiftTraffic => deps.enter(id, Phase::AwaitingTrafficApproval).await?,
         Gate::Cutover => deps.enter(id, Phase::AwaitingCutoverApproval).await?,

@@ -68,6 +68,7 @@ fn interval_seconds(spec: &MigrationSpec) -> u32 {
 /// Sets the first weight and schedules the ticks.
 pub async fn start(deps: &Deps, input: StartInput) -> StepResult<Output> {
     let id = &input.migration_id;
+    crate::abort::check(deps, id).await?;
     let rec = deps.enter(id, Phase::ShiftingTraffic).await?;
     let spec = &rec.spec;
     let rule = rule_name(deps, id);

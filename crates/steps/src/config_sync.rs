@@ -80,6 +80,7 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 /// Runs the config sync.
 pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let id = &input.migration_id;
+    crate::abort::check(deps, id).await?;
     let rec = deps.enter(id, Phase::ConfigSync).await?;
     let spec = &rec.spec;
     let heroku = deps.heroku(spec).await?;

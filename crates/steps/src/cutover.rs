@@ -123,6 +123,7 @@ impl Clock {
 /// Runs the cutover.
 pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let id = &input.migration_id;
+    crate::abort::check(deps, id).await?;
     let store = deps.store.as_ref();
     let rec = deps.record(id).await?;
     if rec.phase == Phase::RollbackWindow

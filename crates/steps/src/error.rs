@@ -131,6 +131,12 @@ pub enum StepError {
         /// The command number.
         seq: u64,
     },
+    /// An operator asked for the migration to be aborted.
+    #[error("aborted by {by}; the rollback undoes what was done")]
+    Aborted {
+        /// Who asked.
+        by: String,
+    },
     /// A signed approval request was used before.
     #[error("this approval request was already used; a decision is taken once")]
     Replayed,
@@ -193,6 +199,7 @@ impl StepErrorName for StepError {
             StepError::ReverseBehind { .. } => "Ferry.Retryable.ReverseBehind",
             StepError::WorkerBusy { .. } => "Ferry.Retryable.WorkerBusy",
             StepError::Replayed => "Ferry.Blocked.Replayed",
+            StepError::Aborted { .. } => "Ferry.Aborted",
             StepError::Injected(_) => "Ferry.Failed.Injected",
             StepError::Store(e) => e.step_error_name(),
             StepError::Param(e) => e.step_error_name(),
@@ -231,6 +238,7 @@ impl StepError {
         "Ferry.Retryable.ReverseBehind",
         "Ferry.Retryable.WorkerBusy",
         "Ferry.Blocked.Replayed",
+        "Ferry.Aborted",
         "Ferry.Failed.Injected",
         // The state store.
         "Ferry.Blocked.LockHeld",

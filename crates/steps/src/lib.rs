@@ -7,6 +7,7 @@
 //! entries carry fixed keys, and external effects (weights, rules, SSM values, role settings)
 //! are set to a value rather than toggled.
 
+pub mod abort;
 pub mod approval;
 pub mod canary;
 pub mod config_sync;

@@ -32,6 +32,7 @@ pub struct Started {
 /// worker writes there before the cutover.
 pub async fn start(deps: &Deps, input: MigrationRef) -> StepResult<Started> {
     let id = &input.migration_id;
+    crate::abort::check(deps, id).await?;
     let rec = deps.enter(id, Phase::Replicating).await?;
     let roles: AppRoles = facts::get(deps.store.as_ref(), id, facts::APP_ROLES)
         .await?
@@ -137,6 +138,7 @@ pub struct Status {
 /// Checks the worker; restarts a dead one; fails when it cannot go on.
 pub async fn status(deps: &Deps, input: MigrationRef) -> StepResult<Status> {
     let id = &input.migration_id;
+    crate::abort::check(deps, id).await?;
     let rec = deps.record(id).await?;
     let spec = &rec.spec;
     let worker: WorkerFact = facts::get(deps.store.as_ref(), id, facts::WORKER)

@@ -34,6 +34,7 @@ pub struct Output {
 /// Runs the verification. `settle` is the pause before a recheck (the lag limit if unset).
 pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> StepResult<Output> {
     let id = &input.migration_id;
+    crate::abort::check(deps, id).await?;
     let rec = deps.enter(id, Phase::Verifying).await?;
     let spec = &rec.spec;
     let (source_url, target_url) = deps.urls(spec).await?;
