@@ -110,13 +110,29 @@ pub async fn replicator(
     .await?)
 }
 
+/// The cutover fact being written, and the version of it last stored: a save is one
+/// compare-and-set write, no read (two of the saves happen inside the write freeze).
 struct Clock {
     fact: CutoverFact,
+    stored: Option<CutoverFact>,
 }
 
 impl Clock {
     fn mark(&mut self, name: &str) {
         self.fact.timeline.push((name.to_string(), Utc::now()));
+    }
+
+    async fn save(&mut self, deps: &Deps, id: &str) -> StepResult<()> {
+        let store = deps.store.as_ref();
+        if !facts::swap(store, id, facts::CUTOVER, self.stored.as_ref(), &self.fact).await? {
+            return Err(StepError::Store(ferry_core::StoreError::VersionConflict {
+                migration_id: id.to_string(),
+                expected: 0,
+                found: 0,
+            }));
+        }
+        self.stored = Some(self.fact.clone());
+        Ok(())
     }
 }
 
@@ -147,8 +163,9 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             // The app already runs on the target: finish, never go back to the source here.
             let mut clock = Clock {
                 fact: previous.clone().unwrap_or_default(),
+                stored: previous.clone(),
             };
-            return finish(deps, spec, &target, &roles, &mut clock).await;
+            return finish(deps, spec, &target, &target_url, &roles, &mut clock).await;
         }
         Some("frozen") => {
             // An earlier attempt died inside the freeze: undo it, then start over.
@@ -165,6 +182,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             position: None,
             timeline: Vec::new(),
         },
+        stored: previous,
     };
     // Remember the Heroku app as it is, once (a retry sees it already scaled down).
     let app = heroku.app(&spec.heroku.app).await?;
@@ -194,11 +212,11 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     freeze::freeze_role(&source, &roles.source).await?;
     let ended = freeze::end_sessions(&source, &roles.source).await?;
     clock.mark("source_frozen");
-    facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
+    clock.save(deps, id).await?;
 
     match frozen_part(deps, spec, &rep, &heroku, &mut clock, fault.as_deref()).await {
         Ok((sequences, counts)) => {
-            let mut out = finish(deps, spec, &target, &roles, &mut clock).await?;
+            let mut out = finish(deps, spec, &target, &target_url, &roles, &mut clock).await?;
             out.sequences = sequences;
             out.counts_checked = counts;
             deps.audit(
@@ -224,7 +242,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
                 Ok(()) => {
                     clock.mark("undone");
                     clock.fact.state = "undone".into();
-                    facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
+                    clock.save(deps, id).await?;
                     deps.audit(
                         id,
                         "cutover",
@@ -350,19 +368,19 @@ async fn finish(
     deps: &Deps,
     spec: &MigrationSpec,
     target: &Client,
+    target_url: &PgUrl,
     roles: &AppRoles,
     clock: &mut Clock,
 ) -> StepResult<Output> {
     let id = &spec.migration_id;
-    let store = deps.store.as_ref();
     if clock.fact.state != "switched" {
-        let target_url = deps.params.get(&spec.target.database_url_param).await?;
+        // The URL read from SSM before the freeze: no parameter read inside it.
         deps.params
-            .put_secure(&spec.app_database_url_param(), &target_url)
+            .put_secure(&spec.app_database_url_param(), target_url.expose_secret())
             .await?;
         clock.mark("switched");
         clock.fact.state = "switched".into();
-        facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
+        clock.save(deps, id).await?;
     }
     freeze::unfreeze_role(target, &roles.target).await?;
     clock.mark("target_writable");
@@ -379,7 +397,7 @@ async fn finish(
         .await?;
     clock.mark("reverse_commanded");
     clock.fact.state = "done".into();
-    facts::set(store, id, facts::CUTOVER, &clock.fact).await?;
+    clock.save(deps, id).await?;
     deps.enter(id, Phase::RollbackWindow).await?;
     Ok(Output::from_fact(&clock.fact, 0, 0))
 }

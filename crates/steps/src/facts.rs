@@ -135,27 +135,3 @@ pub async fn swap<T: Serialize>(
         .swap_fact(migration_id, name, expected.as_ref(), &to_value(value))
         .await?)
 }
-
-/// Sets the fact whatever it holds.
-pub async fn set<T: Serialize>(
-    store: &dyn MigrationStore,
-    migration_id: &str,
-    name: &str,
-    value: &T,
-) -> StepResult<()> {
-    let new = to_value(value);
-    for _ in 0..10 {
-        let old = store.fact(migration_id, name).await?;
-        if store
-            .swap_fact(migration_id, name, old.as_ref(), &new)
-            .await?
-        {
-            return Ok(());
-        }
-    }
-    Err(StepError::Store(ferry_core::StoreError::VersionConflict {
-        migration_id: migration_id.to_string(),
-        expected: 0,
-        found: 0,
-    }))
-}

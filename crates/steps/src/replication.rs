@@ -249,22 +249,27 @@ pub async fn stop_worker(deps: &Deps, id: &str, wait: std::time::Duration) -> St
     let Some(worker): Option<WorkerFact> = facts::get(store, id, facts::WORKER).await? else {
         return Ok(false);
     };
-    let already = matches!(
-        store.command(id).await?,
-        Some(c) if matches!(c.command, ferry_core::state::WorkerCommand::Stop { cleanup: true })
-    );
-    let seq = if already {
-        store.command(id).await?.map_or(0, |c| c.seq)
-    } else {
-        store
-            .send_command(
-                id,
-                ferry_core::state::WorkerCommand::Stop { cleanup: true },
-                "ferry:stop",
-                now(),
-            )
-            .await?
-            .seq
+    // A stop already sent (a retried decommission or rollback) is not sent again.
+    let seq = match store.command(id).await? {
+        Some(c)
+            if matches!(
+                c.command,
+                ferry_core::state::WorkerCommand::Stop { cleanup: true }
+            ) =>
+        {
+            c.seq
+        }
+        _ => {
+            store
+                .send_command(
+                    id,
+                    ferry_core::state::WorkerCommand::Stop { cleanup: true },
+                    "ferry:stop",
+                    now(),
+                )
+                .await?
+                .seq
+        }
     };
     let deadline = std::time::Instant::now() + wait;
     let stall = f64::from(rec.spec.timing.stall_seconds);

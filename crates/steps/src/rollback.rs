@@ -126,7 +126,16 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
         let heroku = deps.heroku(spec).await?;
         match cut.as_ref().map(|c| c.state.as_str()) {
             Some("switched" | "done") => {
-                database_back(deps, id, roles, &source, &target, &source_url, &target_url).await?;
+                database_back(
+                    deps,
+                    spec,
+                    roles,
+                    &source,
+                    &target,
+                    &source_url,
+                    &target_url,
+                )
+                .await?;
                 out.undone.push(
                     "database back on Heroku Postgres (reverse stream drained, DATABASE_URL restored)"
                         .into(),
@@ -189,7 +198,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
 /// unfrozen again and the error is retryable (no write is lost by waiting).
 async fn database_back(
     deps: &Deps,
-    id: &str,
+    spec: &ferry_core::MigrationSpec,
     roles: &AppRoles,
     source: &tokio_postgres::Client,
     target: &tokio_postgres::Client,
@@ -197,8 +206,7 @@ async fn database_back(
     target_url: &ferry_pg::PgUrl,
 ) -> StepResult<()> {
     let store = deps.store.as_ref();
-    let rec = deps.record(id).await?;
-    let spec = &rec.spec;
+    let id = &spec.migration_id;
     // The reverse stream must run before anything is frozen.
     let progress = store.progress(id).await?;
     if progress.as_ref().map(|p| p.phase) != Some(WorkerPhase::Reverse) {
@@ -246,9 +254,10 @@ async fn database_back(
     }
     // Sequences on the source must be past anything the target handed out.
     ferry_replicator::verify::sync_sequences(target, source, SEQUENCE_GAP).await?;
-    let source_value = deps.params.get(&spec.source.database_url_param).await?;
+    // The URL read from SSM when the rollback began: no parameter read while the target is
+    // frozen.
     deps.params
-        .put_secure(&spec.app_database_url_param(), &source_value)
+        .put_secure(&spec.app_database_url_param(), source_url.expose_secret())
         .await?;
     for svc in &spec.cutover.ecs_services {
         if let Some((cluster, service)) = svc.split_once('/') {
