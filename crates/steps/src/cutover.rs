@@ -73,18 +73,13 @@ impl Output {
 
 /// The capture mode the worker uses, from what is installed on the source.
 pub async fn installed_capture(source: &Client) -> StepResult<CaptureMode> {
-    let row = source
-        .query_one("SELECT to_regclass('ferry.changes') IS NOT NULL", &[])
-        .await
-        .map_err(|source| ferry_pg::PgError::Query {
-            what: "find the capture mode in use",
-            source,
-        })?;
-    Ok(if row.get(0) {
-        CaptureMode::Trigger
-    } else {
-        CaptureMode::Logical
-    })
+    Ok(
+        if ferry_replicator::capture::trigger::is_installed(source).await? {
+            CaptureMode::Trigger
+        } else {
+            CaptureMode::Logical
+        },
+    )
 }
 
 /// A replicator on the migration's databases (for positions and sequences; the worker does

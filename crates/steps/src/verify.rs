@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use ferry_core::state::{Outcome, Phase};
 use ferry_pg::catalog;
-use ferry_replicator::verify::{self, TableCheck};
+use ferry_replicator::{
+    capture::trigger,
+    verify::{self, TableCheck},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Deps, MigrationRef, StepError, StepResult};
@@ -74,7 +77,7 @@ pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> 
                 rounds = rounds.max(2);
                 let still =
                     verify::differing_keys(&source, &target, table, (0, 0), Some(&keys)).await?;
-                still.is_empty() || pending_keys(&source, &c.table, &still).await?
+                still.is_empty() || trigger::pending(&source, &c.table, Some(&still), None).await?
             }
             _ => {
                 let mut ok = false;
@@ -148,69 +151,12 @@ pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> 
     })
 }
 
-/// Whether every key in `keys` has a captured change still waiting (trigger capture's log).
-async fn pending_keys(
-    source: &tokio_postgres::Client,
-    table: &str,
-    keys: &[i64],
-) -> StepResult<bool> {
-    let row = source
-        .query_one("SELECT to_regclass('ferry.changes') IS NOT NULL", &[])
-        .await
-        .map_err(|e| ferry_pg::PgError::Query {
-            what: "look for the change log",
-            source: e,
-        })?;
-    if !row.get::<_, bool>(0) {
-        return Ok(false);
-    }
-    let row = source
-        .query_one(
-            "SELECT count(DISTINCT (pk->>0)::bigint) FROM ferry.changes
-              WHERE rel = $1 AND jsonb_typeof(pk->0) = 'number'
-                AND (pk->>0)::bigint = ANY($2)",
-            &[&table, &keys],
-        )
-        .await
-        .map_err(|e| ferry_pg::PgError::Query {
-            what: "look for changes in flight",
-            source: e,
-        })?;
-    Ok(row.get::<_, i64>(0) == keys.len() as i64)
-}
-
 /// Whether every differing key range of `check` has captured changes still waiting (trigger
 /// capture's log on the source). Without a change log (logical capture) nothing is tolerated.
 async fn pending_for(source: &tokio_postgres::Client, check: &TableCheck) -> StepResult<bool> {
-    let has_log: bool = source
-        .query_one("SELECT to_regclass('ferry.changes') IS NOT NULL", &[])
-        .await
-        .map_err(|e| ferry_pg::PgError::Query {
-            what: "look for the change log",
-            source: e,
-        })?
-        .get(0);
-    if !has_log {
-        return Ok(false);
-    }
     for m in &check.mismatches {
-        let row = source
-            .query_one(
-                "SELECT EXISTS (
-                     SELECT 1 FROM ferry.changes
-                      WHERE rel = $1
-                        AND (pk IS NULL OR $2::bigint IS NULL
-                             OR (jsonb_typeof(pk->0) = 'number'
-                                 AND (pk->>0)::numeric >= $2::bigint
-                                 AND (pk->>0)::numeric < $3::bigint)))",
-                &[&check.table, &m.lo, &m.hi],
-            )
-            .await
-            .map_err(|e| ferry_pg::PgError::Query {
-                what: "look for changes in flight",
-                source: e,
-            })?;
-        if !row.get::<_, bool>(0) {
+        let range = m.lo.zip(m.hi);
+        if !trigger::pending(source, &check.table, None, range).await? {
             return Ok(false);
         }
     }

@@ -88,16 +88,16 @@ async fn capture_mode(requested: CaptureMode, source: &PgUrl) -> anyhow::Result<
         return Ok(requested);
     }
     let client = source.connect().await?;
-    let row = client
+    let has_log = ferry_replicator::capture::trigger::is_installed(&client).await?;
+    let has_slot: bool = client
         .query_one(
-            "SELECT to_regclass('ferry.changes') IS NOT NULL,
-                    EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
             &[&ferry_replicator::capture::logical::slot_name(
                 source.dbname().unwrap_or("postgres"),
             )],
         )
-        .await?;
-    let (has_log, has_slot): (bool, bool) = (row.get(0), row.get(1));
+        .await?
+        .get(0);
     Ok(if has_log {
         CaptureMode::Trigger
     } else if has_slot || logical_possible(&client).await? {

@@ -198,3 +198,55 @@ pub struct Backlog {
     /// The lowest waiting id.
     pub lowest_waiting: Option<i64>,
 }
+
+/// Whether trigger capture's change log exists on this side.
+pub async fn is_installed(client: &Client) -> ReplResult<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass('ferry.changes') IS NOT NULL", &[])
+        .await
+        .map_err(ReplError::sql("look for the change log"))?
+        .get(0))
+}
+
+/// Whether changes of `table` (`schema.name`) are still waiting in the log: for every key in
+/// `keys` (single-column integer keys), or, without keys, for any key in `[lo, hi)` (a
+/// TRUNCATE, logged without a key, counts for every range). `false` without a change log.
+pub async fn pending(
+    client: &Client,
+    table: &str,
+    keys: Option<&[i64]>,
+    range: Option<(i64, i64)>,
+) -> ReplResult<bool> {
+    if !is_installed(client).await? {
+        return Ok(false);
+    }
+    let what = "look for changes in flight";
+    if let Some(keys) = keys {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(DISTINCT (pk->>0)::bigint) FROM ferry.changes
+                  WHERE rel = $1 AND jsonb_typeof(pk->0) = 'number'
+                    AND (pk->>0)::bigint = ANY($2)",
+                &[&table, &keys],
+            )
+            .await
+            .map_err(ReplError::sql(what))?
+            .get(0);
+        return Ok(n == keys.len() as i64);
+    }
+    let (lo, hi) = range.map_or((None, None), |(l, h)| (Some(l), Some(h)));
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (
+                 SELECT 1 FROM ferry.changes
+                  WHERE rel = $1
+                    AND (pk IS NULL OR $2::bigint IS NULL
+                         OR (jsonb_typeof(pk->0) = 'number'
+                             AND (pk->>0)::numeric >= $2::bigint
+                             AND (pk->>0)::numeric < $3::bigint)))",
+            &[&table, &lo, &hi],
+        )
+        .await
+        .map_err(ReplError::sql(what))?
+        .get(0))
+}
