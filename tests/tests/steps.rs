@@ -33,6 +33,12 @@ const LINK_SECRET: &str = "link-signing-secret-for-tests-0002";
 const CONFIG_SECRET: &str = "config-var-secret-value-0003";
 const SLACK_USER: &str = "U0FERRY01";
 
+/// The app's tables and rows (deterministic: the same on any server it runs on).
+const APP_SQL: &str = "CREATE TABLE accounts (id bigserial PRIMARY KEY, email text NOT NULL, balance numeric NOT NULL DEFAULT 0);
+     INSERT INTO accounts (email, balance) SELECT 'u' || g || '@example.com', g FROM generate_series(1, 2000) g;
+     CREATE TABLE events (id bigserial PRIMARY KEY, account_id bigint REFERENCES accounts, kind text);
+     INSERT INTO events (account_id, kind) SELECT 1 + g % 2000, 'signup' FROM generate_series(1, 3000) g;";
+
 /// Log lines the steps wrote, to check that no secret is in them.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
@@ -111,15 +117,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
     let aws = ferry_aws::sdk_config().await;
     let db = TestDb::heroku_like(prefix).await;
     let app_db = db.source_app_url().connect().await.expect("connect as app");
-    app_db
-        .batch_execute(
-            "CREATE TABLE accounts (id bigserial PRIMARY KEY, email text NOT NULL, balance numeric NOT NULL DEFAULT 0);
-             INSERT INTO accounts (email, balance) SELECT 'u' || g || '@example.com', g FROM generate_series(1, 2000) g;
-             CREATE TABLE events (id bigserial PRIMARY KEY, account_id bigint REFERENCES accounts, kind text);
-             INSERT INTO events (account_id, kind) SELECT 1 + g % 2000, 'signup' FROM generate_series(1, 3000) g;",
-        )
-        .await
-        .expect("app schema");
+    app_db.batch_execute(APP_SQL).await.expect("app schema");
     let store = fresh_store().await;
     let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
     let id = unique("mig-");
@@ -1228,4 +1226,45 @@ async fn rollback_after_cutover_loses_no_write_made_on_aws() {
             .expect("lock")
             .is_none()
     );
+}
+
+/// Verification tolerates a difference only while a change for those rows waits in the
+/// capture log: the same differing row fails the step (naming the table) without one, and
+/// passes as "in flight" with one.
+#[tokio::test]
+async fn verify_fails_on_a_real_difference_and_tolerates_only_rows_in_flight() {
+    let e = env("vfy_", None).await;
+    let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
+    preflight_passed(&e).await;
+    walk(store, &id, &[Phase::ConfigSync, Phase::Replicating]).await;
+    // The target holds the same rows, but one account differs.
+    let target = e.db.target_url().connect().await.expect("target");
+    target.batch_execute(APP_SQL).await.expect("target rows");
+    target
+        .batch_execute("UPDATE accounts SET balance = 999999 WHERE id = 17")
+        .await
+        .expect("tamper");
+    let err = verify::run(deps, mref(&id), Some(Duration::from_millis(200)))
+        .await
+        .expect_err("a real difference");
+    assert_eq!(err.step_error_name(), "Ferry.Failed.VerifyMismatch");
+    let text = err.to_string();
+    assert!(text.contains("public.accounts"), "{text}");
+    assert!(!text.contains("public.events"), "{text}");
+
+    // The same difference with the source's change to that row still waiting to be applied
+    // (capture installed by the role the worker uses, as in a migration).
+    let source = e.db.source_app_url().connect().await.expect("source");
+    let tables = ferry_pg::catalog::tables(&source).await.expect("catalog");
+    ferry_replicator::capture::trigger::install(&source, &tables)
+        .await
+        .expect("capture");
+    source
+        .batch_execute("UPDATE accounts SET email = email WHERE id = 17")
+        .await
+        .expect("a captured change");
+    let out = verify::run(deps, mref(&id), Some(Duration::from_millis(200)))
+        .await
+        .expect("in flight is tolerated");
+    assert_eq!(out.in_flight, vec!["public.accounts".to_string()]);
 }
