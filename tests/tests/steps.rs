@@ -298,14 +298,7 @@ fn slack_body(id: &str, gate: Gate, approve: bool, user: &str) -> String {
         "actions": [{"action_id": "ferry_approve", "value": value}],
     })
     .to_string();
-    let mut enc = String::new();
-    for b in payload.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            enc.push(b as char);
-        } else {
-            enc.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let enc: String = form_urlencoded::byte_serialize(payload.as_bytes()).collect();
     format!("payload={enc}")
 }
 

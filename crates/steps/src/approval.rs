@@ -278,8 +278,8 @@ impl HttpRequest {
         let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let body = s(&event["body"]);
         let body = if event["isBase64Encoded"].as_bool() == Some(true) {
-            base64_decode(&body)
-                .ok_or_else(|| StepError::Input("body is not valid base64".into()))?
+            aws_smithy_types::base64::decode(&body)
+                .map_err(|_| StepError::Input("body is not valid base64".into()))?
         } else {
             body.into_bytes()
         };
@@ -303,57 +303,7 @@ impl HttpRequest {
 
 /// Decodes `application/x-www-form-urlencoded`.
 pub fn form(bytes: &[u8]) -> BTreeMap<String, String> {
-    fn unescape(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    match std::str::from_utf8(&bytes[i + 1..i + 3])
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    {
-                        Some(b) => {
-                            out.push(b);
-                            i += 2;
-                        }
-                        None => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    String::from_utf8_lossy(bytes)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (unescape(k), unescape(v)),
-            None => (unescape(p), String::new()),
-        })
-        .collect()
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
-        let v = A.iter().position(|a| *a == c)? as u32;
-        buf = (buf << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    form_urlencoded::parse(bytes).into_owned().collect()
 }
 
 /// Handles a request to the approval function URL. Never fails: every refusal is an HTTP
@@ -539,4 +489,33 @@ async fn decide_once(deps: &Deps, decision: &Decision, nonce: &str) -> StepResul
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HttpRequest, form};
+
+    #[test]
+    fn function_url_events_are_read_with_their_encodings() {
+        let event = serde_json::json!({
+            "rawPath": "/decide",
+            "rawQueryString": "t=a%2Bb.c&x",
+            "headers": {"X-Slack-Signature": "v0=ab"},
+            "requestContext": {"http": {"method": "post"}},
+            // "t=a+b%3Dc" in base64
+            "body": "dD1hK2IlM0Rj",
+            "isBase64Encoded": true
+        });
+        let req = HttpRequest::from_event(&event).expect("event");
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.query.get("t").map(String::as_str), Some("a+b.c"));
+        assert_eq!(req.query.get("x").map(String::as_str), Some(""));
+        assert_eq!(
+            req.headers.get("x-slack-signature").map(String::as_str),
+            Some("v0=ab")
+        );
+        assert_eq!(form(&req.body).get("t").map(String::as_str), Some("a b=c"));
+        let bad = serde_json::json!({"body": "%%%", "isBase64Encoded": true});
+        assert!(HttpRequest::from_event(&bad).is_err());
+    }
 }
