@@ -98,7 +98,7 @@ pub fn diagnostic(e: &StepError) -> Diagnostic {
     }
 }
 
-/// Logs as JSON lines (CloudWatch Logs Insights reads the fields).
+/// Plain log lines without colours or timestamps (CloudWatch Logs adds the time).
 pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(

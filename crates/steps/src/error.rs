@@ -125,12 +125,6 @@ pub enum StepError {
         /// Changes waiting.
         waiting: u64,
     },
-    /// The worker has not acknowledged a command yet. Retried.
-    #[error("the worker has not carried out command {seq} yet")]
-    WorkerBusy {
-        /// The command number.
-        seq: u64,
-    },
     /// An operator asked for the migration to be aborted.
     #[error("aborted by {by}; the rollback undoes what was done")]
     Aborted {
@@ -197,7 +191,6 @@ impl StepErrorName for StepError {
             StepError::CutoverUndone(_) => "Ferry.Failed.CutoverUndone",
             StepError::UndoFailed { .. } => "Ferry.Failed.UndoFailed",
             StepError::ReverseBehind { .. } => "Ferry.Retryable.ReverseBehind",
-            StepError::WorkerBusy { .. } => "Ferry.Retryable.WorkerBusy",
             StepError::Replayed => "Ferry.Blocked.Replayed",
             StepError::Aborted { .. } => "Ferry.Aborted",
             StepError::Injected(_) => "Ferry.Failed.Injected",
@@ -236,7 +229,6 @@ impl StepError {
         "Ferry.Failed.CutoverUndone",
         "Ferry.Failed.UndoFailed",
         "Ferry.Retryable.ReverseBehind",
-        "Ferry.Retryable.WorkerBusy",
         "Ferry.Blocked.Replayed",
         "Ferry.Aborted",
         "Ferry.Failed.Injected",

@@ -338,7 +338,7 @@ async fn build_report(
         .unwrap_or_default();
     // State timeline from the history: consecutive entries of the wait loop are merged.
     let history = r.history(exec).await;
-    let mut spans: Vec<(String, DateTime<Utc>, DateTime<Utc>, u32)> = Vec::new();
+    let mut spans: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = Vec::new();
     let mut open: Option<(String, DateTime<Utc>)> = None;
     let to_utc = |t: &aws_sdk_sfn::primitives::DateTime| {
         DateTime::<Utc>::from_timestamp_millis(t.to_millis().unwrap_or(0)).unwrap_or_default()
@@ -443,7 +443,7 @@ async fn build_report(
         "## Timeline\n\n| state | start (s) | duration (s) |\n| --- | ---: | ---: |"
     )?;
     let t_start = spans.first().map(|s| s.1).unwrap_or_default();
-    for (name, a, b, _) in &spans {
+    for (name, a, b) in &spans {
         writeln!(
             md,
             "| {name} | {:.1} | {:.1} |",
@@ -570,12 +570,12 @@ async fn build_report(
 }
 
 fn push_span(
-    spans: &mut Vec<(String, DateTime<Utc>, DateTime<Utc>, u32)>,
+    spans: &mut Vec<(String, DateTime<Utc>, DateTime<Utc>)>,
     name: String,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) {
-    spans.push((name, start, end, 1));
+    spans.push((name, start, end));
 }
 
 fn plot(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
