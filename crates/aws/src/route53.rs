@@ -61,6 +61,40 @@ fn refused(spec: &TrafficSpec, e: impl std::fmt::Display) -> TrafficError {
 }
 
 impl Route53Router {
+    /// The record sets of the spec's name (both weighted records, when present).
+    async fn records(&self, spec: &TrafficSpec) -> Result<Vec<ResourceRecordSet>, TrafficError> {
+        let name = fqdn(&spec.record_name);
+        let out = self
+            .client
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id(spec))
+            .start_record_name(&name)
+            .start_record_type(RrType::Cname)
+            .max_items(10)
+            .send()
+            .await
+            .map_err(|e| classify(spec, e))?;
+        Ok(out
+            .resource_record_sets()
+            .iter()
+            .filter(|r| fqdn(r.name()) == name)
+            .cloned()
+            .collect())
+    }
+
+    /// One of the pair, by set identifier.
+    async fn record_of(
+        &self,
+        spec: &TrafficSpec,
+        id: &str,
+    ) -> Result<Option<ResourceRecordSet>, TrafficError> {
+        Ok(self
+            .records(spec)
+            .await?
+            .into_iter()
+            .find(|r| r.set_identifier() == Some(id)))
+    }
+
     async fn submit(&self, spec: &TrafficSpec, batch: ChangeBatch) -> Result<(), TrafficError> {
         self.client
             .change_resource_record_sets()
@@ -146,28 +180,10 @@ impl TrafficRouter for Route53Router {
             }
             None => return Ok(false),
         }
-        // Only a Heroku record still present is deleted (the values must match exactly).
-        let current = self.weights(spec).await?;
-        let name = fqdn(&spec.record_name);
-        let out = self
-            .client
-            .list_resource_record_sets()
-            .hosted_zone_id(zone_id(spec))
-            .start_record_name(&name)
-            .start_record_type(RrType::Cname)
-            .max_items(10)
-            .send()
-            .await
-            .map_err(|e| classify(spec, e))?;
-        let Some(existing) = out
-            .resource_record_sets()
-            .iter()
-            .find(|r| fqdn(r.name()) == name && r.set_identifier() == Some(HEROKU_ID))
-            .cloned()
-        else {
+        // The Heroku record as stored now (weight 0): a delete must match it exactly.
+        let Some(existing) = self.record_of(spec, HEROKU_ID).await? else {
             return Ok(false);
         };
-        debug_assert!(current.is_some_and(|w| w.heroku == 0));
         let change = Change::builder()
             .action(ChangeAction::Delete)
             .resource_record_set(existing)
@@ -183,21 +199,11 @@ impl TrafficRouter for Route53Router {
     }
 
     async fn weights(&self, spec: &TrafficSpec) -> Result<Option<Weights>, TrafficError> {
-        let name = fqdn(&spec.record_name);
-        let out = self
-            .client
-            .list_resource_record_sets()
-            .hosted_zone_id(zone_id(spec))
-            .start_record_name(&name)
-            .start_record_type(RrType::Cname)
-            .max_items(10)
-            .send()
-            .await
-            .map_err(|e| classify(spec, e))?;
+        let records = self.records(spec).await?;
         let weight_of = |id: &str| {
-            out.resource_record_sets()
+            records
                 .iter()
-                .find(|r| fqdn(r.name()) == name && r.set_identifier() == Some(id))
+                .find(|r| r.set_identifier() == Some(id))
                 .and_then(|r| r.weight())
                 .map(|w| w.clamp(0, 255) as u32)
         };
