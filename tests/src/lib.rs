@@ -5,6 +5,7 @@
 //! AWS SDK is configured exactly as in production, from `AWS_ENDPOINT_URL` and friends.
 //! Every test gets its own databases, DynamoDB table and Heroku app, so tests run in parallel.
 
+pub mod aws;
 pub mod gate;
 pub mod rehearsal;
 pub mod sink;

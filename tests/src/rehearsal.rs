@@ -154,29 +154,12 @@ async fn ensure_shared(aws: &aws_config::SdkConfig) {
     ferry_aws::create_table(&ddb, &bed_var("FERRY_BED_STATE_TABLE"))
         .await
         .expect("state table");
-    let ecs = aws_sdk_ecs::Client::new(aws);
-    ecs.create_cluster()
-        .cluster_name(bed_var("FERRY_BED_CLUSTER"))
-        .send()
-        .await
-        .expect("cluster");
-    ecs.register_task_definition()
-        .family(bed_var("FERRY_BED_TASK_DEFINITION"))
-        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
-        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-        .cpu("1024")
-        .memory("2048")
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("worker")
-                .image("ferry-worker:rehearsal")
-                .cpu(1024)
-                .memory(2048)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("task definition");
+    crate::aws::worker_task(
+        aws,
+        &bed_var("FERRY_BED_CLUSTER"),
+        &bed_var("FERRY_BED_TASK_DEFINITION"),
+    )
+    .await;
 }
 
 impl Rehearsal {
@@ -258,37 +241,10 @@ impl Rehearsal {
             params.put_secure(&name, &value).await.expect("param");
         }
         let r53 = aws_sdk_route53::Client::new(&aws);
-        let domain = format!("{}.example.com", unique("z"));
-        let zone = r53
-            .create_hosted_zone()
-            .name(&domain)
-            .caller_reference(unique("ref-"))
-            .send()
-            .await
-            .expect("zone");
-        let zone_id = zone
-            .hosted_zone()
-            .map(|z| z.id().to_string())
-            .expect("zone id");
-        let topic = aws_sdk_sns::Client::new(&aws)
-            .create_topic()
-            .name(unique("ferry-"))
-            .send()
-            .await
-            .expect("topic");
-        let rds_id = unique("ferry-db-");
-        aws_sdk_rds::Client::new(&aws)
-            .create_db_instance()
-            .db_instance_identifier(&rds_id)
-            .db_instance_class("db.r6g.large")
-            .engine("postgres")
-            .engine_version(bed_var("FERRY_BED_TARGET_VERSION") + ".1")
-            .master_username("ferry")
-            .master_user_password("not-used-by-ferry")
-            .allocated_storage(100)
-            .send()
-            .await
-            .expect("rds instance");
+        let (zone_id, domain) = crate::aws::hosted_zone(&aws).await;
+        let topic = crate::aws::topic(&aws).await;
+        let rds_id =
+            crate::aws::rds_instance(&aws, &(bed_var("FERRY_BED_TARGET_VERSION") + ".1")).await;
         let spec = serde_json::json!({
             "migration_id": id,
             "heroku": {"app": app, "api_token_param": format!("{p}/heroku-token")},
@@ -306,7 +262,7 @@ impl Rehearsal {
                 "health": {"url": format!("{}/healthz", health.url)}
             },
             "approvals": {
-                "sns_topic_arn": topic.topic_arn().expect("topic arn"),
+                "sns_topic_arn": topic,
                 "slack_webhook_param": format!("{p}/slack-webhook"),
                 "approvers": ["ops-lead@example.com", APPROVER]
             },

@@ -9,14 +9,9 @@ use ferry_aws::{
 use ferry_core::cloud::{Alarms, Compute, Databases, Schedule};
 use ferry_tests::{bed_var, unique};
 
-async fn aws() -> aws_config::SdkConfig {
-    bed_var("AWS_ENDPOINT_URL");
-    ferry_aws::sdk_config().await
-}
-
 #[tokio::test]
 async fn canary_rules_are_created_read_and_deleted() {
-    let aws = aws().await;
+    let aws = ferry_tests::aws::config().await;
     let eb = aws_sdk_eventbridge::Client::new(&aws);
     let schedule = EventBridgeSchedule::new(eb.clone());
     let name = unique("ferry-canary-");
@@ -60,7 +55,7 @@ async fn canary_rules_are_created_read_and_deleted() {
 
 #[tokio::test]
 async fn alarms_in_alarm_and_missing_alarms_are_both_reported() {
-    let aws = aws().await;
+    let aws = ferry_tests::aws::config().await;
     let cw = aws_sdk_cloudwatch::Client::new(&aws);
     let (ok, firing, missing) = (unique("ok-"), unique("firing-"), unique("missing-"));
     for name in [&ok, &firing] {
@@ -101,43 +96,11 @@ async fn alarms_in_alarm_and_missing_alarms_are_both_reported() {
 
 #[tokio::test]
 async fn the_worker_task_runs_until_stopped() {
-    let aws = aws().await;
+    let aws = ferry_tests::aws::config().await;
     let ecs = aws_sdk_ecs::Client::new(&aws);
     let cluster = unique("ferry-");
-    ecs.create_cluster()
-        .cluster_name(&cluster)
-        .send()
-        .await
-        .expect("cluster");
-    let family = unique("ferry-worker-");
-    ecs.register_task_definition()
-        .family(&family)
-        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
-        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-        .cpu("256")
-        .memory("512")
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("worker")
-                .image("ferry-worker:test")
-                .cpu(256)
-                .memory(512)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("task definition");
-    let compute = EcsCompute::new(
-        ecs.clone(),
-        WorkerTask {
-            cluster: cluster.clone(),
-            task_definition: family,
-            container: "worker".into(),
-            subnets: vec![bed_var("FERRY_BED_SUBNET")],
-            security_groups: vec![bed_var("FERRY_BED_SECURITY_GROUP")],
-            public_ip: false,
-        },
-    );
+    let worker = ferry_tests::aws::worker_task(&aws, &cluster, &unique("ferry-worker-")).await;
+    let compute = EcsCompute::new(ecs.clone(), worker);
     let arn = compute.run_worker("mig-42").await.expect("run");
     let described = ecs
         .describe_tasks()
@@ -186,20 +149,9 @@ async fn the_worker_task_runs_until_stopped() {
 
 #[tokio::test]
 async fn rds_instances_are_described_and_a_missing_one_is_none() {
-    let aws = aws().await;
+    let aws = ferry_tests::aws::config().await;
     let rds = aws_sdk_rds::Client::new(&aws);
-    let id = unique("ferry-db-");
-    rds.create_db_instance()
-        .db_instance_identifier(&id)
-        .db_instance_class("db.t3.micro")
-        .engine("postgres")
-        .engine_version("17.2")
-        .master_username("ferry")
-        .master_user_password("not-used-by-ferry")
-        .allocated_storage(20)
-        .send()
-        .await
-        .expect("instance");
+    let id = ferry_tests::aws::rds_instance(&aws, "17.2").await;
     let dbs = RdsDatabases::new(rds);
     let db = dbs.instance(&id).await.expect("describe").expect("found");
     assert_eq!(db.status, "available");

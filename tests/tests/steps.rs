@@ -75,42 +75,6 @@ struct Env {
     secrets: Vec<String>,
 }
 
-async fn ecs_setup(aws: &aws_config::SdkConfig) -> ferry_aws::WorkerTask {
-    let ecs = aws_sdk_ecs::Client::new(aws);
-    let cluster = unique("ferry-");
-    ecs.create_cluster()
-        .cluster_name(&cluster)
-        .send()
-        .await
-        .expect("cluster");
-    let family = unique("ferry-worker-");
-    ecs.register_task_definition()
-        .family(&family)
-        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
-        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-        .cpu("256")
-        .memory("512")
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("worker")
-                .image("ferry-worker:test")
-                .cpu(256)
-                .memory(512)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("task definition");
-    ferry_aws::WorkerTask {
-        cluster,
-        task_definition: family,
-        container: "worker".into(),
-        subnets: vec![bed_var("FERRY_BED_SUBNET")],
-        security_groups: vec![bed_var("FERRY_BED_SECURITY_GROUP")],
-        public_ip: false,
-    }
-}
-
 /// Everything a migration needs, created the way an operator would before starting one.
 async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
     bed_var("AWS_ENDPOINT_URL");
@@ -154,38 +118,10 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         params.put_secure(&name, &value).await.expect("param");
     }
     // Route 53 zone, SNS topic, RDS instance, as the operator creates them.
-    let r53 = aws_sdk_route53::Client::new(&aws);
-    let domain = format!("{}.example.com", unique("z"));
-    let zone = r53
-        .create_hosted_zone()
-        .name(&domain)
-        .caller_reference(unique("ref-"))
-        .send()
-        .await
-        .expect("zone");
-    let zone_id = zone
-        .hosted_zone()
-        .map(|z| z.id().to_string())
-        .expect("zone id");
-    let topic = aws_sdk_sns::Client::new(&aws)
-        .create_topic()
-        .name(unique("ferry-"))
-        .send()
-        .await
-        .expect("topic");
-    let rds_id = unique("ferry-db-");
-    aws_sdk_rds::Client::new(&aws)
-        .create_db_instance()
-        .db_instance_identifier(&rds_id)
-        .db_instance_class("db.t3.micro")
-        .engine("postgres")
-        .engine_version(bed_var("FERRY_BED_TARGET_VERSION") + ".1")
-        .master_username("ferry")
-        .master_user_password("not-used-by-ferry")
-        .allocated_storage(20)
-        .send()
-        .await
-        .expect("rds instance");
+    let (zone_id, domain) = ferry_tests::aws::hosted_zone(&aws).await;
+    let topic = ferry_tests::aws::topic(&aws).await;
+    let rds_id =
+        ferry_tests::aws::rds_instance(&aws, &(bed_var("FERRY_BED_TARGET_VERSION") + ".1")).await;
 
     let mut s = serde_json::to_value(spec(&id, &app)).expect("spec json");
     s["heroku"]["api_token_param"] = format!("{p}/heroku-token").into();
@@ -199,7 +135,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
     s["traffic"]["health"] = serde_json::json!({"url": format!("{}/healthz", sink.url)});
     s["traffic"]["steps"] = serde_json::json!([10, 50, 100]);
     s["approvals"] = serde_json::json!({
-        "sns_topic_arn": topic.topic_arn().expect("topic arn"),
+        "sns_topic_arn": topic,
         "slack_webhook_param": format!("{p}/slack-webhook"),
         "approvers": ["ops-lead@acme.example", SLACK_USER],
     });
@@ -208,7 +144,8 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
     s["cutover"] = serde_json::json!({"scale_down": ["worker"], "drain_timeout_seconds": 20, "verify": "counts"});
     s["timing"] = serde_json::json!({"poll_seconds": 1, "stall_seconds": 30, "canary_interval_seconds": 1, "rollback_window_seconds": 5});
 
-    let worker = ecs_setup(&aws).await;
+    let worker =
+        ferry_tests::aws::worker_task(&aws, &unique("ferry-"), &unique("ferry-worker-")).await;
     let settings = Settings {
         heroku_api_url: heroku_url,
         approval_url: Some("https://approve.example.test".into()),
@@ -242,6 +179,21 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         sink,
         secrets,
     }
+}
+
+/// What the AWS side of the app reads as its DATABASE_URL.
+async fn app_database_url(deps: &Deps, spec: &ferry_core::MigrationSpec) -> String {
+    deps.params
+        .get(&spec.app_database_url_param())
+        .await
+        .expect("read the app's DATABASE_URL parameter")
+}
+
+/// Whether `role` is frozen in the database `client` is connected to.
+async fn frozen(client: &tokio_postgres::Client, role: &str) -> bool {
+    freeze::is_frozen(client, role)
+        .await
+        .expect("read the role's settings")
 }
 
 fn mref(id: &str) -> MigrationRef {
@@ -405,10 +357,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         CONFIG_SECRET
     );
     assert_eq!(
-        deps.params
-            .get(&spec.app_database_url_param())
-            .await
-            .expect("get"),
+        app_database_url(deps, &spec).await,
         e.db.source_app_url().expose_secret()
     );
     outputs.push(serde_json::to_value(&cfg).expect("json"));
@@ -421,11 +370,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     assert!(!started.reused && again.reused);
     assert_eq!(started.task_arn, again.task_arn);
     let target_admin = e.db.target_url().connect().await.expect("target");
-    assert!(
-        freeze::is_frozen(&target_admin, &roles.target)
-            .await
-            .expect("frozen?")
-    );
+    assert!(frozen(&target_admin, &roles.target).await);
     let mut worker = spawn_worker(&id, &store_table(&e));
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
@@ -672,16 +617,11 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
             .await
             .expect("source");
     assert!(
-        !freeze::is_frozen(&source_admin, APP_ROLE)
-            .await
-            .expect("frozen?"),
+        !frozen(&source_admin, APP_ROLE).await,
         "source unfrozen after undo"
     );
     assert_eq!(
-        deps.params
-            .get(&spec.app_database_url_param())
-            .await
-            .expect("get"),
+        app_database_url(deps, &spec).await,
         e.db.source_app_url().expose_secret(),
         "DATABASE_URL unchanged after undo"
     );
@@ -702,9 +642,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     );
     outputs.push(serde_json::to_value(&cut).expect("json"));
     assert!(
-        freeze::is_frozen(&source_admin, APP_ROLE)
-            .await
-            .expect("frozen?"),
+        frozen(&source_admin, APP_ROLE).await,
         "source frozen after cutover"
     );
     // The app, connecting as itself, can no longer write on the source.
@@ -723,16 +661,11 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     );
     let target_admin = e.db.target_url().connect().await.expect("target");
     assert!(
-        !freeze::is_frozen(&target_admin, &roles.target)
-            .await
-            .expect("frozen?"),
+        !frozen(&target_admin, &roles.target).await,
         "target writable"
     );
     assert_eq!(
-        deps.params
-            .get(&spec.app_database_url_param())
-            .await
-            .expect("get"),
+        app_database_url(deps, &spec).await,
         e.db.target_url().expose_secret(),
         "DATABASE_URL points at the target"
     );
@@ -1151,11 +1084,7 @@ async fn rollback_after_cutover_loses_no_write_made_on_aws() {
         "424242",
         "the update made on AWS too"
     );
-    assert!(
-        !freeze::is_frozen(&source_admin, APP_ROLE)
-            .await
-            .expect("frozen?")
-    );
+    assert!(!frozen(&source_admin, APP_ROLE).await);
     // The app role can write on the source again.
     // As the app connects (no Ferry session options): a frozen role would refuse this.
     e.db.source_app_url()
@@ -1166,10 +1095,7 @@ async fn rollback_after_cutover_loses_no_write_made_on_aws() {
         .await
         .expect("the app writes on the source again");
     assert_eq!(
-        deps.params
-            .get(&spec.app_database_url_param())
-            .await
-            .expect("get"),
+        app_database_url(deps, &spec).await,
         e.db.source_app_url().expose_secret(),
         "DATABASE_URL back on the source"
     );
@@ -1203,11 +1129,7 @@ async fn rollback_after_cutover_loses_no_write_made_on_aws() {
         .await
         .expect("fact")
         .expect("roles");
-    assert!(
-        !freeze::is_frozen(&target_admin, &roles.target)
-            .await
-            .expect("frozen?")
-    );
+    assert!(!frozen(&target_admin, &roles.target).await);
     assert_eq!(
         store.migration(&id).await.expect("rec").phase,
         Phase::RolledBack

@@ -1,0 +1,99 @@
+//! AWS resources an operator creates before a migration, made in the emulator for one test:
+//! a hosted zone, an SNS topic, an RDS instance, and the worker's ECS cluster and task
+//! definition.
+
+use crate::{bed_var, unique};
+
+/// The emulator's SDK configuration (the bed's `AWS_ENDPOINT_URL`).
+pub async fn config() -> aws_config::SdkConfig {
+    bed_var("AWS_ENDPOINT_URL");
+    ferry_aws::sdk_config().await
+}
+
+/// A new hosted zone: its id and domain.
+pub async fn hosted_zone(aws: &aws_config::SdkConfig) -> (String, String) {
+    let domain = format!("{}.example.com", unique("z"));
+    let zone = aws_sdk_route53::Client::new(aws)
+        .create_hosted_zone()
+        .name(&domain)
+        .caller_reference(unique("ref-"))
+        .send()
+        .await
+        .expect("create hosted zone");
+    let id = zone
+        .hosted_zone()
+        .map(|z| z.id().to_string())
+        .expect("zone id");
+    (id, domain)
+}
+
+/// A new SNS topic's ARN.
+pub async fn topic(aws: &aws_config::SdkConfig) -> String {
+    aws_sdk_sns::Client::new(aws)
+        .create_topic()
+        .name(unique("ferry-"))
+        .send()
+        .await
+        .expect("create topic")
+        .topic_arn()
+        .expect("topic arn")
+        .to_string()
+}
+
+/// A new PostgreSQL RDS instance of `engine_version`; its id.
+pub async fn rds_instance(aws: &aws_config::SdkConfig, engine_version: &str) -> String {
+    let id = unique("ferry-db-");
+    aws_sdk_rds::Client::new(aws)
+        .create_db_instance()
+        .db_instance_identifier(&id)
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .engine_version(engine_version)
+        .master_username("ferry")
+        .master_user_password("not-used-by-ferry")
+        .allocated_storage(20)
+        .send()
+        .await
+        .expect("create rds instance");
+    id
+}
+
+/// The worker's ECS cluster (created if missing) and a Fargate task definition of `family`,
+/// in the bed's subnet and security group.
+pub async fn worker_task(
+    aws: &aws_config::SdkConfig,
+    cluster: &str,
+    family: &str,
+) -> ferry_aws::WorkerTask {
+    let ecs = aws_sdk_ecs::Client::new(aws);
+    ecs.create_cluster()
+        .cluster_name(cluster)
+        .send()
+        .await
+        .expect("create cluster");
+    ecs.register_task_definition()
+        .family(family)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("1024")
+        .memory("2048")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("ferry-worker:test")
+                .cpu(1024)
+                .memory(2048)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register task definition");
+    ferry_aws::WorkerTask {
+        cluster: cluster.to_string(),
+        task_definition: family.to_string(),
+        container: "worker".into(),
+        subnets: vec![bed_var("FERRY_BED_SUBNET")],
+        security_groups: vec![bed_var("FERRY_BED_SECURITY_GROUP")],
+        public_ip: false,
+    }
+}
