@@ -640,6 +640,10 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         cut.timeline, cut_again.timeline,
         "a retry after success changes nothing"
     );
+    assert_eq!(
+        cut, cut_again,
+        "a retry after success reports the same cutover"
+    );
     outputs.push(serde_json::to_value(&cut).expect("json"));
     assert!(
         frozen(&source_admin, APP_ROLE).await,

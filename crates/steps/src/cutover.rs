@@ -50,7 +50,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn from_fact(fact: &CutoverFact, sequences: usize, counts_checked: usize) -> Self {
+    fn from_fact(fact: &CutoverFact) -> Self {
         let at = |name: &str| {
             fact.timeline
                 .iter()
@@ -64,8 +64,8 @@ impl Output {
         Self {
             freeze_ms,
             position: fact.position.clone().unwrap_or_default(),
-            sequences,
-            counts_checked,
+            sequences: fact.sequences,
+            counts_checked: fact.counts_checked,
             timeline: fact.timeline.clone(),
         }
     }
@@ -141,7 +141,8 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
         && let Some(done) = facts::get::<CutoverFact>(store, id, facts::CUTOVER).await?
         && done.state == "done"
     {
-        return Ok(Output::from_fact(&done, 0, 0));
+        // A retry after success reports what the cutover did, as stored.
+        return Ok(Output::from_fact(&done));
     }
     let rec = deps.enter(id, Phase::CuttingOver).await?;
     let spec = &rec.spec;
@@ -174,8 +175,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let mut clock = Clock {
         fact: CutoverFact {
             state: "frozen".into(),
-            position: None,
-            timeline: Vec::new(),
+            ..CutoverFact::default()
         },
         stored: previous,
     };
@@ -211,9 +211,9 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
 
     match frozen_part(deps, spec, &rep, &heroku, &mut clock, fault.as_deref()).await {
         Ok((sequences, counts)) => {
-            let mut out = finish(deps, spec, &target, &target_url, &roles, &mut clock).await?;
-            out.sequences = sequences;
-            out.counts_checked = counts;
+            clock.fact.sequences = sequences;
+            clock.fact.counts_checked = counts;
+            let out = finish(deps, spec, &target, &target_url, &roles, &mut clock).await?;
             deps.audit(
                 id,
                 "cutover",
@@ -394,7 +394,7 @@ async fn finish(
     clock.fact.state = "done".into();
     clock.save(deps, id).await?;
     deps.enter(id, Phase::RollbackWindow).await?;
-    Ok(Output::from_fact(&clock.fact, 0, 0))
+    Ok(Output::from_fact(&clock.fact))
 }
 
 /// Undoes a freeze that did not switch: source writable, Heroku as it was. Idempotent.

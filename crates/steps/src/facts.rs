@@ -83,6 +83,12 @@ pub struct CutoverFact {
     pub position: Option<String>,
     /// Sub-step timestamps, in order.
     pub timeline: Vec<(String, DateTime<Utc>)>,
+    /// Sequences set on the target.
+    #[serde(default)]
+    pub sequences: usize,
+    /// Tables whose row counts were compared inside the freeze.
+    #[serde(default)]
+    pub counts_checked: usize,
 }
 
 /// Reads a fact.
