@@ -43,25 +43,29 @@ pub fn function_arn(binary: &str) -> String {
 
 /// The ASL with its substitutions filled in, as the SAM template's DefinitionSubstitutions do.
 pub fn definition() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .join("statemachines/migration.asl.json");
+    let path = crate::repo_root().join("statemachines/migration.asl.json");
     let mut text = std::fs::read_to_string(path).expect("read the ASL");
     while let Some(start) = text.find("${") {
         let end = start + text[start..].find('}').expect("closing brace");
-        let name = &text[start + 2..end];
-        let stem = name.strip_suffix("FunctionArn").expect("<Step>FunctionArn");
-        let mut kebab = String::from("ferry");
-        for c in stem.chars() {
-            if c.is_ascii_uppercase() {
-                kebab.push('-');
-            }
-            kebab.push(c.to_ascii_lowercase());
-        }
-        text.replace_range(start..=end, &function_arn(&kebab));
+        let binary = function_binary(&text[start + 2..end])
+            .expect("the ASL's substitutions are <Step>FunctionArn");
+        text.replace_range(start..=end, &function_arn(&binary));
     }
     text
+}
+
+/// The function binary a `${<Step>FunctionArn}` substitution names: `PreflightFunctionArn` →
+/// `ferry-preflight`, `ConfigSyncFunctionArn` → `ferry-config-sync`.
+pub fn function_binary(substitution: &str) -> Option<String> {
+    let stem = substitution.strip_suffix("FunctionArn")?;
+    let mut name = String::from("ferry");
+    for c in stem.chars() {
+        if c.is_ascii_uppercase() {
+            name.push('-');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    Some(name)
 }
 
 /// Invokes a function binary as the emulator's Lambda invoke does (through cargo lambda

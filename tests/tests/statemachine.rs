@@ -128,20 +128,13 @@ fn every_function_substitution_names_a_function_crate() {
     }
     assert!(!subs.is_empty());
     for s in &subs {
-        let stem = s
-            .strip_suffix("FunctionArn")
+        let binary = ferry_tests::rehearsal::function_binary(s)
             .unwrap_or_else(|| panic!("${{{s}}} is not a <Step>FunctionArn substitution"));
-        let mut kebab = String::new();
-        for (i, c) in stem.chars().enumerate() {
-            if c.is_ascii_uppercase() && i > 0 {
-                kebab.push('-');
-            }
-            kebab.push(c.to_ascii_lowercase());
-        }
+        let kebab = binary.trim_start_matches("ferry-");
         assert!(
             root()
                 .join("functions")
-                .join(&kebab)
+                .join(kebab)
                 .join("Cargo.toml")
                 .exists(),
             "${{{s}}} has no functions/{kebab} crate"
