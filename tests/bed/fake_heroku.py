@@ -121,7 +121,7 @@ def create_app(body):
             "addon_service": {"id": new_id(), "name": "heroku-postgresql"},
             "plan": {"id": new_id(), "name": body.get("postgres_plan", "heroku-postgresql:standard-0")},
             "app": ref(app), "state": "provisioned", "created_at": t, "updated_at": t,
-            "billed_price": {"cents": 5000, "contract": False, "unit": "month"},
+            "billed_price": {"cents": body.get("postgres_cents", 5000), "contract": False, "unit": "month"},
             "provider_id": new_id(), "web_url": None, "actions": [], "billing_entity": ref(app),
             "_url": body["database_url"],
         }

@@ -9,6 +9,7 @@ mod heroku;
 mod infra;
 mod lambda;
 mod pg;
+mod plan;
 mod preflight;
 mod replication;
 mod spec;

@@ -1,8 +1,9 @@
 //! `ferry`: the operator's command line: `validate` a spec, print its JSON `schema`, and
-//! `start` / `status` / `approve` / `reject` migrations against AWS (or the local emulator
+//! `plan` a migration from a Heroku app, and `start` / `status` / `approve` / `reject` migrations against AWS (or the local emulator
 //! through `AWS_ENDPOINT_URL`).
 
 mod ops;
+mod plan;
 
 use std::{path::Path, process::ExitCode};
 
@@ -12,6 +13,12 @@ const USAGE: &str = "\
 usage:
   ferry validate <migration.json>        check a migration spec; prints every problem, exits 1 if any
   ferry schema                           print the JSON Schema of the migration spec
+  ferry plan <app> [--procfile FILE] [--prices FILE] [--arch x86_64|arm64] [--out DIR]
+                                         inventory of a Heroku app mapped to AWS, monthly cost
+                                         of both sides, blockers, and a migration.json to start
+                                         from (HEROKU_API_KEY; FERRY_PLAN_DATABASE_URL overrides
+                                         the app's DATABASE_URL); writes plan.md, plan.json,
+                                         migration.json to DIR (ferry-plan-<app>)
   ferry start <migration.json>           validate, then start the state machine with it
                                          (FERRY_STATE_MACHINE_ARN)
   ferry status <migration-id>            phase, copy progress, lag, traffic, gates, freeze window
@@ -41,6 +48,8 @@ fn main() -> ExitCode {
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["validate", path] => validate(Path::new(path)),
         ["schema"] => schema(),
+        ["plan", ref rest @ ..] => plan::parse(rest)
+            .and_then(|a| runtime().and_then(|rt| print_ok(rt.block_on(plan::run(a))))),
         ["start", path] => {
             runtime().and_then(|rt| print_ok(rt.block_on(ops::start(Path::new(path)))))
         }

@@ -151,6 +151,21 @@ pub struct AddOn {
     pub config_vars: Vec<String>,
     /// `provisioned`, `provisioning`, `deprovisioned`.
     pub state: String,
+    /// What Heroku bills for it, if it says.
+    #[serde(default)]
+    pub billed_price: Option<BilledPrice>,
+}
+
+/// An add-on's price as Heroku bills it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BilledPrice {
+    /// Price in US cents per `unit`.
+    pub cents: i64,
+    /// `month` (or `hour` for metered plans).
+    pub unit: String,
+    /// Whether a contract sets the price (then `cents` may not be what is paid).
+    #[serde(default)]
+    pub contract: bool,
 }
 
 /// An add-on attachment: gives an app access to an add-on under a name (`DATABASE` sets

@@ -101,8 +101,9 @@ pub struct SequenceReport {
 pub struct PreflightReport {
     /// The source server.
     pub source: ServerReport,
-    /// The target server.
-    pub target: ServerReport,
+    /// The target server (`None` when analysed without one, as `ferry plan` does before the
+    /// RDS instance exists).
+    pub target: Option<ServerReport>,
     /// The capture mode the spec asked for.
     pub requested_capture: CaptureMode,
     /// The capture mode that will be used (`auto` resolved), or `None` if neither works.
@@ -117,6 +118,8 @@ pub struct PreflightReport {
     pub sequences: Vec<SequenceReport>,
     /// Large objects in the source database.
     pub large_objects: i64,
+    /// Extensions installed on the source (name, version), `plpgsql` left out.
+    pub extensions: Vec<(String, String)>,
     /// Everything found, blockers first.
     pub findings: Vec<Finding>,
 }
@@ -199,8 +202,31 @@ pub async fn analyse(
     requested: CaptureMode,
     parallelism: u32,
 ) -> Result<PreflightReport, PgError> {
+    analyse_with(source, Some(target), requested, parallelism).await
+}
+
+/// Analyses the source alone, before a target exists (`ferry plan`): everything
+/// [`analyse`] finds except the checks that need the target (its version, its role, which
+/// extensions it offers).
+pub async fn analyse_source(
+    source: &Client,
+    requested: CaptureMode,
+    parallelism: u32,
+) -> Result<PreflightReport, PgError> {
+    analyse_with(source, None, requested, parallelism).await
+}
+
+async fn analyse_with(
+    source: &Client,
+    target: Option<&Client>,
+    requested: CaptureMode,
+    parallelism: u32,
+) -> Result<PreflightReport, PgError> {
     let src = server(source).await?;
-    let tgt = server(target).await?;
+    let tgt = match target {
+        Some(t) => Some(server(t).await?),
+        None => None,
+    };
     let tables = catalog::tables(source).await?;
     let mut findings = Vec::new();
     let mut add = |severity, code, object: Option<String>, message: String, fix: String| {
@@ -213,7 +239,9 @@ pub async fn analyse(
         })
     };
 
-    if tgt.major < src.major {
+    if let Some(tgt) = &tgt
+        && tgt.major < src.major
+    {
         add(
             Severity::Blocker,
             "target_older",
@@ -225,7 +253,9 @@ pub async fn analyse(
             "create the RDS instance with an engine version at least the source's major".into(),
         );
     }
-    if !tgt.can_set_replication_role {
+    if let Some(tgt) = &tgt
+        && !tgt.can_set_replication_role
+    {
         add(
             Severity::Blocker,
             "target_role",
@@ -337,19 +367,25 @@ pub async fn analyse(
             what: "list source extensions",
             source,
         })?;
-    let available: Vec<String> = target
-        .query("SELECT name::text FROM pg_available_extensions", &[])
-        .await
-        .map_err(|source| PgError::Query {
-            what: "list target extensions",
-            source,
-        })?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for r in &src_ext {
-        let name: String = r.get(0);
-        if !available.contains(&name) {
+    let available: Option<Vec<String>> = match target {
+        Some(target) => Some(
+            target
+                .query("SELECT name::text FROM pg_available_extensions", &[])
+                .await
+                .map_err(|source| PgError::Query {
+                    what: "list target extensions",
+                    source,
+                })?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        ),
+        None => None,
+    };
+    let extensions: Vec<(String, String)> = src_ext.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for (name, _) in &extensions {
+        let name = name.clone();
+        if available.as_ref().is_some_and(|a| !a.contains(&name)) {
             add(
                 Severity::Blocker,
                 "extension_missing",
@@ -573,6 +609,7 @@ pub async fn analyse(
         tables: table_reports,
         sequences,
         large_objects,
+        extensions,
         findings,
     })
 }

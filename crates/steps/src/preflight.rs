@@ -154,7 +154,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
         serde_json::json!({
             "capture": report.capture,
             "source_major": report.source.major,
-            "target_major": report.target.major,
+            "target_major": report.target.as_ref().map(|t| t.major),
             "findings": report.findings,
             "blockers": blockers,
         }),
@@ -184,7 +184,11 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
         capture: report.capture.unwrap_or(CaptureMode::Trigger),
         tables: report.tables.len(),
         database_bytes: report.total_bytes(),
-        versions: format!("{} -> {}", report.source.major, report.target.major),
+        versions: format!(
+            "{} -> {}",
+            report.source.major,
+            report.target.as_ref().map_or(0, |t| t.major)
+        ),
         warnings: report
             .findings
             .iter()
