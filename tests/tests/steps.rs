@@ -73,6 +73,19 @@ struct Env {
     id: String,
     sink: Sink,
     secrets: Vec<String>,
+    /// The EMF metric lines the steps wrote.
+    metrics: ferry_core::metrics::Recorder,
+}
+
+/// The values of metric `name` in the EMF lines recorded, in order.
+fn metric_values(e: &Env, name: &str) -> Vec<f64> {
+    e.metrics
+        .lines()
+        .iter()
+        .map(|l| ferry_core::metrics::parse(l).expect("every metric line is EMF"))
+        .filter(|m| m["MigrationId"] == e.id.as_str())
+        .filter_map(|m| m.get(name).and_then(|v| v.as_f64()))
+        .collect()
 }
 
 /// Everything a migration needs, created the way an operator would before starting one.
@@ -159,9 +172,11 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         fault_prefix: None,
         drain_poll: Duration::from_millis(20),
     };
-    let deps = ferry_lambda::deps(settings, store.table().to_string(), worker)
+    let mut deps = ferry_lambda::deps(settings, store.table().to_string(), worker)
         .await
         .expect("deps");
+    let metrics = ferry_core::metrics::Recorder::default();
+    deps.metrics = Arc::new(metrics.clone());
     let secrets = vec![
         db.source_app_url().expose_secret().to_string(),
         db.target_url().expose_secret().to_string(),
@@ -178,6 +193,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         id,
         sink,
         secrets,
+        metrics,
     }
 }
 
@@ -533,6 +549,11 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         }
     }
     assert_eq!(seen, vec![10, 50, 100]);
+    assert_eq!(
+        metric_values(&e, "AwsTrafficPercent"),
+        vec![10.0, 50.0, 100.0],
+        "a metric per weight change, duplicates and retries left out"
+    );
     assert!(!deps.schedule.rule_exists(&start.rule).await.expect("rule?"));
     assert_eq!(
         gk.finished(&canary_exec).await.status(),
@@ -639,6 +660,11 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     assert_eq!(
         cut.timeline, cut_again.timeline,
         "a retry after success changes nothing"
+    );
+    assert_eq!(
+        metric_values(&e, "WriteFreezeMilliseconds"),
+        vec![cut.freeze_ms as f64],
+        "one freeze metric, from the cutover that finished"
     );
     assert_eq!(
         cut, cut_again,

@@ -62,8 +62,29 @@ async fn send(store: &dyn MigrationStore, id: &str, command: WorkerCommand) -> u
         .seq
 }
 
+/// Where a worker's stdout (its EMF metric lines) goes.
+fn stdout_path(migration_id: &str, worker_id: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ferry-worker-{migration_id}-{worker_id}.out"))
+}
+
+/// The EMF metrics the worker printed so far, line by line.
+fn worker_metrics(
+    migration_id: &str,
+    worker_id: &str,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    std::fs::read_to_string(stdout_path(migration_id, worker_id))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(ferry_core::metrics::parse)
+        .filter(|m| m["MigrationId"] == migration_id)
+        .collect()
+}
+
 fn spawn_worker(migration_id: &str, table: &str, worker_id: &str) -> Child {
+    let stdout = std::fs::File::create(stdout_path(migration_id, worker_id))
+        .expect("create the worker's stdout file");
     Command::new(workspace_bin("ferry-worker"))
+        .stdout(stdout)
         .env("FERRY_MIGRATION_ID", migration_id)
         .env("FERRY_STATE_TABLE", table)
         .env("FERRY_WORKER_ID", worker_id)
@@ -303,6 +324,35 @@ async fn serial_worker_pauses_on_commands_and_on_schema_changes() {
     })
     .await;
     assert!(p.paused);
+    // The heartbeat's EMF lines carry what the progress item says.
+    let mut metrics = worker_metrics(&id, "watcher");
+    for _ in 0..50 {
+        if metrics
+            .iter()
+            .any(|m| m.get("ChangesWaiting").and_then(serde_json::Value::as_f64) >= Some(10.0))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = worker_metrics(&id, "watcher");
+    }
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m.get("ChangesWaiting").and_then(serde_json::Value::as_f64) >= Some(10.0)),
+        "no EMF line shows the changes waiting: {metrics:?}"
+    );
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m.get("CopiedBytes").and_then(serde_json::Value::as_f64) > Some(0.0))
+    );
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m.contains_key("ReplicationLagSeconds"))
+    );
+    assert!(metrics.iter().any(|m| m.contains_key("CopyBytesPerSecond")));
     let seq = send(store.as_ref(), &id, WorkerCommand::Resume { force: false }).await;
     wait_progress(store.as_ref(), &id, "caught up", |p| {
         p.acked_command == seq && !p.paused && p.lag_changes == Some(0)

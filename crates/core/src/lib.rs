@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod cloud;
 pub mod errors;
+pub mod metrics;
 pub mod params;
 pub mod problems;
 pub mod signing;

@@ -3,13 +3,14 @@
 //! worker directly: they read its progress and write commands.
 
 use std::{
-    sync::atomic::Ordering,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use chrono::Utc;
 use ferry_core::{
     StepErrorName,
+    metrics::{Metric, MetricSink, Unit},
     state::{WorkerCommand, WorkerPhase, WorkerProgress},
     store::{MigrationStore, StoreError},
 };
@@ -37,6 +38,8 @@ pub struct RunnerConfig {
     pub schema_check: Duration,
     /// The replication settings.
     pub replicator: Config,
+    /// Where the heartbeat's EMF metric lines go (stdout in the ECS task).
+    pub metrics: Arc<dyn MetricSink>,
 }
 
 /// How the run ended.
@@ -81,9 +84,35 @@ struct Beat<'a> {
     paused: bool,
     drained_to: Option<String>,
     error: Option<(String, String)>,
+    /// Bytes copied at the previous heartbeat, and when: the copy throughput between beats.
+    copied_before: Option<(u64, Instant)>,
 }
 
 impl Beat<'_> {
+    /// Lag, changes waiting, bytes copied and the copy throughput since the last beat.
+    fn metrics(&mut self, status: &Status) {
+        let now = Instant::now();
+        let mut m = vec![
+            Metric::new("CopiedBytes", status.bytes_copied as f64, Unit::Bytes),
+            Metric::new("ChangesWaiting", status.lag_changes as f64, Unit::Count),
+        ];
+        if let Some(lag) = status.lag_seconds {
+            m.push(Metric::new("ReplicationLagSeconds", lag, Unit::Seconds));
+        }
+        if let Some((bytes, at)) = self.copied_before {
+            let secs = now.duration_since(at).as_secs_f64();
+            if secs > 0.0 && status.bytes_copied >= bytes {
+                m.push(Metric::new(
+                    "CopyBytesPerSecond",
+                    (status.bytes_copied - bytes) as f64 / secs,
+                    Unit::BytesPerSecond,
+                ));
+            }
+        }
+        self.copied_before = Some((status.bytes_copied, now));
+        self.cfg.metrics.emit(&self.cfg.migration_id, "worker", &m);
+    }
+
     async fn write(&mut self, phase: WorkerPhase, status: &Status) -> Result<bool, StoreError> {
         self.seq += 1;
         self.last = Some(Instant::now());
@@ -109,7 +138,10 @@ impl Beat<'_> {
             drained_to: self.drained_to.clone(),
         };
         match self.store.put_progress(&progress).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.metrics(status);
+                Ok(true)
+            }
             Err(StoreError::WorkerSuperseded { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -162,6 +194,7 @@ pub async fn run(store: &dyn MigrationStore, cfg: RunnerConfig) -> Result<Exit, 
         paused: false,
         drained_to: None,
         error: None,
+        copied_before: None,
     };
     if !beat
         .write(WorkerPhase::Starting, &Status::default())

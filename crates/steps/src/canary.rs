@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use ferry_core::{
     StepErrorName,
+    metrics::{Metric, Unit},
     spec::MigrationSpec,
     state::{Outcome, Phase},
     traffic::Weights,
@@ -88,6 +89,7 @@ pub async fn start(deps: &Deps, input: StartInput) -> StepResult<Output> {
             deps.router
                 .set_weights(&spec.traffic, Weights::for_aws_percent(first))
                 .await?;
+            weight_metric(deps, id, first);
             facts::put_once(store, id, facts::CANARY, &fresh).await?
         }
         // A retried start: keep the weight reached, take the new token.
@@ -226,6 +228,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     deps.router
         .set_weights(&spec.traffic, Weights::for_aws_percent(percent))
         .await?;
+    weight_metric(deps, id, percent);
     let moved = CanaryFact {
         index: next,
         aws_percent: percent,
@@ -274,6 +277,7 @@ async fn unhealthy(
     deps.router
         .set_weights(&spec.traffic, Weights::for_aws_percent(0))
         .await?;
+    weight_metric(deps, id, 0);
     deps.schedule.delete_rule(&rule).await?;
     let failed = CanaryFact {
         state: "unhealthy".into(),
@@ -306,4 +310,17 @@ async fn unhealthy(
         aws_percent: 0,
         rule,
     })
+}
+
+/// The share of traffic on AWS as a metric, after every weight change.
+fn weight_metric(deps: &Deps, id: &str, aws_percent: u32) {
+    deps.metrics(
+        id,
+        "canary",
+        &[Metric::new(
+            "AwsTrafficPercent",
+            f64::from(aws_percent),
+            Unit::Percent,
+        )],
+    );
 }

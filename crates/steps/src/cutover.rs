@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use ferry_core::{
+    metrics::{Metric, Unit},
     spec::{CaptureMode, CutoverVerify, MigrationSpec},
     state::{Outcome, Phase, WorkerCommand},
 };
@@ -214,6 +215,17 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             clock.fact.sequences = sequences;
             clock.fact.counts_checked = counts;
             let out = finish(deps, spec, &target, &target_url, &roles, &mut clock).await?;
+            if out.freeze_ms >= 0 {
+                deps.metrics(
+                    id,
+                    "cutover",
+                    &[Metric::new(
+                        "WriteFreezeMilliseconds",
+                        out.freeze_ms as f64,
+                        Unit::Milliseconds,
+                    )],
+                );
+            }
             deps.audit(
                 id,
                 "cutover",

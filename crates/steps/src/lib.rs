@@ -120,6 +120,8 @@ pub struct Deps {
     pub databases: Arc<dyn Databases>,
     /// HTTP for Slack webhooks and health URLs.
     pub http: reqwest::Client,
+    /// Where CloudWatch EMF metric lines go (stdout in a function).
+    pub metrics: Arc<dyn ferry_core::metrics::MetricSink>,
     /// Deployment settings.
     pub settings: Settings,
 }
@@ -185,6 +187,12 @@ impl Deps {
         }
         self.store.append_audit(migration_id, &event).await?;
         Ok(())
+    }
+
+    /// Publishes `metrics` of the migration as one EMF line from step `step`.
+    pub fn metrics(&self, migration_id: &str, step: &str, metrics: &[ferry_core::metrics::Metric]) {
+        self.metrics
+            .emit(migration_id, &format!("step:{step}"), metrics);
     }
 
     /// A Heroku client with the spec's API token.

@@ -56,6 +56,7 @@ async fn config(
         bail!("FERRY_HEARTBEAT_MS must be above 0");
     }
     Ok(RunnerConfig {
+        metrics: std::sync::Arc::new(ferry_core::metrics::Stdout),
         worker_id: std::env::var("FERRY_WORKER_ID")
             .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
         migration_id,
