@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export FERRY_CACHE ?= $(CACHE_DIR)
 BED_DIR ?= /tmp/ferry-bed
 
-.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-cutover deploy
+.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-cutover deploy image
 
 ## test: install what is missing, fmt check, clippy -D warnings, start the bed, run all tests
 test:
@@ -65,6 +65,11 @@ demo:
 ## write gap p50/max -> docs/benchmarks-cutover.md (BENCH_OUT). Not in CI.
 bench-cutover:
 	BENCH_RUNS=$${BENCH_RUNS:-10} bash tests/demo.sh
+
+## image: the replication worker's image (needs a container engine; push it to ECR for deploy).
+## IMAGE=ferry-worker, PLATFORM=linux/arm64 (the template's default architecture)
+image:
+	docker build --platform $${PLATFORM:-linux/arm64} -t $${IMAGE:-ferry-worker} .
 
 ## deploy: build every function with cargo-lambda and deploy the stack (needs an AWS account,
 ## the SAM CLI and a worker image; cannot run on the local bed). Asks for the parameters once.

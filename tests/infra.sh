@@ -41,3 +41,8 @@ echo "[infra] sam validate --lint ok"
 awk '!done && /^      KmsKeyId:$/ {skip=4; done=1} skip>0 {skip--; next} {print}' infra/template.yaml > "$broken/nokms.yaml"
 must_refuse "a log group without a KMS key (checkov)" "$checkov" -f "$broken/nokms.yaml" --config-file infra/.checkov.yaml
 echo "[infra] checkov ok"
+
+"$checkov" -f Dockerfile --framework dockerfile --compact --quiet --skip-download
+sed 's/^USER 10001$/USER root/' Dockerfile > "$broken/Dockerfile"
+must_refuse "a worker image that runs as root (checkov)" "$checkov" -f "$broken/Dockerfile" --framework dockerfile --compact --quiet --skip-download
+echo "[infra] checkov (Dockerfile) ok"

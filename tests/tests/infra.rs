@@ -78,3 +78,53 @@ fn the_template_holds_no_secret_and_scopes_what_aws_allows() {
     assert!(tpl.contains("hostedzone/${HostedZoneId}"));
     assert!(tpl.contains("rule/ferry-canary-*"));
 }
+
+/// The worker's Dockerfile builds the worker with the workspace's Rust, carries the PostgreSQL
+/// client tools of a recent major where the worker looks for them, and does not run as root.
+/// (No container engine here: the image itself is built by `make deploy`'s operator.)
+#[test]
+fn the_worker_dockerfile_carries_a_recent_pg_dump_where_the_worker_looks() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let arg = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("ARG {name}=")))
+            .unwrap_or_else(|| panic!("ARG {name}= missing"))
+            .trim()
+            .to_string()
+    };
+    let pg: u32 = arg("PG_MAJOR").parse().expect("PG_MAJOR is a number");
+    // Heroku Postgres runs up to 17: pg_dump must be at least as new as the source.
+    assert!(pg >= 17, "pg_dump {pg} is older than Heroku's newest major");
+    assert!(text.contains("postgresql-client-${PG_MAJOR}"));
+    assert!(text.contains("ENV FERRY_PG_BIN=/usr/lib/postgresql/${PG_MAJOR}/bin"));
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let rust = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("rust-version")
+        .trim_matches('"')
+        .to_string();
+    assert_eq!(
+        arg("RUST_VERSION"),
+        rust,
+        "the image builds with the workspace's Rust"
+    );
+    assert!(
+        text.contains("-p ferry-worker")
+            && text.contains("ENTRYPOINT [\"/usr/local/bin/ferry-worker\"]")
+    );
+    let user = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .expect("a USER line");
+    assert!(
+        user.trim() != "root" && user.trim() != "0",
+        "the worker runs as root"
+    );
+    // The task definition must not point the worker at other client tools.
+    assert!(
+        !template().contains("FERRY_PG_BIN"),
+        "the template overrides FERRY_PG_BIN"
+    );
+}
