@@ -16,7 +16,7 @@ cargo fmt --all -- --check
 stage "state machine (asl-validator)"
 bash tests/asl.sh
 
-stage "infrastructure template (cfn-lint)"
+stage "infrastructure template and worker image (cfn-lint, sam validate --lint, checkov)"
 bash tests/infra.sh
 
 stage "clippy"
