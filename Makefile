@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export FERRY_CACHE ?= $(CACHE_DIR)
 BED_DIR ?= /tmp/ferry-bed
 
-.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-cutover deploy image
+.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-cutover sam-build deploy image
 
 ## test: install what is missing, fmt check, clippy -D warnings, start the bed, run all tests
 test:
@@ -71,7 +71,15 @@ bench-cutover:
 image:
 	docker build --platform $${PLATFORM:-linux/arm64} -t $${IMAGE:-ferry-worker} .
 
-## deploy: build every function with cargo-lambda and deploy the stack (needs an AWS account,
-## the SAM CLI and a worker image; cannot run on the local bed). Asks for the parameters once.
-deploy:
-	cd infra && sam build --template-file template.yaml && sam deploy --guided
+## sam-build: build every function with cargo-lambda through the SAM CLI, as deploy does
+## (ARCH=arm64 by default, which needs the aarch64 Rust target; ARCH=x86_64 needs nothing more).
+ARCH ?= arm64
+sam-build:
+	cd infra && PATH="$(FERRY_CACHE)/venv/bin:$(FERRY_CACHE)/sam-venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
+		sam build --template-file template.yaml --parameter-overrides Architecture=$(ARCH)
+
+## deploy: sam-build, then deploy the stack (needs an AWS account and a worker image; cannot
+## run on the local bed). Asks for the parameters once.
+deploy: sam-build
+	cd infra && PATH="$(FERRY_CACHE)/sam-venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
+		sam deploy --guided --parameter-overrides Architecture=$(ARCH)
