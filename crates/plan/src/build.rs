@@ -390,6 +390,12 @@ fn process_mapping(app: &str, p: &Process, prices: &Prices, rate: Option<(f64, f
         ),
     };
     let mut notes = notes;
+    if let Some(note) = size
+        .and_then(|s| prices.heroku.dynos.get(s))
+        .and_then(|d| d.note.clone())
+    {
+        notes.push(format!("Heroku price: {note}"));
+    }
     if size.is_some() && task.is_none() {
         notes.push("dyno size not in the price table: no Fargate size chosen".into());
     }

@@ -239,7 +239,16 @@ pub async fn collect(
             None,
             Some("the app has no DATABASE_URL and FERRY_PLAN_DATABASE_URL is not set".to_string()),
         ),
-        Some(url) => match read_database(url).await {
+        // A host that drops packets would hold the plan for the OS's TCP timeout: give up
+        // sooner and say so.
+        Some(url) => match tokio::time::timeout(DATABASE_TIMEOUT, read_database(url))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer from the database within {} s",
+                    DATABASE_TIMEOUT.as_secs()
+                ))
+            }) {
             Ok((version, size_bytes, parallelism, preflight)) => (
                 Some(DatabaseInfo {
                     parallelism,
@@ -253,7 +262,7 @@ pub async fn collect(
                 }),
                 None,
             ),
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(e)),
         },
     };
 
@@ -290,7 +299,14 @@ fn process_order(p: &Process) -> (u8, String) {
     (rank, p.process_type.clone())
 }
 
-async fn read_database(
+/// How long `ferry plan` waits for the database.
+const DATABASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn read_database(url: &str) -> Result<(String, i64, u32, PreflightReport), String> {
+    read_database_inner(url).await.map_err(|e| e.to_string())
+}
+
+async fn read_database_inner(
     url: &str,
 ) -> Result<(String, i64, u32, PreflightReport), ferry_pg::PgError> {
     let url = PgUrl::parse(url)?;
