@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks infra/template.yaml offline: cfn-lint, `sam validate --lint`, and the checkov policy
+# Checks infra/template.yaml offline: cfn-lint, `sam validate --lint`, what the SAM transform adds
+# (tests/infra_transform.py), and the checkov policy
 # scan (skips explained in infra/.checkov.yaml and in resource Metadata). Each tool must also
 # refuse a deliberately broken copy, so a check that accepts anything cannot pass.
 set -euo pipefail
@@ -35,6 +36,10 @@ echo "[infra] cfn-lint ok"
 sed 's/    Timeout: 900$/    Timeout: 90000/' infra/template.yaml > "$broken/timeout.yaml"
 must_refuse "a function timeout over Lambda's 900 s (sam validate --lint)" "$sam" validate --lint -t "$broken/timeout.yaml"
 echo "[infra] sam validate --lint ok"
+
+"$cache/sam-venv/bin/python" tests/infra_transform.py infra/template.yaml
+awk '/^    VpcConfig:$/ {skip=5} skip>0 {skip--; next} {print}' infra/template.yaml > "$broken/novpc.yaml"
+must_refuse "functions outside the VPC (SAM transform)" "$cache/sam-venv/bin/python" tests/infra_transform.py "$broken/novpc.yaml"
 
 "$checkov" -f infra/template.yaml --config-file infra/.checkov.yaml
 # The first log group loses its KMS key: CKV_AWS_158 must fail.
