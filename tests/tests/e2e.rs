@@ -260,8 +260,10 @@ async fn unhealthy_canary_sends_traffic_back_without_a_person() {
     assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
 }
 
-/// 4. The worker is killed while streaming → the status step sees the task stopped and starts
-///    a new one → the execution goes on; the data are equal at the end.
+/// 4. The worker is killed after the catch-up loop, while the traffic gate waits → nothing
+///    notices during the gates and the canary; the check before the cutover sees it gone,
+///    starts a new one and waits for it to catch up → the cutover drains and the data are
+///    equal at the end.
 #[tokio::test]
 async fn killed_worker_is_restarted_and_the_migration_completes() {
     let w = World::new(Options {
@@ -270,28 +272,19 @@ async fn killed_worker_is_restarted_and_the_migration_completes() {
     })
     .await;
     let exec = w.r.start_with_cli(&w.r.id);
-    let deadline = std::time::Instant::now() + GATE_WAIT;
-    loop {
-        let streaming =
-            w.r.store
-                .progress(&w.r.id)
-                .await
-                .expect("progress")
-                .is_some_and(|p| p.phase == WorkerPhase::Streaming);
-        if streaming && w.runner.kill_current() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never streamed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    w.approver
+        .wait_pending(&w.r.id, &exec, Gate::ShiftTraffic, GATE_WAIT)
+        .await;
+    assert!(w.runner.kill_current(), "a worker was running");
     w.decide(&exec, Gate::ShiftTraffic, true).await;
+    w.decide(&exec, Gate::Cutover, true).await;
+    w.finish_with_sides_equal(&exec).await;
     assert!(
         w.runner.started.lock().expect("started").len() >= 2,
         "a new worker task was started"
     );
-    w.decide(&exec, Gate::Cutover, true).await;
-    w.finish_with_sides_equal(&exec).await;
     let audit = w.r.store.audit_log(&w.r.id).await.expect("audit");
+    assert!(audit.iter().any(|a| a.action == "worker_dead"));
     assert!(audit.iter().any(|a| a.action == "restart_worker"));
 }
 

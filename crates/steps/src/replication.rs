@@ -136,7 +136,30 @@ pub struct Status {
 }
 
 /// Checks the worker; restarts a dead one; fails when it cannot go on.
-pub async fn status(deps: &Deps, input: MigrationRef) -> StepResult<Status> {
+/// The status step's input: the migration, and for the check before the cutover, since when
+/// the worker has had to be caught up again.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusInput {
+    /// The migration.
+    pub migration_id: String,
+    /// Where the catch-up limit (`timing.catch_up_hours`) counts from, when later than the
+    /// worker's first start: the state machine passes the time it entered the check before
+    /// the cutover, so a worker that died during the gates gets the whole limit to catch up.
+    #[serde(default)]
+    pub since: Option<chrono::DateTime<Utc>>,
+}
+
+impl From<MigrationRef> for StatusInput {
+    fn from(r: MigrationRef) -> Self {
+        Self {
+            migration_id: r.migration_id,
+            since: None,
+        }
+    }
+}
+
+pub async fn status(deps: &Deps, input: impl Into<StatusInput>) -> StepResult<Status> {
+    let input: StatusInput = input.into();
     let id = &input.migration_id;
     crate::abort::check(deps, id).await?;
     let rec = deps.record(id).await?;
@@ -203,7 +226,7 @@ pub async fn status(deps: &Deps, input: MigrationRef) -> StepResult<Status> {
         restarts += 1;
     }
 
-    let elapsed_hours = (now - worker.first_started_at).num_seconds() as f64 / 3600.0;
+    let elapsed_hours = catch_up_hours(worker.first_started_at, input.since, now);
     let ready = progress.as_ref().is_some_and(|p| {
         p.phase == WorkerPhase::Streaming
             && !p.paused
@@ -237,6 +260,17 @@ pub async fn status(deps: &Deps, input: MigrationRef) -> StepResult<Status> {
         });
     }
     Ok(out)
+}
+
+/// Hours the catch-up limit has run: from the worker's first start, or from `since` when that
+/// is later (the check before the cutover).
+fn catch_up_hours(
+    first_started_at: chrono::DateTime<Utc>,
+    since: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> f64 {
+    let from = since.map_or(first_started_at, |s| s.max(first_started_at));
+    (now - from).num_seconds() as f64 / 3600.0
 }
 
 /// Stops the worker: a `stop` command (with capture cleanup), a bounded wait for it to be
@@ -328,4 +362,28 @@ pub async fn stop_worker(deps: &Deps, id: &str, wait: std::time::Duration) -> St
     )
     .await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+
+    use super::catch_up_hours;
+
+    #[test]
+    fn the_catch_up_limit_counts_from_the_later_of_first_start_and_since() {
+        let now = Utc::now();
+        let first = now - Duration::hours(100);
+        assert_eq!(catch_up_hours(first, None, now), 100.0);
+        // Before the cutover, days after the first catch-up: the limit starts again.
+        assert_eq!(
+            catch_up_hours(first, Some(now - Duration::hours(2)), now),
+            2.0
+        );
+        // A `since` before the first start changes nothing.
+        assert_eq!(
+            catch_up_hours(first, Some(first - Duration::hours(5)), now),
+            100.0
+        );
+    }
 }

@@ -4,7 +4,7 @@
 async fn main() -> Result<(), lambda_runtime::Error> {
     ferry_lambda::serve(
         "replication-status",
-        |deps, input: ferry_steps::MigrationRef| async move {
+        |deps, input: ferry_steps::replication::StatusInput| async move {
             ferry_steps::replication::status(&deps, input).await
         },
     )
