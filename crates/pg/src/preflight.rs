@@ -194,6 +194,18 @@ async fn server(client: &Client) -> Result<ServerReport, PgError> {
     })
 }
 
+/// Sessions Ferry opens on the source besides the copy's: the worker's apply, capture and
+/// command sessions.
+pub const FERRY_SESSIONS: i64 = 3;
+
+/// The copy parallelism that leaves the app half of `free_connections`, the line past which
+/// [`analyse`] warns (`parallelism + FERRY_SESSIONS` at most half of what is free); at least 1,
+/// at most 4 (the spec's default). A source too small even for 1 gets the blocker from
+/// [`analyse`].
+pub fn fitting_parallelism(free_connections: i64) -> u32 {
+    (free_connections / 2 - FERRY_SESSIONS).clamp(1, 4) as u32
+}
+
 /// Analyses source and target for a migration with the requested capture mode and copy
 /// parallelism.
 pub async fn analyse(
@@ -444,7 +456,7 @@ async fn analyse_with(
     }
 
     // Connections: the copy's sessions, the worker's own, plus headroom for the app.
-    let needed = i64::from(parallelism) + 3;
+    let needed = i64::from(parallelism) + FERRY_SESSIONS;
     let free = src.max_connections - src.connections_in_use;
     if needed > free {
         add(
@@ -452,7 +464,7 @@ async fn analyse_with(
             "connections",
             None,
             format!(
-                "the source allows {} connections and {} are in use; Ferry needs {needed} (parallelism {parallelism} + 3)",
+                "the source allows {} connections and {} are in use; Ferry needs {needed} (parallelism {parallelism} + {FERRY_SESSIONS})",
                 src.max_connections, src.connections_in_use
             ),
             "lower replication.parallelism or the app's pool size".into(),
@@ -612,4 +624,22 @@ async fn analyse_with(
         extensions,
         findings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting_parallelism;
+
+    #[test]
+    fn parallelism_leaves_the_app_half_the_free_connections() {
+        assert_eq!(fitting_parallelism(97), 4, "plenty");
+        assert_eq!(fitting_parallelism(12), 3);
+        assert_eq!(fitting_parallelism(10), 2);
+        assert_eq!(
+            fitting_parallelism(3),
+            1,
+            "never below 1: preflight reports the rest"
+        );
+        assert_eq!(fitting_parallelism(-2), 1);
+    }
 }

@@ -658,14 +658,6 @@ fn totals(mappings: &[Mapping]) -> Totals {
     t
 }
 
-fn process_type_ok(p: &str) -> bool {
-    !p.is_empty()
-        && p.len() <= 30
-        && p.starts_with(|c: char| c.is_ascii_lowercase())
-        && p.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
 fn spec(
     inventory: &Inventory,
     running: &BTreeSet<&str>,
@@ -739,7 +731,7 @@ fn spec(
         if *p == "web" {
             continue;
         }
-        if process_type_ok(p) {
+        if ferry_core::spec::is_process_type(p) {
             scale_down.push(p.to_string());
         } else {
             warnings.push(issue(

@@ -323,22 +323,14 @@ async fn read_database_inner(
             what: "read version, size and free connections",
             source,
         })?;
-    let parallelism = fitting_parallelism(row.get(2));
+    let parallelism = ferry_pg::preflight::fitting_parallelism(row.get(2));
     // `auto` finds which capture mode works.
     let report =
         ferry_pg::preflight::analyse_source(&client, CaptureMode::Auto, parallelism).await?;
     Ok((row.get(0), row.get(1), parallelism, report))
 }
 
-/// The copy sessions that leave the app half of the free connections: Ferry needs
-/// `parallelism + 3`, and preflight warns past half of what is free. At least 1, at most 4
-/// (the spec's default).
-pub fn fitting_parallelism(free_connections: i64) -> u32 {
-    let fits = free_connections / 2 - 3;
-    fits.clamp(1, 4) as u32
-}
-
-/// Names of process types in `inventory` that run (quantity above 0), web first.
+/// Names of process types in `inventory` that run (quantity above 0), in name order.
 pub fn running(inventory: &Inventory) -> BTreeSet<&str> {
     inventory
         .processes
@@ -351,19 +343,6 @@ pub fn running(inventory: &Inventory) -> BTreeSet<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parallelism_leaves_the_app_half_the_free_connections() {
-        assert_eq!(fitting_parallelism(97), 4, "plenty");
-        assert_eq!(fitting_parallelism(12), 3);
-        assert_eq!(fitting_parallelism(10), 2);
-        assert_eq!(
-            fitting_parallelism(3),
-            1,
-            "never below 1: preflight reports the rest"
-        );
-        assert_eq!(fitting_parallelism(-2), 1);
-    }
 
     #[test]
     fn a_procfile_parses_and_bad_lines_name_their_number() {

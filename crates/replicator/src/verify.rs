@@ -73,19 +73,14 @@ pub async fn differing_keys(
             t.display_name()
         )));
     };
-    let all_cols = t
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let row_hash = row_md5(t);
     let k = quote_ident(key);
     let filter = match keys {
         Some(_) => format!("{k} = ANY($1::bigint[])"),
         None => format!("{k} >= $1::bigint AND {k} < $2::bigint"),
     };
     let sql = format!(
-        "SELECT {k}::bigint, md5(ROW({all_cols})::text) FROM {q} WHERE {filter}",
+        "SELECT {k}::bigint, {row_hash} FROM {q} WHERE {filter}",
         q = t.qualified()
     );
     let what = format!("compare rows of {}", t.display_name());
@@ -101,6 +96,18 @@ pub async fn differing_keys(
         .collect();
     out.sort_unstable();
     Ok(out)
+}
+
+/// The md5 of a row over every column (generated ones too: both sides compute them), the same
+/// expression for the chunk sums and the row-by-row comparison.
+fn row_md5(t: &Table) -> String {
+    let cols = t
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("md5(ROW({cols})::text)")
 }
 
 async fn row_hashes(
@@ -124,14 +131,9 @@ async fn verify_table(
     t: &Table,
     rows_per_chunk: i64,
 ) -> ReplResult<TableCheck> {
-    let all_cols = t
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let row_hash = row_md5(t);
     let hash = format!(
-        "coalesce(sum(('x' || substr(md5(ROW({all_cols})::text), 1, 16))::bit(64)::bigint::numeric), 0)::text"
+        "coalesce(sum(('x' || substr({row_hash}, 1, 16))::bit(64)::bigint::numeric), 0)::text"
     );
     let name = t.display_name();
     let (bucket, step, min) = match t.integer_key() {

@@ -228,7 +228,6 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     deps.router
         .set_weights(&spec.traffic, Weights::for_aws_percent(percent))
         .await?;
-    weight_metric(deps, id, percent);
     let moved = CanaryFact {
         index: next,
         aws_percent: percent,
@@ -242,6 +241,8 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
             rule,
         });
     }
+    // After the swap: a tick that lost the race to a duplicate reports no second move.
+    weight_metric(deps, id, percent);
     deps.audit(
         id,
         "canary",

@@ -342,6 +342,17 @@ impl MigrationSpec {
     }
 }
 
+/// Whether `name` can be a Heroku process type in `cutover.scale_down`: lowercase letters,
+/// digits and `_`, starting with a letter, at most 30 characters.
+pub fn is_process_type(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 30
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// The JSON Schema of [`MigrationSpec`], as checked in at `examples/migration.schema.json`.
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(MigrationSpec))

@@ -399,12 +399,7 @@ fn cutover(s: &CutoverSpec, path: &str, out: &mut Vec<Problem>) {
         out,
     );
     for (i, p) in s.scale_down.iter().enumerate() {
-        let ok = !p.is_empty()
-            && p.len() <= 30
-            && p.starts_with(|c: char| c.is_ascii_lowercase())
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !ok {
+        if !super::is_process_type(p) {
             out.push(Problem::new(
                 index(&child(path, "scale_down"), i),
                 format!("{p:?} is not a Heroku process type; use the names in the Procfile, e.g. \"worker\""),
