@@ -376,13 +376,7 @@ impl Rehearsal {
     ) -> (ExecutionStatus, Option<String>, Option<String>) {
         let deadline = Instant::now() + limit;
         loop {
-            let d = self
-                .sfn
-                .describe_execution()
-                .execution_arn(execution)
-                .send()
-                .await
-                .expect("describe");
+            let d = describe(&self.sfn, execution).await;
             if d.status() != &ExecutionStatus::Running {
                 return (
                     d.status().clone(),
@@ -481,13 +475,7 @@ impl Approver {
             if pending && self.submitted(execution, state).await {
                 break;
             }
-            let d = self
-                .sfn
-                .describe_execution()
-                .execution_arn(execution)
-                .send()
-                .await
-                .expect("describe");
+            let d = describe(&self.sfn, execution).await;
             assert_eq!(
                 d.status(),
                 &ExecutionStatus::Running,
@@ -989,4 +977,16 @@ where
 async fn connect_as_app(url: &PgUrl) -> Result<tokio_postgres::Client, String> {
     // The app is not Ferry: open the session with the role's own defaults.
     url.connect_as_app().await.map_err(|e| e.to_string())
+}
+
+/// The execution as Step Functions describes it now.
+async fn describe(
+    sfn: &aws_sdk_sfn::Client,
+    execution: &str,
+) -> aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput {
+    sfn.describe_execution()
+        .execution_arn(execution)
+        .send()
+        .await
+        .expect("describe")
 }

@@ -9,6 +9,7 @@ use ferry_tests::{TestDb, heroku, unique, workspace_bin};
 use serde_json::{Value, json};
 
 const SECRET: &str = "s3cr3t-config-value-7781";
+const UNREACHABLE_PASSWORD: &str = "unreachable-pw-5521";
 
 async fn create_app(body: Value) {
     let (base, _) = heroku();
@@ -336,7 +337,7 @@ async fn a_plan_without_a_readable_database_still_reports_the_rest() {
     create_app(json!({
         "name": app,
         // Nothing listens there.
-        "database_url": "postgres://app:pw@127.0.0.1:9/app?sslmode=require",
+        "database_url": format!("postgres://app:{UNREACHABLE_PASSWORD}@127.0.0.1:9/app?sslmode=require"),
         "postgres_plan": "heroku-postgresql:premium-0",
         "formation": [{"type": "web", "quantity": 1, "size": "private-m", "command": "node server.js"}],
     }))
@@ -352,6 +353,19 @@ async fn a_plan_without_a_readable_database_still_reports_the_rest() {
         codes(&plan, "warnings").contains("database_unreadable"),
         "{plan:#}"
     );
+    // The connection error is in the plan, its password is not.
+    assert!(
+        plan["inventory"]["database_unavailable"]
+            .as_str()
+            .is_some_and(|r| r.contains("127.0.0.1")),
+        "{plan:#}"
+    );
+    for text in [plan.to_string(), out.clone()] {
+        assert!(
+            !text.contains(UNREACHABLE_PASSWORD),
+            "the password leaked: {text}"
+        );
+    }
     assert!(codes(&plan, "warnings").contains("dyno_size_unpriced"));
     assert!(codes(&plan, "blockers").contains("no_custom_domain"));
     // premium has a standby: Multi-AZ, sized to the plan's storage limit.

@@ -77,6 +77,15 @@ struct Env {
     metrics: ferry_core::metrics::Recorder,
 }
 
+/// The migration ended rolled back and released the app's lock.
+async fn rolled_back_and_unlocked(store: &dyn MigrationStore, id: &str, app: &str) {
+    assert_eq!(
+        store.migration(id).await.expect("rec").phase,
+        Phase::RolledBack
+    );
+    assert!(store.app_lock(app).await.expect("lock").is_none());
+}
+
 /// The values of metric `name` in the EMF lines recorded, in order.
 fn metric_values(e: &Env, name: &str) -> Vec<f64> {
     e.metrics
@@ -986,17 +995,7 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
     let rb = rollback::run(deps, input()).await.expect("rollback");
     assert_eq!(rb.from_phase.as_deref(), Some("shifting_traffic"));
     rollback::run(deps, input()).await.expect("rollback again");
-    assert_eq!(
-        store.migration(&id).await.expect("rec").phase,
-        Phase::RolledBack
-    );
-    assert!(
-        store
-            .app_lock(&spec.heroku.app)
-            .await
-            .expect("lock")
-            .is_none()
-    );
+    rolled_back_and_unlocked(store, &id, &spec.heroku.app).await;
     // A rollback from another execution of the same id touches nothing.
     let foreign = rollback::run(
         deps,
@@ -1160,17 +1159,7 @@ async fn rollback_after_cutover_loses_no_write_made_on_aws() {
         .expect("fact")
         .expect("roles");
     assert!(!frozen(&target_admin, &roles.target).await);
-    assert_eq!(
-        store.migration(&id).await.expect("rec").phase,
-        Phase::RolledBack
-    );
-    assert!(
-        store
-            .app_lock(&spec.heroku.app)
-            .await
-            .expect("lock")
-            .is_none()
-    );
+    rolled_back_and_unlocked(store, &id, &spec.heroku.app).await;
 }
 
 /// Verification tolerates a difference only while a change for those rows waits in the
