@@ -144,11 +144,8 @@ pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
     let mut mappings = Vec::new();
     let mut blockers = Vec::new();
     let mut warnings = Vec::new();
-    let rate = prices
-        .aws
-        .fargate
-        .get(&options.architecture)
-        .or_else(|| prices.aws.fargate.values().next());
+    // No rate for the architecture: the processes stay unpriced rather than priced wrong.
+    let rate = prices.aws.fargate.get(&options.architecture);
     let app = inventory.app.name.clone();
 
     // Processes.
@@ -589,22 +586,23 @@ fn addon_mapping(a: &AddOnInfo, prices: &Prices) -> Mapping {
     if !a.config_vars.is_empty() {
         notes.push(format!("sets {}", a.config_vars.join(", ")));
     }
-    let heroku_monthly = a.billed_monthly.or_else(|| match a.service.as_str() {
-        "heroku-redis" | "heroku-key-value-store" => {
-            prices.heroku.key_value.get(&a.plan).map(|p| p.monthly)
-        }
-        _ => None,
-    });
+    // A Heroku Key-Value Store (Redis) plan from the table, when this is one.
+    let key_value = matches!(
+        a.service.as_str(),
+        "heroku-redis" | "heroku-key-value-store"
+    )
+    .then(|| prices.heroku.key_value.get(&a.plan))
+    .flatten();
+    let heroku_monthly = a.billed_monthly.or(key_value.map(|p| p.monthly));
     let mut aws = aws.to_string();
     let aws_monthly = match a.service.as_str() {
         "heroku-redis" | "heroku-key-value-store" => {
-            let memory = prices.heroku.key_value.get(&a.plan).map(|p| p.memory_mb);
-            let node = memory.and_then(|m| {
+            let node = key_value.and_then(|kv| {
                 prices
                     .aws
                     .elasticache
                     .iter()
-                    .filter(|(_, n)| n.memory_mb >= m)
+                    .filter(|(_, n)| n.memory_mb >= kv.memory_mb)
                     .min_by(|(_, x), (_, y)| x.hourly.total_cmp(&y.hourly))
             });
             match node {
