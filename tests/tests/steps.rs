@@ -433,26 +433,18 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     let gk = Gatekeeper::new().await;
     let (gate_exec, token) = gk.waiting_execution().await;
     tokens.push(token.clone());
-    let req = approval::request(
-        deps,
-        approval::RequestInput {
-            migration_id: id.clone(),
-            gate: Gate::ShiftTraffic,
-            task_token: token.clone(),
-        },
-    )
-    .await
-    .expect("request");
-    let req_again = approval::request(
-        deps,
-        approval::RequestInput {
-            migration_id: id.clone(),
-            gate: Gate::ShiftTraffic,
-            task_token: token.clone(),
-        },
-    )
-    .await
-    .expect("request again");
+    let request = || {
+        approval::request(
+            deps,
+            approval::RequestInput {
+                migration_id: id.clone(),
+                gate: Gate::ShiftTraffic,
+                task_token: token.clone(),
+            },
+        )
+    };
+    let req = request().await.expect("request");
+    let req_again = request().await.expect("request again");
     assert_eq!(req.gate, req_again.gate);
     assert_eq!(
         store
@@ -499,24 +491,17 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     //    deletes the rule and resumes the waiting execution.
     let (canary_exec, token) = gk.waiting_execution().await;
     tokens.push(token.clone());
-    let start = canary::start(
-        deps,
-        canary::StartInput {
-            migration_id: id.clone(),
-            task_token: token.clone(),
-        },
-    )
-    .await
-    .expect("canary start");
-    let start_again = canary::start(
-        deps,
-        canary::StartInput {
-            migration_id: id.clone(),
-            task_token: token.clone(),
-        },
-    )
-    .await
-    .expect("canary start again");
+    let canary_start = || {
+        canary::start(
+            deps,
+            canary::StartInput {
+                migration_id: id.clone(),
+                task_token: token.clone(),
+            },
+        )
+    };
+    let start = canary_start().await.expect("canary start");
+    let start_again = canary_start().await.expect("canary start again");
     assert_eq!(
         start_again.aws_percent, start.aws_percent,
         "a retried start does not reset or skip"
