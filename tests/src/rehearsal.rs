@@ -709,18 +709,24 @@ impl EcsRunner {
 use std::os::unix::process::CommandExt;
 
 fn kill_group(child: &mut Child) {
+    signal_group(child, "TERM");
+}
+
+/// Sends `signal` to the child's process group, waits up to 5 s for it to exit, then kills
+/// the group outright.
+pub fn signal_group(child: &mut Child, signal: &str) {
     if let Ok(None) = child.try_wait() {
         let pid = child.id() as i32;
         // procps-ng's `kill -9 -PGID` misbehaves here; this form does not.
         let _ = Command::new("kill")
-            .args(["-s", "TERM", "--", &format!("-{pid}")])
+            .args(["-s", signal, "--", &format!("-{pid}")])
             .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
         let _ = Command::new("kill")
             .args(["-s", "KILL", "--", &format!("-{pid}")])

@@ -5,6 +5,7 @@ mod cli;
 mod cloud;
 mod e2e;
 mod emulator;
+mod endpoint;
 mod heroku;
 mod infra;
 mod lambda;

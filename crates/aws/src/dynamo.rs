@@ -7,6 +7,8 @@
 //! | worker progress | `MIG#<id>`    | `PROGRESS`      |
 //! | approval        | `MIG#<id>`    | `APPROVAL#<gate>` |
 //! | app lock        | `APP#<app>`   | `LOCK`          |
+//! | endpoint desired state | `APP#<app>` | `ENDPOINT`    |
+//! | endpoint task report | `APP#<app>` | `ENDPOINT#TASK#<task>` |
 //!
 //! Every write that changes state carries a condition; a failed condition is read back to tell
 //! a harmless retry (already applied) from a real conflict.
@@ -24,6 +26,7 @@ use aws_sdk_dynamodb::{
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{
+    endpoint::{EndpointDesired, EndpointStore, EndpointTask},
     state::{
         AppLock, Appended, ApprovalRequest, ApprovalStatus, AuditEvent, CommandRecord, Gate,
         MigrationRecord, Outcome, Phase, WorkerCommand, WorkerProgress,
@@ -89,6 +92,36 @@ impl DynamoStore {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(items),
             }
+        }
+    }
+
+    /// Writes `record` (numbered `prev + 1`) as the item `pk`/`sk` if the stored one still
+    /// has number `prev`; `None` when another writer got that number first.
+    async fn put_numbered<T: serde::Serialize + HasSeq>(
+        &self,
+        pk: &str,
+        sk: &str,
+        prev: u64,
+        record: T,
+    ) -> StoreResult<Option<T>> {
+        let body = serde_json::to_string(&record).map_err(|e| corrupt(pk, sk, e))?;
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pk))
+            .item("sk", s(sk))
+            .item("kind", s(&sk.to_ascii_lowercase()))
+            .item("seq", n(record.seq()))
+            .item("body", s(&body))
+            .condition_expression("attribute_not_exists(pk) OR seq = :prev")
+            .expression_attribute_values(":prev", n(prev))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Some(record)),
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -512,34 +545,20 @@ impl MigrationStore for DynamoStore {
         now: DateTime<Utc>,
     ) -> StoreResult<CommandRecord> {
         let pk = mig_pk(migration_id);
+        let make = |seq| CommandRecord {
+            migration_id: migration_id.to_string(),
+            seq,
+            command: command.clone(),
+            issued_at: now,
+            issued_by: issued_by.to_string(),
+        };
         for _ in 0..5 {
             let prev = self.command(migration_id).await?.map_or(0, |c| c.seq);
-            let record = CommandRecord {
-                migration_id: migration_id.to_string(),
-                seq: prev + 1,
-                command: command.clone(),
-                issued_at: now,
-                issued_by: issued_by.to_string(),
-            };
-            let body = serde_json::to_string(&record).map_err(|e| corrupt(&pk, "command", e))?;
-            let res = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item("pk", s(&pk))
-                .item("sk", s("COMMAND"))
-                .item("kind", s("command"))
-                .item("seq", n(record.seq))
-                .item("body", s(&body))
-                .condition_expression("attribute_not_exists(pk) OR seq = :prev")
-                .expression_attribute_values(":prev", n(prev))
-                .send()
-                .await;
-            match res {
-                Ok(_) => return Ok(record),
-                // Another sender got this number first: take the next one.
-                Err(e) if is_condition_failure(&e) => continue,
-                Err(e) => return Err(classify(e)),
+            if let Some(r) = self
+                .put_numbered(&pk, "COMMAND", prev, make(prev + 1))
+                .await?
+            {
+                return Ok(r);
             }
         }
         Err(StoreError::VersionConflict {
@@ -671,6 +690,103 @@ impl MigrationStore for DynamoStore {
             Err(e) => Err(classify(e)),
         }
     }
+}
+
+#[async_trait]
+impl EndpointStore for DynamoStore {
+    async fn set_endpoint_desired(&self, want: EndpointDesired) -> StoreResult<EndpointDesired> {
+        let pk = app_pk(&want.app);
+        for _ in 0..5 {
+            let prev = self.endpoint_desired(&want.app).await?.map_or(0, |d| d.seq);
+            let record = EndpointDesired {
+                seq: prev + 1,
+                ..want.clone()
+            };
+            if let Some(r) = self.put_numbered(&pk, ENDPOINT_SK, prev, record).await? {
+                return Ok(r);
+            }
+        }
+        Err(StoreError::VersionConflict {
+            migration_id: want.migration_id.clone(),
+            expected: 0,
+            found: self.endpoint_desired(&want.app).await?.map_or(0, |d| d.seq),
+        })
+    }
+
+    async fn endpoint_desired(&self, app: &str) -> StoreResult<Option<EndpointDesired>> {
+        let pk = app_pk(app);
+        let Some(item) = self.get(&pk, ENDPOINT_SK).await? else {
+            return Ok(None);
+        };
+        let key = format!("{pk}/{ENDPOINT_SK}");
+        serde_json::from_str(get_s(&item, "body", &key)?)
+            .map(Some)
+            .map_err(|e| corrupt(&key, "body", e))
+    }
+
+    async fn put_endpoint_task(&self, task: &EndpointTask) -> StoreResult<()> {
+        let pk = app_pk(&task.app);
+        let body = serde_json::to_string(task).map_err(|e| corrupt(&pk, "endpoint task", e))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(&endpoint_task_sk(&task.task_id)))
+            .item("kind", s("endpoint_task"))
+            .item("body", s(&body))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn endpoint_tasks(&self, app: &str) -> StoreResult<Vec<EndpointTask>> {
+        let pk = app_pk(app);
+        self.query_prefix(&pk, &endpoint_task_sk(""))
+            .await?
+            .iter()
+            .map(|item| {
+                let key = format!("{pk}/{}", opt_s(item, "sk").unwrap_or_default());
+                serde_json::from_str(get_s(item, "body", &key)?)
+                    .map_err(|e| corrupt(&key, "body", e))
+            })
+            .collect()
+    }
+
+    async fn remove_endpoint_task(&self, app: &str, task_id: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&app_pk(app)))
+            .key("sk", s(&endpoint_task_sk(task_id)))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+const ENDPOINT_SK: &str = "ENDPOINT";
+
+/// A record numbered 1, 2, 3… in its item's `seq` attribute.
+trait HasSeq {
+    fn seq(&self) -> u64;
+}
+
+impl HasSeq for CommandRecord {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl HasSeq for EndpointDesired {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+fn endpoint_task_sk(task_id: &str) -> String {
+    format!("ENDPOINT#TASK#{task_id}")
 }
 
 fn mig_pk(migration_id: &str) -> String {

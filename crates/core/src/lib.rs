@@ -5,6 +5,7 @@
 
 pub mod approval;
 pub mod cloud;
+pub mod endpoint;
 pub mod errors;
 pub mod metrics;
 pub mod params;

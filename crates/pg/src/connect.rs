@@ -128,6 +128,29 @@ impl PgUrl {
         other
     }
 
+    /// The first host and port (TCP), for a pooler's backend entry.
+    pub fn host_port(&self) -> Option<(String, u16)> {
+        let host = match self.config.get_hosts().first()? {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => return None,
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        Some((host, port))
+    }
+
+    /// The password, if the URL has one: a secret, for a pooler's private config file only.
+    pub fn expose_password(&self) -> Option<String> {
+        self.config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    }
+
+    /// The root certificate file given as `sslrootcert`, if any.
+    pub fn root_cert(&self) -> Option<&std::path::Path> {
+        self.root_cert.as_deref()
+    }
+
     /// The role the URL logs in as.
     pub fn user(&self) -> Option<&str> {
         self.config.get_user()

@@ -1,0 +1,443 @@
+//! The supervisor: one per endpoint task. It renders PgBouncer's files from SSM, runs
+//! PgBouncer, and converges it to the desired state stored for the app (paused or not, which
+//! backend), reporting each number it reached — or why it could not — with its task id.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use chrono::Utc;
+use ferry_core::{
+    ParamStore,
+    endpoint::{Backend, EndpointDesired, EndpointStore, EndpointTask},
+};
+use ferry_pg::PgUrl;
+use rand::Rng;
+use tokio::process::{Child, Command};
+use tokio_postgres::Client;
+
+use crate::{
+    EndpointError,
+    admin::{self, Console},
+    ini::{self, BackendEntry, ClientLogin, Layout},
+};
+
+/// What a task is told by its environment (see `ferry-endpoint`'s docs).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The Heroku app whose endpoint this is.
+    pub app: String,
+    /// This task's id.
+    pub task_id: String,
+    /// SSM parameter holding the source (Heroku Postgres) URL.
+    pub source_param: String,
+    /// SSM parameter holding the target (RDS) URL.
+    pub target_param: String,
+    /// SSM parameter holding the URL the app fleet uses to reach the endpoint (its user,
+    /// password and database name are what clients log in with).
+    pub client_param: String,
+    /// The `pgbouncer` binary.
+    pub pgbouncer: PathBuf,
+    /// Private working directory (created 0700).
+    pub dir: PathBuf,
+    /// TCP listen address.
+    pub listen_addr: String,
+    /// TCP port.
+    pub port: u16,
+    /// Certificate and key presented to clients; a self-signed pair is made when absent.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `default_pool_size`.
+    pub pool_size: u32,
+    /// `max_client_conn`.
+    pub max_client_conn: u32,
+    /// How often the desired state is read.
+    pub poll: Duration,
+    /// How often the report is rewritten when nothing changes.
+    pub heartbeat: Duration,
+    /// How often the URLs are read again from SSM (credentials rotate).
+    pub refresh: Duration,
+}
+
+/// The URLs as read from SSM.
+struct Urls {
+    source: (PgUrl, BackendEntry),
+    target: (PgUrl, BackendEntry),
+    client: ClientLogin,
+}
+
+impl Urls {
+    fn backend(&self, side: Backend) -> &(PgUrl, BackendEntry) {
+        match side {
+            Backend::Source => &self.source,
+            Backend::Target => &self.target,
+        }
+    }
+}
+
+async fn read_urls(s: &Settings, params: &dyn ParamStore) -> Result<Urls, EndpointError> {
+    let read = |name: String| async move {
+        let text = params
+            .get(&name)
+            .await
+            .map_err(|e| EndpointError::Params(e.to_string()))?;
+        PgUrl::parse(&text).map_err(|e| EndpointError::Config {
+            field: name.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let source = read(s.source_param.clone()).await?;
+    let target = read(s.target_param.clone()).await?;
+    let client = read(s.client_param.clone()).await?;
+    Ok(Urls {
+        source: (
+            source.clone(),
+            BackendEntry::from_url(Backend::Source, &source, &s.source_param)?,
+        ),
+        target: (
+            target.clone(),
+            BackendEntry::from_url(Backend::Target, &target, &s.target_param)?,
+        ),
+        client: ClientLogin::from_url(&client, &s.client_param)?,
+    })
+}
+
+/// Writes `text` to `path` readable by this user only.
+async fn write_private(path: &Path, text: &str) -> Result<(), EndpointError> {
+    let io = |e: std::io::Error| EndpointError::Io(format!("write {}: {e}", path.display()));
+    let tmp = path.with_extension("tmp");
+    tokio::fs::write(&tmp, text).await.map_err(io)?;
+    tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .await
+        .map_err(io)?;
+    tokio::fs::rename(&tmp, path).await.map_err(io)
+}
+
+/// A self-signed certificate for client TLS, made with the image's openssl.
+async fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), EndpointError> {
+    let (cert, key) = (dir.join("client-tls.crt"), dir.join("client-tls.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+        ])
+        .args(["-subj", "/CN=ferry-endpoint", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| EndpointError::Io(format!("run openssl: {e}")))?;
+    if !out.status.success() {
+        return Err(EndpointError::Io(format!(
+            "openssl could not make a certificate: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok((cert, key))
+}
+
+/// What the task is now.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    seq: u64,
+    paused: bool,
+    backend: Backend,
+}
+
+/// A running endpoint task.
+struct Task<'a> {
+    s: &'a Settings,
+    store: &'a dyn EndpointStore,
+    params: &'a dyn ParamStore,
+    layout: Layout,
+    console: Console,
+    admin: Client,
+    urls: Urls,
+    now: Now,
+    error: Option<String>,
+    version: String,
+    started_at: chrono::DateTime<Utc>,
+}
+
+/// Runs the task until `shutdown` resolves (clean stop: PgBouncer stopped, report removed) or
+/// PgBouncer dies (an error: ECS replaces the task).
+pub async fn run(
+    s: &Settings,
+    store: &dyn EndpointStore,
+    params: &dyn ParamStore,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), EndpointError> {
+    let (mut task, mut child) = Task::start(s, store, params).await?;
+    tokio::pin!(shutdown);
+    let mut poll = tokio::time::interval(s.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_report = tokio::time::Instant::now();
+    let mut last_refresh = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                let _ = child.kill().await;
+                let _ = store.remove_endpoint_task(&s.app, &s.task_id).await;
+                tracing::info!(task = %s.task_id, "endpoint task stopped");
+                return Ok(());
+            }
+            status = child.wait() => {
+                return Err(EndpointError::PgBouncerExited(
+                    status.map(|st| st.to_string()).unwrap_or_else(|e| e.to_string()),
+                ));
+            }
+            _ = poll.tick() => {}
+        }
+        match store.endpoint_desired(&s.app).await {
+            Ok(Some(want)) if want.seq > task.now.seq => {
+                task.converge(&want).await;
+                task.report().await;
+                last_report = tokio::time::Instant::now();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the desired endpoint state"),
+        }
+        if last_refresh.elapsed() >= s.refresh {
+            last_refresh = tokio::time::Instant::now();
+            task.refresh().await;
+        }
+        if last_report.elapsed() >= s.heartbeat {
+            task.report().await;
+            last_report = tokio::time::Instant::now();
+        }
+    }
+}
+
+impl<'a> Task<'a> {
+    async fn start(
+        s: &'a Settings,
+        store: &'a dyn EndpointStore,
+        params: &'a dyn ParamStore,
+    ) -> Result<(Task<'a>, Child), EndpointError> {
+        let io = |e: std::io::Error| EndpointError::Io(format!("{}: {e}", s.dir.display()));
+        tokio::fs::create_dir_all(&s.dir).await.map_err(io)?;
+        tokio::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .map_err(io)?;
+        let urls = read_urls(s, params).await?;
+        let client_tls = match &s.tls {
+            Some(pair) => pair.clone(),
+            None => self_signed(&s.dir).await?,
+        };
+        let layout = Layout {
+            dir: s.dir.clone(),
+            listen_addr: s.listen_addr.clone(),
+            port: s.port,
+            client_tls,
+            pool_size: s.pool_size,
+            max_client_conn: s.max_client_conn,
+        };
+        let password: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect();
+        // A task that starts late comes up where the others are.
+        let want = store
+            .endpoint_desired(&s.app)
+            .await?
+            .unwrap_or_else(|| EndpointDesired::initial(&s.app));
+        write_private(
+            &layout.auth_path(),
+            &ini::render_auth(&urls.client, &password),
+        )
+        .await?;
+        write_private(
+            &layout.ini_path(),
+            &ini::render_ini(&layout, &urls.client, &urls.backend(want.backend).1),
+        )
+        .await?;
+        let child = Command::new(&s.pgbouncer)
+            .arg(layout.ini_path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| EndpointError::Io(format!("start {}: {e}", s.pgbouncer.display())))?;
+        let console = Console {
+            socket_dir: s.dir.clone(),
+            port: s.port,
+            password,
+        };
+        let admin = console.wait_ready(Duration::from_secs(20)).await?;
+        let version = admin::version(&admin).await?;
+        if !admin::supports_prepared_statements(&version) {
+            return Err(EndpointError::Config {
+                field: "pgbouncer".into(),
+                reason: format!(
+                    "{version} cannot keep named prepared statements in transaction pooling; 1.21 or newer is needed"
+                ),
+            });
+        }
+        let mut task = Task {
+            s,
+            store,
+            params,
+            layout,
+            console,
+            admin,
+            urls,
+            now: Now {
+                seq: want.seq,
+                paused: false,
+                backend: want.backend,
+            },
+            error: None,
+            version,
+            started_at: Utc::now(),
+        };
+        if want.paused {
+            // No client yet: the pause is immediate.
+            task.console
+                .pause(
+                    &mut task.admin,
+                    Duration::from_millis(want.pause_timeout_ms),
+                )
+                .await?;
+            task.now.paused = true;
+        }
+        tracing::info!(task = %s.task_id, version = %task.version, backend = %want.backend, paused = want.paused, "endpoint task up");
+        task.report().await;
+        Ok((task, child))
+    }
+
+    /// Reaches `want` step by step; on a failure leaves the endpoint unpaused on the backend it
+    /// had (never half-switched) and records why.
+    async fn converge(&mut self, want: &EndpointDesired) {
+        let before = self.now;
+        let outcome = self.converge_steps(want).await;
+        self.now.seq = want.seq;
+        match outcome {
+            Ok(()) => {
+                self.error = None;
+                tracing::info!(seq = want.seq, paused = self.now.paused, backend = %self.now.backend, "endpoint converged");
+            }
+            Err(e) => {
+                tracing::error!(seq = want.seq, error = %e, "endpoint could not reach the desired state; staying on {}", before.backend);
+                self.error = Some(e.to_string());
+                if self.now.backend != before.backend
+                    && let Err(back) = self.retarget(before.backend).await
+                {
+                    tracing::error!(error = %back, "could not go back to the previous backend");
+                }
+                if self.now.paused
+                    && let Err(r) = self.console.resume(&self.admin).await
+                {
+                    tracing::error!(error = %r, "could not resume after a failed change");
+                } else {
+                    self.now.paused = false;
+                }
+            }
+        }
+    }
+
+    async fn converge_steps(&mut self, want: &EndpointDesired) -> Result<(), EndpointError> {
+        let limit = Duration::from_millis(want.pause_timeout_ms);
+        // A retarget always happens paused, so no transaction spans two servers.
+        let pause_needed = want.paused || want.backend != self.now.backend;
+        if pause_needed && !self.now.paused {
+            self.console.pause(&mut self.admin, limit).await?;
+            self.now.paused = true;
+        }
+        if want.backend != self.now.backend {
+            self.retarget(want.backend).await?;
+        }
+        if !want.paused && self.now.paused {
+            self.console.resume(&self.admin).await?;
+            self.now.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Checks the new backend accepts our login, rewrites the ini, reloads, and confirms
+    /// PgBouncer now points there.
+    async fn retarget(&mut self, to: Backend) -> Result<(), EndpointError> {
+        let (url, entry) = self.urls.backend(to);
+        let check = tokio::time::timeout(Duration::from_secs(5), url.connect_as_app()).await;
+        match check {
+            Ok(Ok(_client)) => {}
+            Ok(Err(e)) => {
+                return Err(EndpointError::BackendRefused {
+                    backend: to,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(EndpointError::BackendRefused {
+                    backend: to,
+                    reason: "no answer within 5 s".into(),
+                });
+            }
+        }
+        let want_target = (entry.host.clone(), entry.port);
+        write_private(
+            &self.layout.ini_path(),
+            &ini::render_ini(&self.layout, &self.urls.client, entry),
+        )
+        .await?;
+        self.console.reload(&self.admin).await?;
+        let has = admin::database_target(&self.admin, &self.urls.client.dbname).await?;
+        if has.as_ref() != Some(&want_target) {
+            return Err(EndpointError::Admin {
+                what: "RELOAD".into(),
+                reason: format!(
+                    "PgBouncer still points at {has:?} after the reload, not {want_target:?}"
+                ),
+            });
+        }
+        self.now.backend = to;
+        Ok(())
+    }
+
+    /// Reads the URLs again (Heroku rotates credentials) and rewrites the files if they
+    /// changed; keeps the old ones if SSM cannot be read.
+    async fn refresh(&mut self) {
+        match read_urls(self.s, self.params).await {
+            Ok(urls) => {
+                let changed =
+                    urls.backend(self.now.backend).1 != self.urls.backend(self.now.backend).1;
+                self.urls = urls;
+                if changed && !self.now.paused {
+                    let entry = self.urls.backend(self.now.backend).1.clone();
+                    let text = ini::render_ini(&self.layout, &self.urls.client, &entry);
+                    if let Err(e) = write_private(&self.layout.ini_path(), &text).await {
+                        tracing::warn!(error = %e, "cannot rewrite the ini after a credential change");
+                    } else if let Err(e) = self.console.reload(&self.admin).await {
+                        tracing::warn!(error = %e, "cannot reload after a credential change");
+                    } else {
+                        tracing::info!(backend = %self.now.backend, "backend credentials changed; reloaded");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the endpoint's URLs; keeping the ones in use")
+            }
+        }
+    }
+
+    async fn report(&self) {
+        let report = EndpointTask {
+            app: self.s.app.clone(),
+            task_id: self.s.task_id.clone(),
+            started_at: self.started_at,
+            heartbeat_at: Utc::now(),
+            seq: self.now.seq,
+            paused: self.now.paused,
+            backend: self.now.backend,
+            error: self.error.clone(),
+            pgbouncer_version: self.version.clone(),
+            source_param: self.s.source_param.clone(),
+            target_param: self.s.target_param.clone(),
+        };
+        if let Err(e) = self.store.put_endpoint_task(&report).await {
+            tracing::warn!(error = %e, "cannot write the endpoint report");
+        }
+    }
+}

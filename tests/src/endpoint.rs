@@ -1,0 +1,366 @@
+//! The database endpoint on the bed, as ECS and an internal NLB would run it:
+//!
+//! - [`EndpointFleet`]: `ferry-endpoint` processes (each starting its own PgBouncer), run as
+//!   an unprivileged user because PgBouncer refuses to run as root, as the image's user does;
+//! - [`Nlb`]: one stable TCP address that spreads new connections over the live tasks (a
+//!   connection-level balancer, like an NLB's TCP listener; TLS passes through untouched);
+//! - [`PooledApp`]: the app as real ones are — `DATABASE_URL` read **once** at boot, a pool of
+//!   persistent connections, named prepared statements, reads and writes mixed, no config
+//!   reread ever; every request counted (ok / failed / latency).
+
+use std::{
+    collections::BTreeMap,
+    os::unix::process::CommandExt,
+    process::{Child, Command},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use ferry_pg::PgUrl;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{bed_var, rehearsal::signal_group, workspace_bin};
+
+/// A local stand-in for an internal NLB: one port, connections spread round-robin over the
+/// targets that accept them (a dead task is skipped, as a failed health check removes it).
+#[derive(Debug, Clone)]
+pub struct Nlb {
+    /// The port clients use.
+    pub port: u16,
+    targets: Arc<Mutex<Vec<u16>>>,
+}
+
+impl Nlb {
+    /// Listens on a free port of 127.0.0.1.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let nlb = Self {
+            port,
+            targets: Arc::new(Mutex::new(Vec::new())),
+        };
+        let targets = nlb.targets.clone();
+        let next = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let targets = targets.lock().expect("targets").clone();
+                let start = next.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    for i in 0..targets.len() {
+                        let port = targets[(start + i) % targets.len()];
+                        if let Ok(mut out) = TcpStream::connect(("127.0.0.1", port)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        nlb
+    }
+
+    /// Sets the targets (task ports).
+    pub fn set_targets(&self, ports: Vec<u16>) {
+        *self.targets.lock().expect("targets") = ports;
+    }
+}
+
+/// Where an endpoint task reads its configuration.
+#[derive(Debug, Clone)]
+pub struct EndpointParams {
+    /// The Heroku app.
+    pub app: String,
+    /// The state table.
+    pub table: String,
+    /// Source URL parameter.
+    pub source_param: String,
+    /// Target URL parameter.
+    pub target_param: String,
+    /// The app fleet's endpoint URL parameter.
+    pub client_param: String,
+}
+
+/// The endpoint's tasks, each a `ferry-endpoint` process with its PgBouncer.
+#[derive(Debug)]
+pub struct EndpointFleet {
+    /// Task id → (port, process).
+    pub tasks: BTreeMap<String, (u16, Child)>,
+    params: EndpointParams,
+    /// The balancer in front.
+    pub nlb: Nlb,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl EndpointFleet {
+    /// Starts `n` tasks behind `nlb`.
+    pub async fn start_behind(params: EndpointParams, n: usize, nlb: Nlb) -> Self {
+        let mut fleet = Self {
+            tasks: BTreeMap::new(),
+            params,
+            nlb,
+        };
+        for i in 0..n {
+            fleet.add(&format!("ep-{i}-{}", crate::unique(""))).await;
+        }
+        fleet
+    }
+
+    /// Starts one more task and adds it to the balancer once PgBouncer listens.
+    pub async fn add(&mut self, task_id: &str) {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("ferry-endpoint-{task_id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = &self.params;
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"])
+            .arg(workspace_bin("ferry-endpoint"))
+            .env("FERRY_STATE_TABLE", &p.table)
+            .env("FERRY_ENDPOINT_APP", &p.app)
+            .env("FERRY_ENDPOINT_SOURCE_PARAM", &p.source_param)
+            .env("FERRY_ENDPOINT_TARGET_PARAM", &p.target_param)
+            .env("FERRY_ENDPOINT_CLIENT_PARAM", &p.client_param)
+            .env("FERRY_ENDPOINT_TASK_ID", task_id)
+            .env("FERRY_PGBOUNCER", bed_var("FERRY_BED_PGBOUNCER"))
+            .env("FERRY_ENDPOINT_DIR", &dir)
+            .env("FERRY_ENDPOINT_LISTEN", "127.0.0.1")
+            .env("FERRY_ENDPOINT_PORT", port.to_string())
+            .env("FERRY_ENDPOINT_HEARTBEAT_MS", "500")
+            .env("FERRY_ENDPOINT_POLL_MS", "25")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .process_group(0);
+        if std::env::var("FERRY_TEST_ENDPOINT_LOGS").is_err() {
+            cmd.stderr(std::process::Stdio::null());
+        }
+        let child = cmd.spawn().expect("start ferry-endpoint");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "endpoint task {task_id} did not listen within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.tasks.insert(task_id.to_string(), (port, child));
+        self.nlb
+            .set_targets(self.tasks.values().map(|(p, _)| *p).collect());
+    }
+
+    /// Kills a task and its PgBouncer at once (SIGKILL to the process group), as a crashed
+    /// container; the balancer stops sending it connections.
+    pub fn kill(&mut self, task_id: &str) {
+        if let Some((_, mut child)) = self.tasks.remove(task_id) {
+            signal_group(&mut child, "KILL");
+        }
+        self.nlb
+            .set_targets(self.tasks.values().map(|(p, _)| *p).collect());
+    }
+
+    /// Task ids.
+    pub fn ids(&self) -> Vec<String> {
+        self.tasks.keys().cloned().collect()
+    }
+}
+
+impl Drop for EndpointFleet {
+    fn drop(&mut self) {
+        for (_, (_, child)) in self.tasks.iter_mut() {
+            signal_group(child, "TERM");
+        }
+    }
+}
+
+/// What a request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An INSERT.
+    Write,
+    /// A SELECT.
+    Read,
+}
+
+/// One request of the app.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// When it started.
+    pub started: DateTime<Utc>,
+    /// How long it took.
+    pub latency: Duration,
+    /// Read or write.
+    pub kind: Kind,
+    /// (written id, the serving server's port) for a write; (0, port) for a read; or the error.
+    pub result: Result<(i64, i32), String>,
+}
+
+/// The app: reads its URL once, pools connections, prepares statements, never rereads config.
+#[derive(Debug, Clone)]
+pub struct PooledApp {
+    stop: Arc<AtomicBool>,
+    /// Every request, in completion order.
+    pub log: Arc<Mutex<Vec<Served>>>,
+    /// Connections (re)opened, the first ones included.
+    pub connects: Arc<AtomicU64>,
+}
+
+/// A pooled connection with its prepared statements.
+struct Conn {
+    client: tokio_postgres::Client,
+    write: tokio_postgres::Statement,
+    read: tokio_postgres::Statement,
+}
+
+const WRITE_SQL: &str = "INSERT INTO orders (customer_id, side, note) VALUES (1 + ($1::bigint % 100), 'aws', 'order ' || $1::text) RETURNING id, inet_server_port()";
+const READ_SQL: &str = "SELECT count(*)::bigint, inet_server_port() FROM orders WHERE id > $1";
+
+async fn open(url: &PgUrl) -> Result<Conn, String> {
+    let client = url.connect_as_app().await.map_err(|e| e.to_string())?;
+    // Named statements, prepared once per connection, as Rails and most drivers do.
+    let write = client
+        .prepare(WRITE_SQL)
+        .await
+        .map_err(|e| ferry_pg::describe(&e))?;
+    let read = client
+        .prepare(READ_SQL)
+        .await
+        .map_err(|e| ferry_pg::describe(&e))?;
+    Ok(Conn {
+        client,
+        write,
+        read,
+    })
+}
+
+impl PooledApp {
+    /// Boots the app with `database_url` (read by the caller once, as an app does at boot)
+    /// and `pool` connections, then serves `writes` + `reads` requests a second.
+    pub fn start(database_url: &str, pool: usize, writes: u32, reads: u32) -> Self {
+        let url = PgUrl::parse(database_url).expect("the app's DATABASE_URL parses");
+        let app = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            log: Arc::new(Mutex::new(Vec::new())),
+            connects: Arc::new(AtomicU64::new(0)),
+        };
+        let slots: Arc<Vec<tokio::sync::Mutex<Option<Conn>>>> =
+            Arc::new((0..pool).map(|_| tokio::sync::Mutex::new(None)).collect());
+        let me = app.clone();
+        tokio::spawn(async move {
+            let total = (writes + reads).max(1);
+            let period = Duration::from_secs_f64(1.0 / f64::from(total));
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut n: u64 = 0;
+            while !me.stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                n += 1;
+                let kind = if (n % u64::from(total)) < u64::from(writes) {
+                    Kind::Write
+                } else {
+                    Kind::Read
+                };
+                let (slots, url, me2) = (slots.clone(), url.clone(), me.clone());
+                let slot = (n as usize) % slots.len();
+                tokio::spawn(async move {
+                    let started = Utc::now();
+                    let t0 = Instant::now();
+                    let result = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        request(&slots[slot], &url, kind, n as i64, &me2.connects),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err("timed out after 30 s".into()));
+                    me2.log.lock().expect("log").push(Served {
+                        started,
+                        latency: t0.elapsed(),
+                        kind,
+                        result,
+                    });
+                });
+            }
+        });
+        app
+    }
+
+    /// Stops sending requests and waits for those in flight.
+    pub async fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    /// Failed requests, with their errors.
+    pub fn failures(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter_map(|s| s.result.as_ref().err().cloned())
+            .collect()
+    }
+
+    /// Acknowledged writes: (id, server port).
+    pub fn acked_writes(&self) -> Vec<(i64, i32)> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|s| s.kind == Kind::Write)
+            .filter_map(|s| s.result.as_ref().ok().copied())
+            .collect()
+    }
+
+    /// Requests served so far.
+    pub fn served(&self) -> usize {
+        self.log.lock().expect("log").len()
+    }
+
+    /// The slowest request's latency.
+    pub fn max_latency(&self) -> Duration {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|s| s.latency)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// One request on a pooled connection: reconnects (same URL) if the connection broke.
+async fn request(
+    slot: &tokio::sync::Mutex<Option<Conn>>,
+    url: &PgUrl,
+    kind: Kind,
+    n: i64,
+    connects: &AtomicU64,
+) -> Result<(i64, i32), String> {
+    let mut guard = slot.lock().await;
+    if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+        connects.fetch_add(1, Ordering::Relaxed);
+        *guard = Some(open(url).await?);
+    }
+    let conn = guard.as_ref().ok_or("no connection")?;
+    let row = match kind {
+        Kind::Write => conn.client.query_one(&conn.write, &[&n]).await,
+        Kind::Read => conn.client.query_one(&conn.read, &[&(n - 100)]).await,
+    };
+    match row {
+        Ok(r) => Ok((if kind == Kind::Write { r.get(0) } else { 0 }, r.get(1))),
+        Err(e) => {
+            let msg = ferry_pg::describe(&e);
+            if conn.client.is_closed() {
+                *guard = None;
+            }
+            Err(msg)
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The database endpoint on real PgBouncer 1.24 and real PostgreSQL: a pooled app with named
+//! prepared statements that read its URL once keeps working while the endpoint pauses,
+//! switches to the other server and resumes; a pause held past its bound and a backend that
+//! refuses the login both leave the endpoint unpaused where it was.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use ferry_core::{
+    ParamStore,
+    endpoint::{Backend, EndpointDesired, EndpointStore, EndpointTask},
+};
+use ferry_pg::PgUrl;
+use ferry_tests::{
+    TestDb,
+    endpoint::{EndpointFleet, EndpointParams, PooledApp},
+    fresh_store, unique,
+};
+
+const SCHEMA: &str = "CREATE TABLE customers (id bigserial PRIMARY KEY, email text);
+    INSERT INTO customers (email) SELECT 'c' || g FROM generate_series(1, 100) g;
+    CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES customers, side text NOT NULL, note text);";
+
+struct World {
+    db: TestDb,
+    store: Arc<ferry_aws::DynamoStore>,
+    params: ferry_aws::SsmParams,
+    p: EndpointParams,
+    client_url: String,
+}
+
+async fn world() -> World {
+    let db = TestDb::heroku_like("ep_").await;
+    db.source_app_url()
+        .connect()
+        .await
+        .expect("source")
+        .batch_execute(SCHEMA)
+        .await
+        .expect("source schema");
+    let target = db.url(ferry_tests::Side::Target);
+    let t = target.connect().await.expect("target");
+    t.batch_execute(SCHEMA).await.expect("target schema");
+    // Ids handed out on the target start far above the source's, as sequence sync makes them.
+    t.batch_execute("SELECT setval('orders_id_seq', 1000000)")
+        .await
+        .expect("setval");
+    let store = fresh_store().await;
+    let params =
+        ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&ferry_aws::sdk_config().await));
+    let prefix = format!("/ferry/test/{}", unique("ep"));
+    let p = EndpointParams {
+        app: unique("app-"),
+        table: store.table().to_string(),
+        source_param: format!("{prefix}/source-url"),
+        target_param: format!("{prefix}/target-url"),
+        client_param: format!("{prefix}/endpoint-url"),
+    };
+    let client_url = format!(
+        "postgres://app_user:{}@127.0.0.1:{{port}}/{}?sslmode=require",
+        unique("endpoint-client-secret-"),
+        db.name()
+    );
+    params
+        .put_secure(&p.source_param, db.source_app_url().expose_secret())
+        .await
+        .expect("param");
+    params
+        .put_secure(&p.target_param, target.expose_secret())
+        .await
+        .expect("param");
+    World {
+        db,
+        store,
+        params,
+        p,
+        client_url,
+    }
+}
+
+impl World {
+    /// Starts `n` tasks and writes the client URL naming the balancer's port.
+    async fn fleet(&self, n: usize) -> (EndpointFleet, String) {
+        // The balancer's port is known once it listens; the URL goes to SSM before the tasks
+        // start (they read it at start), as the template's output is stored before deploy.
+        let nlb = ferry_tests::endpoint::Nlb::start().await;
+        let url = self.client_url.replace("{port}", &nlb.port.to_string());
+        self.params
+            .put_secure(&self.p.client_param, &url)
+            .await
+            .expect("param");
+        let fleet = EndpointFleet::start_behind(self.p.clone(), n, nlb).await;
+        (fleet, url)
+    }
+
+    async fn set(&self, paused: bool, backend: Backend, timeout_ms: u64) -> EndpointDesired {
+        self.store
+            .set_endpoint_desired(EndpointDesired {
+                paused,
+                backend,
+                pause_timeout_ms: timeout_ms,
+                migration_id: "test".into(),
+                issued_at: Utc::now(),
+                issued_by: "test".into(),
+                ..EndpointDesired::initial(&self.p.app)
+            })
+            .await
+            .expect("set desired")
+    }
+
+    /// Waits until every task in `ids` answered `want` (reached or failed); returns the reports.
+    async fn answers(&self, ids: &[String], want: &EndpointDesired) -> Vec<EndpointTask> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let tasks = self.store.endpoint_tasks(&self.p.app).await.expect("tasks");
+            let answered: Vec<EndpointTask> = tasks
+                .into_iter()
+                .filter(|t| ids.contains(&t.task_id) && t.seq >= want.seq)
+                .collect();
+            if answered.len() == ids.len() {
+                return answered;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tasks did not answer desired state {}",
+                want.seq
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The URL with another password (`scheme://user:password@rest`).
+fn with_password(url: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("scheme");
+    let (userinfo, host) = rest.split_once('@').expect("userinfo");
+    let user = userinfo.split(':').next().expect("user");
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+fn port_of(url: &PgUrl) -> i32 {
+    url.host_port().expect("tcp").1 as i32
+}
+
+#[tokio::test]
+async fn endpoint_switches_a_pooled_prepared_statement_app_with_no_failed_request() {
+    let w = world().await;
+    let (fleet, url) = w.fleet(2).await;
+    let ids = fleet.ids();
+    let app = PooledApp::start(&url, 6, 50, 100);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(app.served() > 100, "the app serves through the endpoint");
+
+    let t0 = std::time::Instant::now();
+    let paused = w.set(true, Backend::Source, 2000).await;
+    for t in w.answers(&ids, &paused).await {
+        assert!(t.reached(&paused), "pause: {t:?}");
+        assert!(
+            t.pgbouncer_version.contains("1.2"),
+            "{}",
+            t.pgbouncer_version
+        );
+    }
+    let moved = w.set(true, Backend::Target, 2000).await;
+    for t in w.answers(&ids, &moved).await {
+        assert!(t.reached(&moved), "retarget: {t:?}");
+    }
+    let resumed = w.set(false, Backend::Target, 2000).await;
+    for t in w.answers(&ids, &resumed).await {
+        assert!(t.reached(&resumed), "resume: {t:?}");
+    }
+    let window = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.stop().await;
+
+    let failures = app.failures();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let source_port = port_of(&w.db.source_app_url());
+    let target_port = port_of(&w.db.url(ferry_tests::Side::Target));
+    let writes = app.acked_writes();
+    let on_source = writes.iter().filter(|(_, p)| *p == source_port).count();
+    let on_target = writes.iter().filter(|(_, p)| *p == target_port).count();
+    assert!(
+        on_source > 20 && on_target > 20,
+        "source {on_source}, target {on_target}"
+    );
+    // After the switch every write lands on the target; none on the source.
+    let last_source = writes.iter().rposition(|(_, p)| *p == source_port);
+    let first_target = writes.iter().position(|(_, p)| *p == target_port);
+    assert!(
+        last_source < first_target,
+        "no write went back to the source"
+    );
+    // Every acknowledged write is where the app was told it went.
+    for (side, port) in [
+        (w.db.source_app_url(), source_port),
+        (w.db.url(ferry_tests::Side::Target), target_port),
+    ] {
+        let ids: Vec<i64> = writes
+            .iter()
+            .filter(|(_, p)| *p == port)
+            .map(|(i, _)| *i)
+            .collect();
+        let found: i64 = side
+            .connect()
+            .await
+            .expect("connect")
+            .query_one("SELECT count(*) FROM orders WHERE id = ANY($1)", &[&ids])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(found, ids.len() as i64);
+    }
+    assert!(
+        window < Duration::from_secs(5),
+        "pause → retarget → resume took {window:?}"
+    );
+    // The app never reconnected: its pool outlived the switch.
+    assert_eq!(app.connects.load(std::sync::atomic::Ordering::Relaxed), 6);
+}
+
+#[tokio::test]
+async fn a_transaction_holding_the_pause_past_its_bound_resumes_on_the_source() {
+    let w = world().await;
+    let (fleet, url) = w.fleet(1).await;
+    let ids = fleet.ids();
+    let app = PooledApp::start(&url, 3, 20, 20);
+    // A transaction open through the endpoint (a long report, a stuck job).
+    let holder = PgUrl::parse(&url)
+        .expect("url")
+        .connect_as_app()
+        .await
+        .expect("connect");
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM orders")
+        .await
+        .expect("begin");
+    let want = w.set(true, Backend::Source, 300).await;
+    let answered = w.answers(&ids, &want).await;
+    let t = &answered[0];
+    let error = t.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("pause timed out after 300 ms") && error.contains("1 server connection"),
+        "{t:?}"
+    );
+    assert!(!t.paused && t.backend == Backend::Source, "{t:?}");
+    holder.batch_execute("COMMIT").await.expect("commit");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.stop().await;
+    assert!(app.failures().is_empty(), "{:?}", app.failures());
+    // A later attempt with nothing holding it succeeds.
+    let again = w.set(true, Backend::Source, 2000).await;
+    assert!(w.answers(&ids, &again).await[0].reached(&again));
+}
+
+#[tokio::test]
+async fn a_backend_that_refuses_the_login_leaves_the_endpoint_unpaused_where_it_was() {
+    let w = world().await;
+    let wrong = with_password(
+        w.db.url(ferry_tests::Side::Target).expose_secret(),
+        "not-the-password",
+    );
+    w.params
+        .put_secure(&w.p.target_param, &wrong)
+        .await
+        .expect("param");
+    let (fleet, url) = w.fleet(1).await;
+    let ids = fleet.ids();
+    let app = PooledApp::start(&url, 3, 20, 20);
+    let want = w.set(true, Backend::Target, 2000).await;
+    let t = &w.answers(&ids, &want).await[0];
+    let error = t.error.as_deref().unwrap_or_default();
+    assert!(error.contains("target database refused"), "{t:?}");
+    assert!(!error.contains("not-the-password"), "{error}");
+    assert!(!t.paused && t.backend == Backend::Source, "{t:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.stop().await;
+    assert!(app.failures().is_empty(), "{:?}", app.failures());
+    let source_port = port_of(&w.db.source_app_url());
+    assert!(app.acked_writes().iter().all(|(_, p)| *p == source_port));
+}
