@@ -203,24 +203,81 @@ pub struct Served {
     pub result: Result<(i64, i32), String>,
 }
 
-/// The app: reads its URL once, pools connections, prepares statements, never rereads config.
-#[derive(Debug, Clone)]
-pub struct PooledApp {
-    stop: Arc<AtomicBool>,
-    /// Every request, in completion order.
-    pub log: Arc<Mutex<Vec<Served>>>,
-    /// Connections (re)opened, the first ones included.
-    pub connects: Arc<AtomicU64>,
+/// A pool of persistent connections to the URL an app read once at boot, each with its named
+/// prepared statements; a broken connection is reopened to the same URL (as pools do), never
+/// to a reread one.
+#[derive(Debug)]
+pub struct Pool {
+    url: tokio::sync::OnceCell<PgUrl>,
+    slots: Vec<tokio::sync::Mutex<Option<Conn>>>,
+    next: AtomicUsize,
+    /// Connections opened, the first ones included.
+    pub connects: AtomicU64,
+}
+
+impl Pool {
+    /// A pool of `size` connections, not booted yet.
+    pub fn new(size: usize) -> Self {
+        Self {
+            url: tokio::sync::OnceCell::new(),
+            slots: (0..size.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            connects: AtomicU64::new(0),
+        }
+    }
+
+    /// Boots with `read_url` (called until it succeeds once, then never again).
+    pub async fn boot<F, Fut>(&self, read_url: F) -> Result<&PgUrl, String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<String, String>>,
+    {
+        self.url
+            .get_or_try_init(|| async {
+                PgUrl::parse(&read_url().await?).map_err(|e| e.to_string())
+            })
+            .await
+    }
+
+    /// One request on the next connection: a write (`side` is recorded in the row) returns
+    /// (id, server port), a read (0, server port).
+    pub async fn request(&self, kind: Kind, n: i64, side: &str) -> Result<(i64, i32), String> {
+        let url = self.url.get().ok_or("the app has not booted")?;
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let mut guard = slot.lock().await;
+        if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+            self.connects.fetch_add(1, Ordering::Relaxed);
+            *guard = Some(open(url).await?);
+        }
+        let conn = guard.as_ref().ok_or("no connection")?;
+        let row = match kind {
+            Kind::Write => conn.client.query_one(&conn.write, &[&n, &side]).await,
+            Kind::Read => conn.client.query_one(&conn.read, &[&(n - 100)]).await,
+        };
+        match row {
+            Ok(r) => Ok((if kind == Kind::Write { r.get(0) } else { 0 }, r.get(1))),
+            Err(e) => {
+                let msg = ferry_pg::describe(&e);
+                if conn.client.is_closed() {
+                    *guard = None;
+                }
+                Err(msg)
+            }
+        }
+    }
 }
 
 /// A pooled connection with its prepared statements.
+#[derive(Debug)]
 struct Conn {
     client: tokio_postgres::Client,
     write: tokio_postgres::Statement,
     read: tokio_postgres::Statement,
 }
 
-const WRITE_SQL: &str = "INSERT INTO orders (customer_id, side, note) VALUES (1 + ($1::bigint % 100), 'aws', 'order ' || $1::text) RETURNING id, inet_server_port()";
+const WRITE_SQL: &str = "INSERT INTO orders (customer_id, side, note) VALUES (1 + ($1::bigint % 100), $2, 'order ' || $1::text) RETURNING id, inet_server_port()";
 const READ_SQL: &str = "SELECT count(*)::bigint, inet_server_port() FROM orders WHERE id > $1";
 
 async fn open(url: &PgUrl) -> Result<Conn, String> {
@@ -241,41 +298,56 @@ async fn open(url: &PgUrl) -> Result<Conn, String> {
     })
 }
 
+/// Which request the `n`th of a schedule of `writes` + `reads` a second is.
+pub fn kind_of(n: u64, writes: u32, reads: u32) -> Kind {
+    let total = u64::from(writes + reads).max(1);
+    if n % total < u64::from(writes) {
+        Kind::Write
+    } else {
+        Kind::Read
+    }
+}
+
+/// The app: reads its URL once, pools connections, prepares statements, never rereads config.
+#[derive(Debug, Clone)]
+pub struct PooledApp {
+    stop: Arc<AtomicBool>,
+    /// Every request, in completion order.
+    pub log: Arc<Mutex<Vec<Served>>>,
+    pool: Arc<Pool>,
+}
+
 impl PooledApp {
     /// Boots the app with `database_url` (read by the caller once, as an app does at boot)
     /// and `pool` connections, then serves `writes` + `reads` requests a second.
-    pub fn start(database_url: &str, pool: usize, writes: u32, reads: u32) -> Self {
-        let url = PgUrl::parse(database_url).expect("the app's DATABASE_URL parses");
+    pub async fn start(database_url: &str, pool: usize, writes: u32, reads: u32) -> Self {
+        let url = database_url.to_string();
+        let pool = Arc::new(Pool::new(pool));
+        pool.boot(|| async { Ok(url) })
+            .await
+            .expect("the app's DATABASE_URL parses");
         let app = Self {
             stop: Arc::new(AtomicBool::new(false)),
             log: Arc::new(Mutex::new(Vec::new())),
-            connects: Arc::new(AtomicU64::new(0)),
+            pool,
         };
-        let slots: Arc<Vec<tokio::sync::Mutex<Option<Conn>>>> =
-            Arc::new((0..pool).map(|_| tokio::sync::Mutex::new(None)).collect());
         let me = app.clone();
         tokio::spawn(async move {
-            let total = (writes + reads).max(1);
-            let period = Duration::from_secs_f64(1.0 / f64::from(total));
+            let period = Duration::from_secs_f64(1.0 / f64::from((writes + reads).max(1)));
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n: u64 = 0;
             while !me.stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 n += 1;
-                let kind = if (n % u64::from(total)) < u64::from(writes) {
-                    Kind::Write
-                } else {
-                    Kind::Read
-                };
-                let (slots, url, me2) = (slots.clone(), url.clone(), me.clone());
-                let slot = (n as usize) % slots.len();
+                let kind = kind_of(n, writes, reads);
+                let me2 = me.clone();
                 tokio::spawn(async move {
                     let started = Utc::now();
                     let t0 = Instant::now();
                     let result = tokio::time::timeout(
                         Duration::from_secs(30),
-                        request(&slots[slot], &url, kind, n as i64, &me2.connects),
+                        me2.pool.request(kind, n as i64, "aws"),
                     )
                     .await
                     .unwrap_or_else(|_| Err("timed out after 30 s".into()));
@@ -289,6 +361,11 @@ impl PooledApp {
             }
         });
         app
+    }
+
+    /// Connections opened so far.
+    pub fn connects(&self) -> u64 {
+        self.pool.connects.load(Ordering::Relaxed)
     }
 
     /// Stops sending requests and waits for those in flight.
@@ -321,46 +398,5 @@ impl PooledApp {
     /// Requests served so far.
     pub fn served(&self) -> usize {
         self.log.lock().expect("log").len()
-    }
-
-    /// The slowest request's latency.
-    pub fn max_latency(&self) -> Duration {
-        self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .map(|s| s.latency)
-            .max()
-            .unwrap_or_default()
-    }
-}
-
-/// One request on a pooled connection: reconnects (same URL) if the connection broke.
-async fn request(
-    slot: &tokio::sync::Mutex<Option<Conn>>,
-    url: &PgUrl,
-    kind: Kind,
-    n: i64,
-    connects: &AtomicU64,
-) -> Result<(i64, i32), String> {
-    let mut guard = slot.lock().await;
-    if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
-        connects.fetch_add(1, Ordering::Relaxed);
-        *guard = Some(open(url).await?);
-    }
-    let conn = guard.as_ref().ok_or("no connection")?;
-    let row = match kind {
-        Kind::Write => conn.client.query_one(&conn.write, &[&n]).await,
-        Kind::Read => conn.client.query_one(&conn.read, &[&(n - 100)]).await,
-    };
-    match row {
-        Ok(r) => Ok((if kind == Kind::Write { r.get(0) } else { 0 }, r.get(1))),
-        Err(e) => {
-            let msg = ferry_pg::describe(&e);
-            if conn.client.is_closed() {
-                *guard = None;
-            }
-            Err(msg)
-        }
     }
 }

@@ -34,7 +34,13 @@ use ferry_core::{
 use ferry_pg::PgUrl;
 use rand::Rng;
 
-use crate::{bed_var, heroku, heroku_app, sink::Sink, unique, workspace_bin};
+use crate::{
+    bed_var,
+    endpoint::{EndpointFleet, EndpointParams, Kind, Nlb, Pool, kind_of},
+    heroku, heroku_app,
+    sink::Sink,
+    unique, workspace_bin,
+};
 
 /// The function ARN the state machine's `${<Step>FunctionArn}` becomes.
 pub fn function_arn(binary: &str) -> String {
@@ -100,6 +106,10 @@ pub struct Options {
     pub rollback_window_seconds: u32,
     /// Writes per second of the load generator.
     pub writes_per_second: u32,
+    /// Reads per second of the load generator.
+    pub reads_per_second: u32,
+    /// How the AWS fleet is switched at cutover (`proxy`: through the endpoint).
+    pub endpoint: ferry_core::spec::EndpointMode,
     /// Copy parallelism.
     pub parallelism: u32,
 }
@@ -112,6 +122,8 @@ impl Default for Options {
             canary_interval_seconds: 2,
             rollback_window_seconds: 3,
             writes_per_second: 40,
+            reads_per_second: 80,
+            endpoint: ferry_core::spec::EndpointMode::Proxy,
             parallelism: 2,
         }
     }
@@ -145,6 +157,8 @@ pub struct Rehearsal {
     pub health: Sink,
     /// The database name on both clusters.
     pub db_name: String,
+    /// The database endpoint's tasks (proxy mode), as the ECS service runs them.
+    pub endpoint: Option<Mutex<EndpointFleet>>,
 }
 
 impl std::fmt::Debug for Rehearsal {
@@ -244,6 +258,12 @@ impl Rehearsal {
         ] {
             params.put_secure(&name, &value).await.expect("param");
         }
+        let endpoint = match options.endpoint {
+            ferry_core::spec::EndpointMode::Proxy => Some(Mutex::new(
+                start_endpoint(&params, &p, &app, &db_name).await,
+            )),
+            ferry_core::spec::EndpointMode::Redeploy => None,
+        };
         let r53 = aws_sdk_route53::Client::new(&aws);
         let (zone_id, domain) = crate::aws::hosted_zone(&aws).await;
         let topic = crate::aws::topic(&aws).await;
@@ -271,7 +291,7 @@ impl Rehearsal {
                 "approvers": ["ops-lead@example.com", APPROVER]
             },
             "config_vars": {"ssm_prefix": format!("{p}/config/")},
-            "cutover": {"scale_down": ["worker"], "drain_timeout_seconds": 30},
+            "cutover": {"scale_down": ["worker"], "drain_timeout_seconds": 30, "endpoint": options.endpoint},
             "timing": {
                 "poll_seconds": 1,
                 "stall_seconds": 20,
@@ -279,6 +299,11 @@ impl Rehearsal {
                 "rollback_window_seconds": options.rollback_window_seconds
             }
         });
+        let mut spec = spec;
+        if endpoint.is_some() {
+            spec["endpoint"] =
+                serde_json::json!({"url_param": format!("{p}/endpoint-url"), "min_tasks": 2});
+        }
         let sfn = aws_sdk_sfn::Client::new(&aws);
         let machine = sfn
             .create_state_machine()
@@ -302,6 +327,7 @@ impl Rehearsal {
             machine_arn: machine.state_machine_arn().to_string(),
             health,
             db_name,
+            endpoint,
         }
     }
 
@@ -414,6 +440,39 @@ impl Rehearsal {
             .await
             .expect("weights")
     }
+}
+
+/// The endpoint as the template deploys it for the app, days before the migration: two tasks
+/// behind one balancer reading the migration's parameters, and the URL the AWS fleet will use
+/// stored in SSM (`<p>/endpoint-url`).
+async fn start_endpoint(
+    params: &ferry_aws::SsmParams,
+    p: &str,
+    app: &str,
+    db_name: &str,
+) -> EndpointFleet {
+    let nlb = Nlb::start().await;
+    let url = format!(
+        "postgres://app_user:{}@127.0.0.1:{}/{db_name}?sslmode=require",
+        unique("endpoint-secret-"),
+        nlb.port
+    );
+    params
+        .put_secure(&format!("{p}/endpoint-url"), &url)
+        .await
+        .expect("endpoint URL param");
+    EndpointFleet::start_behind(
+        EndpointParams {
+            app: app.to_string(),
+            table: bed_var("FERRY_BED_STATE_TABLE"),
+            source_param: format!("{p}/source-url"),
+            target_param: format!("{p}/target-url"),
+            client_param: format!("{p}/endpoint-url"),
+        },
+        2,
+        nlb,
+    )
+    .await
 }
 
 /// The Slack member id the approver clicks as.
@@ -814,11 +873,19 @@ pub struct Request {
     pub at: DateTime<Utc>,
     /// Which instance.
     pub side: Side,
-    /// The id of the acknowledged write, or the error.
+    /// A write or a read.
+    pub kind: Kind,
+    /// How long it took.
+    pub latency: Duration,
+    /// The id of the acknowledged write (0 for a read), or the error.
     pub result: Result<i64, String>,
 }
 
-/// The sample app behind a weighted resolver, with its load generator.
+/// The sample app behind a weighted resolver, with its load generator. Each instance is a real
+/// app's shape: `DATABASE_URL` read once at boot (the Heroku instance from Heroku's config at
+/// start, the AWS instance from SSM when its first request arrives, as a task started during
+/// the canary would), a pool of persistent connections with named prepared statements, reads
+/// and writes mixed, config never reread.
 #[derive(Debug, Clone)]
 pub struct App {
     stop: Arc<AtomicBool>,
@@ -828,14 +895,18 @@ pub struct App {
     pub weights: Timeline<Weights>,
 }
 
-struct Instance {
-    side: Side,
-    client: Option<tokio_postgres::Client>,
+/// Connections per instance.
+const POOL: usize = 5;
+
+/// What the app reads and follows while it runs.
+struct Seen {
+    weights: Weights,
+    maintenance: bool,
 }
 
 impl App {
-    /// Starts both instances and the load generator.
-    pub fn start(r: &Rehearsal, writes_per_second: u32) -> Self {
+    /// Starts both instances and the load generator: `writes` + `reads` requests a second.
+    pub fn start(r: &Rehearsal, writes: u32, reads: u32) -> Self {
         let app = Self {
             stop: Arc::new(AtomicBool::new(false)),
             log: Arc::new(Mutex::new(Vec::new())),
@@ -849,64 +920,78 @@ impl App {
         let heroku_app_name = r.app.clone();
         tokio::spawn(async move {
             let (base, token) = heroku();
-            let h = ferry_heroku::HerokuClient::new(&base, token).expect("heroku");
-            let mut heroku = Instance {
-                side: Side::Heroku,
-                client: None,
+            let h = Arc::new(ferry_heroku::HerokuClient::new(&base, token).expect("heroku"));
+            let heroku_pool = Arc::new(Pool::new(POOL));
+            let aws_pool = Arc::new(Pool::new(POOL));
+            // The Heroku dynos booted long ago, with the attachment's DATABASE_URL.
+            let (h2, name) = (h.clone(), heroku_app_name.clone());
+            heroku_pool
+                .boot(|| async move {
+                    h2.config_vars(&name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .get("DATABASE_URL")
+                        .cloned()
+                        .ok_or_else(|| "no DATABASE_URL".to_string())
+                })
+                .await
+                .expect("the Heroku app boots");
+            let mut seen = Seen {
+                weights: Weights {
+                    heroku: 100,
+                    aws: 0,
+                },
+                maintenance: false,
             };
-            let mut aws = Instance {
-                side: Side::Aws,
-                client: None,
-            };
-            let mut weights = Weights {
-                heroku: 100,
-                aws: 0,
-            };
-            let mut maintenance = false;
             let mut last_look = Instant::now() - Duration::from_secs(1);
-            let period = Duration::from_secs_f64(1.0 / f64::from(writes_per_second.max(1)));
+            let period = Duration::from_secs_f64(1.0 / f64::from((writes + reads).max(1)));
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n: u64 = 0;
             while !me.stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
+                tick.tick().await;
                 if last_look.elapsed() >= Duration::from_millis(250) {
                     if let Ok(Some(w)) = router.weights(&traffic).await {
-                        weights = w;
+                        seen.weights = w;
                     }
                     if let Ok(a) = h.app(&heroku_app_name).await {
-                        maintenance = a.maintenance;
+                        seen.maintenance = a.maintenance;
                     }
-                    me.weights.lock().expect("w").push((Utc::now(), weights));
+                    me.weights
+                        .lock()
+                        .expect("w")
+                        .push((Utc::now(), seen.weights));
                     last_look = Instant::now();
                 }
                 n += 1;
-                let aws_share = weights.aws_share_percent();
-                let to_aws = rand::rng().random_range(0.0..100.0) < aws_share;
-                let result = if to_aws {
-                    serve(&mut aws, &n, || async {
-                        params.get(&db_param).await.map_err(|e| e.to_string())
-                    })
-                    .await
-                } else if maintenance {
-                    Err("503 maintenance mode".to_string())
+                let kind = kind_of(n, writes, reads);
+                let to_aws =
+                    rand::rng().random_range(0.0..100.0) < seen.weights.aws_share_percent();
+                let (side, pool) = if to_aws {
+                    (Side::Aws, aws_pool.clone())
                 } else {
-                    serve(&mut heroku, &n, || async {
-                        h.config_vars(&heroku_app_name)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .get("DATABASE_URL")
-                            .cloned()
-                            .ok_or_else(|| "no DATABASE_URL".to_string())
-                    })
-                    .await
+                    (Side::Heroku, heroku_pool.clone())
                 };
-                me.log.lock().expect("log").push(Request {
-                    at: Utc::now(),
-                    side: if to_aws { Side::Aws } else { Side::Heroku },
-                    result,
+                let maintenance = seen.maintenance;
+                let (params, db_param, log) = (params.clone(), db_param.clone(), me.log.clone());
+                tokio::spawn(async move {
+                    let t0 = Instant::now();
+                    let result = if side == Side::Heroku && maintenance {
+                        Err("503 maintenance mode".to_string())
+                    } else {
+                        serve(&pool, side, kind, n as i64, || async move {
+                            params.get(&db_param).await.map_err(|e| e.to_string())
+                        })
+                        .await
+                    };
+                    log.lock().expect("log").push(Request {
+                        at: Utc::now(),
+                        side,
+                        kind,
+                        latency: t0.elapsed(),
+                        result,
+                    });
                 });
-                if let Some(rest) = period.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(rest).await;
-                }
             }
         });
         app
@@ -923,18 +1008,30 @@ impl App {
             .lock()
             .expect("log")
             .iter()
+            .filter(|r| r.kind == Kind::Write)
             .filter_map(|r| r.result.as_ref().ok().copied())
+            .collect()
+    }
+
+    /// Failed requests: (time, side, error).
+    pub fn failures(&self) -> Vec<(DateTime<Utc>, Side, String)> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter_map(|r| r.result.as_ref().err().map(|e| (r.at, r.side, e.clone())))
             .collect()
     }
 
     /// The longest time between two acknowledged writes, and when the gap started.
     pub fn longest_gap(&self) -> (Duration, Option<DateTime<Utc>>) {
         let log = self.log.lock().expect("log");
-        let acks: Vec<DateTime<Utc>> = log
+        let mut acks: Vec<DateTime<Utc>> = log
             .iter()
-            .filter(|r| r.result.is_ok())
+            .filter(|r| r.kind == Kind::Write && r.result.is_ok())
             .map(|r| r.at)
             .collect();
+        acks.sort();
         let mut best = (Duration::ZERO, None);
         for w in acks.windows(2) {
             let d = (w[1] - w[0]).to_std().unwrap_or_default();
@@ -946,43 +1043,28 @@ impl App {
     }
 }
 
-/// One request on an instance: connect (reading its DATABASE_URL) when needed, write, and on
-/// an error drop the connection so the next request rereads the URL.
-async fn serve<F, Fut>(inst: &mut Instance, n: &u64, url: F) -> Result<i64, String>
+/// One request on an instance: the AWS instance boots (reads its DATABASE_URL, once) on its
+/// first request; the connection pool does the rest.
+async fn serve<F, Fut>(
+    pool: &Pool,
+    side: Side,
+    kind: Kind,
+    n: i64,
+    read_url: F,
+) -> Result<i64, String>
 where
-    F: Fn() -> Fut,
+    F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
-    if inst.client.is_none() {
-        let url = url().await?;
-        let url = PgUrl::parse(&url).map_err(|e| e.to_string())?;
-        let client = connect_as_app(&url).await?;
-        inst.client = Some(client);
-    }
-    let client = inst.client.as_ref().ok_or("no connection")?;
-    let side = match inst.side {
+    pool.boot(read_url).await?;
+    let label = match side {
         Side::Heroku => "heroku",
         Side::Aws => "aws",
     };
-    match client
-        .query_one(
-            "INSERT INTO orders (customer_id, side, note) VALUES (1 + ($1::bigint % 100), $2, 'order ' || $1::text) RETURNING id",
-            &[&(*n as i64), &side],
-        )
+    tokio::time::timeout(Duration::from_secs(30), pool.request(kind, n, label))
         .await
-    {
-        Ok(row) => Ok(row.get(0)),
-        Err(e) => {
-            inst.client = None;
-            Err(ferry_pg::describe(&e))
-        }
-    }
-}
-
-/// Connects as the app does: no Ferry session options (a frozen role is read-only for it).
-async fn connect_as_app(url: &PgUrl) -> Result<tokio_postgres::Client, String> {
-    // The app is not Ferry: open the session with the role's own defaults.
-    url.connect_as_app().await.map_err(|e| e.to_string())
+        .unwrap_or_else(|_| Err("timed out after 30 s".into()))
+        .map(|(id, _)| id)
 }
 
 /// The execution as Step Functions describes it now.

@@ -38,7 +38,7 @@ impl World {
         let r = Rehearsal::new(&options).await;
         let runner = EcsRunner::start(&r.id);
         let scheduler = Scheduler::start(&r.id);
-        let app = App::start(&r, options.writes_per_second);
+        let app = App::start(&r, options.writes_per_second, options.reads_per_second);
         let approver = Approver::new(&r);
         Self {
             r,
@@ -93,6 +93,27 @@ impl World {
         self.shutdown();
         assert_eq!(status, ExecutionStatus::Succeeded, "error: {error:?}");
         assert_eq!(self.lost_writes(&self.r.target).await, Vec::<i64>::new());
+    }
+
+    /// The endpoint tasks' latest reports.
+    async fn endpoint_tasks(&self) -> Vec<ferry_core::endpoint::EndpointTask> {
+        use ferry_core::endpoint::EndpointStore;
+        self.r
+            .store
+            .endpoint_tasks(&self.r.app)
+            .await
+            .expect("endpoint reports")
+    }
+
+    async fn cutover_fact(&self) -> ferry_steps::facts::CutoverFact {
+        ferry_steps::facts::get(
+            self.r.store.as_ref(),
+            &self.r.id,
+            ferry_steps::facts::CUTOVER,
+        )
+        .await
+        .expect("read the cutover fact")
+        .expect("the cutover ran")
     }
 
     async fn wait_state(&self, exec: &str, state: &str) {
@@ -153,6 +174,12 @@ async fn happy_path_moves_the_app_with_no_lost_write() {
     w.decide(&exec, Gate::ShiftTraffic, true).await;
     w.decide(&exec, Gate::Cutover, true).await;
     w.finish_with_sides_equal(&exec).await;
+    // Through the endpoint the app saw held queries, not failed ones: not one request failed,
+    // though it read DATABASE_URL once and kept its pooled connections and prepared
+    // statements across the switch.
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
+    let paused = w.cutover_fact().await.paused_ms().expect("paused window");
+    assert!(paused > 0 && paused < 5_000, "endpoint paused {paused} ms");
     assert_eq!(
         w.r.weights().await,
         Some(Weights {
@@ -289,7 +316,7 @@ async fn killed_worker_is_restarted_and_the_migration_completes() {
 }
 
 /// 5. A failure inside the cutover, after the freeze → compensating path: source writable,
-///    DATABASE_URL unchanged, no acknowledged write lost.
+///    the endpoint resumed on the source, DATABASE_URL unchanged, no acknowledged write lost.
 #[tokio::test]
 async fn failure_inside_the_cutover_is_undone() {
     let w = World::new(Options::default()).await;
@@ -303,16 +330,32 @@ async fn failure_inside_the_cutover_is_undone() {
     source_writable_for_the_app(&w.r).await;
     let spec = w.r.spec();
     use ferry_core::ParamStore;
+    let endpoint_url = spec
+        .endpoint
+        .as_ref()
+        .expect("proxy mode")
+        .url_param
+        .clone();
     assert_eq!(
         w.r.params
             .get(&spec.app_database_url_param())
             .await
             .expect("param"),
-        w.r.source_app.expose_secret(),
-        "DATABASE_URL still points at the source"
+        w.r.params.get(&endpoint_url).await.expect("param"),
+        "DATABASE_URL is still the endpoint's"
     );
+    // Every endpoint task serves again, on the source, and the app saw no failed request.
+    let tasks = w.endpoint_tasks().await;
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for t in &tasks {
+        assert!(
+            !t.paused && t.backend == ferry_core::endpoint::Backend::Source,
+            "{t:?}"
+        );
+    }
     assert!(w.r.weights().await.is_none_or(|x| x.aws == 0));
     w.shutdown();
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
     assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
 }
 
@@ -344,9 +387,15 @@ async fn rollback_in_the_window_keeps_every_write_made_on_aws() {
         .lock()
         .expect("log")
         .iter()
-        .filter(|r| r.side == ferry_tests::rehearsal::Side::Aws && r.result.is_ok())
+        .filter(|r| {
+            r.side == ferry_tests::rehearsal::Side::Aws
+                && r.kind == ferry_tests::endpoint::Kind::Write
+                && r.result.is_ok()
+        })
         .count();
     assert!(aws_writes > 0, "the app wrote on AWS before the rollback");
+    // Back through the endpoint, then traffic to Heroku: not one request failed.
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
     assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
     source_writable_for_the_app(&w.r).await;
     assert_eq!(

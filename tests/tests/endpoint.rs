@@ -147,7 +147,7 @@ async fn endpoint_switches_a_pooled_prepared_statement_app_with_no_failed_reques
     let w = world().await;
     let (fleet, url) = w.fleet(2).await;
     let ids = fleet.ids();
-    let app = PooledApp::start(&url, 6, 50, 100);
+    let app = PooledApp::start(&url, 6, 50, 100).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(app.served() > 100, "the app serves through the endpoint");
 
@@ -216,7 +216,7 @@ async fn endpoint_switches_a_pooled_prepared_statement_app_with_no_failed_reques
         "pause → retarget → resume took {window:?}"
     );
     // The app never reconnected: its pool outlived the switch.
-    assert_eq!(app.connects.load(std::sync::atomic::Ordering::Relaxed), 6);
+    assert_eq!(app.connects(), 6);
 }
 
 #[tokio::test]
@@ -224,7 +224,7 @@ async fn a_transaction_holding_the_pause_past_its_bound_resumes_on_the_source() 
     let w = world().await;
     let (fleet, url) = w.fleet(1).await;
     let ids = fleet.ids();
-    let app = PooledApp::start(&url, 3, 20, 20);
+    let app = PooledApp::start(&url, 3, 20, 20).await;
     // A transaction open through the endpoint (a long report, a stuck job).
     let holder = PgUrl::parse(&url)
         .expect("url")
@@ -266,7 +266,7 @@ async fn a_backend_that_refuses_the_login_leaves_the_endpoint_unpaused_where_it_
         .expect("param");
     let (fleet, url) = w.fleet(1).await;
     let ids = fleet.ids();
-    let app = PooledApp::start(&url, 3, 20, 20);
+    let app = PooledApp::start(&url, 3, 20, 20).await;
     let want = w.set(true, Backend::Target, 2000).await;
     let t = &w.answers(&ids, &want).await[0];
     let error = t.error.as_deref().unwrap_or_default();

@@ -163,7 +163,10 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
     });
     s["config_vars"] =
         serde_json::json!({"ssm_prefix": format!("{p}/config/"), "exclude": ["LOG_*"]});
-    s["cutover"] = serde_json::json!({"scale_down": ["worker"], "drain_timeout_seconds": 20, "verify": "counts"});
+    // These tests switch the app by DATABASE_URL (redeploy mode); the endpoint's own tests
+    // are in endpoint_steps below and in e2e.
+    s["cutover"] = serde_json::json!({"scale_down": ["worker"], "drain_timeout_seconds": 20, "verify": "counts", "endpoint": "redeploy"});
+    s.as_object_mut().expect("spec object").remove("endpoint");
     s["timing"] = serde_json::json!({"poll_seconds": 1, "stall_seconds": 30, "canary_interval_seconds": 1, "rollback_window_seconds": 5});
 
     let worker =

@@ -77,6 +77,22 @@ fn bar(done: u64, total: u64) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
+/// The cutover's windows for a status line: write freeze and endpoint pause, when known.
+fn windows(c: &CutoverFact, lead: &str) -> String {
+    let mut parts = Vec::new();
+    if let Some(ms) = c.freeze_ms() {
+        parts.push(format!("write freeze {ms} ms"));
+    }
+    if let Some(ms) = c.paused_ms() {
+        parts.push(format!("endpoint paused {ms} ms"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{lead}{}", parts.join(", "))
+    }
+}
+
 /// `ferry status <id>`: phase, copy progress, lag, weights, gates, freeze window.
 pub async fn status(id: &str) -> anyhow::Result<String> {
     let aws = ferry_aws::sdk_config().await;
@@ -122,16 +138,7 @@ pub async fn status(id: &str) -> anyhow::Result<String> {
         }
     }
     if let Some(c) = facts::get::<CutoverFact>(&store, id, facts::CUTOVER).await? {
-        let at = |n: &str| c.timeline.iter().find(|(x, _)| x == n).map(|(_, t)| *t);
-        if let (Some(a), Some(b)) = (at("source_frozen"), at("target_writable")) {
-            out.push_str(&format!(
-                "cutover: {} — write freeze {} ms\n",
-                c.state,
-                (b - a).num_milliseconds()
-            ));
-        } else {
-            out.push_str(&format!("cutover: {}\n", c.state));
-        }
+        out.push_str(&format!("cutover: {}{}\n", c.state, windows(&c, " — ")));
     }
     Ok(out)
 }
@@ -227,11 +234,12 @@ pub async fn report(id: &str) -> anyhow::Result<String> {
         rec.updated_at.to_rfc3339()
     );
     if let Some(c) = facts::get::<CutoverFact>(&store, id, facts::CUTOVER).await? {
-        let at = |n: &str| c.timeline.iter().find(|(x, _)| x == n).map(|(_, t)| *t);
-        if let (Some(a), Some(b)) = (at("source_frozen"), at("target_writable")) {
+        if let Some(ms) = c.freeze_ms() {
+            md.push_str(&format!("- write freeze: {ms} ms\n"));
+        }
+        if let Some(ms) = c.paused_ms() {
             md.push_str(&format!(
-                "- write freeze: {} ms\n",
-                (b - a).num_milliseconds()
+                "- endpoint paused (the app's queries held, none failed): {ms} ms\n"
             ));
         }
     }

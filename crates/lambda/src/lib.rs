@@ -63,11 +63,13 @@ pub async fn deps(
         .user_agent("ferry")
         .build()
         .map_err(|e| StepError::Config(format!("HTTP client: {e}")))?;
+    let store = Arc::new(ferry_aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        table,
+    ));
     Ok(Deps {
-        store: Arc::new(ferry_aws::DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&aws),
-            table,
-        )),
+        store: store.clone(),
+        endpoints: store,
         params: Arc::new(ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws))),
         router: Arc::new(ferry_aws::Route53Router::new(aws_sdk_route53::Client::new(
             &aws,

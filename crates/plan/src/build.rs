@@ -139,6 +139,31 @@ fn issue(code: &str, subject: Option<&str>, message: String, fix: &str) -> Issue
     }
 }
 
+/// What the endpoint (PgBouncer in transaction pooling) asks of the app, or that the app is
+/// already known to work that way (Heroku's own connection pooling is PgBouncer in
+/// transaction mode).
+fn transaction_pooling(inventory: &Inventory) -> Issue {
+    let pooled = inventory
+        .config_vars
+        .iter()
+        .any(|v| v.name == "DATABASE_CONNECTION_POOL_URL");
+    if pooled {
+        issue(
+            "transaction_pooling",
+            Some("DATABASE_CONNECTION_POOL_URL"),
+            "the app already uses Heroku's connection pooling (PgBouncer in transaction mode): it is known to work through Ferry's endpoint".into(),
+            "nothing to change; point the AWS fleet's DATABASE_URL at the endpoint days before the window (config sync does)",
+        )
+    } else {
+        issue(
+            "transaction_pooling",
+            None,
+            "on AWS the app reaches its database through Ferry's endpoint (PgBouncer 1.24, transaction pooling, protocol-level prepared statements kept), so the cutover holds queries instead of failing them".into(),
+            "check the app keeps no session state between transactions: Rails `advisory_locks: false` (prepared_statements may stay on), Django `DISABLE_SERVER_SIDE_CURSORS = True`, no session-level SET (use SET LOCAL), no LISTEN/NOTIFY, no WITH HOLD cursors or temp tables across transactions; otherwise set cutover.endpoint to \"redeploy\" (a redeploy at cutover: failed writes until the new tasks are up)",
+        )
+    }
+}
+
 /// Builds the plan.
 pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
     let mut mappings = Vec::new();
@@ -219,6 +244,7 @@ pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
             "attach the app's Heroku Postgres database as DATABASE (heroku addons:attach … --as DATABASE)",
         )),
     }
+    warnings.push(transaction_pooling(&inventory));
     if let Some(reason) = &inventory.database_unavailable {
         warnings.push(issue(
             "database_unreadable",
@@ -720,13 +746,8 @@ fn spec(
         .unwrap_or(json!("auto"));
     let parallelism = inventory.database.as_ref().map_or(4, |d| d.parallelism);
     let mut scale_down = Vec::new();
-    let mut services = Vec::new();
     for p in running {
-        if *p == "release" {
-            continue;
-        }
-        services.push(format!("{app}/{p}"));
-        if *p == "web" {
+        if *p == "release" || *p == "web" {
             continue;
         }
         if ferry_core::spec::is_process_type(p) {
@@ -762,10 +783,11 @@ fn spec(
         },
         "approvals": { "sns_topic_arn": topic, "approvers": [approver] },
         "config_vars": { "ssm_prefix": format!("/{app}/config/") },
+        "endpoint": { "url_param": format!("/ferry/{app}/endpoint-url") },
         "cutover": {
             "maintenance_mode": true,
             "scale_down": scale_down,
-            "ecs_services": services,
+            "endpoint": "proxy",
         },
     });
     (spec, fill)

@@ -2,8 +2,9 @@
 //!
 //! Rules, not a blind copy: `exclude`/`include` patterns; Heroku's dyno metadata
 //! (`HEROKU_APP_NAME`…) is Heroku's, not the app's; the Heroku Postgres attachments are
-//! replaced by `DATABASE_URL`, which points at the source (through its checked TLS URL) until
-//! the cutover moves it; other add-on attachments are copied and reported, since they point at
+//! replaced by `DATABASE_URL`, which is the endpoint's URL in proxy mode (for good: the
+//! endpoint moves at cutover, the URL does not) and in redeploy mode points at the source
+//! (through its checked TLS URL) until the cutover moves it; other add-on attachments are copied and reported, since they point at
 //! Heroku add-ons that need an AWS replacement before decommission. Values are never logged,
 //! audited or returned.
 
@@ -11,11 +12,12 @@ use std::collections::BTreeSet;
 
 use ferry_core::{
     params::PutOutcome,
+    spec::EndpointMode,
     state::{Outcome, Phase},
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Deps, MigrationRef, StepResult, facts};
+use crate::{Deps, MigrationRef, StepError, StepResult, facts};
 
 /// Largest value SSM's standard tier stores.
 const MAX_VALUE_BYTES: usize = 4096;
@@ -165,24 +167,38 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
         }
     }
 
-    // DATABASE_URL: the source, through the checked TLS URL, until the cutover moves it. A
-    // retry after the cutover (the parameter already points at the target) leaves it alone.
+    // DATABASE_URL. Proxy mode: the endpoint's URL, from the start and for good (the endpoint
+    // moves, the URL never does). Redeploy mode: the source, through the checked TLS URL, until
+    // the cutover moves it; a retry after the cutover leaves it alone.
     let cutover: Option<facts::CutoverFact> =
         facts::get(deps.store.as_ref(), id, facts::CUTOVER).await?;
-    let switched = cutover.is_some_and(|c| c.state == "switched" || c.state == "done");
-    if switched {
-        skip(
+    let switched = cutover.is_some_and(|c| c.state.on_target());
+    match &spec.endpoint {
+        Some(e) if spec.cutover.endpoint == EndpointMode::Proxy => {
+            let url = deps.params.get(&e.url_param).await?;
+            ferry_pg::PgUrl::parse(&url).map_err(|err| StepError::BadParam {
+                param: e.url_param.clone(),
+                reason: err.to_string(),
+            })?;
+            let outcome = deps
+                .params
+                .put_secure(&spec.app_database_url_param(), &url)
+                .await?;
+            record(&mut out, "DATABASE_URL", outcome);
+        }
+        _ if switched => skip(
             &mut out,
             "DATABASE_URL",
             "already points at the target (cutover done)",
-        );
-    } else {
-        let source = deps.params.get(&spec.source.database_url_param).await?;
-        let outcome = deps
-            .params
-            .put_secure(&spec.app_database_url_param(), &source)
-            .await?;
-        record(&mut out, "DATABASE_URL", outcome);
+        ),
+        _ => {
+            let source = deps.params.get(&spec.source.database_url_param).await?;
+            let outcome = deps
+                .params
+                .put_secure(&spec.app_database_url_param(), &source)
+                .await?;
+            record(&mut out, "DATABASE_URL", outcome);
+        }
     }
 
     deps.audit(

@@ -1,20 +1,25 @@
 //! Step 8: the database cutover, in one function because every state transition inside the
 //! write freeze costs time.
 //!
-//! Freeze the source for the app's role (read-only by default, open sessions ended; Heroku
+//! In `proxy` mode (the default) the AWS fleet talks to Ferry's endpoint: pause every endpoint
+//! task (its queries wait), then freeze the source for the app's role (read-only, open sessions
+//! ended: the safety net for writers that bypass the endpoint, e.g. Heroku dynos; Heroku
 //! maintenance mode and scale-down alongside), take the source position, have the worker drain
-//! to it, sync sequences, optionally compare counts, point the app at the target (SSM
-//! `DATABASE_URL`, ECS redeployments), unfreeze the target for the app's role, and turn the
-//! stream around (target → source) so a rollback loses nothing. A failure before the switch
-//! undoes the freeze and leaves `DATABASE_URL` as it was. Each sub-step's time is recorded:
-//! the freeze window is the figure users care about.
+//! to it, sync sequences, optionally compare counts, retarget every endpoint task to the
+//! target, unfreeze the target for the app's role, resume the endpoint (the held queries run on
+//! the target), and turn the stream around (target → source) so a rollback loses nothing. In
+//! `redeploy` mode the switch is the SSM `DATABASE_URL` and ECS redeployments instead of the
+//! endpoint. A failure before the switch undoes everything (source writable, endpoint resumed
+//! on the source, `DATABASE_URL` as it was). Each sub-step's time is recorded: the freeze and
+//! the endpoint's pause are the figures users care about.
 
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use ferry_core::{
+    endpoint::Backend,
     metrics::{Metric, Unit},
-    spec::{CaptureMode, CutoverVerify, MigrationSpec},
+    spec::{CaptureMode, CutoverVerify, EndpointMode, MigrationSpec},
     state::{Outcome, Phase, WorkerCommand},
 };
 use ferry_heroku::{FormationUpdate, HerokuClient};
@@ -28,7 +33,8 @@ use tokio_postgres::Client;
 
 use crate::{
     Deps, MigrationRef, StepError, StepResult,
-    facts::{self, AppRoles, CutoverFact, HerokuBefore},
+    endpoint::{self, Goal},
+    facts::{self, AppRoles, CutoverFact, CutoverState, HerokuBefore},
 };
 
 /// Gap added to every sequence on the target, so ids handed out on the source during the
@@ -40,6 +46,9 @@ pub const SEQUENCE_GAP: i64 = 1000;
 pub struct Output {
     /// Source writes frozen → target writable for the app, in milliseconds.
     pub freeze_ms: i64,
+    /// Endpoint pause asked → every endpoint task resumed (proxy mode), in milliseconds: how
+    /// long the app's queries were held.
+    pub paused_ms: Option<i64>,
     /// The source position drained to.
     pub position: String,
     /// Sequences set on the target.
@@ -52,18 +61,9 @@ pub struct Output {
 
 impl Output {
     fn from_fact(fact: &CutoverFact) -> Self {
-        let at = |name: &str| {
-            fact.timeline
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| *t)
-        };
-        let freeze_ms = match (at("source_frozen"), at("target_writable")) {
-            (Some(a), Some(b)) => (b - a).num_milliseconds(),
-            _ => -1,
-        };
         Self {
-            freeze_ms,
+            freeze_ms: fact.freeze_ms().unwrap_or(-1),
+            paused_ms: fact.paused_ms(),
             position: fact.position.clone().unwrap_or_default(),
             sequences: fact.sequences,
             counts_checked: fact.counts_checked,
@@ -140,7 +140,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let rec = deps.record(id).await?;
     if rec.phase == Phase::RollbackWindow
         && let Some(done) = facts::get::<CutoverFact>(store, id, facts::CUTOVER).await?
-        && done.state == "done"
+        && done.state == CutoverState::Done
     {
         // A retry after success reports what the cutover did, as stored.
         return Ok(Output::from_fact(&done));
@@ -155,8 +155,8 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let target = target_url.connect().await?;
     let heroku = deps.heroku(spec).await?;
     let previous: Option<CutoverFact> = facts::get(store, id, facts::CUTOVER).await?;
-    match previous.as_ref().map(|f| f.state.as_str()) {
-        Some("switched") => {
+    match previous.as_ref().map(|f| f.state) {
+        Some(CutoverState::Switched) => {
             // The app already runs on the target: finish, never go back to the source here.
             let mut clock = Clock {
                 fact: previous.clone().unwrap_or_default(),
@@ -164,7 +164,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             };
             return finish(deps, spec, &target, &target_url, &roles, &mut clock).await;
         }
-        Some("frozen") => {
+        Some(CutoverState::Frozen) => {
             // An earlier attempt died inside the freeze: undo it, then start over.
             undo(deps, spec, &source, &heroku, &roles).await?;
         }
@@ -175,72 +175,24 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let fault = deps.fault_for(id).await?;
     let mut clock = Clock {
         fact: CutoverFact {
-            state: "frozen".into(),
+            state: CutoverState::Frozen,
             ..CutoverFact::default()
         },
         stored: previous,
     };
-    // Remember the Heroku app as it is, once (a retry sees it already scaled down).
-    let app = heroku.app(&spec.heroku.app).await?;
-    let formation = heroku.formation(&spec.heroku.app).await?;
-    facts::put_once(
-        store,
-        id,
-        facts::HEROKU_BEFORE,
-        &HerokuBefore {
-            maintenance: app.maintenance,
-            formation: formation
-                .iter()
-                .map(|f| (f.process_type.clone(), f.quantity))
-                .collect(),
-        },
-    )
-    .await?;
-
-    // Capture on the target before it can become writable for the app: its first write must
-    // reach the reverse stream (the worker turns around only when it reads the command).
-    // Done before the freeze, where its cost (a catalog read and a trigger per table, about
-    // a second on a few hundred MB) does not count: the worker's forward writes that it may
-    // capture meanwhile are applied back by key from the target's current rows, a no-op.
-    rep.install_reverse_capture().await?;
-    clock.mark("reverse_capture_installed");
-    clock.mark("freeze_start");
-    freeze::freeze_role(&source, &roles.source).await?;
-    let ended = freeze::end_sessions(&source, &roles.source).await?;
-    clock.mark("source_frozen");
-    clock.save(deps, id).await?;
-
-    match frozen_part(deps, spec, &rep, &heroku, &mut clock, fault.as_deref()).await {
+    prepare(deps, spec, &heroku, &rep, &mut clock).await?;
+    let ended = freeze_source(deps, spec, &source, &roles, &mut clock).await?;
+    let parts = Frozen {
+        rep: &rep,
+        heroku: &heroku,
+        fault: fault.as_deref(),
+    };
+    match frozen_part(deps, spec, &parts, &mut clock).await {
         Ok((sequences, counts)) => {
             clock.fact.sequences = sequences;
             clock.fact.counts_checked = counts;
             let out = finish(deps, spec, &target, &target_url, &roles, &mut clock).await?;
-            if out.freeze_ms >= 0 {
-                deps.metrics(
-                    id,
-                    "cutover",
-                    &[Metric::new(
-                        "WriteFreezeMilliseconds",
-                        out.freeze_ms as f64,
-                        Unit::Milliseconds,
-                    )],
-                );
-            }
-            deps.audit(
-                id,
-                "cutover",
-                "cutover",
-                Outcome::Succeeded,
-                serde_json::json!({
-                    "freeze_ms": out.freeze_ms,
-                    "sessions_ended": ended,
-                    "sequences": sequences,
-                    "counts_checked": counts,
-                    "timeline": out.timeline,
-                }),
-                Some("cutover/done".into()),
-            )
-            .await?;
+            succeeded(deps, id, &out, ended).await?;
             Ok(out)
         }
         Err(cause) => {
@@ -248,7 +200,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             match undo(deps, spec, &source, &heroku, &roles).await {
                 Ok(()) => {
                     clock.mark("undone");
-                    clock.fact.state = "undone".into();
+                    clock.fact.state = CutoverState::Undone;
                     clock.save(deps, id).await?;
                     deps.audit(
                         id,
@@ -271,16 +223,141 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     }
 }
 
-/// Everything between the source freeze and the switch. Returns (sequences, tables counted).
+/// Whether the app fleet is switched through the endpoint.
+pub(crate) fn proxy(spec: &MigrationSpec) -> bool {
+    spec.cutover.endpoint == EndpointMode::Proxy
+}
+
+/// Outside the freeze: remember the Heroku app as it is, put capture on the target, check the
+/// endpoint can be switched.
+async fn prepare(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    heroku: &HerokuClient,
+    rep: &Replicator,
+    clock: &mut Clock,
+) -> StepResult<()> {
+    let id = &spec.migration_id;
+    // Remember the Heroku app as it is, once (a retry sees it already scaled down).
+    let app = heroku.app(&spec.heroku.app).await?;
+    let formation = heroku.formation(&spec.heroku.app).await?;
+    facts::put_once(
+        deps.store.as_ref(),
+        id,
+        facts::HEROKU_BEFORE,
+        &HerokuBefore {
+            maintenance: app.maintenance,
+            formation: formation
+                .iter()
+                .map(|f| (f.process_type.clone(), f.quantity))
+                .collect(),
+        },
+    )
+    .await?;
+    if proxy(spec) {
+        endpoint::ready(deps, spec, Backend::Source).await?;
+    }
+    // Capture on the target before it can become writable for the app: its first write must
+    // reach the reverse stream (the worker turns around only when it reads the command).
+    // Done before the freeze, where its cost (a catalog read and a trigger per table, about
+    // a second on a few hundred MB) does not count: the worker's forward writes that it may
+    // capture meanwhile are applied back by key from the target's current rows, a no-op.
+    rep.install_reverse_capture().await?;
+    clock.mark("reverse_capture_installed");
+    Ok(())
+}
+
+/// Pauses the endpoint (proxy mode), then freezes the source for the app's role and ends its
+/// sessions. A pause that fails is undone (resumed on the source) before anything is frozen.
+/// Returns how many sessions were ended.
+async fn freeze_source(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    source: &Client,
+    roles: &AppRoles,
+    clock: &mut Clock,
+) -> StepResult<u64> {
+    let id = &spec.migration_id;
+    if proxy(spec) {
+        clock.mark("endpoint_pause_requested");
+        if let Err(e) = endpoint::pause(deps, spec, Backend::Source, "ferry:cutover").await {
+            deps.audit(
+                id,
+                "cutover",
+                "endpoint_pause",
+                Outcome::Failed,
+                serde_json::json!({ "cause": e.to_string() }),
+                None,
+            )
+            .await?;
+            return Err(e);
+        }
+        clock.mark("endpoint_paused");
+    }
+    clock.mark("freeze_start");
+    freeze::freeze_role(source, &roles.source).await?;
+    let ended = freeze::end_sessions(source, &roles.source).await?;
+    clock.mark("source_frozen");
+    clock.save(deps, id).await?;
+    Ok(ended)
+}
+
+/// Metrics and the audit entry of a cutover that completed.
+async fn succeeded(deps: &Deps, id: &str, out: &Output, ended: u64) -> StepResult<()> {
+    let mut metrics = Vec::new();
+    if out.freeze_ms >= 0 {
+        metrics.push(Metric::new(
+            "WriteFreezeMilliseconds",
+            out.freeze_ms as f64,
+            Unit::Milliseconds,
+        ));
+    }
+    if let Some(ms) = out.paused_ms {
+        metrics.push(Metric::new(
+            "EndpointPausedMilliseconds",
+            ms as f64,
+            Unit::Milliseconds,
+        ));
+    }
+    if !metrics.is_empty() {
+        deps.metrics(id, "cutover", &metrics);
+    }
+    deps.audit(
+        id,
+        "cutover",
+        "cutover",
+        Outcome::Succeeded,
+        serde_json::json!({
+            "freeze_ms": out.freeze_ms,
+            "paused_ms": out.paused_ms,
+            "sessions_ended": ended,
+            "sequences": out.sequences,
+            "counts_checked": out.counts_checked,
+            "timeline": out.timeline,
+        }),
+        Some("cutover/done".into()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// What the frozen part works with.
+struct Frozen<'a> {
+    rep: &'a Replicator,
+    heroku: &'a HerokuClient,
+    fault: Option<&'a str>,
+}
+
+/// Everything between the source freeze and the switch, the endpoint's retarget included
+/// (a failure anywhere here is undone). Returns (sequences, tables counted).
 async fn frozen_part(
     deps: &Deps,
     spec: &MigrationSpec,
-    rep: &Replicator,
-    heroku: &HerokuClient,
+    parts: &Frozen<'_>,
     clock: &mut Clock,
-    fault: Option<&str>,
 ) -> StepResult<(usize, usize)> {
     let id = &spec.migration_id;
+    let Frozen { rep, heroku, fault } = *parts;
     crate::fault(fault, "cutover:after_freeze")?;
     let position = rep.source_head().await?;
     clock.fact.position = Some(position.clone());
@@ -350,6 +427,18 @@ async fn frozen_part(
         clock.mark("counts_checked");
     }
     crate::fault(fault, "cutover:before_switch")?;
+    if proxy(spec) {
+        let tasks = endpoint::live_tasks(deps, &spec.heroku.app).await?;
+        endpoint::converge(
+            deps,
+            spec,
+            &tasks,
+            Goal::Retarget(Backend::Target),
+            "ferry:cutover",
+        )
+        .await?;
+        clock.mark("endpoint_retargeted");
+    }
     Ok((sequences, counts))
 }
 
@@ -380,36 +469,76 @@ async fn finish(
     clock: &mut Clock,
 ) -> StepResult<Output> {
     let id = &spec.migration_id;
-    if clock.fact.state != "switched" {
-        // The URL read from SSM before the freeze: no parameter read inside it.
-        deps.params
-            .put_secure(&spec.app_database_url_param(), target_url.expose_secret())
-            .await?;
+    if clock.fact.state != CutoverState::Switched {
+        if !proxy(spec) {
+            // The URL read from SSM before the freeze: no parameter read inside it.
+            deps.params
+                .put_secure(&spec.app_database_url_param(), target_url.expose_secret())
+                .await?;
+        }
         clock.mark("switched");
-        clock.fact.state = "switched".into();
+        clock.fact.state = CutoverState::Switched;
         clock.save(deps, id).await?;
     }
     freeze::unfreeze_role(target, &roles.target).await?;
     clock.mark("target_writable");
-    for svc in &spec.cutover.ecs_services {
-        if let Some((cluster, service)) = svc.split_once('/') {
-            deps.compute.redeploy(cluster, service).await?;
+    if proxy(spec) {
+        resume_on(deps, spec, Backend::Target, "cutover").await?;
+        clock.mark("endpoint_resumed");
+    } else {
+        for svc in &spec.cutover.ecs_services {
+            if let Some((cluster, service)) = svc.split_once('/') {
+                deps.compute.redeploy(cluster, service).await?;
+            }
         }
-    }
-    if !spec.cutover.ecs_services.is_empty() {
-        clock.mark("services_redeployed");
+        if !spec.cutover.ecs_services.is_empty() {
+            clock.mark("services_redeployed");
+        }
     }
     deps.store
         .send_command(id, WorkerCommand::Reverse, "ferry:cutover", Utc::now())
         .await?;
     clock.mark("reverse_commanded");
-    clock.fact.state = "done".into();
+    clock.fact.state = CutoverState::Done;
     clock.save(deps, id).await?;
     deps.enter(id, Phase::RollbackWindow).await?;
     Ok(Output::from_fact(&clock.fact))
 }
 
-/// Undoes a freeze that did not switch: source writable, Heroku as it was. Idempotent.
+/// After a switch: the endpoint resumes on `backend`. The data is there already, so a task
+/// that does not confirm is not a reason to go back: the state is set again once, and a task
+/// that still does not answer converges when it next reads it (a replaced task starts there).
+pub(crate) async fn resume_on(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    backend: Backend,
+    step: &str,
+) -> StepResult<()> {
+    for attempt in 1..=2 {
+        let tasks = endpoint::live_tasks(deps, &spec.heroku.app).await?;
+        let by = format!("ferry:{step}");
+        match endpoint::converge(deps, spec, &tasks, Goal::Resume(backend), &by).await {
+            Ok(_) => return Ok(()),
+            Err(e @ StepError::Store(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "endpoint resume on the {backend} not confirmed");
+                deps.audit(
+                    &spec.migration_id,
+                    step,
+                    "endpoint_resume",
+                    Outcome::Info,
+                    serde_json::json!({ "attempt": attempt, "cause": e.to_string() }),
+                    None,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Undoes a freeze that did not switch: source writable, the endpoint resumed on the source,
+/// Heroku as it was. Idempotent.
 pub(crate) async fn undo(
     deps: &Deps,
     spec: &MigrationSpec,
@@ -417,7 +546,11 @@ pub(crate) async fn undo(
     heroku: &HerokuClient,
     roles: &AppRoles,
 ) -> StepResult<()> {
+    // The source first, so the queries the endpoint held run on a writable database.
     freeze::unfreeze_role(source, &roles.source).await?;
+    if proxy(spec) {
+        endpoint::release(deps, spec, Backend::Source, "ferry:cutover-undo").await?;
+    }
     restore_heroku(deps, spec, heroku).await
 }
 

@@ -29,6 +29,10 @@ pub struct Report {
     pub completed_at: DateTime<Utc>,
     /// The cutover's write freeze, in milliseconds.
     pub freeze_ms: Option<i64>,
+    /// How long the endpoint held the app's queries at the cutover, in milliseconds (proxy
+    /// mode).
+    #[serde(default)]
+    pub paused_ms: Option<i64>,
     /// Rows copied by the snapshot.
     pub rows_copied: u64,
     /// Worker restarts.
@@ -85,10 +89,8 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
         heroku.scale(&spec.heroku.app, &updates).await?;
     }
     let cutover: Option<CutoverFact> = facts::get(store, id, facts::CUTOVER).await?;
-    let freeze_ms = cutover.and_then(|c| {
-        let at = |n: &str| c.timeline.iter().find(|(x, _)| x == n).map(|(_, t)| *t);
-        Some((at("target_writable")? - at("source_frozen")?).num_milliseconds())
-    });
+    let freeze_ms = cutover.as_ref().and_then(CutoverFact::freeze_ms);
+    let paused_ms = cutover.as_ref().and_then(CutoverFact::paused_ms);
     let report = facts::put_once(
         store,
         id,
@@ -99,6 +101,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             started_at: rec.created_at,
             completed_at: Utc::now(),
             freeze_ms,
+            paused_ms,
             rows_copied: progress.map_or(0, |p| p.rows_copied),
             worker_restarts: worker.map_or(0, |w| w.restarts),
         },

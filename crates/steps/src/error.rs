@@ -104,6 +104,32 @@ pub enum StepError {
         seconds: u32,
     },
     /// The cutover failed inside the freeze and was undone: the app is on the source.
+    /// The endpoint cannot be switched (too few live tasks, a task in the wrong state or
+    /// reading other parameters); nothing was frozen.
+    #[error("the database endpoint of {app} is not ready: {reason}")]
+    EndpointUnavailable {
+        /// The Heroku app.
+        app: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The endpoint could not pause within `cutover.pause_timeout_ms` (a transaction held it,
+    /// or a task was lost); it was resumed and nothing was frozen: retried.
+    #[error(
+        "the database endpoint could not pause: {reason}; resumed on the source, nothing frozen"
+    )]
+    EndpointPauseFailed {
+        /// Which task and why.
+        reason: String,
+    },
+    /// The endpoint could not be switched to a backend (login refused, task lost).
+    #[error("the database endpoint could not switch to the {backend} database: {reason}")]
+    EndpointSwitchFailed {
+        /// `source` or `target`.
+        backend: String,
+        /// Which task and why.
+        reason: String,
+    },
     #[error("cutover undone, the app stays on Heroku Postgres (source writable again): {0}")]
     CutoverUndone(Box<StepError>),
     /// Undoing failed: a person must look now.
@@ -188,6 +214,9 @@ impl StepErrorName for StepError {
             StepError::VerifyMismatch { .. } => "Ferry.Failed.VerifyMismatch",
             StepError::CanaryUnhealthy { .. } => "Ferry.CanaryUnhealthy",
             StepError::DrainTimeout { .. } => "Ferry.Failed.DrainTimeout",
+            StepError::EndpointUnavailable { .. } => "Ferry.Blocked.EndpointUnavailable",
+            StepError::EndpointPauseFailed { .. } => "Ferry.Retryable.EndpointPause",
+            StepError::EndpointSwitchFailed { .. } => "Ferry.Failed.EndpointSwitch",
             StepError::CutoverUndone(_) => "Ferry.Failed.CutoverUndone",
             StepError::UndoFailed { .. } => "Ferry.Failed.UndoFailed",
             StepError::ReverseBehind { .. } => "Ferry.Retryable.ReverseBehind",
@@ -226,6 +255,9 @@ impl StepError {
         "Ferry.Failed.VerifyMismatch",
         "Ferry.CanaryUnhealthy",
         "Ferry.Failed.DrainTimeout",
+        "Ferry.Blocked.EndpointUnavailable",
+        "Ferry.Retryable.EndpointPause",
+        "Ferry.Failed.EndpointSwitch",
         "Ferry.Failed.CutoverUndone",
         "Ferry.Failed.UndoFailed",
         "Ferry.Retryable.ReverseBehind",

@@ -73,12 +73,56 @@ pub struct AppRoles {
     pub target: String,
 }
 
+/// How far the cutover got; the cutover, the rollback and config sync branch on it (some of
+/// them inside the write freeze), so it is a closed set, not a string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutoverState {
+    /// Nothing done yet.
+    #[default]
+    NotStarted,
+    /// Source read-only (endpoint paused, in proxy mode); the app not switched.
+    Frozen,
+    /// The app is on the target (endpoint retargeted, or DATABASE_URL moved).
+    Switched,
+    /// The reverse stream runs: the cutover is complete.
+    Done,
+    /// A failed cutover was compensated: the app is on the source again.
+    Undone,
+    /// A rollback after the cutover moved the app back to the source.
+    RolledBack,
+}
+
+impl CutoverState {
+    /// The snake_case name (as stored).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutoverState::NotStarted => "not_started",
+            CutoverState::Frozen => "frozen",
+            CutoverState::Switched => "switched",
+            CutoverState::Done => "done",
+            CutoverState::Undone => "undone",
+            CutoverState::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Whether the app runs on the target.
+    pub fn on_target(self) -> bool {
+        matches!(self, CutoverState::Switched | CutoverState::Done)
+    }
+}
+
+impl std::fmt::Display for CutoverState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How far the cutover got.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CutoverFact {
-    /// `frozen` (source read-only, app not switched), `switched` (app on the target),
-    /// `done` (reverse stream running), `undone` (compensated).
-    pub state: String,
+    /// Where the cutover stands.
+    pub state: CutoverState,
     /// The source position drained to.
     pub position: Option<String>,
     /// Sub-step timestamps, in order.
@@ -89,6 +133,31 @@ pub struct CutoverFact {
     /// Tables whose row counts were compared inside the freeze.
     #[serde(default)]
     pub counts_checked: usize,
+}
+
+impl CutoverFact {
+    /// When sub-step `name` happened (its first mark).
+    pub fn at(&self, name: &str) -> Option<DateTime<Utc>> {
+        self.timeline
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| *t)
+    }
+
+    /// Milliseconds from mark `from` to mark `to`, when both were reached.
+    pub fn window_ms(&self, from: &str, to: &str) -> Option<i64> {
+        Some((self.at(to)? - self.at(from)?).num_milliseconds())
+    }
+
+    /// The write freeze: the source frozen → the target writable for the app.
+    pub fn freeze_ms(&self) -> Option<i64> {
+        self.window_ms("source_frozen", "target_writable")
+    }
+
+    /// How long the endpoint held the app's queries: first pause asked → every task resumed.
+    pub fn paused_ms(&self) -> Option<i64> {
+        self.window_ms("endpoint_pause_requested", "endpoint_resumed")
+    }
 }
 
 /// Reads a fact.
@@ -140,4 +209,27 @@ pub async fn swap<T: Serialize>(
     Ok(store
         .swap_fact(migration_id, name, expected.as_ref(), &to_value(value))
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CutoverState;
+
+    #[test]
+    fn cutover_states_are_stored_by_their_names() {
+        for s in [
+            CutoverState::NotStarted,
+            CutoverState::Frozen,
+            CutoverState::Switched,
+            CutoverState::Done,
+            CutoverState::Undone,
+            CutoverState::RolledBack,
+        ] {
+            let v = serde_json::to_value(s).expect("json");
+            assert_eq!(v, serde_json::Value::from(s.as_str()));
+            assert_eq!(serde_json::from_value::<CutoverState>(v).ok(), Some(s));
+        }
+        // A typo in a stored fact is refused, not read as another state.
+        assert!(serde_json::from_value::<CutoverState>("swtiched".into()).is_err());
+    }
 }

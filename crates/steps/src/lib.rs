@@ -13,6 +13,7 @@ pub mod canary;
 pub mod config_sync;
 pub mod cutover;
 pub mod decommission;
+pub mod endpoint;
 mod error;
 pub mod facts;
 pub mod preflight;
@@ -102,6 +103,8 @@ impl Settings {
 pub struct Deps {
     /// Migration state, audit log, progress, approvals, facts, lock.
     pub store: Arc<dyn MigrationStore>,
+    /// The database endpoint's desired state and its tasks' reports.
+    pub endpoints: Arc<dyn ferry_core::endpoint::EndpointStore>,
     /// SSM Parameter Store.
     pub params: Arc<dyn ParamStore>,
     /// Route 53 weighted records.

@@ -1,8 +1,9 @@
 //! Rollback, reached by the state machine's Catch from any step. It reads what was done (the
 //! phase and the facts) and undoes exactly that: traffic back to Heroku and the canary rule
 //! deleted; after a cutover the database moved back only once the reverse stream has applied
-//! every write made on AWS (target frozen, drained, sequences synced, DATABASE_URL back,
-//! source unfrozen); a frozen source unfrozen; Heroku maintenance and dynos as they were; the
+//! every write made on AWS (endpoint paused, target frozen, drained, sequences synced, the
+//! endpoint retargeted to the source — or DATABASE_URL back in redeploy mode — source
+//! unfrozen, endpoint resumed); a frozen source unfrozen; Heroku maintenance and dynos as they were; the
 //! worker stopped and capture removed; the target role writable again; the lock released.
 //! Idempotent, and it touches nothing of a migration another execution runs.
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use ferry_core::{
     StepErrorName,
+    endpoint::Backend,
     state::{Outcome, Phase, WorkerCommand, WorkerPhase},
     traffic::Weights,
 };
@@ -21,7 +23,8 @@ use crate::{
     Deps, StepError, StepResult,
     canary::rule_name,
     cutover::{self, SEQUENCE_GAP},
-    facts::{self, AppRoles, CanaryFact, CutoverFact},
+    endpoint::{self, Goal},
+    facts::{self, AppRoles, CanaryFact, CutoverFact, CutoverState},
     replication,
 };
 
@@ -98,34 +101,27 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     out.from_phase = Some(from.clone());
     deps.enter(id, Phase::RollingBack).await?;
 
-    // Traffic first: users go back to Heroku's app whatever else happens.
     let canary: Option<CanaryFact> = facts::get(store, id, facts::CANARY).await?;
     if deps.schedule.delete_rule(&rule_name(deps, id)).await? {
         out.undone.push("canary rule deleted".into());
     }
-    if let Some(w) = deps.router.weights(&spec.traffic).await?
-        && w.aws > 0
-    {
-        deps.router
-            .set_weights(&spec.traffic, Weights::for_aws_percent(0))
-            .await?;
-        out.undone.push(format!(
-            "traffic back to Heroku (was {:.0}% on AWS)",
-            w.aws_share_percent()
-        ));
-    } else if canary.is_some() {
-        out.undone.push("traffic already on Heroku".into());
-    }
-
-    let roles: Option<AppRoles> = facts::get(store, id, facts::APP_ROLES).await?;
     let cut: Option<CutoverFact> = facts::get(store, id, facts::CUTOVER).await?;
+    // Traffic first: users go back to Heroku's app whatever else happens — except after a
+    // cutover through the endpoint, where the AWS fleet moves back to the source without a
+    // failed request while Heroku's dynos are still in maintenance and scaled down, so
+    // traffic follows once the database and the Heroku app are back.
+    let database_first = cutover::proxy(spec) && cut.as_ref().is_some_and(|c| c.state.on_target());
+    if !database_first {
+        traffic_back(deps, spec, canary.is_some(), &mut out).await?;
+    }
+    let roles: Option<AppRoles> = facts::get(store, id, facts::APP_ROLES).await?;
     if let Some(roles) = &roles {
         let (source_url, target_url) = deps.urls(spec).await?;
         let source = source_url.connect().await?;
         let target = target_url.connect().await?;
         let heroku = deps.heroku(spec).await?;
-        match cut.as_ref().map(|c| c.state.as_str()) {
-            Some("switched" | "done") => {
+        match cut.as_ref().map(|c| c.state) {
+            Some(CutoverState::Switched | CutoverState::Done) => {
                 database_back(
                     deps,
                     spec,
@@ -141,7 +137,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
                         .into(),
                 );
             }
-            Some("frozen") => {
+            Some(CutoverState::Frozen) => {
                 cutover::undo(deps, spec, &source, &heroku, roles).await?;
                 out.undone
                     .push("source writable again (freeze undone)".into());
@@ -157,6 +153,9 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
             freeze::unfreeze_role(&target, &roles.target).await?;
             out.undone.push("target role writable again".into());
         }
+    }
+    if database_first {
+        traffic_back(deps, spec, canary.is_some(), &mut out).await?;
     }
     deps.enter(id, Phase::RolledBack).await?;
     store.release_app_lock(&spec.heroku.app, id).await?;
@@ -193,8 +192,32 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     Ok(out)
 }
 
-/// After a cutover: freeze the target for the app, let the reverse stream apply everything,
-/// move DATABASE_URL back, unfreeze the source. If the stream is behind, the target is
+/// Route 53 all on Heroku.
+async fn traffic_back(
+    deps: &Deps,
+    spec: &ferry_core::MigrationSpec,
+    canary_ran: bool,
+    out: &mut Output,
+) -> StepResult<()> {
+    if let Some(w) = deps.router.weights(&spec.traffic).await?
+        && w.aws > 0
+    {
+        deps.router
+            .set_weights(&spec.traffic, Weights::for_aws_percent(0))
+            .await?;
+        out.undone.push(format!(
+            "traffic back to Heroku (was {:.0}% on AWS)",
+            w.aws_share_percent()
+        ));
+    } else if canary_ran {
+        out.undone.push("traffic already on Heroku".into());
+    }
+    Ok(())
+}
+
+/// After a cutover: pause the endpoint (proxy mode), freeze the target for the app, let the
+/// reverse stream apply everything, point the app back at the source (endpoint retargeted, or
+/// DATABASE_URL moved back), unfreeze the source, resume the endpoint. If the stream is behind, the target is
 /// unfrozen again and the error is retryable (no write is lost by waiting).
 async fn database_back(
     deps: &Deps,
@@ -219,6 +242,11 @@ async fn database_back(
         return Err(StepError::ReverseBehind {
             waiting: progress.and_then(|p| p.lag_changes).unwrap_or(0),
         });
+    }
+    let proxy = cutover::proxy(spec);
+    if proxy {
+        // A pause that fails is resumed and retried later (nothing frozen).
+        endpoint::pause(deps, spec, Backend::Target, "ferry:rollback").await?;
     }
     freeze::freeze_role(target, &roles.target).await?;
     freeze::end_sessions(target, &roles.target).await?;
@@ -246,6 +274,9 @@ async fn database_back(
         }
         if Instant::now() >= deadline {
             freeze::unfreeze_role(target, &roles.target).await?;
+            if proxy {
+                endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
+            }
             return Err(StepError::ReverseBehind {
                 waiting: p.and_then(|p| p.lag_changes).unwrap_or(0),
             });
@@ -254,22 +285,43 @@ async fn database_back(
     }
     // Sequences on the source must be past anything the target handed out.
     ferry_replicator::verify::sync_sequences(target, source, SEQUENCE_GAP).await?;
-    // The URL read from SSM when the rollback began: no parameter read while the target is
-    // frozen.
-    deps.params
-        .put_secure(&spec.app_database_url_param(), source_url.expose_secret())
-        .await?;
-    for svc in &spec.cutover.ecs_services {
-        if let Some((cluster, service)) = svc.split_once('/') {
-            deps.compute.redeploy(cluster, service).await?;
+    if proxy {
+        let tasks = endpoint::live_tasks(deps, &spec.heroku.app).await?;
+        if let Err(e) = endpoint::converge(
+            deps,
+            spec,
+            &tasks,
+            Goal::Retarget(Backend::Source),
+            "ferry:rollback",
+        )
+        .await
+        {
+            // Still on the target: writable there again, held queries run there.
+            freeze::unfreeze_role(target, &roles.target).await?;
+            endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
+            return Err(e);
+        }
+    } else {
+        // The URL read from SSM when the rollback began: no parameter read while the target
+        // is frozen.
+        deps.params
+            .put_secure(&spec.app_database_url_param(), source_url.expose_secret())
+            .await?;
+        for svc in &spec.cutover.ecs_services {
+            if let Some((cluster, service)) = svc.split_once('/') {
+                deps.compute.redeploy(cluster, service).await?;
+            }
         }
     }
     freeze::unfreeze_role(source, &roles.source).await?;
+    if proxy {
+        cutover::resume_on(deps, spec, Backend::Source, "rollback").await?;
+    }
     let mut fact: CutoverFact = facts::get(store, id, facts::CUTOVER)
         .await?
         .unwrap_or_default();
     let old = fact.clone();
-    fact.state = "rolled_back".into();
+    fact.state = CutoverState::RolledBack;
     fact.timeline.push(("rolled_back".into(), Utc::now()));
     facts::swap(store, id, facts::CUTOVER, Some(&old), &fact).await?;
     Ok(())

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, bail};
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use chrono::{DateTime, Utc};
-use ferry_core::{MigrationStore, state::Gate};
+use ferry_core::{MigrationStore, spec::EndpointMode, state::Gate};
 use ferry_tests::rehearsal::{App, Approver, EcsRunner, Options, Rehearsal, Scheduler, Side};
 
 #[derive(Debug, Clone)]
@@ -56,12 +56,13 @@ fn bar(done: u64, total: u64, width: usize) -> String {
 async fn main() -> anyhow::Result<()> {
     let rows: i64 = env_num("DEMO_ROWS", 1_500_000);
     let wps: u32 = env_num("DEMO_WRITES_PER_SECOND", 50);
+    let rps: u32 = env_num("DEMO_READS_PER_SECOND", 200);
     let report_dir = PathBuf::from(
         std::env::var("FERRY_REPORT_DIR").unwrap_or_else(|_| "target/ferry-report".into()),
     );
     let runs: usize = env_num("BENCH_RUNS", 0);
     if runs > 0 {
-        return bench(runs, wps).await;
+        return bench(runs, wps, rps).await;
     }
     let options = Options {
         rows,
@@ -69,6 +70,8 @@ async fn main() -> anyhow::Result<()> {
         canary_interval_seconds: 3,
         rollback_window_seconds: 10,
         writes_per_second: wps,
+        reads_per_second: rps,
+        endpoint: EndpointMode::Proxy,
         parallelism: 2,
     };
     let (status, report) = rehearse(&options, &report_dir).await?;
@@ -80,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// `make bench-cutover`: the happy path `runs` times under load; the write freeze and the
 /// app-side write gap of each, with p50 and max, into BENCH_OUT (markdown).
-async fn bench(runs: usize, wps: u32) -> anyhow::Result<()> {
+async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
     let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "docs/benchmarks-cutover.md".into());
     let options = Options {
         rows: env_num("DEMO_ROWS", 100_000),
@@ -88,6 +91,8 @@ async fn bench(runs: usize, wps: u32) -> anyhow::Result<()> {
         canary_interval_seconds: 1,
         rollback_window_seconds: 1,
         writes_per_second: wps,
+        reads_per_second: rps,
+        endpoint: EndpointMode::Proxy,
         parallelism: 2,
     };
     let mut rows = Vec::new();
@@ -177,7 +182,7 @@ async fn rehearse(
     );
     let runner = EcsRunner::start(&r.id);
     let scheduler = Scheduler::start(&r.id);
-    let app = App::start(&r, wps);
+    let app = App::start(&r, wps, options.reads_per_second);
     let approver = Arc::new(Approver::new(&r));
     println!(
         "  sample app: Heroku and AWS instances behind a resolver following Route 53, {wps} writes/s"

@@ -48,6 +48,10 @@ pub struct MigrationSpec {
     /// How the database cutover freezes writes and points the app at RDS.
     #[serde(default)]
     pub cutover: CutoverSpec,
+    /// The database endpoint (PgBouncer run by Ferry) the AWS app fleet connects to; required
+    /// when `cutover.endpoint` is `proxy` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointSpec>,
     /// How often the state machine polls and how long its waits last. The defaults suit a
     /// real migration; a rehearsal may shorten them.
     #[serde(default)]
@@ -78,6 +82,48 @@ pub struct CutoverSpec {
     /// (rely on the verification before the approval). Full checksums run before the gate.
     #[serde(default)]
     pub verify: CutoverVerify,
+    /// How the AWS app fleet reaches the new database: `proxy` (default: through the endpoint,
+    /// which Ferry pauses and switches in place; queries wait, none fail) or `redeploy` (the
+    /// `DATABASE_URL` parameter is rewritten and `ecs_services` redeployed; the app fails
+    /// writes until its new tasks are up — for apps that cannot pool per transaction).
+    #[serde(default)]
+    pub endpoint: EndpointMode,
+    /// Longest time, in milliseconds, the endpoint waits for open transactions to finish when
+    /// pausing; past it the cutover is undone and retried. 100-30000.
+    #[serde(default = "default_pause_timeout_ms")]
+    pub pause_timeout_ms: u32,
+}
+
+/// How the app fleet is moved to the new database at cutover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointMode {
+    /// Through Ferry's endpoint: pause → retarget → resume; no redeploy.
+    #[default]
+    Proxy,
+    /// Rewrite `DATABASE_URL` and redeploy `cutover.ecs_services`.
+    Redeploy,
+}
+
+/// The endpoint the AWS app fleet uses as its database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// SSM SecureString holding the URL the AWS app fleet uses to reach the endpoint (the
+    /// template's `EndpointHost`, the client user and password the endpoint tasks accept,
+    /// the database name). Config sync copies it into the fleet's `DATABASE_URL`.
+    pub url_param: String,
+    /// Endpoint tasks that must be up and answer at the cutover. 1-20.
+    #[serde(default = "default_min_tasks")]
+    pub min_tasks: u32,
+}
+
+fn default_pause_timeout_ms() -> u32 {
+    2_000
+}
+
+fn default_min_tasks() -> u32 {
+    2
 }
 
 impl Default for CutoverSpec {
@@ -88,6 +134,8 @@ impl Default for CutoverSpec {
             ecs_services: Vec::new(),
             drain_timeout_seconds: default_drain_timeout_seconds(),
             verify: CutoverVerify::default(),
+            endpoint: EndpointMode::default(),
+            pause_timeout_ms: default_pause_timeout_ms(),
         }
     }
 }

@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    ApprovalsSpec, ConfigVarsSpec, CutoverSpec, HerokuSpec, MigrationSpec, ReplicationSpec,
-    SourceSpec, TargetSpec, TimingSpec, TrafficSpec,
+    ApprovalsSpec, ConfigVarsSpec, CutoverSpec, EndpointMode, EndpointSpec, HerokuSpec,
+    MigrationSpec, ReplicationSpec, SourceSpec, TargetSpec, TimingSpec, TrafficSpec,
 };
 use crate::problems::{Problem, child, index};
 
@@ -22,6 +22,9 @@ pub(super) fn check(spec: &MigrationSpec, out: &mut Vec<Problem>) {
     config_vars(&spec.config_vars, "config_vars", out);
     rollback_window(spec.rollback_window_hours, out);
     cutover(&spec.cutover, "cutover", out);
+    if let Some(e) = &spec.endpoint {
+        endpoint(e, "endpoint", out);
+    }
     timing(&spec.timing, "timing", out);
     cross(spec, out);
 }
@@ -52,6 +55,7 @@ pub(super) fn check_sections(value: &Value, out: &mut Vec<Problem>) {
     section(value, "approvals", approvals, out);
     section(value, "config_vars", config_vars, out);
     section(value, "cutover", cutover, out);
+    section(value, "endpoint", endpoint, out);
     section(value, "timing", timing, out);
     if shape_ok("rollback_window_hours", out)
         && let Some(h) = value.get("rollback_window_hours").and_then(Value::as_u64)
@@ -391,6 +395,14 @@ fn rollback_window(hours: u32, out: &mut Vec<Problem>) {
 
 fn cutover(s: &CutoverSpec, path: &str, out: &mut Vec<Problem>) {
     range(
+        s.pause_timeout_ms,
+        100,
+        30_000,
+        &child(path, "pause_timeout_ms"),
+        "milliseconds",
+        out,
+    );
+    range(
         s.drain_timeout_seconds,
         1,
         300,
@@ -427,6 +439,11 @@ fn cutover(s: &CutoverSpec, path: &str, out: &mut Vec<Problem>) {
             ));
         }
     }
+}
+
+fn endpoint(s: &EndpointSpec, path: &str, out: &mut Vec<Problem>) {
+    ssm_name(&s.url_param, &child(path, "url_param"), out);
+    range(s.min_tasks, 1, 20, &child(path, "min_tasks"), "tasks", out);
 }
 
 fn timing(s: &TimingSpec, path: &str, out: &mut Vec<Problem>) {
@@ -486,6 +503,30 @@ fn timing(s: &TimingSpec, path: &str, out: &mut Vec<Problem>) {
 
 /// Rules that span sections.
 fn cross(spec: &MigrationSpec, out: &mut Vec<Problem>) {
+    match (spec.cutover.endpoint, &spec.endpoint) {
+        (EndpointMode::Proxy, None) => out.push(Problem::new(
+            "endpoint",
+            "is required when cutover.endpoint is \"proxy\" (the default): add {\"url_param\": \"/<app>/endpoint-url\"} naming the SSM parameter with the URL your AWS fleet uses to reach Ferry's endpoint, or set cutover.endpoint to \"redeploy\"",
+        )),
+        (EndpointMode::Redeploy, Some(_)) => out.push(Problem::new(
+            "endpoint",
+            "is set but cutover.endpoint is \"redeploy\", which does not use it; remove the section or set cutover.endpoint to \"proxy\"",
+        )),
+        (EndpointMode::Proxy, Some(e)) => {
+            for (path, other) in [
+                ("source.database_url_param", &spec.source.database_url_param),
+                ("target.database_url_param", &spec.target.database_url_param),
+            ] {
+                if &e.url_param == other {
+                    out.push(Problem::new(
+                        "endpoint.url_param",
+                        format!("is the same parameter as {path}; the endpoint's URL (what the app fleet uses) needs its own parameter"),
+                    ));
+                }
+            }
+        }
+        (EndpointMode::Redeploy, None) => {}
+    }
     if spec.source.database_url_param == spec.target.database_url_param {
         out.push(Problem::new(
             "target.database_url_param",

@@ -8,6 +8,7 @@ fn minimal() -> Value {
         "heroku": {"app": "acme-prod", "api_token_param": "/ferry/acme/heroku-token"},
         "source": {"database_url_param": "/ferry/acme/source-url"},
         "target": {"rds_instance_id": "acme-prod", "database_url_param": "/ferry/acme/target-url"},
+        "endpoint": {"url_param": "/ferry/acme/endpoint-url"},
         "traffic": {
             "hosted_zone_id": "Z0123456789ABCDEFGHIJ",
             "record_name": "app.acme.example",
@@ -38,6 +39,47 @@ fn minimal_spec_gets_defaults() {
     assert_eq!(spec.traffic.ttl_seconds, 60);
     assert_eq!(spec.rollback_window_hours, 24);
     assert_eq!(spec.config_ssm_prefix(), "/ferry/acme-prod/config/");
+}
+
+#[test]
+fn the_endpoint_is_the_default_and_named_when_missing_or_unused() {
+    let spec = from_value(&minimal()).expect("valid");
+    assert_eq!(spec.cutover.endpoint, EndpointMode::Proxy);
+    assert_eq!(spec.cutover.pause_timeout_ms, 2000);
+    assert_eq!(spec.endpoint.as_ref().map(|e| e.min_tasks), Some(2));
+
+    let mut v = minimal();
+    v.as_object_mut().expect("object").remove("endpoint");
+    let got = messages(&v);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("endpoint: is required when cutover.endpoint is \"proxy\""));
+    assert!(got[0].contains("\"redeploy\""));
+    v["cutover"] = json!({"endpoint": "redeploy"});
+    assert_eq!(messages(&v), Vec::<String>::new());
+
+    let mut v = minimal();
+    v["cutover"] = json!({"endpoint": "redeploy"});
+    assert!(messages(&v)[0].starts_with("endpoint: is set but cutover.endpoint is \"redeploy\""));
+
+    let mut v = minimal();
+    v["cutover"] = json!({"endpoint": "sideways", "pause_timeout_ms": 5});
+    let got = messages(&v);
+    assert!(
+        got.iter().any(|m| m.starts_with("cutover.endpoint:")),
+        "{got:?}"
+    );
+
+    let mut v = minimal();
+    v["cutover"] = json!({"pause_timeout_ms": 50});
+    v["endpoint"] = json!({"url_param": "/ferry/acme/target-url", "min_tasks": 0});
+    assert_eq!(
+        messages(&v),
+        vec![
+            "cutover.pause_timeout_ms: must be from 100 to 30000 milliseconds; got 50",
+            "endpoint.min_tasks: must be from 1 to 20 tasks; got 0",
+            "endpoint.url_param: is the same parameter as target.database_url_param; the endpoint's URL (what the app fleet uses) needs its own parameter",
+        ]
+    );
 }
 
 #[test]
@@ -91,7 +133,7 @@ fn unknown_fields_are_errors_with_a_hint() {
     assert_eq!(
         got,
         vec![
-            "colour: unknown field `colour`; remove it (allowed here: $schema, approvals, config_vars, cutover, heroku, migration_id, replication, rollback_window_hours, source, target, timing, traffic)".to_string(),
+            "colour: unknown field `colour`; remove it (allowed here: $schema, approvals, config_vars, cutover, endpoint, heroku, migration_id, replication, rollback_window_hours, source, target, timing, traffic)".to_string(),
             "traffic.stpes: unknown field `stpes`; did you mean `steps`?".to_string(),
         ]
     );

@@ -1,0 +1,230 @@
+//! The database endpoint, as the cutover and the rollback steer it: set a desired state for
+//! the app's endpoint and wait until every task that was live when it was set has reached it,
+//! within a bound. A task that answers with an error, stops heartbeating or does not answer in
+//! time fails the wait, naming the task; the caller then undoes.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ferry_core::{
+    MigrationSpec,
+    endpoint::{Backend, EndpointDesired, EndpointTask},
+};
+
+use crate::{Deps, StepError, StepResult};
+
+/// A report older than this means the task is gone (tasks report every second).
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// Extra time over the pause bound for the tasks to read the state and report.
+const ANSWER_SLACK: Duration = Duration::from_millis(1_500);
+
+/// How long a retarget (login check, ini rewrite, RELOAD) may take.
+const RETARGET_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a resume may take to be confirmed.
+const RESUME_LIMIT: Duration = Duration::from_secs(5);
+
+/// The endpoint's live tasks now.
+pub async fn live_tasks(deps: &Deps, app: &str) -> StepResult<Vec<EndpointTask>> {
+    let now = Utc::now();
+    let stale = chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::MAX);
+    Ok(deps
+        .endpoints
+        .endpoint_tasks(app)
+        .await?
+        .into_iter()
+        .filter(|t| t.alive(now, stale))
+        .collect())
+}
+
+/// Checks, before anything is frozen, that the endpoint can be switched: at least
+/// `endpoint.min_tasks` live tasks, all unpaused on `expect`, reading the migration's
+/// parameters. Returns the live tasks.
+pub async fn ready(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    expect: Backend,
+) -> StepResult<Vec<EndpointTask>> {
+    let min = spec.endpoint.as_ref().map_or(1, |e| e.min_tasks) as usize;
+    let live = live_tasks(deps, &spec.heroku.app).await?;
+    let unavailable = |reason: String| StepError::EndpointUnavailable {
+        app: spec.heroku.app.clone(),
+        reason,
+    };
+    if live.len() < min {
+        return Err(unavailable(format!(
+            "{} live task(s), endpoint.min_tasks is {min}; start the endpoint service (its tasks report every second) or lower min_tasks",
+            live.len()
+        )));
+    }
+    for t in &live {
+        if t.paused || t.backend != expect {
+            return Err(unavailable(format!(
+                "task {} is {} on the {} database, expected unpaused on the {expect}; see `ferry status`",
+                t.task_id,
+                if t.paused { "paused" } else { "serving" },
+                t.backend
+            )));
+        }
+        if t.source_param != spec.source.database_url_param
+            || t.target_param != spec.target.database_url_param
+        {
+            return Err(unavailable(format!(
+                "task {} reads its databases from {} and {}, not this migration's {} and {}; redeploy the endpoint with the migration's parameters",
+                t.task_id,
+                t.source_param,
+                t.target_param,
+                spec.source.database_url_param,
+                spec.target.database_url_param
+            )));
+        }
+    }
+    Ok(live)
+}
+
+/// What a wait is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Paused on the source (the cutover's first move) or on the target (the rollback's).
+    Pause(Backend),
+    /// Paused, now pointing at `Backend`.
+    Retarget(Backend),
+    /// Unpaused on `Backend`.
+    Resume(Backend),
+}
+
+impl Goal {
+    fn state(self) -> (bool, Backend) {
+        match self {
+            Goal::Pause(b) | Goal::Retarget(b) => (true, b),
+            Goal::Resume(b) => (false, b),
+        }
+    }
+}
+
+/// Sets the desired state for `goal` and waits for every task in `tasks` to reach it.
+pub async fn converge(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    tasks: &[EndpointTask],
+    goal: Goal,
+    by: &str,
+) -> StepResult<EndpointDesired> {
+    let (paused, backend) = goal.state();
+    let pause_ms = u64::from(spec.cutover.pause_timeout_ms);
+    let want = deps
+        .endpoints
+        .set_endpoint_desired(EndpointDesired {
+            paused,
+            backend,
+            pause_timeout_ms: pause_ms,
+            migration_id: spec.migration_id.clone(),
+            issued_at: Utc::now(),
+            issued_by: by.to_string(),
+            ..EndpointDesired::initial(&spec.heroku.app)
+        })
+        .await?;
+    let limit = match goal {
+        Goal::Pause(_) => Duration::from_millis(pause_ms) + ANSWER_SLACK,
+        Goal::Retarget(_) => RETARGET_LIMIT,
+        Goal::Resume(_) => RESUME_LIMIT,
+    };
+    wait(deps, spec, tasks, &want, goal, limit).await?;
+    Ok(want)
+}
+
+async fn wait(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    tasks: &[EndpointTask],
+    want: &EndpointDesired,
+    goal: Goal,
+    limit: Duration,
+) -> StepResult<()> {
+    let deadline = Instant::now() + limit;
+    let stale = chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::MAX);
+    loop {
+        let reports = deps.endpoints.endpoint_tasks(&spec.heroku.app).await?;
+        let now = Utc::now();
+        let mut waiting = Vec::new();
+        for t in tasks {
+            match reports.iter().find(|r| r.task_id == t.task_id) {
+                Some(r) if r.seq >= want.seq && r.reached(want) => {}
+                Some(r) if r.seq >= want.seq => {
+                    return Err(failed(goal, &r.task_id, r.error.as_deref()));
+                }
+                Some(r) if !r.alive(now, stale) => {
+                    return Err(failed(
+                        goal,
+                        &r.task_id,
+                        Some("stopped reporting (task gone)"),
+                    ));
+                }
+                None => {
+                    return Err(failed(
+                        goal,
+                        &t.task_id,
+                        Some("its report is gone (task stopped)"),
+                    ));
+                }
+                Some(r) => waiting.push(r.task_id.clone()),
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let what = format!("no answer within {} ms", limit.as_millis());
+            return Err(failed(goal, &waiting.join(", "), Some(&what)));
+        }
+        tokio::time::sleep(deps.settings.drain_poll).await;
+    }
+}
+
+fn failed(goal: Goal, task: &str, why: Option<&str>) -> StepError {
+    let reason = format!("task {task}: {}", why.unwrap_or("did not reach the state"));
+    match goal {
+        Goal::Pause(_) => StepError::EndpointPauseFailed { reason },
+        Goal::Retarget(b) | Goal::Resume(b) => StepError::EndpointSwitchFailed {
+            backend: b.to_string(),
+            reason,
+        },
+    }
+}
+
+/// Pauses every live task on `backend` (after [`ready`]); a pause that fails is released
+/// (resumed on `backend`) before the error is returned, so nothing stays held.
+pub async fn pause(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    backend: Backend,
+    by: &str,
+) -> StepResult<Vec<EndpointTask>> {
+    let tasks = ready(deps, spec, backend).await?;
+    if let Err(e) = converge(deps, spec, &tasks, Goal::Pause(backend), by).await {
+        release(deps, spec, backend, by).await?;
+        return Err(e);
+    }
+    Ok(tasks)
+}
+
+/// Best effort back to unpaused on `backend` (an undo): sets the state and waits briefly;
+/// a task that does not confirm is reported in the log (it converges when it next reads the
+/// state, and a replaced task starts there).
+pub async fn release(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    backend: Backend,
+    by: &str,
+) -> StepResult<()> {
+    let tasks = live_tasks(deps, &spec.heroku.app).await?;
+    match converge(deps, spec, &tasks, Goal::Resume(backend), by).await {
+        Ok(_) => Ok(()),
+        Err(e @ StepError::Store(_)) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "an endpoint task did not confirm it resumed on the {backend}");
+            Ok(())
+        }
+    }
+}
