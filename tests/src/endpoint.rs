@@ -137,6 +137,9 @@ impl EndpointFleet {
             .env("FERRY_ENDPOINT_PORT", port.to_string())
             .env("FERRY_ENDPOINT_HEARTBEAT_MS", "500")
             .env("FERRY_ENDPOINT_POLL_MS", "25")
+            // Credentials are read again every second (60 s in production), so a test can
+            // change a parameter under a running task.
+            .env("FERRY_ENDPOINT_REFRESH_S", "1")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .process_group(0);

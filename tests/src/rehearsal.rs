@@ -158,7 +158,9 @@ pub struct Rehearsal {
     /// The database name on both clusters.
     pub db_name: String,
     /// The database endpoint's tasks (proxy mode), as the ECS service runs them.
-    pub endpoint: Option<Mutex<EndpointFleet>>,
+    pub endpoint: Option<tokio::sync::Mutex<EndpointFleet>>,
+    /// The SSM prefix of this rehearsal's parameters.
+    pub param_prefix: String,
 }
 
 impl std::fmt::Debug for Rehearsal {
@@ -253,13 +255,20 @@ impl Rehearsal {
                     .expose_secret()
                     .to_string(),
             ),
+            (
+                format!("{p}/endpoint-target-url"),
+                target_root
+                    .with_dbname(&db_name)
+                    .expose_secret()
+                    .to_string(),
+            ),
             (format!("{p}/heroku-token"), heroku_token),
             (format!("{p}/slack-webhook"), format!("{}/slack", slack.url)),
         ] {
             params.put_secure(&name, &value).await.expect("param");
         }
         let endpoint = match options.endpoint {
-            ferry_core::spec::EndpointMode::Proxy => Some(Mutex::new(
+            ferry_core::spec::EndpointMode::Proxy => Some(tokio::sync::Mutex::new(
                 start_endpoint(&params, &p, &app, &db_name).await,
             )),
             ferry_core::spec::EndpointMode::Redeploy => None,
@@ -301,8 +310,11 @@ impl Rehearsal {
         });
         let mut spec = spec;
         if endpoint.is_some() {
-            spec["endpoint"] =
-                serde_json::json!({"url_param": format!("{p}/endpoint-url"), "min_tasks": 2});
+            spec["endpoint"] = serde_json::json!({
+                "url_param": format!("{p}/endpoint-url"),
+                "target_url_param": format!("{p}/endpoint-target-url"),
+                "min_tasks": 2
+            });
         }
         let sfn = aws_sdk_sfn::Client::new(&aws);
         let machine = sfn
@@ -328,7 +340,21 @@ impl Rehearsal {
             health,
             db_name,
             endpoint,
+            param_prefix: p,
         }
+    }
+
+    /// The SSM parameter the endpoint's tasks read the target URL from.
+    pub fn endpoint_target_param(&self) -> String {
+        format!("{}/endpoint-target-url", self.param_prefix)
+    }
+
+    /// The URL the AWS fleet reaches the endpoint with.
+    pub async fn endpoint_url(&self) -> String {
+        self.params
+            .get(&format!("{}/endpoint-url", self.param_prefix))
+            .await
+            .expect("endpoint URL")
     }
 
     /// The spec as typed.
@@ -466,7 +492,7 @@ async fn start_endpoint(
             app: app.to_string(),
             table: bed_var("FERRY_BED_STATE_TABLE"),
             source_param: format!("{p}/source-url"),
-            target_param: format!("{p}/target-url"),
+            target_param: format!("{p}/endpoint-target-url"),
             client_param: format!("{p}/endpoint-url"),
         },
         2,

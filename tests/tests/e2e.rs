@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_sfn::types::ExecutionStatus;
 use ferry_core::{
     MigrationStore,
-    state::{Gate, Phase, WorkerPhase},
+    state::{Gate, Outcome, Phase, WorkerPhase},
     traffic::Weights,
 };
 use ferry_tests::{
@@ -454,4 +454,165 @@ async fn second_migration_of_an_app_fails_fast_on_the_lock() {
     let (status, _, _) = w.r.finished(&first, RUN_WAIT).await;
     assert_eq!(status, ExecutionStatus::Failed);
     w.shutdown();
+}
+
+/// Waits until the migration's audit log has `action` with `outcome`; returns its detail.
+async fn audited(w: &World, action: &str, outcome: Outcome) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + GATE_WAIT;
+    loop {
+        let log = w.r.store.audit_log(&w.r.id).await.expect("audit log");
+        if let Some(e) = log
+            .iter()
+            .find(|e| e.action == action && e.outcome == outcome)
+        {
+            return e.detail.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {action} {outcome:?} in the audit log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 8. A transaction open through the endpoint holds its pause past `cutover.pause_timeout_ms`:
+///    the endpoint resumes on the source before anything is frozen, the cutover fails with a
+///    retryable name, and the state machine's retry succeeds once the transaction ends.
+#[tokio::test]
+async fn a_transaction_holding_the_endpoint_pause_is_retried_then_cuts_over() {
+    let w = World::new(Options {
+        rollback_window_seconds: 600,
+        ..Options::default()
+    })
+    .await;
+    let exec = w.r.start_with_cli(&w.r.id);
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    // A long report, a stuck job: a transaction open through the endpoint.
+    let holder = ferry_pg::PgUrl::parse(&w.r.endpoint_url().await)
+        .expect("endpoint URL")
+        .connect_as_app()
+        .await
+        .expect("connect through the endpoint");
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM orders")
+        .await
+        .expect("open a transaction");
+    w.decide(&exec, Gate::Cutover, true).await;
+    let detail = audited(&w, "endpoint_pause", Outcome::Failed).await;
+    let cause = detail["cause"].as_str().unwrap_or_default();
+    assert!(cause.contains("pause timed out after 2000 ms"), "{cause}");
+    // Nothing was frozen: the source took writes all along.
+    source_writable_for_the_app(&w.r).await;
+    holder.batch_execute("COMMIT").await.expect("commit");
+    w.finish_with_sides_equal(&exec).await;
+    let history = w.r.history(&exec).await;
+    let retried = history
+        .iter()
+        .filter(|e| {
+            let error = e
+                .lambda_function_failed_event_details()
+                .and_then(|d| d.error())
+                .or_else(|| e.task_failed_event_details().and_then(|d| d.error()));
+            error == Some("Ferry.Retryable.EndpointPause")
+        })
+        .count();
+    assert!(
+        retried >= 1,
+        "the cutover failed with the retryable name first"
+    );
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
+}
+
+/// 9. An endpoint task is killed while the endpoint is paused: the cutover is undone (or the
+///    retry after ECS replaced the task succeeds) and no acknowledged write is lost.
+#[tokio::test]
+async fn an_endpoint_task_killed_during_the_pause_loses_no_write() {
+    let w = World::new(Options {
+        rollback_window_seconds: 3,
+        ..Options::default()
+    })
+    .await;
+    let exec = w.r.start_with_cli(&w.r.id);
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    let fleet = w.r.endpoint.as_ref().expect("proxy mode");
+    let killed = fleet.lock().await.ids()[0].clone();
+    let app = w.r.app.clone();
+    let store = w.r.store.clone();
+    let cutover = tokio::spawn(async move {
+        use ferry_core::endpoint::EndpointStore;
+        loop {
+            if let Ok(Some(d)) = store.endpoint_desired(&app).await
+                && d.paused
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    w.decide(&exec, Gate::Cutover, true).await;
+    cutover.await.expect("watch");
+    fleet.lock().await.kill(&killed);
+    // ECS's service scheduler replaces the task.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fleet
+        .lock()
+        .await
+        .add(&ferry_tests::unique("ep-replaced-"))
+        .await;
+    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
+    w.shutdown();
+    let log = w.r.store.audit_log(&w.r.id).await.expect("audit");
+    assert!(
+        log.iter()
+            .any(|e| (e.action == "undo" || e.action == "endpoint_pause")
+                && e.outcome == Outcome::Failed),
+        "the cutover was undone at least once"
+    );
+    let ended_on = if status == ExecutionStatus::Succeeded {
+        &w.r.target
+    } else {
+        assert_eq!(error.as_deref(), Some("Ferry.Failed.CutoverUndone"));
+        source_writable_for_the_app(&w.r).await;
+        &w.r.source_admin
+    };
+    assert_eq!(w.lost_writes(ended_on).await, Vec::<i64>::new());
+}
+
+/// 10. The endpoint cannot log in to RDS (a wrong password in its SSM parameter): the
+///     retarget fails inside the freeze, everything is undone — source writable, the endpoint
+///     unpaused on the source — and the app sees no failed request.
+#[tokio::test]
+async fn a_retarget_refused_by_rds_is_undone() {
+    use ferry_core::ParamStore;
+    let w = World::new(Options::default()).await;
+    let param = w.r.endpoint_target_param();
+    let good = w.r.params.get(&param).await.expect("param");
+    let (head, host) = good.split_once('@').expect("userinfo");
+    let user = head.rsplit_once(':').map_or(head, |(u, _)| u);
+    w.r.params
+        .put_secure(&param, &format!("{user}:not-the-password@{host}"))
+        .await
+        .expect("param");
+    // The tasks read their parameters again every second here (every minute in production).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let exec = w.r.start_with_cli(&w.r.id);
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    w.decide(&exec, Gate::Cutover, true).await;
+    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.Failed.CutoverUndone"));
+    let detail = audited(&w, "undo", Outcome::Failed).await;
+    let cause = detail["cause"].as_str().unwrap_or_default();
+    assert!(cause.contains("target database refused"), "{cause}");
+    assert!(!cause.contains("not-the-password"), "{cause}");
+    source_writable_for_the_app(&w.r).await;
+    for t in w.endpoint_tasks().await {
+        assert!(
+            !t.paused && t.backend == ferry_core::endpoint::Backend::Source,
+            "{t:?}"
+        );
+    }
+    w.shutdown();
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
+    assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
 }

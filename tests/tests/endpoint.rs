@@ -254,7 +254,7 @@ async fn a_transaction_holding_the_pause_past_its_bound_resumes_on_the_source() 
 }
 
 #[tokio::test]
-async fn a_backend_that_refuses_the_login_leaves_the_endpoint_unpaused_where_it_was() {
+async fn a_backend_that_refuses_the_login_leaves_the_endpoint_where_it_was() {
     let w = world().await;
     let wrong = with_password(
         w.db.url(ferry_tests::Side::Target).expose_secret(),
@@ -272,7 +272,11 @@ async fn a_backend_that_refuses_the_login_leaves_the_endpoint_unpaused_where_it_
     let error = t.error.as_deref().unwrap_or_default();
     assert!(error.contains("target database refused"), "{t:?}");
     assert!(!error.contains("not-the-password"), "{error}");
-    assert!(!t.paused && t.backend == Backend::Source, "{t:?}");
+    // Still on the source, still paused: the control plane resumes it once the source takes
+    // writes again (the cutover unfreezes it first).
+    assert!(t.paused && t.backend == Backend::Source, "{t:?}");
+    let back = w.set(false, Backend::Source, 2000).await;
+    assert!(w.answers(&ids, &back).await[0].reached(&back));
     tokio::time::sleep(Duration::from_millis(500)).await;
     app.stop().await;
     assert!(app.failures().is_empty(), "{:?}", app.failures());

@@ -308,8 +308,8 @@ impl<'a> Task<'a> {
         Ok((task, child))
     }
 
-    /// Reaches `want` step by step; on a failure leaves the endpoint unpaused on the backend it
-    /// had (never half-switched) and records why.
+    /// Reaches `want` step by step; on a failure leaves the endpoint on the backend it had
+    /// (never half-switched), paused only if `want` is, and records why.
     async fn converge(&mut self, want: &EndpointDesired) {
         let before = self.now;
         let outcome = self.converge_steps(want).await;
@@ -320,19 +320,23 @@ impl<'a> Task<'a> {
                 tracing::info!(seq = want.seq, paused = self.now.paused, backend = %self.now.backend, "endpoint converged");
             }
             Err(e) => {
-                tracing::error!(seq = want.seq, error = %e, "endpoint could not reach the desired state; staying on {}", before.backend);
+                tracing::error!(seq = want.seq, error = %e, "endpoint could not reach the desired state; back on the {}", before.backend);
                 self.error = Some(e.to_string());
                 if self.now.backend != before.backend
                     && let Err(back) = self.retarget(before.backend).await
                 {
                     tracing::error!(error = %back, "could not go back to the previous backend");
                 }
-                if self.now.paused
-                    && let Err(r) = self.console.resume(&self.admin).await
-                {
-                    tracing::error!(error = %r, "could not resume after a failed change");
-                } else {
-                    self.now.paused = false;
+                // Paused stays paused: the control plane resumes once the database the pool
+                // points at takes writes again (a source still frozen would hand new server
+                // connections a read-only session). A pause that timed out resumed already.
+                if !want.paused && self.now.paused {
+                    match self.console.resume(&self.admin).await {
+                        Ok(()) => self.now.paused = false,
+                        Err(r) => {
+                            tracing::error!(error = %r, "could not resume after a failed change")
+                        }
+                    }
                 }
             }
         }

@@ -68,7 +68,7 @@ pub async fn ready(
             )));
         }
         if t.source_param != spec.source.database_url_param
-            || t.target_param != spec.target.database_url_param
+            || t.target_param != spec.endpoint_target_param()
         {
             return Err(unavailable(format!(
                 "task {} reads its databases from {} and {}, not this migration's {} and {}; redeploy the endpoint with the migration's parameters",
@@ -76,7 +76,7 @@ pub async fn ready(
                 t.source_param,
                 t.target_param,
                 spec.source.database_url_param,
-                spec.target.database_url_param
+                spec.endpoint_target_param()
             )));
         }
     }

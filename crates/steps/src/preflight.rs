@@ -167,7 +167,22 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
             list: blockers.join("\n"),
         });
     }
-    let target_role = role_of(&target_url, &spec.target.database_url_param)?;
+    // The role the app will write as on the target: the endpoint's, when it has its own.
+    let target_role = match spec
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.target_url_param.as_ref())
+    {
+        Some(param) if spec.cutover.endpoint == ferry_core::spec::EndpointMode::Proxy => {
+            let url = deps.params.get(param).await?;
+            let url = ferry_pg::PgUrl::parse(&url).map_err(|e| StepError::BadParam {
+                param: param.clone(),
+                reason: e.to_string(),
+            })?;
+            role_of(&url, param)?
+        }
+        _ => role_of(&target_url, &spec.target.database_url_param)?,
+    };
     facts::put_once(
         deps.store.as_ref(),
         &id,

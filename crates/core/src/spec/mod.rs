@@ -116,6 +116,11 @@ pub struct EndpointSpec {
     /// Endpoint tasks that must be up and answer at the cutover. 1-20.
     #[serde(default = "default_min_tasks")]
     pub min_tasks: u32,
+    /// SSM SecureString with the URL the endpoint logs in to RDS with after the cutover
+    /// (default: `target.database_url_param`). Give the app's own RDS role here so the app
+    /// does not run as the master user; the cutover freezes and unfreezes that role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_url_param: Option<String>,
 }
 
 fn default_pause_timeout_ms() -> u32 {
@@ -374,6 +379,14 @@ impl MigrationSpec {
             .ssm_prefix
             .clone()
             .unwrap_or_else(|| format!("/ferry/{}/config/", self.heroku.app))
+    }
+
+    /// The SSM parameter the endpoint's tasks read the target URL from.
+    pub fn endpoint_target_param(&self) -> &str {
+        self.endpoint
+            .as_ref()
+            .and_then(|e| e.target_url_param.as_deref())
+            .unwrap_or(&self.target.database_url_param)
     }
 
     /// The SSM parameter the AWS side of the app reads its DATABASE_URL from.

@@ -444,6 +444,15 @@ fn cutover(s: &CutoverSpec, path: &str, out: &mut Vec<Problem>) {
 fn endpoint(s: &EndpointSpec, path: &str, out: &mut Vec<Problem>) {
     ssm_name(&s.url_param, &child(path, "url_param"), out);
     range(s.min_tasks, 1, 20, &child(path, "min_tasks"), "tasks", out);
+    if let Some(t) = &s.target_url_param {
+        ssm_name(t, &child(path, "target_url_param"), out);
+        if t == &s.url_param {
+            out.push(Problem::new(
+                child(path, "target_url_param"),
+                "is the same parameter as endpoint.url_param; one is what the app fleet uses to reach the endpoint, the other what the endpoint uses to reach RDS",
+            ));
+        }
+    }
 }
 
 fn timing(s: &TimingSpec, path: &str, out: &mut Vec<Problem>) {
@@ -513,6 +522,12 @@ fn cross(spec: &MigrationSpec, out: &mut Vec<Problem>) {
             "is set but cutover.endpoint is \"redeploy\", which does not use it; remove the section or set cutover.endpoint to \"proxy\"",
         )),
         (EndpointMode::Proxy, Some(e)) => {
+            if e.target_url_param.as_ref() == Some(&spec.source.database_url_param) {
+                out.push(Problem::new(
+                    "endpoint.target_url_param",
+                    "is the same parameter as source.database_url_param; it must hold a URL of the RDS target",
+                ));
+            }
             for (path, other) in [
                 ("source.database_url_param", &spec.source.database_url_param),
                 ("target.database_url_param", &spec.target.database_url_param),
