@@ -110,6 +110,10 @@ pub struct Options {
     pub reads_per_second: u32,
     /// How the AWS fleet is switched at cutover (`proxy`: through the endpoint).
     pub endpoint: ferry_core::spec::EndpointMode,
+    /// Redeploy mode: seconds from the cutover's ECS UpdateService until the AWS app's new
+    /// tasks serve (Fargate task provisioning, image pull, app boot and two load balancer
+    /// health checks: about a minute on AWS).
+    pub redeploy_seconds: u32,
     /// Copy parallelism.
     pub parallelism: u32,
 }
@@ -124,6 +128,7 @@ impl Default for Options {
             writes_per_second: 40,
             reads_per_second: 80,
             endpoint: ferry_core::spec::EndpointMode::Proxy,
+            redeploy_seconds: 60,
             parallelism: 2,
         }
     }
@@ -161,6 +166,9 @@ pub struct Rehearsal {
     pub endpoint: Option<tokio::sync::Mutex<EndpointFleet>>,
     /// The SSM prefix of this rehearsal's parameters.
     pub param_prefix: String,
+    /// Redeploy mode: the AWS app's ECS service (cluster, service) the cutover redeploys, and
+    /// how long its new tasks take to serve.
+    pub app_service: Option<(String, String, Duration)>,
 }
 
 impl std::fmt::Debug for Rehearsal {
@@ -273,6 +281,14 @@ impl Rehearsal {
             )),
             ferry_core::spec::EndpointMode::Redeploy => None,
         };
+        let app_service = match options.endpoint {
+            ferry_core::spec::EndpointMode::Redeploy => Some((
+                bed_var("FERRY_BED_CLUSTER"),
+                app_ecs_service(&aws, &id).await,
+                Duration::from_secs(u64::from(options.redeploy_seconds)),
+            )),
+            ferry_core::spec::EndpointMode::Proxy => None,
+        };
         let r53 = aws_sdk_route53::Client::new(&aws);
         let (zone_id, domain) = crate::aws::hosted_zone(&aws).await;
         let topic = crate::aws::topic(&aws).await;
@@ -309,6 +325,9 @@ impl Rehearsal {
             }
         });
         let mut spec = spec;
+        if let Some((cluster, service, _)) = &app_service {
+            spec["cutover"]["ecs_services"] = serde_json::json!([format!("{cluster}/{service}")]);
+        }
         if endpoint.is_some() {
             spec["endpoint"] = serde_json::json!({
                 "url_param": format!("{p}/endpoint-url"),
@@ -341,6 +360,7 @@ impl Rehearsal {
             db_name,
             endpoint,
             param_prefix: p,
+            app_service,
         }
     }
 
@@ -466,6 +486,39 @@ impl Rehearsal {
             .await
             .expect("weights")
     }
+}
+
+/// The AWS app's ECS service (no tasks: the rehearsal's app stands in for them), which the
+/// cutover redeploys in redeploy mode.
+async fn app_ecs_service(aws: &aws_config::SdkConfig, id: &str) -> String {
+    let name = format!("app-{id}");
+    aws_sdk_ecs::Client::new(aws)
+        .create_service()
+        .cluster(bed_var("FERRY_BED_CLUSTER"))
+        .service_name(&name)
+        .task_definition(bed_var("FERRY_BED_TASK_DEFINITION"))
+        .desired_count(0)
+        .send()
+        .await
+        .expect("create the app's ECS service");
+    name
+}
+
+/// The id of the service's newest deployment (a forced redeploy makes a new one).
+async fn deployment_id(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) -> Option<String> {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .ok()?;
+    out.services()
+        .first()?
+        .deployments()
+        .first()?
+        .id()
+        .map(str::to_string)
 }
 
 /// The endpoint as the template deploys it for the app, days before the migration: two tasks
@@ -944,11 +997,14 @@ impl App {
         let params = r.params.clone();
         let db_param = r.spec().app_database_url_param();
         let heroku_app_name = r.app.clone();
+        let aws_pool = Arc::new(std::sync::RwLock::new(Arc::new(Pool::new(POOL))));
+        if let Some((cluster, service, delay)) = r.app_service.clone() {
+            redeploys(aws_pool.clone(), cluster, service, delay, app.stop.clone());
+        }
         tokio::spawn(async move {
             let (base, token) = heroku();
             let h = Arc::new(ferry_heroku::HerokuClient::new(&base, token).expect("heroku"));
             let heroku_pool = Arc::new(Pool::new(POOL));
-            let aws_pool = Arc::new(Pool::new(POOL));
             // The Heroku dynos booted long ago, with the attachment's DATABASE_URL.
             let (h2, name) = (h.clone(), heroku_app_name.clone());
             heroku_pool
@@ -994,7 +1050,7 @@ impl App {
                 let to_aws =
                     rand::rng().random_range(0.0..100.0) < seen.weights.aws_share_percent();
                 let (side, pool) = if to_aws {
-                    (Side::Aws, aws_pool.clone())
+                    (Side::Aws, aws_pool.read().expect("pool").clone())
                 } else {
                     (Side::Heroku, heroku_pool.clone())
                 };
@@ -1067,6 +1123,32 @@ impl App {
         }
         best
     }
+}
+
+/// Redeploy mode: watches the app's ECS service; when the cutover forces a new deployment, the
+/// AWS instance is replaced `delay` later by a new one, which boots by reading DATABASE_URL
+/// from SSM (now the target). Until then the old tasks keep the URL they booted with.
+fn redeploys(
+    pool: Arc<std::sync::RwLock<Arc<Pool>>>,
+    cluster: String,
+    service: String,
+    delay: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    tokio::spawn(async move {
+        let aws = ferry_aws::sdk_config().await;
+        let ecs = aws_sdk_ecs::Client::new(&aws);
+        let first = deployment_id(&ecs, &cluster, &service).await;
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = deployment_id(&ecs, &cluster, &service).await;
+            if now.is_some() && now != first {
+                tokio::time::sleep(delay).await;
+                *pool.write().expect("pool") = Arc::new(Pool::new(POOL));
+                return;
+            }
+        }
+    });
 }
 
 /// One request on an instance: the AWS instance boots (reads its DATABASE_URL, once) on its
