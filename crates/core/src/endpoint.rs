@@ -121,6 +121,18 @@ impl EndpointTask {
     }
 }
 
+/// Whether a PgBouncer version string (`SHOW VERSION`, e.g. `PgBouncer 1.24.1`) is 1.21 or
+/// newer: protocol-level prepared statements in transaction pooling.
+pub fn supports_prepared_statements(version: &str) -> bool {
+    let nums: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(2)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    matches!(nums.as_slice(), [major, minor] if (*major, *minor) >= (1, 21))
+}
+
 /// Desired endpoint states and the tasks' reports (DynamoDB in production).
 #[async_trait]
 pub trait EndpointStore: Send + Sync {
@@ -175,6 +187,15 @@ mod tests {
         assert!(!task(3, false, Backend::Target, None).reached(&want));
         assert!(!task(3, true, Backend::Source, None).reached(&want));
         assert!(!task(3, true, Backend::Target, Some("pause timed out")).reached(&want));
+    }
+
+    #[test]
+    fn prepared_statements_need_1_21() {
+        assert!(supports_prepared_statements("PgBouncer 1.24.1"));
+        assert!(supports_prepared_statements("PgBouncer 1.21.0"));
+        assert!(supports_prepared_statements("PgBouncer 2.0.0"));
+        assert!(!supports_prepared_statements("PgBouncer 1.18.0"));
+        assert!(!supports_prepared_statements(""));
     }
 
     #[test]

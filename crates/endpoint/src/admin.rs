@@ -169,27 +169,4 @@ pub async fn database_target(
         .and_then(|r| Some((r.get("host")?.clone(), r.get("port")?.parse().ok()?))))
 }
 
-/// Whether a version string is at least 1.21 (named prepared statements in transaction mode).
-pub fn supports_prepared_statements(version: &str) -> bool {
-    let nums: Vec<u32> = version
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .take(2)
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    matches!(nums.as_slice(), [major, minor] if (*major, *minor) >= (1, 21))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prepared_statements_need_1_21() {
-        assert!(supports_prepared_statements("PgBouncer 1.24.1"));
-        assert!(supports_prepared_statements("PgBouncer 1.21.0"));
-        assert!(supports_prepared_statements("PgBouncer 2.0.0"));
-        assert!(!supports_prepared_statements("PgBouncer 1.18.0"));
-        assert!(!supports_prepared_statements(""));
-    }
-}
+pub use ferry_core::endpoint::supports_prepared_statements;

@@ -139,6 +139,34 @@ async fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), EndpointError> {
     Ok((cert, key))
 }
 
+/// How long a successful login check before a retarget stands for the retarget itself (the
+/// URLs in use did not change meanwhile: a refresh clears it).
+const PRECHECK_VALID: Duration = Duration::from_secs(10);
+
+/// The other backend.
+fn other(b: Backend) -> Backend {
+    match b {
+        Backend::Source => Backend::Target,
+        Backend::Target => Backend::Source,
+    }
+}
+
+/// Logs in to a backend as the pool would (TLS, its role and password), within 3 s (well
+/// inside the 5 s after which the control plane takes a silent task for gone).
+async fn login_check(url: &PgUrl, to: Backend) -> Result<(), EndpointError> {
+    match tokio::time::timeout(Duration::from_secs(3), url.connect_as_app()).await {
+        Ok(Ok(_client)) => Ok(()),
+        Ok(Err(e)) => Err(EndpointError::BackendRefused {
+            backend: to,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(EndpointError::BackendRefused {
+            backend: to,
+            reason: "no answer within 3 s".into(),
+        }),
+    }
+}
+
 /// What the task is now.
 #[derive(Debug, Clone, Copy)]
 struct Now {
@@ -160,6 +188,8 @@ struct Task<'a> {
     error: Option<String>,
     version: String,
     started_at: chrono::DateTime<Utc>,
+    /// The last login check ahead of a retarget: (backend, when, succeeded).
+    checked: Option<(Backend, tokio::time::Instant, bool)>,
 }
 
 /// Runs the task until `shutdown` resolves (clean stop: PgBouncer stopped, report removed) or
@@ -196,6 +226,11 @@ pub async fn run(
                 task.converge(&want).await;
                 task.report().await;
                 last_report = tokio::time::Instant::now();
+                // Paused, a retarget usually follows: check the login to the other database
+                // now, while the cutover freezes and drains, not inside the switch.
+                if task.now.paused && task.error.is_none() {
+                    task.precheck(other(task.now.backend)).await;
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the desired endpoint state"),
@@ -292,6 +327,7 @@ impl<'a> Task<'a> {
             error: None,
             version,
             started_at: Utc::now(),
+            checked: None,
         };
         if want.paused {
             // No client yet: the pause is immediate.
@@ -362,24 +398,22 @@ impl<'a> Task<'a> {
 
     /// Checks the new backend accepts our login, rewrites the ini, reloads, and confirms
     /// PgBouncer now points there.
+    /// Logs in to `to` with the URL it would switch to; the result is kept for a retarget that
+    /// follows within [`PRECHECK_VALID`].
+    async fn precheck(&mut self, to: Backend) {
+        let result = login_check(&self.urls.backend(to).0, to).await;
+        self.checked = Some((to, tokio::time::Instant::now(), result.is_ok()));
+    }
+
     async fn retarget(&mut self, to: Backend) -> Result<(), EndpointError> {
-        let (url, entry) = self.urls.backend(to);
-        let check = tokio::time::timeout(Duration::from_secs(5), url.connect_as_app()).await;
-        match check {
-            Ok(Ok(_client)) => {}
-            Ok(Err(e)) => {
-                return Err(EndpointError::BackendRefused {
-                    backend: to,
-                    reason: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(EndpointError::BackendRefused {
-                    backend: to,
-                    reason: "no answer within 5 s".into(),
-                });
-            }
+        let fresh = self
+            .checked
+            .take()
+            .is_some_and(|(b, at, ok)| b == to && ok && at.elapsed() <= PRECHECK_VALID);
+        if !fresh {
+            login_check(&self.urls.backend(to).0, to).await?;
         }
+        let entry = &self.urls.backend(to).1;
         let want_target = (entry.host.clone(), entry.port);
         write_private(
             &self.layout.ini_path(),

@@ -99,6 +99,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
         })
         .collect();
     blockers.extend(check_rds(deps, &spec, &report).await?);
+    blockers.extend(check_endpoint(deps, &spec).await?);
 
     let heroku = deps.heroku(&spec).await?;
     let app = heroku.app(&spec.heroku.app).await?;
@@ -325,4 +326,29 @@ async fn check_rds(
         ));
     }
     Ok(out)
+}
+
+/// Proxy mode: the endpoint must be deployed and serving before the migration starts (the
+/// AWS fleet uses it from the first canary step), with the PgBouncer the cutover relies on.
+async fn check_endpoint(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String>> {
+    if spec.cutover.endpoint != ferry_core::spec::EndpointMode::Proxy {
+        return Ok(Vec::new());
+    }
+    match crate::endpoint::ready(deps, spec, ferry_core::endpoint::Backend::Source).await {
+        Ok(tasks) => Ok(tasks
+            .iter()
+            .filter(|t| !ferry_core::endpoint::supports_prepared_statements(&t.pgbouncer_version))
+            .map(|t| {
+                format!(
+                    "- endpoint ({}): {} runs {}, which cannot keep prepared statements in transaction pooling. Fix: deploy the endpoint from the repo's Dockerfile (PgBouncer 1.24)",
+                    t.task_id, t.task_id, t.pgbouncer_version
+                )
+            })
+            .collect()),
+        Err(StepError::EndpointUnavailable { reason, .. }) => Ok(vec![format!(
+            "- endpoint: {reason}. Fix: deploy the stack with EndpointApp={} and the migration's parameters, or set cutover.endpoint to \"redeploy\"",
+            spec.heroku.app
+        )]),
+        Err(e) => Err(e),
+    }
 }
