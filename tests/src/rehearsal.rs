@@ -110,6 +110,9 @@ pub struct Options {
     pub reads_per_second: u32,
     /// How the AWS fleet is switched at cutover (`proxy`: through the endpoint).
     pub endpoint: ferry_core::spec::EndpointMode,
+    /// How long the app's resolvers cache an answer (the records' TTL, compressed like the
+    /// canary's time); the canary holds 100% this long before the cutover gate.
+    pub dns_ttl_seconds: u32,
     /// Redeploy mode: seconds from the cutover's ECS UpdateService until the AWS app's new
     /// tasks serve (Fargate task provisioning, image pull, app boot and two load balancer
     /// health checks: about a minute on AWS).
@@ -129,6 +132,7 @@ impl Default for Options {
             reads_per_second: 80,
             endpoint: ferry_core::spec::EndpointMode::Proxy,
             redeploy_seconds: 60,
+            dns_ttl_seconds: 2,
             parallelism: 2,
         }
     }
@@ -169,6 +173,8 @@ pub struct Rehearsal {
     /// Redeploy mode: the AWS app's ECS service (cluster, service) the cutover redeploys, and
     /// how long its new tasks take to serve.
     pub app_service: Option<(String, String, Duration)>,
+    /// How long the app's resolvers cache an answer.
+    pub dns_ttl: Duration,
 }
 
 impl std::fmt::Debug for Rehearsal {
@@ -321,7 +327,8 @@ impl Rehearsal {
                 "poll_seconds": 1,
                 "stall_seconds": 20,
                 "canary_interval_seconds": options.canary_interval_seconds,
-                "rollback_window_seconds": options.rollback_window_seconds
+                "rollback_window_seconds": options.rollback_window_seconds,
+                "dns_hold_seconds": options.dns_ttl_seconds
             }
         });
         let mut spec = spec;
@@ -361,6 +368,7 @@ impl Rehearsal {
             endpoint,
             param_prefix: p,
             app_service,
+            dns_ttl: Duration::from_secs(u64::from(options.dns_ttl_seconds)),
         }
     }
 
@@ -983,6 +991,40 @@ struct Seen {
     maintenance: bool,
 }
 
+/// Users' resolvers, each caching the answer it got (one record of the weighted pair, drawn
+/// by Route 53 by weight) for the TTL, as real ones do.
+struct Resolvers {
+    cached: Vec<Option<(Side, Instant)>>,
+    ttl: Duration,
+}
+
+impl Resolvers {
+    fn new(n: usize, ttl: Duration) -> Self {
+        Self {
+            cached: vec![None; n],
+            ttl,
+        }
+    }
+
+    /// Where a request from a random user goes.
+    fn resolve(&mut self, weights: Weights) -> Side {
+        let mut rng = rand::rng();
+        let k = rng.random_range(0..self.cached.len());
+        match self.cached[k] {
+            Some((side, at)) if at.elapsed() < self.ttl => side,
+            _ => {
+                let side = if rng.random_range(0.0..100.0) < weights.aws_share_percent() {
+                    Side::Aws
+                } else {
+                    Side::Heroku
+                };
+                self.cached[k] = Some((side, Instant::now()));
+                side
+            }
+        }
+    }
+}
+
 impl App {
     /// Starts both instances and the load generator: `writes` + `reads` requests a second.
     pub fn start(r: &Rehearsal, writes: u32, reads: u32) -> Self {
@@ -997,6 +1039,7 @@ impl App {
         let params = r.params.clone();
         let db_param = r.spec().app_database_url_param();
         let heroku_app_name = r.app.clone();
+        let mut resolvers = Resolvers::new(64, r.dns_ttl);
         let aws_pool = Arc::new(std::sync::RwLock::new(Arc::new(Pool::new(POOL))));
         if let Some((cluster, service, delay)) = r.app_service.clone() {
             redeploys(aws_pool.clone(), cluster, service, delay, app.stop.clone());
@@ -1047,8 +1090,7 @@ impl App {
                 }
                 n += 1;
                 let kind = kind_of(n, writes, reads);
-                let to_aws =
-                    rand::rng().random_range(0.0..100.0) < seen.weights.aws_share_percent();
+                let to_aws = resolvers.resolve(seen.weights) == Side::Aws;
                 let (side, pool) = if to_aws {
                     (Side::Aws, aws_pool.read().expect("pool").clone())
                 } else {

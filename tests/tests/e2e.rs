@@ -178,8 +178,37 @@ async fn happy_path_moves_the_app_with_no_lost_write() {
     // though it read DATABASE_URL once and kept its pooled connections and prepared
     // statements across the switch.
     assert_eq!(w.app.failures(), Vec::new(), "failed requests");
-    let paused = w.cutover_fact().await.paused_ms().expect("paused window");
+    let cutover = w.cutover_fact().await;
+    let paused = cutover.paused_ms().expect("paused window");
     assert!(paused > 0 && paused < 5_000, "endpoint paused {paused} ms");
+    // The canary held 100% for the resolvers' TTL before the cutover gate, so no user still
+    // had Heroku's answer cached when the source froze.
+    let frozen = cutover.at("source_frozen").expect("frozen");
+    let stragglers = w
+        .app
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|q| q.side == ferry_tests::rehearsal::Side::Heroku && q.at > frozen)
+        .count();
+    assert_eq!(stragglers, 0, "requests reached Heroku after the cutover");
+    let log = w.r.store.audit_log(&w.r.id).await.expect("audit");
+    let complete = log
+        .iter()
+        .find(|e| e.action == "complete" && e.step == "canary")
+        .expect("the canary completed");
+    let last_move = log
+        .iter()
+        .filter(|e| e.action == "set_weights")
+        .map(|e| e.at)
+        .max()
+        .expect("the canary moved");
+    assert_eq!(complete.detail["dns_hold_seconds"], 2);
+    assert!(
+        (complete.at - last_move).num_milliseconds() >= 2_000,
+        "100% held for the TTL"
+    );
     assert_eq!(
         w.r.weights().await,
         Some(Weights {

@@ -167,7 +167,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
     // are in endpoint_steps below and in e2e.
     s["cutover"] = serde_json::json!({"scale_down": ["worker"], "drain_timeout_seconds": 20, "verify": "counts", "endpoint": "redeploy"});
     s.as_object_mut().expect("spec object").remove("endpoint");
-    s["timing"] = serde_json::json!({"poll_seconds": 1, "stall_seconds": 30, "canary_interval_seconds": 1, "rollback_window_seconds": 5});
+    s["timing"] = serde_json::json!({"poll_seconds": 1, "stall_seconds": 30, "canary_interval_seconds": 1, "rollback_window_seconds": 5, "dns_hold_seconds": 1});
 
     let worker =
         ferry_tests::aws::worker_task(&aws, &unique("ferry-"), &unique("ferry-worker-")).await;
@@ -533,6 +533,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         "a tick right after a move is a duplicate"
     );
     let mut seen = vec![10];
+    let mut held = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(600)).await;
         let t = tick().await.expect("tick");
@@ -541,11 +542,17 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
                 seen.push(t.aws_percent);
                 assert_eq!(tick().await.expect("dup").action, "duplicate");
             }
+            // 100% holds for timing.dns_hold_seconds (1 s here) before the canary completes.
+            "holding" => {
+                assert_eq!(t.aws_percent, 100);
+                held += 1;
+            }
             "completed" => break,
             other => panic!("unexpected tick {other}"),
         }
     }
     assert_eq!(seen, vec![10, 50, 100]);
+    assert!(held >= 1, "the last step held for the DNS TTL");
     assert_eq!(
         metric_values(&e, "AwsTrafficPercent"),
         vec![10.0, 50.0, 100.0],

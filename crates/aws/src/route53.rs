@@ -61,7 +61,8 @@ fn refused(spec: &TrafficSpec, e: impl std::fmt::Display) -> TrafficError {
 }
 
 impl Route53Router {
-    /// The record sets of the spec's name (both weighted records, when present).
+    /// The record sets of the spec's name, every type (both weighted records, when present,
+    /// and whatever record they replace).
     async fn records(&self, spec: &TrafficSpec) -> Result<Vec<ResourceRecordSet>, TrafficError> {
         let name = fqdn(&spec.record_name);
         let out = self
@@ -69,8 +70,7 @@ impl Route53Router {
             .list_resource_record_sets()
             .hosted_zone_id(zone_id(spec))
             .start_record_name(&name)
-            .start_record_type(RrType::Cname)
-            .max_items(10)
+            .max_items(20)
             .send()
             .await
             .map_err(|e| classify(spec, e))?;
@@ -196,6 +196,17 @@ impl TrafficRouter for Route53Router {
             .map_err(|e| refused(spec, e))?;
         self.submit(spec, batch).await?;
         Ok(true)
+    }
+
+    async fn replaced_ttl(&self, spec: &TrafficSpec) -> Result<Option<u32>, TrafficError> {
+        Ok(self
+            .records(spec)
+            .await?
+            .iter()
+            .filter(|r| !matches!(r.set_identifier(), Some(HEROKU_ID | AWS_ID)))
+            .filter_map(|r| r.ttl())
+            .map(|t| t.clamp(0, i64::from(u32::MAX)) as u32)
+            .max())
     }
 
     async fn weights(&self, spec: &TrafficSpec) -> Result<Option<Weights>, TrafficError> {

@@ -89,6 +89,10 @@ pub trait TrafficRouter: Send + Sync {
     /// After the migration: the Heroku record at weight 0, then deleted, so the AWS record
     /// answers alone. `false` if there was no Heroku record (a retry).
     async fn retire_heroku(&self, traffic: &TrafficSpec) -> Result<bool, TrafficError>;
+
+    /// The longest TTL of the records at the name that are not Ferry's pair (the record being
+    /// replaced): resolvers may keep sending users to Heroku that long after a move.
+    async fn replaced_ttl(&self, traffic: &TrafficSpec) -> Result<Option<u32>, TrafficError>;
 }
 
 #[cfg(test)]

@@ -195,6 +195,16 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     }
     let steps = &spec.traffic.steps;
     if fact.index + 1 >= steps.len() {
+        // Resolvers that cached an answer before the last move may still send users to
+        // Heroku: the cutover is not asked for until the longest TTL involved has passed.
+        let hold = dns_hold_seconds(deps, spec).await?;
+        if since < f64::from(hold) {
+            return Ok(Output {
+                action: "holding".into(),
+                aws_percent: fact.aws_percent,
+                rule,
+            });
+        }
         let done = CanaryFact {
             state: "done".into(),
             ..fact.clone()
@@ -208,7 +218,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
             "canary",
             "complete",
             Outcome::Succeeded,
-            serde_json::json!({ "aws_percent": fact.aws_percent }),
+            serde_json::json!({ "aws_percent": fact.aws_percent, "dns_hold_seconds": hold }),
             Some("canary/complete".into()),
         )
         .await?;
@@ -257,6 +267,20 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
         aws_percent: percent,
         rule,
     })
+}
+
+/// How long the last step must hold: the rehearsal override, or the longest TTL of the
+/// weighted pair and the record it replaced (read by preflight).
+pub async fn dns_hold_seconds(deps: &Deps, spec: &MigrationSpec) -> StepResult<u32> {
+    if let Some(h) = spec.timing.dns_hold_seconds {
+        return Ok(h);
+    }
+    let dns: Option<facts::DnsFact> =
+        facts::get(deps.store.as_ref(), &spec.migration_id, facts::DNS).await?;
+    Ok(dns
+        .and_then(|d| d.replaced_ttl_seconds)
+        .unwrap_or(0)
+        .max(spec.traffic.ttl_seconds))
 }
 
 fn idle(rule: String, aws_percent: u32) -> Output {

@@ -20,8 +20,17 @@ pub const APP_ROLES: &str = "app_roles";
 pub const CUTOVER: &str = "cutover";
 /// The phase a rollback started from (a string).
 pub const ROLLBACK_FROM: &str = "rollback_from";
+/// [`DnsFact`].
+pub const DNS: &str = "dns";
 /// The final report ([`crate::decommission::Report`]).
 pub const REPORT: &str = "report";
+
+/// What preflight found in DNS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsFact {
+    /// The longest TTL of the records at `traffic.record_name` that are not Ferry's pair.
+    pub replaced_ttl_seconds: Option<u32>,
+}
 
 /// The replication worker task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

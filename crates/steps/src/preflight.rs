@@ -100,6 +100,16 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
         .collect();
     blockers.extend(check_rds(deps, &spec, &report).await?);
     blockers.extend(check_endpoint(deps, &spec).await?);
+    let replaced_ttl = deps.router.replaced_ttl(&spec.traffic).await?;
+    facts::put_once(
+        deps.store.as_ref(),
+        &id,
+        facts::DNS,
+        &facts::DnsFact {
+            replaced_ttl_seconds: replaced_ttl,
+        },
+    )
+    .await?;
 
     let heroku = deps.heroku(&spec).await?;
     let app = heroku.app(&spec.heroku.app).await?;

@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         reads_per_second: rps,
         endpoint: EndpointMode::Proxy,
         redeploy_seconds: env_num("DEMO_REDEPLOY_SECONDS", 60),
+        dns_ttl_seconds: 3,
         parallelism: 2,
     };
     let (status, report) = rehearse(&options, &report_dir).await?;
@@ -103,6 +104,7 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
         reads_per_second: rps,
         endpoint: EndpointMode::Proxy,
         redeploy_seconds,
+        dns_ttl_seconds: 1,
         parallelism: 2,
     };
     let mut results: Vec<(EndpointMode, Vec<Report>)> = Vec::new();

@@ -181,6 +181,11 @@ pub struct TimingSpec {
     /// scheduler honours it; EventBridge itself schedules whole minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_interval_seconds: Option<u32>,
+    /// Overrides how long 100% on AWS must hold before the cutover gate is asked (rehearsals,
+    /// whose resolver caches answers for this long). By default: the longest TTL of the
+    /// records involved (the weighted pair's `traffic.ttl_seconds` and the record it replaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_hold_seconds: Option<u32>,
 }
 
 impl Default for TimingSpec {
@@ -192,6 +197,7 @@ impl Default for TimingSpec {
             approval_timeout_hours: default_approval_timeout_hours(),
             rollback_window_seconds: None,
             canary_interval_seconds: None,
+            dns_hold_seconds: None,
         }
     }
 }

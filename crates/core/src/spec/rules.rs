@@ -498,6 +498,16 @@ fn timing(s: &TimingSpec, path: &str, out: &mut Vec<Problem>) {
             out,
         );
     }
+    if let Some(h) = s.dns_hold_seconds {
+        range(
+            h,
+            0,
+            86_400,
+            &child(path, "dns_hold_seconds"),
+            "seconds",
+            out,
+        );
+    }
     if let Some(c) = s.canary_interval_seconds {
         range(
             c,
