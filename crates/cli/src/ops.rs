@@ -241,6 +241,11 @@ pub async fn report(id: &str) -> anyhow::Result<String> {
             md.push_str(&format!(
                 "- endpoint paused (the app's queries held, none failed): {ms} ms\n"
             ));
+            if c.state.on_target() {
+                md.push_str(
+                    "- the database endpoint stays in front of RDS as the app's pooler; to drop it, set the fleet's DATABASE_URL to an RDS URL and redeploy at leisure (both work), then deploy the stack with EndpointApp empty\n",
+                );
+            }
         }
     }
     md.push_str("\n| time (UTC) | step | who | action | outcome | detail |\n| --- | --- | --- | --- | --- | --- |\n");

@@ -223,12 +223,16 @@ pub async fn run(
         }
         match store.endpoint_desired(&s.app).await {
             Ok(Some(want)) if want.seq > task.now.seq => {
+                let before = task.now;
                 task.converge(&want).await;
                 task.report().await;
                 last_report = tokio::time::Instant::now();
-                // Paused, a retarget usually follows: check the login to the other database
-                // now, while the cutover freezes and drains, not inside the switch.
-                if task.now.paused && task.error.is_none() {
+                // Just paused, a retarget usually follows: check the login to the other
+                // database now, while the cutover freezes and drains, not inside the switch
+                // (never after the retarget itself: the resume must not wait behind it).
+                let just_paused =
+                    !before.paused && task.now.paused && before.backend == task.now.backend;
+                if just_paused && task.error.is_none() {
                     task.precheck(other(task.now.backend)).await;
                 }
             }

@@ -61,7 +61,9 @@ pub struct Settings {
     /// Rehearsals only: an SSM prefix under which `<prefix><migration id>` may name a fault
     /// for that migration (so one rehearsal bed can inject a fault into one migration).
     pub fault_prefix: Option<String>,
-    /// How often the cutover polls the worker while it drains.
+    /// How often the cutover polls the worker while it drains and the endpoint's tasks while
+    /// they pause, switch and resume (each poll is one DynamoDB read; it runs for about a
+    /// second).
     pub drain_poll: Duration,
 }
 
@@ -92,7 +94,7 @@ impl Settings {
             drain_poll: Duration::from_millis(
                 var("FERRY_DRAIN_POLL_MS")
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(25),
+                    .unwrap_or(10),
             ),
         })
     }
