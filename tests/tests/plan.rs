@@ -317,6 +317,25 @@ async fn a_plan_maps_every_part_prices_both_sides_and_starts_a_valid_spec() {
         "stock Heroku role: no REPLICATION"
     );
     assert_eq!(spec["cutover"]["scale_down"], json!(["clock", "worker"]));
+    // The fleet goes through the endpoint; the plan says what transaction pooling needs.
+    assert_eq!(spec["cutover"]["endpoint"], "proxy");
+    assert_eq!(
+        spec["endpoint"]["url_param"],
+        json!(format!("/ferry/{app}/endpoint-url"))
+    );
+    let pooling = plan["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .find(|w| w["code"] == "transaction_pooling")
+        .expect("a transaction pooling note");
+    assert!(
+        pooling["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("advisory_locks: false")
+                && f.contains("DISABLE_SERVER_SIDE_CURSORS")),
+        "{pooling}"
+    );
     assert_eq!(
         spec["traffic"]["record_name"],
         json!(format!("{app}.example.com"))
@@ -340,6 +359,8 @@ async fn a_plan_without_a_readable_database_still_reports_the_rest() {
         "database_url": format!("postgres://app:{UNREACHABLE_PASSWORD}@127.0.0.1:9/app?sslmode=require"),
         "postgres_plan": "heroku-postgresql:premium-0",
         "formation": [{"type": "web", "quantity": 1, "size": "private-m", "command": "node server.js"}],
+        // Heroku's connection pooling attached (PgBouncer in transaction mode).
+        "config_vars": {"DATABASE_CONNECTION_POOL_URL": format!("postgres://app:{UNREACHABLE_PASSWORD}@127.0.0.1:9/pool?sslmode=require")},
     }))
     .await;
     let out_dir = std::env::temp_dir().join(unique("ferry-plan-"));
@@ -352,6 +373,19 @@ async fn a_plan_without_a_readable_database_still_reports_the_rest() {
     assert!(
         codes(&plan, "warnings").contains("database_unreadable"),
         "{plan:#}"
+    );
+    // An app on Heroku's connection pooling is known to work through the endpoint.
+    let pooling = plan["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .find(|w| w["code"] == "transaction_pooling")
+        .expect("a transaction pooling note");
+    assert!(
+        pooling["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already uses Heroku's connection pooling")),
+        "{pooling}"
     );
     // The connection error is in the plan, its password is not.
     assert!(

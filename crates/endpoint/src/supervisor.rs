@@ -167,6 +167,13 @@ async fn login_check(url: &PgUrl, to: Backend) -> Result<(), EndpointError> {
     }
 }
 
+/// A login check started ahead of a retarget: the backend, when, and the running check.
+type Precheck = (
+    Backend,
+    tokio::time::Instant,
+    tokio::task::JoinHandle<Result<(), EndpointError>>,
+);
+
 /// What the task is now.
 #[derive(Debug, Clone, Copy)]
 struct Now {
@@ -188,8 +195,8 @@ struct Task<'a> {
     error: Option<String>,
     version: String,
     started_at: chrono::DateTime<Utc>,
-    /// The last login check ahead of a retarget: (backend, when, succeeded).
-    checked: Option<(Backend, tokio::time::Instant, bool)>,
+    /// The login check started ahead of a retarget: (backend, when, the check).
+    checked: Option<Precheck>,
 }
 
 /// Runs the task until `shutdown` resolves (clean stop: PgBouncer stopped, report removed) or
@@ -233,7 +240,7 @@ pub async fn run(
                 let just_paused =
                     !before.paused && task.now.paused && before.backend == task.now.backend;
                 if just_paused && task.error.is_none() {
-                    task.precheck(other(task.now.backend)).await;
+                    task.precheck(other(task.now.backend));
                 }
             }
             Ok(_) => {}
@@ -400,20 +407,28 @@ impl<'a> Task<'a> {
         Ok(())
     }
 
-    /// Checks the new backend accepts our login, rewrites the ini, reloads, and confirms
-    /// PgBouncer now points there.
-    /// Logs in to `to` with the URL it would switch to; the result is kept for a retarget that
-    /// follows within [`PRECHECK_VALID`].
-    async fn precheck(&mut self, to: Backend) {
-        let result = login_check(&self.urls.backend(to).0, to).await;
-        self.checked = Some((to, tokio::time::Instant::now(), result.is_ok()));
+    /// Starts logging in to `to` with the URL it would switch to, in the background (the loop
+    /// keeps polling and reporting); a retarget to `to` within [`PRECHECK_VALID`] waits for
+    /// it instead of logging in again.
+    fn precheck(&mut self, to: Backend) {
+        let url = self.urls.backend(to).0.clone();
+        let check = tokio::spawn(async move { login_check(&url, to).await });
+        self.checked = Some((to, tokio::time::Instant::now(), check));
     }
 
+    /// Checks the new backend accepts our login, rewrites the ini, reloads, and confirms
+    /// PgBouncer now points there.
     async fn retarget(&mut self, to: Backend) -> Result<(), EndpointError> {
-        let fresh = self
-            .checked
-            .take()
-            .is_some_and(|(b, at, ok)| b == to && ok && at.elapsed() <= PRECHECK_VALID);
+        let fresh = match self.checked.take() {
+            Some((b, at, check)) if b == to && at.elapsed() <= PRECHECK_VALID => {
+                matches!(check.await, Ok(Ok(())))
+            }
+            Some((_, _, check)) => {
+                check.abort();
+                false
+            }
+            None => false,
+        };
         if !fresh {
             login_check(&self.urls.backend(to).0, to).await?;
         }
@@ -443,6 +458,12 @@ impl<'a> Task<'a> {
     async fn refresh(&mut self) {
         match read_urls(self.s, self.params).await {
             Ok(urls) => {
+                if urls.source.1 != self.urls.source.1 || urls.target.1 != self.urls.target.1 {
+                    // A login checked with the old credentials says nothing of the new ones.
+                    if let Some((_, _, check)) = self.checked.take() {
+                        check.abort();
+                    }
+                }
                 let changed =
                     urls.backend(self.now.backend).1 != self.urls.backend(self.now.backend).1;
                 self.urls = urls;
