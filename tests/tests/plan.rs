@@ -62,6 +62,16 @@ fn codes(plan: &Value, list: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The plan's warning with `code`.
+fn warning<'a>(plan: &'a Value, code: &str) -> &'a Value {
+    plan["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .find(|w| w["code"] == code)
+        .unwrap_or_else(|| panic!("no {code} warning in {plan:#}"))
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 0.01
 }
@@ -323,12 +333,7 @@ async fn a_plan_maps_every_part_prices_both_sides_and_starts_a_valid_spec() {
         spec["endpoint"]["url_param"],
         json!(format!("/ferry/{app}/endpoint-url"))
     );
-    let pooling = plan["warnings"]
-        .as_array()
-        .expect("warnings")
-        .iter()
-        .find(|w| w["code"] == "transaction_pooling")
-        .expect("a transaction pooling note");
+    let pooling = warning(&plan, "transaction_pooling");
     assert!(
         pooling["fix"]
             .as_str()
@@ -375,12 +380,7 @@ async fn a_plan_without_a_readable_database_still_reports_the_rest() {
         "{plan:#}"
     );
     // An app on Heroku's connection pooling is known to work through the endpoint.
-    let pooling = plan["warnings"]
-        .as_array()
-        .expect("warnings")
-        .iter()
-        .find(|w| w["code"] == "transaction_pooling")
-        .expect("a transaction pooling note");
+    let pooling = warning(&plan, "transaction_pooling");
     assert!(
         pooling["message"]
             .as_str()
