@@ -898,7 +898,7 @@ impl Scheduler {
             fired: Arc::new(Mutex::new(Vec::new())),
         };
         let me = s.clone();
-        let rule = format!("ferry-canary-{migration_id}");
+        let rule = ferry_core::cloud::bounded_name("ferry-canary-", migration_id, 64);
         tokio::spawn(async move {
             let aws = ferry_aws::sdk_config().await;
             let eb = aws_sdk_eventbridge::Client::new(&aws);

@@ -457,3 +457,57 @@ async fn writes_by_a_role_that_owns_nothing_are_captured() {
         "the other role's insert, update and delete reached the target"
     );
 }
+
+/// A copy plan whose writing fails part-way (a worker killed between chunks) leaves nothing
+/// stored, so the next attempt plans the whole table again instead of trusting a partial plan
+/// and never copying its top key ranges.
+#[tokio::test]
+async fn a_copy_plan_cut_short_is_not_trusted() {
+    let db = TestDb::new("plan_").await;
+    let source = db.url(Side::Source).connect().await.expect("source");
+    source
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, note text);
+             INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 5000) g;
+             ANALYZE items;",
+        )
+        .await
+        .expect("source data");
+    let target = db.url(Side::Target).connect().await.expect("target");
+    ferry_replicator::bookkeeping::ensure(&target)
+        .await
+        .expect("bookkeeping");
+    // The fourth chunk's row cannot be written: the plan's writer dies there.
+    target
+        .batch_execute(
+            "CREATE FUNCTION ferry.die_at_chunk_3() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.chunk = 3 THEN RAISE EXCEPTION 'killed while writing the plan'; END IF;
+             RETURN NEW; END $$;
+             CREATE TRIGGER die BEFORE INSERT ON ferry.copy_chunks
+                 FOR EACH ROW EXECUTE FUNCTION ferry.die_at_chunk_3();",
+        )
+        .await
+        .expect("fault");
+    let tables = ferry_pg::catalog::tables(&source).await.expect("catalog");
+    let cut = ferry_replicator::copy::plan(&source, &target, &tables, 500).await;
+    assert!(cut.is_err(), "the plan's write failed");
+    let left: i64 = target
+        .query_one("SELECT count(*) FROM ferry.copy_chunks", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "nothing of a plan cut short is stored");
+    target
+        .batch_execute("DROP TRIGGER die ON ferry.copy_chunks")
+        .await
+        .expect("drop fault");
+    let chunks = ferry_replicator::copy::plan(&source, &target, &tables, 500)
+        .await
+        .expect("plan again");
+    assert!(chunks.len() >= 10, "{} chunks", chunks.len());
+    assert_eq!(
+        chunks.last().and_then(|c| c.hi),
+        None,
+        "the top range is planned"
+    );
+}

@@ -314,7 +314,12 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     let again = preflight::run(deps, input())
         .await
         .expect("preflight again");
-    assert_eq!(pre, again);
+    // The same answer, but for the size: autovacuum may analyze the new tables in between.
+    let sized = |o: &preflight::Output| preflight::Output {
+        database_bytes: 0,
+        ..o.clone()
+    };
+    assert_eq!(sized(&pre), sized(&again));
     assert_eq!(pre.tables, 2);
     assert_eq!(pre.timing.poll_seconds, 1);
     assert_eq!(pre.timing.rollback_window_seconds, 5);

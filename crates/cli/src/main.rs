@@ -43,8 +43,32 @@ fn print_ok(result: anyhow::Result<String>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The arguments as text; an argument that is not UTF-8 (a file name with other bytes) is
+/// refused by its position, shown lossily, instead of panicking.
+fn text_args() -> Result<Vec<String>, String> {
+    std::env::args_os()
+        .skip(1)
+        .enumerate()
+        .map(|(i, a)| {
+            a.into_string().map_err(|raw| {
+                format!(
+                    "argument {} ({:?}) is not valid UTF-8; rename the file or pass a path without those bytes",
+                    i + 1,
+                    raw.to_string_lossy()
+                )
+            })
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = match text_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["validate", path] => validate(Path::new(path)),
         ["schema"] => schema(),

@@ -71,6 +71,23 @@ fn missing_file_and_bad_usage_exit_two() {
 }
 
 #[test]
+fn a_non_utf8_argument_is_refused_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("validate")
+        .arg(std::ffi::OsStr::from_bytes(b"\xff.json"))
+        .output()
+        .expect("run ferry");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("argument 2") && err.contains("not valid UTF-8"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn schema_command_prints_the_checked_in_schema() {
     let (code, out, _) = ferry(&["schema"]);
     assert_eq!(code, 0);

@@ -194,3 +194,48 @@ pub trait Databases: Send + Sync {
     /// A parameter's value in a DB parameter group (`None`: not set / engine default).
     async fn parameter(&self, group: &str, name: &str) -> CloudResult<Option<String>>;
 }
+
+/// A resource name `prefix` + `id` that fits `max` characters and stays unique per id: when it
+/// would not fit, the id is cut and a hash of the whole id (12 hex digits of SHA-256) is
+/// appended, so two long ids sharing a beginning never get the same name.
+pub fn bounded_name(prefix: &str, id: &str, max: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let full = format!("{prefix}{id}");
+    if full.len() <= max {
+        return full;
+    }
+    let digest = Sha256::digest(id.as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let keep = max.saturating_sub(hash.len() + 1);
+    let mut cut: String = full.chars().take(keep).collect();
+    cut.push('-');
+    cut.push_str(&hash);
+    cut
+}
+
+#[cfg(test)]
+mod bounded_name_tests {
+    use super::bounded_name;
+
+    #[test]
+    fn short_names_are_kept_and_long_ones_stay_apart() {
+        assert_eq!(
+            bounded_name("ferry-canary-", "acme-1", 64),
+            "ferry-canary-acme-1"
+        );
+        let common = "a".repeat(51);
+        let (one, two) = (
+            format!("{common}{}", "b".repeat(29)),
+            format!("{common}{}", "c".repeat(29)),
+        );
+        let (n1, n2) = (
+            bounded_name("ferry-canary-", &one, 64),
+            bounded_name("ferry-canary-", &two, 64),
+        );
+        assert_eq!(n1.len(), 64);
+        assert_eq!(n2.len(), 64);
+        assert_ne!(n1, n2, "two 80-character ids sharing 51 characters");
+        assert!(n1.starts_with("ferry-canary-aaaa"));
+        assert_eq!(n1, bounded_name("ferry-canary-", &one, 64), "stable");
+    }
+}

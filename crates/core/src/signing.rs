@@ -48,7 +48,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    // Digits only: `from_str_radix` alone would take a `+` sign.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -58,34 +59,50 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Checks a Slack request: `timestamp` is the `X-Slack-Request-Timestamp` header, `signature`
-/// the `X-Slack-Signature` header (`v0=<hex>`), `body` the raw body, `now` Unix seconds.
+/// the `X-Slack-Signature` header (`v0=<64 hex digits>`), `body` the raw body, `now` Unix
+/// seconds. The MAC covers the timestamp header's bytes as sent (a re-formatted timestamp does
+/// not verify); the age is computed without overflow. Returns the signature as lowercase hex,
+/// the one spelling a replay record may be keyed on (hex case is not part of the MAC).
 pub fn verify_slack(
     signing_secret: &[u8],
     timestamp: &str,
     body: &[u8],
     signature: &str,
     now: i64,
-) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| SignatureError::Malformed("X-Slack-Request-Timestamp is not a number"))?;
-    let age = (now - ts).abs();
+) -> Result<String, SignatureError> {
+    if timestamp.is_empty()
+        || timestamp.len() > 18
+        || !timestamp.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(SignatureError::Malformed(
+            "X-Slack-Request-Timestamp is not a number of seconds",
+        ));
+    }
+    let ts: i64 = timestamp.parse().map_err(|_| {
+        SignatureError::Malformed("X-Slack-Request-Timestamp is not a number of seconds")
+    })?;
+    let age = now
+        .checked_sub(ts)
+        .and_then(i64::checked_abs)
+        .unwrap_or(i64::MAX);
     if age > MAX_AGE_SECONDS {
         return Err(SignatureError::Stale { age_seconds: age });
     }
     let given = signature
         .strip_prefix("v0=")
+        .filter(|h| h.len() == 64)
         .and_then(unhex)
         .ok_or(SignatureError::Malformed(
-            "X-Slack-Signature is not v0=<hex>",
+            "X-Slack-Signature is not v0=<64 hex digits>",
         ))?;
     let mut m = mac(signing_secret);
     m.update(b"v0:");
-    m.update(ts.to_string().as_bytes());
+    m.update(timestamp.as_bytes());
     m.update(b":");
     m.update(body);
-    m.verify_slice(&given).map_err(|_| SignatureError::Mismatch)
+    m.verify_slice(&given)
+        .map_err(|_| SignatureError::Mismatch)?;
+    Ok(hex(&given))
 }
 
 /// Signs a Slack-style request (what Slack does; used by tests and the local rehearsal).
@@ -182,7 +199,7 @@ mod tests {
         let now = 1_531_420_618 + 10;
         assert_eq!(
             verify_slack(SLACK_SECRET, SLACK_TS, SLACK_BODY, SLACK_SIG, now),
-            Ok(())
+            Ok(SLACK_SIG[3..].to_string())
         );
         assert_eq!(
             sign_slack(SLACK_SECRET, 1_531_420_618, SLACK_BODY),
@@ -213,6 +230,56 @@ mod tests {
         ));
         assert!(matches!(
             verify_slack(SLACK_SECRET, SLACK_TS, SLACK_BODY, "v1=abc", now),
+            Err(SignatureError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn re_encoded_and_extreme_slack_headers_are_refused() {
+        let now = 1_531_420_618;
+        // i64::MIN and other numbers that overflow an age: refused, never a panic or a pass.
+        for ts in [
+            "-9223372036854775808",
+            "9223372036854775807",
+            "99999999999999999999",
+        ] {
+            assert!(
+                verify_slack(SLACK_SECRET, ts, SLACK_BODY, SLACK_SIG, now).is_err(),
+                "{ts}"
+            );
+        }
+        assert!(matches!(
+            verify_slack(
+                SLACK_SECRET,
+                "-9223372036854775808",
+                SLACK_BODY,
+                SLACK_SIG,
+                now
+            ),
+            Err(SignatureError::Malformed(_))
+        ));
+        // The same instant written differently does not verify: the MAC covers the bytes sent.
+        for ts in ["+1531420618", "01531420618", " 1531420618", "1531420618 "] {
+            assert!(
+                verify_slack(SLACK_SECRET, ts, SLACK_BODY, SLACK_SIG, now).is_err(),
+                "{ts:?}"
+            );
+        }
+        // Upper-case hex verifies, and maps to the same replay key as the lower-case original.
+        let upper = format!("v0={}", SLACK_SIG[3..].to_ascii_uppercase());
+        assert_eq!(
+            verify_slack(SLACK_SECRET, SLACK_TS, SLACK_BODY, &upper, now),
+            verify_slack(SLACK_SECRET, SLACK_TS, SLACK_BODY, SLACK_SIG, now)
+        );
+        // A sign inside the hex is not a digit.
+        let signed = format!("v0=+{}", &SLACK_SIG[4..]);
+        assert!(matches!(
+            verify_slack(SLACK_SECRET, SLACK_TS, SLACK_BODY, &signed, now),
+            Err(SignatureError::Malformed(_))
+        ));
+        // A signature of the wrong length is malformed, not compared.
+        assert!(matches!(
+            verify_slack(SLACK_SECRET, SLACK_TS, SLACK_BODY, &SLACK_SIG[..60], now),
             Err(SignatureError::Malformed(_))
         ));
     }

@@ -137,23 +137,25 @@ pub async fn plan(
                 bounds.push((lo, None));
             }
         }
-        for (i, (lo, hi)) in bounds.into_iter().enumerate() {
-            let chunk = i as i32;
-            target
-                .execute(
-                    "INSERT INTO ferry.copy_chunks (rel, chunk, lo, hi) VALUES ($1, $2, $3, $4)",
-                    &[&rel, &chunk, &lo, &hi],
-                )
-                .await
-                .map_err(ReplError::sql("store the copy plan"))?;
-            out.push(Chunk {
-                rel: rel.clone(),
-                chunk,
-                lo,
-                hi,
-                done: false,
-            });
-        }
+        // One statement, so one transaction: a worker killed while writing the plan leaves
+        // none of it, never a partial plan the restart would trust (and copy only part of).
+        let ids: Vec<i32> = (0..bounds.len() as i32).collect();
+        let (los, his): (Vec<Option<i64>>, Vec<Option<i64>>) = bounds.iter().copied().unzip();
+        target
+            .execute(
+                "INSERT INTO ferry.copy_chunks (rel, chunk, lo, hi)
+                 SELECT $1, c, lo, hi FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS p(c, lo, hi)",
+                &[&rel, &ids, &los, &his],
+            )
+            .await
+            .map_err(ReplError::sql("store the copy plan"))?;
+        out.extend(ids.iter().zip(bounds).map(|(chunk, (lo, hi))| Chunk {
+            rel: rel.clone(),
+            chunk: *chunk,
+            lo,
+            hi,
+            done: false,
+        }));
     }
     Ok(out)
 }
@@ -200,7 +202,7 @@ pub async fn run(
             .map(|t| (t.display_name(), t.clone()))
             .collect(),
     );
-    let mut sessions = Vec::new();
+    let mut sessions = tokio::task::JoinSet::new();
     for _ in 0..parallelism.max(1) {
         let (source, target, snapshot) = (source.clone(), target.clone(), snapshot.to_string());
         let (queue, by_name, progress, remaining) = (
@@ -209,27 +211,27 @@ pub async fn run(
             progress.clone(),
             remaining_per_table.clone(),
         );
-        sessions.push(tokio::spawn(async move {
+        sessions.spawn(async move {
             session(
                 &source, &target, &snapshot, &queue, &by_name, &progress, &remaining,
             )
             .await
-        }));
+        });
     }
-    let mut first_error = None;
-    for s in sessions {
-        match s.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(join) => {
-                first_error
-                    .get_or_insert(ReplError::State(format!("copy session panicked: {join}")));
-            }
-        }
+    // The first failure stops the other sessions at once (their open chunk transactions roll
+    // back; done chunks stay done), so it is reported once and promptly.
+    while let Some(joined) = sessions.join_next().await {
+        let failure = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(join) if join.is_cancelled() => continue,
+            Err(join) => ReplError::State(format!("copy session panicked: {join}")),
+        };
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+        return Err(failure);
     }
-    first_error.map_or(Ok(()), Err)
+    Ok(())
 }
 
 async fn session(

@@ -400,12 +400,13 @@ async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
                 })?;
             let secret = deps.params.get(param).await?;
             let header = |n: &str| req.headers.get(n).map(String::as_str).unwrap_or_default();
-            let signature = header("x-slack-signature");
-            signing::verify_slack(
+            // The replay record is keyed on the signature as verified (canonical hex), so a
+            // re-encoded copy of a used request is still a replay.
+            let signature = signing::verify_slack(
                 secret.as_bytes(),
                 header("x-slack-request-timestamp"),
                 &req.body,
-                signature,
+                header("x-slack-signature"),
                 now_s,
             )?;
             let fields = form(&req.body);
@@ -438,7 +439,7 @@ async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
                 approve: a.approve,
                 approver: user.to_string(),
             };
-            decide_once(deps, &decision, signature.trim_start_matches("v0=")).await?;
+            decide_once(deps, &decision, &signature).await?;
             let verb = if decision.approve {
                 "approved"
             } else {

@@ -55,9 +55,8 @@ pub struct TickInput {
 
 /// The EventBridge rule of a migration (at most 64 characters).
 pub fn rule_name(deps: &Deps, migration_id: &str) -> String {
-    let mut name = format!("{}{migration_id}", deps.settings.rule_prefix);
-    name.truncate(64);
-    name
+    // EventBridge rule names hold 64 characters; migration ids up to 80.
+    ferry_core::cloud::bounded_name(&deps.settings.rule_prefix, migration_id, 64)
 }
 
 fn interval_seconds(spec: &MigrationSpec) -> u32 {
@@ -271,16 +270,17 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
 
 /// How long the last step must hold: the rehearsal override, or the longest TTL of the
 /// weighted pair and the record it replaced (read by preflight).
+pub fn hold_seconds(spec: &MigrationSpec, replaced_ttl: Option<u32>) -> u32 {
+    spec.timing
+        .dns_hold_seconds
+        .unwrap_or(replaced_ttl.unwrap_or(0).max(spec.traffic.ttl_seconds))
+}
+
+/// [`hold_seconds`] with the replaced record's TTL preflight stored.
 pub async fn dns_hold_seconds(deps: &Deps, spec: &MigrationSpec) -> StepResult<u32> {
-    if let Some(h) = spec.timing.dns_hold_seconds {
-        return Ok(h);
-    }
     let dns: Option<facts::DnsFact> =
         facts::get(deps.store.as_ref(), &spec.migration_id, facts::DNS).await?;
-    Ok(dns
-        .and_then(|d| d.replaced_ttl_seconds)
-        .unwrap_or(0)
-        .max(spec.traffic.ttl_seconds))
+    Ok(hold_seconds(spec, dns.and_then(|d| d.replaced_ttl_seconds)))
 }
 
 fn idle(rule: String, aws_percent: u32) -> Output {

@@ -221,12 +221,13 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
             .filter(|f| f.severity == Severity::Warning)
             .map(|f| f.code.to_string())
             .collect(),
-        timing: timing(&spec),
+        timing: timing(&spec, replaced_ttl),
     })
 }
 
-/// The waits the state machine uses, from the spec.
-pub fn timing(spec: &MigrationSpec) -> Timing {
+/// The waits the state machine uses, from the spec and the TTL of the record the weighted pair
+/// replaces (the canary holds 100% that long before it completes).
+pub fn timing(spec: &MigrationSpec, replaced_ttl: Option<u32>) -> Timing {
     let interval = spec
         .timing
         .canary_interval_seconds
@@ -235,7 +236,9 @@ pub fn timing(spec: &MigrationSpec) -> Timing {
     Timing {
         poll_seconds: spec.timing.poll_seconds,
         approval_timeout_seconds: u64::from(spec.timing.approval_timeout_hours) * 3600,
-        canary_timeout_seconds: (spec.traffic.steps.len() as u64 + 1) * interval * 2 + 300,
+        canary_timeout_seconds: (spec.traffic.steps.len() as u64 + 1) * interval * 2
+            + 300
+            + u64::from(crate::canary::hold_seconds(spec, replaced_ttl)),
         rollback_window_seconds: spec.rollback_window_seconds(),
     }
 }
