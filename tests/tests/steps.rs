@@ -1202,3 +1202,31 @@ async fn verify_fails_on_a_real_difference_and_tolerates_only_rows_in_flight() {
         .expect("in flight is tolerated");
     assert_eq!(out.in_flight, vec!["public.accounts".to_string()]);
 }
+
+/// An unsigned request to the approval URL learns no internal name when Ferry's side fails
+/// (here: the Slack signing secret's parameter does not exist).
+#[tokio::test]
+async fn a_failure_on_ferrys_side_names_no_parameter_to_the_caller() {
+    let e = env("leak_", None).await;
+    let mut deps = e.deps.clone();
+    deps.settings.slack_signing_secret_param = Some("/ferry/internal-name-xyz/slack".into());
+    let body = slack_body(&e.id, Gate::Cutover, true, SLACK_USER);
+    let resp = approval::callback(
+        &deps,
+        slack_request(&body, chrono::Utc::now().timestamp(), Some("v0=00".into())),
+    )
+    .await;
+    assert!(
+        resp.body.contains("Ferry could not handle this request"),
+        "{}",
+        resp.body
+    );
+    assert!(!resp.body.contains("internal-name-xyz"), "{}", resp.body);
+    deps.settings.slack_signing_secret_param = None;
+    let resp = approval::callback(
+        &deps,
+        slack_request(&body, chrono::Utc::now().timestamp(), Some("v0=00".into())),
+    )
+    .await;
+    assert!(!resp.body.contains("FERRY_"), "{}", resp.body);
+}

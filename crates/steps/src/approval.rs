@@ -315,10 +315,21 @@ pub async fn callback(deps: &Deps, req: HttpRequest) -> HttpResponse {
         Err(e) => {
             let code = status_for(&e);
             tracing::warn!(error = %e, name = e.step_error_name(), status = code, "approval refused");
-            if slack {
-                HttpResponse::slack(200, &format!("Ferry refused this: {e}"))
+            // A refusal of the request says why; a failure on Ferry's side names only its
+            // stable name: whoever sent the request (signed or not) learns no parameter or
+            // setting name.
+            let why = if code >= 500 {
+                format!(
+                    "Ferry could not handle this request ({}); the operators' logs say why",
+                    e.step_error_name()
+                )
             } else {
-                HttpResponse::page(code, "Not done", &e.to_string())
+                e.to_string()
+            };
+            if slack {
+                HttpResponse::slack(200, &format!("Ferry refused this: {why}"))
+            } else {
+                HttpResponse::page(code, "Not done", &why)
             }
         }
     }
