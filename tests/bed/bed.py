@@ -388,6 +388,11 @@ def up(args):
         if p != Path("/"):
             p.chmod(p.stat().st_mode | 0o111)
     t0 = time.time()
+    # Endpoint tasks run as postgres (PgBouncer refuses root) and keep their files here.
+    endpoints = BED / "endpoints"
+    endpoints.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(endpoints, "postgres", "postgres")
     certs = BED / "certs"
     make_certs(certs)
     ca = certs / "ca.crt"
@@ -495,9 +500,31 @@ def up(args):
     log(f"up in {time.time() - t0:.1f}s; env in {BED / 'bed.env'}")
 
 
+def stop_endpoint_tasks():
+    """Endpoint tasks (ferry-endpoint and its PgBouncer) a killed test left behind: found by
+    their working directory under this bed's `endpoints/`."""
+    mine = str(BED / "endpoints")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        in_bed = mine in cmdline or any(
+            e.startswith(b"FERRY_ENDPOINT_DIR=" + mine.encode()) for e in environ)
+        if in_bed:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def down(args):
     if not BED.exists():
         return
+    stop_endpoint_tasks()
     for name in ("lambda", "moto", "heroku"):
         pid_file = BED / f"{name}.pid"
         if pid_file.exists():

@@ -119,7 +119,11 @@ impl EndpointFleet {
     /// Starts one more task and adds it to the balancer once PgBouncer listens.
     pub async fn add(&mut self, task_id: &str) {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("ferry-endpoint-{task_id}"));
+        // Under the bed's directory, so `bed.py down` finds (and stops) a task that a killed
+        // test left behind.
+        let dir = std::path::PathBuf::from(bed_var("FERRY_BED_DIR"))
+            .join("endpoints")
+            .join(task_id);
         let _ = std::fs::remove_dir_all(&dir);
         let p = &self.params;
         let mut cmd = Command::new("runuser");
