@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use ferry_core::{
-    endpoint::Backend,
+    endpoint::{Backend, EndpointTask},
     metrics::{Metric, Unit},
     spec::{CaptureMode, CutoverVerify, EndpointMode, MigrationSpec},
     state::{Outcome, Phase, WorkerCommand},
@@ -181,11 +181,12 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
         stored: previous,
     };
     prepare(deps, spec, &heroku, &rep, &mut clock).await?;
-    let ended = freeze_source(deps, spec, &source, &roles, &mut clock).await?;
+    let (ended, paused) = freeze_source(deps, spec, &source, &roles, &mut clock).await?;
     let parts = Frozen {
         rep: &rep,
         heroku: &heroku,
         fault: fault.as_deref(),
+        paused: &paused,
     };
     match frozen_part(deps, spec, &parts, &mut clock).await {
         Ok((sequences, counts)) => {
@@ -228,8 +229,7 @@ pub(crate) fn proxy(spec: &MigrationSpec) -> bool {
     spec.cutover.endpoint == EndpointMode::Proxy
 }
 
-/// Outside the freeze: remember the Heroku app as it is, put capture on the target, check the
-/// endpoint can be switched.
+/// Outside the freeze: remember the Heroku app as it is, put capture on the target.
 async fn prepare(
     deps: &Deps,
     spec: &MigrationSpec,
@@ -254,9 +254,6 @@ async fn prepare(
         },
     )
     .await?;
-    if proxy(spec) {
-        endpoint::ready(deps, spec, Backend::Source).await?;
-    }
     // Capture on the target before it can become writable for the app: its first write must
     // reach the reverse stream (the worker turns around only when it reads the command).
     // Done before the freeze, where its cost (a catalog read and a trigger per table, about
@@ -269,28 +266,33 @@ async fn prepare(
 
 /// Pauses the endpoint (proxy mode), then freezes the source for the app's role and ends its
 /// sessions. A pause that fails is undone (resumed on the source) before anything is frozen.
-/// Returns how many sessions were ended.
+/// Returns how many sessions were ended and the endpoint tasks paused (the ones the switch
+/// retargets; none in redeploy mode).
 async fn freeze_source(
     deps: &Deps,
     spec: &MigrationSpec,
     source: &Client,
     roles: &AppRoles,
     clock: &mut Clock,
-) -> StepResult<u64> {
+) -> StepResult<(u64, Vec<EndpointTask>)> {
     let id = &spec.migration_id;
+    let mut paused = Vec::new();
     if proxy(spec) {
         clock.mark("endpoint_pause_requested");
-        if let Err(e) = endpoint::pause(deps, spec, Backend::Source, "ferry:cutover").await {
-            deps.audit(
-                id,
-                "cutover",
-                "endpoint_pause",
-                Outcome::Failed,
-                serde_json::json!({ "cause": e.to_string() }),
-                None,
-            )
-            .await?;
-            return Err(e);
+        match endpoint::pause(deps, spec, Backend::Source, "ferry:cutover").await {
+            Ok(tasks) => paused = tasks,
+            Err(e) => {
+                deps.audit(
+                    id,
+                    "cutover",
+                    "endpoint_pause",
+                    Outcome::Failed,
+                    serde_json::json!({ "cause": e.to_string() }),
+                    None,
+                )
+                .await?;
+                return Err(e);
+            }
         }
         clock.mark("endpoint_paused");
     }
@@ -299,7 +301,7 @@ async fn freeze_source(
     let ended = freeze::end_sessions(source, &roles.source).await?;
     clock.mark("source_frozen");
     clock.save(deps, id).await?;
-    Ok(ended)
+    Ok((ended, paused))
 }
 
 /// Metrics and the audit entry of a cutover that completed.
@@ -346,6 +348,8 @@ struct Frozen<'a> {
     rep: &'a Replicator,
     heroku: &'a HerokuClient,
     fault: Option<&'a str>,
+    /// The endpoint tasks paused before the freeze: the ones retargeted inside it.
+    paused: &'a [EndpointTask],
 }
 
 /// Everything between the source freeze and the switch, the endpoint's retarget included
@@ -357,7 +361,12 @@ async fn frozen_part(
     clock: &mut Clock,
 ) -> StepResult<(usize, usize)> {
     let id = &spec.migration_id;
-    let Frozen { rep, heroku, fault } = *parts;
+    let Frozen {
+        rep,
+        heroku,
+        fault,
+        paused,
+    } = *parts;
     crate::fault(fault, "cutover:after_freeze")?;
     let position = rep.source_head().await?;
     clock.fact.position = Some(position.clone());
@@ -428,11 +437,11 @@ async fn frozen_part(
     }
     crate::fault(fault, "cutover:before_switch")?;
     if proxy(spec) {
-        let tasks = endpoint::live_tasks(deps, &spec.heroku.app).await?;
+        // The tasks paused before the freeze, as listed then: no listing inside the freeze.
         endpoint::converge(
             deps,
             spec,
-            &tasks,
+            paused,
             Goal::Retarget(Backend::Target),
             "ferry:cutover",
         )

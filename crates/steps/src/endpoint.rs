@@ -16,6 +16,10 @@ use crate::{Deps, StepError, StepResult};
 /// A report older than this means the task is gone (tasks report every second).
 pub const STALE_AFTER: Duration = Duration::from_secs(5);
 
+fn stale_after() -> chrono::Duration {
+    chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::MAX)
+}
+
 /// Extra time over the pause bound for the tasks to read the state and report.
 const ANSWER_SLACK: Duration = Duration::from_millis(1_500);
 
@@ -28,7 +32,7 @@ const RESUME_LIMIT: Duration = Duration::from_secs(5);
 /// The endpoint's live tasks now.
 pub async fn live_tasks(deps: &Deps, app: &str) -> StepResult<Vec<EndpointTask>> {
     let now = Utc::now();
-    let stale = chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::MAX);
+    let stale = stale_after();
     Ok(deps
         .endpoints
         .endpoint_tasks(app)
@@ -143,7 +147,7 @@ async fn wait(
     limit: Duration,
 ) -> StepResult<()> {
     let deadline = Instant::now() + limit;
-    let stale = chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::MAX);
+    let stale = stale_after();
     loop {
         let reports = deps.endpoints.endpoint_tasks(&spec.heroku.app).await?;
         let now = Utc::now();

@@ -244,10 +244,12 @@ async fn database_back(
         });
     }
     let proxy = cutover::proxy(spec);
-    if proxy {
-        // A pause that fails is resumed and retried later (nothing frozen).
-        endpoint::pause(deps, spec, Backend::Target, "ferry:rollback").await?;
-    }
+    // A pause that fails is resumed and retried later (nothing frozen).
+    let paused = if proxy {
+        endpoint::pause(deps, spec, Backend::Target, "ferry:rollback").await?
+    } else {
+        Vec::new()
+    };
     freeze::freeze_role(target, &roles.target).await?;
     freeze::end_sessions(target, &roles.target).await?;
     let capture = cutover::installed_capture(source).await?;
@@ -286,11 +288,11 @@ async fn database_back(
     // Sequences on the source must be past anything the target handed out.
     ferry_replicator::verify::sync_sequences(target, source, SEQUENCE_GAP).await?;
     if proxy {
-        let tasks = endpoint::live_tasks(deps, &spec.heroku.app).await?;
+        // The tasks paused before the target froze: no listing while it is frozen.
         if let Err(e) = endpoint::converge(
             deps,
             spec,
-            &tasks,
+            &paused,
             Goal::Retarget(Backend::Source),
             "ferry:rollback",
         )
