@@ -466,18 +466,25 @@ impl<'a> Task<'a> {
                 }
                 let changed =
                     urls.backend(self.now.backend).1 != self.urls.backend(self.now.backend).1;
-                self.urls = urls;
-                if changed && !self.now.paused {
-                    let entry = self.urls.backend(self.now.backend).1.clone();
-                    let text = ini::render_ini(&self.layout, &self.urls.client, &entry);
+                if changed {
+                    // Kept as the old URLs until PgBouncer uses the new ones: a change not
+                    // applied now (paused, or the rewrite failed) is seen again next time.
+                    if self.now.paused {
+                        return;
+                    }
+                    let entry = &urls.backend(self.now.backend).1;
+                    let text = ini::render_ini(&self.layout, &urls.client, entry);
                     if let Err(e) = write_private(&self.layout.ini_path(), &text).await {
                         tracing::warn!(error = %e, "cannot rewrite the ini after a credential change");
-                    } else if let Err(e) = self.console.reload(&self.admin).await {
-                        tracing::warn!(error = %e, "cannot reload after a credential change");
-                    } else {
-                        tracing::info!(backend = %self.now.backend, "backend credentials changed; reloaded");
+                        return;
                     }
+                    if let Err(e) = self.console.reload(&self.admin).await {
+                        tracing::warn!(error = %e, "cannot reload after a credential change");
+                        return;
+                    }
+                    tracing::info!(backend = %self.now.backend, "backend credentials changed; reloaded");
                 }
+                self.urls = urls;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the endpoint's URLs; keeping the ones in use")
