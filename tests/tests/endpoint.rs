@@ -283,3 +283,44 @@ async fn a_backend_that_refuses_the_login_leaves_the_endpoint_where_it_was() {
     let source_port = port_of(&w.db.source_app_url());
     assert!(app.acked_writes().iter().all(|(_, p)| *p == source_port));
 }
+
+/// The source's URL changes while the endpoint is paused (Heroku rotates credentials): the
+/// task applies it once it serves again, not never.
+#[tokio::test]
+async fn a_credential_change_while_paused_is_applied_after_the_resume() {
+    let w = world().await;
+    let (fleet, _url) = w.fleet(1).await;
+    let ids = fleet.ids();
+    let ini = std::path::PathBuf::from(ferry_tests::bed_var("FERRY_BED_DIR"))
+        .join("endpoints")
+        .join(&ids[0])
+        .join("pgbouncer.ini");
+    let read_ini = || std::fs::read_to_string(&ini).expect("read the task's ini");
+    assert!(read_ini().contains("server_tls_sslmode = verify-full"));
+    let paused = w.set(true, Backend::Source, 2000).await;
+    assert!(w.answers(&ids, &paused).await[0].reached(&paused));
+    // The same server, now with sslmode=require (a change the ini must carry).
+    let changed = w
+        .db
+        .source_app_url()
+        .expose_secret()
+        .split('?')
+        .next()
+        .expect("url")
+        .to_string()
+        + "?sslmode=require";
+    w.params
+        .put_secure(&w.p.source_param, &changed)
+        .await
+        .expect("param");
+    // Tasks read their parameters every second here; paused, nothing is rewritten.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(read_ini().contains("server_tls_sslmode = verify-full"));
+    let resumed = w.set(false, Backend::Source, 2000).await;
+    assert!(w.answers(&ids, &resumed).await[0].reached(&resumed));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        read_ini().contains("server_tls_sslmode = require"),
+        "the change was applied once the task served again"
+    );
+}
