@@ -300,15 +300,14 @@ async fn a_credential_change_while_paused_is_applied_after_the_resume() {
     let paused = w.set(true, Backend::Source, 2000).await;
     assert!(w.answers(&ids, &paused).await[0].reached(&paused));
     // The same server, now with sslmode=require (a change the ini must carry).
-    let changed = w
-        .db
-        .source_app_url()
-        .expose_secret()
-        .split('?')
-        .next()
-        .expect("url")
-        .to_string()
-        + "?sslmode=require";
+    let changed =
+        w.db.source_app_url()
+            .expose_secret()
+            .split('?')
+            .next()
+            .expect("url")
+            .to_string()
+            + "?sslmode=require";
     w.params
         .put_secure(&w.p.source_param, &changed)
         .await
