@@ -1017,36 +1017,16 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
 async fn rollback_after_cutover_loses_no_write_made_on_aws() {
     let e = env("rb_", None).await;
     let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
-    let (exec, spec) = preflight_passed(&e).await;
-    config_sync::run(deps, mref(&id)).await.expect("config");
-    replication::start(deps, mref(&id)).await.expect("start");
-    let mut worker = spawn_worker(&id, e.store.table());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !replication::status(deps, mref(&id))
-        .await
-        .expect("status")
-        .ready
-    {
-        assert!(Instant::now() < deadline, "replication did not catch up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Gates and canary are the other tests' subject: walk their phases, put traffic on AWS.
-    walk(
-        store,
-        &id,
-        &[
-            Phase::Verifying,
-            Phase::AwaitingTrafficApproval,
-            Phase::ShiftingTraffic,
-            Phase::AwaitingCutoverApproval,
-        ],
-    )
-    .await;
-    deps.router
-        .set_weights(&spec.traffic, Weights::for_aws_percent(100))
-        .await
-        .expect("weights");
-    cutover::run(deps, mref(&id)).await.expect("cutover");
+    let (exec, mut worker) = cut_over(&e).await;
+    let spec = store.migration(&id).await.expect("record").spec;
+    // The comparison through the snapshots taken inside the freeze: equal, every table.
+    let check = exact_check_done(deps, &id).await;
+    assert_eq!(
+        check.state,
+        ferry_core::state::DrainCheckState::Equal,
+        "{check:?}"
+    );
+    assert_eq!((check.tables_compared, check.rows_compared), (2, 5000));
     wait_for("reverse mode", 30, || async {
         store
             .progress(&id)
@@ -1229,4 +1209,286 @@ async fn a_failure_on_ferrys_side_names_no_parameter_to_the_caller() {
     )
     .await;
     assert!(!resp.body.contains("FERRY_"), "{}", resp.body);
+}
+
+/// Tables whose keys are not one integer: uuid, composite, and a partitioned table (keys
+/// (day, n)) whose rows the writer moves between partitions.
+const NASTY_SQL: &str = "CREATE TABLE docs (id uuid PRIMARY KEY, body text NOT NULL);
+     INSERT INTO docs SELECT md5('d' || g)::uuid, 'doc ' || g FROM generate_series(1, 1500) g;
+     CREATE TABLE memberships (org int, member text, role text NOT NULL, PRIMARY KEY (org, member));
+     INSERT INTO memberships SELECT g % 7, 'm' || g, 'r' FROM generate_series(1, 1500) g;
+     CREATE TABLE hits (day date, n int, hits int NOT NULL, PRIMARY KEY (day, n)) PARTITION BY RANGE (day);
+     CREATE TABLE hits_a PARTITION OF hits FOR VALUES FROM ('2026-01-01') TO ('2026-07-01');
+     CREATE TABLE hits_b PARTITION OF hits FOR VALUES FROM ('2026-07-01') TO ('2027-01-01');
+     INSERT INTO hits SELECT date '2026-01-01' + (g % 360), g, 0 FROM generate_series(1, 2000) g;";
+
+/// A continuous writer as the app role: a hot row per table, updates and deletes spread over
+/// other keys, inserts, rows moved between partitions. Never touches accounts above 1000, the
+/// seeded docs, or memberships outside orgs 1 and 100 (the keys the test damages).
+fn start_writer(
+    url: ferry_pg::PgUrl,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<u64>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let task = tokio::spawn(async move {
+        let db = url.connect_as_app().await.expect("writer connects");
+        let stmts = [
+            "UPDATE accounts SET balance = balance + 1 WHERE id = 1",
+            "UPDATE accounts SET balance = balance + 1 WHERE id = $1::int8",
+            "INSERT INTO docs VALUES (gen_random_uuid(), 'new')",
+            "DELETE FROM docs WHERE id = (SELECT id FROM docs WHERE body = 'new' LIMIT 1)",
+            "UPDATE memberships SET role = 'r' || $1::int8 WHERE org = 1 AND member = 'm1'",
+            "INSERT INTO memberships VALUES (100, 'x' || $1::int8, 'r') ON CONFLICT DO NOTHING",
+            "UPDATE hits SET hits = hits + 1 WHERE day = date '2026-01-02' AND n = 1",
+            "UPDATE hits SET day = CASE WHEN day < date '2026-07-01' THEN day + 181 ELSE day - 181 END WHERE n = $1::int4",
+            "DELETE FROM events WHERE id = $1::int8",
+            "INSERT INTO events (account_id, kind) VALUES ($1::int8, 'w')",
+        ];
+        let mut prepared = Vec::new();
+        for s in stmts {
+            prepared.push(db.prepare(s).await.expect("prepare"));
+        }
+        let mut n: u64 = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            let k = (2 + (n * 7919) % 999) as i64;
+            let st = &prepared[(n % prepared.len() as u64) as usize];
+            let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
+                match st.params().len() {
+                    0 => vec![],
+                    _ if st.params()[0] == tokio_postgres::types::Type::INT4 => {
+                        vec![Box::new((2 + (n * 131) % 1999) as i32)]
+                    }
+                    _ => vec![Box::new(k)],
+                };
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p.as_ref() as _).collect();
+            db.execute(st, &refs).await.expect("the writer's statement");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        n
+    });
+    (stop, task)
+}
+
+/// Verify under a continuous writer in `capture` mode: passes while the worker keeps up, then
+/// names exactly the keys damaged on the target (a changed row, a missing row, an extra row),
+/// never the keys the writer keeps changing.
+async fn verify_under_writes(prefix: &str, capture: &str) {
+    let mut e = env(prefix, None).await;
+    if capture == "logical" {
+        // Logical capture needs REPLICATION: the migration connects as the bed's superuser
+        // (as on RDS or self-hosted); the app keeps writing as its own role.
+        e.deps
+            .params
+            .put_secure(
+                &format!("/{}/source-url", e.id),
+                e.db.url(ferry_tests::Side::Source).expose_secret(),
+            )
+            .await
+            .expect("param");
+    }
+    e.spec_json["replication"]["capture"] = capture.into();
+    let (deps, id) = (&e.deps, e.id.clone());
+    let app_db = e.db.source_app_url().connect().await.expect("app");
+    app_db.batch_execute(NASTY_SQL).await.expect("nasty schema");
+    preflight_passed(&e).await;
+    config_sync::run(deps, mref(&id)).await.expect("config");
+    replication::start(deps, mref(&id)).await.expect("start");
+    let mut worker = spawn_worker(&id, e.store.table());
+    wait_for("the worker to catch up", 120, || async {
+        replication::status(deps, mref(&id))
+            .await
+            .expect("status")
+            .ready
+    })
+    .await;
+    let (stop, writer) = start_writer(e.db.source_app_url());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let out = verify::run(deps, mref(&id), Some(Duration::from_secs(3)))
+        .await
+        .expect("Verify passes while the app writes");
+    eprintln!("{capture}: verify under writes: {out:?}");
+    assert_eq!(out.tables, 5);
+    assert_eq!(
+        out.capture,
+        Some(if capture == "logical" {
+            ferry_core::spec::CaptureMode::Logical
+        } else {
+            ferry_core::spec::CaptureMode::Trigger
+        })
+    );
+    let stored: verify::Output = facts::get(e.store.as_ref(), &id, facts::VERIFY)
+        .await
+        .expect("fact")
+        .expect("the figures are kept for status and report");
+    assert_eq!(stored.keys_rechecked, out.keys_rechecked);
+
+    // Damage on the target only, while the writer goes on: a changed row, a missing row, an
+    // extra row, in tables the writer is writing (other keys).
+    let target = e.db.target_url().connect().await.expect("target");
+    target
+        .batch_execute(
+            "UPDATE accounts SET email = 'tampered' WHERE id = 1500;
+             DELETE FROM docs WHERE id = md5('d7')::uuid;
+             INSERT INTO memberships VALUES (999, 'ghost', 'r');",
+        )
+        .await
+        .expect("damage the target");
+    let err = verify::run(deps, mref(&id), Some(Duration::from_secs(3)))
+        .await
+        .expect_err("damage is found");
+    let text = err.to_string();
+    eprintln!("{capture}: {text}");
+    assert_eq!(err.step_error_name(), "Ferry.Failed.VerifyMismatch");
+    let uuid: String = app_db
+        .query_one("SELECT md5('d7')::uuid::text", &[])
+        .await
+        .expect("uuid")
+        .get(0);
+    for named in [
+        "public.accounts: 1 key(s)",
+        "[\"1500\"]",
+        "public.docs: 1 key(s)",
+        &format!("[\"{uuid}\"]"),
+        "public.memberships: 1 key(s)",
+        "[\"999\", \"ghost\"]",
+    ] {
+        assert!(text.contains(named), "{named} not in: {text}");
+    }
+    for hot in ["public.hits", "public.events"] {
+        assert!(!text.contains(hot), "{hot} named: {text}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.await.expect("writer");
+    eprintln!("{capture}: the writer ran {writes} statements");
+    assert!(writes > 200, "the writer barely ran: {writes}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// Trigger capture: Verify passes under writes and names the damaged keys of every key shape.
+#[tokio::test]
+async fn verify_under_writes_with_trigger_capture_names_only_the_damaged_keys() {
+    verify_under_writes("vtw_", "trigger").await;
+}
+
+/// Logical capture: the same, with what waits read from a copy of the slot.
+#[tokio::test]
+async fn serial_verify_under_writes_with_logical_capture_names_only_the_damaged_keys() {
+    verify_under_writes("vlw_", "logical").await;
+}
+
+/// Polls the status step in its after-cutover mode until the exact comparison has ended.
+async fn exact_check_done(deps: &Deps, id: &str) -> ferry_core::state::DrainCheck {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = replication::status(
+            deps,
+            replication::StatusInput {
+                migration_id: id.to_string(),
+                since: None,
+                exact_check: true,
+            },
+        )
+        .await
+        .expect("status");
+        if s.ready {
+            return s.exact_check.expect("a comparison ran for the cutover");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the comparison did not end: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Cuts over the env's migration (worker running, phases walked, traffic on AWS); returns the
+/// execution ARN and the worker.
+async fn cut_over(e: &Env) -> (String, Child) {
+    let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
+    let (exec, spec) = preflight_passed(e).await;
+    config_sync::run(deps, mref(&id)).await.expect("config");
+    replication::start(deps, mref(&id)).await.expect("start");
+    let worker = spawn_worker(&id, e.store.table());
+    wait_for("the worker to catch up", 90, || async {
+        replication::status(deps, mref(&id))
+            .await
+            .expect("status")
+            .ready
+    })
+    .await;
+    walk(
+        store,
+        &id,
+        &[
+            Phase::Verifying,
+            Phase::AwaitingTrafficApproval,
+            Phase::ShiftingTraffic,
+            Phase::AwaitingCutoverApproval,
+        ],
+    )
+    .await;
+    deps.router
+        .set_weights(&spec.traffic, Weights::for_aws_percent(100))
+        .await
+        .expect("weights");
+    cutover::run(deps, mref(&id)).await.expect("cutover");
+    (exec, worker)
+}
+
+/// The comparison through the two snapshots taken inside the freeze finds a row deleted on the
+/// target while the worker drained (the rehearsal's damage fault), names its table and key,
+/// audits it, and the rollback-window gate's prompt leads with the alarm. Without the fault
+/// the same comparison finds both sides equal.
+#[tokio::test]
+async fn the_exact_comparison_after_the_cutover_catches_a_row_damaged_during_the_drain() {
+    let mut e = env("xck_", Some("cutover:damage_target")).await;
+    // No count check inside the freeze (it would catch a missing row and undo the cutover).
+    e.spec_json["cutover"]["verify"] = "none".into();
+    let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
+    let (_, mut worker) = cut_over(&e).await;
+    let check = exact_check_done(deps, &id).await;
+    eprintln!("{check:?}");
+    assert_eq!(check.state, ferry_core::state::DrainCheckState::Different);
+    assert_eq!(check.tables_compared, 2);
+    assert_eq!(check.differences.len(), 1, "{check:?}");
+    let d = &check.differences[0];
+    assert_eq!(d.table, "public.events");
+    assert_eq!((d.source_rows, d.target_rows), (3000, 2999));
+    assert_eq!(d.keys.len(), 1);
+    let audit = store.audit_log(&id).await.expect("audit");
+    assert!(audit.iter().any(|a| a.action == "drain_check"
+        && a.outcome == ferry_core::state::Outcome::Failed
+        && a.detail["differences"][0]["keys"][0] == d.keys[0].as_str()));
+
+    let gk = Gatekeeper::new().await;
+    let (_, token) = gk.waiting_execution().await;
+    approval::request(
+        deps,
+        approval::RequestInput {
+            migration_id: id.clone(),
+            gate: Gate::Finish,
+            task_token: token,
+        },
+    )
+    .await
+    .expect("the rollback-window gate");
+    let posted = e.sink.requests();
+    let prompt = posted
+        .iter()
+        .rev()
+        .find(|(p, _)| p == "/slack-webhook")
+        .map(|(_, b)| b.clone())
+        .expect("the gate's Slack prompt");
+    for part in ["ALARM", "public.events", "DIFFERENT"] {
+        assert!(prompt.contains(part), "{part} not in the prompt: {prompt}");
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
 }

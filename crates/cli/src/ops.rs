@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use ferry_core::{
     MigrationStore,
     approval::{self, Decision},
-    state::{ApprovalStatus, Gate},
+    state::{ApprovalStatus, DrainCheck, Gate},
     traffic::TrafficRouter,
 };
 use ferry_steps::facts::{self, CutoverFact};
@@ -93,6 +93,38 @@ fn windows(c: &CutoverFact, lead: &str) -> String {
     }
 }
 
+/// Verify's figures and the exact comparison of the last drained freeze, one line each.
+async fn checks(store: &ferry_aws::DynamoStore, id: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(v) = facts::get::<ferry_steps::verify::Output>(store, id, facts::VERIFY).await? {
+        out.push(format!(
+            "verify: {} tables, {} rows compared; {} key(s) rechecked, {} tolerated in flight{}; {:.1} s",
+            v.tables,
+            v.source_rows,
+            v.keys_rechecked,
+            v.keys_tolerated,
+            if v.in_flight.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", v.in_flight.join(", "))
+            },
+            v.duration_ms as f64 / 1000.0
+        ));
+    }
+    if let Some(c) = facts::get::<DrainCheck>(store, id, facts::DRAIN_CHECK).await? {
+        out.push(format!(
+            "exact comparison after the {} drain: {}",
+            if c.direction == "forward" {
+                "cutover"
+            } else {
+                "rollback"
+            },
+            c.summary(chrono::Utc::now())
+        ));
+    }
+    Ok(out)
+}
+
 /// `ferry status <id>`: phase, copy progress, lag, weights, gates, freeze window.
 pub async fn status(id: &str) -> anyhow::Result<String> {
     let aws = ferry_aws::sdk_config().await;
@@ -139,6 +171,10 @@ pub async fn status(id: &str) -> anyhow::Result<String> {
     }
     if let Some(c) = facts::get::<CutoverFact>(&store, id, facts::CUTOVER).await? {
         out.push_str(&format!("cutover: {}{}\n", c.state, windows(&c, " — ")));
+    }
+    for line in checks(&store, id).await? {
+        out.push_str(&line);
+        out.push('\n');
     }
     Ok(out)
 }
@@ -247,6 +283,9 @@ pub async fn report(id: &str) -> anyhow::Result<String> {
                 );
             }
         }
+    }
+    for line in checks(&store, id).await? {
+        md.push_str(&format!("- {line}\n"));
     }
     md.push_str("\n| time (UTC) | step | who | action | outcome | detail |\n| --- | --- | --- | --- | --- | --- |\n");
     for e in &events {

@@ -257,6 +257,123 @@ pub enum Appended {
     AlreadyRecorded,
 }
 
+/// The fact name under which the worker keeps [`DrainCheck`].
+pub const DRAIN_CHECK_FACT: &str = "drain_check";
+
+/// Where an exact comparison of a drained freeze stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainCheckState {
+    /// Comparing through the two snapshots.
+    Running,
+    /// Every table compared: both sides held the same rows.
+    Equal,
+    /// Rows differ (see `differences`): an alarm, put to the operator at the rollback gate.
+    Different,
+    /// Stopped at its time limit before every table was compared (no difference found in
+    /// the tables it did compare).
+    Incomplete,
+    /// The worker that held the snapshots ended, or a query failed (see `error`).
+    Interrupted,
+}
+
+impl DrainCheckState {
+    /// Whether the comparison has ended.
+    pub fn finished(self) -> bool {
+        self != DrainCheckState::Running
+    }
+}
+
+/// One table that differed in an exact comparison.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainDifference {
+    /// `schema.name`.
+    pub table: String,
+    /// Rows on the source (Heroku) side.
+    pub source_rows: i64,
+    /// Rows on the target (RDS) side.
+    pub target_rows: i64,
+    /// The first differing keys (canonical texts: JSON arrays of key values; no row values).
+    pub keys: Vec<String>,
+}
+
+/// The exact comparison of a drained freeze: inside the freeze, once every change up to the
+/// frozen position was applied, the worker took a snapshot on each side (both hold the same
+/// rows by construction); after the freeze it compares every table through them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainCheck {
+    /// The drain position the snapshots were taken at.
+    pub position: String,
+    /// `forward` (cutover) or `reverse` (rollback after cutover).
+    pub direction: String,
+    /// The worker holding the snapshots (its epoch).
+    pub worker_epoch: u64,
+    /// Where it stands.
+    pub state: DrainCheckState,
+    /// When the snapshots were taken.
+    pub snapshots_at: DateTime<Utc>,
+    /// How long taking both snapshots took (inside the freeze), in milliseconds.
+    pub snapshot_ms: u64,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Tables to compare.
+    pub tables_total: usize,
+    /// Tables compared.
+    pub tables_compared: usize,
+    /// Rows compared (source side).
+    pub rows_compared: i64,
+    /// Tables that differed.
+    pub differences: Vec<DrainDifference>,
+    /// Why it was interrupted.
+    pub error: Option<String>,
+}
+
+impl DrainCheck {
+    /// Seconds the snapshots were (or have been) held.
+    pub fn held_seconds(&self, now: DateTime<Utc>) -> f64 {
+        (self.finished_at.unwrap_or(now) - self.snapshots_at).num_milliseconds() as f64 / 1000.0
+    }
+
+    /// One line for a status, a report or a gate message.
+    pub fn summary(&self, now: DateTime<Utc>) -> String {
+        let held = self.held_seconds(now);
+        match self.state {
+            DrainCheckState::Running => format!(
+                "running: {}/{} tables compared, {} rows, snapshots held {held:.0} s",
+                self.tables_compared, self.tables_total, self.rows_compared
+            ),
+            DrainCheckState::Equal => format!(
+                "equal: {} tables, {} rows compared in {held:.1} s; snapshots taken in {} ms inside the freeze",
+                self.tables_compared, self.rows_compared, self.snapshot_ms
+            ),
+            DrainCheckState::Different => format!(
+                "DIFFERENT: {}",
+                self.differences
+                    .iter()
+                    .map(|d| format!(
+                        "{} (source {} rows, target {}; keys {})",
+                        d.table,
+                        d.source_rows,
+                        d.target_rows,
+                        d.keys.join(" ")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            DrainCheckState::Incomplete => format!(
+                "incomplete: stopped at its time limit after {}/{} tables ({} rows, no difference in those)",
+                self.tables_compared, self.tables_total, self.rows_compared
+            ),
+            DrainCheckState::Interrupted => format!(
+                "interrupted after {}/{} tables: {}",
+                self.tables_compared,
+                self.tables_total,
+                self.error.as_deref().unwrap_or("the worker ended")
+            ),
+        }
+    }
+}
+
 /// What the replication worker is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -488,7 +488,7 @@ impl Replicator {
             &self.source,
             &self.target,
             &self.tables,
-            self.cfg.rows_per_chunk,
+            verify::ROWS_PER_BUCKET,
         )
         .await
     }

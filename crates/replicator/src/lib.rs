@@ -9,6 +9,7 @@ pub mod apply;
 pub mod bookkeeping;
 pub mod capture;
 pub mod copy;
+pub mod drain_check;
 pub mod engine;
 mod error;
 mod pipe;

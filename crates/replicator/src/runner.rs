@@ -11,13 +11,17 @@ use chrono::Utc;
 use ferry_core::{
     StepErrorName,
     metrics::{Metric, MetricSink, Unit},
-    state::{WorkerCommand, WorkerPhase, WorkerProgress},
+    state::{
+        AuditEvent, DRAIN_CHECK_FACT, DrainCheck, DrainCheckState, Outcome, WorkerCommand,
+        WorkerPhase, WorkerProgress,
+    },
     store::{MigrationStore, StoreError},
 };
 
 use crate::{
     ReplError,
     copy::CopyProgress,
+    drain_check::{self, Report},
     engine::{Config, Replicator, Status},
 };
 
@@ -40,6 +44,8 @@ pub struct RunnerConfig {
     pub replicator: Config,
     /// Where the heartbeat's EMF metric lines go (stdout in the ECS task).
     pub metrics: Arc<dyn MetricSink>,
+    /// The time limit of the exact comparison after a drain (None: not run).
+    pub drain_check: Option<Duration>,
 }
 
 /// How the run ended.
@@ -242,7 +248,9 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
     let mut schema_block: Option<Vec<String>> = None;
     let mut fks_validated = false;
     let mut paused_by_command = false;
+    let mut check = Checker::default();
     loop {
+        check.poll(beat.store, cfg).await?;
         if last_command.elapsed() >= cfg.command_poll {
             last_command = Instant::now();
             if let Some(cmd) = beat.store.command(&cfg.migration_id).await?
@@ -264,8 +272,12 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                         };
                         drain_target = Some(target);
                         beat.drained_to = None;
+                        check.prepare(cfg).await;
                     }
                     WorkerCommand::Stop { cleanup } => {
+                        check
+                            .stop(beat.store, cfg, "the worker was stopped")
+                            .await?;
                         if cleanup {
                             rep.cleanup().await?;
                         }
@@ -322,11 +334,15 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
             && !beat.paused
             && rep.drained_to(target).await?
         {
+            // Snapshots first: once the drain is reported, the cutover makes the target
+            // writable.
+            let snapshots = check.take(target, &rep, beat.epoch).await;
             beat.drained_to = Some(target.to_string());
             drain_target = None;
             if !beat.write(phase(&rep), &rep.status().await?).await? {
                 return Ok(Exit::Superseded);
             }
+            check.start(beat.store, cfg, &rep, snapshots).await?;
         }
         if beat.due() && !beat.write(phase(&rep), &rep.status().await?).await? {
             return Ok(Exit::Superseded);
@@ -342,5 +358,259 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
             }
             tokio::time::sleep(cfg.idle).await;
         }
+    }
+}
+
+/// The exact comparison after a drain (see [`drain_check`]): sessions connected when the drain
+/// is commanded, snapshots taken when it completes, the comparison run as a task whose reports
+/// the loop turns into the `drain_check` fact, an audit entry and metrics.
+#[derive(Default)]
+struct Checker {
+    sessions: Option<drain_check::Sessions>,
+    running: Option<Running>,
+}
+
+struct Running {
+    fact: DrainCheck,
+    written: Option<serde_json::Value>,
+    last_write: Instant,
+    reports: tokio::sync::mpsc::Receiver<Report>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checker {
+    /// Connects the two sessions (outside the freeze). A failure only means no comparison.
+    async fn prepare(&mut self, cfg: &RunnerConfig) {
+        if cfg.drain_check.is_none() {
+            return;
+        }
+        match drain_check::Sessions::connect(&cfg.replicator.source, &cfg.replicator.target).await {
+            Ok(s) => self.sessions = Some(s),
+            Err(e) => tracing::warn!(error = %e, "no exact comparison after this drain"),
+        }
+    }
+
+    /// Takes the snapshots, the drain being complete.
+    async fn take(
+        &mut self,
+        position: &str,
+        rep: &Replicator,
+        epoch: u64,
+    ) -> Option<(drain_check::Snapshots, DrainCheck)> {
+        let sessions = self.sessions.take()?;
+        match sessions.take().await {
+            Ok(s) => {
+                let fact = DrainCheck {
+                    position: position.to_string(),
+                    direction: if rep.is_reverse() {
+                        "reverse"
+                    } else {
+                        "forward"
+                    }
+                    .into(),
+                    worker_epoch: epoch,
+                    state: DrainCheckState::Running,
+                    snapshots_at: s.taken_at,
+                    snapshot_ms: s.took.as_millis() as u64,
+                    finished_at: None,
+                    tables_total: rep.tables().iter().filter(|t| t.is_capture_unit()).count(),
+                    tables_compared: 0,
+                    rows_compared: 0,
+                    differences: Vec::new(),
+                    error: None,
+                };
+                Some((s, fact))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the snapshots; no exact comparison");
+                None
+            }
+        }
+    }
+
+    /// Starts comparing (after the drain was reported), replacing an earlier comparison.
+    async fn start(
+        &mut self,
+        store: &dyn MigrationStore,
+        cfg: &RunnerConfig,
+        rep: &Replicator,
+        taken: Option<(drain_check::Snapshots, DrainCheck)>,
+    ) -> Result<(), StoreError> {
+        let (Some((snapshots, fact)), Some(limit)) = (taken, cfg.drain_check) else {
+            return Ok(());
+        };
+        self.stop(store, cfg, "a newer drain replaced it").await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let tables = rep.tables().to_vec();
+        let task = tokio::spawn(snapshots.compare(tables, limit, tx));
+        let mut running = Running {
+            fact,
+            written: None,
+            last_write: Instant::now(),
+            reports: rx,
+            task,
+        };
+        running.write(store, cfg).await?;
+        self.running = Some(running);
+        Ok(())
+    }
+
+    /// Takes in what the comparison reported; writes the fact now and then, and at the end.
+    async fn poll(
+        &mut self,
+        store: &dyn MigrationStore,
+        cfg: &RunnerConfig,
+    ) -> Result<(), StoreError> {
+        let Some(r) = self.running.as_mut() else {
+            return Ok(());
+        };
+        let mut changed = false;
+        while let Ok(report) = r.reports.try_recv() {
+            changed = true;
+            let f = &mut r.fact;
+            match report {
+                Report::Table { rows, difference } => {
+                    f.tables_compared += 1;
+                    f.rows_compared += rows;
+                    f.differences.extend(difference);
+                }
+                Report::Done if f.differences.is_empty() => f.state = DrainCheckState::Equal,
+                Report::Done => f.state = DrainCheckState::Different,
+                Report::TimedOut if f.differences.is_empty() => {
+                    f.state = DrainCheckState::Incomplete
+                }
+                Report::TimedOut => f.state = DrainCheckState::Different,
+                Report::Failed(e) => {
+                    f.state = DrainCheckState::Interrupted;
+                    f.error = Some(e);
+                }
+            }
+        }
+        if r.task.is_finished() && !r.fact.state.finished() {
+            r.fact.state = DrainCheckState::Interrupted;
+            r.fact.error = Some("the comparison task ended early".into());
+        }
+        if r.fact.state.finished() {
+            r.fact.finished_at = Some(Utc::now());
+            let done = self.running.take();
+            if let Some(mut done) = done {
+                done.write(store, cfg).await?;
+                done.finished(store, cfg).await?;
+            }
+        } else if changed && r.last_write.elapsed() >= Duration::from_secs(5) {
+            r.write(store, cfg).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a running comparison (worker stopping, or a newer drain).
+    async fn stop(
+        &mut self,
+        store: &dyn MigrationStore,
+        cfg: &RunnerConfig,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(mut r) = self.running.take() {
+            r.task.abort();
+            r.fact.state = DrainCheckState::Interrupted;
+            r.fact.error = Some(why.to_string());
+            r.fact.finished_at = Some(Utc::now());
+            r.write(store, cfg).await?;
+            r.finished(store, cfg).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Running {
+    async fn write(
+        &mut self,
+        store: &dyn MigrationStore,
+        cfg: &RunnerConfig,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_value(&self.fact).unwrap_or_default();
+        for _ in 0..5 {
+            // The worker is the only writer; a step may have marked it interrupted.
+            let current = match &self.written {
+                Some(v) => Some(v.clone()),
+                None => store.fact(&cfg.migration_id, DRAIN_CHECK_FACT).await?,
+            };
+            if store
+                .swap_fact(
+                    &cfg.migration_id,
+                    DRAIN_CHECK_FACT,
+                    current.as_ref(),
+                    &value,
+                )
+                .await?
+            {
+                self.written = Some(value);
+                self.last_write = Instant::now();
+                return Ok(());
+            }
+            self.written = None;
+        }
+        tracing::warn!("the drain_check fact kept changing; not written");
+        Ok(())
+    }
+
+    /// The audit entry and the metrics of an ended comparison; a difference is an alarm.
+    async fn finished(
+        &self,
+        store: &dyn MigrationStore,
+        cfg: &RunnerConfig,
+    ) -> Result<(), StoreError> {
+        let f = &self.fact;
+        let now = Utc::now();
+        let outcome = match f.state {
+            DrainCheckState::Equal => Outcome::Succeeded,
+            DrainCheckState::Different => Outcome::Failed,
+            _ => Outcome::Info,
+        };
+        if f.state == DrainCheckState::Different {
+            tracing::error!(summary = %f.summary(now), "ALARM: the exact comparison after the drain found differences");
+        }
+        let detail = serde_json::json!({
+            "state": f.state,
+            "direction": f.direction,
+            "position": f.position,
+            "tables_compared": f.tables_compared,
+            "tables_total": f.tables_total,
+            "rows_compared": f.rows_compared,
+            "differences": f.differences,
+            "snapshot_ms": f.snapshot_ms,
+            "held_seconds": f.held_seconds(now),
+            "error": f.error,
+        });
+        store
+            .append_audit(
+                &cfg.migration_id,
+                &AuditEvent::new(
+                    now,
+                    "worker",
+                    "ferry:worker",
+                    "drain_check",
+                    outcome,
+                    detail,
+                ),
+            )
+            .await?;
+        cfg.metrics.emit(
+            &cfg.migration_id,
+            "worker",
+            &[
+                Metric::new(
+                    "DrainCheckDifferences",
+                    f.differences.len() as f64,
+                    Unit::Count,
+                ),
+                Metric::new(
+                    "DrainCheckSnapshotHeldSeconds",
+                    f.held_seconds(now),
+                    Unit::Seconds,
+                ),
+            ],
+        );
+        Ok(())
     }
 }

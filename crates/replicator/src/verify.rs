@@ -1,8 +1,14 @@
 //! Verification: per table, row count and an order-independent checksum (the sum of a 64-bit
-//! hash of every row's text), computed in key-range chunks on both sides, so a mismatch names
-//! the ranges to look at.
+//! hash of every row's text) per bucket of rows, computed on both sides; a bucket that differs
+//! is then narrowed to the keys whose rows differ (keys only, never row values).
+//!
+//! Buckets are key ranges for a table with one integer key (the index serves the narrowing)
+//! and slices of the md5 of the key text otherwise (uuid, text and composite keys,
+//! partitioned tables alike). Keys travel as their canonical text — a JSON array of each key
+//! column's text, e.g. `["7", "2026-01-01"]` — the same on both sides and in the capture's
+//! lists of changes waiting (see [`canonical_keys`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ferry_pg::catalog::{Table, quote_ident};
 use serde::Serialize;
@@ -10,12 +16,84 @@ use tokio_postgres::Client;
 
 use crate::error::{ReplError, ReplResult};
 
-/// One chunk whose count or checksum differs.
+/// Rows per bucket aimed at: a differing bucket costs this many rows to narrow.
+pub const ROWS_PER_BUCKET: i64 = 1_000;
+/// At most this many buckets per table (bigger tables get bigger buckets).
+const MAX_BUCKETS: i64 = 200_000;
+/// At most this many differing buckets of one table are narrowed to keys in one pass.
+pub const MAX_NARROWED_BUCKETS: usize = 2_000;
+
+/// Pins the session settings that decide how values print (time zone, date and interval
+/// styles, float digits, bytea), so a row's text — and so its hash — is the same on two
+/// servers whose defaults differ.
+pub async fn normalise_session(client: &Client) -> ReplResult<()> {
+    client
+        .batch_execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';
+             SET extra_float_digits = 3; SET bytea_output = 'hex';",
+        )
+        .await
+        .map_err(ReplError::sql(
+            "set the comparison session's output settings",
+        ))
+}
+
+/// How a table's rows are put in buckets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Buckets {
+    /// `[min + b·step, min + (b+1)·step)` of the single integer key.
+    Range {
+        /// The key column.
+        key: String,
+        /// The smallest key on the source.
+        min: i64,
+        /// Keys per bucket.
+        step: i64,
+    },
+    /// The first 60 bits of the md5 of the key's text, modulo `n`.
+    Hash {
+        /// How many buckets.
+        n: i64,
+    },
+}
+
+impl Buckets {
+    /// The bucket of a row (of `alias`, or the table's own columns), as SQL.
+    fn expr(&self, t: &Table, alias: Option<&str>) -> ReplResult<String> {
+        Ok(match self {
+            Buckets::Range { key, min, step } => format!(
+                "floor(({}{k}::numeric - {min}) / {step})::bigint",
+                alias.map(|a| format!("{a}.")).unwrap_or_default(),
+                k = quote_ident(key)
+            ),
+            Buckets::Hash { n } => format!(
+                "(('x' || substr(md5({}), 1, 15))::bit(60)::bigint % {n})",
+                key_text(t, alias)?
+            ),
+        })
+    }
+
+    /// The key range of bucket `b` (range buckets only).
+    pub fn range(&self, b: i64) -> Option<(i64, i64)> {
+        match self {
+            Buckets::Range { min, step, .. } => Some((
+                min.saturating_add(b.saturating_mul(*step)),
+                min.saturating_add(b.saturating_add(1).saturating_mul(*step)),
+            )),
+            Buckets::Hash { .. } => None,
+        }
+    }
+}
+
+/// One bucket whose count or checksum differs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChunkMismatch {
-    /// Inclusive lower key bound (None: the whole table).
+    /// The bucket.
+    pub bucket: i64,
+    /// Inclusive lower key bound (range buckets).
     pub lo: Option<i64>,
-    /// Exclusive upper key bound.
+    /// Exclusive upper key bound (range buckets).
     pub hi: Option<i64>,
     /// Rows on the source.
     pub source_rows: i64,
@@ -32,7 +110,9 @@ pub struct TableCheck {
     pub source_rows: i64,
     /// Rows on the target.
     pub target_rows: i64,
-    /// The first mismatching chunks (at most 10), empty when equal.
+    /// How the rows were bucketed.
+    pub buckets: Buckets,
+    /// Every differing bucket (empty when equal).
     pub mismatches: Vec<ChunkMismatch>,
 }
 
@@ -41,65 +121,101 @@ impl TableCheck {
     pub fn equal(&self) -> bool {
         self.mismatches.is_empty()
     }
+
+    /// The differing buckets' ids.
+    pub fn differing(&self) -> Vec<i64> {
+        self.mismatches.iter().map(|m| m.bucket).collect()
+    }
 }
 
-/// Compares every capture unit (plain tables and partition roots) of `tables`.
+/// Compares every capture unit (plain tables and partition roots) of `tables`, bucket by
+/// bucket (about `rows_per_bucket` rows each).
 pub async fn verify(
     source: &Client,
     target: &Client,
     tables: &[Table],
-    rows_per_chunk: i64,
+    rows_per_bucket: i64,
 ) -> ReplResult<Vec<TableCheck>> {
     let mut out = Vec::new();
     for t in tables.iter().filter(|t| t.is_capture_unit()) {
-        out.push(verify_table(source, target, t, rows_per_chunk.max(1)).await?);
+        out.push(verify_table(source, target, t, rows_per_bucket.max(1)).await?);
     }
     Ok(out)
 }
 
-/// For a table with an integer key: the keys whose rows differ between source and target,
-/// among `keys` (or, without them, in `[lo, hi)`). Used to tell rows in flight (they converge
-/// once applied) from real differences.
-pub async fn differing_keys(
-    source: &Client,
-    target: &Client,
-    t: &Table,
-    range: (i64, i64),
-    keys: Option<&[i64]>,
-) -> ReplResult<Vec<i64>> {
-    let Some(key) = t.integer_key() else {
+/// A key's canonical text as SQL: `jsonb_build_array(k1::text, …)::text` over the primary key
+/// of `row` (a row alias, or the table's own columns).
+pub fn key_text(t: &Table, row: Option<&str>) -> ReplResult<String> {
+    if t.primary_key.is_empty() {
         return Err(ReplError::State(format!(
-            "{} has no integer key to compare row by row",
+            "{} has no primary key to compare rows by; preflight reports this as a blocker",
             t.display_name()
         )));
-    };
-    let row_hash = row_md5(t);
-    let k = quote_ident(key);
-    let filter = match keys {
-        Some(_) => format!("{k} = ANY($1::bigint[])"),
-        None => format!("{k} >= $1::bigint AND {k} < $2::bigint"),
-    };
-    let sql = format!(
-        "SELECT {k}::bigint, {row_hash} FROM {q} WHERE {filter}",
-        q = t.qualified()
-    );
-    let what = format!("compare rows of {}", t.display_name());
-    let (a, b) = tokio::try_join!(
-        row_hashes(source, &sql, &what, range, keys),
-        row_hashes(target, &sql, &what, range, keys)
-    )?;
-    let mut out: Vec<i64> = a
+    }
+    let cols: Vec<String> = t
+        .primary_key
         .iter()
-        .filter(|(k, h)| b.get(k) != Some(h))
-        .map(|(k, _)| *k)
-        .chain(b.keys().filter(|k| !a.contains_key(k)).copied())
+        .map(|c| match row {
+            Some(r) => format!("{r}.{}::text", quote_ident(c)),
+            None => format!("{}::text", quote_ident(c)),
+        })
         .collect();
-    out.sort_unstable();
-    Ok(out)
+    Ok(format!(
+        "pg_catalog.jsonb_build_array({})::text",
+        cols.join(", ")
+    ))
+}
+
+/// The typed key columns of the JSON array `k` (a jsonb expression) as a SQL select list.
+fn typed_key(t: &Table, k: &str) -> ReplResult<Vec<String>> {
+    t.primary_key
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let col = t.column(name).ok_or_else(|| {
+                ReplError::State(format!(
+                    "primary-key column {name} of {} not found",
+                    t.display_name()
+                ))
+            })?;
+            Ok(format!("({k}->>{i})::{}", col.type_sql))
+        })
+        .collect()
+}
+
+/// The canonical texts of keys as a capture holds them (JSON arrays of typed values, from the
+/// trigger log, or of text, from logical decoding): each value goes through its column's type,
+/// so `[7]` and `["7"]` are the same key.
+pub async fn canonical_keys(
+    client: &Client,
+    t: &Table,
+    raw: &[serde_json::Value],
+) -> ReplResult<BTreeSet<String>> {
+    if raw.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let typed = typed_key(t, "k")?
+        .into_iter()
+        .map(|e| format!("{e}::text"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT DISTINCT pg_catalog.jsonb_build_array({typed})::text
+           FROM pg_catalog.jsonb_array_elements($1::text::jsonb) k"
+    );
+    let list = serde_json::Value::Array(raw.to_vec()).to_string();
+    let rows = client
+        .query(&sql, &[&list])
+        .await
+        .map_err(ReplError::sql(format!(
+            "read waiting keys of {}",
+            t.display_name()
+        )))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// The md5 of a row over every column (generated ones too: both sides compute them), the same
-/// expression for the chunk sums and the row-by-row comparison.
+/// expression for the bucket sums and the row-by-row comparison.
 fn row_md5(t: &Table) -> String {
     let cols = t
         .columns
@@ -110,93 +226,198 @@ fn row_md5(t: &Table) -> String {
     format!("md5(ROW({cols})::text)")
 }
 
-async fn row_hashes(
+/// Row hashes by canonical key of the rows of `keys` (canonical texts) on one side; a key
+/// without a row is absent. Looked up through the primary key.
+pub async fn row_hashes(
+    client: &Client,
+    t: &Table,
+    keys: &[String],
+) -> ReplResult<HashMap<String, String>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let typed = typed_key(t, "k::jsonb")?.join(", ");
+    let sql = format!(
+        "SELECT {kt}, {h} FROM {q} WHERE ({pk}) IN (SELECT {typed} FROM pg_catalog.unnest($1::text[]) k)",
+        kt = key_text(t, None)?,
+        h = row_md5(t),
+        q = t.qualified(),
+        pk = t.pk_list(),
+    );
+    let rows = client
+        .query(&sql, &[&keys])
+        .await
+        .map_err(ReplError::sql(format!(
+            "compare rows of {}",
+            t.display_name()
+        )))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The keys (canonical texts, sorted) whose rows differ between the two sides among the rows
+/// of `buckets` (at most [`MAX_NARROWED_BUCKETS`] of them: one pass per side).
+pub async fn differing_keys(
+    source: &Client,
+    target: &Client,
+    t: &Table,
+    scheme: &Buckets,
+    buckets: &[i64],
+) -> ReplResult<Vec<String>> {
+    let buckets = &buckets[..buckets.len().min(MAX_NARROWED_BUCKETS)];
+    if buckets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (kt, h, q) = (key_text(t, Some("t"))?, row_md5_of(t, "t"), t.qualified());
+    let what = format!("narrow the differences of {}", t.display_name());
+    let (a, b) = match scheme {
+        Buckets::Range { key, .. } => {
+            let (lo, hi): (Vec<i64>, Vec<i64>) =
+                buckets.iter().filter_map(|b| scheme.range(*b)).unzip();
+            let sql = format!(
+                "SELECT {kt}, {h} FROM unnest($1::bigint[], $2::bigint[]) r(lo, hi)
+                   JOIN {q} t ON t.{k} >= r.lo AND t.{k} < r.hi",
+                k = quote_ident(key)
+            );
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lo, &hi];
+            tokio::try_join!(
+                key_hashes(source, &sql, &params, &what),
+                key_hashes(target, &sql, &params, &what)
+            )?
+        }
+        Buckets::Hash { .. } => {
+            let sql = format!(
+                "SELECT {kt}, {h} FROM {q} t WHERE {b} = ANY($1::bigint[])",
+                b = scheme.expr(t, Some("t"))?
+            );
+            let list = buckets.to_vec();
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&list];
+            tokio::try_join!(
+                key_hashes(source, &sql, &params, &what),
+                key_hashes(target, &sql, &params, &what)
+            )?
+        }
+    };
+    Ok(diff_keys(&a, &b))
+}
+
+async fn key_hashes(
     client: &Client,
     sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     what: &str,
-    range: (i64, i64),
-    keys: Option<&[i64]>,
-) -> ReplResult<std::collections::HashMap<i64, String>> {
-    let rows = match keys {
-        Some(list) => client.query(sql, &[&list]).await,
-        None => client.query(sql, &[&range.0, &range.1]).await,
-    }
-    .map_err(ReplError::sql(what.to_string()))?;
+) -> ReplResult<HashMap<String, String>> {
+    let rows = client
+        .query(sql, params)
+        .await
+        .map_err(ReplError::sql(what.to_string()))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Keys whose hashes differ, or that one side lacks, sorted.
+pub fn diff_keys(a: &HashMap<String, String>, b: &HashMap<String, String>) -> Vec<String> {
+    let mut out: BTreeSet<String> = a
+        .iter()
+        .filter(|(k, h)| b.get(*k) != Some(*h))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+    out.into_iter().collect()
+}
+
+fn row_md5_of(t: &Table, alias: &str) -> String {
+    let cols = t
+        .columns
+        .iter()
+        .map(|c| format!("{alias}.{}", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("md5(ROW({cols})::text)")
+}
+
+/// How to bucket `t`, from the source's row count (and key bounds for an integer key).
+async fn bucketing(source: &Client, t: &Table, rows_per_bucket: i64) -> ReplResult<Buckets> {
+    let name = t.display_name();
+    let (bounds, count_sql) = match t.integer_key() {
+        Some(key) => (
+            true,
+            format!(
+                "SELECT min({k})::bigint, max({k})::bigint, count(*) FROM {q}",
+                k = quote_ident(key),
+                q = t.qualified()
+            ),
+        ),
+        None => (
+            false,
+            format!(
+                "SELECT NULL::bigint, NULL::bigint, count(*) FROM {}",
+                t.qualified()
+            ),
+        ),
+    };
+    let row = source
+        .query_one(&count_sql, &[])
+        .await
+        .map_err(ReplError::sql(format!("measure {name}")))?;
+    let (min, max, count): (Option<i64>, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+    let n = (count / rows_per_bucket).clamp(1, MAX_BUCKETS);
+    Ok(match (t.integer_key(), bounds, min, max) {
+        (Some(key), true, Some(min), Some(max)) => Buckets::Range {
+            key: key.to_string(),
+            min,
+            // Wide key spans: i128 so max − min cannot overflow.
+            step: ((i128::from(max) - i128::from(min)) / i128::from(n) + 1)
+                .clamp(1, i128::from(i64::MAX)) as i64,
+        },
+        (Some(key), true, _, _) => Buckets::Range {
+            key: key.to_string(),
+            min: 0,
+            step: i64::MAX,
+        },
+        _ => Buckets::Hash { n },
+    })
 }
 
 async fn verify_table(
     source: &Client,
     target: &Client,
     t: &Table,
-    rows_per_chunk: i64,
+    rows_per_bucket: i64,
 ) -> ReplResult<TableCheck> {
-    let row_hash = row_md5(t);
-    let hash = format!(
-        "coalesce(sum(('x' || substr({row_hash}, 1, 16))::bit(64)::bigint::numeric), 0)::text"
-    );
+    let scheme = bucketing(source, t, rows_per_bucket).await?;
     let name = t.display_name();
-    let (bucket, step, min) = match t.integer_key() {
-        Some(key) => {
-            let row = source
-                .query_one(
-                    &format!(
-                        "SELECT min({k})::bigint, max({k})::bigint, count(*) FROM {q}",
-                        k = quote_ident(key),
-                        q = t.qualified()
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(ReplError::sql(format!("measure {name}")))?;
-            let (min, max, count): (Option<i64>, Option<i64>, i64) =
-                (row.get(0), row.get(1), row.get(2));
-            match (min, max) {
-                (Some(min), Some(max)) => {
-                    let n = (count / rows_per_chunk).max(1);
-                    let step = ((max - min) / n + 1).max(1);
-                    (
-                        format!(
-                            "floor(({} - {min})::numeric / {step})::bigint",
-                            quote_ident(key)
-                        ),
-                        step,
-                        min,
-                    )
-                }
-                _ => ("0::bigint".to_string(), 0, 0),
-            }
-        }
-        None => ("0::bigint".to_string(), 0, 0),
-    };
+    let hash = format!(
+        "coalesce(sum(('x' || substr({}, 1, 16))::bit(64)::bigint::numeric), 0)::text",
+        row_md5(t)
+    );
     let sql = format!(
         "SELECT {bucket} AS b, count(*), {hash} FROM {q} GROUP BY 1",
+        bucket = scheme.expr(t, None)?,
         q = t.qualified()
     );
     let (a, b) = tokio::try_join!(
         checksums(source, &sql, &name),
         checksums(target, &sql, &name)
     )?;
-    let mut mismatches = Vec::new();
-    let buckets: std::collections::BTreeSet<i64> = a.keys().chain(b.keys()).copied().collect();
-    for k in buckets {
-        let (sa, sb) = (a.get(&k), b.get(&k));
-        if sa != sb {
-            mismatches.push(ChunkMismatch {
-                lo: (step > 0).then(|| min + k * step),
-                hi: (step > 0).then(|| min + (k + 1) * step),
-                source_rows: sa.map_or(0, |x| x.0),
-                target_rows: sb.map_or(0, |x| x.0),
-            });
-        }
-        if mismatches.len() >= 10 {
-            break;
-        }
-    }
+    let buckets: BTreeSet<i64> = a.keys().chain(b.keys()).copied().collect();
+    let mismatches = buckets
+        .into_iter()
+        .filter(|k| a.get(k) != b.get(k))
+        .map(|k| {
+            let range = scheme.range(k);
+            ChunkMismatch {
+                bucket: k,
+                lo: range.map(|r| r.0),
+                hi: range.map(|r| r.1),
+                source_rows: a.get(&k).map_or(0, |x| x.0),
+                target_rows: b.get(&k).map_or(0, |x| x.0),
+            }
+        })
+        .collect();
     Ok(TableCheck {
         table: name,
         source_rows: a.values().map(|x| x.0).sum(),
         target_rows: b.values().map(|x| x.0).sum(),
+        buckets: scheme,
         mismatches,
     })
 }
@@ -219,6 +440,48 @@ async fn checksums(
             )
         })
         .collect())
+}
+
+/// Keys named per table at most, in an exact comparison's result.
+pub const MAX_NAMED_KEYS: usize = 20;
+
+/// One table of an exact comparison (both sides read at states that must be equal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ExactTable {
+    /// `schema.name`.
+    pub table: String,
+    /// Rows on the source.
+    pub source_rows: i64,
+    /// Rows on the target.
+    pub target_rows: i64,
+    /// Differing keys (canonical texts), at most [`MAX_NAMED_KEYS`].
+    pub keys: Vec<String>,
+    /// Differing buckets found (each holds at least one differing key).
+    pub differing_buckets: usize,
+}
+
+/// Compares `t` with no tolerance: buckets, then the differing buckets' keys. For two
+/// sessions that read fixed states (the exported snapshots of a drained freeze).
+pub async fn compare_exact(
+    source: &Client,
+    target: &Client,
+    t: &Table,
+    rows_per_bucket: i64,
+) -> ReplResult<ExactTable> {
+    let check = verify_table(source, target, t, rows_per_bucket.max(1)).await?;
+    let mut keys = if check.equal() {
+        Vec::new()
+    } else {
+        differing_keys(source, target, t, &check.buckets, &check.differing()).await?
+    };
+    keys.truncate(MAX_NAMED_KEYS);
+    Ok(ExactTable {
+        table: check.table,
+        source_rows: check.source_rows,
+        target_rows: check.target_rows,
+        keys,
+        differing_buckets: check.mismatches.len(),
+    })
 }
 
 /// Sets every source sequence on the target to the source's value plus `gap`, never lowering

@@ -12,7 +12,7 @@ use ferry_core::{
     approval::{self, Decision},
     cloud::{CloudError, Service},
     signing::{self, LinkClaims},
-    state::{ApprovalRequest, ApprovalStatus, Gate, Phase},
+    state::{ApprovalRequest, ApprovalStatus, DrainCheckState, Gate, Phase},
     traffic::Weights,
 };
 use serde::{Deserialize, Serialize};
@@ -97,8 +97,21 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
             Weights::aws_share_percent(w)
         ));
     }
+    let mut alarm = String::new();
+    if input.gate == Gate::Finish
+        && let (_, Some(check)) =
+            crate::replication::exact_check(deps, spec, progress.as_ref()).await?
+    {
+        facts_line.push_str(&format!(
+            " Exact comparison of the cutover: {}.",
+            check.summary(Utc::now())
+        ));
+        if check.state == DrainCheckState::Different {
+            alarm = "ALARM: the exact comparison of the cutover found rows that differ between Heroku Postgres and RDS at the frozen position (tables and keys below). The reverse stream keeps Heroku Postgres in sync with every write made on AWS since, so rejecting (rolling back) loses nothing; look at these keys before you approve.\n\n".into();
+        }
+    }
     let mut message = format!(
-        "Ferry migration {id} of Heroku app {} asks you to {what}.\n\n{explain}\n\n{facts_line}\n",
+        "{alarm}Ferry migration {id} of Heroku app {} asks you to {what}.\n\n{explain}\n\n{facts_line}\n",
         spec.heroku.app
     );
     let expires = Utc::now().timestamp() + i64::from(spec.timing.approval_timeout_hours) * 3600;
@@ -140,7 +153,8 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
     notified.push("sns".to_string());
     if let Some(param) = &spec.approvals.slack_webhook_param {
         let webhook = deps.params.get(param).await?;
-        post_slack(deps, &webhook, id, input.gate, what, explain, &facts_line).await?;
+        let explain = format!("{alarm}{explain}");
+        post_slack(deps, &webhook, id, input.gate, what, &explain, &facts_line).await?;
         notified.push("slack".to_string());
     }
     Ok(Requested {

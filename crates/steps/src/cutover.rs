@@ -184,6 +184,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let (ended, paused) = freeze_source(deps, spec, &source, &roles, &mut clock).await?;
     let parts = Frozen {
         rep: &rep,
+        target: &target,
         heroku: &heroku,
         fault: fault.as_deref(),
         paused: &paused,
@@ -346,6 +347,8 @@ async fn succeeded(deps: &Deps, id: &str, out: &Output, ended: u64) -> StepResul
 /// What the frozen part works with.
 struct Frozen<'a> {
     rep: &'a Replicator,
+    /// The target, for the rehearsal's damage fault.
+    target: &'a Client,
     heroku: &'a HerokuClient,
     fault: Option<&'a str>,
     /// The endpoint tasks paused before the freeze: the ones retargeted inside it.
@@ -363,6 +366,7 @@ async fn frozen_part(
     let id = &spec.migration_id;
     let Frozen {
         rep,
+        target,
         heroku,
         fault,
         paused,
@@ -383,6 +387,9 @@ async fn frozen_part(
                 Utc::now(),
             )
             .await?;
+        if fault == Some("cutover:damage_target") {
+            damage_target(target).await?;
+        }
         let deadline = Instant::now()
             + std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
         loop {
@@ -449,6 +456,47 @@ async fn frozen_part(
         clock.mark("endpoint_retargeted");
     }
     Ok((sequences, counts))
+}
+
+/// The rehearsal's `cutover:damage_target` fault: while the worker drains, one row of the
+/// first table (by name) that has rows and that no foreign key references is deleted on the
+/// target behind the worker's back — what the exact comparison after the freeze must catch.
+async fn damage_target(target: &Client) -> StepResult<()> {
+    let rows = target
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'r' AND NOT c.relispartition
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'ferry')
+                AND n.nspname NOT LIKE 'pg\\_%'
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint f
+                                 WHERE f.contype = 'f' AND f.confrelid = c.oid)
+              ORDER BY n.nspname, c.relname",
+            &[],
+        )
+        .await
+        .map_err(|source| ferry_pg::PgError::Query {
+            what: "list the target's tables (damage fault)",
+            source,
+        })?;
+    for r in rows {
+        let table: String = r.get(0);
+        let n = target
+            .execute(
+                &format!("DELETE FROM {table} WHERE ctid = (SELECT ctid FROM {table} LIMIT 1)"),
+                &[],
+            )
+            .await
+            .map_err(|source| ferry_pg::PgError::Query {
+                what: "delete a target row (damage fault)",
+                source,
+            })?;
+        if n > 0 {
+            tracing::warn!(%table, "rehearsal fault: one row deleted on the target during the drain");
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Compares row counts of every table on both sides.

@@ -22,6 +22,11 @@ pub const CUTOVER: &str = "cutover";
 pub const ROLLBACK_FROM: &str = "rollback_from";
 /// [`DnsFact`].
 pub const DNS: &str = "dns";
+/// The last Verify's figures ([`crate::verify::Output`]).
+pub const VERIFY: &str = "verify";
+/// The exact comparison of the last drained freeze ([`ferry_core::state::DrainCheck`]),
+/// written by the worker.
+pub const DRAIN_CHECK: &str = ferry_core::state::DRAIN_CHECK_FACT;
 /// The final report ([`crate::decommission::Report`]).
 pub const REPORT: &str = "report";
 
@@ -218,6 +223,28 @@ pub async fn swap<T: Serialize>(
     Ok(store
         .swap_fact(migration_id, name, expected.as_ref(), &to_value(value))
         .await?)
+}
+
+/// Writes the fact whatever it held (last writer wins; for figures a step recomputes whole).
+pub async fn put<T: Serialize>(
+    store: &dyn MigrationStore,
+    migration_id: &str,
+    name: &str,
+    value: &T,
+) -> StepResult<()> {
+    let new = to_value(value);
+    for _ in 0..5 {
+        let current = store.fact(migration_id, name).await?;
+        if store
+            .swap_fact(migration_id, name, current.as_ref(), &new)
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(StepError::Input(format!(
+        "fact {name} kept changing while it was written; try again"
+    )))
 }
 
 #[cfg(test)]

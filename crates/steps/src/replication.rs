@@ -4,7 +4,7 @@
 //! stopped); after [`MAX_RESTARTS`] the migration fails.
 
 use chrono::Utc;
-use ferry_core::state::{Outcome, Phase, WorkerPhase};
+use ferry_core::state::{DrainCheck, DrainCheckState, Outcome, Phase, WorkerPhase};
 use ferry_pg::freeze;
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +133,9 @@ pub struct Status {
     pub heartbeat_age_seconds: Option<f64>,
     /// Worker restarts so far.
     pub restarts: u32,
+    /// After the cutover (`exact_check` asked): the exact comparison of the drained freeze.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_check: Option<DrainCheck>,
 }
 
 /// Checks the worker; restarts a dead one; fails when it cannot go on.
@@ -147,6 +150,10 @@ pub struct StatusInput {
     /// the cutover, so a worker that died during the gates gets the whole limit to catch up.
     #[serde(default)]
     pub since: Option<chrono::DateTime<Utc>>,
+    /// The check after the cutover: `ready` once the exact comparison of the drained freeze
+    /// has ended (or was not run), which the rollback-window gate then reports.
+    #[serde(default)]
+    pub exact_check: bool,
 }
 
 impl From<MigrationRef> for StatusInput {
@@ -154,6 +161,7 @@ impl From<MigrationRef> for StatusInput {
         Self {
             migration_id: r.migration_id,
             since: None,
+            exact_check: false,
         }
     }
 }
@@ -249,7 +257,16 @@ pub async fn status(deps: &Deps, input: impl Into<StatusInput>) -> StepResult<St
         lag_changes: progress.as_ref().and_then(|p| p.lag_changes),
         heartbeat_age_seconds: age,
         restarts,
+        exact_check: None,
     };
+    if input.exact_check {
+        let (ready, check) = exact_check(deps, spec, progress.as_ref()).await?;
+        return Ok(Status {
+            ready,
+            exact_check: check,
+            ..out
+        });
+    }
     if !ready && elapsed_hours > f64::from(spec.timing.catch_up_hours) {
         return Err(StepError::CatchUpTimeout {
             hours: spec.timing.catch_up_hours,
@@ -260,6 +277,50 @@ pub async fn status(deps: &Deps, input: impl Into<StatusInput>) -> StepResult<St
         });
     }
     Ok(out)
+}
+
+/// Whether the exact comparison of the cutover's drained freeze has ended (or none runs for
+/// it), and the comparison. One whose worker ended (a restarted worker holds no snapshot) or
+/// that outlived its limit is marked interrupted here. The worker records a comparison just
+/// after it reports the drain; for 30 s after the cutover a missing record means "not yet".
+pub async fn exact_check(
+    deps: &Deps,
+    spec: &ferry_core::MigrationSpec,
+    progress: Option<&ferry_core::state::WorkerProgress>,
+) -> StepResult<(bool, Option<DrainCheck>)> {
+    let store = deps.store.as_ref();
+    let id = &spec.migration_id;
+    let cutover: Option<facts::CutoverFact> = facts::get(store, id, facts::CUTOVER).await?;
+    let position = cutover.as_ref().and_then(|c| c.position.clone());
+    let check = facts::get::<DrainCheck>(store, id, facts::DRAIN_CHECK).await?;
+    let Some(mut check) =
+        check.filter(|c| Some(&c.position) == position.as_ref() && c.direction == "forward")
+    else {
+        let recent = cutover
+            .and_then(|c| c.timeline.last().map(|t| t.1))
+            .is_some_and(|at| (Utc::now() - at).num_seconds() < 30);
+        return Ok((spec.cutover.exact_check_seconds == 0 || !recent, None));
+    };
+    let limit = i64::from(spec.cutover.exact_check_seconds) + 300;
+    let now = Utc::now();
+    let gone = progress.is_none_or(|p| {
+        p.epoch != check.worker_epoch
+            || matches!(p.phase, WorkerPhase::Stopped | WorkerPhase::Failed)
+    });
+    if check.state == DrainCheckState::Running
+        && (gone || (now - check.snapshots_at).num_seconds() > limit)
+    {
+        let before = check.clone();
+        check.state = DrainCheckState::Interrupted;
+        check.finished_at = Some(now);
+        check.error = Some(if gone {
+            "the worker holding the snapshots ended".into()
+        } else {
+            "it outlived its time limit".into()
+        });
+        facts::swap(store, id, facts::DRAIN_CHECK, Some(&before), &check).await?;
+    }
+    Ok((check.state.finished(), Some(check)))
 }
 
 /// Hours the catch-up limit has run: from the worker's first start, or from `since` when that

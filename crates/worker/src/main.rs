@@ -57,6 +57,8 @@ async fn config(
     }
     Ok(RunnerConfig {
         metrics: std::sync::Arc::new(ferry_core::metrics::Stdout),
+        drain_check: (spec.cutover.exact_check_seconds > 0)
+            .then(|| Duration::from_secs(u64::from(spec.cutover.exact_check_seconds))),
         worker_id: std::env::var("FERRY_WORKER_ID")
             .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
         migration_id,

@@ -92,6 +92,11 @@ pub struct CutoverSpec {
     /// pausing; past it the cutover is undone and retried. 100-30000.
     #[serde(default = "default_pause_timeout_ms")]
     pub pause_timeout_ms: u32,
+    /// Time limit, in seconds, of the exact comparison the worker runs after the drain through
+    /// two snapshots taken inside the freeze (0 turns it off). The snapshots are held as long
+    /// as it runs, which keeps VACUUM from removing rows that die meanwhile. 0-86400.
+    #[serde(default = "default_exact_check_seconds")]
+    pub exact_check_seconds: u32,
 }
 
 /// How the app fleet is moved to the new database at cutover.
@@ -123,6 +128,10 @@ pub struct EndpointSpec {
     pub target_url_param: Option<String>,
 }
 
+fn default_exact_check_seconds() -> u32 {
+    3_600
+}
+
 fn default_pause_timeout_ms() -> u32 {
     2_000
 }
@@ -141,6 +150,7 @@ impl Default for CutoverSpec {
             verify: CutoverVerify::default(),
             endpoint: EndpointMode::default(),
             pause_timeout_ms: default_pause_timeout_ms(),
+            exact_check_seconds: default_exact_check_seconds(),
         }
     }
 }

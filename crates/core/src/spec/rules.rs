@@ -395,6 +395,14 @@ fn rollback_window(hours: u32, out: &mut Vec<Problem>) {
 
 fn cutover(s: &CutoverSpec, path: &str, out: &mut Vec<Problem>) {
     range(
+        s.exact_check_seconds,
+        0,
+        86_400,
+        &child(path, "exact_check_seconds"),
+        "seconds",
+        out,
+    );
+    range(
         s.pause_timeout_ms,
         100,
         30_000,

@@ -12,6 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use ferry_pg::catalog::{Table, quote_literal};
 use tokio_postgres::Client;
 
+use super::Waiting;
 use crate::{
     ChangeBatch, KeyChange,
     error::{ReplError, ReplResult},
@@ -83,6 +84,19 @@ pub async fn install(client: &Client, slot: &str, tables: &[Table]) -> ReplResul
             .map_err(ReplError::sql("create the replication slot"))?;
     }
     Ok(())
+}
+
+/// Whether `slot` exists in this database.
+pub async fn slot_exists(client: &Client, slot: &str) -> ReplResult<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots
+                             WHERE slot_name = $1 AND database = current_database())",
+            &[&slot],
+        )
+        .await
+        .map_err(ReplError::sql("look for the slot"))?
+        .get(0))
 }
 
 /// Drops the slot and the publication. Safe to run twice.
@@ -180,6 +194,130 @@ pub async fn drained_to(client: &Client, slot: &str, position: &str) -> ReplResu
         .await?
         .changes
         .is_empty())
+}
+
+/// Temporary slot copies made by this process (their names must differ).
+static COPIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The changes the worker has not confirmed yet, decoded from a temporary copy of `slot`: the
+/// worker's slot is never read or moved (a slot serves one session at a time, and a peek
+/// would contend with the worker's). At most about `limit` changes (whole transactions),
+/// committed up to `upto` (an LSN) or now. Returns them and whether that was everything.
+pub async fn peek_unconfirmed(
+    client: &Client,
+    slot: &str,
+    limit: i64,
+    upto: Option<&str>,
+) -> ReplResult<(ChangeBatch, bool)> {
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut copy = format!(
+        "{}_v{}_{n}",
+        &slot[..slot.len().min(40)],
+        std::process::id()
+    );
+    copy.truncate(63);
+    let mut tries = 0;
+    loop {
+        // The copy fails when the worker moves the slot at that instant: try again.
+        match client
+            .query_one(
+                "SELECT pg_copy_logical_replication_slot($1, $2, true)",
+                &[&slot, &copy],
+            )
+            .await
+        {
+            Ok(_) => break,
+            Err(e)
+                if tries < 5
+                    && e.code() != Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) =>
+            {
+                tries += 1;
+                tracing::debug!(error = %e, "slot copy retried");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(ReplError::sql("copy the slot to read what waits")(e)),
+        }
+    }
+    let limit = limit.clamp(1, i64::from(i32::MAX)) as i32;
+    let peeked = client
+        .query(
+            "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3::int,
+                 'proto_version', '1', 'publication_names', $4)",
+            &[&copy, &upto, &limit, &PUBLICATION],
+        )
+        .await;
+    let dropped = client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+              WHERE slot_name = $1",
+            &[&copy],
+        )
+        .await;
+    let rows = peeked.map_err(ReplError::sql("decode the slot's copy"))?;
+    dropped.map_err(ReplError::sql("drop the slot's copy"))?;
+    let complete = rows.len() < limit as usize;
+    let mut decoder = Decoder::default();
+    for r in rows {
+        let data: &[u8] = r.get(0);
+        decoder.message(data)?;
+    }
+    Ok((decoder.finish(), complete))
+}
+
+/// The current WAL position: once every change committed up to it is confirmed, everything
+/// committed before this call has been applied (see [`applied_past`]).
+pub async fn mark(client: &Client) -> ReplResult<String> {
+    Ok(client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(ReplError::sql("read the WAL position"))?
+        .get(0))
+}
+
+/// Whether every change committed up to `mark` has been applied (confirmed on the slot).
+pub async fn applied_past(client: &Client, slot: &str, mark: &str) -> ReplResult<bool> {
+    Ok(peek_unconfirmed(client, slot, 1, Some(mark))
+        .await?
+        .0
+        .changes
+        .is_empty())
+}
+
+/// Which of the given keys (canonical texts) of each table have a change waiting in the slot,
+/// from one bounded read (`limit` changes) of what the worker has not confirmed.
+pub async fn waiting(
+    client: &Client,
+    slot: &str,
+    tables: &[(&Table, &[String])],
+    limit: i64,
+) -> ReplResult<HashMap<String, Waiting>> {
+    let (batch, complete) = peek_unconfirmed(client, slot, limit, None).await?;
+    let mut raw: HashMap<&str, (bool, Vec<serde_json::Value>)> = HashMap::new();
+    for c in &batch.changes {
+        match c {
+            KeyChange::Key { rel, key } => raw.entry(rel).or_default().1.push(key.clone()),
+            KeyChange::Truncate { rel } => raw.entry(rel).or_default().0 = true,
+        }
+    }
+    let mut out = HashMap::new();
+    for (t, keys) in tables {
+        let name = t.display_name();
+        let mut w = Waiting {
+            complete,
+            ..Waiting::default()
+        };
+        if let Some((truncate, found)) = raw.get(name.as_str()) {
+            w.truncate = *truncate;
+            let wanted: std::collections::HashSet<&String> = keys.iter().collect();
+            w.keys = crate::verify::canonical_keys(client, t, found)
+                .await?
+                .into_iter()
+                .filter(|k| wanted.contains(k))
+                .collect();
+        }
+        out.insert(name, w);
+    }
+    Ok(out)
 }
 
 /// Turns pgoutput messages into a key batch.

@@ -12,6 +12,7 @@
 use ferry_pg::catalog::{Table, quote_ident, quote_literal};
 use tokio_postgres::Client;
 
+use super::Waiting;
 use crate::{
     ChangeBatch, KeyChange,
     error::{ReplError, ReplResult},
@@ -208,45 +209,64 @@ pub async fn is_installed(client: &Client) -> ReplResult<bool> {
         .get(0))
 }
 
-/// Whether changes of `table` (`schema.name`) are still waiting in the log: for every key in
-/// `keys` (single-column integer keys), or, without keys, for any key in `[lo, hi)` (a
-/// TRUNCATE, logged without a key, counts for every range). `false` without a change log.
-pub async fn pending(
-    client: &Client,
-    table: &str,
-    keys: Option<&[i64]>,
-    range: Option<(i64, i64)>,
-) -> ReplResult<bool> {
-    if !is_installed(client).await? {
-        return Ok(false);
+/// Which of `keys` (canonical texts, see [`crate::verify::key_text`]) of `t` have a change
+/// waiting in the log, and whether a TRUNCATE of it waits (then every key does). Nothing waits
+/// where there is no log.
+pub async fn waiting(client: &Client, t: &Table, keys: &[String]) -> ReplResult<Waiting> {
+    if keys.is_empty() || !is_installed(client).await? {
+        return Ok(Waiting::complete());
     }
-    let what = "look for changes in flight";
-    if let Some(keys) = keys {
-        let n: i64 = client
-            .query_one(
-                "SELECT count(DISTINCT (pk->>0)::bigint) FROM ferry.changes
-                  WHERE rel = $1 AND jsonb_typeof(pk->0) = 'number'
-                    AND (pk->>0)::bigint = ANY($2)",
-                &[&table, &keys],
-            )
-            .await
-            .map_err(ReplError::sql(what))?
-            .get(0);
-        return Ok(n == keys.len() as i64);
-    }
-    let (lo, hi) = range.map_or((None, None), |(l, h)| (Some(l), Some(h)));
+    let typed = t
+        .primary_key
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            t.column(name)
+                .map(|c| format!("(pk->>{i})::{}::text", c.type_sql))
+                .ok_or_else(|| {
+                    ReplError::State(format!(
+                        "primary-key column {name} of {} not found",
+                        t.display_name()
+                    ))
+                })
+        })
+        .collect::<ReplResult<Vec<_>>>()?
+        .join(", ");
+    let sql = format!(
+        "SELECT coalesce(bool_or(pk IS NULL), false),
+                coalesce(array_agg(DISTINCT c) FILTER (WHERE c = ANY($2::text[])), '{{}}')
+           FROM (SELECT pk, CASE WHEN pk IS NOT NULL
+                                 THEN pg_catalog.jsonb_build_array({typed})::text END AS c
+                   FROM ferry.changes WHERE rel = $1) s"
+    );
+    let row = client
+        .query_one(&sql, &[&t.display_name(), &keys])
+        .await
+        .map_err(ReplError::sql(format!(
+            "look for changes of {} in flight",
+            t.display_name()
+        )))?;
+    Ok(Waiting {
+        truncate: row.get(0),
+        keys: row.get::<_, Vec<String>>(1).into_iter().collect(),
+        complete: true,
+    })
+}
+
+/// The log's last id handed out: once nothing at or below it waits, every change committed
+/// before this call has been applied (see [`applied_past`]).
+pub async fn mark(client: &Client) -> ReplResult<i64> {
+    Ok(backlog(client).await?.head)
+}
+
+/// Whether every change up to `mark` has been applied and trimmed from the log.
+pub async fn applied_past(client: &Client, mark: i64) -> ReplResult<bool> {
     Ok(client
         .query_one(
-            "SELECT EXISTS (
-                 SELECT 1 FROM ferry.changes
-                  WHERE rel = $1
-                    AND (pk IS NULL OR $2::bigint IS NULL
-                         OR (jsonb_typeof(pk->0) = 'number'
-                             AND (pk->>0)::numeric >= $2::bigint
-                             AND (pk->>0)::numeric < $3::bigint)))",
-            &[&table, &lo, &hi],
+            "SELECT NOT EXISTS (SELECT 1 FROM ferry.changes WHERE id <= $1)",
+            &[&mark],
         )
         .await
-        .map_err(ReplError::sql(what))?
+        .map_err(ReplError::sql("look for changes in flight"))?
         .get(0))
 }
