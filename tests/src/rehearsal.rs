@@ -119,6 +119,9 @@ pub struct Options {
     pub redeploy_seconds: u32,
     /// Copy parallelism.
     pub parallelism: u32,
+    /// The capture mode. Logical capture needs REPLICATION: the migration then reads the
+    /// source as the bed's superuser (as on RDS or self-hosted); the app keeps its own role.
+    pub capture: ferry_core::spec::CaptureMode,
 }
 
 impl Default for Options {
@@ -134,6 +137,7 @@ impl Default for Options {
             redeploy_seconds: 60,
             dns_ttl_seconds: 2,
             parallelism: 2,
+            capture: ferry_core::spec::CaptureMode::Trigger,
         }
     }
 }
@@ -260,7 +264,14 @@ impl Rehearsal {
         for (name, value) in [
             (
                 format!("{p}/source-url"),
-                source_app.expose_secret().to_string(),
+                match options.capture {
+                    ferry_core::spec::CaptureMode::Logical => crate::Side::Source
+                        .admin_url()
+                        .with_dbname(&db_name)
+                        .expose_secret()
+                        .to_string(),
+                    _ => source_app.expose_secret().to_string(),
+                },
             ),
             (
                 format!("{p}/target-url"),
@@ -305,7 +316,7 @@ impl Rehearsal {
             "heroku": {"app": app, "api_token_param": format!("{p}/heroku-token")},
             "source": {"database_url_param": format!("{p}/source-url")},
             "target": {"rds_instance_id": rds_id, "database_url_param": format!("{p}/target-url")},
-            "replication": {"capture": "trigger", "max_lag_seconds": 5, "parallelism": options.parallelism},
+            "replication": {"capture": options.capture, "max_lag_seconds": 5, "parallelism": options.parallelism},
             "traffic": {
                 "hosted_zone_id": zone_id,
                 "record_name": format!("app.{domain}"),

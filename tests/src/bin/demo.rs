@@ -78,6 +78,11 @@ async fn main() -> anyhow::Result<()> {
         redeploy_seconds: env_num("DEMO_REDEPLOY_SECONDS", 60),
         dns_ttl_seconds: 3,
         parallelism: 2,
+        capture: match std::env::var("DEMO_CAPTURE").as_deref() {
+            Ok("logical") => ferry_core::spec::CaptureMode::Logical,
+            Ok("trigger") | Err(_) => ferry_core::spec::CaptureMode::Trigger,
+            Ok(other) => bail!("DEMO_CAPTURE={other:?}: use trigger or logical"),
+        },
     };
     let (status, report) = rehearse(&options, &report_dir).await?;
     if status != ExecutionStatus::Succeeded || report.lost > 0 {
@@ -106,6 +111,7 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
         redeploy_seconds,
         dns_ttl_seconds: 1,
         parallelism: 2,
+        capture: ferry_core::spec::CaptureMode::Trigger,
     };
     let mut results: Vec<(EndpointMode, Vec<Report>)> = Vec::new();
     for (mode, n) in [
@@ -626,6 +632,11 @@ async fn build_report(
         "- highest replication lag while streaming: {max_lag:.2} s"
     )?;
     writeln!(md, "- verification: {}", output["verify"])?;
+    writeln!(
+        md,
+        "- exact comparison of the cutover (snapshots taken inside the freeze): {}",
+        output["exact_check"]["exact_check"]
+    )?;
     writeln!(md, "\n## Traffic (canary)\n")?;
     let mut last = -1.0;
     for s in samples {
