@@ -84,7 +84,9 @@ pub fn line(
             "Timestamp": at.timestamp_millis(),
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["MigrationId"]],
+                // Per migration, and once more without a dimension: alarms cannot match a
+                // dimension by pattern, so the stack's alarms watch the dimensionless series.
+                "Dimensions": [["MigrationId"], []],
                 "Metrics": metrics
                     .iter()
                     .map(|m| json!({ "Name": m.name, "Unit": m.unit.as_str() }))
