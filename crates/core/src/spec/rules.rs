@@ -560,11 +560,57 @@ fn cross(spec: &MigrationSpec, out: &mut Vec<Problem>) {
         }
         (EndpointMode::Redeploy, None) => {}
     }
+    params_apart(spec, out);
     if spec.source.database_url_param == spec.target.database_url_param {
         out.push(Problem::new(
             "target.database_url_param",
             "is the same parameter as source.database_url_param; the target needs its own URL",
         ));
+    }
+}
+
+/// Parameters Ferry reads must not be ones it writes: config sync copies every Heroku config
+/// var under the config prefix (DATABASE_URL included) and the cutover and rollback rewrite
+/// `<prefix>DATABASE_URL`, so a database URL or token kept there is overwritten mid-migration.
+/// And the Heroku token cannot share a parameter with a database URL.
+fn params_apart(spec: &MigrationSpec, out: &mut Vec<Problem>) {
+    let prefix = spec.config_ssm_prefix();
+    let mut read: Vec<(&str, &str)> = vec![
+        ("heroku.api_token_param", &spec.heroku.api_token_param),
+        ("source.database_url_param", &spec.source.database_url_param),
+        ("target.database_url_param", &spec.target.database_url_param),
+    ];
+    if let Some(e) = &spec.endpoint {
+        read.push(("endpoint.url_param", &e.url_param));
+        if let Some(t) = &e.target_url_param {
+            read.push(("endpoint.target_url_param", t));
+        }
+    }
+    if let Some(w) = &spec.approvals.slack_webhook_param {
+        read.push(("approvals.slack_webhook_param", w));
+    }
+    for (path, name) in &read {
+        if name.starts_with(&prefix) {
+            out.push(Problem::new(
+                *path,
+                format!(
+                    "{name:?} is under the config prefix {prefix:?}, where config sync writes the Heroku config vars and the cutover writes DATABASE_URL: it would be overwritten during the migration; keep it outside that prefix (or set config_vars.ssm_prefix elsewhere)"
+                ),
+            ));
+        }
+    }
+    for (path, other) in [
+        ("source.database_url_param", &spec.source.database_url_param),
+        ("target.database_url_param", &spec.target.database_url_param),
+    ] {
+        if &spec.heroku.api_token_param == other {
+            out.push(Problem::new(
+                "heroku.api_token_param",
+                format!(
+                    "is the same parameter as {path}; the Heroku API token needs its own parameter"
+                ),
+            ));
+        }
     }
 }
 

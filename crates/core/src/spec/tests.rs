@@ -251,3 +251,47 @@ fn cutover_and_timing_rules_name_their_fields() {
         format!("{}DATABASE_URL", spec.config_ssm_prefix())
     );
 }
+
+#[test]
+fn parameters_config_sync_or_the_cutover_write_are_refused() {
+    // Config sync writes every Heroku config var under the prefix (DATABASE_URL included) and
+    // the cutover writes DATABASE_URL there: a database parameter under it is overwritten.
+    let mut v = minimal();
+    v["config_vars"] = json!({"ssm_prefix": "/acme/prod/"});
+    v["source"]["database_url_param"] = json!("/acme/prod/DATABASE_URL");
+    v["target"]["database_url_param"] = json!("/acme/prod/RDS_URL");
+    v["heroku"]["api_token_param"] = json!("/acme/prod/HEROKU_API_KEY");
+    let m = messages(&v);
+    for path in [
+        "source.database_url_param",
+        "target.database_url_param",
+        "heroku.api_token_param",
+    ] {
+        assert!(
+            m.iter()
+                .any(|p| p.starts_with(&format!("{path}: ")) && p.contains("/acme/prod/")),
+            "{path} not refused: {m:?}"
+        );
+    }
+    // The default prefix counts too.
+    let mut v = minimal();
+    v["target"]["database_url_param"] = json!("/ferry/acme-prod/config/DATABASE_URL");
+    assert!(
+        messages(&v)
+            .iter()
+            .any(|p| p.starts_with("target.database_url_param: ")),
+        "{:?}",
+        messages(&v)
+    );
+    // The Heroku token in a database URL's parameter.
+    let mut v = minimal();
+    v["heroku"]["api_token_param"] = json!("/ferry/acme/source-url");
+    assert!(
+        messages(&v)
+            .iter()
+            .any(|p| p.starts_with("heroku.api_token_param: ")
+                && p.contains("source.database_url_param")),
+        "{:?}",
+        messages(&v)
+    );
+}
