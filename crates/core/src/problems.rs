@@ -11,14 +11,51 @@ pub struct Problem {
     pub message: String,
 }
 
+/// Longest path kept in a problem (characters).
+const MAX_PATH: usize = 200;
+/// Longest message kept in a problem (characters).
+const MAX_MESSAGE: usize = 1_000;
+/// Longest piece of user input echoed inside a message (see [`echo`]).
+pub const MAX_ECHO: usize = 80;
+
 impl Problem {
-    /// A problem at `path`.
+    /// A problem at `path`. Both parts are escaped (control, bidi and zero-width characters
+    /// become `\u{…}`, so user input cannot forge output lines or terminal effects) and capped.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            path: path.into(),
-            message: message.into(),
+            path: clean(&path.into(), MAX_PATH),
+            message: clean(&message.into(), MAX_MESSAGE),
         }
     }
+}
+
+/// Whether `c` must not reach a terminal or a log line raw: controls (newlines, escapes, C1),
+/// bidi overrides and isolates, zero-width and line/paragraph separators.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `text` with unsafe characters escaped, cut to `max` characters (marked with `…`).
+fn clean(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n >= max {
+            out.push('…');
+            break;
+        }
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A piece of user input for a message: escaped and cut to [`MAX_ECHO`] characters.
+pub fn echo(text: &str) -> String {
+    clean(text, MAX_ECHO)
 }
 
 impl fmt::Display for Problem {

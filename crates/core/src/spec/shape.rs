@@ -383,6 +383,8 @@ fn first_sentence(text: &str) -> String {
 }
 
 fn unknown_field(key: &str, props: &Map<String, Value>) -> String {
+    let shown = crate::problems::echo(key);
+    let key = shown.as_str();
     let known: Vec<&str> = props.keys().map(String::as_str).collect();
     let best = known
         .iter()

@@ -295,3 +295,35 @@ fn parameters_config_sync_or_the_cutover_write_are_refused() {
         messages(&v)
     );
 }
+
+#[test]
+fn echoed_input_is_escaped_and_capped() {
+    // A spec cannot forge output lines (CI annotations, terminal escapes) or flood the output.
+    let mut v = minimal();
+    v["replication"] = json!({
+        "evil\n::error file=x::forged\u{1b}[31m\u{202e}": 1,
+        "parallelism": "x".repeat(1_000_000)
+    });
+    v["traffic"]["record_name"] = json!(format!("a\nb{}", "c".repeat(100_000)));
+    v[format!("k{}", "y".repeat(100_000))] = json!(1);
+    let out = match from_value(&v) {
+        Ok(_) => panic!("refused"),
+        Err(p) => p.to_string(),
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1 + out.lines().filter(|l| l.starts_with("  ")).count(),
+        "one line per problem: {out}"
+    );
+    for l in &lines {
+        assert!(l.chars().count() <= 1_300, "line of {} chars", l.len());
+        assert!(
+            !l.chars()
+                .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "raw control or bidi character in {l:?}"
+        );
+    }
+    assert!(out.contains("\\n::error"), "{out}");
+    assert!(!lines.iter().any(|l| l.starts_with("::error")));
+}
