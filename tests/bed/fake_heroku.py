@@ -250,6 +250,31 @@ def scale(app, ptype, u):
     return f
 
 
+PAGE_MAX = 200
+
+
+def paginate(items, range_header):
+    """Heroku's list ranges: sorted by id (or name), at most `max` (default and cap 200 here,
+    as Heroku's default) per answer; 206 with Next-Range when more remain. A Range header of
+    `<field> [ ]]<start>..[<end>][; max=<n>]` asks for a page (`]` = exclusive start)."""
+    field, start, exclusive, size = "id", None, False, PAGE_MAX
+    if range_header:
+        m = re.fullmatch(r"\s*(id|name)\s*(\]?)([^.;]*)\.\.([^;]*)(?:;\s*max=(\d+))?\s*", range_header)
+        if not m:
+            raise ApiError(400, "bad_request", "Invalid Range header.")
+        field, exclusive, start = m.group(1), m.group(2) == "]", m.group(3) or None
+        if m.group(5):
+            size = max(1, min(int(m.group(5)), 1000))
+    key = (lambda x: x.get(field) or x.get("hostname") or x.get("type") or "")
+    items = sorted(items, key=key)
+    if start is not None:
+        items = [x for x in items if (key(x) > start if exclusive else key(x) >= start)]
+    page, rest = items[:size], items[size:]
+    if not rest:
+        return 200, page, None
+    return 206, page, f"{field} ]{key(page[-1])}..; max={size}"
+
+
 class Handler(BaseHTTPRequestHandler):
     token = ""
     protocol_version = "HTTP/1.1"
@@ -257,9 +282,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # one line per request, no headers (they carry the token)
         print(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else ''}", flush=True)
 
-    def reply(self, status, obj):
+    def reply(self, status, obj, next_range=None):
         data = json.dumps(obj).encode()
         self.send_response(status)
+        if next_range:
+            self.send_header("Next-Range", next_range)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("RateLimit-Remaining", str(RATE_LIMIT["remaining"]))
@@ -288,11 +315,14 @@ class Handler(BaseHTTPRequestHandler):
             if RATE_LIMIT["remaining"] <= 0:
                 return self.reply(429, {"id": "rate_limit", "message": "Your account reached the API rate limit. Please wait a few minutes before making new requests"})
             RATE_LIMIT["remaining"] -= 1
+            next_range = None
             try:
                 status, obj = handle(self.command, self.path, body)
+                if self.command == "GET" and isinstance(obj, list):
+                    status, obj, next_range = paginate(obj, self.headers.get("Range"))
             except ApiError as e:
                 status, obj = e.status, {"id": e.id, "message": e.message}
-        self.reply(status, obj)
+        self.reply(status, obj, next_range)
 
     def bed(self, body):
         with LOCK:

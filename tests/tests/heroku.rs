@@ -26,10 +26,12 @@ async fn audit_reads_app_formation_addons_domains_and_vars() {
         (app.as_str(), false)
     );
     let formation = h.formation(&app).await.expect("formation");
-    let types: Vec<(&str, u32)> = formation
+    // Heroku lists by id (ranges), not in any order of meaning.
+    let mut types: Vec<(&str, u32)> = formation
         .iter()
         .map(|f| (f.process_type.as_str(), f.quantity))
         .collect();
+    types.sort_unstable();
     assert_eq!(types, vec![("web", 2), ("worker", 1)]);
     let addons = h.addons(&app).await.expect("addons");
     assert_eq!(addons.len(), 1);
@@ -159,4 +161,45 @@ async fn bad_token_and_unknown_app_are_named_errors() {
     );
     let err = client().app("no-such-app-here").await.expect_err("missing");
     assert_eq!(err.step_error_name(), "Ferry.Blocked.HerokuNotFound");
+}
+
+/// Heroku answers a list with at most 200 items and `206 Partial Content` plus `Next-Range`
+/// when there are more: every list the client reads comes back whole.
+#[tokio::test]
+async fn lists_longer_than_a_page_are_read_whole() {
+    let (base, _) = heroku();
+    let name = ferry_tests::unique("pg-");
+    let domains: Vec<String> = (0..450)
+        .map(|i| format!("d{i}.{name}.example.com"))
+        .collect();
+    let formation: Vec<serde_json::Value> = (0..230)
+        .map(|i| serde_json::json!({"type": format!("job{i:03}"), "quantity": 1}))
+        .collect();
+    let addons: Vec<serde_json::Value> = (0..210)
+        .map(|i| {
+            serde_json::json!({"service": "papertrail", "plan": "papertrail:choklad",
+                               "as": format!("LOG{i}")})
+        })
+        .collect();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/__bed/apps"))
+        .json(&serde_json::json!({
+            "name": name, "database_url": DB_URL, "domains": domains,
+            "formation": formation, "addons": addons,
+        }))
+        .send()
+        .await
+        .expect("reach the fake Heroku API");
+    assert_eq!(resp.status().as_u16(), 201);
+    let h = client();
+    // 450 custom domains + the herokuapp.com one.
+    assert_eq!(h.domains(&name).await.expect("domains").len(), 451);
+    assert_eq!(h.formation(&name).await.expect("formation").len(), 230);
+    // 210 add-ons + the database.
+    assert_eq!(h.addons(&name).await.expect("addons").len(), 211);
+    assert_eq!(h.attachments(&name).await.expect("attachments").len(), 211);
+    let mut seen = std::collections::BTreeSet::new();
+    for d in h.domains(&name).await.expect("domains") {
+        assert!(seen.insert(d.hostname.clone()), "{} twice", d.hostname);
+    }
 }

@@ -243,13 +243,8 @@ impl HerokuClient {
 
     /// The formation (process types, sizes, counts).
     pub async fn formation(&self, app: &str) -> Result<Vec<Formation>, HerokuError> {
-        self.call(
-            Method::GET,
-            &format!("/apps/{app}/formation"),
-            None,
-            "formation",
-        )
-        .await
+        self.list(&format!("/apps/{app}/formation"), "formation")
+            .await
     }
 
     /// Scales several process types in one call.
@@ -300,16 +295,13 @@ impl HerokuClient {
 
     /// The app's add-ons.
     pub async fn addons(&self, app: &str) -> Result<Vec<AddOn>, HerokuError> {
-        self.call(Method::GET, &format!("/apps/{app}/addons"), None, "add-ons")
-            .await
+        self.list(&format!("/apps/{app}/addons"), "add-ons").await
     }
 
     /// The app's add-on attachments.
     pub async fn attachments(&self, app: &str) -> Result<Vec<AddOnAttachment>, HerokuError> {
-        self.call(
-            Method::GET,
+        self.list(
             &format!("/apps/{app}/addon-attachments"),
-            None,
             "add-on attachments",
         )
         .await
@@ -345,13 +337,7 @@ impl HerokuClient {
 
     /// The app's domains.
     pub async fn domains(&self, app: &str) -> Result<Vec<Domain>, HerokuError> {
-        self.call(
-            Method::GET,
-            &format!("/apps/{app}/domains"),
-            None,
-            "domains",
-        )
-        .await
+        self.list(&format!("/apps/{app}/domains"), "domains").await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -361,6 +347,51 @@ impl HerokuClient {
         body: Option<Value>,
         what: &str,
     ) -> Result<T, HerokuError> {
+        let (_, _, text) = self.send(method, path, body, what, None).await?;
+        parse(&text, what)
+    }
+
+    /// A list endpoint, every page: Heroku answers at most 200 items (by default) with
+    /// `206 Partial Content` and a `Next-Range` header to send as `Range` for the next page.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<Vec<T>, HerokuError> {
+        let mut out = Vec::new();
+        let mut range: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let (status, next, text) = self
+                .send(Method::GET, path, None, what, range.as_deref())
+                .await?;
+            out.extend(parse::<Vec<T>>(&text, what)?);
+            match (status, next) {
+                (StatusCode::PARTIAL_CONTENT, Some(next)) => range = Some(next),
+                (StatusCode::PARTIAL_CONTENT, None) => {
+                    return Err(HerokuError::Transport {
+                        what: what.to_string(),
+                        reason: "206 Partial Content without a Next-Range header".into(),
+                    });
+                }
+                _ => return Ok(out),
+            }
+        }
+        Err(HerokuError::Transport {
+            what: what.to_string(),
+            reason: format!("more than {MAX_PAGES} pages"),
+        })
+    }
+
+    /// One request: the status, the `Next-Range` header and the body of a success; an error
+    /// for anything else.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+        range: Option<&str>,
+    ) -> Result<(StatusCode, Option<String>, String), HerokuError> {
         let transport = |reason: String| HerokuError::Transport {
             what: what.to_string(),
             reason,
@@ -370,15 +401,22 @@ impl HerokuClient {
             .request(method, format!("{}{path}", self.base))
             .header("Accept", "application/vnd.heroku+json; version=3")
             .bearer_auth(&self.token);
+        if let Some(range) = range {
+            req = req.header("Range", range);
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }
         let resp = req.send().await.map_err(|e| transport(e.to_string()))?;
         let status = resp.status();
+        let next = resp
+            .headers()
+            .get("Next-Range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = resp.text().await.map_err(|e| transport(e.to_string()))?;
         if status.is_success() {
-            return serde_json::from_str(&text)
-                .map_err(|e| transport(format!("unreadable answer: {e}")));
+            return Ok((status, next, text));
         }
         let (id, message) = serde_json::from_str::<Value>(&text)
             .ok()
@@ -405,4 +443,14 @@ impl HerokuClient {
             },
         })
     }
+}
+
+/// Pages read at most from one list (200 items each by default: 200,000 items).
+const MAX_PAGES: usize = 1_000;
+
+fn parse<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, HerokuError> {
+    serde_json::from_str(text).map_err(|e| HerokuError::Transport {
+        what: what.to_string(),
+        reason: format!("unreadable answer: {e}"),
+    })
 }
