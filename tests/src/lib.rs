@@ -271,7 +271,7 @@ pub fn pending_approval(
     ferry_core::state::ApprovalRequest {
         migration_id: migration_id.to_string(),
         gate,
-        task_token: token.to_string(),
+        task_token: token.into(),
         requested_at: chrono::Utc::now(),
         status: ferry_core::state::ApprovalStatus::Pending,
         decided_by: None,

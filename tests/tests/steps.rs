@@ -447,7 +447,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
             approval::RequestInput {
                 migration_id: id.clone(),
                 gate: Gate::ShiftTraffic,
-                task_token: token.clone(),
+                task_token: token.clone().into(),
             },
         )
     };
@@ -504,7 +504,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
             deps,
             canary::StartInput {
                 migration_id: id.clone(),
-                task_token: token.clone(),
+                task_token: token.clone().into(),
             },
         )
     };
@@ -578,7 +578,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         approval::RequestInput {
             migration_id: id.clone(),
             gate: Gate::Cutover,
-            task_token: token,
+            task_token: token.into(),
         },
     )
     .await
@@ -877,7 +877,7 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
         approval::RequestInput {
             migration_id: id.clone(),
             gate: Gate::ShiftTraffic,
-            task_token: token,
+            task_token: token.into(),
         },
     )
     .await
@@ -951,7 +951,7 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
         deps,
         canary::StartInput {
             migration_id: id.clone(),
-            task_token: token,
+            task_token: token.into(),
         },
     )
     .await
@@ -1474,7 +1474,7 @@ async fn the_exact_comparison_after_the_cutover_catches_a_row_damaged_during_the
         approval::RequestInput {
             migration_id: id.clone(),
             gate: Gate::Finish,
-            task_token: token,
+            task_token: token.into(),
         },
     )
     .await

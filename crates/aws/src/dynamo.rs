@@ -628,7 +628,7 @@ impl MigrationStore for DynamoStore {
         Ok(Some(ApprovalRequest {
             migration_id: migration_id.to_string(),
             gate,
-            task_token: get_s(&item, "task_token", &key)?.to_string(),
+            task_token: get_s(&item, "task_token", &key)?.into(),
             requested_at: get_time(&item, "requested_at", &key)?,
             status: ApprovalStatus::parse(status).ok_or_else(|| corrupt(&key, "status", status))?,
             decided_by: opt_s(&item, "decided_by"),

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod metrics;
 pub mod params;
 pub mod problems;
+pub mod secret;
 pub mod signing;
 pub mod spec;
 pub mod state;

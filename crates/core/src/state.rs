@@ -559,7 +559,7 @@ pub struct ApprovalRequest {
     /// Which gate.
     pub gate: Gate,
     /// The Step Functions task token that resumes the execution.
-    pub task_token: String,
+    pub task_token: crate::secret::Secret,
     /// When the prompt was sent.
     pub requested_at: DateTime<Utc>,
     /// Where it stands.

@@ -202,7 +202,7 @@ pub struct Domain {
 pub struct HerokuClient {
     http: reqwest::Client,
     base: String,
-    token: String,
+    token: ferry_core::secret::Secret,
 }
 
 impl HerokuClient {
@@ -219,7 +219,7 @@ impl HerokuClient {
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_string(),
-            token: token.into(),
+            token: ferry_core::secret::Secret::new(token),
         })
     }
 
@@ -400,7 +400,7 @@ impl HerokuClient {
             .http
             .request(method, format!("{}{path}", self.base))
             .header("Accept", "application/vnd.heroku+json; version=3")
-            .bearer_auth(&self.token);
+            .bearer_auth(self.token.expose());
         if let Some(range) = range {
             req = req.header("Range", range);
         }
@@ -453,4 +453,16 @@ fn parse<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, HerokuError> 
         what: what.to_string(),
         reason: format!("unreadable answer: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HerokuClient;
+
+    #[test]
+    fn the_client_never_prints_its_token() {
+        let c = HerokuClient::new("https://api.heroku.com", "HRKU-Zk7secret").expect("client");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("Zk7secret"), "{shown}");
+    }
 }

@@ -37,14 +37,24 @@ pub enum TlsCheck {
     VerifyFull,
 }
 
-/// A parsed connection URL: the tokio-postgres config plus Ferry's TLS settings.
-#[derive(Debug, Clone)]
+/// A parsed connection URL: the tokio-postgres config plus Ferry's TLS settings. Its `Debug`
+/// shows the redacted URL only.
+#[derive(Clone)]
 pub struct PgUrl {
     config: tokio_postgres::Config,
     check: TlsCheck,
     root_cert: Option<PathBuf>,
     redacted: String,
     raw: String,
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgUrl")
+            .field("url", &self.redacted)
+            .field("check", &self.check)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgUrl {
@@ -55,15 +65,17 @@ impl PgUrl {
             url: redact(url),
             reason,
         };
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let parts = Parts::split(url).ok_or_else(|| {
+            invalid("not a URL; write postgres://user:password@host:port/dbname".into())
+        })?;
         let mut sslmode = None;
         let mut root_cert = None;
         let mut rest = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("sslmode", v)) => sslmode = Some(v.to_string()),
-                Some(("sslrootcert", v)) => root_cert = Some(PathBuf::from(percent_decode(v))),
-                _ => rest.push(pair),
+        for (k, v) in &parts.query {
+            match (*k, v) {
+                ("sslmode", Some(v)) => sslmode = Some(v.to_string()),
+                ("sslrootcert", Some(v)) => root_cert = Some(PathBuf::from(percent_decode(v))),
+                _ => rest.push((*k, *v)),
             }
         }
         let check = match sslmode.as_deref() {
@@ -77,11 +89,9 @@ impl PgUrl {
                 )));
             }
         };
-        let rebuilt = if rest.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", rest.join("&"))
-        };
+        // What tokio-postgres parses: user and password percent-encoded whatever the URL had
+        // (an unencoded `?`, `/`, `@` or `#` in a password is common and allowed by RDS).
+        let rebuilt = parts.rebuild(Secrets::Encode, &rest);
         let mut config: tokio_postgres::Config =
             rebuilt.parse().map_err(|e| invalid(format!("{e}")))?;
         config.ssl_mode(SslMode::Require);
@@ -163,7 +173,19 @@ impl PgUrl {
             .config
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned());
-        (redact(&self.raw).replace(":***@", "@"), password)
+        let url = match Parts::split(&self.raw) {
+            Some(parts) => {
+                let query: Vec<(&str, Option<&str>)> = parts
+                    .query
+                    .iter()
+                    .filter(|(k, _)| !SECRET_PARAMS.contains(k))
+                    .copied()
+                    .collect();
+                parts.rebuild(Secrets::Drop, &query)
+            }
+            None => String::new(),
+        };
+        (url, password)
     }
 
     /// Opens a Ferry session; its I/O runs on a spawned task that ends when the client is
@@ -362,35 +384,152 @@ impl ServerCertVerifier for EncryptOnly {
 
 /// Replaces the password in a `postgres://user:password@host/db` URL with `***`.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some(parts) = Parts::split(url) else {
         return "<not a URL>".to_string();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
+    let query: Vec<(&str, Option<&str>)> = parts
+        .query
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                if SECRET_PARAMS.contains(k) {
+                    Some("***")
+                } else {
+                    *v
+                },
+            )
+        })
+        .collect();
+    parts.rebuild(Secrets::Mask, &query)
+}
+
+/// Query parameters that carry a secret.
+const SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+
+/// What [`Parts::rebuild`] does with the password.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    /// Percent-encode user and password (for the URL parser).
+    Encode,
+    /// `***` instead of the password (for logs).
+    Mask,
+    /// No password (for libpq tools, which get it from the environment).
+    Drop,
+}
+
+/// A connection URL cut into its parts without trusting the password to be percent-encoded:
+/// the user information ends at the *last* `@` (so a `?`, `/`, `#` or `@` in the password
+/// stays in it; an `@` in the query must be encoded).
+struct Parts<'a> {
+    scheme: &'a str,
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    /// `host[:port][,host[:port]…]`.
+    host: &'a str,
+    /// `/dbname` or empty.
+    path: &'a str,
+    query: Vec<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Parts<'a> {
+    fn split(url: &'a str) -> Option<Self> {
+        let (scheme, rest) = url.split_once("://")?;
+        let (userinfo, after) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (user, password) = match userinfo.map(|u| u.split_once(':').ok_or(u)) {
+            Some(Ok((u, p))) => (Some(u), Some(p)),
+            Some(Err(u)) => (Some(u), None),
+            None => (None, None),
+        };
+        let after = after.split_once('#').map_or(after, |(a, _)| a);
+        let (before_q, query) = after.split_once('?').unwrap_or((after, ""));
+        let (host, path) = before_q.split_at(before_q.find('/').unwrap_or(before_q.len()));
+        let query = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (p, None),
+            })
+            .collect();
+        Some(Self {
+            scheme,
+            user,
+            password,
+            host,
+            path,
+            query,
+        })
+    }
+
+    fn rebuild(&self, secrets: Secrets, query: &[(&str, Option<&str>)]) -> String {
+        let enc = |s: &str| -> String {
+            if secrets == Secrets::Encode {
+                percent_encode(&percent_decode(s))
             } else {
-                format!("{scheme}://{user}@{host}{tail}")
+                s.to_string()
             }
+        };
+        let mut out = format!("{}://", self.scheme);
+        if let Some(user) = self.user {
+            out.push_str(&enc(user));
+            match (self.password, secrets) {
+                (Some(p), Secrets::Encode) => {
+                    out.push(':');
+                    out.push_str(&enc(p));
+                }
+                (Some(_), Secrets::Mask) => out.push_str(":***"),
+                _ => {}
+            }
+            out.push('@');
         }
-        None => url.to_string(),
+        out.push_str(self.host);
+        out.push_str(self.path);
+        if !query.is_empty() {
+            let pairs: Vec<String> = query
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.to_string(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&pairs.join("&"));
+        }
+        out
     }
 }
 
-/// Replaces the database name (the path) of a `postgres://` URL.
+/// Replaces the database name (the path) of a `postgres://` URL, keeping everything else as
+/// written (the password included: this is the secret form).
 fn replace_dbname(url: &str, dbname: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(i) => (&rest[..=i], &rest[i + 1..]),
+        None => ("", rest),
+    };
+    let host_end = after.find(['/', '?']).unwrap_or(after.len());
+    let (host, tail) = after.split_at(host_end);
     let query = tail.find('?').map_or("", |i| &tail[i..]);
-    format!("{scheme}://{authority}/{dbname}{query}")
+    format!("{scheme}://{userinfo}{host}/{dbname}{query}")
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> String {
@@ -475,6 +614,64 @@ mod tests {
         assert_eq!(libpq, "postgres://u@h:5432/b?sslmode=require");
         assert_eq!(password.as_deref(), Some("pw"));
         assert_eq!(replace_dbname("postgres://h", "x"), "postgres://h/x");
+    }
+
+    /// URLs whose password a naive split would miss: `?`, `/`, `@`, `#` unencoded in it (RDS
+    /// allows `?`), or the password in the query string.
+    const HOSTILE: &[&str] = &[
+        "postgres://u:Pa?Zk7Secret@h:5432/db",
+        "postgres://u:Pa/Zk7Secret@h:5432/db?sslmode=require",
+        "postgres://u:Pa@Zk7Secret@h/db",
+        "postgres://u:Pa#Zk7Secret@h/db",
+        "postgres://u:Pa?/@Zk7Secret@h/db?sslmode=require",
+        "postgres://u@h/db?password=PaZk7Secret",
+        "postgres://u@h/db?sslmode=require&password=PaZk7Secret&application_name=x",
+        "postgres://u@h/db?sslpassword=PaZk7Secret",
+        "postgresql://u:PaZk7Secret@h/db",
+        "postgres://u:Pa%3FZk7Secret@h/db",
+    ];
+
+    #[test]
+    fn hostile_urls_never_show_their_password() {
+        for url in HOSTILE {
+            let red = redact(url);
+            assert!(!red.contains("Zk7Secret"), "redact({url}) = {red}");
+            match PgUrl::parse(url) {
+                Ok(p) => {
+                    for shown in [p.redacted().to_string(), format!("{p:?}"), p.for_libpq().0] {
+                        assert!(
+                            !shown.contains("Zk7Secret"),
+                            "{url} shows its password: {shown}"
+                        );
+                    }
+                    let other = p.with_dbname("other");
+                    assert!(!other.redacted().contains("Zk7Secret"));
+                    assert_eq!(other.dbname(), Some("other"));
+                    assert_eq!(other.expose_password(), p.expose_password(), "{url}");
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(!text.contains("Zk7Secret"), "{url}: {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unencoded_special_characters_stay_in_the_password() {
+        for (url, pw) in [
+            ("postgres://u:Pa?Zk7@h:5432/db", "Pa?Zk7"),
+            ("postgres://u:Pa/Zk7@h/db?sslmode=require", "Pa/Zk7"),
+            ("postgres://u:Pa@Zk7@h/db", "Pa@Zk7"),
+            ("postgres://u:Pa%3FZk7@h/db", "Pa?Zk7"),
+            ("postgres://u@h/db?password=Zk7", "Zk7"),
+        ] {
+            let p = PgUrl::parse(url).expect(url);
+            assert_eq!(p.expose_password().as_deref(), Some(pw), "{url}");
+            assert_eq!(p.dbname(), Some("db"), "{url}");
+            assert_eq!(p.host_port().map(|h| h.0).as_deref(), Some("h"), "{url}");
+            assert_eq!(p.for_libpq().1.as_deref(), Some(pw), "{url}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct RequestInput {
     /// The gate.
     pub gate: Gate,
     /// `$$.Task.Token`.
-    pub task_token: String,
+    pub task_token: ferry_core::secret::Secret,
 }
 
 /// Output of a gate's prompt (the execution then waits).

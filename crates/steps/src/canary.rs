@@ -30,7 +30,7 @@ pub struct StartInput {
     /// The migration.
     pub migration_id: String,
     /// `$$.Task.Token`.
-    pub task_token: String,
+    pub task_token: ferry_core::secret::Secret,
 }
 
 /// Output of the start and of each tick.

@@ -64,7 +64,7 @@ pub struct CanaryFact {
     /// Why it ended, when it did.
     pub reason: Option<String>,
     /// The waiting task's token (never logged or audited).
-    pub task_token: String,
+    pub task_token: ferry_core::secret::Secret,
     /// Seconds between ticks.
     pub interval_seconds: u32,
 }
