@@ -31,7 +31,7 @@ impl Problem {
 
 /// Whether `c` must not reach a terminal or a log line raw: controls (newlines, escapes, C1),
 /// bidi overrides and isolates, zero-width and line/paragraph separators.
-fn unsafe_char(c: char) -> bool {
+pub fn unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }

@@ -438,6 +438,19 @@ pub fn json_schema() -> serde_json::Value {
 
 /// Parses and validates a spec from JSON text, reporting every problem found.
 pub fn parse(text: &str) -> Result<MigrationSpec, Problems> {
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(Problems::from(vec![Problem::new(
+            "$",
+            format!(
+                "is {} bytes; Step Functions takes an execution input of at most 256 KiB ({MAX_SPEC_BYTES} bytes): shorten it",
+                text.len()
+            ),
+        )]));
+    }
+    let duplicates = dupkeys::find(text);
+    if !duplicates.is_empty() {
+        return Err(Problems::from(duplicates));
+    }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         Problems::from(vec![Problem::new(
             "$",
@@ -475,6 +488,11 @@ pub fn from_value(value: &serde_json::Value) -> Result<MigrationSpec, Problems> 
     problems.sort();
     Err(Problems::from(problems))
 }
+
+/// Step Functions' limit on an execution's input.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+
+mod dupkeys;
 
 #[cfg(test)]
 mod tests;

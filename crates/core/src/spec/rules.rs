@@ -242,29 +242,57 @@ fn traffic(s: &TrafficSpec, path: &str, out: &mut Vec<Problem>) {
         ));
     }
     for (i, name) in s.health.alarm_names.iter().enumerate() {
-        if name.trim().is_empty() || name.len() > 255 {
+        if name.trim().is_empty()
+            || name.len() > 255
+            || name.chars().any(crate::problems::unsafe_char)
+        {
             out.push(Problem::new(
                 index(&child(&health, "alarm_names"), i),
-                "must be a CloudWatch alarm name of 1-255 characters",
+                "must be a CloudWatch alarm name of 1-255 characters, without control characters",
             ));
         }
     }
-    if let Some(url) = &s.health.url {
-        // Plain http only on loopback: a local rehearsal's health endpoint.
-        let host = url
-            .strip_prefix("https://")
-            .or_else(|| {
-                url.strip_prefix("http://")
-                    .filter(|r| r.starts_with("127.0.0.1:") || r.starts_with("localhost:"))
-            })
-            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
-        if host.is_none_or(str::is_empty) {
-            out.push(Problem::new(
-                child(&health, "url"),
-                format!("{url:?} is not an https:// URL; give the full HTTPS URL of a health endpoint on the AWS side"),
-            ));
-        }
+    no_duplicates(&s.health.alarm_names, &child(&health, "alarm_names"), out);
+    if let Some(url) = &s.health.url
+        && let Err(why) = health_url(url)
+    {
+        out.push(Problem::new(
+            child(&health, "url"),
+            format!("{url:?} {why}; give the full HTTPS URL of a health endpoint on the AWS side"),
+        ));
     }
+}
+
+/// An https:// URL with a host and a valid port, no user information, no spaces or control
+/// characters (plain http only on loopback: a local rehearsal's health endpoint).
+fn health_url(url: &str) -> Result<(), &'static str> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains a space or a control character");
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| {
+            url.strip_prefix("http://")
+                .filter(|r| r.starts_with("127.0.0.1:") || r.starts_with("localhost:"))
+        })
+        .ok_or("is not an https:// URL")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("carries user information (user@ or user:password@)");
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if host.is_empty() || host.starts_with('.') || host.ends_with('.') && host.len() == 1 {
+        return Err("names no host");
+    }
+    if let Some(p) = port
+        && !p.parse::<u16>().is_ok_and(|n| n > 0)
+    {
+        return Err("has a port outside 1-65535");
+    }
+    Ok(())
 }
 
 fn steps(steps: &[u32], path: &str, out: &mut Vec<Problem>) {
@@ -338,6 +366,16 @@ fn approvals(s: &ApprovalsSpec, path: &str, out: &mut Vec<Problem>) {
                 .split(':')
                 .nth(5)
                 .is_some_and(|r| r.starts_with("user/") || r.starts_with("role/"));
+        if who
+            .chars()
+            .any(|c| crate::problems::unsafe_char(c) || c.is_whitespace())
+        {
+            out.push(Problem::new(
+                index(&list, i),
+                "contains a space, line break, control, bidi or zero-width character; write the address or id alone",
+            ));
+            continue;
+        }
         if !slack_id && !email && !iam {
             out.push(Problem::new(
                 index(&list, i),
@@ -431,6 +469,8 @@ fn cutover(s: &CutoverSpec, path: &str, out: &mut Vec<Problem>) {
             ));
         }
     }
+    no_duplicates(&s.scale_down, &child(path, "scale_down"), out);
+    no_duplicates(&s.ecs_services, &child(path, "ecs_services"), out);
     for (i, svc) in s.ecs_services.iter().enumerate() {
         let parts: Vec<&str> = svc.split('/').collect();
         let ok = parts.len() == 2
@@ -631,11 +671,21 @@ fn ssm_name(name: &str, path: &str, out: &mut Vec<Problem>) {
         .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c));
     let first = name.trim_start_matches('/').to_ascii_lowercase();
     let reserved = first.starts_with("aws") || first.starts_with("ssm");
-    if !name.starts_with('/') || name.len() < 2 || name.len() > 1011 || !ok_chars || reserved {
+    // SSM: no empty level, no trailing slash, at most 15 levels.
+    let levels_ok = !name.contains("//")
+        && !name.ends_with('/')
+        && name.trim_start_matches('/').split('/').count() <= 15;
+    if !name.starts_with('/')
+        || name.len() < 2
+        || name.len() > 1011
+        || !ok_chars
+        || reserved
+        || !levels_ok
+    {
         out.push(Problem::new(
             path,
             format!(
-                "{name:?} is not an SSM parameter name Ferry can use; give the full path, e.g. /myapp/prod/database-url (letters, digits, `_ . - /`, not starting with aws or ssm)"
+                "{name:?} is not an SSM parameter name Ferry can use; give the full path, e.g. /myapp/prod/database-url (letters, digits, `_ . - /`, at most 15 levels, no empty level or trailing /, not starting with aws or ssm)"
             ),
         ));
     }
@@ -653,6 +703,13 @@ fn dns_name(name: &str, path: &str, out: &mut Vec<Problem>) -> Option<String> {
                 && l.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
+    if n.parse::<std::net::IpAddr>().is_ok() {
+        out.push(Problem::new(
+            path,
+            format!("{name:?} is an IP address; Route 53 CNAME records need a host name (the load balancer's or Heroku's DNS target)"),
+        ));
+        return None;
+    }
     if n.len() > 253 || !labels_ok {
         let hint = if name.contains("://") {
             "drop the scheme; give a host name such as app.example.com"
@@ -673,11 +730,54 @@ fn is_sns_topic_arn(arn: &str) -> bool {
     matches!(parts.as_slice(),
         [arn_, partition, "sns", region, account, topic]
             if *arn_ == "arn"
-                && partition.starts_with("aws")
-                && !region.is_empty()
+                && region_in_partition(region, partition)
                 && account.len() == 12
                 && account.chars().all(|c| c.is_ascii_digit())
                 && !topic.is_empty()
                 && topic.len() <= 256
                 && topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+}
+
+/// Whether `region` is shaped like an AWS region (`us-east-1`, `us-gov-west-1`,
+/// `ap-southeast-5`) of `partition`.
+fn region_in_partition(region: &str, partition: &str) -> bool {
+    let mut words: Vec<&str> = region.split('-').collect();
+    let Some(number) = words.pop() else {
+        return false;
+    };
+    let shaped = words.len() >= 2
+        && words[0].len() == 2
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.len() <= 2
+        && number.chars().all(|c| c.is_ascii_digit());
+    const AREAS: &[&str] = &["us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx", "cn"];
+    shaped
+        && AREAS.contains(&words[0])
+        && match partition {
+            "aws" => {
+                words[0] != "cn" && words.get(1) != Some(&"gov") && words.get(1) != Some(&"iso")
+            }
+            "aws-cn" => words[0] == "cn",
+            "aws-us-gov" => words[0] == "us" && words.get(1) == Some(&"gov"),
+            "aws-iso" | "aws-iso-b" | "aws-iso-e" | "aws-iso-f" => {
+                words.get(1).is_some_and(|w| w.starts_with("iso"))
+            }
+            "aws-eusc" => words[0] == "eu",
+            _ => false,
+        }
+}
+
+/// Refuses a list entry that repeats an earlier one.
+fn no_duplicates(list: &[String], path: &str, out: &mut Vec<Problem>) {
+    for (i, item) in list.iter().enumerate() {
+        if list[..i].contains(item) {
+            out.push(Problem::new(
+                index(path, i),
+                format!("{item:?} is listed twice; remove one"),
+            ));
+        }
+    }
 }

@@ -275,6 +275,26 @@ fn check_number(
             format!("must be at least {min}; got {n}"),
         ));
     }
+    // The integer formats the schema's types carry bound what the field can hold: report an
+    // overflow here, at its path, rather than as the conversion's error at `$`.
+    let format_max = match s.get("format").and_then(Value::as_str) {
+        Some("uint8") => Some(f64::from(u8::MAX)),
+        Some("uint16") => Some(f64::from(u16::MAX)),
+        Some("uint32") => Some(f64::from(u32::MAX)),
+        Some("int32") => Some(f64::from(i32::MAX)),
+        Some("uint64" | "uint") => Some(u64::MAX as f64),
+        Some("int64" | "int") => Some(i64::MAX as f64),
+        _ => None,
+    };
+    if let Some(max) = format_max
+        && x > max
+    {
+        out.push(Problem::new(
+            path,
+            format!("is too large for this field (at most {max}); got {n}"),
+        ));
+        return;
+    }
     if let Some(max) = s.get("maximum").and_then(Value::as_f64)
         && x > max
     {

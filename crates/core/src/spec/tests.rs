@@ -327,3 +327,175 @@ fn echoed_input_is_escaped_and_capped() {
     assert!(out.contains("\\n::error"), "{out}");
     assert!(!lines.iter().any(|l| l.starts_with("::error")));
 }
+
+/// A change to a valid spec.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
+/// Mutations an outside probe found accepted; each must be refused at its path.
+#[test]
+fn probed_gaps_are_refused_at_their_path() {
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "approvals.approvers[1]",
+            Box::new(|v| {
+                v["approvals"]["approvers"] = json!([
+                    "ops@acme.example",
+                    "ops2@acme.example\napprove: https://evil.example/x"
+                ])
+            }),
+        ),
+        (
+            "approvals.approvers[1]",
+            Box::new(|v| {
+                v["approvals"]["approvers"] = json!(["ops@acme.example", "o\u{0}ps@acme.example"])
+            }),
+        ),
+        (
+            "approvals.approvers[1]",
+            Box::new(|v| {
+                v["approvals"]["approvers"] =
+                    json!(["ops@acme.example", "\u{202e}ops@acme.example"])
+            }),
+        ),
+        (
+            "traffic.health.alarm_names[0]",
+            Box::new(|v| v["traffic"]["health"]["alarm_names"] = json!(["5xx\nrate"])),
+        ),
+        (
+            "traffic.health.alarm_names[1]",
+            Box::new(|v| v["traffic"]["health"]["alarm_names"] = json!(["a", "a"])),
+        ),
+        (
+            "traffic.aws_target",
+            Box::new(|v| v["traffic"]["aws_target"] = json!("10.0.0.1")),
+        ),
+        (
+            "traffic.heroku_target",
+            Box::new(|v| v["traffic"]["heroku_target"] = json!("203.0.113.9")),
+        ),
+        (
+            "traffic.health.url",
+            Box::new(|v| {
+                v["traffic"]["health"]["url"] = json!("https://aws.acme.example/health z")
+            }),
+        ),
+        (
+            "traffic.health.url",
+            Box::new(|v| v["traffic"]["health"]["url"] = json!("https://aws.acme.example:99999/h")),
+        ),
+        (
+            "traffic.health.url",
+            Box::new(|v| v["traffic"]["health"]["url"] = json!("https://@/")),
+        ),
+        (
+            "traffic.health.url",
+            Box::new(|v| {
+                v["traffic"]["health"]["url"] = json!("https://user:pw@aws.acme.example/h")
+            }),
+        ),
+        (
+            "source.database_url_param",
+            Box::new(|v| v["source"]["database_url_param"] = json!("/ferry//acme/source")),
+        ),
+        (
+            "source.database_url_param",
+            Box::new(|v| v["source"]["database_url_param"] = json!("/ferry/acme/source/")),
+        ),
+        (
+            "source.database_url_param",
+            Box::new(|v| {
+                v["source"]["database_url_param"] = json!(format!("/{}", vec!["a"; 16].join("/")))
+            }),
+        ),
+        (
+            "cutover.scale_down[1]",
+            Box::new(|v| v["cutover"] = json!({"scale_down": ["worker", "worker"]})),
+        ),
+        (
+            "cutover.ecs_services[1]",
+            Box::new(|v| {
+                v["cutover"] = json!({"endpoint": "redeploy", "ecs_services": ["c/s", "c/s"]});
+                v.as_object_mut().expect("obj").remove("endpoint");
+            }),
+        ),
+        (
+            "approvals.sns_topic_arn",
+            Box::new(|v| {
+                v["approvals"]["sns_topic_arn"] = json!("arn:aws:sns:mars-north-9:123456789012:t")
+            }),
+        ),
+        (
+            "approvals.sns_topic_arn",
+            Box::new(|v| {
+                v["approvals"]["sns_topic_arn"] = json!("arn:awsx:sns:us-east-1:123456789012:t")
+            }),
+        ),
+        (
+            "approvals.sns_topic_arn",
+            Box::new(|v| {
+                v["approvals"]["sns_topic_arn"] = json!("arn:aws-cn:sns:us-east-1:123456789012:t")
+            }),
+        ),
+        (
+            "replication.parallelism",
+            Box::new(|v| v["replication"] = json!({"parallelism": 4294967296u64})),
+        ),
+        (
+            "traffic.ttl_seconds",
+            Box::new(|v| v["traffic"]["ttl_seconds"] = json!(9223372036854775807u64)),
+        ),
+    ];
+    for (path, mutate) in cases {
+        let mut v = minimal();
+        mutate(&mut v);
+        let m = messages(&v);
+        assert!(
+            m.iter().any(|p| p.starts_with(&format!("{path}: "))),
+            "not refused at {path}: {m:?}"
+        );
+    }
+    // An overflowing integer does not hide the other problems.
+    let mut v = minimal();
+    v["replication"] = json!({"parallelism": 4294967296u64});
+    v["traffic"]["aws_target"] = json!("10.0.0.1");
+    let m = messages(&v);
+    assert!(
+        m.iter().any(|p| p.starts_with("traffic.aws_target: ")),
+        "{m:?}"
+    );
+    assert!(!m.iter().any(|p| p.starts_with("$: ")), "{m:?}");
+    // Still valid: regions and partitions that exist.
+    for arn in [
+        "arn:aws:sns:us-east-1:123456789012:t",
+        "arn:aws-us-gov:sns:us-gov-west-1:123456789012:t",
+        "arn:aws-cn:sns:cn-north-1:123456789012:t",
+        "arn:aws:sns:ap-southeast-5:123456789012:t",
+    ] {
+        let mut v = minimal();
+        v["approvals"]["sns_topic_arn"] = json!(arn);
+        assert_eq!(messages(&v), Vec::<String>::new(), "{arn}");
+    }
+}
+
+#[test]
+fn duplicate_keys_and_oversized_specs_are_refused() {
+    let text = minimal().to_string();
+    let dup = text.replacen(
+        "\"migration_id\":\"acme-prod-1\"",
+        "\"migration_id\":\"acme-prod-1\",\"migration_id\":\"other\"",
+        1,
+    );
+    assert_ne!(dup, text);
+    let err = parse(&dup).expect_err("duplicate key").to_string();
+    assert!(err.contains("migration_id: appears twice"), "{err}");
+    let mut big = minimal();
+    big["approvals"]["approvers"] = json!(
+        (0..9000)
+            .map(|i| format!("person{i:05}@acme-example.example"))
+            .collect::<Vec<_>>()
+    );
+    let text = big.to_string();
+    assert!(text.len() > 256 * 1024);
+    let err = parse(&text).expect_err("too big").to_string();
+    assert!(err.contains("256 KiB"), "{}", &err[..err.len().min(300)]);
+}
