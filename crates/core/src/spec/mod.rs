@@ -432,8 +432,16 @@ pub fn is_process_type(name: &str) -> bool {
 
 /// The JSON Schema of [`MigrationSpec`], as checked in at `examples/migration.schema.json`.
 pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(MigrationSpec))
-        .expect("a generated schema is always valid JSON")
+    schema().clone()
+}
+
+/// The schema, generated once per process (every parse checks against it).
+fn schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        serde_json::to_value(schemars::schema_for!(MigrationSpec))
+            .expect("a generated schema is always valid JSON")
+    })
 }
 
 /// Parses and validates a spec from JSON text, reporting every problem found.
@@ -466,8 +474,7 @@ pub fn parse(text: &str) -> Result<MigrationSpec, Problems> {
 
 /// Validates an already-parsed JSON value and converts it into a spec.
 pub fn from_value(value: &serde_json::Value) -> Result<MigrationSpec, Problems> {
-    let schema = json_schema();
-    let mut problems = shape::check(&schema, value);
+    let mut problems = shape::check(schema(), value);
     if problems.is_empty() {
         match serde_json::from_value::<MigrationSpec>(value.clone()) {
             Ok(spec) => {

@@ -72,6 +72,38 @@ fn collect_unsupported(schema: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Every `$ref` in `root` (recursively) that does not name one of its `$defs` (a test holds
+/// the generated schema to none).
+#[cfg(test)]
+pub fn unresolved_refs(root: &Value) -> Vec<String> {
+    fn walk(root: &Value, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str)
+                    && resolve_ref(root, r).is_none()
+                {
+                    out.push(r.to_string());
+                }
+                for sub in m.values() {
+                    walk(root, sub, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(root, x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn resolve_ref<'a>(root: &'a Value, r: &str) -> Option<&'a Value> {
+    r.strip_prefix("#/$defs/")
+        .and_then(|name| root.get("$defs")?.get(name))
+}
+
 /// Checks `value` against `root` (a schema with `$defs`), returning every problem.
 pub fn check(root: &Value, value: &Value) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -86,21 +118,32 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn resolve<'s>(&'s self, schema: &'s Value) -> &'s Value {
         match schema.get("$ref").and_then(Value::as_str) {
-            Some(r) => r
-                .strip_prefix("#/$defs/")
-                .and_then(|name| self.root.get("$defs")?.get(name))
-                .unwrap_or(&Value::Null),
+            Some(r) => resolve_ref(self.root, r).unwrap_or(&Value::Null),
             None => schema,
         }
     }
 
     fn check(&self, schema: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) {
+        if let Some(r) = schema.get("$ref").and_then(Value::as_str)
+            && resolve_ref(self.root, r).is_none()
+        {
+            // Never a silent pass: a schema that points nowhere checks nothing.
+            out.push(Problem::new(
+                path,
+                format!("cannot be checked: the spec schema refers to {r}, which it does not define (a Ferry bug; please report it)"),
+            ));
+            return;
+        }
         let schema = self.resolve(schema);
         let Some(s) = schema.as_object() else {
             return;
         };
-        if let Some(branches) = s.get("anyOf").or_else(|| s.get("oneOf")) {
+        if let Some(branches) = s.get("anyOf") {
             self.check_branches(branches, value, path, out);
+            return;
+        }
+        if let Some(branches) = s.get("oneOf") {
+            self.check_one_of(branches, value, path, out);
             return;
         }
         if let Some(allowed) = s.get("enum").and_then(Value::as_array)
@@ -136,6 +179,31 @@ impl Checker<'_> {
             Value::Number(n) => check_number(s, n, path, out),
             Value::String(text) => check_string(s, text, path, out),
             _ => {}
+        }
+    }
+
+    /// `oneOf`: exactly one branch matches (none: as `anyOf` reports; more: ambiguous).
+    fn check_one_of(&self, branches: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) {
+        let matching = branches
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| {
+                let mut p = Vec::new();
+                self.check(b, value, path, &mut p);
+                p.is_empty()
+            })
+            .count();
+        match matching {
+            0 => self.check_branches(branches, value, path, out),
+            1 => {}
+            n => out.push(Problem::new(
+                path,
+                format!(
+                    "{} matches more than one of the allowed forms ({n}); it must match exactly one",
+                    describe(value)
+                ),
+            )),
         }
     }
 
@@ -465,6 +533,30 @@ mod tests {
             ]
         );
         assert!(check(&root, &json!({"a": null})).is_empty());
+    }
+
+    #[test]
+    fn one_of_needs_exactly_one_branch() {
+        let root = json!({"oneOf": [{"type": "integer", "minimum": 1}, {"type": "integer", "maximum": 10}]});
+        assert!(
+            check(&root, &json!(20)).is_empty(),
+            "only the first matches"
+        );
+        let p = check(&root, &json!(5));
+        assert_eq!(p.len(), 1, "both match: {p:?}");
+        assert!(p[0].message.contains("more than one"), "{p:?}");
+        let any = json!({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "integer", "maximum": 10}]});
+        assert!(check(&any, &json!(5)).is_empty());
+    }
+
+    #[test]
+    fn an_unresolved_ref_is_a_problem_not_a_pass() {
+        let root = json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}});
+        let p = check(&root, &json!({"a": 1}));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].message.contains("#/$defs/Missing"), "{p:?}");
+        assert!(unresolved_refs(&root).contains(&"#/$defs/Missing".to_string()));
+        assert!(unresolved_refs(&crate::spec::json_schema()).is_empty());
     }
 
     #[test]
