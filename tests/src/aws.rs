@@ -97,3 +97,69 @@ pub async fn worker_task(
         public_ip: false,
     }
 }
+
+/// An SQS queue subscribed to `topic` (raw delivery) with an optional filter policy; its URL.
+pub async fn queue_on(aws: &aws_config::SdkConfig, topic: &str, filter: Option<&str>) -> String {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let url = sqs
+        .create_queue()
+        .queue_name(unique("ferry-sub-"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue arn")
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("queue arn")
+        .clone();
+    let mut sub = aws_sdk_sns::Client::new(aws)
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .attributes("RawMessageDelivery", "true");
+    if let Some(f) = filter {
+        sub = sub.attributes("FilterPolicy", f);
+    }
+    sub.send().await.expect("subscribe");
+    url
+}
+
+/// Every message body waiting in the queue at `url`.
+pub async fn drain_queue(aws: &aws_config::SdkConfig, url: &str) -> Vec<String> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let mut out = Vec::new();
+    loop {
+        let msgs = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        if msgs.messages().is_empty() {
+            return out;
+        }
+        for m in msgs.messages() {
+            out.extend(m.body().map(str::to_string));
+            if let Some(h) = m.receipt_handle() {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(h)
+                    .send()
+                    .await;
+            }
+        }
+    }
+}

@@ -1492,3 +1492,113 @@ async fn the_exact_comparison_after_the_cutover_catches_a_row_damaged_during_the
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+/// Email approval links decide as their approver, so each approver's links travel in a message
+/// of their own that only a subscription filtered to that address receives; the prompt every
+/// subscriber gets carries no link.
+#[tokio::test]
+async fn each_email_approver_alone_receives_their_links() {
+    let mut e = env("mail_", None).await;
+    let (a, b) = ("ops-a@acme.example", "ops-b@acme.example");
+    e.spec_json["approvals"]["approvers"] = serde_json::json!([a, b, SLACK_USER]);
+    let (deps, id) = (&e.deps, e.id.clone());
+    let aws = ferry_aws::sdk_config().await;
+    // An email subscription without a filter policy would receive both approvers' links:
+    // preflight refuses it, naming the fix; filtered to its address, it passes.
+    let sns = aws_sdk_sns::Client::new(&aws);
+    let topic_arn = e.spec_json["approvals"]["sns_topic_arn"]
+        .as_str()
+        .expect("topic")
+        .to_string();
+    let sub = sns
+        .subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("email")
+        .endpoint(a)
+        .return_subscription_arn(true)
+        .send()
+        .await
+        .expect("subscribe")
+        .subscription_arn()
+        .expect("arn")
+        .to_string();
+    let exec = format!("arn:aws:states:us-east-1:123456789012:execution:ferry:{id}");
+    let err = preflight::run(
+        deps,
+        preflight::Input {
+            spec: e.spec_json.clone(),
+            execution_arn: exec.clone(),
+        },
+    )
+    .await
+    .expect_err("an unfiltered email subscription");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("email subscription of {a} has no filter policy")),
+        "{text}"
+    );
+    sns.set_subscription_attributes()
+        .subscription_arn(&sub)
+        .attribute_name("FilterPolicy")
+        .attribute_value(serde_json::json!({"ferry_approver": ["all", a]}).to_string())
+        .send()
+        .await
+        .expect("filter");
+    let (_, spec) = preflight_passed(&e).await;
+    let topic = &spec.approvals.sns_topic_arn;
+    let policy = |who: &str| serde_json::json!({"ferry_approver": ["all", who]}).to_string();
+    let qa = ferry_tests::aws::queue_on(&aws, topic, Some(&policy(a))).await;
+    let qb = ferry_tests::aws::queue_on(&aws, topic, Some(&policy(b))).await;
+    let watcher = ferry_tests::aws::queue_on(
+        &aws,
+        topic,
+        Some(&serde_json::json!({"ferry_approver": ["all"]}).to_string()),
+    )
+    .await;
+    let gk = Gatekeeper::new().await;
+    let (_, token) = gk.waiting_execution().await;
+    walk(
+        e.store.as_ref(),
+        &id,
+        &[Phase::ConfigSync, Phase::Replicating, Phase::Verifying],
+    )
+    .await;
+    approval::request(
+        deps,
+        approval::RequestInput {
+            migration_id: id.clone(),
+            gate: Gate::ShiftTraffic,
+            task_token: token.into(),
+        },
+    )
+    .await
+    .expect("the prompt");
+    let now = chrono::Utc::now().timestamp();
+    for (queue, me, other) in [(&qa, a, b), (&qb, b, a)] {
+        let got = ferry_tests::aws::drain_queue(&aws, queue).await;
+        assert_eq!(got.len(), 2, "the prompt and {me}'s own links: {got:?}");
+        let all = got.join("\n");
+        assert!(
+            !all.contains(other),
+            "{me} received {other}'s message: {all}"
+        );
+        let tokens: Vec<&str> = all
+            .split("approve?t=")
+            .skip(1)
+            .map(|t| t.split_whitespace().next().unwrap_or(""))
+            .collect();
+        assert_eq!(tokens.len(), 2, "approve and reject links: {all}");
+        for t in tokens {
+            let claims =
+                signing::verify_link(LINK_SECRET.as_bytes(), t, now).expect("a valid link");
+            assert_eq!(claims.approver, me);
+        }
+    }
+    let seen = ferry_tests::aws::drain_queue(&aws, &watcher).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        !seen[0].contains("approve?t="),
+        "the shared prompt carries a link: {}",
+        seen[0]
+    );
+}

@@ -129,9 +129,72 @@ pub trait Alarms: Send + Sync {
 /// Publishes approval prompts and notices.
 #[async_trait]
 pub trait Notifier: Send + Sync {
-    /// Publishes `message` with `subject` to the topic.
+    /// Publishes `message` with `subject` to the topic, for every subscriber (message
+    /// attribute `ferry_approver` = `all`).
     async fn publish(&self, topic_arn: &str, subject: &str, message: &str) -> CloudResult<()>;
+
+    /// Publishes `message` for one approver only: message attribute `ferry_approver` =
+    /// `approver`, which a subscription's filter policy (`{"ferry_approver": ["all",
+    /// "<address>"]}`) delivers to that approver's subscription alone.
+    async fn publish_for(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        message: &str,
+        approver: &str,
+    ) -> CloudResult<()>;
+
+    /// The topic's subscriptions with their filter policies (preflight checks that an email
+    /// subscription cannot receive another approver's links).
+    async fn subscriptions(&self, topic_arn: &str) -> CloudResult<Vec<Subscription>>;
 }
+
+/// One subscription to a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// `email`, `email-json`, `sqs`, `https`…
+    pub protocol: String,
+    /// The address, queue or URL it delivers to.
+    pub endpoint: String,
+    /// Its filter policy (JSON), if any.
+    pub filter_policy: Option<String>,
+}
+
+impl Subscription {
+    /// For an email subscription: why it could receive a message meant for another approver
+    /// (its filter policy must limit `ferry_approver` to `all` and its own address), or None.
+    pub fn leaks_links(&self) -> Option<String> {
+        if !self.protocol.starts_with("email") {
+            return None;
+        }
+        let allowed: Option<Vec<String>> = self
+            .filter_policy
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|v| {
+                v.get(AUDIENCE_ATTRIBUTE)?
+                    .as_array()?
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            });
+        match allowed {
+            None => Some(
+                "has no filter policy on ferry_approver, so it receives every approver's links"
+                    .into(),
+            ),
+            Some(list) => list
+                .iter()
+                .find(|x| *x != AUDIENCE_ALL && !x.eq_ignore_ascii_case(&self.endpoint))
+                .map(|x| format!("lets through messages for {x}, whose links decide as them")),
+        }
+    }
+}
+
+/// The SNS message attribute that names who a message is for.
+pub const AUDIENCE_ATTRIBUTE: &str = "ferry_approver";
+/// Its value on a message for every subscriber.
+pub const AUDIENCE_ALL: &str = "all";
 
 /// A worker task as ECS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

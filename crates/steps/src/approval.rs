@@ -114,8 +114,21 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
         "{alarm}Ferry migration {id} of Heroku app {} asks you to {what}.\n\n{explain}\n\n{facts_line}\n",
         spec.heroku.app
     );
-    let expires = Utc::now().timestamp() + i64::from(spec.timing.approval_timeout_hours) * 3600;
+    message.push_str(&format!(
+        "\nDecide from a terminal: ferry approve {id} --gate {} (or ferry reject), or with Slack's buttons. Email approvers receive their own approve and reject links in a message of their own.\n",
+        input.gate
+    ));
+    let subject = format!("Ferry: approve to {what} for {}", spec.heroku.app);
+    let mut notified = Vec::new();
+    deps.notifier
+        .publish(&spec.approvals.sns_topic_arn, &subject, &message)
+        .await?;
+    notified.push("sns".to_string());
+    // Each email approver's links go in a message of their own (SNS message attribute
+    // `ferry_approver`), which the topic delivers only to subscriptions whose filter policy
+    // names that address: a link decides as its approver, so no one else may receive it.
     if let Some(base) = &deps.settings.approval_url {
+        let expires = Utc::now().timestamp() + i64::from(spec.timing.approval_timeout_hours) * 3600;
         let secret = deps.params.get(&deps.settings.link_secret_param).await?;
         for approver in spec.approvals.approvers.iter().filter(|a| a.contains('@')) {
             let link = |approve| {
@@ -131,26 +144,17 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
                 );
                 format!("{}/approve?t={t}", base.trim_end_matches('/'))
             };
-            message.push_str(&format!(
-                "\n{approver}:\n  approve: {}\n  reject:  {}\n",
+            let own = format!(
+                "{alarm}Ferry migration {id} of Heroku app {} asks you, {approver}, to {what}.\n\n{explain}\n\n{facts_line}\n\nThese links decide as {approver} and were sent to you alone; do not forward them.\n  approve: {}\n  reject:  {}\n",
+                spec.heroku.app,
                 link(true),
                 link(false)
-            ));
+            );
+            deps.notifier
+                .publish_for(&spec.approvals.sns_topic_arn, &subject, &own, approver)
+                .await?;
         }
     }
-    message.push_str(&format!(
-        "\nOr from a terminal: ferry approve {id} --gate {} (or ferry reject).\n",
-        input.gate
-    ));
-    let mut notified = Vec::new();
-    deps.notifier
-        .publish(
-            &spec.approvals.sns_topic_arn,
-            &format!("Ferry: approve to {what} for {}", spec.heroku.app),
-            &message,
-        )
-        .await?;
-    notified.push("sns".to_string());
     if let Some(param) = &spec.approvals.slack_webhook_param {
         let webhook = deps.params.get(param).await?;
         let explain = format!("{alarm}{explain}");

@@ -100,6 +100,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
         .collect();
     blockers.extend(check_rds(deps, &spec, &report).await?);
     blockers.extend(check_endpoint(deps, &spec).await?);
+    blockers.extend(check_email_links(deps, &spec).await?);
     let replaced_ttl = deps.router.replaced_ttl(&spec.traffic).await?;
     facts::put_once(
         deps.store.as_ref(),
@@ -343,6 +344,32 @@ async fn check_rds(
 
 /// Proxy mode: the endpoint must be deployed and serving before the migration starts (the
 /// AWS fleet uses it from the first canary step), with the PgBouncer the cutover relies on.
+/// Email approval links decide as their approver: with email approvers and links on, every
+/// email subscription to the topic must be filtered to its own address (see
+/// [`ferry_core::cloud::Subscription::leaks_links`]).
+async fn check_email_links(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String>> {
+    if deps.settings.approval_url.is_none()
+        || !spec.approvals.approvers.iter().any(|a| a.contains('@'))
+    {
+        return Ok(Vec::new());
+    }
+    let subs = deps
+        .notifier
+        .subscriptions(&spec.approvals.sns_topic_arn)
+        .await?;
+    Ok(subs
+        .iter()
+        .filter_map(|s| {
+            s.leaks_links().map(|why| {
+                format!(
+                    "- approvals.sns_topic_arn: the {} subscription of {} {why}. Fix: set its filter policy to {{\"ferry_approver\": [\"all\", \"{}\"]}} (aws sns set-subscription-attributes --attribute-name FilterPolicy)",
+                    s.protocol, s.endpoint, s.endpoint
+                )
+            })
+        })
+        .collect())
+}
+
 async fn check_endpoint(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String>> {
     if spec.cutover.endpoint != ferry_core::spec::EndpointMode::Proxy {
         return Ok(Vec::new());
