@@ -488,8 +488,13 @@ async fn analyse_with(
     if !(src.replication || src.superuser) {
         logical_reasons.push(format!("role {} has no REPLICATION attribute", src.role));
     }
-    if src.free_replication_slots < 1 {
-        logical_reasons.push("no free replication slot".to_string());
+    // One slot for the stream, and one for the temporary copy Verify decodes to see which
+    // keys have changes waiting (it never reads the stream's own slot).
+    if src.free_replication_slots < 2 {
+        logical_reasons.push(format!(
+            "{} free replication slot(s); logical capture needs 2 (the stream's and Verify's temporary copy of it)",
+            src.free_replication_slots.max(0)
+        ));
     }
     if tables.iter().any(|t| t.unlogged) {
         logical_reasons.push("UNLOGGED tables are invisible to decoding".to_string());
