@@ -331,6 +331,16 @@ class Handler(BaseHTTPRequestHandler):
                     return self.reply(200, {"ok": True})
                 if self.command == "POST" and self.path == "/__bed/apps":
                     return self.reply(201, app_json(create_app(body)))
+                m = re.fullmatch(r"/__bed/apps/([^/]+)/database-url", self.path)
+                if self.command == "POST" and m:
+                    # As `pg:credentials:rotate` does: the attachment's URL changes.
+                    app = app_or_404(m.group(1))
+                    pg = next((x for x in ADDONS.values() if x["app"]["id"] == app["id"]
+                               and x["addon_service"]["name"] == "heroku-postgresql"), None)
+                    if pg is None:
+                        raise ApiError(404, "not_found", "the app has no Heroku Postgres add-on")
+                    pg["_url"] = body["url"]
+                    return self.reply(200, {"ok": True})
                 if self.command == "POST" and self.path == "/__bed/rate-limit":
                     RATE_LIMIT["remaining"] = int(body.get("remaining", 4500))
                     return self.reply(200, RATE_LIMIT)

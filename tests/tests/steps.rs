@@ -246,6 +246,7 @@ fn spawn_worker(id: &str, table: &str) -> Child {
         .env("FERRY_HEARTBEAT_MS", "100")
         .env("FERRY_BATCH_SIZE", "500")
         .env("FERRY_SCHEMA_CHECK_MS", "1000")
+        .env("FERRY_HEROKU_API_URL", heroku().0)
         .env("RUST_LOG", "warn")
         .process_group(0)
         .spawn()
@@ -1601,4 +1602,110 @@ async fn each_email_approver_alone_receives_their_links() {
         "the shared prompt carries a link: {}",
         seen[0]
     );
+}
+
+/// Heroku rotates the source's credentials mid-stream (the old password refused, the worker's
+/// sessions ended, the attachment's URL changed): the worker takes the app's current URL from
+/// the Platform API, stores it in the source parameter (keeping the stored URL's TLS
+/// settings), audits it, and goes on replicating.
+#[tokio::test]
+async fn serial_the_worker_follows_a_rotated_source_password() {
+    let e = env("rot_", None).await;
+    let (deps, id) = (&e.deps, e.id.clone());
+    let role = unique("rot_");
+    let admin =
+        e.db.url(ferry_tests::Side::Source)
+            .connect()
+            .await
+            .expect("admin");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'first-Zk7' IN ROLE {APP_ROLE}"
+        ))
+        .await
+        .expect("a login of the app's");
+    let login = |pw: &str| {
+        let creds = ferry_pg::PgUrl::parse(&format!("postgres://{role}:{pw}@x/y")).expect("url");
+        e.db.source_app_url().with_login_of(&creds).expect("login")
+    };
+    let app = e.spec_json["heroku"]["app"]
+        .as_str()
+        .expect("app")
+        .to_string();
+    let set_heroku_url = |url: String| {
+        let app = app.clone();
+        async move {
+            let (base, _) = heroku();
+            let r = reqwest::Client::new()
+                .post(format!("{base}/__bed/apps/{app}/database-url"))
+                .json(&serde_json::json!({ "url": url }))
+                .send()
+                .await
+                .expect("fake Heroku");
+            assert!(r.status().is_success());
+        }
+    };
+    let param = format!("/{id}/source-url");
+    deps.params
+        .put_secure(&param, login("first-Zk7").expose_secret())
+        .await
+        .expect("param");
+    set_heroku_url(login("first-Zk7").expose_secret().to_string()).await;
+    preflight_passed(&e).await;
+    config_sync::run(deps, mref(&id)).await.expect("config");
+    replication::start(deps, mref(&id)).await.expect("start");
+    let mut worker = spawn_worker(&id, e.store.table());
+    wait_for("the worker to catch up", 90, || async {
+        replication::status(deps, mref(&id))
+            .await
+            .expect("status")
+            .ready
+    })
+    .await;
+
+    // Rotation, as `pg:credentials:rotate --force` does it.
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {role} PASSWORD 'second-Zk7';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}';"
+        ))
+        .await
+        .expect("rotate");
+    set_heroku_url(login("second-Zk7").expose_secret().to_string()).await;
+    let app_db = e.db.source_app_url().connect().await.expect("app");
+    app_db
+        .batch_execute("INSERT INTO accounts (email) VALUES ('after-rotation@example.com')")
+        .await
+        .expect("the app writes");
+    let target = e.db.target_url().connect().await.expect("target");
+    wait_for("the write after the rotation on the target", 90, || async {
+        target
+            .query_one(
+                "SELECT count(*) FROM accounts WHERE email = 'after-rotation@example.com'",
+                &[],
+            )
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+    })
+    .await;
+    let stored = deps.params.get(&param).await.expect("param");
+    assert!(
+        stored.contains("second-Zk7"),
+        "the parameter was not refreshed"
+    );
+    assert!(stored.contains("sslmode=verify-full"), "TLS settings kept");
+    let audit = e.store.audit_log(&id).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "source_credentials_refreshed"
+                && a.detail["from_config_var"] == "DATABASE_URL"),
+        "not audited"
+    );
+    assert!(
+        !audit.iter().any(|a| a.detail.to_string().contains("Zk7")),
+        "a password in the audit log"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
 }

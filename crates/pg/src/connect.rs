@@ -138,6 +138,41 @@ impl PgUrl {
         other
     }
 
+    /// This URL with the user and password of `other` (everything else — host, database,
+    /// sslmode, root certificate — kept): after a credential rotation.
+    pub fn with_login_of(&self, other: &PgUrl) -> Result<PgUrl, PgError> {
+        let (Some(mine), Some(theirs)) = (Parts::split(&self.raw), Parts::split(&other.raw)) else {
+            return Err(PgError::InvalidUrl {
+                url: self.redacted.clone(),
+                reason: "cannot take the login of another URL".into(),
+            });
+        };
+        let mut userinfo = theirs.user.unwrap_or_default().to_string();
+        if let Some(p) = theirs.password {
+            userinfo.push(':');
+            userinfo.push_str(p);
+        }
+        let query = mine
+            .query
+            .iter()
+            .map(|(k, v)| v.map_or_else(|| k.to_string(), |v| format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join("&");
+        let raw = format!(
+            "{}://{userinfo}@{}{}{}{query}",
+            mine.scheme,
+            mine.host,
+            mine.path,
+            if query.is_empty() { "" } else { "?" }
+        );
+        PgUrl::parse(&raw)
+    }
+
+    /// Whether `other` names the same database on the same server (any login).
+    pub fn same_database(&self, other: &PgUrl) -> bool {
+        self.host_port() == other.host_port() && self.dbname() == other.dbname()
+    }
+
     /// The first host and port (TCP), for a pooler's backend entry.
     pub fn host_port(&self) -> Option<(String, u16)> {
         let host = match self.config.get_hosts().first()? {
@@ -672,6 +707,20 @@ mod tests {
             assert_eq!(p.host_port().map(|h| h.0).as_deref(), Some("h"), "{url}");
             assert_eq!(p.for_libpq().1.as_deref(), Some(pw), "{url}");
         }
+    }
+
+    #[test]
+    fn a_rotated_login_keeps_the_rest_of_the_url() {
+        let stale =
+            PgUrl::parse("postgres://u:old@h:5432/db?sslmode=verify-full&sslrootcert=/ca.pem")
+                .expect("stale");
+        let heroku = PgUrl::parse("postgres://u2:Ne?w@h:5432/db").expect("new");
+        let fresh = stale.with_login_of(&heroku).expect("login");
+        assert_eq!(fresh.user(), Some("u2"));
+        assert_eq!(fresh.expose_password().as_deref(), Some("Ne?w"));
+        assert_eq!(fresh.tls_check(), TlsCheck::VerifyFull);
+        assert!(fresh.same_database(&stale));
+        assert!(!fresh.same_database(&stale.with_dbname("other")));
     }
 
     #[test]

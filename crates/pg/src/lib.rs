@@ -55,16 +55,50 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// Whether the server refused the login (wrong password or user: SQLSTATE 28P01/28000),
+    /// as after Heroku rotated the credentials.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            PgError::Connect { source, .. } | PgError::Query { source, .. } => {
+                is_auth_error(source)
+            }
+            _ => false,
+        }
+    }
+
     /// The stable Step Functions error name.
     pub fn step_error_name(&self) -> &'static str {
         match self {
             PgError::InvalidUrl { .. } => "Ferry.Blocked.InvalidUrl",
             PgError::Tls { .. } => "Ferry.Blocked.Tls",
             PgError::Connect { .. } => "Ferry.Retryable.PgConnect",
+            PgError::Query { source, .. } if is_connection_lost(source) => {
+                "Ferry.Retryable.PgConnect"
+            }
             PgError::Query { .. } => "Ferry.Failed.PgQuery",
             PgError::Stuck { .. } => "Ferry.Failed.PgStuck",
         }
     }
+}
+
+/// Whether the session is gone (closed, or ended by the server: an administrator, a
+/// failover, a credential rotation) rather than the statement failing.
+pub fn is_connection_lost(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.is_closed()
+        || matches!(
+            e.code(),
+            Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN
+        )
+}
+
+/// Whether `e` is the server refusing a login.
+pub fn is_auth_error(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    )
 }
 
 /// The driver's error with its cause chain (tokio-postgres' own Display says only "db error"

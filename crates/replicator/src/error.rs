@@ -47,11 +47,24 @@ impl ReplError {
     }
 }
 
+impl ReplError {
+    /// Whether a server refused a login (see [`PgError::is_auth_failure`]).
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            ReplError::Pg(e) => e.is_auth_failure(),
+            ReplError::Sql { source, .. } => ferry_pg::is_auth_error(source),
+            _ => false,
+        }
+    }
+}
+
 impl StepErrorName for ReplError {
     fn step_error_name(&self) -> &'static str {
         match self {
             ReplError::Pg(e) => e.step_error_name(),
-            ReplError::Sql { source, .. } if source.is_closed() => "Ferry.Retryable.PgConnect",
+            ReplError::Sql { source, .. } if ferry_pg::is_connection_lost(source) => {
+                "Ferry.Retryable.PgConnect"
+            }
             ReplError::Sql { .. } => "Ferry.Failed.ReplicationSql",
             ReplError::Tool { .. } => "Ferry.Failed.ReplicationTool",
             ReplError::SchemaChanged { .. } => "Ferry.Blocked.SchemaChanged",

@@ -71,6 +71,13 @@ pub enum RunError {
     Store(#[from] StoreError),
 }
 
+impl RunError {
+    /// Whether a server refused a login (credentials rotated under the worker).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, RunError::Repl(e) if e.is_auth_failure())
+    }
+}
+
 impl StepErrorName for RunError {
     fn step_error_name(&self) -> &'static str {
         match self {

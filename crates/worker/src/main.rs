@@ -5,8 +5,13 @@
 //! Environment: `FERRY_MIGRATION_ID`, `FERRY_STATE_TABLE` (required); `FERRY_PG_BIN` (pg_dump
 //! and psql of the target's major version), `FERRY_WORKER_ID`, `FERRY_HEARTBEAT_MS`,
 //! `FERRY_BATCH_SIZE`, `FERRY_ROWS_PER_CHUNK`, `FERRY_SCHEMA_CHECK_MS`, `FERRY_COMMAND_POLL_MS`
-//! (optional; commands are read every 100 ms so a cutover's drain starts at once); AWS
-//! settings as usual (`AWS_REGION`, `AWS_ENDPOINT_URL` …).
+//! (optional; commands are read every 100 ms so a cutover's drain starts at once),
+//! `FERRY_HEROKU_API_URL` (the Platform API, default api.heroku.com: read when the source
+//! refuses the stored login); AWS settings as usual (`AWS_REGION`, `AWS_ENDPOINT_URL` …).
+//!
+//! A lost connection or a refused login does not end the process: the run starts again (at
+//! most [`MAX_RUNS`] times) with the URLs read again, and a refused source login is replaced
+//! by the Heroku app's current one ([`rotation`]).
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -18,6 +23,39 @@ use ferry_replicator::{
     runner::{self, Exit, RunnerConfig},
     schema::Tools,
 };
+
+mod rotation;
+
+/// Runs of the replicator in one process (after a lost connection or a refused login).
+const MAX_RUNS: u32 = 4;
+
+/// Logs in to the source with the stored URL; when the login is refused, takes Heroku's
+/// current one (see [`rotation`]). Other connection errors are left to the run.
+async fn ensure_source_login(
+    store: &dyn MigrationStore,
+    params: &dyn ParamStore,
+) -> anyhow::Result<()> {
+    let migration_id = var("FERRY_MIGRATION_ID")?;
+    let spec = store
+        .migration(&migration_id)
+        .await
+        .with_context(|| format!("read migration {migration_id}"))?
+        .spec;
+    let stale = PgUrl::parse(&params.get(&spec.source.database_url_param).await?)
+        .context("source.database_url_param holds an unusable URL")?;
+    match stale.connect().await {
+        Err(e) if e.is_auth_failure() => {
+            match rotation::refresh_source(store, params, &spec, &stale).await? {
+                Some(_) => Ok(()),
+                None => bail!(
+                    "the source refused the login in {} and the Heroku app's config vars hold no other login for that database: {e}",
+                    spec.source.database_url_param
+                ),
+            }
+        }
+        _ => Ok(()),
+    }
+}
 
 fn var(name: &str) -> anyhow::Result<String> {
     std::env::var(name)
@@ -139,28 +177,51 @@ async fn main() -> ExitCode {
     };
     let store = ferry_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table);
     let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
-    let cfg = match config(&store, &params).await {
-        Ok(c) => c,
-        Err(e) => {
+    for attempt in 1..=MAX_RUNS {
+        if let Err(e) = ensure_source_login(&store, &params).await {
             tracing::error!("cannot start: {e:#}");
             return ExitCode::from(2);
         }
-    };
-    let span = tracing::info_span!("worker", migration_id = %cfg.migration_id, step = "replicate");
-    let _guard = span.enter();
-    tracing::info!(source = %cfg.replicator.source.redacted(), target = %cfg.replicator.target.redacted(), "starting");
-    match runner::run(&store, cfg).await {
-        Ok(Exit::Stopped { cleaned_up }) => {
-            tracing::info!(cleaned_up, "stopped on command");
-            ExitCode::SUCCESS
-        }
-        Ok(Exit::Superseded) => {
-            tracing::warn!("a newer worker took over; exiting");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error_name = e.step_error_name(), "{e}");
-            ExitCode::FAILURE
+        let cfg = match config(&store, &params).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("cannot start: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let span =
+            tracing::info_span!("worker", migration_id = %cfg.migration_id, step = "replicate");
+        let _guard = span.enter();
+        tracing::info!(source = %cfg.replicator.source.redacted(), target = %cfg.replicator.target.redacted(), attempt, "starting");
+        match runner::run(&store, cfg).await {
+            Ok(Exit::Stopped { cleaned_up }) => {
+                tracing::info!(cleaned_up, "stopped on command");
+                return ExitCode::SUCCESS;
+            }
+            Ok(Exit::Superseded) => {
+                tracing::warn!("a newer worker took over; exiting");
+                return ExitCode::SUCCESS;
+            }
+            // A lost connection or a refused login (Heroku maintenance, failover, credential
+            // rotation): start again in this process, with the URLs read again (and the
+            // source's login refreshed from Heroku if it is refused).
+            Err(e)
+                if attempt < MAX_RUNS
+                    && (e.is_auth_failure()
+                        || e.step_error_name() == "Ferry.Retryable.PgConnect") =>
+            {
+                tracing::warn!(
+                    error_name = e.step_error_name(),
+                    attempt,
+                    "{e}; starting again"
+                );
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                tracing::error!(error_name = e.step_error_name(), "{e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
+    ExitCode::FAILURE
 }
