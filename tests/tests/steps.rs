@@ -1296,17 +1296,7 @@ async fn verify_under_writes(prefix: &str, capture: &str) {
     let (deps, id) = (&e.deps, e.id.clone());
     let app_db = e.db.source_app_url().connect().await.expect("app");
     app_db.batch_execute(NASTY_SQL).await.expect("nasty schema");
-    preflight_passed(&e).await;
-    config_sync::run(deps, mref(&id)).await.expect("config");
-    replication::start(deps, mref(&id)).await.expect("start");
-    let mut worker = spawn_worker(&id, e.store.table());
-    wait_for("the worker to catch up", 120, || async {
-        replication::status(deps, mref(&id))
-            .await
-            .expect("status")
-            .ready
-    })
-    .await;
+    let (_, _, mut worker) = streaming(&e).await;
     let (stop, writer) = start_writer(e.db.source_app_url());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -1411,19 +1401,27 @@ async fn exact_check_done(deps: &Deps, id: &str) -> ferry_core::state::DrainChec
 
 /// Cuts over the env's migration (worker running, phases walked, traffic on AWS); returns the
 /// execution ARN and the worker.
-async fn cut_over(e: &Env) -> (String, Child) {
-    let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
+/// Preflight, config sync, the worker started and caught up: returns the execution ARN, the
+/// spec and the worker.
+async fn streaming(e: &Env) -> (String, ferry_core::MigrationSpec, Child) {
+    let (deps, id) = (&e.deps, e.id.clone());
     let (exec, spec) = preflight_passed(e).await;
     config_sync::run(deps, mref(&id)).await.expect("config");
     replication::start(deps, mref(&id)).await.expect("start");
     let worker = spawn_worker(&id, e.store.table());
-    wait_for("the worker to catch up", 90, || async {
+    wait_for("the worker to catch up", 120, || async {
         replication::status(deps, mref(&id))
             .await
             .expect("status")
             .ready
     })
     .await;
+    (exec, spec, worker)
+}
+
+async fn cut_over(e: &Env) -> (String, Child) {
+    let (deps, id, store) = (&e.deps, e.id.clone(), e.store.as_ref());
+    let (exec, spec, worker) = streaming(e).await;
     walk(
         store,
         &id,
@@ -1651,17 +1649,7 @@ async fn serial_the_worker_follows_a_rotated_source_password() {
         .await
         .expect("param");
     set_heroku_url(login("first-Zk7").expose_secret().to_string()).await;
-    preflight_passed(&e).await;
-    config_sync::run(deps, mref(&id)).await.expect("config");
-    replication::start(deps, mref(&id)).await.expect("start");
-    let mut worker = spawn_worker(&id, e.store.table());
-    wait_for("the worker to catch up", 90, || async {
-        replication::status(deps, mref(&id))
-            .await
-            .expect("status")
-            .ready
-    })
-    .await;
+    let (_, _, mut worker) = streaming(&e).await;
 
     // Rotation, as `pg:credentials:rotate --force` does it.
     admin
