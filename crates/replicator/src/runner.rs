@@ -279,7 +279,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                         };
                         drain_target = Some(target);
                         beat.drained_to = None;
-                        check.prepare(cfg).await;
+                        check.prepare(cfg);
                     }
                     WorkerCommand::Stop { cleanup } => {
                         check
@@ -368,12 +368,13 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
     }
 }
 
-/// The exact comparison after a drain (see [`drain_check`]): sessions connected when the drain
-/// is commanded, snapshots taken when it completes, the comparison run as a task whose reports
-/// the loop turns into the `drain_check` fact, an audit entry and metrics.
+/// The exact comparison after a drain (see [`drain_check`]): sessions connected in the
+/// background from the moment the drain is commanded (the drain runs inside the write freeze:
+/// connecting must not hold it up), snapshots taken when it completes, the comparison run as a
+/// task whose reports the loop turns into the `drain_check` fact, an audit entry and metrics.
 #[derive(Default)]
 struct Checker {
-    sessions: Option<drain_check::Sessions>,
+    connecting: Option<tokio::task::JoinHandle<crate::ReplResult<drain_check::Sessions>>>,
     running: Option<Running>,
 }
 
@@ -386,15 +387,19 @@ struct Running {
 }
 
 impl Checker {
-    /// Connects the two sessions (outside the freeze). A failure only means no comparison.
-    async fn prepare(&mut self, cfg: &RunnerConfig) {
+    /// Starts connecting the two sessions while the drain goes on (replacing sessions an
+    /// earlier drain left unused).
+    fn prepare(&mut self, cfg: &RunnerConfig) {
         if cfg.drain_check.is_none() {
             return;
         }
-        match drain_check::Sessions::connect(&cfg.replicator.source, &cfg.replicator.target).await {
-            Ok(s) => self.sessions = Some(s),
-            Err(e) => tracing::warn!(error = %e, "no exact comparison after this drain"),
+        if let Some(old) = self.connecting.take() {
+            old.abort();
         }
+        let (source, target) = (cfg.replicator.source.clone(), cfg.replicator.target.clone());
+        self.connecting = Some(tokio::spawn(async move {
+            drain_check::Sessions::connect(&source, &target).await
+        }));
     }
 
     /// Takes the snapshots, the drain being complete.
@@ -404,7 +409,19 @@ impl Checker {
         rep: &Replicator,
         epoch: u64,
     ) -> Option<(drain_check::Snapshots, DrainCheck)> {
-        let sessions = self.sessions.take()?;
+        // Normally connected long before the drain completes; a failure only means no
+        // comparison.
+        let sessions = match self.connecting.take()?.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no exact comparison after this drain");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no exact comparison after this drain");
+                return None;
+            }
+        };
         match sessions.take().await {
             Ok(s) => {
                 let fact = DrainCheck {
@@ -517,6 +534,9 @@ impl Checker {
         cfg: &RunnerConfig,
         why: &str,
     ) -> Result<(), StoreError> {
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
         if let Some(mut r) = self.running.take() {
             r.task.abort();
             r.fact.state = DrainCheckState::Interrupted;
