@@ -398,19 +398,9 @@ async fn fk_ranks(client: &Client) -> ReplResult<HashMap<String, usize>> {
 /// `SELECT (k->>0)::type0, (k->>1)::type1 … FROM jsonb_array_elements('<keys>'::jsonb) k`:
 /// the logged keys as typed rows, comparable with the table's primary key.
 fn key_select(table: &Table, keys_json: &str) -> ReplResult<String> {
-    let mut parts = Vec::with_capacity(table.primary_key.len());
-    for (i, name) in table.primary_key.iter().enumerate() {
-        let col = table.column(name).ok_or_else(|| {
-            ReplError::State(format!(
-                "primary-key column {name} of {} not found",
-                table.display_name()
-            ))
-        })?;
-        parts.push(format!("(k->>{i})::{}", col.type_sql));
-    }
     Ok(format!(
         "SELECT {} FROM jsonb_array_elements({}::jsonb) k",
-        parts.join(", "),
+        crate::keys::typed(table, "k")?.join(", "),
         quote_literal(keys_json)
     ))
 }

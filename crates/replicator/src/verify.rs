@@ -166,23 +166,6 @@ pub fn key_text(t: &Table, row: Option<&str>) -> ReplResult<String> {
     ))
 }
 
-/// The typed key columns of the JSON array `k` (a jsonb expression) as a SQL select list.
-fn typed_key(t: &Table, k: &str) -> ReplResult<Vec<String>> {
-    t.primary_key
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let col = t.column(name).ok_or_else(|| {
-                ReplError::State(format!(
-                    "primary-key column {name} of {} not found",
-                    t.display_name()
-                ))
-            })?;
-            Ok(format!("({k}->>{i})::{}", col.type_sql))
-        })
-        .collect()
-}
-
 /// The canonical texts of keys as a capture holds them (JSON arrays of typed values, from the
 /// trigger log, or of text, from logical decoding): each value goes through its column's type,
 /// so `[7]` and `["7"]` are the same key.
@@ -194,14 +177,9 @@ pub async fn canonical_keys(
     if raw.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let typed = typed_key(t, "k")?
-        .into_iter()
-        .map(|e| format!("{e}::text"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
-        "SELECT DISTINCT pg_catalog.jsonb_build_array({typed})::text
-           FROM pg_catalog.jsonb_array_elements($1::text::jsonb) k"
+        "SELECT DISTINCT {} FROM pg_catalog.jsonb_array_elements($1::text::jsonb) k",
+        crate::keys::canonical(t, "k")?
     );
     let list = serde_json::Value::Array(raw.to_vec()).to_string();
     let rows = client
@@ -214,13 +192,15 @@ pub async fn canonical_keys(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// The md5 of a row over every column (generated ones too: both sides compute them), the same
-/// expression for the bucket sums and the row-by-row comparison.
-fn row_md5(t: &Table) -> String {
+/// The md5 of a row (of `alias`, or the table's own columns) over every column (generated
+/// ones too: both sides compute them), the same expression for the bucket sums and the
+/// row-by-row comparison.
+fn row_md5(t: &Table, alias: Option<&str>) -> String {
+    let prefix = alias.map(|a| format!("{a}.")).unwrap_or_default();
     let cols = t
         .columns
         .iter()
-        .map(|c| quote_ident(&c.name))
+        .map(|c| format!("{prefix}{}", quote_ident(&c.name)))
         .collect::<Vec<_>>()
         .join(", ");
     format!("md5(ROW({cols})::text)")
@@ -236,11 +216,11 @@ pub async fn row_hashes(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let typed = typed_key(t, "k::jsonb")?.join(", ");
+    let typed = crate::keys::typed(t, "k::jsonb")?.join(", ");
     let sql = format!(
         "SELECT {kt}, {h} FROM {q} WHERE ({pk}) IN (SELECT {typed} FROM pg_catalog.unnest($1::text[]) k)",
         kt = key_text(t, None)?,
-        h = row_md5(t),
+        h = row_md5(t, None),
         q = t.qualified(),
         pk = t.pk_list(),
     );
@@ -267,7 +247,11 @@ pub async fn differing_keys(
     if buckets.is_empty() {
         return Ok(Vec::new());
     }
-    let (kt, h, q) = (key_text(t, Some("t"))?, row_md5_of(t, "t"), t.qualified());
+    let (kt, h, q) = (
+        key_text(t, Some("t"))?,
+        row_md5(t, Some("t")),
+        t.qualified(),
+    );
     let what = format!("narrow the differences of {}", t.display_name());
     let (a, b) = match scheme {
         Buckets::Range { key, .. } => {
@@ -324,56 +308,49 @@ pub fn diff_keys(a: &HashMap<String, String>, b: &HashMap<String, String>) -> Ve
     out.into_iter().collect()
 }
 
-fn row_md5_of(t: &Table, alias: &str) -> String {
-    let cols = t
-        .columns
-        .iter()
-        .map(|c| format!("{alias}.{}", quote_ident(&c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("md5(ROW({cols})::text)")
-}
-
-/// How to bucket `t`, from the source's row count (and key bounds for an integer key).
+/// How to bucket `t`: about `rows_per_bucket` rows each, counted from the planner's estimate
+/// (a count only for a table never analysed: no extra scan of a big table), and for an
+/// integer key its bounds on the source (read through the key's index).
 async fn bucketing(source: &Client, t: &Table, rows_per_bucket: i64) -> ReplResult<Buckets> {
     let name = t.display_name();
-    let (bounds, count_sql) = match t.integer_key() {
-        Some(key) => (
-            true,
-            format!(
-                "SELECT min({k})::bigint, max({k})::bigint, count(*) FROM {q}",
+    let rows = if t.estimated_rows >= 0 {
+        t.estimated_rows
+    } else {
+        source
+            .query_one(&format!("SELECT count(*) FROM {}", t.qualified()), &[])
+            .await
+            .map_err(ReplError::sql(format!("count the rows of {name}")))?
+            .get(0)
+    };
+    let n = (rows / rows_per_bucket).clamp(1, MAX_BUCKETS);
+    let Some(key) = t.integer_key() else {
+        return Ok(Buckets::Hash { n });
+    };
+    let row = source
+        .query_one(
+            &format!(
+                "SELECT min({k})::bigint, max({k})::bigint FROM {q}",
                 k = quote_ident(key),
                 q = t.qualified()
             ),
-        ),
-        None => (
-            false,
-            format!(
-                "SELECT NULL::bigint, NULL::bigint, count(*) FROM {}",
-                t.qualified()
-            ),
-        ),
-    };
-    let row = source
-        .query_one(&count_sql, &[])
+            &[],
+        )
         .await
         .map_err(ReplError::sql(format!("measure {name}")))?;
-    let (min, max, count): (Option<i64>, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
-    let n = (count / rows_per_bucket).clamp(1, MAX_BUCKETS);
-    Ok(match (t.integer_key(), bounds, min, max) {
-        (Some(key), true, Some(min), Some(max)) => Buckets::Range {
+    let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+    Ok(match (min, max) {
+        (Some(min), Some(max)) => Buckets::Range {
             key: key.to_string(),
             min,
             // Wide key spans: i128 so max − min cannot overflow.
             step: ((i128::from(max) - i128::from(min)) / i128::from(n) + 1)
                 .clamp(1, i128::from(i64::MAX)) as i64,
         },
-        (Some(key), true, _, _) => Buckets::Range {
+        _ => Buckets::Range {
             key: key.to_string(),
             min: 0,
             step: i64::MAX,
         },
-        _ => Buckets::Hash { n },
     })
 }
 
@@ -387,7 +364,7 @@ async fn verify_table(
     let name = t.display_name();
     let hash = format!(
         "coalesce(sum(('x' || substr({}, 1, 16))::bit(64)::bigint::numeric), 0)::text",
-        row_md5(t)
+        row_md5(t, None)
     );
     let sql = format!(
         "SELECT {bucket} AS b, count(*), {hash} FROM {q} GROUP BY 1",

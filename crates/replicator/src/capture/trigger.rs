@@ -210,33 +210,18 @@ pub async fn is_installed(client: &Client) -> ReplResult<bool> {
 }
 
 /// Which of `keys` (canonical texts, see [`crate::verify::key_text`]) of `t` have a change
-/// waiting in the log, and whether a TRUNCATE of it waits (then every key does). Nothing waits
-/// where there is no log.
+/// waiting in the log, and whether a TRUNCATE of it waits (then every key does). For a side
+/// with trigger capture installed (see [`is_installed`]; the caller knows its mode).
 pub async fn waiting(client: &Client, t: &Table, keys: &[String]) -> ReplResult<Waiting> {
-    if keys.is_empty() || !is_installed(client).await? {
+    if keys.is_empty() {
         return Ok(Waiting::complete());
     }
-    let typed = t
-        .primary_key
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            t.column(name)
-                .map(|c| format!("(pk->>{i})::{}::text", c.type_sql))
-                .ok_or_else(|| {
-                    ReplError::State(format!(
-                        "primary-key column {name} of {} not found",
-                        t.display_name()
-                    ))
-                })
-        })
-        .collect::<ReplResult<Vec<_>>>()?
-        .join(", ");
+    let canonical = crate::keys::canonical(t, "pk")?;
     let sql = format!(
         "SELECT coalesce(bool_or(pk IS NULL), false),
                 coalesce(array_agg(DISTINCT c) FILTER (WHERE c = ANY($2::text[])), '{{}}')
            FROM (SELECT pk, CASE WHEN pk IS NOT NULL
-                                 THEN pg_catalog.jsonb_build_array({typed})::text END AS c
+                                 THEN {canonical} END AS c
                    FROM ferry.changes WHERE rel = $1) s"
     );
     let row = client
