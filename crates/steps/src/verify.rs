@@ -133,8 +133,8 @@ impl Capture {
 enum KeyState {
     /// A change for it waits in the capture.
     Waiting,
-    /// Different with nothing waiting, this many rounds running.
-    Suspect(u8),
+    /// Different with nothing waiting (a second time running fails the key).
+    Suspect,
     /// Different, and the capture's backlog was too long to tell whether a change waits.
     Undecided,
 }
@@ -167,15 +167,16 @@ fn judge(
         return Verdict::Open(KeyState::Undecided);
     }
     match before {
-        Some(KeyState::Suspect(n)) if n >= 1 => Verdict::Failed,
-        _ => Verdict::Open(KeyState::Suspect(1)),
+        Some(KeyState::Suspect) => Verdict::Failed,
+        _ => Verdict::Open(KeyState::Suspect),
     }
 }
 
 /// The keys under judgement and the ones that failed, by table.
 #[derive(Default)]
 struct Ledger {
-    open: BTreeMap<String, BTreeMap<String, KeyState>>,
+    /// The state each key was left in by the last round (`None`: not judged yet).
+    open: BTreeMap<String, BTreeMap<String, Option<KeyState>>>,
     failed: BTreeMap<String, Vec<String>>,
     /// Failed because the capture's backlog could not be read whole.
     undecided: BTreeMap<String, Vec<String>>,
@@ -218,9 +219,7 @@ pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> 
         if !keys.is_empty() {
             ledger.open.insert(
                 c.table.clone(),
-                keys.into_iter()
-                    .map(|k| (k, KeyState::Suspect(0)))
-                    .collect(),
+                keys.into_iter().map(|k| (k, None)).collect(),
             );
         }
     }
@@ -232,7 +231,7 @@ pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> 
             .open
             .values()
             .flat_map(|k| k.values())
-            .any(|s| *s == KeyState::Suspect(1));
+            .any(|s| *s == Some(KeyState::Suspect));
         if ledger.open.is_empty() || (round > ROUNDS && !suspects_left) {
             break;
         }
@@ -354,18 +353,17 @@ async fn judge_round(
         let w = waiting.get(name).cloned().unwrap_or_else(Waiting::complete);
         let mut next = BTreeMap::new();
         for (key, state) in keys.iter() {
-            let before = (*state != KeyState::Suspect(0)).then_some(*state);
             match judge(
                 s.get(key),
                 t0.get(key),
                 t1.get(key),
                 w.has(key),
                 w.complete,
-                before,
+                *state,
             ) {
                 Verdict::Converged => {}
                 Verdict::Open(st) => {
-                    next.insert(key.clone(), st);
+                    next.insert(key.clone(), Some(st));
                 }
                 Verdict::Failed => ledger
                     .failed
@@ -387,11 +385,16 @@ fn conclude(ledger: &mut Ledger) {
         let mut waiting = BTreeMap::new();
         for (key, state) in keys {
             match state {
-                KeyState::Waiting => {
+                Some(KeyState::Waiting) => {
                     waiting.insert(key, state);
                 }
-                KeyState::Suspect(_) => ledger.failed.entry(name.clone()).or_default().push(key),
-                KeyState::Undecided => ledger.undecided.entry(name.clone()).or_default().push(key),
+                // Never judged cannot happen after a round; count it as different.
+                Some(KeyState::Suspect) | None => {
+                    ledger.failed.entry(name.clone()).or_default().push(key)
+                }
+                Some(KeyState::Undecided) => {
+                    ledger.undecided.entry(name.clone()).or_default().push(key)
+                }
             }
         }
         if !waiting.is_empty() {
@@ -475,7 +478,7 @@ mod tests {
     fn a_key_fails_only_when_suspect_in_two_rounds_running() {
         let (a, b) = (h("a"), h("b"));
         let first = judge(a.as_ref(), b.as_ref(), b.as_ref(), false, true, None);
-        assert_eq!(first, Verdict::Open(KeyState::Suspect(1)));
+        assert_eq!(first, Verdict::Open(KeyState::Suspect));
         assert_eq!(
             judge(
                 a.as_ref(),
@@ -483,7 +486,7 @@ mod tests {
                 b.as_ref(),
                 false,
                 true,
-                Some(KeyState::Suspect(1))
+                Some(KeyState::Suspect)
             ),
             Verdict::Failed
         );
@@ -496,18 +499,11 @@ mod tests {
                 true,
                 Some(KeyState::Waiting)
             ),
-            Verdict::Open(KeyState::Suspect(1)),
+            Verdict::Open(KeyState::Suspect),
             "waiting in between resets the count"
         );
         assert_eq!(
-            judge(
-                a.as_ref(),
-                None,
-                None,
-                true,
-                true,
-                Some(KeyState::Suspect(1))
-            ),
+            judge(a.as_ref(), None, None, true, true, Some(KeyState::Suspect)),
             Verdict::Open(KeyState::Waiting),
             "a change waiting for the key excuses it this round"
         );
@@ -523,9 +519,9 @@ mod tests {
         l.open.insert(
             "public.a".into(),
             [
-                ("[\"1\"]".to_string(), KeyState::Waiting),
-                ("[\"2\"]".to_string(), KeyState::Suspect(1)),
-                ("[\"3\"]".to_string(), KeyState::Undecided),
+                ("[\"1\"]".to_string(), Some(KeyState::Waiting)),
+                ("[\"2\"]".to_string(), Some(KeyState::Suspect)),
+                ("[\"3\"]".to_string(), Some(KeyState::Undecided)),
             ]
             .into_iter()
             .collect(),
