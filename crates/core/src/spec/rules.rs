@@ -280,11 +280,19 @@ fn health_url(url: &str) -> Result<(), &'static str> {
     if authority.contains('@') {
         return Err("carries user information (user@ or user:password@)");
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
-        _ => (authority, None),
+    // `host[:port]`, or `[v6 address][:port]`.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, rest)) => (h, Some(rest.strip_prefix(':').unwrap_or(rest))),
+            None => ("", None),
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
     };
-    if host.is_empty() || host.starts_with('.') || host.ends_with('.') && host.len() == 1 {
+    if host.is_empty() || host.starts_with('.') {
         return Err("names no host");
     }
     if let Some(p) = port

@@ -464,6 +464,15 @@ fn probed_gaps_are_refused_at_their_path() {
         "{m:?}"
     );
     assert!(!m.iter().any(|p| p.starts_with("$: ")), "{m:?}");
+    // Still valid: health URLs with an IPv6 host, with or without a port.
+    for url in [
+        "https://[2001:db8::1]/healthz",
+        "https://[2001:db8::1]:8443/healthz",
+    ] {
+        let mut v = minimal();
+        v["traffic"]["health"]["url"] = json!(url);
+        assert_eq!(messages(&v), Vec::<String>::new(), "{url}");
+    }
     // Still valid: regions and partitions that exist.
     for arn in [
         "arn:aws:sns:us-east-1:123456789012:t",
