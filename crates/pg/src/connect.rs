@@ -141,31 +141,16 @@ impl PgUrl {
     /// This URL with the user and password of `other` (everything else — host, database,
     /// sslmode, root certificate — kept): after a credential rotation.
     pub fn with_login_of(&self, other: &PgUrl) -> Result<PgUrl, PgError> {
-        let (Some(mine), Some(theirs)) = (Parts::split(&self.raw), Parts::split(&other.raw)) else {
+        let (Some(mut mine), Some(theirs)) = (Parts::split(&self.raw), Parts::split(&other.raw))
+        else {
             return Err(PgError::InvalidUrl {
                 url: self.redacted.clone(),
                 reason: "cannot take the login of another URL".into(),
             });
         };
-        let mut userinfo = theirs.user.unwrap_or_default().to_string();
-        if let Some(p) = theirs.password {
-            userinfo.push(':');
-            userinfo.push_str(p);
-        }
-        let query = mine
-            .query
-            .iter()
-            .map(|(k, v)| v.map_or_else(|| k.to_string(), |v| format!("{k}={v}")))
-            .collect::<Vec<_>>()
-            .join("&");
-        let raw = format!(
-            "{}://{userinfo}@{}{}{}{query}",
-            mine.scheme,
-            mine.host,
-            mine.path,
-            if query.is_empty() { "" } else { "?" }
-        );
-        PgUrl::parse(&raw)
+        mine.user = theirs.user;
+        mine.password = theirs.password;
+        PgUrl::parse(&mine.rebuild(Secrets::Keep, &mine.query))
     }
 
     /// Whether `other` names the same database on the same server (any login).
@@ -451,6 +436,8 @@ enum Secrets {
     Mask,
     /// No password (for libpq tools, which get it from the environment).
     Drop,
+    /// Everything as written (the secret form, for the secret store).
+    Keep,
 }
 
 /// A connection URL cut into its parts without trusting the password to be percent-encoded:
@@ -512,7 +499,7 @@ impl<'a> Parts<'a> {
         if let Some(user) = self.user {
             out.push_str(&enc(user));
             match (self.password, secrets) {
-                (Some(p), Secrets::Encode) => {
+                (Some(p), Secrets::Encode | Secrets::Keep) => {
                     out.push(':');
                     out.push_str(&enc(p));
                 }
@@ -541,17 +528,12 @@ impl<'a> Parts<'a> {
 /// Replaces the database name (the path) of a `postgres://` URL, keeping everything else as
 /// written (the password included: this is the secret form).
 fn replace_dbname(url: &str, dbname: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some(mut parts) = Parts::split(url) else {
         return url.to_string();
     };
-    let (userinfo, after) = match rest.rfind('@') {
-        Some(i) => (&rest[..=i], &rest[i + 1..]),
-        None => ("", rest),
-    };
-    let host_end = after.find(['/', '?']).unwrap_or(after.len());
-    let (host, tail) = after.split_at(host_end);
-    let query = tail.find('?').map_or("", |i| &tail[i..]);
-    format!("{scheme}://{userinfo}{host}/{dbname}{query}")
+    let path = format!("/{dbname}");
+    parts.path = &path;
+    parts.rebuild(Secrets::Keep, &parts.query)
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
