@@ -130,15 +130,8 @@ async fn capture_mode(requested: CaptureMode, source: &PgUrl) -> anyhow::Result<
     }
     let client = source.connect().await?;
     let has_log = ferry_replicator::capture::trigger::is_installed(&client).await?;
-    let has_slot: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
-            &[&ferry_replicator::capture::logical::slot_name(
-                source.dbname().unwrap_or("postgres"),
-            )],
-        )
-        .await?
-        .get(0);
+    let slot = ferry_replicator::capture::logical::slot_name(source.dbname().unwrap_or("postgres"));
+    let has_slot = ferry_replicator::capture::logical::slot_exists(&client, &slot).await?;
     Ok(if has_log {
         CaptureMode::Trigger
     } else if has_slot || logical_possible(&client).await? {
