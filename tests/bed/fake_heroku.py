@@ -265,7 +265,7 @@ def paginate(items, range_header):
         field, exclusive, start = m.group(1), m.group(2) == "]", m.group(3) or None
         if m.group(5):
             size = max(1, min(int(m.group(5)), 1000))
-    key = (lambda x: x.get(field) or x.get("hostname") or x.get("type") or "")
+    key = (lambda x: str(x.get(field, "")))
     items = sorted(items, key=key)
     if start is not None:
         items = [x for x in items if (key(x) > start if exclusive else key(x) >= start)]

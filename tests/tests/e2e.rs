@@ -79,6 +79,21 @@ impl World {
             .collect()
     }
 
+    /// The happy path with `options` (a long rollback window, finished by approval): started
+    /// from the CLI, every gate approved, both sides equal, the execution succeeded.
+    async fn migrated(options: Options) -> Self {
+        let w = Self::new(Options {
+            rollback_window_seconds: 600,
+            ..options
+        })
+        .await;
+        let exec = w.r.start_with_cli(&w.r.id);
+        w.decide(&exec, Gate::ShiftTraffic, true).await;
+        w.decide(&exec, Gate::Cutover, true).await;
+        w.finish_with_sides_equal(&exec).await;
+        w
+    }
+
     /// In the rollback window: the app stops, the reverse stream brings the source level,
     /// both sides compare equal, finish is approved; the execution must succeed with no
     /// acknowledged write missing from the target.
@@ -165,15 +180,7 @@ async fn tables_equal(a: &ferry_pg::PgUrl, b: &ferry_pg::PgUrl) {
 ///    Route 53 ends 100% AWS; capture objects cleaned up; lock released.
 #[tokio::test]
 async fn happy_path_moves_the_app_with_no_lost_write() {
-    let w = World::new(Options {
-        rollback_window_seconds: 600,
-        ..Options::default()
-    })
-    .await;
-    let exec = w.r.start_with_cli(&w.r.id);
-    w.decide(&exec, Gate::ShiftTraffic, true).await;
-    w.decide(&exec, Gate::Cutover, true).await;
-    w.finish_with_sides_equal(&exec).await;
+    let w = World::migrated(Options::default()).await;
     // Through the endpoint the app saw held queries, not failed ones: not one request failed,
     // though it read DATABASE_URL once and kept its pooled connections and prepared
     // statements across the switch.
@@ -652,16 +659,11 @@ async fn a_retarget_refused_by_rds_is_undone() {
 /// and no acknowledged write is lost.
 #[tokio::test]
 async fn serial_logical_capture_migrates_with_the_app_writing_through_verify() {
-    let w = World::new(Options {
-        rollback_window_seconds: 600,
+    let w = World::migrated(Options {
         capture: ferry_core::spec::CaptureMode::Logical,
         ..Options::default()
     })
     .await;
-    let exec = w.r.start_with_cli(&w.r.id);
-    w.decide(&exec, Gate::ShiftTraffic, true).await;
-    w.decide(&exec, Gate::Cutover, true).await;
-    w.finish_with_sides_equal(&exec).await;
     assert_eq!(w.app.failures(), Vec::new(), "failed requests");
     let store = w.r.store.as_ref();
     let verified: ferry_steps::verify::Output =
