@@ -394,6 +394,8 @@ impl Rehearsal {
             .get(&format!("{}/endpoint-url", self.param_prefix))
             .await
             .expect("endpoint URL")
+            .expose()
+            .to_string()
     }
 
     /// The spec as typed.
@@ -1115,7 +1117,11 @@ impl App {
                         Err("503 maintenance mode".to_string())
                     } else {
                         serve(&pool, side, kind, n as i64, || async move {
-                            params.get(&db_param).await.map_err(|e| e.to_string())
+                            params
+                                .get(&db_param)
+                                .await
+                                .map(|url| url.expose().to_string())
+                                .map_err(|e| e.to_string())
                         })
                         .await
                     };

@@ -215,6 +215,8 @@ async fn app_database_url(deps: &Deps, spec: &ferry_core::MigrationSpec) -> Stri
         .get(&spec.app_database_url_param())
         .await
         .expect("read the app's DATABASE_URL parameter")
+        .expose()
+        .to_string()
 }
 
 /// Whether `role` is frozen in the database `client` is connected to.
@@ -387,7 +389,8 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         deps.params
             .get(&format!("{}SECRET_KEY", spec.config_ssm_prefix()))
             .await
-            .expect("get"),
+            .expect("get")
+            .expose(),
         CONFIG_SECRET
     );
     assert_eq!(

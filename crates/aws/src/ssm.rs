@@ -8,7 +8,10 @@ use aws_sdk_ssm::{
     error::{ProvideErrorMetadata, SdkError},
     types::ParameterType,
 };
-use ferry_core::params::{ParamError, ParamStore, PutOutcome};
+use ferry_core::{
+    params::{ParamError, ParamStore, PutOutcome},
+    secret::Secret,
+};
 
 /// SSM Parameter Store.
 #[derive(Debug, Clone)]
@@ -42,7 +45,7 @@ where
 
 #[async_trait]
 impl ParamStore for SsmParams {
-    async fn get(&self, name: &str) -> Result<String, ParamError> {
+    async fn get(&self, name: &str) -> Result<Secret, ParamError> {
         let out = self
             .client
             .get_parameter()
@@ -53,6 +56,7 @@ impl ParamStore for SsmParams {
             .map_err(|e| classify(name, e))?;
         out.parameter
             .and_then(|p| p.value)
+            .map(Secret::new)
             .ok_or_else(|| ParamError::NotFound {
                 name: name.to_string(),
             })
@@ -60,7 +64,7 @@ impl ParamStore for SsmParams {
 
     async fn put_secure(&self, name: &str, value: &str) -> Result<PutOutcome, ParamError> {
         let outcome = match self.get(name).await {
-            Ok(current) if current == value => return Ok(PutOutcome::Unchanged),
+            Ok(current) if current.expose() == value => return Ok(PutOutcome::Unchanged),
             Ok(_) => PutOutcome::Changed,
             Err(ParamError::NotFound { .. }) => PutOutcome::Added,
             Err(e) => return Err(e),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::errors::StepErrorName;
+use crate::{errors::StepErrorName, secret::Secret};
 
 /// Why a parameter call failed. Messages name the parameter, never its value.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +59,10 @@ pub enum PutOutcome {
 /// SSM Parameter Store, as Ferry uses it.
 #[async_trait]
 pub trait ParamStore: Send + Sync {
-    /// Reads a parameter, decrypting a SecureString.
-    async fn get(&self, name: &str) -> Result<String, ParamError>;
+    /// Reads a parameter, decrypting a SecureString. Every parameter Ferry reads holds a secret
+    /// (a database URL, a token, a signing key, a webhook URL), so the value comes back typed
+    /// so that it cannot be printed.
+    async fn get(&self, name: &str) -> Result<Secret, ParamError>;
 
     /// Writes a SecureString unless it already holds `value`.
     async fn put_secure(&self, name: &str, value: &str) -> Result<PutOutcome, ParamError>;

@@ -207,7 +207,10 @@ pub struct HerokuClient {
 
 impl HerokuClient {
     /// A client for `base_url` (normally [`DEFAULT_BASE_URL`]) with a bearer token.
-    pub fn new(base_url: &str, token: impl Into<String>) -> Result<Self, HerokuError> {
+    pub fn new(
+        base_url: &str,
+        token: impl Into<ferry_core::secret::Secret>,
+    ) -> Result<Self, HerokuError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
@@ -219,7 +222,7 @@ impl HerokuClient {
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_string(),
-            token: ferry_core::secret::Secret::new(token),
+            token: token.into(),
         })
     }
 

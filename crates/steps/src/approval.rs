@@ -11,6 +11,7 @@ use ferry_core::{
     StepErrorName,
     approval::{self, Decision},
     cloud::{CloudError, Service},
+    secret::Secret,
     signing::{self, LinkClaims},
     state::{ApprovalRequest, ApprovalStatus, DrainCheckState, Gate, Phase},
     traffic::Weights,
@@ -169,7 +170,7 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
 
 async fn post_slack(
     deps: &Deps,
-    webhook: &str,
+    webhook: &Secret,
     id: &str,
     gate: Gate,
     what: &str,
@@ -193,7 +194,7 @@ async fn post_slack(
     });
     let res = deps
         .http
-        .post(webhook)
+        .post(webhook.expose())
         .json(&body)
         .send()
         .await

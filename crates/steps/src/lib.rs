@@ -230,7 +230,7 @@ impl Deps {
             return Ok(None);
         };
         match self.params.get(&format!("{prefix}{migration_id}")).await {
-            Ok(v) => Ok(Some(v)),
+            Ok(v) => Ok(Some(v.expose().to_string())),
             Err(ferry_core::ParamError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
