@@ -45,4 +45,7 @@ set -a
 set +a
 "${runner[@]}"
 
+stage "IAM: every call of Ferry's allowed by the template's roles"
+python3 tests/bed/iam_report.py "$FERRY_BED_DIR/iam.log"
+
 stage "done"

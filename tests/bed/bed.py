@@ -414,7 +414,8 @@ def up(args):
         sys.exit("bed: the Python venv is missing; run `bed.py install` first")
     lambda_port = free_port()
     moto_env = dict(os.environ, MOTO_PORT=str(moto_port),
-                    FERRY_LAMBDA_FORWARD=f"http://127.0.0.1:{lambda_port}")
+                    FERRY_LAMBDA_FORWARD=f"http://127.0.0.1:{lambda_port}",
+                    FERRY_BED_IAM_LOG=str(BED / "iam.log"))
     spawn("moto", [python, str(HERE / "moto_server.py"), "--port", str(moto_port),
                    "--ready-file", str(BED / "moto.ready")], env=moto_env)
     spawn("heroku", [sys.executable, str(HERE / "fake_heroku.py"), "--port", str(heroku_port),
@@ -429,6 +430,12 @@ def up(args):
     secrets = subprocess.run([python, "-c", SECRETS_SCRIPT, f"http://127.0.0.1:{moto_port}",
                               REHEARSAL["link_secret_param"], REHEARSAL["slack_secret_param"]],
                              check=True, capture_output=True, text=True).stdout.split()
+    # The template's roles, with a role session per function, worker and endpoint binary.
+    roles = BED / "roles"
+    made = subprocess.run([python, str(HERE / "iam_roles.py"), str(REPO / "infra" / "template.yaml"),
+                           f"http://127.0.0.1:{moto_port}", str(roles)],
+                          check=True, capture_output=True, text=True).stdout.split()
+    log(f"IAM: {len(made)} principals run as the template's roles")
     tls = f"sslmode=verify-full&sslrootcert={ca}"
     env = {
         "FERRY_BED_DIR": str(BED),
@@ -463,6 +470,8 @@ def up(args):
         "FERRY_BED_LINK_SECRET": secrets[0],
         "FERRY_BED_SLACK_SECRET": secrets[1],
         "FERRY_BED_PGBOUNCER": str(PGBOUNCER / "bin" / "pgbouncer"),
+        "FERRY_BED_ROLES": str(roles),
+        "FERRY_BED_IAM_LOG": str(BED / "iam.log"),
     }
     functions = {
         "FERRY_STATE_TABLE": REHEARSAL["table"],
@@ -481,14 +490,17 @@ def up(args):
         "FERRY_REHEARSAL_FAULT_PREFIX": REHEARSAL["fault_prefix"],
         "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
         "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
         "RUST_LOG": "info",
     }
     (BED / "functions.env").write_text("".join(f"{k}={v}\n" for k, v in functions.items()))
     # The function binaries through the Lambda Runtime API, as cargo-lambda serves them; they
     # are built by `cargo build --workspace` (make test does), so no build happens here.
-    cargo_env = dict(os.environ, PATH=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
+    # Each binary runs with its role's credentials (lambda_role.sh as cargo's runner), never
+    # with the bed's administrator key.
+    cargo_env = {k: v for k, v in os.environ.items()
+                 if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")}
+    cargo_env.update(PATH=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}", FERRY_BED_ROLES=str(roles))
+    cargo_env[f"CARGO_TARGET_{host_triple().upper().replace('-', '_')}_RUNNER"] = str(HERE / "lambda_role.sh")
     spawn("lambda", ["cargo", "lambda", "watch", "--ignore-changes", "--quiet", "-A", "127.0.0.1",
                      "-P", str(lambda_port), "--concurrency", "16",
                      "--env-file", str(BED / "functions.env")],
@@ -498,6 +510,11 @@ def up(args):
     (BED / "bed.json").write_text(json.dumps(env, indent=2))
     (BED / "clusters.json").write_text(json.dumps({k: [m, str(d), p] for k, (m, d, p) in clusters.items()}))
     log(f"up in {time.time() - t0:.1f}s; env in {BED / 'bed.env'}")
+
+
+def host_triple():
+    out = subprocess.run(["rustc", "-vV"], check=True, capture_output=True, text=True).stdout
+    return next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("host: "))
 
 
 def stop_endpoint_tasks():

@@ -56,6 +56,10 @@ def main():
     # few reads); a real task runs until it is stopped. StopTask still stops it at once.
     from moto.moto_api import state_manager
     state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
+    # Requests signed with a role session's credentials are authorised against the role's
+    # policies (iam_enforce.py); the harness's own key is not checked.
+    import iam_enforce
+    iam_enforce.install()
     forward = os.environ.get("FERRY_LAMBDA_FORWARD")
     if forward:
         forward_lambda_invokes(forward)

@@ -77,6 +77,9 @@ pub async fn worker_task(
         .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
         .cpu("1024")
         .memory("2048")
+        // The template's roles: RunTask must be allowed to pass them (iam:PassRole).
+        .task_role_arn("arn:aws:iam::123456789012:role/WorkerTaskRole")
+        .execution_role_arn("arn:aws:iam::123456789012:role/WorkerExecutionRole")
         .container_definitions(
             aws_sdk_ecs::types::ContainerDefinition::builder()
                 .name("worker")

@@ -76,6 +76,9 @@ pub struct EndpointParams {
     pub app: String,
     /// The state table.
     pub table: String,
+    /// Whether the tasks run with the template's task role (the bed's table and parameters);
+    /// otherwise with the harness's own credentials.
+    pub as_task_role: bool,
     /// Source URL parameter.
     pub source_param: String,
     /// Target URL parameter.
@@ -149,6 +152,9 @@ impl EndpointFleet {
             .process_group(0);
         if std::env::var("FERRY_TEST_ENDPOINT_LOGS").is_err() {
             cmd.stderr(std::process::Stdio::null());
+        }
+        if p.as_task_role {
+            cmd.envs(crate::role_env("ferry-endpoint"));
         }
         let child = cmd.spawn().expect("start ferry-endpoint");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -245,6 +245,23 @@ pub fn spec(migration_id: &str, app: &str) -> ferry_core::MigrationSpec {
     ferry_core::spec::from_value(&v).expect("example spec is valid")
 }
 
+/// The credentials of the role `infra/template.yaml` gives `binary` (a role session the bed
+/// made in the emulator, whose IAM enforcement then authorises every call it signs): what
+/// Lambda or ECS would put in the environment of the process that runs it.
+pub fn role_env(binary: &str) -> Vec<(String, String)> {
+    let path = std::path::PathBuf::from(bed_var("FERRY_BED_ROLES")).join(format!("{binary}.env"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the bed makes one per binary with a role)",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The path of a workspace binary built next to this test binary (`make test` builds them all).
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

@@ -565,6 +565,7 @@ async fn start_endpoint(
         EndpointParams {
             app: app.to_string(),
             table: bed_var("FERRY_BED_STATE_TABLE"),
+            as_task_role: true,
             source_param: format!("{p}/source-url"),
             target_param: format!("{p}/endpoint-target-url"),
             client_param: format!("{p}/endpoint-url"),
@@ -788,8 +789,10 @@ impl EcsRunner {
             let mut procs = self.procs.lock().expect("procs");
             match procs.get_mut(&arn) {
                 None if !stopped => {
+                    // As ECS runs it: with the task role's credentials.
                     let child = Command::new(workspace_bin("ferry-worker"))
                         .envs(&env)
+                        .envs(crate::role_env("ferry-worker"))
                         .env("FERRY_STATE_TABLE", bed_var("FERRY_BED_STATE_TABLE"))
                         .env("FERRY_PG_BIN", bed_var("FERRY_BED_TARGET_BIN"))
                         .env("FERRY_WORKER_ID", arn.rsplit('/').next().unwrap_or("task"))

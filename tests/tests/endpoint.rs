@@ -52,6 +52,7 @@ async fn world() -> World {
     let p = EndpointParams {
         app: unique("app-"),
         table: store.table().to_string(),
+        as_task_role: false,
         source_param: format!("{prefix}/source-url"),
         target_param: format!("{prefix}/target-url"),
         client_param: format!("{prefix}/endpoint-url"),

@@ -7,6 +7,7 @@ mod e2e;
 mod emulator;
 mod endpoint;
 mod heroku;
+mod iam;
 mod infra;
 mod lambda;
 mod pg;
