@@ -62,6 +62,7 @@ DEBIAN_PG = 15
 PASSWORD = "ferry-bed-password"
 APP_ROLE, APP_PASSWORD = "heroku_app", "heroku-app-password"
 HEROKU_TOKEN = "ferry-bed-heroku-token"
+REDIS_PASSWORDS = {"source": "ferry-bed-redis-source", "target": "ferry-bed-redis-target"}
 
 
 def log(msg):
@@ -204,7 +205,7 @@ def install_pgbouncer():
 
 
 def install(args):
-    packages = ["postgresql", "postgresql-contrib", "openssl", "ca-certificates"]
+    packages = ["postgresql", "postgresql-contrib", "openssl", "ca-certificates", "redis-server", "redis-tools"]
     try:
         import ensurepip  # noqa: F401  (venv needs it; Debian splits it into python3-venv)
     except ImportError:
@@ -337,6 +338,29 @@ def wait_file(path, what, seconds=60):
     sys.exit(f"bed: {what} did not start within {seconds}s; see its log in {BED}")
 
 
+def start_redis(name, port, certs):
+    """A Redis server on loopback with TLS only (no plain port) and AUTH. The source plays
+    Heroku Key-Value Store: CONFIG renamed away, as Heroku refuses it; the target plays
+    ElastiCache for queues: maxmemory-policy noeviction."""
+    data = BED / f"redis-{name}"
+    data.mkdir()
+    cmd = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+           "--tls-cert-file", str(certs / "server.crt"), "--tls-key-file", str(certs / "server.key"),
+           "--tls-ca-cert-file", str(certs / "ca.crt"), "--tls-auth-clients", "no",
+           "--requirepass", REDIS_PASSWORDS[name], "--dir", str(data), "--save", "",
+           "--appendonly", "no", "--daemonize", "no", "--databases", "16"]
+    if name == "source":
+        cmd += ["--rename-command", "CONFIG", ""]
+    else:
+        cmd += ["--maxmemory-policy", "noeviction"]
+    spawn(f"redis-{name}", cmd)
+
+
+def redis_versions():
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return out.split("v=", 1)[1].split()[0] if "v=" in out else "?"
+
+
 def spawn(name, cmd, env=None, cwd=None):
     logf = open(BED / f"{name}.log", "w")
     p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=cwd,
@@ -396,7 +420,7 @@ def up(args):
     certs = BED / "certs"
     make_certs(certs)
     ca = certs / "ca.crt"
-    src_port, tgt_port, moto_port, heroku_port = (free_port() for _ in range(4))
+    src_port, tgt_port, moto_port, heroku_port, rsrc_port, rtgt_port = (free_port() for _ in range(6))
     clusters = {}
     for name, major, port in (("source", args.source_version, src_port), ("target", args.target_version, tgt_port)):
         clusters[name] = (major, start_cluster(name, major, port, certs), port)
@@ -408,6 +432,14 @@ def up(args):
     psql_local(major, data, port,
                f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}' NOSUPERUSER NOREPLICATION CREATEDB")
     log(f"PostgreSQL up: source {args.source_version} on {src_port}, target {args.target_version} on {tgt_port}")
+    if shutil.which("redis-server"):
+        start_redis("source", rsrc_port, certs)
+        start_redis("target", rtgt_port, certs)
+        wait_port(rsrc_port, "the source Redis")
+        wait_port(rtgt_port, "the target Redis")
+        log(f"Redis {redis_versions()} up: source on {rsrc_port}, target on {rtgt_port} (TLS, AUTH)")
+    else:
+        sys.exit("bed: redis-server is missing; run `bed.py install`")
 
     python = str(VENV / "bin" / "python")
     if not Path(python).exists():
@@ -470,6 +502,10 @@ def up(args):
         "FERRY_BED_LINK_SECRET": secrets[0],
         "FERRY_BED_SLACK_SECRET": secrets[1],
         "FERRY_BED_PGBOUNCER": str(PGBOUNCER / "bin" / "pgbouncer"),
+        # Heroku's form (self-signed certificates: encrypted, not checked) and ElastiCache's
+        # (checked, here against the bed's CA).
+        "FERRY_BED_REDIS_SOURCE_URL": f"rediss://:{REDIS_PASSWORDS['source']}@127.0.0.1:{rsrc_port}?ssl_cert_reqs=none",
+        "FERRY_BED_REDIS_TARGET_URL": f"rediss://:{REDIS_PASSWORDS['target']}@127.0.0.1:{rtgt_port}?sslrootcert={ca}",
         "FERRY_BED_ROLES": str(roles),
         "FERRY_BED_IAM_LOG": str(BED / "iam.log"),
     }
@@ -542,7 +578,7 @@ def down(args):
     if not BED.exists():
         return
     stop_endpoint_tasks()
-    for name in ("lambda", "moto", "heroku"):
+    for name in ("lambda", "moto", "heroku", "redis-source", "redis-target"):
         pid_file = BED / f"{name}.pid"
         if pid_file.exists():
             try:

@@ -9,6 +9,7 @@ mod endpoint;
 mod heroku;
 mod iam;
 mod infra;
+mod kv;
 mod lambda;
 mod pg;
 mod plan;

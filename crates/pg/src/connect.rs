@@ -253,48 +253,59 @@ impl PgUrl {
     }
 
     fn client_config(&self) -> Result<ClientConfig, PgError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls_err = |reason: String| PgError::Tls {
-            url: self.redacted.clone(),
-            reason,
-        };
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| tls_err(e.to_string()))?;
         if self.check == TlsCheck::EncryptOnly {
             tracing::warn!(url = %self.redacted, "server certificate not verified (sslmode=require without sslrootcert)");
-            return Ok(builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-                .with_no_client_auth());
         }
-        let mut roots = RootCertStore::empty();
-        match &self.root_cert {
-            Some(path) => {
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                    .and_then(Iterator::collect)
-                    .map_err(|e| tls_err(format!("read sslrootcert {}: {e}", path.display())))?;
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(tls_err(format!(
-                        "sslrootcert {} holds no usable certificate",
-                        path.display()
-                    )));
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| tls_err(e.to_string()))?;
-        let config = builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verify {
-                inner: webpki,
-                check_name: self.check == TlsCheck::VerifyFull,
-            }));
-        Ok(config.with_no_client_auth())
+        client_tls(self.check, self.root_cert.as_deref()).map_err(|reason| PgError::Tls {
+            url: self.redacted.clone(),
+            reason,
+        })
     }
+}
+
+/// The rustls client configuration for a server checked as `check` says, against the PEM
+/// roots at `root_cert` (the public web roots without one). Shared by every TLS client of
+/// Ferry's (PostgreSQL, Redis), so they check certificates the same way.
+pub fn client_tls(
+    check: TlsCheck,
+    root_cert: Option<&std::path::Path>,
+) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    if check == TlsCheck::EncryptOnly {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth());
+    }
+    let mut roots = RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect)
+                .map_err(|e| format!("read root certificate {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "root certificate {} holds no usable certificate",
+                    path.display()
+                ));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Verify {
+            inner: webpki,
+            check_name: check == TlsCheck::VerifyFull,
+        }));
+    Ok(config.with_no_client_auth())
 }
 
 /// Checks the chain, and the host name only for `verify-full`.

@@ -6,7 +6,7 @@ mod connect;
 pub mod freeze;
 pub mod preflight;
 
-pub use connect::{PgUrl, TlsCheck, redact};
+pub use connect::{PgUrl, TlsCheck, client_tls, redact};
 use tokio_postgres::Client;
 
 /// Why a PostgreSQL operation failed. Messages never contain a password.

@@ -1,0 +1,62 @@
+//! Heroku Key-Value Store (Redis) → Amazon ElastiCache, the data part: a small RESP client over
+//! TLS with AUTH ([`conn`]), the key copy that keeps every value's type and TTL
+//! (SCAN, `DUMP`/`PTTL`, `RESTORE … ABSTTL REPLACE`, pipelined; [`copy`]), and the check that
+//! the two sides hold the same keys and values ([`verify`]).
+//!
+//! Our own client rather than a crate: Ferry needs a handful of commands, pipelining, and the
+//! same TLS checks as its PostgreSQL connections (`ferry_pg::client_tls`), and nothing of a
+//! general client's pooling or cluster routing.
+
+pub mod conn;
+pub mod copy;
+pub mod resp;
+pub mod url;
+pub mod verify;
+
+pub use conn::Conn;
+pub use url::RedisUrl;
+
+/// Why a Redis operation failed. Messages name the server by its redacted URL, never a
+/// password.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// The URL cannot be used.
+    #[error("Redis URL {url}: {reason}")]
+    BadUrl {
+        /// The URL, redacted.
+        url: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The server could not be reached or the session broke.
+    #[error("Redis {server}: {reason}")]
+    Io {
+        /// The server (redacted URL).
+        server: String,
+        /// What happened.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("Redis {server} refused {command}: {message}")]
+    Refused {
+        /// The server (redacted URL).
+        server: String,
+        /// The command (name only, never arguments).
+        command: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's answer is not what the command returns.
+    #[error("Redis {server}: unexpected answer to {command}: {answer}")]
+    Protocol {
+        /// The server (redacted URL).
+        server: String,
+        /// The command (name only).
+        command: String,
+        /// What came back (shape only).
+        answer: String,
+    },
+}
+
+/// Result of a Redis operation.
+pub type KvResult<T> = Result<T, KvError>;
