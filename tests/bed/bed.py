@@ -340,7 +340,8 @@ def wait_file(path, what, seconds=60):
 
 def start_redis(name, port, certs):
     """A Redis server on loopback with TLS only (no plain port) and AUTH. The source plays
-    Heroku Key-Value Store: CONFIG renamed away, as Heroku refuses it; the target plays
+    Heroku Key-Value Store: CONFIG renamed away, as Heroku refuses it, keyspace notifications
+    on as Heroku's CLI sets them; the target plays
     ElastiCache for queues: maxmemory-policy noeviction."""
     data = BED / f"redis-{name}"
     data.mkdir()
@@ -350,7 +351,8 @@ def start_redis(name, port, certs):
            "--requirepass", REDIS_PASSWORDS[name], "--dir", str(data), "--save", "",
            "--appendonly", "no", "--daemonize", "no", "--databases", "16"]
     if name == "source":
-        cmd += ["--rename-command", "CONFIG", ""]
+        # Keyspace notifications on, as `heroku redis:keyspace-notifications -c KEA` leaves it.
+        cmd += ["--rename-command", "CONFIG", "", "--notify-keyspace-events", "KEA"]
     else:
         cmd += ["--maxmemory-policy", "noeviction"]
     spawn(f"redis-{name}", cmd)

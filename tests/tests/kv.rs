@@ -3,7 +3,12 @@
 //! type, value and TTL, and the comparison finds every kind of difference. Each test works
 //! under its own key prefix.
 
-use ferry_kv::{Conn, RedisUrl, cmd, copy, resp::Value, verify};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ferry_kv::{Conn, RedisUrl, cmd, copy, resp::Value, sync, verify};
 use ferry_tests::{bed_var, unique};
 
 async fn conn(var: &str) -> Conn {
@@ -169,4 +174,195 @@ async fn the_source_behaves_like_heroku_and_a_wrong_password_is_refused_without_
         .to_string();
     assert!(err.contains("refused AUTH"), "{err}");
     assert!(!err.contains("wrong-pass"), "{err}");
+}
+
+/// A live sync of the prefix's keys in the background: its progress, its stop switch and its
+/// task.
+struct Live {
+    progress: Arc<Mutex<sync::Progress>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<ferry_kv::KvResult<sync::Progress>>,
+    name: String,
+}
+
+impl Live {
+    fn start(pattern: &str) -> Self {
+        let progress = Arc::new(Mutex::new(sync::Progress::default()));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let name = unique("ferry-sync-");
+        let options = sync::Options {
+            pattern: Some(pattern.to_string()),
+            batch: 100,
+            client_name: name.clone(),
+            ..sync::Options::default()
+        };
+        let seen = progress.clone();
+        let task = tokio::spawn(async move {
+            let source = RedisUrl::parse(&bed_var("FERRY_BED_REDIS_SOURCE_URL")).expect("url");
+            let target = RedisUrl::parse(&bed_var("FERRY_BED_REDIS_TARGET_URL")).expect("url");
+            sync::run(&source, &target, &options, rx, |p| {
+                *seen.lock().expect("progress") = p.clone();
+            })
+            .await
+        });
+        Self {
+            progress,
+            stop,
+            task,
+            name,
+        }
+    }
+
+    async fn until(&self, what: &str, done: impl Fn(&sync::Progress) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(&self.progress.lock().expect("progress")) {
+            assert!(Instant::now() < deadline, "the sync never {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish(self) -> sync::Progress {
+        self.stop.send(true).expect("stop");
+        self.task.await.expect("sync task").expect("sync")
+    }
+}
+
+#[tokio::test]
+async fn live_sync_carries_writes_deletes_renames_and_expiries() {
+    let (mut source, mut target, p, pattern) = populated().await;
+    let live = Live::start(&pattern);
+    live.until("finished its first pass", |g| g.full_passes >= 1)
+        .await;
+
+    let mut writes = Vec::new();
+    for i in 0..200 {
+        writes.push(cmd!["SET", format!("{p}:new:{i}"), format!("n{i}")]);
+    }
+    writes.push(cmd!["HSET", format!("{p}:h:3"), "a", "changed"]);
+    writes.push(cmd!["DEL", format!("{p}:s:4"), format!("{p}:s:5")]);
+    writes.push(cmd!["RENAME", format!("{p}:s:6"), format!("{p}:renamed")]);
+    writes.push(cmd!["LPUSH", format!("{p}:queue:default"), "job-4"]);
+    writes.push(cmd!["SET", format!("{p}:short"), "x", "PX", "150"]);
+    for a in source.pipeline(writes).await.expect("writes") {
+        assert!(!matches!(a, Value::Error(_)), "{a:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    live.until("applied the writes", |g| g.applied >= 203 && g.pending == 0)
+        .await;
+    let progress = live.finish().await;
+    assert!(progress.deleted >= 3, "{progress:?}");
+
+    let r = verify::compare_db(&mut source, &mut target, Some(pattern.as_bytes()), 100, 10)
+        .await
+        .expect("compare");
+    assert!(r.equal(), "{r:?}");
+    assert_eq!(
+        run(
+            &mut target,
+            cmd!["EXISTS", format!("{p}:s:6"), format!("{p}:short")]
+        )
+        .await,
+        Value::Int(0)
+    );
+}
+
+#[tokio::test]
+async fn a_lost_subscription_is_healed_by_a_full_pass() {
+    let (mut source, mut target, p, pattern) = populated().await;
+    let live = Live::start(&pattern);
+    live.until("finished its first pass", |g| g.full_passes >= 1)
+        .await;
+
+    // Find the sync's subscriber, then kill it and write in the same round trip, so the
+    // writes land while nothing listens.
+    let Value::Bulk(Some(list)) = run(&mut source, cmd!["CLIENT", "LIST", "TYPE", "pubsub"]).await
+    else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8_lossy(&list).into_owned();
+    let id = list
+        .lines()
+        .find(|l| l.contains(&format!(" name={} ", live.name)))
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("id=")))
+        .unwrap_or_else(|| panic!("the subscriber in {list}"))
+        .to_string();
+    let answers = source
+        .pipeline(vec![
+            cmd!["CLIENT", "KILL", "ID", id],
+            cmd!["DEL", format!("{p}:s:10"), format!("{p}:s:11")],
+            cmd!["SET", format!("{p}:during-gap"), "x"],
+            cmd!["HSET", format!("{p}:h:12"), "b", "gap"],
+        ])
+        .await
+        .expect("kill and write");
+    assert_eq!(answers[0], Value::Int(1), "{answers:?}");
+
+    live.until("made a second full pass", |g| g.full_passes >= 2)
+        .await;
+    let progress = live.finish().await;
+    assert!(progress.deleted >= 2, "{progress:?}");
+    let r = verify::compare_db(&mut source, &mut target, Some(pattern.as_bytes()), 100, 10)
+        .await
+        .expect("compare");
+    assert!(r.equal(), "{r:?}");
+}
+
+#[tokio::test]
+async fn preflight_probes_both_servers_and_names_what_blocks() {
+    use ferry_kv::probe;
+    let source_url = RedisUrl::parse(&bed_var("FERRY_BED_REDIS_SOURCE_URL")).expect("url");
+    let target_url = RedisUrl::parse(&bed_var("FERRY_BED_REDIS_TARGET_URL")).expect("url");
+    let source = probe::probe(&source_url, false, true)
+        .await
+        .expect("probe source");
+    let target = probe::probe(&target_url, true, false)
+        .await
+        .expect("probe target");
+    assert!(!source.version.is_empty(), "{source:?}");
+    assert!(
+        !source.config_allowed,
+        "CONFIG is refused as on Heroku: {source:?}"
+    );
+    assert!(source.dump_allowed, "{source:?}");
+    assert_eq!(source.notifications, Some(true), "{source:?}");
+    assert_eq!(target.restore_allowed, Some(true), "{target:?}");
+    assert!(target.config_allowed, "{target:?}");
+    assert_eq!(target.maxmemory_policy, "noeviction");
+    assert_eq!(probe::blockers(&source, &target), Vec::<String>::new());
+
+    // Sidekiq's keys, in a database of their own (db 5 is this test's).
+    let jobs = source_url.with_db(5);
+    let mut c = Conn::connect(&jobs).await.expect("connect");
+    c.pipeline(vec![
+        cmd!["FLUSHDB"],
+        cmd!["RPUSH", "queue:default", "{\"jid\":\"1\"}"],
+        cmd!["SADD", "queues", "default"],
+        cmd!["ZADD", "schedule", "1700000000", "{\"jid\":\"2\"}"],
+    ])
+    .await
+    .expect("sidekiq keys");
+    let with_jobs = probe::probe(&jobs, false, false).await.expect("probe");
+    assert_eq!(with_jobs.sidekiq.queues, 1, "{with_jobs:?}");
+    assert!(with_jobs.sidekiq.schedule && !with_jobs.sidekiq.retry);
+
+    // What blocks, each with its fix.
+    let evicting = probe::Probe {
+        maxmemory_policy: "allkeys-lru".into(),
+        version: "6.2.6".into(),
+        restore_allowed: Some(false),
+        ..target.clone()
+    };
+    let silent = probe::Probe {
+        notifications: Some(false),
+        ..with_jobs
+    };
+    let found = probe::blockers(&silent, &evicting).join("\n");
+    for says in [
+        "noeviction",
+        "engine version",
+        "keyspace-notifications",
+        "refuses RESTORE",
+    ] {
+        assert!(found.contains(says), "{says}: {found}");
+    }
 }

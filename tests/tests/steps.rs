@@ -1700,3 +1700,85 @@ async fn serial_the_worker_follows_a_rotated_source_password() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+/// With a `redis` section, preflight probes both Redis servers (a refused login is a blocker
+/// naming its fix, the password never shown), and config sync leaves Heroku's REDIS_URL out of
+/// the AWS fleet's config.
+#[tokio::test]
+async fn a_redis_section_is_probed_by_preflight_and_keeps_redis_url_out_of_config() {
+    let mut e = env("redis_", None).await;
+    let p = format!("/{}", e.id);
+    let params = &e.deps.params;
+    let source = bed_var("FERRY_BED_REDIS_SOURCE_URL");
+    let wrong =
+        bed_var("FERRY_BED_REDIS_TARGET_URL").replace(":ferry-bed-redis-target@", ":not-it@");
+    params
+        .put_secure(&format!("{p}/redis-source-url"), &source)
+        .await
+        .expect("param");
+    params
+        .put_secure(&format!("{p}/redis-target-url"), &wrong)
+        .await
+        .expect("param");
+    e.spec_json["redis"] = serde_json::json!({
+        "source_url_param": format!("{p}/redis-source-url"),
+        "target_url_param": format!("{p}/redis-target-url"),
+    });
+    let exec = format!(
+        "arn:aws:states:us-east-1:123456789012:execution:ferry:{}",
+        e.id
+    );
+    let input = || preflight::Input {
+        spec: e.spec_json.clone(),
+        execution_arn: exec.clone(),
+    };
+    let err = preflight::run(&e.deps, input())
+        .await
+        .expect_err("ElastiCache refuses the login")
+        .to_string();
+    assert!(err.contains("redis (db 0): Redis rediss://"), "{err}");
+    assert!(err.contains("refused AUTH"), "{err}");
+    assert!(!err.contains("not-it"), "{err}");
+
+    params
+        .put_secure(
+            &format!("{p}/redis-target-url"),
+            &bed_var("FERRY_BED_REDIS_TARGET_URL"),
+        )
+        .await
+        .expect("param");
+    preflight::run(&e.deps, input())
+        .await
+        .expect("both servers answer and nothing blocks");
+
+    let heroku = ferry_heroku::HerokuClient::new(&e.deps.settings.heroku_api_url, heroku().1)
+        .expect("heroku");
+    let app = e.spec_json["heroku"]["app"]
+        .as_str()
+        .expect("app")
+        .to_string();
+    heroku
+        .update_config_vars(
+            &app,
+            &[("REDIS_URL".to_string(), Some(source.clone()))].into(),
+        )
+        .await
+        .expect("REDIS_URL on Heroku");
+    let cfg = config_sync::run(&e.deps, mref(&e.id))
+        .await
+        .expect("config");
+    let skipped = cfg
+        .skipped
+        .iter()
+        .find(|s| s.name == "REDIS_URL")
+        .unwrap_or_else(|| panic!("REDIS_URL not skipped: {cfg:?}"));
+    assert!(skipped.reason.contains("redis section"), "{skipped:?}");
+    assert!(
+        e.deps
+            .params
+            .get(&format!("{p}/config/REDIS_URL"))
+            .await
+            .is_err(),
+        "REDIS_URL was copied"
+    );
+}

@@ -146,6 +146,33 @@ impl Conn {
         Ok(answers)
     }
 
+    /// Sends a command without reading its answer (a subscribed session's answers arrive
+    /// among its messages).
+    pub async fn send(&mut self, args: Vec<Vec<u8>>) -> KvResult<()> {
+        let mut out = Vec::new();
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        resp::encode(&mut out, &refs);
+        tokio::time::timeout(IO_TIMEOUT, self.io.write_all(&out))
+            .await
+            .map_err(|_| KvError::Io {
+                server: self.server.clone(),
+                reason: "write timed out".into(),
+            })?
+            .map_err(|e| KvError::Io {
+                server: self.server.clone(),
+                reason: format!("write: {e}"),
+            })
+    }
+
+    /// The next message of a subscribed session, or `None` when nothing came within `quiet`.
+    /// Cancel-safe: a message half read stays buffered for the next call.
+    pub async fn receive(&mut self, quiet: Duration) -> KvResult<Option<Value>> {
+        match tokio::time::timeout(quiet, self.read_one()).await {
+            Ok(v) => v.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     async fn read_one(&mut self) -> KvResult<Value> {
         loop {
             match resp::decode(&self.buf) {

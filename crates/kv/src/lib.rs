@@ -1,7 +1,8 @@
 //! Heroku Key-Value Store (Redis) → Amazon ElastiCache, the data part: a small RESP client over
 //! TLS with AUTH ([`conn`]), the key copy that keeps every value's type and TTL
-//! (SCAN, `DUMP`/`PTTL`, `RESTORE … ABSTTL REPLACE`, pipelined; [`copy`]), and the check that
-//! the two sides hold the same keys and values ([`verify`]).
+//! (SCAN, `DUMP`/`PTTL`, `RESTORE … REPLACE`, pipelined; [`copy`]), the live sync from keyspace
+//! notifications with a full pass after every gap ([`sync`]), and the check that the two
+//! sides hold the same keys and values ([`verify`]).
 //!
 //! Our own client rather than a crate: Ferry needs a handful of commands, pipelining, and the
 //! same TLS checks as its PostgreSQL connections (`ferry_pg::client_tls`), and nothing of a
@@ -9,7 +10,9 @@
 
 pub mod conn;
 pub mod copy;
+pub mod probe;
 pub mod resp;
+pub mod sync;
 pub mod url;
 pub mod verify;
 

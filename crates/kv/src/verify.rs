@@ -1,20 +1,13 @@
-//! Do the two sides hold the same keys and values? Every source key's DUMP is compared with
-//! the target's, minus the payload's trailer (RDB version and checksum), so that a target on a
-//! newer Redis compares equal when the value encoding is the same; keys the target holds and
-//! the source does not are found by a second scan. A TTL on one side only is a difference; the
-//! remaining TTLs themselves are not compared (they run down while the check runs).
-//!
-//! The bytes compared are the value's serialised encoding: two servers that encode one value
-//! differently (a newer major changing a small list's encoding) show it as different. The
-//! bed's servers run one version; a type-aware comparison is left for mixed versions.
+//! Do the two sides hold the same keys and values? Every source key is read on both sides by
+//! its type (see [`Held`]) and compared by digest; keys the target holds and the source does
+//! not are found by a second scan. A TTL on one side only is a difference; the remaining TTLs
+//! themselves are not compared (they run down while the check runs). Reading by type, not
+//! comparing DUMP bytes, matters: a set's or hash's DUMP lists members in hash order, which
+//! differs between two servers holding the same value.
 
 use md5::{Digest, Md5};
 
-use crate::{
-    Conn, KvResult, cmd,
-    copy::{dump_keys, scan_step},
-    resp::Value,
-};
+use crate::{Conn, KvResult, cmd, copy::scan_step, resp::Value};
 
 /// What differs, keys listed up to the report's limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,10 +37,114 @@ impl Report {
     }
 }
 
-/// The payload's value part: DUMP ends with a 2-byte RDB version and an 8-byte CRC64.
-fn digest(payload: &[u8]) -> [u8; 16] {
-    let body = &payload[..payload.len().saturating_sub(10)];
-    Md5::digest(body).into()
+/// What a key holds, read by type and serialised canonically: members of sets and fields
+/// of hashes sorted (their order inside Redis follows a per-process hash seed, so neither
+/// their iteration order nor DUMP's bytes compare across servers); lists, sorted sets (by
+/// score, then member) and streams in their own order. `None`: the key is gone.
+pub type Held = Option<(String, [u8; 16], bool)>;
+
+fn flatten(v: &Value, out: &mut Vec<Vec<u8>>) {
+    match v {
+        Value::Bulk(Some(b)) => out.push(b.clone()),
+        Value::Simple(s) => out.push(s.clone().into_bytes()),
+        Value::Int(i) => out.push(i.to_string().into_bytes()),
+        Value::Array(Some(items)) => {
+            out.push(format!("[{}", items.len()).into_bytes());
+            for i in items {
+                flatten(i, out);
+            }
+            out.push(b"]".to_vec());
+        }
+        Value::Bulk(None) | Value::Array(None) => out.push(b"nil".to_vec()),
+        Value::Error(e) => out.push(format!("-{e}").into_bytes()),
+    }
+}
+
+fn digest(parts: &[Vec<u8>]) -> [u8; 16] {
+    let mut h = Md5::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// Reads `keys` by type in two round trips (TYPE and PTTL, then the type's read command).
+pub async fn held(conn: &mut Conn, keys: &[Vec<u8>]) -> KvResult<Vec<Held>> {
+    let mut first = Vec::with_capacity(keys.len() * 2);
+    for k in keys {
+        first.push(cmd!["TYPE", k]);
+        first.push(cmd!["PTTL", k]);
+    }
+    let answers = conn.pipeline(first).await?;
+    let mut kinds = Vec::with_capacity(keys.len());
+    let mut reads = Vec::new();
+    for (k, pair) in keys.iter().zip(answers.chunks(2)) {
+        let kind = match &pair[0] {
+            Value::Simple(t) => t.clone(),
+            other => return Err(conn.protocol("TYPE", &other.shape())),
+        };
+        let ttl = matches!(pair[1], Value::Int(t) if t > 0);
+        let read = match kind.as_str() {
+            "none" => None,
+            "string" => Some(cmd!["GET", k]),
+            "list" => Some(cmd!["LRANGE", k, "0", "-1"]),
+            "set" => Some(cmd!["SMEMBERS", k]),
+            "zset" => Some(cmd!["ZRANGE", k, "0", "-1", "WITHSCORES"]),
+            "hash" => Some(cmd!["HGETALL", k]),
+            "stream" => Some(cmd!["XRANGE", k, "-", "+"]),
+            // Module types: their serialised form is all there is.
+            _ => Some(cmd!["DUMP", k]),
+        };
+        if let Some(r) = read {
+            reads.push(r);
+        }
+        kinds.push((kind, ttl));
+    }
+    let mut values = conn.pipeline(reads).await?.into_iter();
+    let mut out = Vec::with_capacity(keys.len());
+    for (kind, ttl) in kinds {
+        if kind == "none" {
+            out.push(None);
+            continue;
+        }
+        let v = values
+            .next()
+            .ok_or_else(|| conn.protocol("read", "missing answer"))?;
+        let mut parts = Vec::new();
+        match (kind.as_str(), &v) {
+            ("set", Value::Array(Some(items))) => {
+                items.iter().for_each(|m| flatten(m, &mut parts));
+                parts.sort();
+            }
+            ("hash", Value::Array(Some(items))) => {
+                let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = items
+                    .chunks(2)
+                    .map(|p| {
+                        let mut f = Vec::new();
+                        p.iter().for_each(|x| flatten(x, &mut f));
+                        (
+                            f.first().cloned().unwrap_or_default(),
+                            f.get(1).cloned().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                pairs.sort();
+                for (f, val) in pairs {
+                    parts.push(f);
+                    parts.push(val);
+                }
+            }
+            ("string" | "list" | "zset" | "stream", _) => flatten(&v, &mut parts),
+            // DUMP: the value without its RDB version and checksum trailer.
+            (_, Value::Bulk(Some(payload))) => {
+                parts.push(payload[..payload.len().saturating_sub(10)].to_vec());
+            }
+            _ => flatten(&v, &mut parts),
+        }
+        out.push(Some((kind, digest(&parts), ttl)));
+    }
+    Ok(out)
 }
 
 fn note(list: &mut Vec<Vec<u8>>, unlisted: &mut u64, limit: usize, key: Vec<u8>) {
@@ -71,17 +168,19 @@ pub async fn compare_db(
     loop {
         let (next, keys) = scan_step(source, &cursor, pattern, batch).await?;
         if !keys.is_empty() {
-            let theirs = dump_keys(target, keys.clone()).await?;
-            let ours = dump_keys(source, keys).await?;
-            for ((key, mine, my_ttl), (_, other, other_ttl)) in ours.into_iter().zip(theirs) {
-                let Some(mine) = mine else { continue };
+            let theirs = held(target, &keys).await?;
+            let ours = held(source, &keys).await?;
+            for ((key, mine), other) in keys.into_iter().zip(ours).zip(theirs) {
+                let Some((my_type, mine, my_ttl)) = mine else {
+                    continue;
+                };
                 r.compared += 1;
                 match other {
                     None => note(&mut r.missing, &mut r.unlisted, limit, key),
-                    Some(other) if digest(&mine) != digest(&other) => {
+                    Some((t, other, _)) if t != my_type || other != mine => {
                         note(&mut r.differing, &mut r.unlisted, limit, key)
                     }
-                    Some(_) if my_ttl.is_some() != other_ttl.is_some() => {
+                    Some((_, _, other_ttl)) if my_ttl != other_ttl => {
                         note(&mut r.ttl_differs, &mut r.unlisted, limit, key)
                     }
                     Some(_) => {}

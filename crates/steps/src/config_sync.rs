@@ -79,6 +79,9 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     true
 }
 
+/// The config vars of a Heroku Redis attachment, not copied once the spec moves Redis.
+const REDIS_VARS: [&str; 2] = ["REDIS_URL", "REDIS_TLS_URL"];
+
 /// Runs the config sync.
 pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let id = &input.migration_id;
@@ -137,6 +140,12 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             skip(&mut out, name, "not in config_vars.include");
         } else if HEROKU_MANAGED.contains(&name.as_str()) {
             skip(&mut out, name, "set by Heroku itself (dyno metadata)");
+        } else if spec.redis.is_some() && REDIS_VARS.contains(&name.as_str()) {
+            skip(
+                &mut out,
+                name,
+                "Heroku Redis URL; the migration's redis section moves Redis, and the AWS fleet's REDIS_URL is ElastiCache's, not Heroku's",
+            );
         } else if postgres_vars.contains(name) {
             skip(
                 &mut out,

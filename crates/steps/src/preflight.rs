@@ -101,6 +101,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     blockers.extend(check_rds(deps, &spec, &report).await?);
     blockers.extend(check_endpoint(deps, &spec).await?);
     blockers.extend(check_email_links(deps, &spec).await?);
+    blockers.extend(check_redis(deps, &spec).await?);
     let replaced_ttl = deps.router.replaced_ttl(&spec.traffic).await?;
     facts::put_once(
         deps.store.as_ref(),
@@ -391,4 +392,48 @@ async fn check_endpoint(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<Str
         )]),
         Err(e) => Err(e),
     }
+}
+
+/// The Redis section: both servers probed (every listed database), each blocker with its fix.
+/// A server that cannot be reached is a blocker, not a failed step: the fix is the operator's.
+async fn check_redis(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String>> {
+    let Some(r) = &spec.redis else {
+        return Ok(Vec::new());
+    };
+    let url = |param: &str, value: &ferry_core::secret::Secret| {
+        ferry_kv::RedisUrl::parse(value).map_err(|e| StepError::BadParam {
+            param: param.to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let source = url(
+        &r.source_url_param,
+        &deps.params.get(&r.source_url_param).await?,
+    )?;
+    let target = url(
+        &r.target_url_param,
+        &deps.params.get(&r.target_url_param).await?,
+    )?;
+    let mut out = Vec::new();
+    for db in &r.databases {
+        let (s_url, t_url) = (source.with_db(*db), target.with_db(*db));
+        let probed = tokio::try_join!(
+            ferry_kv::probe::probe(&s_url, false, true),
+            ferry_kv::probe::probe(&t_url, true, false),
+        );
+        match probed {
+            Ok((s, t)) => {
+                tracing::info!(db, source_version = %s.version, target_version = %t.version, source_keys = ?s.keys, sidekiq_queues = s.sidekiq.queues, "redis probed");
+                out.extend(
+                    ferry_kv::probe::blockers(&s, &t)
+                        .into_iter()
+                        .map(|b| format!("- redis (db {db}): {b}")),
+                );
+            }
+            Err(e) => out.push(format!(
+                "- redis (db {db}): {e}. Fix: check the URL parameters, the security groups between the functions and ElastiCache, and AUTH"
+            )),
+        }
+    }
+    Ok(out)
 }

@@ -52,6 +52,10 @@ pub struct MigrationSpec {
     /// when `cutover.endpoint` is `proxy` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<EndpointSpec>,
+    /// Heroku Key-Value Store (Redis) to move to ElastiCache with the database. Without it,
+    /// Redis is left to you (config sync copies REDIS_URL as a plain config var).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
     /// How often the state machine polls and how long its waits last. The defaults suit a
     /// real migration; a rehearsal may shorten them.
     #[serde(default)]
@@ -108,6 +112,30 @@ pub enum EndpointMode {
     Proxy,
     /// Rewrite `DATABASE_URL` and redeploy `cutover.ecs_services`.
     Redeploy,
+}
+
+/// Heroku Key-Value Store (Redis) → ElastiCache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSpec {
+    /// SSM SecureString holding the Heroku Redis URL (`rediss://:password@host:port`; add
+    /// `?ssl_cert_reqs=none` for Heroku's self-signed certificates). Keep it outside the
+    /// config prefix.
+    pub source_url_param: String,
+    /// SSM SecureString holding the ElastiCache URL Ferry writes to (`rediss://`, with AUTH
+    /// or an ACL user allowed RESTORE, DEL and the read commands).
+    pub target_url_param: String,
+    /// Logical databases to move. Default `[0]`; 0-15, each once.
+    #[serde(default = "default_redis_databases")]
+    pub databases: Vec<u32>,
+    /// Key patterns (Redis globs, e.g. `cache:*`) that are disposable cache: not copied,
+    /// not compared. At most 32.
+    #[serde(default)]
+    pub disposable_patterns: Vec<String>,
+}
+
+fn default_redis_databases() -> Vec<u32> {
+    vec![0]
 }
 
 /// The endpoint the AWS app fleet uses as its database.

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{
     ApprovalsSpec, ConfigVarsSpec, CutoverSpec, EndpointMode, EndpointSpec, HerokuSpec,
-    MigrationSpec, ReplicationSpec, SourceSpec, TargetSpec, TimingSpec, TrafficSpec,
+    MigrationSpec, RedisSpec, ReplicationSpec, SourceSpec, TargetSpec, TimingSpec, TrafficSpec,
 };
 use crate::problems::{Problem, child, index};
 
@@ -24,6 +24,9 @@ pub(super) fn check(spec: &MigrationSpec, out: &mut Vec<Problem>) {
     cutover(&spec.cutover, "cutover", out);
     if let Some(e) = &spec.endpoint {
         endpoint(e, "endpoint", out);
+    }
+    if let Some(r) = &spec.redis {
+        redis(r, "redis", out);
     }
     timing(&spec.timing, "timing", out);
     cross(spec, out);
@@ -56,6 +59,7 @@ pub(super) fn check_sections(value: &Value, out: &mut Vec<Problem>) {
     section(value, "config_vars", config_vars, out);
     section(value, "cutover", cutover, out);
     section(value, "endpoint", endpoint, out);
+    section(value, "redis", redis, out);
     section(value, "timing", timing, out);
     if shape_ok("rollback_window_hours", out)
         && let Some(h) = value.get("rollback_window_hours").and_then(Value::as_u64)
@@ -511,6 +515,61 @@ fn endpoint(s: &EndpointSpec, path: &str, out: &mut Vec<Problem>) {
     }
 }
 
+fn redis(s: &RedisSpec, path: &str, out: &mut Vec<Problem>) {
+    ssm_name(&s.source_url_param, &child(path, "source_url_param"), out);
+    ssm_name(&s.target_url_param, &child(path, "target_url_param"), out);
+    if s.source_url_param == s.target_url_param {
+        out.push(Problem::new(
+            child(path, "target_url_param"),
+            "is the same parameter as redis.source_url_param; ElastiCache needs its own URL",
+        ));
+    }
+    let dbs = child(path, "databases");
+    if s.databases.is_empty() {
+        out.push(Problem::new(
+            &dbs,
+            "is empty; list the logical databases to move, e.g. [0]",
+        ));
+    }
+    for (i, db) in s.databases.iter().enumerate() {
+        if *db > 15 {
+            out.push(Problem::new(
+                format!("{dbs}[{i}]"),
+                format!("must be from 0 to 15 (Redis's databases); got {db}"),
+            ));
+        }
+        if s.databases[..i].contains(db) {
+            out.push(Problem::new(
+                format!("{dbs}[{i}]"),
+                format!("database {db} is listed twice; list each once"),
+            ));
+        }
+    }
+    let pats = child(path, "disposable_patterns");
+    if s.disposable_patterns.len() > 32 {
+        out.push(Problem::new(
+            &pats,
+            format!(
+                "has {} patterns; at most 32 (use wider globs)",
+                s.disposable_patterns.len()
+            ),
+        ));
+    }
+    for (i, p) in s.disposable_patterns.iter().enumerate() {
+        if p.is_empty() || p.len() > 256 || p.chars().any(char::is_control) {
+            out.push(Problem::new(
+                format!("{pats}[{i}]"),
+                "must be a Redis glob of 1-256 printable characters, e.g. cache:*",
+            ));
+        } else if p == "*" {
+            out.push(Problem::new(
+                format!("{pats}[{i}]"),
+                "\"*\" would mark every key disposable, so nothing would move; name the cache's keys, e.g. cache:*",
+            ));
+        }
+    }
+}
+
 fn timing(s: &TimingSpec, path: &str, out: &mut Vec<Problem>) {
     range(
         s.poll_seconds,
@@ -637,6 +696,10 @@ fn params_apart(spec: &MigrationSpec, out: &mut Vec<Problem>) {
     if let Some(w) = &spec.approvals.slack_webhook_param {
         read.push(("approvals.slack_webhook_param", w));
     }
+    if let Some(r) = &spec.redis {
+        read.push(("redis.source_url_param", &r.source_url_param));
+        read.push(("redis.target_url_param", &r.target_url_param));
+    }
     for (path, name) in &read {
         if name.starts_with(&prefix) {
             out.push(Problem::new(
@@ -651,6 +714,21 @@ fn params_apart(spec: &MigrationSpec, out: &mut Vec<Problem>) {
         ("source.database_url_param", &spec.source.database_url_param),
         ("target.database_url_param", &spec.target.database_url_param),
     ] {
+        if let Some(r) = &spec.redis {
+            for (rpath, rname) in [
+                ("redis.source_url_param", &r.source_url_param),
+                ("redis.target_url_param", &r.target_url_param),
+            ] {
+                if rname == other {
+                    out.push(Problem::new(
+                        rpath,
+                        format!(
+                            "is the same parameter as {path}; a Redis URL needs its own parameter"
+                        ),
+                    ));
+                }
+            }
+        }
         if &spec.heroku.api_token_param == other {
             out.push(Problem::new(
                 "heroku.api_token_param",

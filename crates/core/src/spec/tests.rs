@@ -133,7 +133,7 @@ fn unknown_fields_are_errors_with_a_hint() {
     assert_eq!(
         got,
         vec![
-            "colour: unknown field `colour`; remove it (allowed here: $schema, approvals, config_vars, cutover, endpoint, heroku, migration_id, replication, rollback_window_hours, source, target, timing, traffic)".to_string(),
+            "colour: unknown field `colour`; remove it (allowed here: $schema, approvals, config_vars, cutover, endpoint, heroku, migration_id, redis, replication, rollback_window_hours, source, target, timing, traffic)".to_string(),
             "traffic.stpes: unknown field `stpes`; did you mean `steps`?".to_string(),
         ]
     );
@@ -507,4 +507,44 @@ fn duplicate_keys_and_oversized_specs_are_refused() {
     assert!(text.len() > 256 * 1024);
     let err = parse(&text).expect_err("too big").to_string();
     assert!(err.contains("256 KiB"), "{}", &err[..err.len().min(300)]);
+}
+
+#[test]
+fn the_redis_section_defaults_to_db_0_and_refuses_what_cannot_work() {
+    let mut v = minimal();
+    v["redis"] = json!({
+        "source_url_param": "/ferry/acme/redis-source-url",
+        "target_url_param": "/ferry/acme/redis-target-url",
+        "disposable_patterns": ["cache:*", "rack::attack:*"]
+    });
+    let spec = from_value(&v).expect("a redis section is valid");
+    let r = spec.redis.expect("redis");
+    assert_eq!(r.databases, vec![0]);
+    assert_eq!(r.disposable_patterns.len(), 2);
+
+    v["redis"] = json!({
+        "source_url_param": "/ferry/acme/source-url",
+        "target_url_param": "/ferry/acme-prod/config/REDIS_URL",
+        "databases": [0, 16, 0],
+        "disposable_patterns": ["*", "", "ok:*"]
+    });
+    let got = messages(&v).join("\n");
+    for says in [
+        "redis.databases[1]: must be from 0 to 15",
+        "redis.databases[2]: database 0 is listed twice",
+        "redis.disposable_patterns[0]: \"*\" would mark every key disposable",
+        "redis.disposable_patterns[1]: must be a Redis glob",
+        "redis.source_url_param: is the same parameter as source.database_url_param",
+        "redis.target_url_param: \"/ferry/acme-prod/config/REDIS_URL\" is under the config prefix",
+    ] {
+        assert!(got.contains(says), "{says}\n---\n{got}");
+    }
+    v["redis"] = json!({
+        "source_url_param": "/ferry/acme/r",
+        "target_url_param": "/ferry/acme/r",
+        "databases": [],
+        "extra": 1
+    });
+    let got = messages(&v).join("\n");
+    assert!(got.contains("redis.extra"), "{got}");
 }

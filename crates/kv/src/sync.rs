@@ -1,0 +1,279 @@
+//! Live sync: after the copy, every change on the source reaches the target, from keyspace
+//! notifications (`notify-keyspace-events` with `K` and `A`, which Heroku turns on with
+//! `heroku redis:keyspace-notifications`). A notification only names a key; the key is then
+//! read again from the source (DUMP) and written to the target (RESTORE REPLACE), or deleted
+//! there when the source no longer has it. So the order and loss of individual events do not
+//! matter while the subscription holds: the last read of a key wins.
+//!
+//! Pub/sub is fire-and-forget: a subscriber that is disconnected misses events. Every
+//! (re)subscription is therefore followed by a full pass — the copy, then the target's keys
+//! that the source no longer has are deleted — so a gap heals. FLUSHDB/FLUSHALL produce no
+//! key events: only the next full pass sees them.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    Conn, KvError, KvResult, RedisUrl, cmd,
+    copy::{self, dump_keys},
+    resp::Value,
+};
+
+/// A subscription silent this long is pinged.
+const QUIET: Duration = Duration::from_secs(15);
+/// A subscription that held this long resets the count of reconnections in a row.
+const STEADY: Duration = Duration::from_secs(60);
+
+/// How the sync runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Only keys matching this glob (SCAN MATCH and the notification pattern); all if `None`.
+    pub pattern: Option<String>,
+    /// Keys per round trip.
+    pub batch: usize,
+    /// How often the changed keys are written to the target.
+    pub flush_every: Duration,
+    /// Subscriber reconnections in a row, each after a full pass, before the sync gives up.
+    pub max_reconnects: u32,
+    /// The subscriber's client name (CLIENT SETNAME), so an operator can tell it in CLIENT
+    /// LIST.
+    pub client_name: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            pattern: None,
+            batch: 500,
+            flush_every: Duration::from_millis(50),
+            max_reconnects: 20,
+            client_name: "ferry-sync".into(),
+        }
+    }
+}
+
+/// Where the sync is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Full passes done (the first is the copy; each later one healed a notification gap).
+    pub full_passes: u64,
+    /// Keys the first pass copied.
+    pub copied: u64,
+    /// Keys rewritten from notifications.
+    pub applied: u64,
+    /// Keys deleted on the target (from notifications or full passes).
+    pub deleted: u64,
+    /// Changed keys not yet written to the target.
+    pub pending: usize,
+    /// Age of the oldest change written in the last flush, in milliseconds.
+    pub lag_ms: u64,
+}
+
+/// Deletes the target's keys (matching `pattern`) that the source no longer has.
+pub async fn delete_extras(
+    source: &mut Conn,
+    target: &mut Conn,
+    pattern: Option<&[u8]>,
+    batch: usize,
+) -> KvResult<u64> {
+    let mut deleted = 0;
+    let mut cursor = b"0".to_vec();
+    loop {
+        let (next, keys) = copy::scan_step(target, &cursor, pattern, batch).await?;
+        if !keys.is_empty() {
+            let exists = source
+                .pipeline(keys.iter().map(|k| cmd!["EXISTS", k]).collect())
+                .await?;
+            let gone: Vec<Vec<Vec<u8>>> = keys
+                .into_iter()
+                .zip(exists)
+                .filter(|(_, e)| *e == Value::Int(0))
+                .map(|(k, _)| cmd!["DEL", k])
+                .collect();
+            deleted += gone.len() as u64;
+            if !gone.is_empty() {
+                target.pipeline(gone).await?;
+            }
+        }
+        if next == b"0" {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// Writes the current source state of `keys` to the target: RESTORE REPLACE, or DEL for a key
+/// the source no longer has. Returns (rewritten, deleted).
+pub async fn apply_keys(
+    source: &mut Conn,
+    target: &mut Conn,
+    keys: Vec<Vec<u8>>,
+) -> KvResult<(u64, u64)> {
+    let mut commands = Vec::with_capacity(keys.len());
+    let (mut rewritten, mut deleted) = (0, 0);
+    for (k, payload, ttl) in dump_keys(source, keys).await? {
+        match payload {
+            Some(p) => {
+                rewritten += 1;
+                commands.push(cmd![
+                    "RESTORE",
+                    k,
+                    ttl.unwrap_or(0).to_string(),
+                    p,
+                    "REPLACE"
+                ]);
+            }
+            None => {
+                deleted += 1;
+                commands.push(cmd!["DEL", k]);
+            }
+        }
+    }
+    for a in target.pipeline(commands).await? {
+        if let Value::Error(message) = a {
+            return Err(KvError::Refused {
+                server: target.server().to_string(),
+                command: "RESTORE".into(),
+                message,
+            });
+        }
+    }
+    Ok((rewritten, deleted))
+}
+
+/// The key a keyspace notification names: `pmessage <pattern> __keyspace@<db>__:<key> <event>`.
+fn notified_key(v: Value) -> Option<Vec<u8>> {
+    let Value::Array(Some(parts)) = v else {
+        return None;
+    };
+    match parts.as_slice() {
+        [Value::Bulk(Some(kind)), _, Value::Bulk(Some(channel)), _] if kind == b"pmessage" => {
+            let at = channel.windows(3).position(|w| w == b"__:")?;
+            Some(channel[at + 3..].to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// Subscribes to the keyspace notifications of `url`'s database for `pattern`.
+async fn subscribe(url: &RedisUrl, pattern: &str, name: &str) -> KvResult<Conn> {
+    let mut sub = Conn::connect(url).await?;
+    sub.call(cmd!["CLIENT", "SETNAME", name]).await?;
+    let channel = format!("__keyspace@{}__:{pattern}", url.db);
+    let answer = sub.call(cmd!["PSUBSCRIBE", channel]).await?;
+    match answer {
+        Value::Array(Some(ref parts))
+            if parts.first() == Some(&Value::Bulk(Some(b"psubscribe".to_vec()))) =>
+        {
+            Ok(sub)
+        }
+        other => Err(sub.protocol("PSUBSCRIBE", &other.shape())),
+    }
+}
+
+/// Runs until `stop` turns true: subscribes, makes a full pass, then applies notified keys
+/// every `flush_every`; after a lost subscription, subscribes again and makes another full
+/// pass. `report` is called after each flush. Returns the last progress.
+pub async fn run(
+    source: &RedisUrl,
+    target: &RedisUrl,
+    options: &Options,
+    mut stop: watch::Receiver<bool>,
+    mut report: impl FnMut(&Progress),
+) -> KvResult<Progress> {
+    let pattern = options.pattern.clone().unwrap_or_else(|| "*".into());
+    let matching = options.pattern.as_deref().map(str::as_bytes);
+    let mut progress = Progress::default();
+    let mut reconnects = 0;
+    let (mut src, mut tgt) = (Conn::connect(source).await?, Conn::connect(target).await?);
+    loop {
+        let mut sub = subscribe(source, &pattern, &options.client_name).await?;
+        // Changes from here on are notified; the full pass covers everything before.
+        let copied = copy::copy_db(&mut src, &mut tgt, matching, options.batch).await?;
+        progress.deleted += delete_extras(&mut src, &mut tgt, matching, options.batch).await?;
+        if progress.full_passes == 0 {
+            progress.copied = copied.keys;
+        }
+        progress.full_passes += 1;
+        report(&progress);
+        let subscribed_at = Instant::now();
+        let mut dirty: HashMap<Vec<u8>, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(options.flush_every);
+        let mut awaiting_pong = false;
+        let gap = loop {
+            tokio::select! {
+                message = sub.receive(QUIET) => match message {
+                    Ok(Some(v)) => {
+                        awaiting_pong = false;
+                        if let Some(k) = notified_key(v) {
+                            dirty.entry(k).or_insert_with(Instant::now);
+                        }
+                    }
+                    // A quiet subscription is asked for a pong, so a dead connection (no FIN
+                    // after a network failure) is found within two quiet periods.
+                    Ok(None) if awaiting_pong => {
+                        break sub.protocol("PING", "no pong on the subscription");
+                    }
+                    Ok(None) => {
+                        if let Err(e) = sub.send(cmd!["PING"]).await {
+                            break e;
+                        }
+                        awaiting_pong = true;
+                    }
+                    Err(e) => break e,
+                },
+                _ = tick.tick() => {
+                    flush(&mut src, &mut tgt, &mut dirty, options.batch, &mut progress).await?;
+                    report(&progress);
+                }
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        flush(&mut src, &mut tgt, &mut dirty, options.batch, &mut progress).await?;
+                        report(&progress);
+                        return Ok(progress);
+                    }
+                }
+            }
+        };
+        if subscribed_at.elapsed() > STEADY {
+            reconnects = 0;
+        }
+        reconnects += 1;
+        if reconnects > options.max_reconnects {
+            return Err(gap);
+        }
+        tracing::warn!(error = %gap, "keyspace notifications lost; subscribing again, then a full pass");
+        // The changed keys are applied by the full pass that follows.
+        dirty.clear();
+    }
+}
+
+async fn flush(
+    src: &mut Conn,
+    tgt: &mut Conn,
+    dirty: &mut HashMap<Vec<u8>, Instant>,
+    batch: usize,
+    progress: &mut Progress,
+) -> KvResult<()> {
+    let mut oldest = None::<Instant>;
+    while !dirty.is_empty() {
+        let keys: Vec<Vec<u8>> = dirty.keys().take(batch).cloned().collect();
+        for k in &keys {
+            if let Some(t) = dirty.remove(k) {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
+        }
+        let (rewritten, deleted) = apply_keys(src, tgt, keys).await?;
+        progress.applied += rewritten;
+        progress.deleted += deleted;
+    }
+    progress.pending = dirty.len();
+    progress.lag_ms = oldest.map_or(0, |t| {
+        u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+    });
+    Ok(())
+}
