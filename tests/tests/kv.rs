@@ -87,15 +87,22 @@ async fn populated() -> (Conn, Conn, String, String) {
 async fn the_copy_keeps_every_type_value_and_ttl_over_tls_with_auth() {
     let (mut source, mut target, p, pattern) = populated().await;
 
-    let stats = copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), 100)
+    let stats = copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), &[], 100)
         .await
         .expect("copy");
     assert!(stats.keys >= 607, "{stats:?}");
     assert!(stats.with_ttl >= 2, "{stats:?}");
 
-    let report = verify::compare_db(&mut source, &mut target, Some(pattern.as_bytes()), 100, 10)
-        .await
-        .expect("compare");
+    let report = verify::compare_db(
+        &mut source,
+        &mut target,
+        Some(pattern.as_bytes()),
+        &[],
+        100,
+        10,
+    )
+    .await
+    .expect("compare");
     assert!(report.equal(), "{report:?}");
     assert_eq!(report.compared, 607);
     let ttl = run(&mut target, cmd!["PTTL", format!("{p}:session:abc")]).await;
@@ -121,19 +128,26 @@ async fn the_copy_keeps_every_type_value_and_ttl_over_tls_with_auth() {
     );
 
     // A second pass converges on the same state (RESTORE … REPLACE).
-    copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), 100)
+    copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), &[], 100)
         .await
         .expect("copy again");
-    let again = verify::compare_db(&mut source, &mut target, Some(pattern.as_bytes()), 100, 10)
-        .await
-        .expect("compare");
+    let again = verify::compare_db(
+        &mut source,
+        &mut target,
+        Some(pattern.as_bytes()),
+        &[],
+        100,
+        10,
+    )
+    .await
+    .expect("compare");
     assert!(again.equal(), "{again:?}");
 }
 
 #[tokio::test]
 async fn the_comparison_names_missing_changed_extra_and_ttl_less_keys() {
     let (mut source, mut target, p, pattern) = populated().await;
-    copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), 100)
+    copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), &[], 100)
         .await
         .expect("copy");
     run(&mut target, cmd!["DEL", format!("{p}:s:7")]).await;
@@ -145,9 +159,16 @@ async fn the_comparison_names_missing_changed_extra_and_ttl_less_keys() {
     run(&mut target, cmd!["SET", format!("{p}:ghost"), "x"]).await;
     run(&mut target, cmd!["PERSIST", format!("{p}:session:abc")]).await;
 
-    let r = verify::compare_db(&mut source, &mut target, Some(pattern.as_bytes()), 50, 10)
-        .await
-        .expect("compare");
+    let r = verify::compare_db(
+        &mut source,
+        &mut target,
+        Some(pattern.as_bytes()),
+        &[],
+        50,
+        10,
+    )
+    .await
+    .expect("compare");
     let key = |k: &str| format!("{p}:{k}").into_bytes();
     assert_eq!(r.missing, vec![key("s:7")], "{r:?}");
     assert_eq!(r.differing, vec![key("h:8")], "{r:?}");
@@ -186,12 +207,13 @@ struct Live {
 }
 
 impl Live {
-    fn start(pattern: &str) -> Self {
+    fn start(pattern: &str, skip: &[String]) -> Self {
         let progress = Arc::new(Mutex::new(sync::Progress::default()));
         let (stop, rx) = tokio::sync::watch::channel(false);
         let name = unique("ferry-sync-");
         let options = sync::Options {
             pattern: Some(pattern.to_string()),
+            skip: skip.to_vec(),
             batch: 100,
             client_name: name.clone(),
             ..sync::Options::default()
@@ -228,9 +250,10 @@ impl Live {
 }
 
 #[tokio::test]
-async fn live_sync_carries_writes_deletes_renames_and_expiries() {
+async fn live_sync_carries_writes_deletes_renames_and_expiries_but_not_disposable_keys() {
     let (mut source, mut target, p, pattern) = populated().await;
-    let live = Live::start(&pattern);
+    let disposable = vec![format!("{p}:cache:*")];
+    let live = Live::start(&pattern, &disposable);
     live.until("finished its first pass", |g| g.full_passes >= 1)
         .await;
 
@@ -243,6 +266,7 @@ async fn live_sync_carries_writes_deletes_renames_and_expiries() {
     writes.push(cmd!["RENAME", format!("{p}:s:6"), format!("{p}:renamed")]);
     writes.push(cmd!["LPUSH", format!("{p}:queue:default"), "job-4"]);
     writes.push(cmd!["SET", format!("{p}:short"), "x", "PX", "150"]);
+    writes.push(cmd!["SET", format!("{p}:cache:fresh"), "regenerated"]);
     for a in source.pipeline(writes).await.expect("writes") {
         assert!(!matches!(a, Value::Error(_)), "{a:?}");
     }
@@ -252,24 +276,38 @@ async fn live_sync_carries_writes_deletes_renames_and_expiries() {
     let progress = live.finish().await;
     assert!(progress.deleted >= 3, "{progress:?}");
 
-    let r = verify::compare_db(&mut source, &mut target, Some(pattern.as_bytes()), 100, 10)
-        .await
-        .expect("compare");
+    let r = verify::compare_db(
+        &mut source,
+        &mut target,
+        Some(pattern.as_bytes()),
+        &disposable,
+        100,
+        10,
+    )
+    .await
+    .expect("compare");
     assert!(r.equal(), "{r:?}");
     assert_eq!(
         run(
             &mut target,
-            cmd!["EXISTS", format!("{p}:s:6"), format!("{p}:short")]
+            cmd![
+                "EXISTS",
+                format!("{p}:s:6"),
+                format!("{p}:short"),
+                format!("{p}:cache:page"),
+                format!("{p}:cache:fresh")
+            ]
         )
         .await,
-        Value::Int(0)
+        Value::Int(0),
+        "a renamed-away key, an expired key and the disposable cache are not on the target"
     );
 }
 
 #[tokio::test]
 async fn a_lost_subscription_is_healed_by_a_full_pass() {
     let (mut source, mut target, p, pattern) = populated().await;
-    let live = Live::start(&pattern);
+    let live = Live::start(&pattern, &[]);
     live.until("finished its first pass", |g| g.full_passes >= 1)
         .await;
 
@@ -301,9 +339,16 @@ async fn a_lost_subscription_is_healed_by_a_full_pass() {
         .await;
     let progress = live.finish().await;
     assert!(progress.deleted >= 2, "{progress:?}");
-    let r = verify::compare_db(&mut source, &mut target, Some(pattern.as_bytes()), 100, 10)
-        .await
-        .expect("compare");
+    let r = verify::compare_db(
+        &mut source,
+        &mut target,
+        Some(pattern.as_bytes()),
+        &[],
+        100,
+        10,
+    )
+    .await
+    .expect("compare");
     assert!(r.equal(), "{r:?}");
 }
 

@@ -129,18 +129,20 @@ pub async fn restore_keys(conn: &mut Conn, dumped: Vec<Dumped>) -> KvResult<Copy
     Ok(stats)
 }
 
-/// Copies every key of the source's database (matching `pattern`, if given) to the target's,
-/// `batch` keys per round trip.
+/// Copies every key of the source's database (matching `pattern`, if given, and none of the
+/// disposable `skip` globs) to the target's, `batch` keys per round trip.
 pub async fn copy_db(
     source: &mut Conn,
     target: &mut Conn,
     pattern: Option<&[u8]>,
+    skip: &[String],
     batch: usize,
 ) -> KvResult<CopyStats> {
     let mut total = CopyStats::default();
     let mut cursor = b"0".to_vec();
     loop {
-        let (next, keys) = scan_step(source, &cursor, pattern, batch).await?;
+        let (next, mut keys) = scan_step(source, &cursor, pattern, batch).await?;
+        keys.retain(|k| !crate::glob::any(skip, k));
         if !keys.is_empty() {
             let dumped = dump_keys(source, keys).await?;
             let s = restore_keys(target, dumped).await?;

@@ -10,6 +10,7 @@
 
 pub mod conn;
 pub mod copy;
+pub mod glob;
 pub mod probe;
 pub mod resp;
 pub mod sync;

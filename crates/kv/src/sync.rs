@@ -33,6 +33,8 @@ const STEADY: Duration = Duration::from_secs(60);
 pub struct Options {
     /// Only keys matching this glob (SCAN MATCH and the notification pattern); all if `None`.
     pub pattern: Option<String>,
+    /// Disposable keys (globs): not copied, not synced, not deleted on the target.
+    pub skip: Vec<String>,
     /// Keys per round trip.
     pub batch: usize,
     /// How often the changed keys are written to the target.
@@ -48,6 +50,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             pattern: None,
+            skip: Vec::new(),
             batch: 500,
             flush_every: Duration::from_millis(50),
             max_reconnects: 20,
@@ -78,12 +81,15 @@ pub async fn delete_extras(
     source: &mut Conn,
     target: &mut Conn,
     pattern: Option<&[u8]>,
+    skip: &[String],
     batch: usize,
 ) -> KvResult<u64> {
     let mut deleted = 0;
     let mut cursor = b"0".to_vec();
     loop {
-        let (next, keys) = copy::scan_step(target, &cursor, pattern, batch).await?;
+        let (next, mut keys) = copy::scan_step(target, &cursor, pattern, batch).await?;
+        // Disposable keys on the target are the AWS side's own cache: left alone.
+        keys.retain(|k| !crate::glob::any(skip, k));
         if !keys.is_empty() {
             let exists = source
                 .pipeline(keys.iter().map(|k| cmd!["EXISTS", k]).collect())
@@ -193,8 +199,10 @@ pub async fn run(
     loop {
         let mut sub = subscribe(source, &pattern, &options.client_name).await?;
         // Changes from here on are notified; the full pass covers everything before.
-        let copied = copy::copy_db(&mut src, &mut tgt, matching, options.batch).await?;
-        progress.deleted += delete_extras(&mut src, &mut tgt, matching, options.batch).await?;
+        let copied =
+            copy::copy_db(&mut src, &mut tgt, matching, &options.skip, options.batch).await?;
+        progress.deleted +=
+            delete_extras(&mut src, &mut tgt, matching, &options.skip, options.batch).await?;
         if progress.full_passes == 0 {
             progress.copied = copied.keys;
         }
@@ -209,7 +217,9 @@ pub async fn run(
                 message = sub.receive(QUIET) => match message {
                     Ok(Some(v)) => {
                         awaiting_pong = false;
-                        if let Some(k) = notified_key(v) {
+                        if let Some(k) = notified_key(v)
+                            && !crate::glob::any(&options.skip, &k)
+                        {
                             dirty.entry(k).or_insert_with(Instant::now);
                         }
                     }

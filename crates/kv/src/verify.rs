@@ -1,4 +1,4 @@
-//! Do the two sides hold the same keys and values? Every source key is read on both sides by
+//! Do the two sides hold the same keys and values (disposable keys left out)? Every source key is read on both sides by
 //! its type (see [`Held`]) and compared by digest; keys the target holds and the source does
 //! not are found by a second scan. A TTL on one side only is a difference; the remaining TTLs
 //! themselves are not compared (they run down while the check runs). Reading by type, not
@@ -160,13 +160,15 @@ pub async fn compare_db(
     source: &mut Conn,
     target: &mut Conn,
     pattern: Option<&[u8]>,
+    skip: &[String],
     batch: usize,
     limit: usize,
 ) -> KvResult<Report> {
     let mut r = Report::default();
     let mut cursor = b"0".to_vec();
     loop {
-        let (next, keys) = scan_step(source, &cursor, pattern, batch).await?;
+        let (next, mut keys) = scan_step(source, &cursor, pattern, batch).await?;
+        keys.retain(|k| !crate::glob::any(skip, k));
         if !keys.is_empty() {
             let theirs = held(target, &keys).await?;
             let ours = held(source, &keys).await?;
@@ -194,7 +196,8 @@ pub async fn compare_db(
     }
     let mut cursor = b"0".to_vec();
     loop {
-        let (next, keys) = scan_step(target, &cursor, pattern, batch).await?;
+        let (next, mut keys) = scan_step(target, &cursor, pattern, batch).await?;
+        keys.retain(|k| !crate::glob::any(skip, k));
         if !keys.is_empty() {
             let commands = keys.iter().map(|k| cmd!["EXISTS", k]).collect();
             let answers = source.pipeline(commands).await?;

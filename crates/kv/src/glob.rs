@@ -1,0 +1,81 @@
+//! Redis's glob patterns (as KEYS, SCAN MATCH and PSUBSCRIBE read them): `*` any run of
+//! bytes, `?` one byte, `[abc]`, `[a-z]` and `[^a]` classes, `\` escaping the next byte.
+//! Used to leave the spec's disposable keys out of the copy, the live sync and the comparison.
+
+/// Whether `key` matches `pattern`.
+pub fn matches(pattern: &[u8], key: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => key.is_empty(),
+        Some((b'*', rest)) => (0..=key.len()).any(|i| matches(rest, &key[i..])),
+        Some((b'?', rest)) => !key.is_empty() && matches(rest, &key[1..]),
+        Some((b'[', rest)) => {
+            let Some((&k, key_rest)) = key.split_first() else {
+                return false;
+            };
+            let (negate, mut body) = match rest.split_first() {
+                Some((b'^', b)) => (true, b),
+                _ => (false, rest),
+            };
+            let mut hit = false;
+            loop {
+                match body {
+                    [] => return false, // unterminated class: Redis treats it as no match
+                    [b']', tail @ ..] => {
+                        body = tail;
+                        break;
+                    }
+                    [b'\\', c, tail @ ..] => {
+                        hit |= *c == k;
+                        body = tail;
+                    }
+                    [a, b'-', z, tail @ ..] if *z != b']' => {
+                        let (lo, hi) = if a <= z { (*a, *z) } else { (*z, *a) };
+                        hit |= (lo..=hi).contains(&k);
+                        body = tail;
+                    }
+                    [c, tail @ ..] => {
+                        hit |= *c == k;
+                        body = tail;
+                    }
+                }
+            }
+            hit != negate && matches(body, key_rest)
+        }
+        Some((b'\\', rest)) if !rest.is_empty() => {
+            key.first() == Some(&rest[0]) && matches(&rest[1..], &key[1..])
+        }
+        Some((c, rest)) => key.first() == Some(c) && matches(rest, &key[1..]),
+    }
+}
+
+/// Whether `key` matches any of `patterns`.
+pub fn any(patterns: &[String], key: &[u8]) -> bool {
+    patterns.iter().any(|p| matches(p.as_bytes(), key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn redis_glob_semantics() {
+        for (p, k, want) in [
+            ("cache:*", "cache:page:1", true),
+            ("cache:*", "session:1", false),
+            ("*", "", true),
+            ("h?llo", "hello", true),
+            ("h?llo", "hllo", false),
+            ("h[ae]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-b]llo", "hbllo", true),
+            ("h[a-b]llo", "hcllo", false),
+            ("a\\*b", "a*b", true),
+            ("a\\*b", "axb", false),
+            ("rack::attack:*", "rack::attack:1.2.3.4", true),
+            ("*:tmp", "x:y:tmp", true),
+            ("[abc", "a", false),
+        ] {
+            assert_eq!(matches(p.as_bytes(), k.as_bytes()), want, "{p} ~ {k}");
+        }
+    }
+}
