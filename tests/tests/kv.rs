@@ -72,6 +72,19 @@ async fn populate(c: &mut Conn, p: &str) {
     }
 }
 
+/// The comparison of the prefix's keys (`skip` left out), `batch` keys per round trip.
+async fn compare(
+    source: &mut Conn,
+    target: &mut Conn,
+    pattern: &str,
+    skip: &[String],
+    batch: usize,
+) -> verify::Report {
+    verify::compare_db(source, target, Some(pattern.as_bytes()), skip, batch, 10)
+        .await
+        .expect("compare")
+}
+
 /// Sessions with both servers, a populated source under a new prefix, and the prefix's
 /// pattern.
 async fn populated() -> (Conn, Conn, String, String) {
@@ -93,16 +106,7 @@ async fn the_copy_keeps_every_type_value_and_ttl_over_tls_with_auth() {
     assert!(stats.keys >= 607, "{stats:?}");
     assert!(stats.with_ttl >= 2, "{stats:?}");
 
-    let report = verify::compare_db(
-        &mut source,
-        &mut target,
-        Some(pattern.as_bytes()),
-        &[],
-        100,
-        10,
-    )
-    .await
-    .expect("compare");
+    let report = compare(&mut source, &mut target, &pattern, &[], 100).await;
     assert!(report.equal(), "{report:?}");
     assert_eq!(report.compared, 607);
     let ttl = run(&mut target, cmd!["PTTL", format!("{p}:session:abc")]).await;
@@ -131,16 +135,7 @@ async fn the_copy_keeps_every_type_value_and_ttl_over_tls_with_auth() {
     copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), &[], 100)
         .await
         .expect("copy again");
-    let again = verify::compare_db(
-        &mut source,
-        &mut target,
-        Some(pattern.as_bytes()),
-        &[],
-        100,
-        10,
-    )
-    .await
-    .expect("compare");
+    let again = compare(&mut source, &mut target, &pattern, &[], 100).await;
     assert!(again.equal(), "{again:?}");
 }
 
@@ -159,16 +154,7 @@ async fn the_comparison_names_missing_changed_extra_and_ttl_less_keys() {
     run(&mut target, cmd!["SET", format!("{p}:ghost"), "x"]).await;
     run(&mut target, cmd!["PERSIST", format!("{p}:session:abc")]).await;
 
-    let r = verify::compare_db(
-        &mut source,
-        &mut target,
-        Some(pattern.as_bytes()),
-        &[],
-        50,
-        10,
-    )
-    .await
-    .expect("compare");
+    let r = compare(&mut source, &mut target, &pattern, &[], 50).await;
     let key = |k: &str| format!("{p}:{k}").into_bytes();
     assert_eq!(r.missing, vec![key("s:7")], "{r:?}");
     assert_eq!(r.differing, vec![key("h:8")], "{r:?}");
@@ -276,16 +262,7 @@ async fn live_sync_carries_writes_deletes_renames_and_expiries_but_not_disposabl
     let progress = live.finish().await;
     assert!(progress.deleted >= 3, "{progress:?}");
 
-    let r = verify::compare_db(
-        &mut source,
-        &mut target,
-        Some(pattern.as_bytes()),
-        &disposable,
-        100,
-        10,
-    )
-    .await
-    .expect("compare");
+    let r = compare(&mut source, &mut target, &pattern, &disposable, 100).await;
     assert!(r.equal(), "{r:?}");
     assert_eq!(
         run(
@@ -339,16 +316,7 @@ async fn a_lost_subscription_is_healed_by_a_full_pass() {
         .await;
     let progress = live.finish().await;
     assert!(progress.deleted >= 2, "{progress:?}");
-    let r = verify::compare_db(
-        &mut source,
-        &mut target,
-        Some(pattern.as_bytes()),
-        &[],
-        100,
-        10,
-    )
-    .await
-    .expect("compare");
+    let r = compare(&mut source, &mut target, &pattern, &[], 100).await;
     assert!(r.equal(), "{r:?}");
 }
 
