@@ -1782,3 +1782,104 @@ async fn a_redis_section_is_probed_by_preflight_and_keeps_redis_url_out_of_confi
         "REDIS_URL was copied"
     );
 }
+
+/// With a `redis` section the worker syncs Redis beside the database: the copy, then live
+/// changes, disposable keys left behind, progress in the `redis` fact.
+#[tokio::test]
+async fn the_worker_syncs_redis_beside_the_database_and_records_its_progress() {
+    use ferry_kv::{Conn, RedisUrl, cmd, resp::Value, verify};
+    let mut e = env("wredis_", None).await;
+    let p = format!("/{}", e.id);
+    for (name, var) in [
+        ("redis-source-url", "FERRY_BED_REDIS_SOURCE_URL"),
+        ("redis-target-url", "FERRY_BED_REDIS_TARGET_URL"),
+    ] {
+        e.deps
+            .params
+            .put_secure(&format!("{p}/{name}"), &bed_var(var))
+            .await
+            .expect("param");
+    }
+    // Database 7 of the bed's Redis servers is this test's.
+    e.spec_json["redis"] = serde_json::json!({
+        "source_url_param": format!("{p}/redis-source-url"),
+        "target_url_param": format!("{p}/redis-target-url"),
+        "databases": [7],
+        "disposable_patterns": ["cache:*"],
+    });
+    let url = |var: &str| RedisUrl::parse(&bed_var(var)).expect("url").with_db(7);
+    let (src_url, tgt_url) = (
+        url("FERRY_BED_REDIS_SOURCE_URL"),
+        url("FERRY_BED_REDIS_TARGET_URL"),
+    );
+    let mut source = Conn::connect(&src_url).await.expect("source");
+    let mut target = Conn::connect(&tgt_url).await.expect("target");
+    target.call(cmd!["FLUSHDB"]).await.expect("flush");
+    source
+        .pipeline(vec![
+            cmd!["FLUSHDB"],
+            cmd!["SET", "session:1", "user=1", "EX", "600"],
+            cmd!["RPUSH", "queue:default", "job-1"],
+            cmd!["SET", "cache:home", "<html>"],
+        ])
+        .await
+        .expect("source data");
+
+    let (_, _, mut worker) = streaming(&e).await;
+    let fact = |store: Arc<ferry_aws::DynamoStore>, id: String| async move {
+        store
+            .fact(&id, ferry_core::state::REDIS_FACT)
+            .await
+            .expect("fact")
+            .map(|v| serde_json::from_value::<ferry_core::state::RedisSync>(v).expect("redis fact"))
+    };
+    wait_for("the Redis copy", 60, || {
+        let (store, id) = (e.store.clone(), e.id.clone());
+        async move {
+            fact(store, id)
+                .await
+                .is_some_and(|f| f.databases[0].full_passes >= 1)
+        }
+    })
+    .await;
+    source
+        .pipeline(vec![
+            cmd!["SET", "session:2", "user=2", "EX", "600"],
+            cmd!["LPUSH", "queue:default", "job-2"],
+            cmd!["DEL", "session:1"],
+            cmd!["SET", "cache:about", "<html>"],
+        ])
+        .await
+        .expect("live writes");
+    wait_for("the live writes", 60, || {
+        let (store, id) = (e.store.clone(), e.id.clone());
+        async move {
+            fact(store, id)
+                .await
+                .is_some_and(|f| f.databases[0].applied >= 2 && f.databases[0].deleted >= 1)
+        }
+    })
+    .await;
+    let report = verify::compare_db(
+        &mut source,
+        &mut target,
+        None,
+        &["cache:*".to_string()],
+        100,
+        10,
+    )
+    .await
+    .expect("compare");
+    assert!(report.equal(), "{report:?}");
+    assert_eq!(
+        target
+            .call(cmd!["EXISTS", "cache:home", "cache:about", "session:1"])
+            .await
+            .expect("exists"),
+        Value::Int(0)
+    );
+    let f = fact(e.store.clone(), e.id.clone()).await.expect("fact");
+    assert_eq!((f.databases[0].db, f.databases[0].copied), (7, 2), "{f:?}");
+    assert!(f.databases[0].error.is_none(), "{f:?}");
+    let _ = worker.kill();
+}

@@ -260,6 +260,40 @@ pub enum Appended {
 /// The fact name under which the worker keeps [`DrainCheck`].
 pub const DRAIN_CHECK_FACT: &str = "drain_check";
 
+/// The fact the worker keeps about the Redis live sync (spec `redis`), one entry per database.
+pub const REDIS_FACT: &str = "redis";
+
+/// The Redis live sync of one logical database, as the worker last wrote it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisSyncDb {
+    /// The logical database.
+    pub db: u32,
+    /// Full passes done (the first is the copy; each later one healed a notification gap).
+    pub full_passes: u64,
+    /// Keys the first pass copied.
+    pub copied: u64,
+    /// Keys rewritten from notifications.
+    pub applied: u64,
+    /// Keys deleted on the target.
+    pub deleted: u64,
+    /// Changed keys not yet written to the target.
+    pub pending: u64,
+    /// Age of the oldest change written in the last flush, in milliseconds.
+    pub lag_ms: u64,
+    /// Why the sync of this database stopped, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The Redis live sync, as the worker last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisSync {
+    /// One entry per database of the spec.
+    pub databases: Vec<RedisSyncDb>,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+}
+
 /// Where an exact comparison of a drained freeze stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

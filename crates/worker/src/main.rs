@@ -9,6 +9,9 @@
 //! `FERRY_HEROKU_API_URL` (the Platform API, default api.heroku.com: read when the source
 //! refuses the stored login); AWS settings as usual (`AWS_REGION`, `AWS_ENDPOINT_URL` …).
 //!
+//! With a `redis` section in the spec it also runs the Redis live sync for its lifetime
+//! ([`redis`]), progress in the `redis` fact.
+//!
 //! A lost connection or a refused login does not end the process: the run starts again (at
 //! most [`MAX_RUNS`] times) with the URLs read again, and a refused source login is replaced
 //! by the Heroku app's current one ([`rotation`]).
@@ -24,6 +27,7 @@ use ferry_replicator::{
     schema::Tools,
 };
 
+mod redis;
 mod rotation;
 
 /// Runs of the replicator in one process (after a lost connection or a refused login).
@@ -168,14 +172,41 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = ferry_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table);
+    let store = std::sync::Arc::new(ferry_aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        table,
+    ));
     let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
+    // Redis (spec `redis`) syncs beside the database for the process's lifetime.
+    let redis = match var("FERRY_MIGRATION_ID") {
+        Ok(id) => match redis::start(store.clone(), &params, &id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot start the Redis live sync: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = replicate(store.as_ref(), &params).await;
+    if let Some(r) = redis {
+        r.stop().await;
+    }
+    code
+}
+
+/// Runs the database replication until it is told to stop, restarting it in this process
+/// after a lost connection or a refused login.
+async fn replicate(store: &ferry_aws::DynamoStore, params: &ferry_aws::SsmParams) -> ExitCode {
     for attempt in 1..=MAX_RUNS {
-        if let Err(e) = ensure_source_login(&store, &params).await {
+        if let Err(e) = ensure_source_login(store, params).await {
             tracing::error!("cannot start: {e:#}");
             return ExitCode::from(2);
         }
-        let cfg = match config(&store, &params).await {
+        let cfg = match config(store, params).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("cannot start: {e:#}");
@@ -186,7 +217,7 @@ async fn main() -> ExitCode {
             tracing::info_span!("worker", migration_id = %cfg.migration_id, step = "replicate");
         let _guard = span.enter();
         tracing::info!(source = %cfg.replicator.source.redacted(), target = %cfg.replicator.target.redacted(), attempt, "starting");
-        match runner::run(&store, cfg).await {
+        match runner::run(store, cfg).await {
             Ok(Exit::Stopped { cleaned_up }) => {
                 tracing::info!(cleaned_up, "stopped on command");
                 return ExitCode::SUCCESS;
