@@ -111,6 +111,16 @@ async fn checks(store: &ferry_aws::DynamoStore, id: &str) -> anyhow::Result<Vec<
             v.duration_ms as f64 / 1000.0
         ));
     }
+    if let Some(r) =
+        facts::get::<ferry_core::state::RedisSync>(store, id, ferry_core::state::REDIS_FACT).await?
+    {
+        let age = (chrono::Utc::now() - r.at).num_seconds();
+        out.extend(
+            r.databases
+                .iter()
+                .map(|d| format!("{} (written {age} s ago)", d.summary())),
+        );
+    }
     if let Some(c) = facts::get::<DrainCheck>(store, id, facts::DRAIN_CHECK).await? {
         out.push(format!(
             "exact comparison after the {} drain: {}",

@@ -285,6 +285,32 @@ pub struct RedisSyncDb {
     pub error: Option<String>,
 }
 
+impl RedisSyncDb {
+    /// One line for `ferry status` and the report.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "redis db {}: {} key(s) copied, {} written live, {} deleted, {} pending, lag {} ms, {} full pass(es)",
+            self.db,
+            self.copied,
+            self.applied,
+            self.deleted,
+            self.pending,
+            self.lag_ms,
+            self.full_passes
+        );
+        if self.full_passes > 1 {
+            line.push_str(&format!(
+                " ({} after lost notifications)",
+                self.full_passes - 1
+            ));
+        }
+        if let Some(e) = &self.error {
+            line.push_str(&format!("; STOPPED: {e}"));
+        }
+        line
+    }
+}
+
 /// The Redis live sync, as the worker last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisSync {
@@ -668,5 +694,28 @@ mod tests {
             serde_json::Value::Null,
         );
         assert!(later.key > a.key && later.key > b.key);
+    }
+
+    #[test]
+    fn a_redis_sync_line_says_what_moved_and_whether_it_stopped() {
+        let mut d = RedisSyncDb {
+            db: 0,
+            full_passes: 2,
+            copied: 1200,
+            applied: 35,
+            deleted: 3,
+            pending: 1,
+            lag_ms: 40,
+            error: None,
+        };
+        assert_eq!(
+            d.summary(),
+            "redis db 0: 1200 key(s) copied, 35 written live, 3 deleted, 1 pending, lag 40 ms, 2 full pass(es) (1 after lost notifications)"
+        );
+        d.error = Some("Redis rediss://:***@h:1 refused AUTH".into());
+        assert!(
+            d.summary()
+                .ends_with("; STOPPED: Redis rediss://:***@h:1 refused AUTH")
+        );
     }
 }
