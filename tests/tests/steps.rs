@@ -1881,5 +1881,26 @@ async fn the_worker_syncs_redis_beside_the_database_and_records_its_progress() {
     let f = fact(e.store.clone(), e.id.clone()).await.expect("fact");
     assert_eq!((f.databases[0].db, f.databases[0].copied), (7, 2), "{f:?}");
     assert!(f.databases[0].error.is_none(), "{f:?}");
+
+    // Verify compares Redis too: equal now; a key the sync never hears of (written on the
+    // target behind its back) fails it, named with its database.
+    let settle = Some(Duration::from_millis(300));
+    let out = ferry_steps::verify::run(&e.deps, mref(&e.id), settle)
+        .await
+        .expect("verify");
+    assert_eq!(out.redis.len(), 1, "{out:?}");
+    assert_eq!((out.redis[0].db, out.redis[0].compared), (7, 2), "{out:?}");
+    target
+        .call(cmd!["SET", "session:2", "tampered"])
+        .await
+        .expect("tamper");
+    let err = ferry_steps::verify::run(&e.deps, mref(&e.id), settle)
+        .await
+        .expect_err("a tampered key fails Verify")
+        .to_string();
+    assert!(
+        err.contains("redis db 7 (1 key(s) still differ after 5 rechecks: session:2)"),
+        "{err}"
+    );
     let _ = worker.kill();
 }

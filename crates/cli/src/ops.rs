@@ -110,6 +110,12 @@ async fn checks(store: &ferry_aws::DynamoStore, id: &str) -> anyhow::Result<Vec<
             },
             v.duration_ms as f64 / 1000.0
         ));
+        for r in &v.redis {
+            out.push(format!(
+                "verify redis db {}: {} key(s) compared, {} converged on a recheck",
+                r.db, r.compared, r.rechecked
+            ));
+        }
     }
     if let Some(r) =
         facts::get::<ferry_core::state::RedisSync>(store, id, ferry_core::state::REDIS_FACT).await?

@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod replication;
 pub mod rollback;
 pub mod verify;
+pub mod verify_redis;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 

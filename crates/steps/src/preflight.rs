@@ -400,20 +400,7 @@ async fn check_redis(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String
     let Some(r) = &spec.redis else {
         return Ok(Vec::new());
     };
-    let url = |param: &str, value: &ferry_core::secret::Secret| {
-        ferry_kv::RedisUrl::parse(value).map_err(|e| StepError::BadParam {
-            param: param.to_string(),
-            reason: e.to_string(),
-        })
-    };
-    let source = url(
-        &r.source_url_param,
-        &deps.params.get(&r.source_url_param).await?,
-    )?;
-    let target = url(
-        &r.target_url_param,
-        &deps.params.get(&r.target_url_param).await?,
-    )?;
+    let (source, target) = crate::verify_redis::urls(deps, r).await?;
     let mut out = Vec::new();
     for db in &r.databases {
         let (s_url, t_url) = (source.with_db(*db), target.with_db(*db));

@@ -72,6 +72,9 @@ pub struct Output {
     /// When it finished.
     #[serde(default)]
     pub at: Option<DateTime<Utc>>,
+    /// Redis databases verified (spec `redis`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redis: Vec<crate::verify_redis::Checked>,
 }
 
 /// Where changes wait on the source.
@@ -241,6 +244,7 @@ pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> 
         judge_round(&source, &target, &capture, &by_name, &mut ledger).await?;
     }
     conclude(&mut ledger);
+    let redis = crate::verify_redis::run(deps, spec, settle).await?;
     let out = Output {
         tables: checks.len(),
         source_rows,
@@ -252,6 +256,7 @@ pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> 
         duration_ms: started.elapsed().as_millis() as u64,
         capture: mode,
         at: Some(Utc::now()),
+        redis,
     };
     record(deps, id, &out, &ledger).await?;
     Ok(out)
