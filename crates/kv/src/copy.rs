@@ -17,7 +17,8 @@ pub struct CopyStats {
     pub keys: u64,
     /// Bytes of DUMP payload moved.
     pub bytes: u64,
-    /// Keys gone (expired or deleted) between the SCAN and the DUMP.
+    /// Keys gone (expired or deleted) between the SCAN and the DUMP: deleted on the target
+    /// too (an earlier pass may have written them).
     pub vanished: u64,
     /// Keys restored with a TTL.
     pub with_ttl: u64,
@@ -95,13 +96,15 @@ pub async fn dump_keys(conn: &mut Conn, keys: Vec<Vec<u8>>) -> KvResult<Vec<Dump
 }
 
 /// Writes dumped keys to `conn` with `RESTORE key ttl payload REPLACE` (TTL relative: no
-/// clock is shared between the two servers); returns the stats of this batch.
+/// clock is shared between the two servers), and DEL for a key the source no longer has;
+/// returns the stats of this batch. The one writer of the copy and the live sync.
 pub async fn restore_keys(conn: &mut Conn, dumped: Vec<Dumped>) -> KvResult<CopyStats> {
     let mut stats = CopyStats::default();
     let mut commands = Vec::with_capacity(dumped.len());
     for (k, payload, ttl) in dumped {
         let Some(payload) = payload else {
             stats.vanished += 1;
+            commands.push(cmd!["DEL", k]);
             continue;
         };
         stats.keys += 1;
@@ -142,7 +145,7 @@ pub async fn copy_db(
     let mut cursor = b"0".to_vec();
     loop {
         let (next, mut keys) = scan_step(source, &cursor, pattern, batch).await?;
-        keys.retain(|k| !crate::glob::any(skip, k));
+        keys.retain(|k| !crate::glob::left_out(skip, k));
         if !keys.is_empty() {
             let dumped = dump_keys(source, keys).await?;
             let s = restore_keys(target, dumped).await?;

@@ -53,6 +53,12 @@ pub fn any(patterns: &[String], key: &[u8]) -> bool {
     patterns.iter().any(|p| matches(p.as_bytes(), key))
 }
 
+/// Whether the copy, the live sync and the comparison leave `key` out: one of the disposable
+/// `skip` globs, or one of preflight's own short-lived probe keys (not the app's data).
+pub fn left_out(skip: &[String], key: &[u8]) -> bool {
+    any(skip, key) || matches(crate::probe::PROBE_KEYS.as_bytes(), key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::matches;

@@ -18,8 +18,8 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
-    Conn, KvError, KvResult, RedisUrl, cmd,
-    copy::{self, dump_keys},
+    Conn, KvResult, RedisUrl, cmd,
+    copy::{self, dump_keys, restore_keys},
     resp::Value,
 };
 
@@ -89,7 +89,7 @@ pub async fn delete_extras(
     loop {
         let (next, mut keys) = copy::scan_step(target, &cursor, pattern, batch).await?;
         // Disposable keys on the target are the AWS side's own cache: left alone.
-        keys.retain(|k| !crate::glob::any(skip, k));
+        keys.retain(|k| !crate::glob::left_out(skip, k));
         if !keys.is_empty() {
             let exists = source
                 .pipeline(keys.iter().map(|k| cmd!["EXISTS", k]).collect())
@@ -110,45 +110,6 @@ pub async fn delete_extras(
         }
         cursor = next;
     }
-}
-
-/// Writes the current source state of `keys` to the target: RESTORE REPLACE, or DEL for a key
-/// the source no longer has. Returns (rewritten, deleted).
-pub async fn apply_keys(
-    source: &mut Conn,
-    target: &mut Conn,
-    keys: Vec<Vec<u8>>,
-) -> KvResult<(u64, u64)> {
-    let mut commands = Vec::with_capacity(keys.len());
-    let (mut rewritten, mut deleted) = (0, 0);
-    for (k, payload, ttl) in dump_keys(source, keys).await? {
-        match payload {
-            Some(p) => {
-                rewritten += 1;
-                commands.push(cmd![
-                    "RESTORE",
-                    k,
-                    ttl.unwrap_or(0).to_string(),
-                    p,
-                    "REPLACE"
-                ]);
-            }
-            None => {
-                deleted += 1;
-                commands.push(cmd!["DEL", k]);
-            }
-        }
-    }
-    for a in target.pipeline(commands).await? {
-        if let Value::Error(message) = a {
-            return Err(KvError::Refused {
-                server: target.server().to_string(),
-                command: "RESTORE".into(),
-                message,
-            });
-        }
-    }
-    Ok((rewritten, deleted))
 }
 
 /// The key a keyspace notification names: `pmessage <pattern> __keyspace@<db>__:<key> <event>`.
@@ -218,7 +179,7 @@ pub async fn run(
                     Ok(Some(v)) => {
                         awaiting_pong = false;
                         if let Some(k) = notified_key(v)
-                            && !crate::glob::any(&options.skip, &k)
+                            && !crate::glob::left_out(&options.skip, &k)
                         {
                             dirty.entry(k).or_insert_with(Instant::now);
                         }
@@ -277,9 +238,9 @@ async fn flush(
                 oldest = Some(oldest.map_or(t, |o| o.min(t)));
             }
         }
-        let (rewritten, deleted) = apply_keys(src, tgt, keys).await?;
-        progress.applied += rewritten;
-        progress.deleted += deleted;
+        let written = restore_keys(tgt, dump_keys(src, keys).await?).await?;
+        progress.applied += written.keys;
+        progress.deleted += written.vanished;
     }
     progress.pending = dirty.len();
     progress.lag_ms = oldest.map_or(0, |t| {

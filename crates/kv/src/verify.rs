@@ -168,7 +168,7 @@ pub async fn compare_db(
     let mut cursor = b"0".to_vec();
     loop {
         let (next, mut keys) = scan_step(source, &cursor, pattern, batch).await?;
-        keys.retain(|k| !crate::glob::any(skip, k));
+        keys.retain(|k| !crate::glob::left_out(skip, k));
         if !keys.is_empty() {
             let theirs = held(target, &keys).await?;
             let ours = held(source, &keys).await?;
@@ -197,7 +197,7 @@ pub async fn compare_db(
     let mut cursor = b"0".to_vec();
     loop {
         let (next, mut keys) = scan_step(target, &cursor, pattern, batch).await?;
-        keys.retain(|k| !crate::glob::any(skip, k));
+        keys.retain(|k| !crate::glob::left_out(skip, k));
         if !keys.is_empty() {
             let commands = keys.iter().map(|k| cmd!["EXISTS", k]).collect();
             let answers = source.pipeline(commands).await?;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ferry_core::{MigrationSpec, secret::Secret, spec::RedisSpec};
-use ferry_kv::{Conn, RedisUrl, probe::PROBE_KEYS, verify};
+use ferry_kv::{Conn, RedisUrl, verify};
 use serde::{Deserialize, Serialize};
 
 use crate::{Deps, StepError, StepResult};
@@ -67,13 +67,12 @@ pub async fn run(deps: &Deps, spec: &MigrationSpec, settle: Duration) -> StepRes
         return Ok(Vec::new());
     };
     let (source, target) = urls(deps, r).await?;
-    let mut skip = r.disposable_patterns.clone();
-    skip.push(PROBE_KEYS.to_string());
+    let skip = &r.disposable_patterns;
     let mut out = Vec::new();
     for db in &r.databases {
         let mut s = Conn::connect(&source.with_db(*db)).await.map_err(kv_err)?;
         let mut t = Conn::connect(&target.with_db(*db)).await.map_err(kv_err)?;
-        out.push(database(&mut s, &mut t, *db, &skip, settle).await?);
+        out.push(database(&mut s, &mut t, *db, skip, settle).await?);
     }
     Ok(out)
 }

@@ -59,11 +59,8 @@ pub async fn start(
     let mut syncs = Vec::new();
     for (i, db) in r.databases.iter().enumerate() {
         let (source, target) = (source.with_db(*db), target.with_db(*db));
-        // Preflight's own probe keys (short-lived) are not the app's data.
-        let mut skip = r.disposable_patterns.clone();
-        skip.push(ferry_kv::probe::PROBE_KEYS.to_string());
         let options = sync::Options {
-            skip,
+            skip: r.disposable_patterns.clone(),
             client_name: format!("ferry-{migration_id}-db{db}"),
             ..sync::Options::default()
         };
@@ -92,13 +89,14 @@ pub async fn start(
     let id = migration_id.to_string();
     let mut stopped_w = stopped;
     let writer = tokio::spawn(async move {
+        let mut written = None;
         loop {
             let done = tokio::select! {
                 _ = tokio::time::sleep(WRITE_EVERY) => false,
                 _ = stopped_w.changed() => true,
             };
             let snapshot = state.lock().map(|s| s.clone()).unwrap_or_default();
-            write(store.as_ref(), &id, snapshot).await;
+            written = write(store.as_ref(), &id, snapshot, written).await;
             if done {
                 return;
             }
@@ -111,23 +109,34 @@ pub async fn start(
     }))
 }
 
-async fn write(store: &dyn MigrationStore, id: &str, databases: Vec<RedisSyncDb>) {
+/// Writes the progress over what this worker last wrote (`written`; read from the store only
+/// when that is unknown: at start, or after another writer got in between); returns what is
+/// now stored, if known.
+async fn write(
+    store: &dyn MigrationStore,
+    id: &str,
+    databases: Vec<RedisSyncDb>,
+    mut written: Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
     let value = serde_json::to_value(RedisSync {
         databases,
         at: chrono::Utc::now(),
     })
     .unwrap_or_default();
-    // The worker is the only writer (a newer worker supersedes this one).
     for _ in 0..3 {
-        let current = store.fact(id, REDIS_FACT).await.ok().flatten();
+        let current = match written.take() {
+            Some(v) => Some(v),
+            None => store.fact(id, REDIS_FACT).await.ok().flatten(),
+        };
         if let Ok(true) = store
             .swap_fact(id, REDIS_FACT, current.as_ref(), &value)
             .await
         {
-            return;
+            return Some(value);
         }
     }
     tracing::warn!("the redis fact could not be written");
+    None
 }
 
 impl Running {
