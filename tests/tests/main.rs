@@ -6,6 +6,7 @@ mod cloud;
 mod e2e;
 mod emulator;
 mod endpoint;
+mod handover;
 mod heroku;
 mod iam;
 mod infra;

@@ -54,9 +54,12 @@ pub fn any(patterns: &[String], key: &[u8]) -> bool {
 }
 
 /// Whether the copy, the live sync and the comparison leave `key` out: one of the disposable
-/// `skip` globs, or one of preflight's own short-lived probe keys (not the app's data).
+/// `skip` globs, or one of Ferry's own keys (preflight's short-lived probe keys, the queue
+/// hand-over's moving areas, counters and markers: not the app's data).
 pub fn left_out(skip: &[String], key: &[u8]) -> bool {
-    any(skip, key) || matches(crate::probe::PROBE_KEYS.as_bytes(), key)
+    any(skip, key)
+        || matches(crate::probe::PROBE_KEYS.as_bytes(), key)
+        || matches(crate::handover::HANDOVER_KEYS.as_bytes(), key)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! TLS with AUTH ([`conn`]), the key copy that keeps every value's type and TTL
 //! (SCAN, `DUMP`/`PTTL`, `RESTORE … REPLACE`, pipelined; [`copy`]), the live sync from keyspace
 //! notifications with a full pass after every gap ([`sync`]), and the check that the two
-//! sides hold the same keys and values ([`verify`]).
+//! sides hold the same keys and values ([`verify`]); job queues move by hand-over, each job
+//! exactly once ([`handover`]).
 //!
 //! Our own client rather than a crate: Ferry needs a handful of commands, pipelining, and the
 //! same TLS checks as its PostgreSQL connections (`ferry_pg::client_tls`), and nothing of a
@@ -11,6 +12,7 @@
 pub mod conn;
 pub mod copy;
 pub mod glob;
+pub mod handover;
 pub mod probe;
 pub mod resp;
 pub mod sync;

@@ -67,7 +67,7 @@ pub async fn run(deps: &Deps, spec: &MigrationSpec, settle: Duration) -> StepRes
         return Ok(Vec::new());
     };
     let (source, target) = urls(deps, r).await?;
-    let skip = &r.disposable_patterns;
+    let skip = &r.not_synced();
     let mut out = Vec::new();
     for db in &r.databases {
         let mut s = Conn::connect(&source.with_db(*db)).await.map_err(kv_err)?;

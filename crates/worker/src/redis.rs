@@ -60,7 +60,7 @@ pub async fn start(
     for (i, db) in r.databases.iter().enumerate() {
         let (source, target) = (source.with_db(*db), target.with_db(*db));
         let options = sync::Options {
-            skip: r.disposable_patterns.clone(),
+            skip: r.not_synced(),
             client_name: format!("ferry-{migration_id}-db{db}"),
             ..sync::Options::default()
         };

@@ -132,10 +132,33 @@ pub struct RedisSpec {
     /// not compared. At most 32.
     #[serde(default)]
     pub disposable_patterns: Vec<String>,
+    /// Job queues (Redis globs): lists workers pop from and sorted sets of scheduled jobs.
+    /// They are not copied key by key; after the switch their jobs are handed over one by one,
+    /// each exactly once. Default: Sidekiq's `queue:*`, `schedule`, `retry`, `dead`; `[]` for
+    /// none. At most 32; each must name only lists and sorted sets.
+    #[serde(default = "default_queue_patterns")]
+    pub queue_patterns: Vec<String>,
 }
 
 fn default_redis_databases() -> Vec<u32> {
     vec![0]
+}
+
+/// Sidekiq's job queues: one list per queue, and the scheduled, retry and dead sorted sets.
+pub fn default_queue_patterns() -> Vec<String> {
+    ["queue:*", "schedule", "retry", "dead"]
+        .map(String::from)
+        .to_vec()
+}
+
+impl RedisSpec {
+    /// Keys the copy, the live sync and the comparison leave out: the disposable cache and the
+    /// queues (which move by hand-over).
+    pub fn not_synced(&self) -> Vec<String> {
+        let mut all = self.disposable_patterns.clone();
+        all.extend(self.queue_patterns.iter().cloned());
+        all
+    }
 }
 
 /// The endpoint the AWS app fleet uses as its database.

@@ -515,6 +515,29 @@ fn endpoint(s: &EndpointSpec, path: &str, out: &mut Vec<Problem>) {
     }
 }
 
+/// A list of at most 32 Redis globs, none `*` (which would make every key `what`).
+fn globs(list: &[String], pats: &str, what: &str, out: &mut Vec<Problem>) {
+    if list.len() > 32 {
+        out.push(Problem::new(
+            pats,
+            format!("has {} patterns; at most 32 (use wider globs)", list.len()),
+        ));
+    }
+    for (i, p) in list.iter().enumerate() {
+        if p.is_empty() || p.len() > 256 || p.chars().any(char::is_control) {
+            out.push(Problem::new(
+                format!("{pats}[{i}]"),
+                "must be a Redis glob of 1-256 printable characters, e.g. cache:*",
+            ));
+        } else if p == "*" {
+            out.push(Problem::new(
+                format!("{pats}[{i}]"),
+                format!("\"*\" would make every key {what}, so nothing would move as data; name those keys, e.g. cache:* or queue:*"),
+            ));
+        }
+    }
+}
+
 fn redis(s: &RedisSpec, path: &str, out: &mut Vec<Problem>) {
     ssm_name(&s.source_url_param, &child(path, "source_url_param"), out);
     ssm_name(&s.target_url_param, &child(path, "target_url_param"), out);
@@ -545,26 +568,23 @@ fn redis(s: &RedisSpec, path: &str, out: &mut Vec<Problem>) {
             ));
         }
     }
-    let pats = child(path, "disposable_patterns");
-    if s.disposable_patterns.len() > 32 {
-        out.push(Problem::new(
-            &pats,
-            format!(
-                "has {} patterns; at most 32 (use wider globs)",
-                s.disposable_patterns.len()
-            ),
-        ));
-    }
-    for (i, p) in s.disposable_patterns.iter().enumerate() {
-        if p.is_empty() || p.len() > 256 || p.chars().any(char::is_control) {
+    globs(
+        &s.disposable_patterns,
+        &child(path, "disposable_patterns"),
+        "disposable",
+        out,
+    );
+    globs(
+        &s.queue_patterns,
+        &child(path, "queue_patterns"),
+        "a queue",
+        out,
+    );
+    for (i, p) in s.queue_patterns.iter().enumerate() {
+        if s.disposable_patterns.contains(p) {
             out.push(Problem::new(
-                format!("{pats}[{i}]"),
-                "must be a Redis glob of 1-256 printable characters, e.g. cache:*",
-            ));
-        } else if p == "*" {
-            out.push(Problem::new(
-                format!("{pats}[{i}]"),
-                "\"*\" would mark every key disposable, so nothing would move; name the cache's keys, e.g. cache:*",
+                format!("{}[{i}]", child(path, "queue_patterns")),
+                format!("{p:?} is also in redis.disposable_patterns; a key is either a queue or cache, list it once"),
             ));
         }
     }

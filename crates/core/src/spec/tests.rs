@@ -521,19 +521,24 @@ fn the_redis_section_defaults_to_db_0_and_refuses_what_cannot_work() {
     let r = spec.redis.expect("redis");
     assert_eq!(r.databases, vec![0]);
     assert_eq!(r.disposable_patterns.len(), 2);
+    assert_eq!(r.queue_patterns, ["queue:*", "schedule", "retry", "dead"]);
+    assert_eq!(r.not_synced().len(), 6);
 
     v["redis"] = json!({
         "source_url_param": "/ferry/acme/source-url",
         "target_url_param": "/ferry/acme-prod/config/REDIS_URL",
         "databases": [0, 16, 0],
-        "disposable_patterns": ["*", "", "ok:*"]
+        "disposable_patterns": ["*", "", "ok:*"],
+        "queue_patterns": ["ok:*", "*"]
     });
     let got = messages(&v).join("\n");
     for says in [
         "redis.databases[1]: must be from 0 to 15",
         "redis.databases[2]: database 0 is listed twice",
-        "redis.disposable_patterns[0]: \"*\" would mark every key disposable",
+        "redis.disposable_patterns[0]: \"*\" would make every key disposable",
         "redis.disposable_patterns[1]: must be a Redis glob",
+        "redis.queue_patterns[0]: \"ok:*\" is also in redis.disposable_patterns",
+        "redis.queue_patterns[1]: \"*\" would make every key a queue",
         "redis.source_url_param: is the same parameter as source.database_url_param",
         "redis.target_url_param: \"/ferry/acme-prod/config/REDIS_URL\" is under the config prefix",
     ] {
