@@ -15,6 +15,7 @@ mod lambda;
 mod pg;
 mod plan;
 mod preflight;
+mod redis_endpoint;
 mod replication;
 mod spec;
 mod statemachine;

@@ -13,7 +13,8 @@ use crate::{
     resp::{self, Value},
 };
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A byte stream: TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// How long a connect, and any one read or write, may take.
@@ -98,6 +99,12 @@ impl Conn {
                 .await?;
         }
         Ok(conn)
+    }
+
+    /// The session's stream and what was read past the last answer: for the endpoint's proxy,
+    /// which passes frames through once the session is set up.
+    pub fn into_parts(self) -> (Box<dyn Io>, Vec<u8>) {
+        (self.io, self.buf)
     }
 
     /// The server, redacted, for messages.

@@ -14,6 +14,7 @@ pub mod copy;
 pub mod glob;
 pub mod handover;
 pub mod probe;
+pub mod proxy;
 pub mod resp;
 pub mod sync;
 pub mod url;

@@ -141,9 +141,156 @@ fn decode_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize
     Ok(Some(v))
 }
 
+/// The length of the one RESP2 or RESP3 frame at the start of `buf` (`Ok(None)`: more bytes
+/// needed), without decoding it: what the endpoint's proxy needs to pass answers through and
+/// know where each ends. An attribute (`|`) counts with the frame it annotates. Whether the
+/// frame is a push (`>`: out of band, not an answer) is `buf[0] == b'>'`.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Malformed> {
+    frame_at(buf, 0, 0)
+}
+
+fn frame_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, Malformed> {
+    if depth > 32 {
+        return Err(Malformed("frame nested too deeply".into()));
+    }
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some((text, next)) = line(buf, at + 1) else {
+        if buf.len() - at > 64 * 1024 {
+            return Err(Malformed("a header line longer than 64 KiB".into()));
+        }
+        return Ok(None);
+    };
+    match kind {
+        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Ok(Some(next)),
+        b'$' | b'!' | b'=' => {
+            let n = int(text)?;
+            if n < 0 {
+                return Ok(Some(next));
+            }
+            let n = usize::try_from(n).map_err(|_| Malformed("bulk length".into()))?;
+            if n > MAX_BULK {
+                return Err(Malformed(format!("bulk string of {n} bytes")));
+            }
+            Ok((buf.len() >= next + n + 2).then_some(next + n + 2))
+        }
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n = int(text)?;
+            if n < 0 {
+                return Ok(Some(next));
+            }
+            let items = usize::try_from(n).map_err(|_| Malformed("length".into()))?
+                * if matches!(kind, b'%' | b'|') { 2 } else { 1 };
+            let mut pos = next;
+            for _ in 0..items {
+                match frame_at(buf, pos, depth + 1)? {
+                    Some(end) => pos = end,
+                    None => return Ok(None),
+                }
+            }
+            if kind == b'|' {
+                return frame_at(buf, pos, depth + 1);
+            }
+            Ok(Some(pos))
+        }
+        other => Err(Malformed(format!("unknown frame type {:?}", other as char))),
+    }
+}
+
+/// A command's arguments.
+pub type Args = Vec<Vec<u8>>;
+
+/// One command from a client at the start of `buf`: its arguments and how many bytes it took
+/// (`Ok(None)`: more bytes needed). Clients send arrays of bulk strings; an inline command (a
+/// plain line, as `redis-cli` and telnet send) is split on spaces.
+pub fn command(buf: &[u8]) -> Result<Option<(Args, usize)>, Malformed> {
+    match buf.first() {
+        None => Ok(None),
+        Some(b'*') => match decode(buf)? {
+            None => Ok(None),
+            Some((Value::Array(Some(items)), used)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Bulk(Some(b)) => Ok(b),
+                    _ => Err(Malformed("a command argument is not a bulk string".into())),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|args| Some((args, used))),
+            Some(_) => Err(Malformed("a command is not an array".into())),
+        },
+        Some(_) => {
+            let Some((text, used)) = line(buf, 0) else {
+                if buf.len() > 64 * 1024 {
+                    return Err(Malformed("an inline command longer than 64 KiB".into()));
+                }
+                return Ok(None);
+            };
+            let args = text
+                .split(|b| *b == b' ')
+                .filter(|a| !a.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            Ok(Some((args, used)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_resp3_frame_is_measured_whole_and_a_partial_one_waits() {
+        let frames: &[&[u8]] = &[
+            b"+OK\r\n",
+            b"_\r\n",
+            b"#t\r\n",
+            b",3.14\r\n",
+            b"(12345678901234567890\r\n",
+            b"!5\r\nERR x\r\n",
+            b"=8\r\ntxt:abcd\r\n",
+            b"$-1\r\n",
+            b"%1\r\n$1\r\na\r\n:1\r\n",
+            b"~2\r\n:1\r\n:2\r\n",
+            b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n",
+            b"|1\r\n+ttl\r\n:3\r\n$2\r\nok\r\n",
+            b"*2\r\n*1\r\n$0\r\n\r\n%0\r\n",
+        ];
+        for f in frames {
+            let mut buf = f.to_vec();
+            buf.extend_from_slice(b"+NEXT\r\n");
+            assert_eq!(
+                frame_len(&buf),
+                Ok(Some(f.len())),
+                "{:?}",
+                String::from_utf8_lossy(f)
+            );
+            for cut in 0..f.len() {
+                assert_eq!(
+                    frame_len(&f[..cut]),
+                    Ok(None),
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(f)
+                );
+            }
+        }
+        assert!(frame_len(b"?what\r\n").is_err());
+    }
+
+    #[test]
+    fn client_commands_come_as_arrays_or_inline_lines() {
+        assert_eq!(
+            command(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n+"),
+            Ok(Some((vec![b"GET".to_vec(), b"k".to_vec()], 20)))
+        );
+        assert_eq!(
+            command(b"PING  hello\r\n"),
+            Ok(Some((vec![b"PING".to_vec(), b"hello".to_vec()], 13)))
+        );
+        assert_eq!(command(b"*2\r\n$3\r\nGET"), Ok(None));
+        assert!(command(b"*1\r\n:1\r\n").is_err());
+    }
 
     #[test]
     fn commands_are_arrays_of_bulk_strings() {

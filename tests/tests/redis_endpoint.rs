@@ -1,0 +1,345 @@
+//! The Redis endpoint's proxy on the bed's two real Redis servers: clients that hold their
+//! connections (a writer, a MULTI user, a worker blocked in BRPOP, each on its own database
+//! and name) go on through a pause → retarget → resume without one error, and their next
+//! commands land on the new server; logins, refused commands, pub/sub and RESP3 behave as a
+//! client of Redis expects.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
+    },
+    time::{Duration, Instant},
+};
+
+use ferry_core::secret::Secret;
+use ferry_kv::{Conn, RedisUrl, cmd, proxy::Proxy, resp::Value};
+use ferry_tests::{bed_var, unique};
+
+const PASSWORD: &str = "app-fleet-secret";
+
+fn bed_url(var: &str) -> RedisUrl {
+    RedisUrl::parse(&bed_var(var)).expect("bed URL")
+}
+
+/// A proxy on the bed's source Redis, listening with the bed's certificate; its URL for
+/// clients (database `db`).
+async fn proxy() -> (Proxy, String) {
+    let certs = PathBuf::from(bed_var("FERRY_BED_DIR")).join("certs");
+    let tls = ferry_kv::proxy::tls_acceptor(&certs.join("server.crt"), &certs.join("server.key"))
+        .expect("tls");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let p = Proxy::new(
+        bed_url("FERRY_BED_REDIS_SOURCE_URL"),
+        None,
+        Secret::new(PASSWORD),
+        100,
+    );
+    p.serve(listener, Some(tls));
+    let url = format!(
+        "rediss://:{PASSWORD}@127.0.0.1:{port}/DB?sslrootcert={}",
+        bed_var("FERRY_BED_CA")
+    );
+    (p, url)
+}
+
+async fn client(url: &str, db: u32, name: &str) -> Conn {
+    let mut c =
+        Conn::connect(&RedisUrl::parse(&url.replace("/DB", &format!("/{db}"))).expect("url"))
+            .await
+            .expect("connect through the proxy");
+    c.call(cmd!["CLIENT", "SETNAME", name]).await.expect("name");
+    c
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    slowest_ms: AtomicU64,
+}
+
+impl Tally {
+    fn note(&self, started: Instant, ok: bool) {
+        if ok {
+            self.ok.fetch_add(1, SeqCst);
+        } else {
+            self.errors.fetch_add(1, SeqCst);
+        }
+        self.slowest_ms
+            .fetch_max(started.elapsed().as_millis() as u64, SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn held_sessions_go_on_through_the_switch_without_an_error_on_their_database_and_name() {
+    let (proxy, url) = proxy().await;
+    let p = unique("rp-");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (writes, txs, pops) = (
+        Arc::new(Tally::default()),
+        Arc::new(Tally::default()),
+        Arc::new(Tally::default()),
+    );
+    let last_write = Arc::new(AtomicU64::new(0));
+
+    let mut writer = client(&url, 3, "app-writer").await;
+    let mut tx = client(&url, 3, "app-tx").await;
+    let mut worker = client(&url, 4, "app-worker").await;
+    let tasks = vec![
+        {
+            let (stop, t, p, last) = (stop.clone(), writes.clone(), p.clone(), last_write.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(SeqCst) {
+                    let started = Instant::now();
+                    let ok = writer
+                        .pipeline(vec![
+                            cmd!["SET", format!("{p}:k:{i}"), i.to_string()],
+                            cmd!["INCR", format!("{p}:counter")],
+                        ])
+                        .await
+                        .is_ok_and(|a| !a.iter().any(|v| matches!(v, Value::Error(_))));
+                    t.note(started, ok);
+                    last.store(i, SeqCst);
+                    i += 1;
+                }
+            })
+        },
+        {
+            let (stop, t, p) = (stop.clone(), txs.clone(), p.clone());
+            tokio::spawn(async move {
+                while !stop.load(SeqCst) {
+                    let started = Instant::now();
+                    let ok = tx
+                        .pipeline(vec![
+                            cmd!["WATCH", format!("{p}:tx")],
+                            cmd!["MULTI"],
+                            cmd!["INCR", format!("{p}:tx")],
+                            cmd!["EXPIRE", format!("{p}:tx"), "600"],
+                            cmd!["EXEC"],
+                        ])
+                        .await
+                        .is_ok_and(|a| matches!(a.last(), Some(Value::Array(Some(_)))));
+                    t.note(started, ok);
+                }
+            })
+        },
+        {
+            let (stop, t, p) = (stop.clone(), pops.clone(), p.clone());
+            tokio::spawn(async move {
+                while !stop.load(SeqCst) {
+                    let started = Instant::now();
+                    // Blocks 5 s unless released: the pause must not wait for it.
+                    let ok = worker
+                        .call(cmd!["BRPOP", format!("{p}:jobs"), "5"])
+                        .await
+                        .is_ok();
+                    t.note(started, ok);
+                }
+            })
+        },
+    ];
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let paused = proxy.pause(Duration::from_secs(4)).await.expect("pause");
+    assert!(
+        paused.unblocked >= 1,
+        "the BRPOP was not released: {paused:?}"
+    );
+    let before = last_write.load(SeqCst);
+    proxy
+        .retarget(bed_url("FERRY_BED_REDIS_TARGET_URL"))
+        .await
+        .expect("retarget");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        last_write.load(SeqCst),
+        before,
+        "a write went through while paused"
+    );
+    proxy.resume();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut t3_early = Conn::connect(&bed_url("FERRY_BED_REDIS_TARGET_URL").with_db(3))
+        .await
+        .expect("target db 3");
+    // The sessions kept their names on the new server.
+    let Value::Bulk(Some(list)) = t3_early.call(cmd!["CLIENT", "LIST"]).await.expect("list") else {
+        panic!("CLIENT LIST");
+    };
+    let list = String::from_utf8_lossy(&list);
+    assert!(
+        list.lines()
+            .any(|l| l.contains("name=app-writer") && l.contains("db=3")),
+        "{list}"
+    );
+    stop.store(true, SeqCst);
+    // The worker's last BRPOP ends with its 5 s timeout.
+    let mut source = Conn::connect(&bed_url("FERRY_BED_REDIS_SOURCE_URL").with_db(4))
+        .await
+        .expect("source");
+    source
+        .call(cmd!["LPUSH", format!("{p}:jobs"), "wake"])
+        .await
+        .expect("wake");
+    let mut target = Conn::connect(&bed_url("FERRY_BED_REDIS_TARGET_URL").with_db(4))
+        .await
+        .expect("target");
+    target
+        .call(cmd!["LPUSH", format!("{p}:jobs"), "wake"])
+        .await
+        .expect("wake");
+    for t in tasks {
+        t.await.expect("client task");
+    }
+
+    for (what, t) in [("writer", &writes), ("MULTI", &txs), ("BRPOP", &pops)] {
+        assert_eq!(t.errors.load(SeqCst), 0, "{what} saw errors");
+        assert!(t.ok.load(SeqCst) > 0, "{what} did nothing");
+    }
+    assert!(
+        writes.slowest_ms.load(SeqCst) >= 250,
+        "the writer was never held"
+    );
+    // Writes after the switch are on the target, in database 3; the ones before on the source.
+    let last = last_write.load(SeqCst);
+    assert!(last > before + 1, "no write after the resume");
+    let mut t3 = Conn::connect(&bed_url("FERRY_BED_REDIS_TARGET_URL").with_db(3))
+        .await
+        .expect("target db 3");
+    let mut s3 = Conn::connect(&bed_url("FERRY_BED_REDIS_SOURCE_URL").with_db(3))
+        .await
+        .expect("source db 3");
+    let key = format!("{p}:k:{last}");
+    assert_eq!(
+        t3.call(cmd!["EXISTS", &key]).await.expect("exists"),
+        Value::Int(1)
+    );
+    assert_eq!(
+        s3.call(cmd!["EXISTS", &key]).await.expect("exists"),
+        Value::Int(0)
+    );
+    assert_eq!(
+        s3.call(cmd!["EXISTS", format!("{p}:k:0")])
+            .await
+            .expect("exists"),
+        Value::Int(1)
+    );
+}
+
+#[tokio::test]
+async fn logins_and_commands_the_endpoint_cannot_carry_are_refused_as_redis_would() {
+    let (_proxy, url) = proxy().await;
+    let wrong = url.replace(PASSWORD, "not-it").replace("/DB", "/0");
+    let err = Conn::connect(&RedisUrl::parse(&wrong).expect("url"))
+        .await
+        .expect_err("a wrong password")
+        .to_string();
+    assert!(err.contains("WRONGPASS"), "{err}");
+    assert!(!err.contains("not-it"), "{err}");
+    let anonymous = url
+        .replace(&format!(":{PASSWORD}@"), "")
+        .replace("/DB", "/0");
+    let mut c = Conn::connect(&RedisUrl::parse(&anonymous).expect("url"))
+        .await
+        .expect("connect");
+    let err = c
+        .call(cmd!["GET", "x"])
+        .await
+        .expect_err("no AUTH")
+        .to_string();
+    assert!(err.contains("NOAUTH"), "{err}");
+    let mut c = client(&url, 0, "app").await;
+    let err = c
+        .call(cmd!["CLIENT", "TRACKING", "on"])
+        .await
+        .expect_err("tracking")
+        .to_string();
+    assert!(
+        err.contains("not supported through the Ferry endpoint"),
+        "{err}"
+    );
+    // An error of the server passes through as it is.
+    let err = c
+        .call(cmd!["INCR", unique("rp-")])
+        .await
+        .map(|_| ())
+        .and(c.call(cmd!["NOSUCHCOMMAND"]).await.map(|_| ()))
+        .expect_err("unknown command")
+        .to_string();
+    assert!(err.contains("unknown command"), "{err}");
+}
+
+#[tokio::test]
+async fn a_subscriber_is_closed_at_the_switch_and_resp3_clients_pass_through() {
+    let (proxy, url) = proxy().await;
+    let mut sub = client(&url, 0, "app-sub").await;
+    sub.send(cmd!["SUBSCRIBE", "ferry-test-channel"])
+        .await
+        .expect("subscribe");
+    let confirm = sub
+        .receive(Duration::from_secs(5))
+        .await
+        .expect("confirmation");
+    assert!(
+        matches!(confirm, Some(Value::Array(Some(_)))),
+        "{confirm:?}"
+    );
+    proxy.pause(Duration::from_secs(2)).await.expect("pause");
+    proxy
+        .retarget(bed_url("FERRY_BED_REDIS_TARGET_URL"))
+        .await
+        .expect("retarget");
+    proxy.resume();
+    assert!(
+        sub.receive(Duration::from_secs(5)).await.is_err(),
+        "the subscriber stayed on the old server"
+    );
+    assert_eq!(proxy.closed_by_switch(), 1);
+
+    // redis-cli speaking RESP3 (HELLO 3): a hash comes back as a map, through the proxy.
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .expect("port")
+        .to_string();
+    let key = unique("rp3-");
+    let out = tokio::task::spawn_blocking(move || {
+        let cli = |args: &[&str]| {
+            std::process::Command::new("redis-cli")
+                .args(["-3", "--tls", "--cacert", &bed_var("FERRY_BED_CA")])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "--no-auth-warning",
+                    "-a",
+                    PASSWORD,
+                    "--no-raw",
+                ])
+                .args(args)
+                .output()
+                .expect("redis-cli")
+        };
+        cli(&["HSET", &key, "a", "1"]);
+        cli(&["HGETALL", &key])
+    })
+    .await
+    .expect("cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("1# \"a\" => \"1\""),
+        "not a RESP3 map: {text}"
+    );
+}
