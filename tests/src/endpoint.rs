@@ -85,6 +85,9 @@ pub struct EndpointParams {
     pub target_param: String,
     /// The app fleet's endpoint URL parameter.
     pub client_param: String,
+    /// The Redis proxy's parameters (source, target, the app fleet's URL), if the tasks run
+    /// one.
+    pub redis: Option<(String, String, String)>,
 }
 
 /// The endpoint's tasks, each a `ferry-endpoint` process with its PgBouncer.
@@ -95,6 +98,8 @@ pub struct EndpointFleet {
     params: EndpointParams,
     /// The balancer in front.
     pub nlb: Nlb,
+    /// The balancer in front of the Redis proxies, and each task's Redis port.
+    pub redis: Option<(Nlb, BTreeMap<String, u16>)>,
 }
 
 fn free_port() -> u16 {
@@ -108,10 +113,22 @@ fn free_port() -> u16 {
 impl EndpointFleet {
     /// Starts `n` tasks behind `nlb`.
     pub async fn start_behind(params: EndpointParams, n: usize, nlb: Nlb) -> Self {
+        Self::start_with_redis(params, n, nlb, None).await
+    }
+
+    /// Starts `n` tasks behind `nlb`, their Redis proxies (when the params name them) behind
+    /// `redis_nlb`.
+    pub async fn start_with_redis(
+        params: EndpointParams,
+        n: usize,
+        nlb: Nlb,
+        redis_nlb: Option<Nlb>,
+    ) -> Self {
         let mut fleet = Self {
             tasks: BTreeMap::new(),
             params,
             nlb,
+            redis: redis_nlb.map(|n| (n, BTreeMap::new())),
         };
         for i in 0..n {
             fleet.add(&format!("ep-{i}-{}", crate::unique(""))).await;
@@ -156,18 +173,35 @@ impl EndpointFleet {
         if p.as_task_role {
             cmd.envs(crate::role_env("ferry-endpoint"));
         }
+        let redis_port = free_port();
+        if let Some((source, target, client)) = &p.redis {
+            cmd.env("FERRY_ENDPOINT_REDIS_SOURCE_PARAM", source)
+                .env("FERRY_ENDPOINT_REDIS_TARGET_PARAM", target)
+                .env("FERRY_ENDPOINT_REDIS_CLIENT_PARAM", client)
+                .env("FERRY_ENDPOINT_REDIS_PORT", redis_port.to_string());
+        }
         let child = cmd.spawn().expect("start ferry-endpoint");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "endpoint task {task_id} did not listen within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut ports = vec![port];
+        if p.redis.is_some() {
+            ports.push(redis_port);
+        }
+        for port in ports {
+            while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "endpoint task {task_id} did not listen on {port} within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         self.tasks.insert(task_id.to_string(), (port, child));
         self.nlb
             .set_targets(self.tasks.values().map(|(p, _)| *p).collect());
+        if let Some((nlb, ports)) = &mut self.redis {
+            ports.insert(task_id.to_string(), redis_port);
+            nlb.set_targets(ports.values().copied().collect());
+        }
     }
 
     /// Kills a task and its PgBouncer at once (SIGKILL to the process group), as a crashed
@@ -178,6 +212,10 @@ impl EndpointFleet {
         }
         self.nlb
             .set_targets(self.tasks.values().map(|(p, _)| *p).collect());
+        if let Some((nlb, ports)) = &mut self.redis {
+            ports.remove(task_id);
+            nlb.set_targets(ports.values().copied().collect());
+        }
     }
 
     /// Task ids.

@@ -569,6 +569,7 @@ async fn start_endpoint(
             source_param: format!("{p}/source-url"),
             target_param: format!("{p}/endpoint-target-url"),
             client_param: format!("{p}/endpoint-url"),
+            redis: None,
         },
         2,
         nlb,

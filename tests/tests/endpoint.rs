@@ -56,6 +56,7 @@ async fn world() -> World {
         source_param: format!("{prefix}/source-url"),
         target_param: format!("{prefix}/target-url"),
         client_param: format!("{prefix}/endpoint-url"),
+        redis: None,
     };
     let client_url = format!(
         "postgres://app_user:{}@127.0.0.1:{{port}}/{}?sslmode=require",
@@ -323,4 +324,123 @@ async fn a_credential_change_while_paused_is_applied_after_the_resume() {
         read_ini().contains("server_tls_sslmode = require"),
         "the change was applied once the task served again"
     );
+}
+
+/// With a Redis proxy beside PgBouncer, one desired state switches both: a Redis client that
+/// holds its connection (a writer and a worker blocked in BRPOP) sees no error, its writes
+/// after the resume land on the other Redis, and each task reports its proxy. Database 13
+/// of the bed's Redis servers is this test's.
+#[tokio::test]
+async fn the_redis_proxy_pauses_and_switches_with_pgbouncer_and_a_held_client_sees_no_error() {
+    use ferry_kv::{Conn, RedisUrl, cmd, resp::Value};
+    let mut w = world().await;
+    let bed = |var: &str| {
+        RedisUrl::parse(&ferry_tests::bed_var(var))
+            .expect("url")
+            .with_db(13)
+    };
+    let prefix = w.p.source_param.trim_end_matches("/source-url").to_string();
+    let redis = (
+        format!("{prefix}/redis-source-url"),
+        format!("{prefix}/redis-target-url"),
+        format!("{prefix}/redis-endpoint-url"),
+    );
+    for (param, var) in [
+        (&redis.0, "FERRY_BED_REDIS_SOURCE_URL"),
+        (&redis.1, "FERRY_BED_REDIS_TARGET_URL"),
+    ] {
+        let url = ferry_tests::bed_var(var);
+        w.params.put_secure(param, &url).await.expect("param");
+    }
+    w.p.redis = Some(redis.clone());
+    let redis_nlb = ferry_tests::endpoint::Nlb::start().await;
+    let client_url = format!(
+        "rediss://:{}@127.0.0.1:{}/13?ssl_cert_reqs=none",
+        unique("redis-client-secret-"),
+        redis_nlb.port
+    );
+    w.params
+        .put_secure(&redis.2, &client_url)
+        .await
+        .expect("param");
+    let nlb = ferry_tests::endpoint::Nlb::start().await;
+    let url = w.client_url.replace("{port}", &nlb.port.to_string());
+    w.params
+        .put_secure(&w.p.client_param, &url)
+        .await
+        .expect("param");
+    let fleet = EndpointFleet::start_with_redis(w.p.clone(), 2, nlb, Some(redis_nlb)).await;
+    let ids = fleet.ids();
+
+    let p = unique("epr-");
+    let app_url = RedisUrl::parse(&client_url).expect("client url");
+    let mut writer = Conn::connect(&app_url).await.expect("through the proxy");
+    let mut worker = Conn::connect(&app_url).await.expect("through the proxy");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (s1, e1, k) = (stop.clone(), errors.clone(), p.clone());
+    let writing = tokio::spawn(async move {
+        let mut i = 0u64;
+        while !s1.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = writer.call(cmd!["SET", format!("{k}:{i}"), "v"]).await {
+                e1.lock().expect("errors").push(e.to_string());
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        i - 1
+    });
+    let (s2, e2, q) = (stop.clone(), errors.clone(), format!("{p}:queue"));
+    let popping = tokio::spawn(async move {
+        while !s2.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = worker.call(cmd!["BRPOP", &q, "2"]).await {
+                e2.lock().expect("errors").push(e.to_string());
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (paused, backend) in [
+        (true, Backend::Source),
+        (true, Backend::Target),
+        (false, Backend::Target),
+    ] {
+        let want = w.set(paused, backend, 3_000).await;
+        for t in w.answers(&ids, &want).await {
+            assert!(t.reached(&want), "{t:?}");
+            let r = t.redis.as_ref().expect("a Redis proxy report");
+            assert_eq!((r.paused, r.backend), (paused, backend), "{t:?}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let last = writing.await.expect("writer");
+    popping.await.expect("worker");
+    assert!(
+        errors.lock().expect("errors").is_empty(),
+        "{:?}",
+        errors.lock().expect("errors")
+    );
+    let mut target = Conn::connect(&bed("FERRY_BED_REDIS_TARGET_URL"))
+        .await
+        .expect("target");
+    let mut source = Conn::connect(&bed("FERRY_BED_REDIS_SOURCE_URL"))
+        .await
+        .expect("source");
+    let key = format!("{p}:{last}");
+    assert_eq!(
+        target.call(cmd!["EXISTS", &key]).await.expect("exists"),
+        Value::Int(1)
+    );
+    assert_eq!(
+        source.call(cmd!["EXISTS", &key]).await.expect("exists"),
+        Value::Int(0)
+    );
+    assert_eq!(
+        source
+            .call(cmd!["EXISTS", format!("{p}:0")])
+            .await
+            .expect("exists"),
+        Value::Int(1)
+    );
+    drop(fleet);
 }

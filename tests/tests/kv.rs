@@ -188,7 +188,7 @@ async fn the_source_behaves_like_heroku_and_a_wrong_password_is_refused_without_
 struct Live {
     progress: Arc<Mutex<sync::Progress>>,
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<ferry_kv::KvResult<sync::Progress>>,
+    task: tokio::task::JoinHandle<ferry_kv::KvResult<(sync::Progress, sync::Ended)>>,
     name: String,
 }
 
@@ -231,7 +231,7 @@ impl Live {
 
     async fn finish(self) -> sync::Progress {
         self.stop.send(true).expect("stop");
-        self.task.await.expect("sync task").expect("sync")
+        self.task.await.expect("sync task").expect("sync").0
     }
 }
 
@@ -378,4 +378,88 @@ async fn preflight_probes_both_servers_and_names_what_blocks() {
     ] {
         assert!(found.contains(says), "{says}: {found}");
     }
+}
+
+/// The cutover's drain: a marker written on the source after a burst of writes reaches the
+/// target only after all of them; a `final` one ends the sync, so later source writes stay
+/// behind. Database 9 is this test's (the sync covers every key of its database).
+#[tokio::test]
+async fn a_drain_marker_lands_after_every_earlier_change_and_a_final_one_ends_the_sync() {
+    let url = |var: &str| RedisUrl::parse(&bed_var(var)).expect("url").with_db(9);
+    let (src_url, tgt_url) = (
+        url("FERRY_BED_REDIS_SOURCE_URL"),
+        url("FERRY_BED_REDIS_TARGET_URL"),
+    );
+    let mut source = Conn::connect(&src_url).await.expect("source");
+    let mut target = Conn::connect(&tgt_url).await.expect("target");
+    source.call(cmd!["FLUSHDB"]).await.expect("flush");
+    target.call(cmd!["FLUSHDB"]).await.expect("flush");
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let progress = Arc::new(Mutex::new(sync::Progress::default()));
+    let seen = progress.clone();
+    let options = sync::Options {
+        client_name: unique("ferry-drain-"),
+        ..sync::Options::default()
+    };
+    let (s2, t2) = (src_url.clone(), tgt_url.clone());
+    let task = tokio::spawn(async move {
+        sync::run(&s2, &t2, &options, rx, |p| {
+            *seen.lock().expect("progress") = p.clone();
+        })
+        .await
+    });
+    while progress.lock().expect("progress").full_passes == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let burst = |from: usize| {
+        (from..from + 2000)
+            .map(|i| cmd!["SET", format!("k:{i}"), i.to_string()])
+            .collect::<Vec<_>>()
+    };
+    source.pipeline(burst(0)).await.expect("burst");
+    let took = sync::drain(
+        &mut source,
+        &mut target,
+        "t1",
+        false,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("drain");
+    let Value::Int(n) = target.call(cmd!["DBSIZE"]).await.expect("dbsize") else {
+        panic!("DBSIZE");
+    };
+    assert_eq!(
+        n, 2001,
+        "keys on the target when the marker arrived (2000 + the marker)"
+    );
+    eprintln!("drained 2000 keys in {took:?}");
+
+    source.pipeline(burst(2000)).await.expect("burst");
+    sync::drain(
+        &mut source,
+        &mut target,
+        "t2",
+        true,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("final drain");
+    let (_, ended) = task.await.expect("task").expect("sync");
+    assert_eq!(ended, sync::Ended::Drained);
+    assert_eq!(
+        target.call(cmd!["EXISTS", "k:3999"]).await.expect("exists"),
+        Value::Int(1)
+    );
+    source.call(cmd!["SET", "k:after", "x"]).await.expect("set");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        target
+            .call(cmd!["EXISTS", "k:after"])
+            .await
+            .expect("exists"),
+        Value::Int(0),
+        "a write after the final marker reached the target"
+    );
+    drop(stop);
 }

@@ -104,6 +104,26 @@ pub struct EndpointTask {
     pub source_param: String,
     /// See `source_param`.
     pub target_param: String,
+    /// The task's Redis proxy, when it runs one (spec `redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisProxyReport>,
+}
+
+/// The Redis proxy of an endpoint task, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisProxyReport {
+    /// Whether its sessions are held.
+    pub paused: bool,
+    /// Where its sessions go.
+    pub backend: Backend,
+    /// Client sessions open.
+    pub sessions: u64,
+    /// Pub/sub or MONITOR sessions closed by a switch so far.
+    pub closed_by_switch: u64,
+    /// The SSM parameters it reads its Redis servers from (source, target).
+    pub source_param: String,
+    /// See `source_param`.
+    pub target_param: String,
 }
 
 impl EndpointTask {
@@ -113,6 +133,10 @@ impl EndpointTask {
             && self.error.is_none()
             && self.paused == want.paused
             && self.backend == want.backend
+            && self
+                .redis
+                .as_ref()
+                .is_none_or(|r| r.paused == want.paused && r.backend == want.backend)
     }
 
     /// Whether its heartbeat is newer than `stale_after` at `now`.
@@ -170,6 +194,7 @@ mod tests {
             pgbouncer_version: "1.24.1".into(),
             source_param: "/s".into(),
             target_param: "/t".into(),
+            redis: None,
         }
     }
 
@@ -187,6 +212,21 @@ mod tests {
         assert!(!task(3, false, Backend::Target, None).reached(&want));
         assert!(!task(3, true, Backend::Source, None).reached(&want));
         assert!(!task(3, true, Backend::Target, Some("pause timed out")).reached(&want));
+        // A task's Redis proxy must be there too.
+        let mut t = task(3, true, Backend::Target, None);
+        t.redis = Some(RedisProxyReport {
+            paused: true,
+            backend: Backend::Source,
+            sessions: 1,
+            closed_by_switch: 0,
+            source_param: "/rs".into(),
+            target_param: "/rt".into(),
+        });
+        assert!(!t.reached(&want));
+        if let Some(r) = t.redis.as_mut() {
+            r.backend = Backend::Target;
+        }
+        assert!(t.reached(&want));
     }
 
     #[test]

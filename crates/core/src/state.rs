@@ -263,6 +263,51 @@ pub const DRAIN_CHECK_FACT: &str = "drain_check";
 /// The fact the worker keeps about the Redis live sync (spec `redis`), one entry per database.
 pub const REDIS_FACT: &str = "redis";
 
+/// How far the cutover got; the cutover, the rollback and config sync and the worker's Redis part branch on it (some of
+/// them inside the write freeze), so it is a closed set, not a string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutoverState {
+    /// Nothing done yet.
+    #[default]
+    NotStarted,
+    /// Source read-only (endpoint paused, in proxy mode); the app not switched.
+    Frozen,
+    /// The app is on the target (endpoint retargeted, or DATABASE_URL moved).
+    Switched,
+    /// The reverse stream runs: the cutover is complete.
+    Done,
+    /// A failed cutover was compensated: the app is on the source again.
+    Undone,
+    /// A rollback after the cutover moved the app back to the source.
+    RolledBack,
+}
+
+impl CutoverState {
+    /// The snake_case name (as stored).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutoverState::NotStarted => "not_started",
+            CutoverState::Frozen => "frozen",
+            CutoverState::Switched => "switched",
+            CutoverState::Done => "done",
+            CutoverState::Undone => "undone",
+            CutoverState::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Whether the app runs on the target.
+    pub fn on_target(self) -> bool {
+        matches!(self, CutoverState::Switched | CutoverState::Done)
+    }
+}
+
+impl std::fmt::Display for CutoverState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The Redis live sync of one logical database, as the worker last wrote it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisSyncDb {
@@ -283,6 +328,45 @@ pub struct RedisSyncDb {
     /// Why the sync of this database stopped, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Which way data moves now.
+    #[serde(default)]
+    pub direction: RedisDirection,
+    /// Queue jobs handed over so far in this direction.
+    #[serde(default)]
+    pub jobs_handed_over: u64,
+    /// Queue jobs still on the side the app left (0 before the switch: nothing to hand over).
+    #[serde(default)]
+    pub jobs_waiting: u64,
+}
+
+/// Which way the Redis data moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisDirection {
+    /// Before the cutover: Heroku → ElastiCache by live sync (queues stay on Heroku).
+    #[default]
+    Forward,
+    /// A drain marker ended the sync: waiting for the switch (or its undoing).
+    Drained,
+    /// After the cutover: ElastiCache → Heroku by live sync (for a rollback), and Heroku's
+    /// remaining queue jobs handed over to ElastiCache.
+    Reverse,
+    /// After a rollback: ElastiCache's remaining queue jobs handed over to Heroku.
+    Back,
+}
+
+impl RedisDirection {
+    /// The snake_case name, with what it means.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RedisDirection::Forward => "forward (Heroku → ElastiCache)",
+            RedisDirection::Drained => "drained (waiting for the switch)",
+            RedisDirection::Reverse => {
+                "reverse (ElastiCache → Heroku; Heroku's queues handed over)"
+            }
+            RedisDirection::Back => "back (ElastiCache's queues handed over to Heroku)",
+        }
+    }
 }
 
 impl RedisSyncDb {
@@ -302,6 +386,15 @@ impl RedisSyncDb {
             line.push_str(&format!(
                 " ({} after lost notifications)",
                 self.full_passes - 1
+            ));
+        }
+        if self.direction != RedisDirection::Forward {
+            line.push_str(&format!("; {}", self.direction.describe()));
+        }
+        if self.jobs_handed_over > 0 || self.jobs_waiting > 0 {
+            line.push_str(&format!(
+                "; {} queue job(s) handed over, {} waiting",
+                self.jobs_handed_over, self.jobs_waiting
             ));
         }
         if let Some(e) = &self.error {
@@ -707,10 +800,21 @@ mod tests {
             pending: 1,
             lag_ms: 40,
             error: None,
+            ..RedisSyncDb::default()
         };
         assert_eq!(
             d.summary(),
             "redis db 0: 1200 key(s) copied, 35 written live, 3 deleted, 1 pending, lag 40 ms, 2 full pass(es) (1 after lost notifications)"
+        );
+        d.direction = RedisDirection::Reverse;
+        d.jobs_handed_over = 12;
+        d.jobs_waiting = 3;
+        assert!(
+            d.summary().ends_with(
+                "; reverse (ElastiCache → Heroku; Heroku's queues handed over); 12 queue job(s) handed over, 3 waiting"
+            ),
+            "{}",
+            d.summary()
         );
         d.error = Some("Redis rediss://:***@h:1 refused AUTH".into());
         assert!(

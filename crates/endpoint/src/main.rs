@@ -13,12 +13,16 @@
 //!   `FERRY_ENDPOINT_TLS_CERT` / `FERRY_ENDPOINT_TLS_KEY` (default: a self-signed pair),
 //!   `FERRY_ENDPOINT_POOL_SIZE` (20), `FERRY_ENDPOINT_MAX_CLIENTS` (1000),
 //!   `FERRY_ENDPOINT_POLL_MS` (100), `FERRY_ENDPOINT_HEARTBEAT_MS` (1000),
-//!   `FERRY_ENDPOINT_REFRESH_S` (60).
+//!   `FERRY_ENDPOINT_REFRESH_S` (60);
+//! - the Redis proxy (spec `redis`), all or none: `FERRY_ENDPOINT_REDIS_SOURCE_PARAM`,
+//!   `FERRY_ENDPOINT_REDIS_TARGET_PARAM`, `FERRY_ENDPOINT_REDIS_CLIENT_PARAM` (the URL the app
+//!   fleet uses as `REDIS_URL`: its password is the clients' login), and
+//!   `FERRY_ENDPOINT_REDIS_PORT` (6380); the same TLS certificate as PgBouncer's.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
-use ferry_endpoint::supervisor::{self, Settings};
+use ferry_endpoint::supervisor::{self, RedisSettings, Settings};
 
 fn var(name: &str) -> anyhow::Result<String> {
     std::env::var(name)
@@ -90,7 +94,31 @@ async fn settings() -> anyhow::Result<Settings> {
         poll: ms("FERRY_ENDPOINT_POLL_MS", 100)?,
         heartbeat: ms("FERRY_ENDPOINT_HEARTBEAT_MS", 1000)?,
         refresh: Duration::from_secs(var_or("FERRY_ENDPOINT_REFRESH_S", 60)?),
+        redis: redis_settings()?,
     })
+}
+
+/// The Redis proxy's settings: all three parameters, or none (no proxy).
+fn redis_settings() -> anyhow::Result<Option<RedisSettings>> {
+    let names = [
+        "FERRY_ENDPOINT_REDIS_SOURCE_PARAM",
+        "FERRY_ENDPOINT_REDIS_TARGET_PARAM",
+        "FERRY_ENDPOINT_REDIS_CLIENT_PARAM",
+    ];
+    let values: Vec<Option<String>> = names
+        .iter()
+        .map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+        .collect();
+    match values.as_slice() {
+        [None, None, None] => Ok(None),
+        [Some(source), Some(target), Some(client)] => Ok(Some(RedisSettings {
+            source_param: source.clone(),
+            target_param: target.clone(),
+            client_param: client.clone(),
+            port: var_or("FERRY_ENDPOINT_REDIS_PORT", 6380)?,
+        })),
+        _ => bail!("set all of {} or none of them", names.join(", ")),
+    }
 }
 
 async fn terminated() {

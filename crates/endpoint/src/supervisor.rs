@@ -59,6 +59,115 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// How often the URLs are read again from SSM (credentials rotate).
     pub refresh: Duration,
+    /// The Redis proxy beside PgBouncer (spec `redis`), if this endpoint runs one.
+    pub redis: Option<RedisSettings>,
+}
+
+/// Where the Redis proxy reads its servers and listens.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// SSM parameter holding the Heroku Redis URL.
+    pub source_param: String,
+    /// SSM parameter holding the ElastiCache URL.
+    pub target_param: String,
+    /// SSM parameter holding the URL the app fleet uses to reach the proxy (its password is
+    /// what clients log in with).
+    pub client_param: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// The Redis proxy and the URLs it switches between.
+struct RedisSide {
+    proxy: ferry_kv::proxy::Proxy,
+    source: ferry_kv::RedisUrl,
+    target: ferry_kv::RedisUrl,
+    backend: Backend,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl RedisSide {
+    fn url(&self, side: Backend) -> &ferry_kv::RedisUrl {
+        match side {
+            Backend::Source => &self.source,
+            Backend::Target => &self.target,
+        }
+    }
+}
+
+/// The Redis URLs from SSM: source, target, client.
+async fn read_redis_urls(
+    r: &RedisSettings,
+    params: &dyn ParamStore,
+) -> Result<[ferry_kv::RedisUrl; 3], EndpointError> {
+    let mut out = Vec::new();
+    for name in [&r.source_param, &r.target_param, &r.client_param] {
+        let text = params
+            .get(name)
+            .await
+            .map_err(|e| EndpointError::Params(e.to_string()))?;
+        out.push(
+            ferry_kv::RedisUrl::parse(&text).map_err(|e| EndpointError::Config {
+                field: name.clone(),
+                reason: e.to_string(),
+            })?,
+        );
+    }
+    out.try_into()
+        .map_err(|_| EndpointError::Io("three Redis URLs".into()))
+}
+
+/// Starts the Redis proxy on `backend`, paused if the desired state is.
+async fn start_redis(
+    s: &Settings,
+    params: &dyn ParamStore,
+    tls: &(PathBuf, PathBuf),
+    want: &EndpointDesired,
+) -> Result<Option<RedisSide>, EndpointError> {
+    let Some(r) = &s.redis else {
+        return Ok(None);
+    };
+    let [source, target, client] = read_redis_urls(r, params).await?;
+    let Some(password) = client.password().cloned() else {
+        return Err(EndpointError::Config {
+            field: r.client_param.clone(),
+            reason: "the app fleet's Redis URL has no password; give it one (rediss://:password@host:port)".into(),
+        });
+    };
+    let backend = match want.backend {
+        Backend::Source => source.clone(),
+        Backend::Target => target.clone(),
+    };
+    let proxy = ferry_kv::proxy::Proxy::new(
+        backend,
+        client.username.clone(),
+        password,
+        s.max_client_conn as usize,
+    );
+    let acceptor = ferry_kv::proxy::tls_acceptor(&tls.0, &tls.1)
+        .map_err(|e| EndpointError::Io(format!("Redis proxy TLS: {e}")))?;
+    let host = if s.listen_addr == "*" {
+        "0.0.0.0"
+    } else {
+        s.listen_addr.as_str()
+    };
+    let listener = tokio::net::TcpListener::bind((host, r.port))
+        .await
+        .map_err(|e| EndpointError::Io(format!("Redis proxy listen on {host}:{}: {e}", r.port)))?;
+    let server = proxy.serve(listener, Some(acceptor));
+    if want.paused {
+        proxy
+            .pause(Duration::from_millis(want.pause_timeout_ms))
+            .await
+            .map_err(|e| EndpointError::Io(format!("Redis proxy pause: {e}")))?;
+    }
+    Ok(Some(RedisSide {
+        proxy,
+        source,
+        target,
+        backend: want.backend,
+        _server: server,
+    }))
 }
 
 /// The URLs as read from SSM.
@@ -197,6 +306,8 @@ struct Task<'a> {
     started_at: chrono::DateTime<Utc>,
     /// The login check started ahead of a retarget: (backend, when, the check).
     checked: Option<Precheck>,
+    /// The Redis proxy, if this endpoint runs one.
+    redis: Option<RedisSide>,
 }
 
 /// Runs the task until `shutdown` resolves (clean stop: PgBouncer stopped, report removed) or
@@ -277,7 +388,7 @@ impl<'a> Task<'a> {
             dir: s.dir.clone(),
             listen_addr: s.listen_addr.clone(),
             port: s.port,
-            client_tls,
+            client_tls: client_tls.clone(),
             pool_size: s.pool_size,
             max_client_conn: s.max_client_conn,
         };
@@ -339,6 +450,7 @@ impl<'a> Task<'a> {
             version,
             started_at: Utc::now(),
             checked: None,
+            redis: start_redis(s, params, &client_tls, &want).await?,
         };
         if want.paused {
             // No client yet: the pause is immediate.
@@ -395,6 +507,15 @@ impl<'a> Task<'a> {
         let pause_needed = want.paused || want.backend != self.now.backend;
         if pause_needed && !self.now.paused {
             self.console.pause(&mut self.admin, limit).await?;
+            if let Some(r) = &self.redis
+                && let Err(e) = r.proxy.pause(limit).await
+            {
+                // Both paused or neither: PgBouncer goes on (the proxy resumed itself).
+                if let Err(back) = self.console.resume(&self.admin).await {
+                    tracing::error!(error = %back, "could not resume PgBouncer after the Redis proxy's pause failed");
+                }
+                return Err(EndpointError::Io(format!("Redis proxy: {e}")));
+            }
             self.now.paused = true;
         }
         if want.backend != self.now.backend {
@@ -402,6 +523,9 @@ impl<'a> Task<'a> {
         }
         if !want.paused && self.now.paused {
             self.console.resume(&self.admin).await?;
+            if let Some(r) = &self.redis {
+                r.proxy.resume();
+            }
             self.now.paused = false;
         }
         Ok(())
@@ -432,6 +556,33 @@ impl<'a> Task<'a> {
         if !fresh {
             login_check(&self.urls.backend(to).0, to).await?;
         }
+        // Redis first (its login is checked as it switches); back again if PgBouncer fails.
+        let from = self.now.backend;
+        if let Some(r) = &mut self.redis {
+            r.proxy.retarget(r.url(to).clone()).await.map_err(|e| {
+                EndpointError::BackendRefused {
+                    backend: to,
+                    reason: format!("Redis: {e}"),
+                }
+            })?;
+            r.backend = to;
+        }
+        let switched = self.retarget_pgbouncer(to).await;
+        if switched.is_err()
+            && let Some(r) = &mut self.redis
+        {
+            match r.proxy.retarget(r.url(from).clone()).await {
+                Ok(()) => r.backend = from,
+                Err(e) => tracing::error!(error = %e, "the Redis proxy could not go back"),
+            }
+        }
+        switched?;
+        self.now.backend = to;
+        Ok(())
+    }
+
+    /// Rewrites the ini for `to`, reloads, and confirms PgBouncer points there.
+    async fn retarget_pgbouncer(&mut self, to: Backend) -> Result<(), EndpointError> {
         let entry = &self.urls.backend(to).1;
         let want_target = (entry.host.clone(), entry.port);
         write_private(
@@ -449,13 +600,41 @@ impl<'a> Task<'a> {
                 ),
             });
         }
-        self.now.backend = to;
         Ok(())
+    }
+
+    /// Reads the Redis URLs again; a rotated password of the current server is used by the
+    /// backend sessions opened from then on (not while paused: a retarget may be under way).
+    async fn refresh_redis(&mut self) {
+        let (Some(r), Some(settings)) = (&mut self.redis, &self.s.redis) else {
+            return;
+        };
+        match read_redis_urls(settings, self.params).await {
+            Ok([source, target, _]) => {
+                let changed = match r.backend {
+                    Backend::Source => source != r.source,
+                    Backend::Target => target != r.target,
+                };
+                if changed && r.proxy.paused() {
+                    return;
+                }
+                r.source = source;
+                r.target = target;
+                if changed {
+                    r.proxy.refresh(r.url(r.backend).clone());
+                    tracing::info!(backend = %r.backend, "Redis credentials changed; new sessions use them");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the Redis URLs; keeping the ones in use")
+            }
+        }
     }
 
     /// Reads the URLs again (Heroku rotates credentials) and rewrites the files if they
     /// changed; keeps the old ones if SSM cannot be read.
     async fn refresh(&mut self) {
+        self.refresh_redis().await;
         match read_urls(self.s, self.params).await {
             Ok(urls) => {
                 if urls.source.1 != self.urls.source.1 || urls.target.1 != self.urls.target.1 {
@@ -505,6 +684,18 @@ impl<'a> Task<'a> {
             pgbouncer_version: self.version.clone(),
             source_param: self.s.source_param.clone(),
             target_param: self.s.target_param.clone(),
+            redis: self
+                .redis
+                .as_ref()
+                .zip(self.s.redis.as_ref())
+                .map(|(r, rs)| ferry_core::endpoint::RedisProxyReport {
+                    paused: r.proxy.paused(),
+                    backend: r.backend,
+                    sessions: r.proxy.sessions() as u64,
+                    closed_by_switch: r.proxy.closed_by_switch(),
+                    source_param: rs.source_param.clone(),
+                    target_param: rs.target_param.clone(),
+                }),
         };
         if let Err(e) = self.store.put_endpoint_task(&report).await {
             tracing::warn!(error = %e, "cannot write the endpoint report");

@@ -59,6 +59,24 @@ pub async fn scan_step(
     }
 }
 
+/// Every key of `conn`'s database matching `pattern` (Ferry's own keys included).
+pub async fn keys_matching(
+    conn: &mut Conn,
+    pattern: &[u8],
+    batch: usize,
+) -> KvResult<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut cursor = b"0".to_vec();
+    loop {
+        let (next, keys) = scan_step(conn, &cursor, Some(pattern), batch).await?;
+        out.extend(keys);
+        if next == b"0" {
+            return Ok(out);
+        }
+        cursor = next;
+    }
+}
+
 /// A key's DUMP and remaining TTL read in one pipeline: `(key, payload, ttl_ms)`, with `None`
 /// payload for a key that is gone and `None` TTL for a key without one.
 pub type Dumped = (Vec<u8>, Option<Vec<u8>>, Option<i64>);

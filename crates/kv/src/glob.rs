@@ -55,11 +55,12 @@ pub fn any(patterns: &[String], key: &[u8]) -> bool {
 
 /// Whether the copy, the live sync and the comparison leave `key` out: one of the disposable
 /// `skip` globs, or one of Ferry's own keys (preflight's short-lived probe keys, the queue
-/// hand-over's moving areas, counters and markers: not the app's data).
+/// hand-over's moving areas, counters and markers, the drain markers: not the app's data).
 pub fn left_out(skip: &[String], key: &[u8]) -> bool {
     any(skip, key)
         || matches(crate::probe::PROBE_KEYS.as_bytes(), key)
         || matches(crate::handover::HANDOVER_KEYS.as_bytes(), key)
+        || crate::sync::is_marker(key)
 }
 
 #[cfg(test)]

@@ -283,6 +283,14 @@ impl Proxy {
         Ok(())
     }
 
+    /// Replaces the current backend's URL (rotated credentials) without moving any session:
+    /// backend sessions opened from now on use it.
+    pub fn refresh(&self, backend: RedisUrl) {
+        if let Ok(mut b) = self.shared.backend.lock() {
+            *b = Arc::new(backend);
+        }
+    }
+
     /// Lets held sessions go on.
     pub fn resume(&self) {
         self.shared.paused.store(false, SeqCst);

@@ -9,6 +9,14 @@
 //! (re)subscription is therefore followed by a full pass — the copy, then the target's keys
 //! that the source no longer has are deleted — so a gap heals. FLUSHDB/FLUSHALL produce no
 //! key events: only the next full pass sees them.
+//!
+//! **Drain markers.** A cutover (or a rollback) drains the sync by writing a marker key
+//! `ferry:drain:<tag>` on the side being left, once its writers are held, and waiting until
+//! the marker appears on the other side. The sync writes markers after every key noted before
+//! them (last in a flush; after a full pass, which covers everything before it), so a marker
+//! seen on the other side means every earlier change is there. A marker whose value starts
+//! with `final` also ends the sync ([`Ended::Drained`]): from then on nothing more of the old
+//! side is written over the new one.
 
 use std::{
     collections::HashMap,
@@ -22,6 +30,23 @@ use crate::{
     copy::{self, dump_keys, restore_keys},
     resp::Value,
 };
+
+/// The keys drain markers are written under (left out of copies and comparisons).
+pub const DRAIN_KEYS: &str = "ferry:drain:*";
+
+/// Whether `key` is a drain marker.
+pub fn is_marker(key: &[u8]) -> bool {
+    key.starts_with(b"ferry:drain:")
+}
+
+/// How a sync ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Told to stop.
+    Stopped,
+    /// It wrote a `final` drain marker and stopped there.
+    Drained,
+}
 
 /// A subscription silent this long is pinged.
 const QUIET: Duration = Duration::from_secs(15);
@@ -144,14 +169,14 @@ async fn subscribe(url: &RedisUrl, pattern: &str, name: &str) -> KvResult<Conn> 
 
 /// Runs until `stop` turns true: subscribes, makes a full pass, then applies notified keys
 /// every `flush_every`; after a lost subscription, subscribes again and makes another full
-/// pass. `report` is called after each flush. Returns the last progress.
+/// pass. `report` is called after each flush. Returns the last progress and why it ended.
 pub async fn run(
     source: &RedisUrl,
     target: &RedisUrl,
     options: &Options,
     mut stop: watch::Receiver<bool>,
     mut report: impl FnMut(&Progress),
-) -> KvResult<Progress> {
+) -> KvResult<(Progress, Ended)> {
     let pattern = options.pattern.clone().unwrap_or_else(|| "*".into());
     let matching = options.pattern.as_deref().map(str::as_bytes);
     let mut progress = Progress::default();
@@ -169,8 +194,14 @@ pub async fn run(
         }
         progress.full_passes += 1;
         report(&progress);
+        // Markers written before this pass: everything before them is on the target now.
+        let markers = copy::keys_matching(&mut src, DRAIN_KEYS.as_bytes(), options.batch).await?;
+        if write_markers(&mut src, &mut tgt, markers).await? {
+            return Ok((progress, Ended::Drained));
+        }
         let subscribed_at = Instant::now();
         let mut dirty: HashMap<Vec<u8>, Instant> = HashMap::new();
+        let mut markers: Vec<Vec<u8>> = Vec::new();
         let mut tick = tokio::time::interval(options.flush_every);
         let mut awaiting_pong = false;
         let gap = loop {
@@ -178,10 +209,15 @@ pub async fn run(
                 message = sub.receive(QUIET) => match message {
                     Ok(Some(v)) => {
                         awaiting_pong = false;
-                        if let Some(k) = notified_key(v)
-                            && !crate::glob::left_out(&options.skip, &k)
-                        {
-                            dirty.entry(k).or_insert_with(Instant::now);
+                        match notified_key(v) {
+                            Some(k) if is_marker(&k) && !markers.contains(&k) => {
+                                markers.push(k);
+                            }
+                            Some(k) if is_marker(&k) => {}
+                            Some(k) if !crate::glob::left_out(&options.skip, &k) => {
+                                dirty.entry(k).or_insert_with(Instant::now);
+                            }
+                            _ => {}
                         }
                     }
                     // A quiet subscription is asked for a pong, so a dead connection (no FIN
@@ -200,12 +236,16 @@ pub async fn run(
                 _ = tick.tick() => {
                     flush(&mut src, &mut tgt, &mut dirty, options.batch, &mut progress).await?;
                     report(&progress);
+                    // Markers last: every key noted before them is written.
+                    if write_markers(&mut src, &mut tgt, std::mem::take(&mut markers)).await? {
+                        return Ok((progress, Ended::Drained));
+                    }
                 }
                 _ = stop.changed() => {
                     if *stop.borrow() {
                         flush(&mut src, &mut tgt, &mut dirty, options.batch, &mut progress).await?;
                         report(&progress);
-                        return Ok(progress);
+                        return Ok((progress, Ended::Stopped));
                     }
                 }
             }
@@ -220,6 +260,60 @@ pub async fn run(
         tracing::warn!(error = %gap, "keyspace notifications lost; subscribing again, then a full pass");
         // The changed keys are applied by the full pass that follows.
         dirty.clear();
+    }
+}
+
+/// Copies drain markers to the target (after everything noted before them); whether one was
+/// `final`.
+async fn write_markers(src: &mut Conn, tgt: &mut Conn, markers: Vec<Vec<u8>>) -> KvResult<bool> {
+    if markers.is_empty() {
+        return Ok(false);
+    }
+    let values = src
+        .pipeline(markers.iter().map(|k| cmd!["GET", k]).collect())
+        .await?;
+    let mut last = false;
+    let mut writes = Vec::new();
+    for (k, value) in markers.iter().zip(values) {
+        if let Value::Bulk(Some(v)) = value {
+            last |= v.starts_with(b"final");
+            writes.push(cmd!["SET", k, v, "EX", "600"]);
+        }
+    }
+    if !writes.is_empty() {
+        tgt.pipeline(writes).await?;
+    }
+    Ok(last)
+}
+
+/// Writes a drain marker `ferry:drain:<tag>` on `from` and waits until it is on `to` (every
+/// change the sync noted before it is then there too); how long that took. `final` markers
+/// end the sync.
+pub async fn drain(
+    from: &mut Conn,
+    to: &mut Conn,
+    tag: &str,
+    last: bool,
+    bound: Duration,
+) -> KvResult<Duration> {
+    let started = Instant::now();
+    let key = format!("ferry:drain:{tag}");
+    let value = format!("{}:{}", if last { "final" } else { "mark" }, tag);
+    from.call(cmd!["SET", &key, &value, "EX", "600"]).await?;
+    loop {
+        if to.call(cmd!["GET", &key]).await? == Value::Bulk(Some(value.clone().into_bytes())) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > bound {
+            return Err(crate::KvError::Io {
+                server: to.server().to_string(),
+                reason: format!(
+                    "the Redis live sync did not drain within {} ms (is the worker running? see its redis progress)",
+                    bound.as_millis()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -13,7 +13,7 @@ use ferry_pg::TlsCheck;
 use crate::{KvError, KvResult};
 
 /// A parsed Redis URL.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     /// Host name or address.
     pub host: String,

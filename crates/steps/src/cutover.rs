@@ -35,6 +35,7 @@ use crate::{
     Deps, MigrationRef, StepError, StepResult,
     endpoint::{self, Goal},
     facts::{self, AppRoles, CutoverFact, CutoverState, HerokuBefore},
+    redis_switch,
 };
 
 /// Gap added to every sequence on the target, so ids handed out on the source during the
@@ -181,6 +182,8 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
         stored: previous,
     };
     prepare(deps, spec, &heroku, &rep, &mut clock).await?;
+    // Redis sessions opened before the freeze: no SSM read inside it.
+    let mut redis = redis_switch::open(deps, spec, Backend::Source).await?;
     let (ended, paused) = freeze_source(deps, spec, &source, &roles, &mut clock).await?;
     let parts = Frozen {
         rep: &rep,
@@ -189,7 +192,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
         fault: fault.as_deref(),
         paused: &paused,
     };
-    match frozen_part(deps, spec, &parts, &mut clock).await {
+    match frozen_part(deps, spec, &parts, redis.as_mut(), &mut clock).await {
         Ok((sequences, counts)) => {
             clock.fact.sequences = sequences;
             clock.fact.counts_checked = counts;
@@ -361,6 +364,7 @@ async fn frozen_part(
     deps: &Deps,
     spec: &MigrationSpec,
     parts: &Frozen<'_>,
+    redis: Option<&mut redis_switch::Sides>,
     clock: &mut Clock,
 ) -> StepResult<(usize, usize)> {
     let id = &spec.migration_id;
@@ -443,6 +447,14 @@ async fn frozen_part(
         clock.mark("counts_checked");
     }
     crate::fault(fault, "cutover:before_switch")?;
+    if let Some(redis) = redis {
+        // The Redis proxy is paused with PgBouncer: every change the AWS fleet made is on
+        // Heroku Redis; the final marker carries them and ends the forward sync.
+        clock.mark("redis_drain_started");
+        let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+        redis.drain(&format!("{id}:cutover"), bound).await?;
+        clock.mark("redis_drained");
+    }
     if proxy(spec) {
         // The tasks paused before the freeze, as listed then: no listing inside the freeze.
         endpoint::converge(

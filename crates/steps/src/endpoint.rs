@@ -83,6 +83,38 @@ pub async fn ready(
                 spec.endpoint_target_param()
             )));
         }
+        if let Some(r) = &spec.redis {
+            match &t.redis {
+                None => {
+                    return Err(unavailable(format!(
+                        "task {} runs no Redis proxy and the spec has a redis section; redeploy the endpoint with its Redis parameters (EndpointRedisSourceParam, EndpointRedisTargetParam)",
+                        t.task_id
+                    )));
+                }
+                Some(p)
+                    if p.source_param != r.source_url_param
+                        || p.target_param != r.target_url_param =>
+                {
+                    return Err(unavailable(format!(
+                        "task {}'s Redis proxy reads {} and {}, not this migration's {} and {}; redeploy the endpoint with the migration's Redis parameters",
+                        t.task_id,
+                        p.source_param,
+                        p.target_param,
+                        r.source_url_param,
+                        r.target_url_param
+                    )));
+                }
+                Some(p) if p.paused || p.backend != expect => {
+                    return Err(unavailable(format!(
+                        "task {}'s Redis proxy is {} on the {} Redis, expected unpaused on the {expect}",
+                        t.task_id,
+                        if p.paused { "paused" } else { "serving" },
+                        p.backend
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
     }
     Ok(live)
 }

@@ -87,50 +87,7 @@ pub struct AppRoles {
     pub target: String,
 }
 
-/// How far the cutover got; the cutover, the rollback and config sync branch on it (some of
-/// them inside the write freeze), so it is a closed set, not a string.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CutoverState {
-    /// Nothing done yet.
-    #[default]
-    NotStarted,
-    /// Source read-only (endpoint paused, in proxy mode); the app not switched.
-    Frozen,
-    /// The app is on the target (endpoint retargeted, or DATABASE_URL moved).
-    Switched,
-    /// The reverse stream runs: the cutover is complete.
-    Done,
-    /// A failed cutover was compensated: the app is on the source again.
-    Undone,
-    /// A rollback after the cutover moved the app back to the source.
-    RolledBack,
-}
-
-impl CutoverState {
-    /// The snake_case name (as stored).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CutoverState::NotStarted => "not_started",
-            CutoverState::Frozen => "frozen",
-            CutoverState::Switched => "switched",
-            CutoverState::Done => "done",
-            CutoverState::Undone => "undone",
-            CutoverState::RolledBack => "rolled_back",
-        }
-    }
-
-    /// Whether the app runs on the target.
-    pub fn on_target(self) -> bool {
-        matches!(self, CutoverState::Switched | CutoverState::Done)
-    }
-}
-
-impl std::fmt::Display for CutoverState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use ferry_core::state::CutoverState;
 
 /// How far the cutover got.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

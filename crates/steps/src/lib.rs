@@ -17,6 +17,7 @@ pub mod endpoint;
 mod error;
 pub mod facts;
 pub mod preflight;
+pub mod redis_switch;
 pub mod replication;
 pub mod rollback;
 pub mod verify;

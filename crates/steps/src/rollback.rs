@@ -144,6 +144,17 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
             }
             _ => {}
         }
+        // Jobs the AWS side enqueued on ElastiCache go back to Heroku's queues, each once
+        // (again on a retry: the hand-over moves only what is left).
+        if cut
+            .as_ref()
+            .is_some_and(|c| c.state.on_target() || c.state == CutoverState::RolledBack)
+            && let Some(mut r) = crate::redis_switch::open(deps, spec, Backend::Target).await?
+        {
+            let jobs = r.hand_over().await?;
+            out.undone
+                .push(format!("{jobs} Redis queue job(s) handed back to Heroku"));
+        }
         cutover::restore_heroku(deps, spec, &heroku).await?;
         if replication::stop_worker(deps, id, Duration::from_secs(30)).await? {
             out.undone
@@ -244,6 +255,8 @@ async fn database_back(
         });
     }
     let proxy = cutover::proxy(spec);
+    // Redis sessions opened before anything is frozen.
+    let mut redis = crate::redis_switch::open(deps, spec, Backend::Target).await?;
     // A pause that fails is resumed and retried later (nothing frozen).
     let paused = if proxy {
         endpoint::pause(deps, spec, Backend::Target, "ferry:rollback").await?
@@ -287,6 +300,16 @@ async fn database_back(
     }
     // Sequences on the source must be past anything the target handed out.
     ferry_replicator::verify::sync_sequences(target, source, SEQUENCE_GAP).await?;
+    // ElastiCache's writes back on Heroku Redis (the reverse sync drained and ended).
+    if let Some(r) = redis.as_mut() {
+        let bound = Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+        if let Err(e) = r.drain(&format!("{id}:rollback"), bound).await {
+            tracing::error!(error = %e, "the Redis reverse sync did not drain; staying on the target");
+            freeze::unfreeze_role(target, &roles.target).await?;
+            endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
+            return Err(StepError::ReverseBehind { waiting: 0 });
+        }
+    }
     if proxy {
         // The tasks paused before the target froze: no listing while it is frozen.
         if let Err(e) = endpoint::converge(

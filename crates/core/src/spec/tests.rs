@@ -552,4 +552,14 @@ fn the_redis_section_defaults_to_db_0_and_refuses_what_cannot_work() {
     });
     let got = messages(&v).join("\n");
     assert!(got.contains("redis.extra"), "{got}");
+    v["redis"] = json!({
+        "source_url_param": "/ferry/acme/redis-source-url",
+        "target_url_param": "/ferry/acme/redis-target-url"
+    });
+    v["cutover"] = json!({"endpoint": "redeploy", "ecs_services": ["c/s"]});
+    let got = messages(&v).join("\n");
+    assert!(
+        got.contains("redis: needs cutover.endpoint \"proxy\""),
+        "{got}"
+    );
 }
