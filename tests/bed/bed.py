@@ -342,7 +342,8 @@ def start_redis(name, port, certs):
     """A Redis server on loopback with TLS only (no plain port) and AUTH. The source plays
     Heroku Key-Value Store: CONFIG renamed away, as Heroku refuses it, keyspace notifications
     on as Heroku's CLI sets them; the target plays
-    ElastiCache for queues: maxmemory-policy noeviction."""
+    ElastiCache as its parameter group sets it for Ferry: maxmemory-policy noeviction (queues)
+    and keyspace notifications (the reverse sync a rollback drains)."""
     data = BED / f"redis-{name}"
     data.mkdir()
     cmd = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
@@ -354,7 +355,7 @@ def start_redis(name, port, certs):
         # Keyspace notifications on, as `heroku redis:keyspace-notifications -c KEA` leaves it.
         cmd += ["--rename-command", "CONFIG", "", "--notify-keyspace-events", "KEA"]
     else:
-        cmd += ["--maxmemory-policy", "noeviction"]
+        cmd += ["--maxmemory-policy", "noeviction", "--notify-keyspace-events", "KEA"]
     spawn(f"redis-{name}", cmd)
 
 

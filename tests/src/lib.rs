@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod endpoint;
 pub mod gate;
+pub mod jobs;
 pub mod rehearsal;
 pub mod sink;
 pub mod workload;

@@ -122,6 +122,9 @@ pub struct Options {
     /// The capture mode. Logical capture needs REPLICATION: the migration then reads the
     /// source as the bed's superuser (as on RDS or self-hosted); the app keeps its own role.
     pub capture: ferry_core::spec::CaptureMode,
+    /// Heroku Redis moves too: the logical database of the bed's Redis servers this rehearsal
+    /// owns (emptied first on both).
+    pub redis_db: Option<u32>,
 }
 
 impl Default for Options {
@@ -138,7 +141,56 @@ impl Default for Options {
             dns_ttl_seconds: 2,
             parallelism: 2,
             capture: ferry_core::spec::CaptureMode::Trigger,
+            redis_db: None,
         }
+    }
+}
+
+/// The Redis side of a rehearsal.
+#[derive(Debug, Clone)]
+pub struct RedisSides {
+    /// Heroku Redis (what Heroku's dynos use).
+    pub heroku: ferry_kv::RedisUrl,
+    /// ElastiCache.
+    pub target: ferry_kv::RedisUrl,
+    /// The endpoint's Redis proxy: the AWS fleet's REDIS_URL.
+    pub aws: ferry_kv::RedisUrl,
+}
+
+/// Empties database `db` of both bed Redis servers and stores their URLs as parameters;
+/// returns the Heroku and ElastiCache URLs.
+async fn redis_world(
+    params: &ferry_aws::SsmParams,
+    p: &str,
+    db: u32,
+) -> (ferry_kv::RedisUrl, ferry_kv::RedisUrl) {
+    let mut out = Vec::new();
+    for (name, var) in [
+        ("redis-source-url", "FERRY_BED_REDIS_SOURCE_URL"),
+        ("redis-target-url", "FERRY_BED_REDIS_TARGET_URL"),
+    ] {
+        let text = bed_var(var);
+        let url = ferry_kv::RedisUrl::parse(&text)
+            .expect("bed Redis URL")
+            .with_db(db);
+        let mut c = ferry_kv::Conn::connect(&url).await.expect("bed Redis");
+        c.call(ferry_kv::cmd!["FLUSHDB"]).await.expect("FLUSHDB");
+        params
+            .put_secure(&format!("{p}/{name}"), &with_redis_db(&text, db))
+            .await
+            .expect("param");
+        out.push(url);
+    }
+    let target = out.pop().expect("target");
+    let heroku = out.pop().expect("source");
+    (heroku, target)
+}
+
+/// `rediss://…@host:port?query` with `/db` after the port.
+fn with_redis_db(url: &str, db: u32) -> String {
+    match url.split_once('?') {
+        Some((base, query)) => format!("{}/{db}?{query}", base.trim_end_matches('/')),
+        None => format!("{}/{db}", url.trim_end_matches('/')),
     }
 }
 
@@ -172,6 +224,8 @@ pub struct Rehearsal {
     pub db_name: String,
     /// The database endpoint's tasks (proxy mode), as the ECS service runs them.
     pub endpoint: Option<tokio::sync::Mutex<EndpointFleet>>,
+    /// The Redis side (with `Options::redis_db`).
+    pub redis: Option<RedisSides>,
     /// The SSM prefix of this rehearsal's parameters.
     pub param_prefix: String,
     /// Redeploy mode: the AWS app's ECS service (cluster, service) the cutover redeploys, and
@@ -292,11 +346,31 @@ impl Rehearsal {
         ] {
             params.put_secure(&name, &value).await.expect("param");
         }
-        let endpoint = match options.endpoint {
-            ferry_core::spec::EndpointMode::Proxy => Some(tokio::sync::Mutex::new(
-                start_endpoint(&params, &p, &app, &db_name).await,
-            )),
-            ferry_core::spec::EndpointMode::Redeploy => None,
+        let redis_urls = match options.redis_db {
+            Some(db) => Some((db, redis_world(&params, &p, db).await)),
+            None => None,
+        };
+        let (endpoint, redis) = match options.endpoint {
+            ferry_core::spec::EndpointMode::Proxy => {
+                let (fleet, aws_redis) = start_endpoint(
+                    &params,
+                    &p,
+                    &app,
+                    &db_name,
+                    redis_urls.as_ref().map(|r| r.0),
+                )
+                .await;
+                let redis = redis_urls
+                    .as_ref()
+                    .zip(aws_redis)
+                    .map(|((_, (h, t)), a)| RedisSides {
+                        heroku: h.clone(),
+                        target: t.clone(),
+                        aws: a,
+                    });
+                (Some(tokio::sync::Mutex::new(fleet)), redis)
+            }
+            ferry_core::spec::EndpointMode::Redeploy => (None, None),
         };
         let app_service = match options.endpoint {
             ferry_core::spec::EndpointMode::Redeploy => Some((
@@ -346,6 +420,14 @@ impl Rehearsal {
         if let Some((cluster, service, _)) = &app_service {
             spec["cutover"]["ecs_services"] = serde_json::json!([format!("{cluster}/{service}")]);
         }
+        if let Some((db, _)) = &redis_urls {
+            spec["redis"] = serde_json::json!({
+                "source_url_param": format!("{p}/redis-source-url"),
+                "target_url_param": format!("{p}/redis-target-url"),
+                "databases": [db],
+                "disposable_patterns": ["cache:*"]
+            });
+        }
         if endpoint.is_some() {
             spec["endpoint"] = serde_json::json!({
                 "url_param": format!("{p}/endpoint-url"),
@@ -377,6 +459,7 @@ impl Rehearsal {
             health,
             db_name,
             endpoint,
+            redis,
             param_prefix: p,
             app_service,
             dns_ttl: Duration::from_secs(u64::from(options.dns_ttl_seconds)),
@@ -550,7 +633,8 @@ async fn start_endpoint(
     p: &str,
     app: &str,
     db_name: &str,
-) -> EndpointFleet {
+    redis_db: Option<u32>,
+) -> (EndpointFleet, Option<ferry_kv::RedisUrl>) {
     let nlb = Nlb::start().await;
     let url = format!(
         "postgres://app_user:{}@127.0.0.1:{}/{db_name}?sslmode=require",
@@ -561,7 +645,25 @@ async fn start_endpoint(
         .put_secure(&format!("{p}/endpoint-url"), &url)
         .await
         .expect("endpoint URL param");
-    EndpointFleet::start_behind(
+    // With Redis: the proxies behind their own balancer; the AWS fleet's REDIS_URL names it
+    // (the endpoint's certificate is self-signed here, as Heroku's are).
+    let mut redis_nlb = None;
+    let mut aws_redis = None;
+    if let Some(db) = redis_db {
+        let n = Nlb::start().await;
+        let client = format!(
+            "rediss://:{}@127.0.0.1:{}/{db}?ssl_cert_reqs=none",
+            unique("redis-endpoint-secret-"),
+            n.port
+        );
+        params
+            .put_secure(&format!("{p}/redis-endpoint-url"), &client)
+            .await
+            .expect("redis endpoint URL param");
+        aws_redis = Some(ferry_kv::RedisUrl::parse(&client).expect("client URL"));
+        redis_nlb = Some(n);
+    }
+    let fleet = EndpointFleet::start_with_redis(
         EndpointParams {
             app: app.to_string(),
             table: bed_var("FERRY_BED_STATE_TABLE"),
@@ -569,12 +671,20 @@ async fn start_endpoint(
             source_param: format!("{p}/source-url"),
             target_param: format!("{p}/endpoint-target-url"),
             client_param: format!("{p}/endpoint-url"),
-            redis: None,
+            redis: redis_db.map(|_| {
+                (
+                    format!("{p}/redis-source-url"),
+                    format!("{p}/redis-target-url"),
+                    format!("{p}/redis-endpoint-url"),
+                )
+            }),
         },
         2,
         nlb,
+        redis_nlb,
     )
-    .await
+    .await;
+    (fleet, aws_redis)
 }
 
 /// The Slack member id the approver clicks as.

@@ -689,3 +689,103 @@ async fn serial_logical_capture_migrates_with_the_app_writing_through_verify() {
     );
     assert_eq!(check.tables_compared, check.tables_total);
 }
+
+/// Heroku Redis moves with the database (spec `redis`, database 11 of the bed's Redis
+/// servers): the AWS fleet reads REDIS_URL once (the endpoint's Redis proxy) and Heroku's
+/// dynos use Heroku Redis until the cutover scales them down; Sidekiq-like producers, workers
+/// and a scheduler poller run throughout. Every acknowledged job runs exactly once, every
+/// session is on ElastiCache with its TTL, no Redis client saw an error, and the scheduled jobs
+/// left on Heroku were handed over.
+#[tokio::test]
+async fn redis_moves_with_the_app_every_job_once_and_sessions_kept() {
+    let w = World::new(Options {
+        rollback_window_seconds: 600,
+        redis_db: Some(11),
+        ..Options::default()
+    })
+    .await;
+    let run = ferry_tests::jobs::RedisRun::start(&w.r, 40)
+        .await
+        .expect("the rehearsal moves Redis");
+    let exec = w.r.start_with_cli(&w.r.id);
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    w.decide(&exec, Gate::Cutover, true).await;
+    w.finish_with_sides_equal(&exec).await;
+    let sides = w.r.redis.clone().expect("redis");
+    let out = run.finish(&w.r, &sides.target).await;
+    eprintln!("{}", out.lines.join("\n"));
+    assert!(out.jobs.enqueued > 100, "{:?}", out.jobs.line());
+    assert_eq!(out.jobs.twice, Vec::<String>::new(), "jobs run twice");
+    assert_eq!(out.jobs.lost, Vec::<String>::new(), "jobs lost");
+    assert_eq!(
+        out.missing_sessions,
+        Vec::<String>::new(),
+        "sessions missing"
+    );
+    assert_eq!(out.errors, Vec::<String>::new(), "Redis client errors");
+    let cutover = w.cutover_fact().await;
+    assert!(
+        cutover.at("redis_drained").is_some(),
+        "{:?}",
+        cutover.timeline
+    );
+    let handed: u64 = {
+        let fact: ferry_core::state::RedisSync = serde_json::from_value(
+            w.r.store
+                .fact(&w.r.id, ferry_core::state::REDIS_FACT)
+                .await
+                .expect("fact")
+                .expect("the redis fact"),
+        )
+        .expect("redis fact");
+        fact.databases.iter().map(|d| d.jobs_handed_over).sum()
+    };
+    let report: ferry_steps::decommission::Report =
+        ferry_steps::facts::get(w.r.store.as_ref(), &w.r.id, ferry_steps::facts::REPORT)
+            .await
+            .expect("report")
+            .expect("the report");
+    assert!(
+        handed + report.redis_jobs_handed_over.unwrap_or(0) > 0,
+        "the scheduled jobs left on Heroku were not handed over"
+    );
+}
+
+/// A rollback after the cutover brings Redis back too (database 12): the writes made on
+/// ElastiCache reach Heroku Redis through the reverse sync, the jobs enqueued on ElastiCache
+/// are handed back, and every job still runs exactly once.
+#[tokio::test]
+async fn redis_rollback_after_cutover_keeps_every_job_and_session() {
+    let w = World::new(Options {
+        rollback_window_seconds: 600,
+        redis_db: Some(12),
+        ..Options::default()
+    })
+    .await;
+    let run = ferry_tests::jobs::RedisRun::start(&w.r, 40)
+        .await
+        .expect("the rehearsal moves Redis");
+    let exec = w.r.start_with_cli(&w.r.id);
+    w.decide(&exec, Gate::ShiftTraffic, true).await;
+    w.decide(&exec, Gate::Cutover, true).await;
+    w.wait_state(&exec, "RollbackWindow").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    w.decide(&exec, Gate::Finish, false).await;
+    let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
+    assert_eq!(status, ExecutionStatus::Failed);
+    assert_eq!(error.as_deref(), Some("Ferry.Rejected"));
+    let sides = w.r.redis.clone().expect("redis");
+    let out = run.finish(&w.r, &sides.heroku).await;
+    w.shutdown();
+    eprintln!("{}", out.lines.join("\n"));
+    assert!(out.jobs.enqueued > 100, "{:?}", out.jobs.line());
+    assert_eq!(out.jobs.twice, Vec::<String>::new(), "jobs run twice");
+    assert_eq!(out.jobs.lost, Vec::<String>::new(), "jobs lost");
+    assert_eq!(
+        out.missing_sessions,
+        Vec::<String>::new(),
+        "sessions missing"
+    );
+    assert_eq!(out.errors, Vec::<String>::new(), "Redis client errors");
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
+}

@@ -206,7 +206,10 @@ pub fn blockers(source: &Probe, target: &Probe) -> Vec<String> {
         ));
     }
     if source.notifications == Some(false) {
-        out.push("no keyspace notification arrived from the source: run `heroku redis:keyspace-notifications REDIS_URL -c KEA` for the migration (Ferry puts it back afterwards)".into());
+        out.push("no keyspace notification arrived from the source: run `heroku redis:keyspace-notifications REDIS_URL -c KEA` before the migration (Ferry does not change Heroku settings itself; set it back with `-c ''` once the migration is over)".into());
+    }
+    if target.notifications == Some(false) {
+        out.push("no keyspace notification arrived from the target: set notify-keyspace-events to KEA in the ElastiCache parameter group (the reverse sync that keeps Heroku Redis level for a rollback needs them)".into());
     }
     if source.sidekiq.present() && target.maxmemory_policy != "noeviction" {
         out.push(format!(

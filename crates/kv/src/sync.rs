@@ -264,18 +264,22 @@ pub async fn run(
 }
 
 /// Copies drain markers to the target (after everything noted before them); whether one was
-/// `final`.
+/// `final`. A marker the target already holds with the same value was delivered before (or
+/// is the other direction's: a rollback's reverse sync finds the cutover's marker on both
+/// sides) and counts for nothing.
 async fn write_markers(src: &mut Conn, tgt: &mut Conn, markers: Vec<Vec<u8>>) -> KvResult<bool> {
     if markers.is_empty() {
         return Ok(false);
     }
-    let values = src
-        .pipeline(markers.iter().map(|k| cmd!["GET", k]).collect())
-        .await?;
+    let get = |ks: &[Vec<u8>]| ks.iter().map(|k| cmd!["GET", k]).collect::<Vec<_>>();
+    let values = src.pipeline(get(&markers)).await?;
+    let there = tgt.pipeline(get(&markers)).await?;
     let mut last = false;
     let mut writes = Vec::new();
-    for (k, value) in markers.iter().zip(values) {
-        if let Value::Bulk(Some(v)) = value {
+    for ((k, value), delivered) in markers.iter().zip(values).zip(there) {
+        if let Value::Bulk(Some(v)) = value
+            && delivered != Value::Bulk(Some(v.clone()))
+        {
             last |= v.starts_with(b"final");
             writes.push(cmd!["SET", k, v, "EX", "600"]);
         }
@@ -302,7 +306,11 @@ pub async fn drain(
     from.call(cmd!["SET", &key, &value, "EX", "600"]).await?;
     loop {
         if to.call(cmd!["GET", &key]).await? == Value::Bulk(Some(value.clone().into_bytes())) {
-            return Ok(started.elapsed());
+            let took = started.elapsed();
+            // Delivered: gone from both sides, so no later sync takes it for its own.
+            to.call(cmd!["DEL", &key]).await?;
+            from.call(cmd!["DEL", &key]).await?;
+            return Ok(took);
         }
         if started.elapsed() > bound {
             return Err(crate::KvError::Io {

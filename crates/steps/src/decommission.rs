@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ferry_core::state::{Outcome, Phase};
+use ferry_core::{
+    endpoint::Backend,
+    state::{Outcome, Phase},
+};
 use ferry_heroku::FormationUpdate;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +40,10 @@ pub struct Report {
     pub rows_copied: u64,
     /// Worker restarts.
     pub worker_restarts: u32,
+    /// Heroku Redis queue jobs the decommission's last hand-over moved to ElastiCache (spec
+    /// `redis`; the worker moved the others while it ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_jobs_handed_over: Option<u64>,
 }
 
 /// Output.
@@ -88,6 +95,13 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     if !updates.is_empty() {
         heroku.scale(&spec.heroku.app, &updates).await?;
     }
+    // Heroku's dynos are down and the worker stopped: what is left in Heroku Redis's queues
+    // (jobs pushed back by workers as they shut down) moves to ElastiCache, each once.
+    let redis_jobs_handed_over =
+        match crate::redis_switch::open(deps, spec, Backend::Source).await? {
+            Some(mut r) => Some(r.hand_over().await?),
+            None => None,
+        };
     let cutover: Option<CutoverFact> = facts::get(store, id, facts::CUTOVER).await?;
     let freeze_ms = cutover.as_ref().and_then(CutoverFact::freeze_ms);
     let paused_ms = cutover.as_ref().and_then(CutoverFact::paused_ms);
@@ -104,6 +118,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             paused_ms,
             rows_copied: progress.map_or(0, |p| p.rows_copied),
             worker_restarts: worker.map_or(0, |w| w.restarts),
+            redis_jobs_handed_over,
         },
     )
     .await?;

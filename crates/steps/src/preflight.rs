@@ -440,7 +440,7 @@ async fn check_redis(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String
         let (s_url, t_url) = (source.with_db(*db), target.with_db(*db));
         let probed = tokio::try_join!(
             ferry_kv::probe::probe(&s_url, false, true),
-            ferry_kv::probe::probe(&t_url, true, false),
+            ferry_kv::probe::probe(&t_url, true, true),
         );
         match probed {
             Ok((s, t)) => {

@@ -13,6 +13,10 @@ use ferry_kv::{Conn, handover, sync};
 
 use crate::{Deps, StepError, StepResult};
 
+/// The longest a drain may hold the app's Redis commands: the live sync applies a change
+/// within ~50 ms, so a drain that takes seconds means the sync is not running.
+pub const MAX_DRAIN: Duration = Duration::from_secs(5);
+
 /// One session per listed database on each side: `(db, the side left, the side joined)`.
 pub struct Sides {
     dbs: Vec<(u32, Conn, Conn)>,
@@ -66,10 +70,12 @@ pub async fn open(
 
 impl Sides {
     /// Writes a final marker per database on the side left and waits for each on the other
-    /// (bounded by `bound` in all); how long it took. A database not drained in time fails
+    /// (bounded by `bound` in all, at most [`MAX_DRAIN`]: the app's Redis commands are held
+    /// meanwhile); how long it took. A database not drained in time fails
     /// with [`StepError::DrainTimeout`] naming it.
     pub async fn drain(&mut self, tag: &str, bound: Duration) -> StepResult<Duration> {
         let started = Instant::now();
+        let bound = bound.min(MAX_DRAIN);
         for (db, from, to) in &mut self.dbs {
             let left = bound.saturating_sub(started.elapsed());
             sync::drain(from, to, &format!("{tag}:db{db}"), true, left)

@@ -83,6 +83,12 @@ async fn main() -> anyhow::Result<()> {
             Ok("trigger") | Err(_) => ferry_core::spec::CaptureMode::Trigger,
             Ok(other) => bail!("DEMO_CAPTURE={other:?}: use trigger or logical"),
         },
+        // Heroku Redis moves too (the demo's bed is its own: database 0), unless DEMO_REDIS=off.
+        redis_db: match std::env::var("DEMO_REDIS").as_deref() {
+            Ok("off") => None,
+            Ok("on") | Err(_) => Some(0),
+            Ok(other) => bail!("DEMO_REDIS={other:?}: use on or off"),
+        },
     };
     let (status, report) = rehearse(&options, &report_dir).await?;
     if status != ExecutionStatus::Succeeded || report.lost > 0 {
@@ -112,6 +118,7 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
         dns_ttl_seconds: 1,
         parallelism: 2,
         capture: ferry_core::spec::CaptureMode::Trigger,
+        redis_db: None,
     };
     let mut results: Vec<(EndpointMode, Vec<Report>)> = Vec::new();
     for (mode, n) in [
@@ -275,6 +282,12 @@ async fn rehearse(
     let runner = EcsRunner::start(&r.id);
     let scheduler = Scheduler::start(&r.id);
     let app = App::start(&r, wps, options.reads_per_second);
+    let redis = ferry_tests::jobs::RedisRun::start(&r, 40).await;
+    if redis.is_some() {
+        println!(
+            "  Redis: Sidekiq-like producers, workers and a scheduler on both fleets (AWS through the endpoint's Redis proxy), 40 jobs/s each"
+        );
+    }
     let approver = Arc::new(Approver::new(&r));
     println!(
         "  sample app: Heroku and AWS instances behind a resolver following Route 53, {wps} writes/s"
@@ -382,7 +395,7 @@ async fn rehearse(
         error.clone().unwrap_or_default()
     );
 
-    let report = build_report(
+    let mut report = build_report(
         &r,
         &exec,
         &app,
@@ -395,6 +408,29 @@ async fn rehearse(
     )
     .await
     .context("write the report")?;
+    if let (Some(run), Some(sides)) = (redis, r.redis.clone()) {
+        // Where the app ended: ElastiCache after a completed migration, Heroku otherwise.
+        let ended_on = if status == ExecutionStatus::Succeeded {
+            &sides.target
+        } else {
+            &sides.heroku
+        };
+        let out = run.finish(&r, ended_on).await;
+        report.lost += out.jobs.lost.len() + out.jobs.twice.len() + out.missing_sessions.len();
+        report
+            .summary
+            .push_str("\nRedis (Heroku Key-Value Store → ElastiCache):\n");
+        report
+            .markdown
+            .push_str("\n## Redis (Heroku Key-Value Store → ElastiCache)\n\n");
+        for line in &out.lines {
+            report.summary.push_str(&format!("  {line}\n"));
+            report.markdown.push_str(&format!("- {line}\n"));
+        }
+        for e in out.errors.iter().take(5) {
+            report.summary.push_str(&format!("  client error: {e}\n"));
+        }
+    }
     std::fs::create_dir_all(report_dir)?;
     std::fs::write(report_dir.join("report.md"), &report.markdown)?;
     std::fs::write(report_dir.join("samples.csv"), &report.csv)?;
