@@ -690,17 +690,12 @@ async fn serial_logical_capture_migrates_with_the_app_writing_through_verify() {
     assert_eq!(check.tables_compared, check.tables_total);
 }
 
-/// Heroku Redis moves with the database (spec `redis`, database 11 of the bed's Redis
-/// servers): the AWS fleet reads REDIS_URL once (the endpoint's Redis proxy) and Heroku's
-/// dynos use Heroku Redis until the cutover scales them down; Sidekiq-like producers, workers
-/// and a scheduler poller run throughout. Every acknowledged job runs exactly once, every
-/// session is on ElastiCache with its TTL, no Redis client saw an error, and the scheduled jobs
-/// left on Heroku were handed over.
-#[tokio::test]
-async fn redis_moves_with_the_app_every_job_once_and_sessions_kept() {
+/// A rehearsal that moves Redis (database `db` of the bed's servers) with its Sidekiq-like
+/// workload running, started, both gates approved.
+async fn with_redis(db: u32) -> (World, ferry_tests::jobs::RedisRun, String) {
     let w = World::new(Options {
         rollback_window_seconds: 600,
-        redis_db: Some(11),
+        redis_db: Some(db),
         ..Options::default()
     })
     .await;
@@ -710,9 +705,11 @@ async fn redis_moves_with_the_app_every_job_once_and_sessions_kept() {
     let exec = w.r.start_with_cli(&w.r.id);
     w.decide(&exec, Gate::ShiftTraffic, true).await;
     w.decide(&exec, Gate::Cutover, true).await;
-    w.finish_with_sides_equal(&exec).await;
-    let sides = w.r.redis.clone().expect("redis");
-    let out = run.finish(&w.r, &sides.target).await;
+    (w, run, exec)
+}
+
+/// Every job exactly once, every session kept, no Redis client error.
+fn redis_clean(out: &ferry_tests::jobs::RedisOutcome) {
     eprintln!("{}", out.lines.join("\n"));
     assert!(out.jobs.enqueued > 100, "{:?}", out.jobs.line());
     assert_eq!(out.jobs.twice, Vec::<String>::new(), "jobs run twice");
@@ -723,6 +720,21 @@ async fn redis_moves_with_the_app_every_job_once_and_sessions_kept() {
         "sessions missing"
     );
     assert_eq!(out.errors, Vec::<String>::new(), "Redis client errors");
+}
+
+/// Heroku Redis moves with the database (spec `redis`, database 11 of the bed's Redis
+/// servers): the AWS fleet reads REDIS_URL once (the endpoint's Redis proxy) and Heroku's
+/// dynos use Heroku Redis until the cutover scales them down; Sidekiq-like producers, workers
+/// and a scheduler poller run throughout. Every acknowledged job runs exactly once, every
+/// session is on ElastiCache with its TTL, no Redis client saw an error, and the scheduled jobs
+/// left on Heroku were handed over.
+#[tokio::test]
+async fn redis_moves_with_the_app_every_job_once_and_sessions_kept() {
+    let (w, run, exec) = with_redis(11).await;
+    w.finish_with_sides_equal(&exec).await;
+    let sides = w.r.redis.clone().expect("redis");
+    let out = run.finish(&w.r, &sides.target).await;
+    redis_clean(&out);
     let cutover = w.cutover_fact().await;
     assert!(
         cutover.at("redis_drained").is_some(),
@@ -756,18 +768,7 @@ async fn redis_moves_with_the_app_every_job_once_and_sessions_kept() {
 /// are handed back, and every job still runs exactly once.
 #[tokio::test]
 async fn redis_rollback_after_cutover_keeps_every_job_and_session() {
-    let w = World::new(Options {
-        rollback_window_seconds: 600,
-        redis_db: Some(12),
-        ..Options::default()
-    })
-    .await;
-    let run = ferry_tests::jobs::RedisRun::start(&w.r, 40)
-        .await
-        .expect("the rehearsal moves Redis");
-    let exec = w.r.start_with_cli(&w.r.id);
-    w.decide(&exec, Gate::ShiftTraffic, true).await;
-    w.decide(&exec, Gate::Cutover, true).await;
+    let (w, run, exec) = with_redis(12).await;
     w.wait_state(&exec, "RollbackWindow").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     w.decide(&exec, Gate::Finish, false).await;
@@ -777,15 +778,6 @@ async fn redis_rollback_after_cutover_keeps_every_job_and_session() {
     let sides = w.r.redis.clone().expect("redis");
     let out = run.finish(&w.r, &sides.heroku).await;
     w.shutdown();
-    eprintln!("{}", out.lines.join("\n"));
-    assert!(out.jobs.enqueued > 100, "{:?}", out.jobs.line());
-    assert_eq!(out.jobs.twice, Vec::<String>::new(), "jobs run twice");
-    assert_eq!(out.jobs.lost, Vec::<String>::new(), "jobs lost");
-    assert_eq!(
-        out.missing_sessions,
-        Vec::<String>::new(),
-        "sessions missing"
-    );
-    assert_eq!(out.errors, Vec::<String>::new(), "Redis client errors");
+    redis_clean(&out);
     assert_eq!(w.app.failures(), Vec::new(), "failed requests");
 }
