@@ -52,7 +52,9 @@ bed-status:
 
 ## bench: copy speed vs pg_dump/pg_restore and pgcopydb, capture overhead and lag under
 ## pgbench, peak RSS; writes docs/benchmarks.md (BENCH_GB=2, BENCH_SECONDS=30, BENCH_OUT,
-## FERRY_SOURCE_PG / FERRY_TARGET_PG pick the versions). Not in CI.
+## FERRY_SOURCE_PG / FERRY_TARGET_PG pick the versions); then the Redis part (copy of
+## BENCH_REDIS_MB=1024 MB of mixed keys beside redis-cli --rdb, live-sync lag under 2,000
+## writes/s, the switch's Redis freeze) -> docs/benchmarks-redis.md. Not in CI.
 bench:
 	bash tests/bench/run.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: starts a bed of its own, installs pgcopydb (the peer to compare with), builds
-# ferry-bench in release mode, runs it, writes docs/benchmarks.md. Not part of CI: it takes
-# ~15 minutes and generates a few GB.
+# ferry-bench in release mode, runs it, writes docs/benchmarks.md and (the Redis part)
+# docs/benchmarks-redis.md. Not part of CI: it takes ~20 minutes and generates a few GB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export FERRY_BED_DIR="${FERRY_BED_DIR:-/tmp/ferry-bed-bench}"
@@ -11,7 +11,7 @@ if ! command -v pgcopydb >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgcopydb \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgcopydb; }
 fi
-cargo build --release --locked -p ferry-bench
+cargo build --release --locked -p ferry-bench --bins
 trap 'python3 tests/bed/bed.py down' EXIT
 python3 tests/bed/bed.py up
 set -a
@@ -20,3 +20,6 @@ set -a
 set +a
 "${CARGO_TARGET_DIR:-target}/release/ferry-bench" \
   --gb "${BENCH_GB:-2}" --pgbench-seconds "${BENCH_SECONDS:-30}" --out "${BENCH_OUT:-docs/benchmarks.md}"
+# The Redis part: copy, live-sync lag, the switch's freeze -> docs/benchmarks-redis.md.
+"${CARGO_TARGET_DIR:-target}/release/ferry-bench-redis" \
+  --mb "${BENCH_REDIS_MB:-1024}" --out "${BENCH_REDIS_OUT:-docs/benchmarks-redis.md}"

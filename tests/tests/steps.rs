@@ -1701,6 +1701,58 @@ async fn serial_the_worker_follows_a_rotated_source_password() {
     let _ = worker.wait();
 }
 
+/// Proxy mode with the Redis section: the endpoint's tasks run (two, with their Redis
+/// proxies, reading this migration's parameters), as preflight requires before it passes.
+async fn redis_endpoint(e: &mut Env) -> ferry_tests::endpoint::EndpointFleet {
+    let p = format!("/{}", e.id);
+    e.spec_json["cutover"]["endpoint"] = "proxy".into();
+    e.spec_json["endpoint"] = serde_json::json!({"url_param": format!("{p}/endpoint-url")});
+    let nlb = ferry_tests::endpoint::Nlb::start().await;
+    let redis_nlb = ferry_tests::endpoint::Nlb::start().await;
+    let client = format!(
+        "postgres://app_user:{}@127.0.0.1:{}/{}?sslmode=require",
+        ferry_tests::unique("endpoint-secret-"),
+        nlb.port,
+        e.db.name()
+    );
+    let redis_client = format!(
+        "rediss://:{}@127.0.0.1:{}/0?ssl_cert_reqs=none",
+        ferry_tests::unique("redis-endpoint-secret-"),
+        redis_nlb.port
+    );
+    for (name, value) in [
+        ("endpoint-url", client),
+        ("redis-endpoint-url", redis_client),
+    ] {
+        e.deps
+            .params
+            .put_secure(&format!("{p}/{name}"), &value)
+            .await
+            .expect("param");
+    }
+    let s = &e.spec_json;
+    let param = |v: &serde_json::Value| v.as_str().expect("param name").to_string();
+    ferry_tests::endpoint::EndpointFleet::start_with_redis(
+        ferry_tests::endpoint::EndpointParams {
+            app: param(&s["heroku"]["app"]),
+            table: e.store.table().to_string(),
+            as_task_role: false,
+            source_param: param(&s["source"]["database_url_param"]),
+            target_param: param(&s["target"]["database_url_param"]),
+            client_param: format!("{p}/endpoint-url"),
+            redis: Some((
+                param(&s["redis"]["source_url_param"]),
+                param(&s["redis"]["target_url_param"]),
+                format!("{p}/redis-endpoint-url"),
+            )),
+        },
+        2,
+        nlb,
+        Some(redis_nlb),
+    )
+    .await
+}
+
 /// With a `redis` section, preflight probes both Redis servers (a refused login is a blocker
 /// naming its fix, the password never shown), and config sync leaves Heroku's REDIS_URL out of
 /// the AWS fleet's config.
@@ -1708,15 +1760,16 @@ async fn serial_the_worker_follows_a_rotated_source_password() {
 async fn a_redis_section_is_probed_by_preflight_and_keeps_redis_url_out_of_config() {
     let mut e = env("redis_", None).await;
     let p = format!("/{}", e.id);
-    let params = &e.deps.params;
     let source = bed_var("FERRY_BED_REDIS_SOURCE_URL");
     let wrong =
         bed_var("FERRY_BED_REDIS_TARGET_URL").replace(":ferry-bed-redis-target@", ":not-it@");
-    params
+    e.deps
+        .params
         .put_secure(&format!("{p}/redis-source-url"), &source)
         .await
         .expect("param");
-    params
+    e.deps
+        .params
         .put_secure(&format!("{p}/redis-target-url"), &wrong)
         .await
         .expect("param");
@@ -1725,6 +1778,8 @@ async fn a_redis_section_is_probed_by_preflight_and_keeps_redis_url_out_of_confi
         "target_url_param": format!("{p}/redis-target-url"),
         "queue_patterns": [format!("{}:queue:*", e.id)],
     });
+    // Redis moves through the endpoint's proxy: proxy mode, the endpoint running.
+    let _endpoint = redis_endpoint(&mut e).await;
     let exec = format!(
         "arn:aws:states:us-east-1:123456789012:execution:ferry:{}",
         e.id
@@ -1741,7 +1796,8 @@ async fn a_redis_section_is_probed_by_preflight_and_keeps_redis_url_out_of_confi
     assert!(err.contains("refused AUTH"), "{err}");
     assert!(!err.contains("not-it"), "{err}");
 
-    params
+    e.deps
+        .params
         .put_secure(
             &format!("{p}/redis-target-url"),
             &bed_var("FERRY_BED_REDIS_TARGET_URL"),
@@ -1830,6 +1886,8 @@ async fn the_worker_syncs_redis_beside_the_database_and_records_its_progress() {
         "databases": [7],
         "disposable_patterns": ["cache:*"],
     });
+    // Redis moves through the endpoint's proxy: proxy mode, the endpoint running.
+    let _endpoint = redis_endpoint(&mut e).await;
     let url = |var: &str| RedisUrl::parse(&bed_var(var)).expect("url").with_db(7);
     let (src_url, tgt_url) = (
         url("FERRY_BED_REDIS_SOURCE_URL"),

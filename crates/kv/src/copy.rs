@@ -178,3 +178,80 @@ pub async fn copy_db(
         cursor = next;
     }
 }
+
+/// [`copy_db`] with `workers` parallel sessions: one session scans and hands batches of keys
+/// to the workers, each with its own source and target sessions (DUMP and RESTORE pipelined
+/// per batch). The order of keys does not matter: each is written whole.
+pub async fn copy_db_parallel(
+    source: &crate::RedisUrl,
+    target: &crate::RedisUrl,
+    pattern: Option<&[u8]>,
+    skip: &[String],
+    batch: usize,
+    workers: usize,
+) -> KvResult<CopyStats> {
+    let workers = workers.max(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(workers * 2);
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (rx, source, target) = (rx.clone(), source.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = Conn::connect(&source).await?;
+            let mut t = Conn::connect(&target).await?;
+            let mut total = CopyStats::default();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some(keys) = next else {
+                    return Ok::<CopyStats, KvError>(total);
+                };
+                let stats = restore_keys(&mut t, dump_keys(&mut s, keys).await?).await?;
+                total.keys += stats.keys;
+                total.bytes += stats.bytes;
+                total.vanished += stats.vanished;
+                total.with_ttl += stats.with_ttl;
+            }
+        }));
+    }
+    let scanned = async {
+        let mut scan = Conn::connect(source).await?;
+        let mut cursor = b"0".to_vec();
+        loop {
+            let (next, mut keys) = scan_step(&mut scan, &cursor, pattern, batch).await?;
+            keys.retain(|k| !crate::glob::left_out(skip, k));
+            if !keys.is_empty() && tx.send(keys).await.is_err() {
+                // A worker failed: its error is reported below.
+                return Ok::<(), KvError>(());
+            }
+            if next == b"0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+    .await;
+    drop(tx);
+    let mut total = CopyStats::default();
+    let mut failure = scanned.err();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(s)) => {
+                total.keys += s.keys;
+                total.bytes += s.bytes;
+                total.vanished += s.vanished;
+                total.with_ttl += s.with_ttl;
+            }
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => {
+                failure = failure.or(Some(KvError::Io {
+                    server: source.to_string(),
+                    reason: format!("a copy worker ended: {e}"),
+                }))
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}

@@ -62,6 +62,8 @@ pub struct Options {
     pub skip: Vec<String>,
     /// Keys per round trip.
     pub batch: usize,
+    /// Parallel sessions of a full pass's copy.
+    pub workers: usize,
     /// How often the changed keys are written to the target.
     pub flush_every: Duration,
     /// Subscriber reconnections in a row, each after a full pass, before the sync gives up.
@@ -77,6 +79,7 @@ impl Default for Options {
             pattern: None,
             skip: Vec::new(),
             batch: 500,
+            workers: 4,
             flush_every: Duration::from_millis(50),
             max_reconnects: 20,
             client_name: "ferry-sync".into(),
@@ -185,8 +188,15 @@ pub async fn run(
     loop {
         let mut sub = subscribe(source, &pattern, &options.client_name).await?;
         // Changes from here on are notified; the full pass covers everything before.
-        let copied =
-            copy::copy_db(&mut src, &mut tgt, matching, &options.skip, options.batch).await?;
+        let copied = copy::copy_db_parallel(
+            source,
+            target,
+            matching,
+            &options.skip,
+            options.batch,
+            options.workers,
+        )
+        .await?;
         progress.deleted +=
             delete_extras(&mut src, &mut tgt, matching, &options.skip, options.batch).await?;
         if progress.full_passes == 0 {
