@@ -329,6 +329,21 @@ async fn a_plan_maps_every_part_prices_both_sides_and_starts_a_valid_spec() {
     assert_eq!(spec["cutover"]["scale_down"], json!(["clock", "worker"]));
     // The fleet goes through the endpoint; the plan says what transaction pooling needs.
     assert_eq!(spec["cutover"]["endpoint"], "proxy");
+    // The Redis add-on moves with the database: its section is written, with Sidekiq's queues.
+    assert_eq!(
+        spec["redis"]["source_url_param"],
+        json!(format!("/ferry/{app}/redis-source-url"))
+    );
+    assert_eq!(
+        spec["redis"]["queue_patterns"],
+        json!(["queue:*", "schedule", "retry", "dead"])
+    );
+    assert!(
+        warning(&plan, "redis_moves")["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("notify-keyspace-events KEA")),
+        "{plan}"
+    );
     assert_eq!(
         spec["endpoint"]["url_param"],
         json!(format!("/ferry/{app}/endpoint-url"))
