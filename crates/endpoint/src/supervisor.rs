@@ -506,16 +506,30 @@ impl<'a> Task<'a> {
         // A retarget always happens paused, so no transaction spans two servers.
         let pause_needed = want.paused || want.backend != self.now.backend;
         if pause_needed && !self.now.paused {
-            self.console.pause(&mut self.admin, limit).await?;
-            if let Some(r) = &self.redis
-                && let Err(e) = r.proxy.pause(limit).await
+            // PgBouncer and the Redis proxy pause together; both paused or neither (a failed
+            // pause resumed itself, the other one is resumed here).
+            let (console, admin, redis) = (&self.console, &mut self.admin, self.redis.as_ref());
+            let (pg, kv) = tokio::join!(console.pause(admin, limit), async {
+                match redis {
+                    Some(r) => r.proxy.pause(limit).await.map(|_| ()),
+                    None => Ok(()),
+                }
+            });
+            if pg.is_err()
+                && let Some(r) = &self.redis
             {
-                // Both paused or neither: PgBouncer goes on (the proxy resumed itself).
-                if let Err(back) = self.console.resume(&self.admin).await {
+                r.proxy.resume();
+            }
+            if let Err(e) = kv {
+                if pg.is_ok()
+                    && let Err(back) = self.console.resume(&self.admin).await
+                {
                     tracing::error!(error = %back, "could not resume PgBouncer after the Redis proxy's pause failed");
                 }
+                pg?;
                 return Err(EndpointError::Io(format!("Redis proxy: {e}")));
             }
+            pg?;
             self.now.paused = true;
         }
         if want.backend != self.now.backend {
@@ -536,7 +550,22 @@ impl<'a> Task<'a> {
     /// it instead of logging in again.
     fn precheck(&mut self, to: Backend) {
         let url = self.urls.backend(to).0.clone();
-        let check = tokio::spawn(async move { login_check(&url, to).await });
+        let redis = self.redis.as_ref().map(|r| r.url(to).clone());
+        let check = tokio::spawn(async move {
+            let redis = async {
+                match &redis {
+                    Some(u) => ferry_kv::proxy::Proxy::check(u).await.map_err(|e| {
+                        EndpointError::BackendRefused {
+                            backend: to,
+                            reason: format!("Redis: {e}"),
+                        }
+                    }),
+                    None => Ok(()),
+                }
+            };
+            let (pg, redis) = tokio::join!(login_check(&url, to), redis);
+            pg.and(redis)
+        });
         self.checked = Some((to, tokio::time::Instant::now(), check));
     }
 
@@ -556,14 +585,19 @@ impl<'a> Task<'a> {
         if !fresh {
             login_check(&self.urls.backend(to).0, to).await?;
         }
-        // Redis first (its login is checked as it switches); back again if PgBouncer fails.
+        // Redis first (its login checked ahead with PostgreSQL's, or now); back again if
+        // PgBouncer fails.
         let from = self.now.backend;
         if let Some(r) = &mut self.redis {
-            r.proxy.retarget(r.url(to).clone()).await.map_err(|e| {
-                EndpointError::BackendRefused {
-                    backend: to,
-                    reason: format!("Redis: {e}"),
-                }
+            let url = r.url(to).clone();
+            let moved = if fresh {
+                r.proxy.retarget_checked(url)
+            } else {
+                r.proxy.retarget(url).await
+            };
+            moved.map_err(|e| EndpointError::BackendRefused {
+                backend: to,
+                reason: format!("Redis: {e}"),
             })?;
             r.backend = to;
         }

@@ -265,17 +265,29 @@ impl Proxy {
         n
     }
 
+    /// Checks that `backend` takes the proxy's login (connect, AUTH, PING): done ahead of a
+    /// retarget, while the cutover freezes and drains.
+    pub async fn check(backend: &RedisUrl) -> KvResult<()> {
+        let mut c = Conn::connect(backend).await?;
+        c.call(cmd!["PING"]).await?;
+        Ok(())
+    }
+
     /// Points the proxy at `backend` (only while paused): its login is checked first; each
     /// session moves to it before its next command.
     pub async fn retarget(&self, backend: RedisUrl) -> KvResult<()> {
+        Self::check(&backend).await?;
+        self.retarget_checked(backend)
+    }
+
+    /// [`Proxy::retarget`] to a backend whose login [`Proxy::check`] confirmed just before.
+    pub fn retarget_checked(&self, backend: RedisUrl) -> KvResult<()> {
         if !self.paused() {
             return Err(KvError::Io {
                 server: backend.to_string(),
                 reason: "the Redis endpoint is retargeted only while paused".into(),
             });
         }
-        let mut c = Conn::connect(&backend).await?;
-        c.call(cmd!["PING"]).await?;
         if let Ok(mut b) = self.shared.backend.lock() {
             *b = Arc::new(backend);
         }
