@@ -397,10 +397,15 @@ async fn main() -> anyhow::Result<()> {
     let mut md = String::new();
     md.push_str("# Redis benchmark (`make bench`)\n\n");
     md.push_str(&format!(
-        "One run on this machine (2 cores), Redis {version} source and target on loopback with TLS and AUTH, database {db}. Command: `make bench` (`ferry-bench-redis --mb {mb} --lag-seconds {lag_seconds} --switches {n}`).\n\n",
+        "One run on this machine (2 cores), Redis {version} source and target on loopback with TLS and AUTH, database {db}, release build. Command: `ferry-bench-redis --mb {mb} --lag-seconds {lag_seconds} --switches {n}` (what `make bench` runs after its PostgreSQL part), {date}.\n\n",
         version = info_text(&mut s, "server", "redis_version")
             .await
-            .unwrap_or_else(|_| "?".into())
+            .unwrap_or_else(|_| "?".into()),
+        date = std::process::Command::new("date")
+            .arg("+%Y-%m-%d")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     ));
     md.push_str(&format!(
         "Dataset: {keys} keys, {mb_real:.0} MB of `used_memory` (half 512-byte strings, hashes of 8 fields, lists of 16, sorted sets of 16; one key in ten with a TTL), generated in {:.0} s.\n\n",
