@@ -128,3 +128,38 @@ fn the_worker_dockerfile_carries_a_recent_pg_dump_where_the_worker_looks() {
         "the template overrides FERRY_PG_BIN"
     );
 }
+
+/// Every knob the worker reads (`var_or`/`positive` with a default) is set in the worker's task
+/// definition from a template parameter, so an operator can tune it at deploy time (a knob added
+/// to the worker without its parameter fails here).
+#[test]
+fn every_worker_knob_is_a_template_parameter() {
+    let worker = std::fs::read_to_string(root().join("crates/worker/src/main.rs")).expect("worker");
+    let knobs: BTreeSet<String> = ["var_or(\"", "positive(\""]
+        .iter()
+        .flat_map(|call| {
+            worker
+                .split(call)
+                .skip(1)
+                .filter_map(|rest| rest.split('"').next())
+                .filter(|name| name.starts_with("FERRY_"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(knobs.contains("FERRY_BATCH_SIZE"), "{knobs:?}");
+    let tpl = template();
+    let task = tpl
+        .split("  WorkerTaskDefinition:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  # ").next())
+        .expect("the worker's task definition");
+    for knob in &knobs {
+        assert!(
+            task.contains(&format!(
+                "- Name: {knob}\n          Value:\n            Ref: Worker"
+            )),
+            "{knob} is not set from a Worker* parameter in the worker's task definition"
+        );
+    }
+}

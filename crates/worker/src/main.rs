@@ -5,7 +5,8 @@
 //! Environment: `FERRY_MIGRATION_ID`, `FERRY_STATE_TABLE` (required); `FERRY_PG_BIN` (pg_dump
 //! and psql of the target's major version), `FERRY_WORKER_ID`, `FERRY_HEARTBEAT_MS`,
 //! `FERRY_BATCH_SIZE`, `FERRY_ROWS_PER_CHUNK`, `FERRY_SCHEMA_CHECK_MS`, `FERRY_COMMAND_POLL_MS`
-//! (optional; commands are read every 100 ms so a cutover's drain starts at once),
+//! (optional, set from the template's `Worker*` parameters; commands are read every 100 ms
+//! so a cutover's drain starts at once),
 //! `FERRY_HEROKU_API_URL` (the Platform API, default api.heroku.com: read when the source
 //! refuses the stored login); AWS settings as usual (`AWS_REGION`, `AWS_ENDPOINT_URL` …).
 //!
@@ -75,6 +76,19 @@ fn var_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     }
 }
 
+/// A knob that must be above 0 (the template's parameters bound them; a bad value names the
+/// variable).
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    name: &str,
+    default: T,
+) -> anyhow::Result<T> {
+    let v: T = var_or(name, default)?;
+    if v <= T::default() {
+        bail!("{name} must be above 0; set it through the template's Worker* parameters");
+    }
+    Ok(v)
+}
+
 async fn config(
     store: &dyn MigrationStore,
     params: &dyn ParamStore,
@@ -106,9 +120,12 @@ async fn config(
         migration_id,
         heartbeat,
         // The cutover waits for the drain command inside the write freeze: read commands often.
-        command_poll: heartbeat.min(Duration::from_millis(var_or("FERRY_COMMAND_POLL_MS", 100)?)),
+        command_poll: heartbeat.min(Duration::from_millis(positive(
+            "FERRY_COMMAND_POLL_MS",
+            100,
+        )?)),
         idle: Duration::from_millis(100),
-        schema_check: Duration::from_millis(var_or("FERRY_SCHEMA_CHECK_MS", 30_000)?),
+        schema_check: Duration::from_millis(positive("FERRY_SCHEMA_CHECK_MS", 30_000)?),
         replicator: Config {
             source,
             target,
@@ -119,8 +136,8 @@ async fn config(
                 ),
             },
             parallelism: spec.replication.parallelism as usize,
-            rows_per_chunk: var_or("FERRY_ROWS_PER_CHUNK", 250_000)?,
-            batch_size: var_or("FERRY_BATCH_SIZE", 5_000)?,
+            rows_per_chunk: positive("FERRY_ROWS_PER_CHUNK", 250_000)?,
+            batch_size: positive("FERRY_BATCH_SIZE", 5_000)?,
             capture,
         },
     })
