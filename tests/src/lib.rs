@@ -141,9 +141,7 @@ impl TestDb {
 
     /// Runs a SQL file from `tests/fixtures/` through `url`.
     pub async fn load(url: &PgUrl, fixture: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(fixture);
+        let path = tests_dir().join("fixtures").join(fixture);
         let sql = std::fs::read_to_string(&path).expect("read fixture");
         url.connect()
             .await
@@ -313,8 +311,21 @@ pub async fn capture_leftovers(client: &tokio_postgres::Client) -> i64 {
 
 /// The repository's root directory.
 pub fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    tests_dir()
         .parent()
         .expect("the tests crate lives in the repository")
         .to_path_buf()
+}
+
+/// This crate's directory. Taken from the environment cargo and nextest give a test at run
+/// time when it names this crate: the path compiled in may be another checkout's, because
+/// cargo reuses the artifacts of a checkout elsewhere that shares the target directory when
+/// this one's files are older (it tracks workspace files by relative path), and its files
+/// would then be read instead of this checkout's.
+pub fn tests_dir() -> std::path::PathBuf {
+    let compiled = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from) {
+        Some(dir) if dir.join("src/rehearsal.rs").is_file() => dir,
+        _ => compiled,
+    }
 }

@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
+    ferry_tests::repo_root().join(path)
 }
 
 #[test]
