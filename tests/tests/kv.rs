@@ -85,6 +85,23 @@ async fn compare(
         .expect("compare")
 }
 
+/// The copy of the keys matching `pattern` from the bed's source to its target (two
+/// sessions, 100 keys per round trip).
+async fn copy_prefix(pattern: &str) -> copy::CopyStats {
+    let url = |var: &str| RedisUrl::parse(&bed_var(var)).expect("bed URL");
+    copy::copy_db_parallel(
+        &url("FERRY_BED_REDIS_SOURCE_URL"),
+        &url("FERRY_BED_REDIS_TARGET_URL"),
+        Some(pattern.as_bytes()),
+        &[],
+        100,
+        2,
+        None,
+    )
+    .await
+    .expect("copy")
+}
+
 /// Sessions with both servers, a populated source under a new prefix, and the prefix's
 /// pattern.
 async fn populated() -> (Conn, Conn, String, String) {
@@ -100,9 +117,7 @@ async fn populated() -> (Conn, Conn, String, String) {
 async fn the_copy_keeps_every_type_value_and_ttl_over_tls_with_auth() {
     let (mut source, mut target, p, pattern) = populated().await;
 
-    let stats = copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), &[], 100)
-        .await
-        .expect("copy");
+    let stats = copy_prefix(&pattern).await;
     assert!(stats.keys >= 607, "{stats:?}");
     assert!(stats.with_ttl >= 2, "{stats:?}");
 
@@ -132,9 +147,7 @@ async fn the_copy_keeps_every_type_value_and_ttl_over_tls_with_auth() {
     );
 
     // A second pass converges on the same state (RESTORE … REPLACE).
-    copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), &[], 100)
-        .await
-        .expect("copy again");
+    copy_prefix(&pattern).await;
     let again = compare(&mut source, &mut target, &pattern, &[], 100).await;
     assert!(again.equal(), "{again:?}");
 }
@@ -142,9 +155,7 @@ async fn the_copy_keeps_every_type_value_and_ttl_over_tls_with_auth() {
 #[tokio::test]
 async fn the_comparison_names_missing_changed_extra_and_ttl_less_keys() {
     let (mut source, mut target, p, pattern) = populated().await;
-    copy::copy_db(&mut source, &mut target, Some(pattern.as_bytes()), &[], 100)
-        .await
-        .expect("copy");
+    copy_prefix(&pattern).await;
     run(&mut target, cmd!["DEL", format!("{p}:s:7")]).await;
     run(
         &mut target,

@@ -151,37 +151,11 @@ pub async fn restore_keys(conn: &mut Conn, dumped: Vec<Dumped>) -> KvResult<Copy
 }
 
 /// Copies every key of the source's database (matching `pattern`, if given, and none of the
-/// disposable `skip` globs) to the target's, `batch` keys per round trip.
-pub async fn copy_db(
-    source: &mut Conn,
-    target: &mut Conn,
-    pattern: Option<&[u8]>,
-    skip: &[String],
-    batch: usize,
-) -> KvResult<CopyStats> {
-    let mut total = CopyStats::default();
-    let mut cursor = b"0".to_vec();
-    loop {
-        let (next, mut keys) = scan_step(source, &cursor, pattern, batch).await?;
-        keys.retain(|k| !crate::glob::left_out(skip, k));
-        if !keys.is_empty() {
-            let dumped = dump_keys(source, keys).await?;
-            let s = restore_keys(target, dumped).await?;
-            total.keys += s.keys;
-            total.bytes += s.bytes;
-            total.vanished += s.vanished;
-            total.with_ttl += s.with_ttl;
-        }
-        if next == b"0" {
-            return Ok(total);
-        }
-        cursor = next;
-    }
-}
-
-/// [`copy_db`] with `workers` parallel sessions: one session scans and hands batches of keys
-/// to the workers, each with its own source and target sessions (DUMP and RESTORE pipelined
-/// per batch). The order of keys does not matter: each is written whole.
+/// disposable `skip` globs nor Ferry's own keys) to the target's, with `workers` parallel
+/// sessions: one session scans and hands batches of `batch` keys to the workers, each with its
+/// own source and target sessions (DUMP and RESTORE pipelined per batch). The order of keys
+/// does not matter: each is written whole. The drain markers the scan met (left out of the
+/// copy) go to `markers`, when given: the live sync writes them after the pass.
 pub async fn copy_db_parallel(
     source: &crate::RedisUrl,
     target: &crate::RedisUrl,
@@ -189,6 +163,7 @@ pub async fn copy_db_parallel(
     skip: &[String],
     batch: usize,
     workers: usize,
+    mut markers: Option<&mut Vec<Vec<u8>>>,
 ) -> KvResult<CopyStats> {
     let workers = workers.max(1);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(workers * 2);
@@ -218,6 +193,9 @@ pub async fn copy_db_parallel(
         let mut cursor = b"0".to_vec();
         loop {
             let (next, mut keys) = scan_step(&mut scan, &cursor, pattern, batch).await?;
+            if let Some(found) = markers.as_deref_mut() {
+                found.extend(keys.iter().filter(|k| crate::sync::is_marker(k)).cloned());
+            }
             keys.retain(|k| !crate::glob::left_out(skip, k));
             if !keys.is_empty() && tx.send(keys).await.is_err() {
                 // A worker failed: its error is reported below.

@@ -48,6 +48,14 @@ pub fn matches(pattern: &[u8], key: &[u8]) -> bool {
     }
 }
 
+/// Whether `pattern` names one key (no `*`, `?`, `[` or `\\`): it can be looked up, not
+/// scanned.
+pub fn is_literal(pattern: &[u8]) -> bool {
+    !pattern
+        .iter()
+        .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+}
+
 /// Whether `key` matches any of `patterns`.
 pub fn any(patterns: &[String], key: &[u8]) -> bool {
     patterns.iter().any(|p| matches(p.as_bytes(), key))
@@ -86,6 +94,10 @@ mod tests {
             ("[abc", "a", false),
         ] {
             assert_eq!(matches(p.as_bytes(), k.as_bytes()), want, "{p} ~ {k}");
+        }
+        assert!(super::is_literal(b"schedule"));
+        for p in ["queue:*", "h?llo", "h[ae]llo", "a\\*b"] {
+            assert!(!super::is_literal(p.as_bytes()), "{p}");
         }
     }
 }

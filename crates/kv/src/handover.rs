@@ -30,7 +30,7 @@
 
 use std::time::Duration;
 
-use crate::{Conn, KvError, KvResult, cmd, copy::scan_step, glob, resp::Value};
+use crate::{Conn, KvError, KvResult, cmd, copy::keys_matching, glob, resp::Value, shown};
 
 /// Prefix of every key the hand-over writes (left out of the copy, sync and comparison).
 pub const HANDOVER_KEYS: &str = "ferry:handover:*";
@@ -76,8 +76,11 @@ fn named(prefix: &str, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Prefix of the moving areas.
+const MOVING: &str = "ferry:handover:moving:";
+
 fn moving(key: &[u8]) -> Vec<u8> {
-    named("ferry:handover:moving:", key)
+    named(MOVING, key)
 }
 fn given(key: &[u8]) -> Vec<u8> {
     named("ferry:handover:given:", key)
@@ -88,45 +91,39 @@ fn taken(key: &[u8], n: u64) -> Vec<u8> {
     k
 }
 
-/// A short, printable form of a key for messages (queue names, not values).
-pub fn shown(key: &[u8]) -> String {
-    let s = String::from_utf8_lossy(key);
-    let mut out: String = s.chars().take(80).collect();
-    if s.chars().count() > 80 {
-        out.push('…');
-    }
-    out
-}
-
-/// Every key of `from`'s database matching `patterns` (each pattern scanned once; a key two
-/// patterns match is listed once). Ferry's own keys are never queues.
+/// Every key of `from`'s database matching `patterns`, and every key whose moving area a
+/// killed run left behind (its queue may be empty now). A pattern without glob characters
+/// (Sidekiq's `schedule`, `retry`, `dead`) is looked up, not scanned; each glob is scanned
+/// once, with its moving areas. Ferry's own keys are never queues.
 pub async fn queue_keys(from: &mut Conn, patterns: &[String]) -> KvResult<Vec<Vec<u8>>> {
     let mut keys = std::collections::BTreeSet::new();
-    for p in patterns {
-        let mut cursor = b"0".to_vec();
-        loop {
-            let (next, found) = scan_step(from, &cursor, Some(p.as_bytes()), 500).await?;
-            keys.extend(found.into_iter().filter(|k| !glob::left_out(&[], k)));
-            if next == b"0" {
-                break;
+    let (literal, globs): (Vec<&String>, Vec<&String>) = patterns
+        .iter()
+        .partition(|p| glob::is_literal(p.as_bytes()));
+    if !literal.is_empty() {
+        let exists = from
+            .pipeline(
+                literal
+                    .iter()
+                    .map(|p| cmd!["EXISTS", p.as_bytes(), moving(p.as_bytes())])
+                    .collect(),
+            )
+            .await?;
+        for (p, n) in literal.iter().zip(exists) {
+            if matches!(n, Value::Int(n) if n > 0) {
+                keys.insert(p.as_bytes().to_vec());
             }
-            cursor = next;
         }
     }
-    // A moving area left by a killed run whose key is now empty (and so not scanned).
-    let mut cursor = b"0".to_vec();
-    loop {
-        let (next, found) = scan_step(from, &cursor, Some(b"ferry:handover:moving:*"), 500).await?;
-        for m in found {
-            let key = m["ferry:handover:moving:".len()..].to_vec();
-            if glob::any(patterns, &key) {
-                keys.insert(key);
-            }
-        }
-        if next == b"0" {
-            break;
-        }
-        cursor = next;
+    for p in globs {
+        keys.extend(
+            keys_matching(from, p.as_bytes(), 500)
+                .await?
+                .into_iter()
+                .filter(|k| !glob::left_out(&[], k)),
+        );
+        let areas = keys_matching(from, &moving(p.as_bytes()), 500).await?;
+        keys.extend(areas.into_iter().map(|m| m[MOVING.len()..].to_vec()));
     }
     Ok(keys.into_iter().collect())
 }
@@ -140,9 +137,19 @@ pub async fn hand_over(
     patterns: &[String],
     batch: usize,
 ) -> KvResult<Moved> {
+    let keys = queue_keys(from, patterns).await?;
+    hand_over_keys(from, to, &keys, batch).await
+}
+
+async fn hand_over_keys(
+    from: &mut Conn,
+    to: &mut Conn,
+    keys: &[Vec<u8>],
+    batch: usize,
+) -> KvResult<Moved> {
     let mut total = Moved::default();
-    for key in queue_keys(from, patterns).await? {
-        total.add(hand_over_key(from, to, &key, batch.max(1)).await?);
+    for key in keys {
+        total.add(hand_over_key(from, to, key, batch.max(1)).await?);
     }
     Ok(total)
 }
@@ -167,9 +174,14 @@ pub async fn check_queues(from: &mut Conn, patterns: &[String]) -> KvResult<(u64
 
 /// Jobs still on `from` (queue keys and moving areas): what a hand-over has left to move.
 pub async fn waiting(from: &mut Conn, patterns: &[String]) -> KvResult<u64> {
+    let keys = queue_keys(from, patterns).await?;
+    waiting_in(from, &keys).await
+}
+
+async fn waiting_in(from: &mut Conn, keys: &[Vec<u8>]) -> KvResult<u64> {
     let mut n = 0;
-    for key in queue_keys(from, patterns).await? {
-        for k in [key.clone(), moving(&key)] {
+    for key in keys {
+        for k in [key.clone(), moving(key)] {
             n += match kind_of(from, &k).await? {
                 None => 0,
                 Some(Kind::List) => int(from, cmd!["LLEN", k]).await?,
@@ -299,6 +311,21 @@ async fn read_moving(from: &mut Conn, key: &[u8], kind: Kind) -> KvResult<Vec<Ve
     }
 }
 
+/// Runs `body` as one MULTI/EXEC on `conn` (after the caller's WATCH): Done, or Raced when a
+/// WATCHed key changed.
+async fn transact(conn: &mut Conn, body: Vec<Vec<Vec<u8>>>) -> KvResult<Step> {
+    let mut tx = Vec::with_capacity(body.len() + 2);
+    tx.push(cmd!["MULTI"]);
+    tx.extend(body);
+    tx.push(cmd!["EXEC"]);
+    let answers = conn.pipeline(tx).await?;
+    Ok(if exec_ran(conn, &answers)? {
+        Step::Done
+    } else {
+        Step::Raced
+    })
+}
+
 /// Whether an EXEC answer says the transaction ran (a nil array: a WATCHed key changed).
 fn exec_ran(from: &Conn, answers: &[Value]) -> KvResult<bool> {
     for a in answers {
@@ -343,7 +370,7 @@ async fn fill(from: &mut Conn, key: &[u8], kind: Kind, batch: usize) -> KvResult
         from.call(cmd!["UNWATCH"]).await?;
         return Ok(Step::Raced);
     }
-    let mut tx = vec![cmd!["MULTI"]];
+    let mut tx = Vec::new();
     match kind {
         Kind::List => {
             if int(from, cmd!["LLEN", key]).await? == 0 {
@@ -383,13 +410,7 @@ async fn fill(from: &mut Conn, key: &[u8], kind: Kind, batch: usize) -> KvResult
             tx.push(zrem);
         }
     }
-    tx.push(cmd!["EXEC"]);
-    let answers = from.pipeline(tx).await?;
-    Ok(if exec_ran(from, &answers)? {
-        Step::Done
-    } else {
-        Step::Raced
-    })
+    transact(from, tx).await
 }
 
 /// Step 2: puts batch `n` on the receiving side unless its marker says it is there.
@@ -415,18 +436,8 @@ async fn put(to: &mut Conn, key: &[u8], kind: Kind, n: u64, jobs: &[Vec<u8>]) ->
             }
         }
     }
-    let tx = vec![
-        cmd!["MULTI"],
-        write,
-        cmd!["SET", &marker, "1", "EX", KEEP_SECONDS],
-        cmd!["EXEC"],
-    ];
-    let answers = to.pipeline(tx).await?;
-    Ok(if exec_ran(to, &answers)? {
-        Step::Done
-    } else {
-        Step::Raced
-    })
+    let tx = vec![write, cmd!["SET", &marker, "1", "EX", KEEP_SECONDS]];
+    transact(to, tx).await
 }
 
 /// Step 3: empties the moving area and numbers the batch done, if nobody did already.
@@ -438,22 +449,17 @@ async fn clear(from: &mut Conn, key: &[u8], n: u64) -> KvResult<Step> {
         return Ok(Step::Raced);
     }
     let tx = vec![
-        cmd!["MULTI"],
         cmd!["DEL", moving(key)],
         cmd!["SET", &counter, n.to_string(), "EX", KEEP_SECONDS],
-        cmd!["EXEC"],
     ];
-    let answers = from.pipeline(tx).await?;
-    Ok(if exec_ran(from, &answers)? {
-        Step::Done
-    } else {
-        Step::Raced
-    })
+    transact(from, tx).await
 }
 
-/// Keeps handing over until `stop` says so, every `every` (the giving side's workers may
-/// push jobs back as they shut down, long after the switch); `on_progress` gets the running
-/// total and the jobs still waiting after each round.
+/// Keeps handing over until `stop` says so: a round every `every` while there are jobs to
+/// move (the giving side's workers may push jobs back as they shut down, long after the
+/// switch), backing off to 30 × `every` while there are none (each round reads the giving
+/// side's keyspace, which is production's Heroku Redis). `on_progress` gets the running total
+/// and the jobs still waiting after each round.
 pub async fn keep_handing_over(
     from: &mut Conn,
     to: &mut Conn,
@@ -464,14 +470,22 @@ pub async fn keep_handing_over(
     mut on_progress: impl FnMut(Moved, u64),
 ) -> KvResult<Moved> {
     let mut total = Moved::default();
+    let mut pause = every;
     loop {
-        let mut round = hand_over(from, to, patterns, batch).await?;
+        let keys = queue_keys(from, patterns).await?;
+        let mut round = hand_over_keys(from, to, &keys, batch).await?;
         round.keys = 0;
         total.add(round);
-        total.keys = queue_keys(from, patterns).await?.len() as u64;
-        on_progress(total, waiting(from, patterns).await?);
+        total.keys = keys.len() as u64;
+        let left = waiting_in(from, &keys).await?;
+        on_progress(total, left);
+        pause = if round.jobs > 0 || left > 0 {
+            every
+        } else {
+            (pause * 2).min(every * 30)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return Ok(total),
         }
         if *stop.borrow() {

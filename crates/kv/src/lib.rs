@@ -23,6 +23,17 @@ pub mod verify;
 pub use conn::Conn;
 pub use url::RedisUrl;
 
+/// A key for a message: printable (escaped), cut at 80 characters. Keys only (queue and key
+/// names), never values.
+pub fn shown(key: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(key).escape_debug().collect();
+    if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    } else {
+        text
+    }
+}
+
 /// Why a Redis operation failed. Messages name the server by its redacted URL, never a
 /// password.
 #[derive(Debug, thiserror::Error)]

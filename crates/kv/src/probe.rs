@@ -33,6 +33,8 @@ pub struct Probe {
     pub notifications: Option<bool>,
     /// Sidekiq's keys in the URL's database, if any.
     pub sidekiq: Sidekiq,
+    /// Keys the spec's queue patterns name (set by the caller, which knows the patterns).
+    pub queue_keys: u64,
 }
 
 /// Sidekiq's key shapes.
@@ -211,7 +213,9 @@ pub fn blockers(source: &Probe, target: &Probe) -> Vec<String> {
     if target.notifications == Some(false) {
         out.push("no keyspace notification arrived from the target: set notify-keyspace-events to KEA in the ElastiCache parameter group (the reverse sync that keeps Heroku Redis level for a rollback needs them)".into());
     }
-    if source.sidekiq.present() && target.maxmemory_policy != "noeviction" {
+    if (source.sidekiq.present() || source.queue_keys > 0)
+        && target.maxmemory_policy != "noeviction"
+    {
         out.push(format!(
             "the source holds job queues and the target's maxmemory-policy is {:?}: set the ElastiCache parameter group's maxmemory-policy to noeviction, or jobs can be evicted",
             target.maxmemory_policy

@@ -93,6 +93,8 @@ struct Shared {
     max_sessions: usize,
     /// Sessions closed because their backend changed under pub/sub or MONITOR.
     closed_by_switch: AtomicU64,
+    /// The control sessions that send CLIENT UNBLOCK, per server.
+    control: tokio::sync::Mutex<HashMap<String, Conn>>,
 }
 
 /// The proxy and its controls.
@@ -133,6 +135,7 @@ impl Proxy {
                 username,
                 max_sessions,
                 closed_by_switch: AtomicU64::new(0),
+                control: tokio::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -250,9 +253,16 @@ impl Proxy {
                 .push(id);
         }
         let mut n = 0;
-        for (_, (url, ids)) in by_server {
-            let Ok(mut c) = Conn::connect(&url).await else {
-                continue;
+        // One control session per server, kept across pauses (a pause re-sends every 50 ms
+        // while a session is busy: no new TLS session each time); dropped when it fails.
+        let mut control = self.shared.control.lock().await;
+        for (server, (url, ids)) in by_server {
+            let mut c = match control.remove(&server) {
+                Some(c) => c,
+                None => match Conn::connect(&url).await {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                },
             };
             let commands = ids
                 .iter()
@@ -260,6 +270,7 @@ impl Proxy {
                 .collect();
             if let Ok(answers) = c.pipeline(commands).await {
                 n += answers.iter().filter(|a| **a == Value::Int(1)).count();
+                control.insert(server, c);
             }
         }
         n
@@ -292,6 +303,10 @@ impl Proxy {
             *b = Arc::new(backend);
         }
         self.shared.generation.send_modify(|g| *g += 1);
+        // The control sessions served the server left; the next pause opens its own.
+        if let Ok(mut control) = self.shared.control.try_lock() {
+            control.clear();
+        }
         Ok(())
     }
 

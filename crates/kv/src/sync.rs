@@ -31,10 +31,7 @@ use crate::{
     resp::Value,
 };
 
-/// The keys drain markers are written under (left out of copies and comparisons).
-pub const DRAIN_KEYS: &str = "ferry:drain:*";
-
-/// Whether `key` is a drain marker.
+/// Whether `key` is a drain marker (`ferry:drain:*`; left out of copies and comparisons).
 pub fn is_marker(key: &[u8]) -> bool {
     key.starts_with(b"ferry:drain:")
 }
@@ -188,6 +185,7 @@ pub async fn run(
     loop {
         let mut sub = subscribe(source, &pattern, &options.client_name).await?;
         // Changes from here on are notified; the full pass covers everything before.
+        let mut markers_found = Vec::new();
         let copied = copy::copy_db_parallel(
             source,
             target,
@@ -195,6 +193,7 @@ pub async fn run(
             &options.skip,
             options.batch,
             options.workers,
+            Some(&mut markers_found),
         )
         .await?;
         progress.deleted +=
@@ -204,9 +203,9 @@ pub async fn run(
         }
         progress.full_passes += 1;
         report(&progress);
-        // Markers written before this pass: everything before them is on the target now.
-        let markers = copy::keys_matching(&mut src, DRAIN_KEYS.as_bytes(), options.batch).await?;
-        if write_markers(&mut src, &mut tgt, markers).await? {
+        // Markers written before this pass (its scan met them): everything before them is on
+        // the target now.
+        if write_markers(&mut src, &mut tgt, markers_found).await? {
             return Ok((progress, Ended::Drained));
         }
         let subscribed_at = Instant::now();

@@ -394,37 +394,28 @@ async fn check_endpoint(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<Str
     }
 }
 
-/// The keys the queue patterns name on the source: each must be a list or a sorted set (the
-/// hand-over moves only those), and with queues the target must not evict.
-async fn check_queues(
-    source: &ferry_kv::RedisUrl,
-    patterns: &[String],
-    target: &ferry_kv::probe::Probe,
-    eviction_named: bool,
-) -> Vec<String> {
+/// The keys the queue patterns name on the source: how many, and a blocker for each that is
+/// not a list or a sorted set (the hand-over moves only those).
+async fn check_queues(source: &ferry_kv::RedisUrl, patterns: &[String]) -> (u64, Vec<String>) {
     let db = source.db;
     let checked = async {
         let mut conn = ferry_kv::Conn::connect(source).await?;
         ferry_kv::handover::check_queues(&mut conn, patterns).await
     };
     match checked.await {
-        Ok((n, wrong)) => {
-            let mut out: Vec<String> = wrong
+        Ok((n, wrong)) => (
+            n,
+            wrong
                 .into_iter()
                 .map(|w| format!("- redis (db {db}): {w} but matches redis.queue_patterns; the hand-over moves only lists and sorted sets: narrow the patterns to the job queues"))
-                .collect();
-            if n > 0
-                && !eviction_named
-                && target.maxmemory_policy != "noeviction"
-                && !target.maxmemory_policy.is_empty()
-            {
-                out.push(format!("- redis (db {db}): {n} queue keys and the target's maxmemory-policy is {:?}: set the ElastiCache parameter group's maxmemory-policy to noeviction, or jobs can be evicted", target.maxmemory_policy));
-            }
-            out
-        }
-        Err(e) => vec![format!(
-            "- redis (db {db}): the queue keys could not be listed: {e}"
-        )],
+                .collect(),
+        ),
+        Err(e) => (
+            0,
+            vec![format!(
+                "- redis (db {db}): the queue keys could not be listed: {e}"
+            )],
+        ),
     }
 }
 
@@ -443,14 +434,16 @@ async fn check_redis(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String
             ferry_kv::probe::probe(&t_url, true, true),
         );
         match probed {
-            Ok((s, t)) => {
-                tracing::info!(db, source_version = %s.version, target_version = %t.version, source_keys = ?s.keys, sidekiq_queues = s.sidekiq.queues, "redis probed");
+            Ok((mut s, t)) => {
+                let (queue_keys, not_queues) = check_queues(&s_url, &r.queue_patterns).await;
+                s.queue_keys = queue_keys;
+                tracing::info!(db, source_version = %s.version, target_version = %t.version, source_keys = ?s.keys, sidekiq_queues = s.sidekiq.queues, queue_keys, "redis probed");
                 out.extend(
                     ferry_kv::probe::blockers(&s, &t)
                         .into_iter()
                         .map(|b| format!("- redis (db {db}): {b}")),
                 );
-                out.extend(check_queues(&s_url, &r.queue_patterns, &t, s.sidekiq.present()).await);
+                out.extend(not_queues);
             }
             Err(e) => out.push(format!(
                 "- redis (db {db}): {e}. Fix: check the URL parameters, the security groups between the functions and ElastiCache, and AUTH"

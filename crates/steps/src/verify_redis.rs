@@ -51,16 +51,6 @@ fn kv_err(e: ferry_kv::KvError) -> StepError {
     StepError::Input(format!("Redis verification could not run: {e}"))
 }
 
-/// A key for a message: printable, escaped, cut at 80 characters.
-fn shown(key: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(key).escape_debug().collect();
-    if text.chars().count() > 80 {
-        format!("{}…", text.chars().take(80).collect::<String>())
-    } else {
-        text
-    }
-}
-
 /// Verifies every database of the spec's `redis` section; an empty list without one.
 pub async fn run(deps: &Deps, spec: &MigrationSpec, settle: Duration) -> StepResult<Vec<Checked>> {
     let Some(r) = &spec.redis else {
@@ -124,7 +114,7 @@ async fn database(
             .collect();
     }
     if !open.is_empty() {
-        let keys: Vec<String> = open.iter().take(20).map(|k| shown(k)).collect();
+        let keys: Vec<String> = open.iter().take(20).map(|k| ferry_kv::shown(k)).collect();
         return Err(StepError::VerifyMismatch {
             tables: format!(
                 "redis db {db} ({} key(s) still differ after {ROUNDS} rechecks: {}{})",

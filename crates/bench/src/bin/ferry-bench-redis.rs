@@ -354,7 +354,7 @@ async fn main() -> anyhow::Result<()> {
     for workers in [1usize, 4] {
         t.call(cmd!["FLUSHDB"]).await?;
         let started = Instant::now();
-        let stats = copy::copy_db_parallel(&source, &target, None, &[], 500, workers).await?;
+        let stats = copy::copy_db_parallel(&source, &target, None, &[], 500, workers, None).await?;
         let took = started.elapsed().as_secs_f64();
         let on_target = dbsize(&mut t).await?;
         if on_target != keys {
