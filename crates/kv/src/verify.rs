@@ -1,5 +1,5 @@
-//! Do the two sides hold the same keys and values (disposable keys left out)? Every source key is read on both sides by
-//! its type (see [`Held`]) and compared by digest; keys the target holds and the source does
+//! Do the two sides hold the same keys and values (the `skip` globs and Ferry's own keys left
+//! out)? Every source key is read on both sides by its type (see [`Held`]) and compared by digest; keys the target holds and the source does
 //! not are found by a second scan. A TTL on one side only is a difference; the remaining TTLs
 //! themselves are not compared (they run down while the check runs). Reading by type, not
 //! comparing DUMP bytes, matters: a set's or hash's DUMP lists members in hash order, which

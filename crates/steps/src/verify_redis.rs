@@ -1,6 +1,6 @@
 //! Verify's Redis part (spec `redis`): every listed database compared by type
-//! ([`ferry_kv::verify`]), disposable and probe keys left out. Keys that differ are read again
-//! on both sides after the live sync had time to apply what was in flight, up to
+//! ([`ferry_kv::verify`]), disposable, queue and Ferry's own keys left out. Keys that differ
+//! are read again on both sides after the live sync had time to apply what was in flight, up to
 //! [`ROUNDS`] times; a key still different after that fails Verify, named with its database.
 
 use std::time::Duration;
