@@ -16,6 +16,7 @@ mod pg;
 mod plan;
 mod preflight;
 mod redis_endpoint;
+mod rehearse;
 mod replication;
 mod spec;
 mod statemachine;

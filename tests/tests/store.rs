@@ -288,6 +288,8 @@ fn progress(id: &str, epoch: u64, seq: u64) -> WorkerProgress {
         tables_total: 10,
         rows_copied: 1_000_000 + seq,
         bytes_copied: 64 << 20,
+        bytes_total: Some(256 << 20),
+        copy_bytes_per_second: Some(12e6),
         source_position: Some("0/16B3748".into()),
         applied_position: Some("0/16B3700".into()),
         lag_seconds: Some(0.8),

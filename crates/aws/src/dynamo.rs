@@ -57,6 +57,35 @@ impl DynamoStore {
         &self.table
     }
 
+    /// Every migration in the table, newest first (a scan of the `META` items: for the
+    /// operator's `ferry list`, not for steps).
+    pub async fn migrations(&self) -> StoreResult<Vec<MigrationRecord>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :meta")
+                .expression_attribute_values(":meta", s("META"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in page.items.unwrap_or_default() {
+                let key = format!("{}/META", opt_s(&item, "pk").unwrap_or_default());
+                out.push(record(&item, &key)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        Ok(out)
+    }
+
     async fn get(&self, pk: &str, sk: &str) -> StoreResult<Option<Item>> {
         let out = self
             .client
@@ -336,19 +365,7 @@ impl MigrationStore for DynamoStore {
             .ok_or_else(|| StoreError::NotFound {
                 migration_id: migration_id.to_string(),
             })?;
-        let key = format!("{pk}/META");
-        let spec_text = get_s(&item, "spec", &key)?;
-        let phase_text = get_s(&item, "phase", &key)?;
-        Ok(MigrationRecord {
-            migration_id: get_s(&item, "migration_id", &key)?.to_string(),
-            app: get_s(&item, "app", &key)?.to_string(),
-            spec: serde_json::from_str(spec_text).map_err(|e| corrupt(&key, "spec", e))?,
-            phase: Phase::parse(phase_text).ok_or_else(|| corrupt(&key, "phase", phase_text))?,
-            version: get_n(&item, "version", &key)?,
-            created_at: get_time(&item, "created_at", &key)?,
-            updated_at: get_time(&item, "updated_at", &key)?,
-            execution_arn: opt_s(&item, "execution_arn"),
-        })
+        record(&item, &format!("{pk}/META"))
     }
 
     async fn advance_phase(
@@ -887,6 +904,22 @@ where
     } else {
         StoreError::Unavailable(detail.into())
     }
+}
+
+/// A migration record from its `META` item.
+fn record(item: &Item, key: &str) -> StoreResult<MigrationRecord> {
+    let spec_text = get_s(item, "spec", key)?;
+    let phase_text = get_s(item, "phase", key)?;
+    Ok(MigrationRecord {
+        migration_id: get_s(item, "migration_id", key)?.to_string(),
+        app: get_s(item, "app", key)?.to_string(),
+        spec: serde_json::from_str(spec_text).map_err(|e| corrupt(key, "spec", e))?,
+        phase: Phase::parse(phase_text).ok_or_else(|| corrupt(key, "phase", phase_text))?,
+        version: get_n(item, "version", key)?,
+        created_at: get_time(item, "created_at", key)?,
+        updated_at: get_time(item, "updated_at", key)?,
+        execution_arn: opt_s(item, "execution_arn"),
+    })
 }
 
 #[cfg(test)]

@@ -1,35 +1,152 @@
-//! `ferry`: the operator's command line: `validate` a spec, print its JSON `schema`, and
-//! `plan` a migration from a Heroku app, and `start` / `status` / `approve` / `reject` migrations against AWS (or the local emulator
-//! through `AWS_ENDPOINT_URL`).
+//! `ferry`: the operator's command line. `rehearse` on a copy of production, `validate` and
+//! `plan` a migration, `preflight` it, `start` it, follow it (`status --watch`, `wait`, `list`,
+//! `report`), decide its gates (`approve` / `reject`), hold its apply (`pause` / `resume`) and
+//! `abort` it — against AWS, or the local emulator through `AWS_ENDPOINT_URL`.
 
+mod fail;
+mod list;
 mod ops;
 mod plan;
+mod preflight;
+mod rehearse;
+mod status;
 
-use std::{path::Path, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
 
-const USAGE: &str = "\
-usage:
-  ferry validate <migration.json>        check a migration spec; prints every problem, exits 1 if any
-  ferry schema                           print the JSON Schema of the migration spec
-  ferry plan <app> [--procfile FILE] [--prices FILE] [--arch x86_64|arm64] [--out DIR]
-                                         inventory of a Heroku app mapped to AWS, monthly cost
-                                         of both sides, blockers, and a migration.json to start
-                                         from (HEROKU_API_KEY; FERRY_PLAN_DATABASE_URL overrides
-                                         the app's DATABASE_URL); writes plan.md, plan.json,
-                                         migration.json to DIR (ferry-plan-<app>)
-  ferry start <migration.json>           validate, then start the state machine with it
-                                         (FERRY_STATE_MACHINE_ARN)
-  ferry status <migration-id>            phase, copy progress, lag, traffic, gates, freeze window
-                                         (FERRY_STATE_TABLE)
-  ferry abort <migration-id>             roll the migration back now (audited with your IAM identity)
-  ferry report <migration-id>            the audit log as a markdown timeline (FERRY_STATE_TABLE)
-  ferry approve <migration-id> --gate <shift_traffic|cutover|finish>
-  ferry reject <migration-id> --gate <shift_traffic|cutover|finish>
-                                         decide a gate as your IAM identity (the spec's
-                                         approvals.approvers must list your user or role ARN)
-";
+use crate::fail::Code;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  failed: a call failed, or the migration failed or rolled back
+  2  usage: a wrong argument or a missing setting (FERRY_STATE_TABLE, FERRY_STATE_MACHINE_ARN)
+  3  blocked: a person must act (an invalid spec, preflight blockers, a live source, a paused worker)
+  4  timed out (wait)
+
+Settings: FERRY_STATE_TABLE and FERRY_STATE_MACHINE_ARN come from the stack's outputs. AWS
+credentials come from the usual chain: environment, profiles (AWS_PROFILE) including IAM
+Identity Center (aws sso login) and credential_process, and instance or container roles.";
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Lines and tables for people.
+    #[default]
+    Text,
+    /// One JSON document on stdout (errors stay on stderr).
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Move a Heroku app to AWS with no failed request, no lost write and a lossless rollback.",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Rehearse the move on a copy of production: preflight, schema, copy, catch-up under load,
+    /// verification and cutover freezes, timed, with a projection for the real run.
+    #[command(after_help = rehearse::HELP)]
+    Rehearse(rehearse::Args),
+    /// Check a migration spec; prints every problem (exit 3 if any).
+    #[command(
+        after_help = "Examples:\n  ferry validate migration.json\n  ferry validate migration.json --output json"
+    )]
+    Validate {
+        /// The migration spec (JSON).
+        spec: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Print the JSON Schema of the migration spec.
+    #[command(after_help = "Example:\n  ferry schema > migration.schema.json")]
+    Schema,
+    /// Inventory a Heroku app, map it to AWS with both sides' monthly cost, and write a
+    /// migration.json to start from (HEROKU_API_KEY).
+    #[command(after_help = plan::HELP)]
+    Plan(plan::Args),
+    /// Check a spec's source and target databases (and the app lock) without starting anything.
+    #[command(after_help = preflight::HELP)]
+    Preflight {
+        /// The migration spec (JSON).
+        spec: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Validate a spec, then start the state machine with it (FERRY_STATE_MACHINE_ARN).
+    #[command(after_help = "Example:\n  ferry start migration.json   # prints the execution ARN")]
+    Start {
+        /// The migration spec (JSON).
+        spec: PathBuf,
+    },
+    /// Where a migration stands: phase, execution state, copy by bytes with ETA, lag, pause
+    /// and error, traffic, gates, cutover windows.
+    #[command(after_help = status::STATUS_HELP)]
+    Status(status::StatusArgs),
+    /// Wait until a migration reaches a phase (for CI); exit 1 if it fails or rolls back
+    /// first, 3 if its worker is blocked, 4 on --timeout.
+    #[command(after_help = status::WAIT_HELP)]
+    Wait(status::WaitArgs),
+    /// The migrations in the state table, newest first.
+    #[command(
+        after_help = "Examples:\n  ferry list\n  ferry list --output json | jq '.[] | select(.phase == \"rollback_window\")'"
+    )]
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// The audit log as a markdown timeline (or JSON), with the outcome.
+    #[command(
+        after_help = "Examples:\n  ferry report acme-2026-12 > report.md\n  ferry report acme-2026-12 --output json"
+    )]
+    Report {
+        /// The migration id.
+        id: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Approve a waiting gate as your IAM identity (listed in approvals.approvers).
+    #[command(after_help = "Example:\n  ferry approve acme-2026-12 --gate cutover")]
+    Approve(ops::GateArgs),
+    /// Reject a waiting gate as your IAM identity: the migration rolls back.
+    #[command(after_help = "Example:\n  ferry reject acme-2026-12 --gate shift_traffic")]
+    Reject(ops::GateArgs),
+    /// Hold the worker's apply (capture goes on); audited, approvers only.
+    #[command(after_help = "Example:\n  ferry pause acme-2026-12   # then apply DDL on both sides")]
+    Pause {
+        /// The migration id.
+        id: String,
+    },
+    /// Let the worker apply again; audited, approvers only. After a schema change, apply the
+    /// same DDL on the target first (or pass --force once you have checked).
+    #[command(
+        after_help = "Examples:\n  ferry resume acme-2026-12\n  ferry resume acme-2026-12 --force   # the schemas still differ and you checked why"
+    )]
+    Resume {
+        /// The migration id.
+        id: String,
+        /// Resume even though the worker still sees the schemas differ.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Roll the migration back now (audited with your IAM identity).
+    #[command(after_help = "Example:\n  ferry abort acme-2026-12")]
+    Abort {
+        /// The migration id.
+        id: String,
+    },
+}
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -38,90 +155,84 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("start the async runtime")
 }
 
-fn print_ok(result: anyhow::Result<String>) -> anyhow::Result<ExitCode> {
-    println!("{}", result?);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The arguments as text; an argument that is not UTF-8 (a file name with other bytes) is
-/// refused by its position, shown lossily, instead of panicking.
-fn text_args() -> Result<Vec<String>, String> {
-    std::env::args_os()
-        .skip(1)
-        .enumerate()
-        .map(|(i, a)| {
-            a.into_string().map_err(|raw| {
-                format!(
-                    "argument {} ({:?}) is not valid UTF-8; rename the file or pass a path without those bytes",
-                    i + 1,
-                    raw.to_string_lossy()
-                )
-            })
-        })
-        .collect()
-}
-
 fn main() -> ExitCode {
-    let args = match text_args() {
-        Ok(a) => a,
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // --help and --version print and exit 0; a usage error prints and exits 2.
+        Err(e) => e.exit(),
+    };
+    let result = runtime().and_then(|rt| rt.block_on(dispatch(cli.command)));
+    match result {
+        Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("ferry: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["validate", path] => validate(Path::new(path)),
-        ["schema"] => schema(),
-        ["plan", ref rest @ ..] => plan::parse(rest)
-            .and_then(|a| runtime().and_then(|rt| print_ok(rt.block_on(plan::run(a))))),
-        ["start", path] => {
-            runtime().and_then(|rt| print_ok(rt.block_on(ops::start(Path::new(path)))))
-        }
-        ["status", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::status(id)))),
-        ["report", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::report(id)))),
-        ["abort", id] => runtime().and_then(|rt| print_ok(rt.block_on(ops::abort(id)))),
-        [verb @ ("approve" | "reject"), id, "--gate", gate] => {
-            runtime().and_then(|rt| print_ok(rt.block_on(ops::decide(id, gate, verb == "approve"))))
-        }
-        ["help" | "--help" | "-h"] => {
-            print!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => {
-            eprint!("{USAGE}");
-            Ok(ExitCode::from(2))
-        }
-    };
-    result.unwrap_or_else(|e| {
-        eprintln!("ferry: {e:#}");
-        ExitCode::from(2)
-    })
-}
-
-fn validate(path: &Path) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("read migration spec {}", path.display()))?;
-    match ferry_core::spec::parse(&text) {
-        Ok(spec) => {
-            println!(
-                "{}: valid (migration {}, app {}, capture {}, steps {:?})",
-                path.display(),
-                spec.migration_id,
-                spec.heroku.app,
-                serde_json::to_string(&spec.replication.capture)?,
-                spec.traffic.steps
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(problems) => {
-            eprint!("{}: {problems}", path.display());
-            Ok(ExitCode::FAILURE)
+            eprintln!("ferry: {e:#}");
+            fail::code_of(&e).into()
         }
     }
 }
 
-fn schema() -> anyhow::Result<ExitCode> {
-    let text = serde_json::to_string_pretty(&ferry_core::spec::json_schema())?;
-    println!("{text}");
-    Ok(ExitCode::SUCCESS)
+async fn dispatch(command: Command) -> anyhow::Result<Code> {
+    match command {
+        Command::Rehearse(a) => rehearse::run(a).await,
+        Command::Validate { spec, output } => ops::validate(&spec, output),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ferry_core::spec::json_schema())?
+            );
+            Ok(Code::Done)
+        }
+        Command::Plan(a) => plan::run(a).await,
+        Command::Preflight { spec, output } => preflight::run(&spec, output).await,
+        Command::Start { spec } => ops::start(&spec).await,
+        Command::Status(a) => status::status(a).await,
+        Command::Wait(a) => status::wait(a).await,
+        Command::List { output } => list::run(output).await,
+        Command::Report { id, output } => ops::report(&id, output).await,
+        Command::Approve(a) => ops::decide(&a, true).await,
+        Command::Reject(a) => ops::decide(&a, false).await,
+        Command::Pause { id } => ops::command(&id, ops::Hold::Pause).await,
+        Command::Resume { id, force } => ops::command(&id, ops::Hold::Resume { force }).await,
+        Command::Abort { id } => ops::abort(&id).await,
+    }
+}
+
+/// Parses `90s`, `15m`, `6h`, `1d` (or plain seconds) for --timeout and --interval.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write 90s, 15m, 6h or 1d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("must be more than 0".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_durations_parse() {
+        Cli::command().debug_assert();
+        assert_eq!(duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("6h"), Ok(Duration::from_secs(21_600)));
+        assert_eq!(duration("45"), Ok(Duration::from_secs(45)));
+        assert!(duration("0").is_err());
+        assert!(duration("5 weeks").is_err());
+        assert!(duration("h").is_err());
+    }
 }

@@ -1,27 +1,45 @@
-//! The operator commands that talk to AWS (or to the local emulator through
-//! `AWS_ENDPOINT_URL`): `start`, `status`, `approve` / `reject`.
+//! The operator commands that act on one migration through AWS (or the local emulator through
+//! `AWS_ENDPOINT_URL`): `validate`, `start`, `approve` / `reject`, `pause` / `resume`,
+//! `abort`, `report`.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use clap::ValueEnum;
 use ferry_core::{
     MigrationStore,
     approval::{self, Decision},
-    state::{ApprovalStatus, DrainCheck, Gate},
-    traffic::TrafficRouter,
+    state::{ApprovalStatus, AuditEvent, Gate, Outcome, WorkerCommand},
 };
 use ferry_steps::facts::{self, CutoverFact};
 
-fn env(name: &str, what: &str) -> anyhow::Result<String> {
+use crate::{
+    Output,
+    fail::{Blocked, Code, Usage},
+    status,
+};
+
+/// A setting from the environment, or a usage error naming it.
+pub fn env(name: &str, what: &str) -> anyhow::Result<String> {
     std::env::var(name)
         .ok()
         .filter(|v| !v.is_empty())
-        .with_context(|| {
-            format!("{name} is not set; set it to {what} (the stack's outputs name it)")
+        .ok_or_else(|| {
+            Usage(format!(
+                "{name} is not set; set it to {what} (the stack's outputs name it)"
+            ))
+            .into()
         })
 }
 
-fn store(aws: &aws_config::SdkConfig) -> anyhow::Result<ferry_aws::DynamoStore> {
+/// The AWS configuration from the usual chain (environment, profiles with SSO or
+/// credential_process, instance and container roles).
+pub async fn aws() -> aws_config::SdkConfig {
+    ferry_aws::sdk_config().await
+}
+
+/// The state store.
+pub fn store(aws: &aws_config::SdkConfig) -> anyhow::Result<ferry_aws::DynamoStore> {
     Ok(ferry_aws::DynamoStore::new(
         aws_sdk_dynamodb::Client::new(aws),
         env("FERRY_STATE_TABLE", "the state table's name")?,
@@ -29,7 +47,7 @@ fn store(aws: &aws_config::SdkConfig) -> anyhow::Result<ferry_aws::DynamoStore> 
 }
 
 /// The state store and the migration's record.
-async fn opened(
+pub async fn opened(
     aws: &aws_config::SdkConfig,
     id: &str,
 ) -> anyhow::Result<(ferry_aws::DynamoStore, ferry_core::state::MigrationRecord)> {
@@ -41,15 +59,67 @@ async fn opened(
     Ok((store, rec))
 }
 
+/// Reads and checks a spec file: unreadable is a usage error, invalid blocks.
+pub fn read_spec(path: &Path) -> anyhow::Result<(String, ferry_core::spec::MigrationSpec)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Usage(format!("read migration spec {}: {e}", path.display())))?;
+    let spec =
+        ferry_core::spec::parse(&text).map_err(|p| Blocked(format!("{}: {p}", path.display())))?;
+    Ok((text, spec))
+}
+
+/// `ferry validate`.
+pub fn validate(path: &Path, output: Output) -> anyhow::Result<Code> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Usage(format!("read migration spec {}: {e}", path.display())))?;
+    let parsed = ferry_core::spec::parse(&text);
+    if output == Output::Json {
+        let doc = match &parsed {
+            Ok(spec) => serde_json::json!({
+                "file": path.display().to_string(), "valid": true,
+                "migration_id": spec.migration_id, "app": spec.heroku.app,
+                "capture": spec.replication.capture, "steps": spec.traffic.steps,
+                "problems": [],
+            }),
+            Err(problems) => serde_json::json!({
+                "file": path.display().to_string(), "valid": false,
+                "problems": problems.iter().map(|p| serde_json::json!({
+                    "path": p.path, "message": p.message,
+                })).collect::<Vec<_>>(),
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(if parsed.is_ok() {
+            Code::Done
+        } else {
+            Code::Blocked
+        });
+    }
+    match parsed {
+        Ok(spec) => {
+            println!(
+                "{}: valid (migration {}, app {}, capture {}, steps {:?})",
+                path.display(),
+                spec.migration_id,
+                spec.heroku.app,
+                serde_json::to_string(&spec.replication.capture)?,
+                spec.traffic.steps
+            );
+            Ok(Code::Done)
+        }
+        Err(problems) => {
+            eprint!("{}: {problems}", path.display());
+            Ok(Code::Blocked)
+        }
+    }
+}
+
 /// `ferry start migration.json`: validates the spec, then starts the state machine with it as
 /// the input and the migration id as the execution name.
-pub async fn start(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("read migration spec {}", path.display()))?;
-    let spec =
-        ferry_core::spec::parse(&text).map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))?;
+pub async fn start(path: &Path) -> anyhow::Result<Code> {
+    let (text, spec) = read_spec(path)?;
     let machine = env("FERRY_STATE_MACHINE_ARN", "the state machine's ARN")?;
-    let aws = ferry_aws::sdk_config().await;
+    let aws = aws().await;
     let out = aws_sdk_sfn::Client::new(&aws)
         .start_execution()
         .state_machine_arn(machine)
@@ -63,155 +133,64 @@ pub async fn start(path: &Path) -> anyhow::Result<String> {
                 aws_sdk_sfn::error::DisplayErrorContext(&e)
             )
         })?;
-    Ok(out.execution_arn().to_string())
+    println!("{}", out.execution_arn());
+    Ok(Code::Done)
 }
 
-fn bar(done: u64, total: u64) -> String {
-    let width = 30;
-    let filled = if total == 0 {
-        0
-    } else {
-        ((done as f64 / total as f64) * width as f64).round() as usize
-    }
-    .min(width);
-    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+/// The gate a person decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GateArg {
+    /// Before the canary moves traffic.
+    #[value(name = "shift_traffic", alias = "shift-traffic")]
+    ShiftTraffic,
+    /// Before the database cutover.
+    Cutover,
+    /// Before cleanup ends the rollback window.
+    Finish,
 }
 
-/// The cutover's windows for a status line: write freeze and endpoint pause, when known.
-fn windows(c: &CutoverFact, lead: &str) -> String {
-    let mut parts = Vec::new();
-    if let Some(ms) = c.freeze_ms() {
-        parts.push(format!("write freeze {ms} ms"));
-    }
-    if let Some(ms) = c.paused_ms() {
-        parts.push(format!("endpoint paused {ms} ms"));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{lead}{}", parts.join(", "))
-    }
-}
-
-/// Verify's figures and the exact comparison of the last drained freeze, one line each.
-async fn checks(store: &ferry_aws::DynamoStore, id: &str) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    if let Some(v) = facts::get::<ferry_steps::verify::Output>(store, id, facts::VERIFY).await? {
-        out.push(format!(
-            "verify: {} tables, {} rows compared; {} key(s) rechecked, {} tolerated in flight{}; {:.1} s",
-            v.tables,
-            v.source_rows,
-            v.keys_rechecked,
-            v.keys_tolerated,
-            if v.in_flight.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", v.in_flight.join(", "))
-            },
-            v.duration_ms as f64 / 1000.0
-        ));
-        for r in &v.redis {
-            out.push(format!(
-                "verify redis db {}: {} key(s) compared, {} converged on a recheck",
-                r.db, r.compared, r.rechecked
-            ));
+impl From<GateArg> for Gate {
+    fn from(g: GateArg) -> Gate {
+        match g {
+            GateArg::ShiftTraffic => Gate::ShiftTraffic,
+            GateArg::Cutover => Gate::Cutover,
+            GateArg::Finish => Gate::Finish,
         }
     }
-    if let Some(r) =
-        facts::get::<ferry_core::state::RedisSync>(store, id, ferry_core::state::REDIS_FACT).await?
-    {
-        let age = (chrono::Utc::now() - r.at).num_seconds();
-        out.extend(
-            r.databases
-                .iter()
-                .map(|d| format!("{} (written {age} s ago)", d.summary())),
-        );
-    }
-    if let Some(c) = facts::get::<DrainCheck>(store, id, facts::DRAIN_CHECK).await? {
-        out.push(format!(
-            "exact comparison after the {} drain: {}",
-            if c.direction == "forward" {
-                "cutover"
-            } else {
-                "rollback"
-            },
-            c.summary(chrono::Utc::now())
-        ));
-    }
-    Ok(out)
 }
 
-/// `ferry status <id>`: phase, copy progress, lag, weights, gates, freeze window.
-pub async fn status(id: &str) -> anyhow::Result<String> {
-    let aws = ferry_aws::sdk_config().await;
-    let (store, rec) = opened(&aws, id).await?;
-    let mut out = format!(
-        "migration {id} (Heroku app {})\nphase: {}\nexecution: {}\n",
-        rec.app,
-        rec.phase,
-        rec.execution_arn.as_deref().unwrap_or("-")
-    );
-    if let Some(p) = store.progress(id).await? {
-        out.push_str(&format!(
-            "worker: {} (heartbeat {} s ago)\ncopy: {} {}/{} tables, {} rows, {:.0} MB\nlag: {} ({} change(s) waiting)\n",
-            serde_json::to_value(p.phase)?.as_str().unwrap_or("?"),
-            (chrono::Utc::now() - p.heartbeat_at).num_seconds(),
-            bar(u64::from(p.tables_done), u64::from(p.tables_total)),
-            p.tables_done,
-            p.tables_total,
-            p.rows_copied,
-            p.bytes_copied as f64 / 1e6,
-            p.lag_seconds.map_or("-".into(), |l| format!("{l:.1} s")),
-            p.lag_changes.unwrap_or(0)
-        ));
-    }
-    let router = ferry_aws::Route53Router::new(aws_sdk_route53::Client::new(&aws));
-    match router.weights(&rec.spec.traffic).await {
-        Ok(Some(w)) => out.push_str(&format!(
-            "traffic: {:.0}% on AWS (weights heroku {} / aws {})\n",
-            w.aws_share_percent(),
-            w.heroku,
-            w.aws
-        )),
-        Ok(None) => out.push_str("traffic: all on Heroku (no weighted records yet)\n"),
-        Err(e) => out.push_str(&format!("traffic: unknown ({e})\n")),
-    }
-    for gate in [Gate::ShiftTraffic, Gate::Cutover, Gate::Finish] {
-        if let Some(a) = store.approval(id, gate).await? {
-            out.push_str(&format!(
-                "gate {gate}: {}{}\n",
-                serde_json::to_value(a.status)?.as_str().unwrap_or("?"),
-                a.decided_by.map(|b| format!(" by {b}")).unwrap_or_default()
-            ));
-        }
-    }
-    if let Some(c) = facts::get::<CutoverFact>(&store, id, facts::CUTOVER).await? {
-        out.push_str(&format!("cutover: {}{}\n", c.state, windows(&c, " — ")));
-    }
-    for line in checks(&store, id).await? {
-        out.push_str(&line);
-        out.push('\n');
-    }
-    Ok(out)
+/// `approve` / `reject` arguments.
+#[derive(Debug, clap::Args)]
+pub struct GateArgs {
+    /// The migration id.
+    id: String,
+    /// Which gate.
+    #[arg(long, value_enum)]
+    gate: GateArg,
 }
 
 /// `ferry approve|reject <id> --gate <gate>`: decides a pending gate as the caller's IAM
 /// identity (which the spec's approvers must list), audited like any approval.
-pub async fn decide(id: &str, gate: &str, approve: bool) -> anyhow::Result<String> {
-    let gate = Gate::parse(gate).with_context(|| {
-        format!("--gate {gate:?} is not a gate; use shift_traffic, cutover or finish")
-    })?;
-    let aws = ferry_aws::sdk_config().await;
+pub async fn decide(args: &GateArgs, approve: bool) -> anyhow::Result<Code> {
+    let (id, gate) = (args.id.as_str(), Gate::from(args.gate));
+    let aws = aws().await;
     let caller = caller(&aws).await?;
     let (store, rec) = opened(&aws, id).await?;
     match store.approval(id, gate).await? {
         Some(a) if a.status == ApprovalStatus::Pending => {}
-        Some(a) => bail!(
-            "gate {gate} of {id} was already decided ({:?} by {})",
-            a.status,
+        Some(a) => bail!(Blocked(format!(
+            "gate {gate} of {id} was already decided ({} by {})",
+            a.status.as_str(),
             a.decided_by.unwrap_or_default()
-        ),
-        None => bail!("gate {gate} of {id} is not waiting for a decision (yet)"),
+        ))),
+        None => bail!(Blocked(format!(
+            "gate {gate} of {id} is not waiting for a decision (yet); `ferry wait {id} --until {}` waits for it",
+            match gate {
+                Gate::ShiftTraffic => "awaiting_traffic_approval",
+                Gate::Cutover => "awaiting_cutover_approval",
+                Gate::Finish => "rollback_window",
+            }
+        ))),
     }
     let callbacks = ferry_aws::SfnCallbacks::new(aws_sdk_sfn::Client::new(&aws));
     approval::decide(
@@ -227,22 +206,29 @@ pub async fn decide(id: &str, gate: &str, approve: bool) -> anyhow::Result<Strin
         chrono::Utc::now(),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(format!(
+    .map_err(|e| match e {
+        approval::ApprovalError::NotAllowed { .. } => Blocked(format!(
+            "{e}; ask an approver listed in the spec's approvals.approvers"
+        ))
+        .into(),
+        e => anyhow::anyhow!("{e}"),
+    })?;
+    println!(
         "gate {gate} of {id} {} by {caller}",
         if approve { "approved" } else { "rejected" }
-    ))
+    );
+    Ok(Code::Done)
 }
 
 /// The caller's IAM identity.
-async fn caller(aws: &aws_config::SdkConfig) -> anyhow::Result<String> {
+pub async fn caller(aws: &aws_config::SdkConfig) -> anyhow::Result<String> {
     Ok(aws_sdk_sts::Client::new(aws)
         .get_caller_identity()
         .send()
         .await
         .map_err(|e| {
             anyhow::anyhow!(
-                "who is calling (sts:GetCallerIdentity): {}",
+                "who is calling (sts:GetCallerIdentity): {}; log in first (aws sso login, or set AWS_PROFILE)",
                 aws_sdk_sts::error::DisplayErrorContext(&e)
             )
         })?
@@ -253,15 +239,15 @@ async fn caller(aws: &aws_config::SdkConfig) -> anyhow::Result<String> {
 
 /// `ferry abort <id>`: records the abort (audited with the caller's identity) and interrupts a
 /// waiting gate or canary; the state machine then rolls back.
-pub async fn abort(id: &str) -> anyhow::Result<String> {
-    let aws = ferry_aws::sdk_config().await;
+pub async fn abort(id: &str) -> anyhow::Result<Code> {
+    let aws = aws().await;
     let by = caller(&aws).await?;
     let (store, _) = opened(&aws, id).await?;
     let callbacks = ferry_aws::SfnCallbacks::new(aws_sdk_sfn::Client::new(&aws));
     let out = ferry_steps::abort::request_with(&store, &callbacks, id, &by)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(format!(
+    println!(
         "abort of {id} recorded (by {} at {}); {}; the state machine rolls back",
         out.request.by,
         out.request.at.to_rfc3339(),
@@ -270,14 +256,107 @@ pub async fn abort(id: &str) -> anyhow::Result<String> {
         } else {
             format!("interrupted: {}", out.interrupted.join(", "))
         }
-    ))
+    );
+    Ok(Code::Done)
 }
 
-/// `ferry report <id>`: the migration's audit log as a markdown timeline, with its outcome.
-pub async fn report(id: &str) -> anyhow::Result<String> {
-    let aws = ferry_aws::sdk_config().await;
+/// What `pause` / `resume` ask of the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Stop applying (capture goes on).
+    Pause,
+    /// Apply again.
+    Resume {
+        /// Past a schema-change block a person checked.
+        force: bool,
+    },
+}
+
+/// `ferry pause|resume <id>`: sends the worker its command as the caller (an approver),
+/// audited, and waits briefly for the worker to carry it out.
+pub async fn command(id: &str, hold: Hold) -> anyhow::Result<Code> {
+    let aws = aws().await;
+    let by = caller(&aws).await?;
+    let (store, rec) = opened(&aws, id).await?;
+    if !rec
+        .spec
+        .approvals
+        .approvers
+        .iter()
+        .any(|a| approval::may_approve(a, &by))
+    {
+        bail!(Blocked(format!(
+            "{by} is not among the spec's approvals.approvers, who alone may pause or resume {id}"
+        )));
+    }
+    if rec.phase.is_final() {
+        bail!(Blocked(format!("migration {id} has ended ({})", rec.phase)));
+    }
+    let (command, action) = match hold {
+        Hold::Pause => (WorkerCommand::Pause, "pause_apply"),
+        Hold::Resume { force } => (WorkerCommand::Resume { force }, "resume_apply"),
+    };
+    let now = chrono::Utc::now();
+    let sent = store.send_command(id, command, &by, now).await?;
+    let event = AuditEvent::new(
+        now,
+        "operator",
+        by.clone(),
+        action,
+        Outcome::Info,
+        serde_json::json!({ "command_seq": sent.seq, "force": matches!(hold, Hold::Resume { force: true }) }),
+    );
+    store.append_audit(id, &event).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let p = store.progress(id).await?;
+        if let Some(p) = p.as_ref().filter(|p| p.acked_command >= sent.seq) {
+            println!(
+                "{action} #{} of {id} carried out by the worker (apply {}{}) — sent by {by}",
+                sent.seq,
+                if p.paused { "paused" } else { "running" },
+                p.error_name
+                    .as_deref()
+                    .map(|n| format!(
+                        "; still {n}: apply the same DDL on the target, or resume --force"
+                    ))
+                    .unwrap_or_default()
+            );
+            return Ok(Code::Done);
+        }
+        if std::time::Instant::now() > deadline {
+            println!(
+                "{action} #{} of {id} sent by {by}; the worker has not carried it out yet (it reads commands every few seconds; `ferry status {id}` shows when)",
+                sent.seq
+            );
+            return Ok(Code::Done);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// `ferry report <id>`: the migration's audit log as a markdown timeline (or JSON).
+pub async fn report(id: &str, output: Output) -> anyhow::Result<Code> {
+    let aws = aws().await;
     let (store, rec) = opened(&aws, id).await?;
     let events = store.audit_log(id).await?;
+    let cutover = facts::get::<CutoverFact>(&store, id, facts::CUTOVER).await?;
+    let checks = status::checks(&store, id).await?;
+    if output == Output::Json {
+        let doc = serde_json::json!({
+            "migration_id": id,
+            "app": rec.app,
+            "phase": rec.phase,
+            "started": rec.created_at,
+            "updated": rec.updated_at,
+            "write_freeze_ms": cutover.as_ref().and_then(CutoverFact::freeze_ms),
+            "endpoint_paused_ms": cutover.as_ref().and_then(CutoverFact::paused_ms),
+            "checks": checks,
+            "events": events,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(Code::Done);
+    }
     let mut md = format!(
         "# Ferry migration {id}\n\n- Heroku app: {}\n- phase: **{}**\n- started: {}\n- last change: {}\n",
         rec.app,
@@ -285,7 +364,7 @@ pub async fn report(id: &str) -> anyhow::Result<String> {
         rec.created_at.to_rfc3339(),
         rec.updated_at.to_rfc3339()
     );
-    if let Some(c) = facts::get::<CutoverFact>(&store, id, facts::CUTOVER).await? {
+    if let Some(c) = &cutover {
         if let Some(ms) = c.freeze_ms() {
             md.push_str(&format!("- write freeze: {ms} ms\n"));
         }
@@ -300,29 +379,34 @@ pub async fn report(id: &str) -> anyhow::Result<String> {
             }
         }
     }
-    for line in checks(&store, id).await? {
+    for line in checks {
         md.push_str(&format!("- {line}\n"));
     }
     md.push_str("\n| time (UTC) | step | who | action | outcome | detail |\n| --- | --- | --- | --- | --- | --- |\n");
     for e in &events {
-        let mut detail = e.detail.to_string();
-        if detail.len() > 160 {
-            let mut cut = 157;
-            while !detail.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            detail.truncate(cut);
-            detail.push('…');
-        }
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
-            e.step,
-            e.actor,
-            e.action,
-            serde_json::to_value(e.outcome)?.as_str().unwrap_or("?"),
-            detail.replace('|', "\\|")
-        ));
+        md.push_str(&event_row(e)?);
     }
-    Ok(md)
+    println!("{md}");
+    Ok(Code::Done)
+}
+
+fn event_row(e: &AuditEvent) -> anyhow::Result<String> {
+    let mut detail = e.detail.to_string();
+    if detail.len() > 160 {
+        let mut cut = 157;
+        while !detail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        detail.truncate(cut);
+        detail.push('…');
+    }
+    Ok(format!(
+        "| {} | {} | {} | {} | {} | {} |\n",
+        e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+        e.step,
+        e.actor,
+        e.action,
+        serde_json::to_value(e.outcome)?.as_str().unwrap_or("?"),
+        detail.replace('|', "\\|")
+    ))
 }

@@ -3,63 +3,60 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use ferry_plan::{Options, Prices, inventory};
 
-/// The parsed command line of `ferry plan`.
-#[derive(Debug)]
+pub const HELP: &str = "\
+Reads the app from the Heroku Platform API (HEROKU_API_KEY: heroku auth:token) and its database
+(FERRY_PLAN_DATABASE_URL overrides the app's DATABASE_URL, for a fork); writes plan.md,
+plan.json and migration.json to --out (ferry-plan-<app>).
+
+Examples:
+  ferry plan acme --procfile Procfile
+  ferry plan acme --arch arm64 --out plan/ --output json | jq .blockers
+
+Exit: 0 planned (blockers for the migration itself are listed in the plan, each with its fix),
+1 a call failed, 2 a wrong argument or no HEROKU_API_KEY.";
+
+/// CPU architecture of the AWS fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    /// What Heroku builds.
+    #[value(name = "x86_64")]
+    X86_64,
+    /// Graviton, cheaper; the image must be built for it.
+    Arm64,
+}
+
+/// `ferry plan` arguments.
+#[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The Heroku app's name.
     app: String,
+    /// The app's Procfile (process types and commands).
+    #[arg(long)]
     procfile: Option<PathBuf>,
+    /// A price table overriding the built-in one (JSON).
+    #[arg(long)]
     prices: Option<PathBuf>,
-    arch: String,
+    /// The AWS fleet's CPU architecture.
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: Arch,
+    /// Where to write the files.
+    #[arg(long)]
     out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    output: crate::Output,
 }
 
-/// Parses `<app> [--procfile FILE] [--prices FILE] [--arch x86_64|arm64] [--out DIR]`.
-pub fn parse(args: &[&str]) -> anyhow::Result<Args> {
-    let mut app = None;
-    let mut parsed = Args {
-        app: String::new(),
-        procfile: None,
-        prices: None,
-        arch: "x86_64".into(),
-        out: None,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .map(|v| v.to_string())
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match *arg {
-            "--procfile" => parsed.procfile = Some(value("--procfile")?.into()),
-            "--prices" => parsed.prices = Some(value("--prices")?.into()),
-            "--out" => parsed.out = Some(value("--out")?.into()),
-            "--arch" => {
-                let v = value("--arch")?;
-                if v != "x86_64" && v != "arm64" {
-                    bail!(
-                        "--arch {v:?}: use x86_64 (what Heroku builds) or arm64 (Graviton, cheaper; the image must be built for it)"
-                    );
-                }
-                parsed.arch = v;
-            }
-            flag if flag.starts_with("--") => bail!("unknown option {flag} for ferry plan"),
-            name if app.is_none() => app = Some(name.to_string()),
-            extra => bail!("unexpected argument {extra:?}: ferry plan takes one app name"),
-        }
-    }
-    parsed.app = app.context("ferry plan needs the Heroku app's name")?;
-    Ok(parsed)
-}
-
-/// Runs the plan and writes its files; returns the markdown and a line per file written.
-pub async fn run(args: Args) -> anyhow::Result<String> {
-    let token = std::env::var("HEROKU_API_KEY").context(
-        "set HEROKU_API_KEY to a Heroku API token that can read the app (heroku auth:token)",
-    )?;
+/// Runs the plan, writes its files and prints the markdown (or plan.json with --output json).
+pub async fn run(args: Args) -> anyhow::Result<crate::fail::Code> {
+    let token = std::env::var("HEROKU_API_KEY").map_err(|_| {
+        crate::fail::Usage(
+            "set HEROKU_API_KEY to a Heroku API token that can read the app (heroku auth:token)"
+                .into(),
+        )
+    })?;
     let base = std::env::var("HEROKU_API_URL")
         .unwrap_or_else(|_| ferry_heroku::DEFAULT_BASE_URL.to_string());
     let heroku = ferry_heroku::HerokuClient::new(&base, token)?;
@@ -94,7 +91,10 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         inv,
         &prices,
         &Options {
-            architecture: args.arch.clone(),
+            architecture: match args.arch {
+                Arch::X86_64 => "x86_64".into(),
+                Arch::Arm64 => "arm64".into(),
+            },
             today: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         },
     );
@@ -117,34 +117,17 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
         written.push(path.display().to_string());
     }
-    Ok(format!(
-        "{markdown}\n---\n{} blockers, {} warnings, {} fields to fill in; wrote {}",
-        plan.blockers.len(),
-        plan.warnings.len(),
-        plan.fill_in.len(),
-        written.join(", ")
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_parse_and_mistakes_name_the_option() {
-        let a = parse(&["acme", "--procfile", "Procfile", "--arch", "arm64"]).expect("parses");
-        assert_eq!(a.app, "acme");
-        assert_eq!(a.arch, "arm64");
-        assert_eq!(a.procfile, Some(PathBuf::from("Procfile")));
-        for (args, needle) in [
-            (vec!["--procfile"], "--procfile needs a value"),
-            (vec!["acme", "--arch", "sparc"], "--arch"),
-            (vec!["acme", "--bogus"], "--bogus"),
-            (vec!["acme", "other"], "other"),
-            (vec![], "app's name"),
-        ] {
-            let e = parse(&args).expect_err("refused").to_string();
-            assert!(e.contains(needle), "{args:?}: {e}");
-        }
+    if args.output == crate::Output::Json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        println!(
+            "{markdown}\n---\n{} blockers, {} warnings, {} fields to fill in; wrote {}",
+            plan.blockers.len(),
+            plan.warnings.len(),
+            plan.fill_in.len(),
+            written.join(", ")
+        );
     }
+    // The plan is written: its blockers are for the migration, listed with their fixes.
+    Ok(crate::fail::Code::Done)
 }

@@ -32,7 +32,7 @@ fn valid_spec_exits_zero() {
 }
 
 #[test]
-fn bad_spec_prints_every_problem_and_exits_one() {
+fn bad_spec_prints_every_problem_and_exits_three() {
     let dir = std::env::temp_dir().join(format!("ferry-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("bad.json");
@@ -43,7 +43,8 @@ fn bad_spec_prints_every_problem_and_exits_one() {
     v["replication"] = serde_json::json!({"paralelism": 4});
     std::fs::write(&path, v.to_string()).expect("write");
     let (code, _, err) = ferry(&["validate", path.to_str().expect("utf8")]);
-    assert_eq!(code, 1);
+    // 3: a person must act (fix the spec).
+    assert_eq!(code, 3);
     assert!(err.contains("2 problems:"), "{err}");
     assert!(
         err.contains("traffic.steps[3]: weights must increase; got 10 after 25"),
@@ -55,6 +56,24 @@ fn bad_spec_prints_every_problem_and_exits_one() {
         ),
         "{err}"
     );
+    let (code, out, _) = ferry(&["validate", path.to_str().expect("utf8"), "--output", "json"]);
+    assert_eq!(code, 3);
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(doc["valid"], false);
+    let problems = doc["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 2, "{doc}");
+    assert!(
+        problems.iter().any(|p| p["path"] == "traffic.steps[3]"
+            && p["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("weights must increase"))),
+        "{doc}"
+    );
+    let (code, out, _) = ferry(&["validate", "--output=json", &example("full.json")]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["migration_id"], "acme-prod-2026-11");
 }
 
 #[test]
@@ -67,23 +86,103 @@ fn missing_file_and_bad_usage_exit_two() {
     );
     let (code, _, err) = ferry(&["frobnicate"]);
     assert_eq!(code, 2);
-    assert!(err.contains("usage:"), "{err}");
+    assert!(
+        err.contains("unrecognized subcommand 'frobnicate'"),
+        "{err}"
+    );
+    assert!(err.contains("Usage:"), "{err}");
+    let (code, _, err) = ferry(&["approve", "m-1", "--gate", "lunch"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("possible values: shift_traffic, cutover, finish"),
+        "{err}"
+    );
+    let (code, _, err) = ferry(&["wait", "m-1", "--until", "done", "--timeout", "5 weeks"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = ferry(&["rehearse", "--load", "99999"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--load"), "{err}");
 }
 
+/// Settings the stack's outputs give are usage errors when missing (exit 2), named.
 #[test]
-fn a_non_utf8_argument_is_refused_not_a_panic() {
-    use std::os::unix::ffi::OsStrExt;
+fn a_missing_setting_is_named_and_exits_two() {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("validate")
-        .arg(std::ffi::OsStr::from_bytes(b"\xff.json"))
+        .args(["list"])
+        .env_remove("FERRY_STATE_TABLE")
         .output()
         .expect("run ferry");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("argument 2") && err.contains("not valid UTF-8"),
-        "{err}"
-    );
+    assert!(err.contains("FERRY_STATE_TABLE is not set"), "{err}");
+}
+
+#[test]
+fn every_command_has_help_with_examples_and_the_version_prints() {
+    let (code, out, _) = ferry(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Exit codes:"), "{out}");
+    let commands = [
+        "rehearse",
+        "validate",
+        "schema",
+        "plan",
+        "preflight",
+        "start",
+        "status",
+        "wait",
+        "list",
+        "report",
+        "approve",
+        "reject",
+        "pause",
+        "resume",
+        "abort",
+    ];
+    for c in commands {
+        assert!(
+            out.contains(&format!("  {c} ")),
+            "{c} missing from --help:\n{out}"
+        );
+        for form in [vec![c, "--help"], vec!["help", c]] {
+            let (code, text, err) = ferry(&form);
+            assert_eq!(code, 0, "{form:?}: {err}");
+            assert!(
+                text.contains(&format!("Usage: ferry {c}")),
+                "{form:?}:\n{text}"
+            );
+            assert!(text.contains("Example"), "{form:?} has no example:\n{text}");
+        }
+    }
+    let (code, out, _) = ferry(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("ferry {}", env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = ferry(&["status", "--version"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_non_utf8_argument_is_refused_or_taken_as_a_path_never_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .output()
+            .expect("run ferry");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let odd = std::ffi::OsStr::from_bytes(b"\xff.json");
+    // A file name may hold any bytes: taken as a path (here, missing).
+    let (code, err) = run(&["validate".as_ref(), odd]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("read migration spec"), "{err}");
+    // A migration id may not.
+    let (code, err) = run(&["status".as_ref(), odd]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("invalid UTF-8"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 

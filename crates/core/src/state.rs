@@ -568,6 +568,12 @@ pub struct WorkerProgress {
     pub rows_copied: u64,
     /// Bytes copied by the snapshot so far.
     pub bytes_copied: u64,
+    /// An estimate of the bytes the copy moves in all (tables' size on disk without indexes).
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+    /// The copy's average throughput while it runs, bytes per second.
+    #[serde(default)]
+    pub copy_bytes_per_second: Option<f64>,
     /// Latest change position seen on the source (LSN or change-log id).
     pub source_position: Option<String>,
     /// Latest change position applied (and committed) on the target.

@@ -38,6 +38,17 @@ pub struct Finding {
     pub fix: String,
 }
 
+impl std::fmt::Display for Finding {
+    /// `code (object): message Fix: fix`, one line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(o) = &self.object {
+            write!(f, " ({o})")?;
+        }
+        write!(f, ": {} Fix: {}", self.message, self.fix)
+    }
+}
+
 /// What one server is and what the connected role may do there.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerReport {

@@ -55,6 +55,9 @@ pub struct CopyProgress {
     pub tables_done: AtomicU64,
     /// Tables to copy.
     pub tables_total: AtomicU64,
+    /// An estimate of the bytes to move: the tables' size on disk without indexes (COPY data
+    /// is usually somewhat smaller: a progress bar, not an invariant).
+    pub bytes_total: AtomicU64,
 }
 
 /// Exports a snapshot on `holder` (which must stay open, in its transaction, until every copy

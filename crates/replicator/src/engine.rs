@@ -73,6 +73,8 @@ pub struct Status {
     pub rows_copied: u64,
     /// Bytes copied by the snapshot.
     pub bytes_copied: u64,
+    /// An estimate of the bytes the snapshot copy moves in all (0 before it is planned).
+    pub bytes_total: u64,
     /// The source's latest change position (log id, or WAL LSN).
     pub source_position: Option<String>,
     /// Last position applied on the target.
@@ -257,6 +259,23 @@ impl Replicator {
         let snapshot = copy::export_snapshot(&mut holder).await?;
         let chunks =
             copy::plan(&holder, &self.target, &self.tables, self.cfg.rows_per_chunk).await?;
+        let oids: Vec<u32> = self
+            .tables
+            .iter()
+            .filter(|t| t.holds_rows())
+            .map(|t| t.oid)
+            .collect();
+        let estimate: i64 = holder
+            .query_one(
+                "SELECT coalesce(sum(pg_table_size(o)), 0)::bigint FROM unnest($1::oid[]) o",
+                &[&oids],
+            )
+            .await
+            .map_err(ReplError::sql("estimate the bytes to copy"))?
+            .get(0);
+        self.copy_progress
+            .bytes_total
+            .store(estimate.max(0) as u64, Ordering::Relaxed);
         let result = copy::run(
             &self.cfg.source,
             &self.cfg.target,
@@ -428,6 +447,7 @@ impl Replicator {
             tables_total: p.tables_total.load(Ordering::Relaxed),
             rows_copied: p.rows.load(Ordering::Relaxed),
             bytes_copied: p.bytes.load(Ordering::Relaxed),
+            bytes_total: p.bytes_total.load(Ordering::Relaxed),
             source_position,
             applied_position: applied.as_ref().map(|a| a.0.clone()),
             changes_applied: applied.map_or(0, |a| a.1),

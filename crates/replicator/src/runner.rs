@@ -99,6 +99,8 @@ struct Beat<'a> {
     error: Option<(String, String)>,
     /// Bytes copied at the previous heartbeat, and when: the copy throughput between beats.
     copied_before: Option<(u64, Instant)>,
+    /// Bytes copied when this worker first saw the copy, and when: its average throughput.
+    copy_started: Option<(u64, Instant)>,
 }
 
 impl Beat<'_> {
@@ -139,6 +141,8 @@ impl Beat<'_> {
             tables_total: status.tables_total as u32,
             rows_copied: status.rows_copied,
             bytes_copied: status.bytes_copied,
+            bytes_total: (status.bytes_total > 0).then_some(status.bytes_total),
+            copy_bytes_per_second: self.copy_rate(status),
             source_position: status.source_position.clone(),
             applied_position: status.applied_position.clone(),
             lag_seconds: status.lag_seconds,
@@ -160,6 +164,20 @@ impl Beat<'_> {
         }
     }
 
+    /// The copy's average throughput since this worker first saw it move (None before, and
+    /// once the copy has ended).
+    fn copy_rate(&mut self, status: &Status) -> Option<f64> {
+        if status.tables_total == 0 || status.tables_done >= status.tables_total {
+            return None;
+        }
+        let (bytes, at) = *self
+            .copy_started
+            .get_or_insert((status.bytes_copied, Instant::now()));
+        let secs = at.elapsed().as_secs_f64();
+        (secs >= 1.0 && status.bytes_copied > bytes)
+            .then(|| (status.bytes_copied - bytes) as f64 / secs)
+    }
+
     fn due(&self) -> bool {
         self.last.is_none_or(|t| t.elapsed() >= self.cfg.heartbeat)
     }
@@ -171,6 +189,7 @@ fn copy_status(p: &CopyProgress) -> Status {
         tables_total: p.tables_total.load(Ordering::Relaxed),
         rows_copied: p.rows.load(Ordering::Relaxed),
         bytes_copied: p.bytes.load(Ordering::Relaxed),
+        bytes_total: p.bytes_total.load(Ordering::Relaxed),
         ..Status::default()
     }
 }
@@ -208,6 +227,7 @@ pub async fn run(store: &dyn MigrationStore, cfg: RunnerConfig) -> Result<Exit, 
         drained_to: None,
         error: None,
         copied_before: None,
+        copy_started: None,
     };
     if !beat
         .write(WorkerPhase::Starting, &Status::default())
@@ -301,6 +321,9 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                     }
                 }
                 beat.acked = cmd.seq;
+                // The heartbeat that acknowledges a pause or resume says so (before this, it
+                // showed the old state until the next beat: found by `ferry pause`'s test).
+                beat.paused = paused_by_command || schema_block.is_some();
                 beat.write(phase(&rep), &rep.status().await?).await?;
             }
         }

@@ -83,21 +83,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
         spec.replication.parallelism,
     )
     .await?;
-    let mut blockers: Vec<String> = report
-        .blockers()
-        .map(|f| {
-            format!(
-                "- {}{}: {} Fix: {}",
-                f.code,
-                f.object
-                    .as_deref()
-                    .map(|o| format!(" ({o})"))
-                    .unwrap_or_default(),
-                f.message,
-                f.fix
-            )
-        })
-        .collect();
+    let mut blockers: Vec<String> = report.blockers().map(|f| format!("- {f}")).collect();
     blockers.extend(check_rds(deps, &spec, &report).await?);
     blockers.extend(check_endpoint(deps, &spec).await?);
     blockers.extend(check_email_links(deps, &spec).await?);

@@ -1,0 +1,95 @@
+//! `ferry preflight <spec>`: the spec validated, both databases analysed as the preflight step
+//! does, and the app's lock looked at, without starting anything or writing anywhere.
+
+use std::path::Path;
+
+use ferry_core::MigrationStore;
+use ferry_pg::{PgUrl, preflight::Severity};
+
+use crate::{
+    Output,
+    fail::{Code, Usage},
+    ops,
+};
+
+pub const HELP: &str = "\
+Reads the spec's source.database_url_param and target.database_url_param from SSM Parameter
+Store, connects to both (read-only look: nothing is installed), and lists every blocker with
+its fix and every warning. Also says whether another migration holds the app's lock
+(FERRY_STATE_TABLE, when set).
+
+Examples:
+  ferry preflight migration.json
+  ferry preflight migration.json --output json | jq '.findings[] | select(.severity == \"blocker\")'
+
+Exit: 0 no blocker, 3 blockers (fix them and run it again), 1 a database or AWS call failed.";
+
+async fn url(aws: &aws_config::SdkConfig, param: &str) -> anyhow::Result<PgUrl> {
+    let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(aws));
+    let value = ferry_core::ParamStore::get(&params, param)
+        .await
+        .map_err(|e| anyhow::anyhow!("read {param} from SSM: {e}"))?;
+    PgUrl::parse(value.expose()).map_err(|e| Usage(format!("{param}: {e}")).into())
+}
+
+/// `ferry preflight`.
+pub async fn run(path: &Path, output: Output) -> anyhow::Result<Code> {
+    let (_, spec) = ops::read_spec(path)?;
+    let aws = ops::aws().await;
+    let source = url(&aws, &spec.source.database_url_param).await?;
+    let target = url(&aws, &spec.target.database_url_param).await?;
+    let (s, t) = (source.connect().await?, target.connect().await?);
+    let report = ferry_pg::preflight::analyse(
+        &s,
+        &t,
+        spec.replication.capture,
+        spec.replication.parallelism,
+    )
+    .await?;
+    let lock = match std::env::var("FERRY_STATE_TABLE") {
+        Ok(t) if !t.is_empty() => ops::store(&aws)?
+            .app_lock(&spec.heroku.app)
+            .await?
+            .map(|l| {
+                format!(
+                    "by migration {} since {}",
+                    l.migration_id,
+                    l.acquired_at.to_rfc3339()
+                )
+            }),
+        _ => None,
+    };
+    let blockers = report.blockers().count();
+    if output == Output::Json {
+        let doc = serde_json::json!({ "migration_id": spec.migration_id, "report": report, "app_lock": lock });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "preflight of {} ({} → {}): capture {}, {} tables, {:.1} MB",
+            spec.migration_id,
+            source.redacted(),
+            target.redacted(),
+            report
+                .capture
+                .map_or("none possible".into(), |c| format!("{c:?}").to_lowercase()),
+            report.tables.len(),
+            report.total_bytes() as f64 / 1e6
+        );
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.severity != Severity::Info)
+        {
+            println!("- {:?} {f}", f.severity);
+        }
+        if let Some(l) = &lock {
+            println!("app lock: held ({l})");
+        }
+        println!("{blockers} blocker(s)");
+    }
+    Ok(if blockers > 0 {
+        Code::Blocked
+    } else {
+        Code::Done
+    })
+}

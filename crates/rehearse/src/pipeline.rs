@@ -1,0 +1,323 @@
+//! The rehearsal, stage by stage, with the engine the worker and the cutover use.
+
+use std::time::{Duration, Instant};
+
+use ferry_core::spec::CaptureMode;
+use ferry_pg::{PgUrl, freeze, preflight};
+use ferry_replicator::{
+    engine::{Config, Replicator},
+    schema::Tools,
+};
+use tokio_postgres::Client;
+
+use crate::{
+    LocalServer, Options, RehearseError, find_bin, guard,
+    load::{self, Load},
+    report::{
+        CatchUpFigures, CopyFigures, FreezeFigures, Report, SourceFacts, VerifyFigures, spread,
+    },
+};
+
+/// The cutover's sequence margin (as `ferry_steps::cutover::SEQUENCE_GAP`).
+const SEQUENCE_GAP: i64 = 1000;
+/// Rows of the apply-rate burst (twice as many changes: inserted, then updated).
+const BURST_ROWS: i64 = 10_000;
+
+/// Runs a rehearsal. The scratch server, if one was started, is stopped and removed when this
+/// returns (unless kept); Ferry's objects on the source are removed whatever happened.
+pub async fn run(opts: &Options) -> Result<Report, RehearseError> {
+    let started = Instant::now();
+    let source = opts.source.connect().await?;
+    let info = ferry_pg::server_info(&source).await?;
+    let traffic = guard::observe(&source, Duration::from_secs(3)).await?;
+    guard::check(&traffic, opts.production)?;
+    let (bin, bin_major) = find_bin(opts.pg_bin.as_deref(), info.major)?;
+    let (local, target_url) = match &opts.target {
+        Some(url) => (None, url.clone()),
+        None => {
+            let l = LocalServer::start(&bin, bin_major, opts.keep_target)?;
+            let url = l.url.clone();
+            (Some(l), url)
+        }
+    };
+    let target = target_url.connect().await?;
+    ensure_empty(&target, &target_url).await?;
+    let pre = preflight::analyse(&source, &target, opts.capture, opts.parallelism).await?;
+    let mut report = Report {
+        source_url: opts.source.redacted().to_string(),
+        target: match &local {
+            Some(l) if opts.keep_target => format!(
+                "scratch PostgreSQL {} kept at {} ({})",
+                l.major,
+                l.dir().display(),
+                l.url.redacted()
+            ),
+            Some(l) => format!("scratch PostgreSQL {} (removed afterwards)", l.major),
+            None => target_url.redacted().to_string(),
+        },
+        source: SourceFacts {
+            major: info.major,
+            tables: pre.tables.len(),
+            bytes: pre.total_bytes(),
+            traffic,
+        },
+        capture: pre.capture,
+        ..Report::default()
+    };
+    for f in &pre.findings {
+        match f.severity {
+            preflight::Severity::Blocker => report.blockers.push(f.clone()),
+            preflight::Severity::Warning => report.warnings.push(f.clone()),
+            preflight::Severity::Info => {}
+        }
+    }
+    if let (true, Some(capture)) = (report.blockers.is_empty(), pre.capture) {
+        let cfg = Config {
+            source: opts.source.clone(),
+            target: target_url.clone(),
+            tools: Tools { bin_dir: bin },
+            parallelism: opts.parallelism.max(1) as usize,
+            rows_per_chunk: 250_000,
+            batch_size: 5_000,
+            capture,
+        };
+        let moved = replicate(opts, cfg, &source, &mut report).await;
+        let cleaned = cleanup(&opts.source, &target_url, capture).await;
+        report.source_objects_left = leftovers(&source, opts.source.user()).await?;
+        moved?;
+        cleaned?;
+        report.project(opts.production_bytes, opts.production_writes_per_second);
+    }
+    drop(local);
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Refuses a target that holds any table: the rehearsal never writes over someone's data.
+async fn ensure_empty(target: &Client, url: &PgUrl) -> Result<(), RehearseError> {
+    let row = target
+        .query_one(
+            "SELECT count(*), min(format('%I.%I', n.nspname, c.relname))
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p')
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg\\_%'",
+            &[],
+        )
+        .await
+        .map_err(|e| RehearseError::sql("look for tables on the target", &e))?;
+    let tables: i64 = row.get(0);
+    if tables > 0 {
+        return Err(RehearseError::TargetNotEmpty {
+            url: url.redacted().to_string(),
+            tables,
+            example: row.get::<_, Option<String>>(1).unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
+/// Schema, capture, copy and post-data under the load; catch-up, burst, stream and freezes
+/// still under it; then the load stops and both sides are compared.
+async fn replicate(
+    opts: &Options,
+    cfg: Config,
+    source: &Client,
+    report: &mut Report,
+) -> Result<(), RehearseError> {
+    load::create(source).await?;
+    let mut rep = Replicator::connect(cfg).await?;
+    let load =
+        (opts.load_per_second > 0).then(|| Load::start(opts.source.clone(), opts.load_per_second));
+    let under_load = stages_under_load(opts, &mut rep, source, report).await;
+    if let Some(l) = load {
+        report.load = Some(l.stop().await);
+    }
+    under_load?;
+    rep.drain(None).await?;
+    let t = Instant::now();
+    let foreign_keys_validated = rep.validate_foreign_keys().await?;
+    let checks = rep.verify().await?;
+    report.verify = Some(VerifyFigures {
+        tables: checks.len(),
+        rows: checks.iter().map(|c| c.source_rows).sum(),
+        seconds: t.elapsed().as_secs_f64(),
+        differing: checks
+            .iter()
+            .filter(|c| !c.equal())
+            .map(|c| c.table.clone())
+            .collect(),
+        foreign_keys_validated,
+    });
+    Ok(())
+}
+
+async fn stages_under_load(
+    opts: &Options,
+    rep: &mut Replicator,
+    source: &Client,
+    report: &mut Report,
+) -> Result<(), RehearseError> {
+    let timings = rep.prepare().await?;
+    let status = rep.status().await?;
+    let secs = |d: Duration| d.as_secs_f64();
+    let copy_and_post = secs(timings.copy + timings.post_data);
+    report.copy = Some(CopyFigures {
+        schema_seconds: secs(timings.schema),
+        capture_seconds: secs(timings.capture),
+        copy_seconds: secs(timings.copy),
+        post_data_seconds: secs(timings.post_data),
+        rows: status.rows_copied,
+        copy_bytes: status.bytes_copied,
+        disk_bytes_per_second: if copy_and_post > 0.0 {
+            report.source.bytes as f64 / copy_and_post
+        } else {
+            0.0
+        },
+    });
+    let mut catch = CatchUpFigures {
+        backlog_at_copy_end: status.lag_changes,
+        ..CatchUpFigures::default()
+    };
+    let t = Instant::now();
+    while rep.apply_once().await?.changes > 0 {}
+    catch.seconds = t.elapsed().as_secs_f64();
+    catch.burst_changes = load::burst(source, BURST_ROWS).await?;
+    let t = Instant::now();
+    let applied = rep.drain(None).await?;
+    catch.apply_changes_per_second = applied as f64 / t.elapsed().as_secs_f64().max(0.001);
+    stream(rep, Duration::from_secs(opts.stream_seconds), &mut catch).await?;
+    report.catch_up = Some(catch);
+    let role = opts.source.user().unwrap_or("postgres").to_string();
+    for _ in 0..opts.freezes {
+        report.freezes.push(freeze_once(rep, source, &role).await?);
+        // The app's writes come back between freezes, as they would after a real one.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rep.drain(None).await?;
+    }
+    Ok(())
+}
+
+/// Applies as the worker does for `how_long`, sampling the lag four times a second.
+async fn stream(
+    rep: &mut Replicator,
+    how_long: Duration,
+    catch: &mut CatchUpFigures,
+) -> Result<(), RehearseError> {
+    let t = Instant::now();
+    let mut samples = Vec::new();
+    let mut last = Instant::now() - Duration::from_secs(1);
+    while t.elapsed() < how_long {
+        if rep.apply_once().await?.changes == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if last.elapsed() >= Duration::from_millis(250) {
+            last = Instant::now();
+            let lag = rep.status().await?.lag_seconds.unwrap_or(0.0);
+            samples.push((lag * 1000.0).round() as u64);
+        }
+    }
+    catch.streamed_seconds = t.elapsed().as_secs_f64();
+    catch.lag_samples = samples.len();
+    (catch.lag_p50_ms, catch.lag_p99_ms, catch.lag_max_ms) = spread(&mut samples);
+    Ok(())
+}
+
+/// One cutover freeze as the cutover step runs it: the app's role read-only and its sessions
+/// ended, everything up to the head applied, sequences set, then unfrozen. The row-count check
+/// inside it is timed apart (the real cutover makes it optional).
+async fn freeze_once(
+    rep: &mut Replicator,
+    source: &Client,
+    role: &str,
+) -> Result<FreezeFigures, RehearseError> {
+    let t = Instant::now();
+    let ms = |t: Instant| t.elapsed().as_millis() as u64;
+    freeze::freeze_role(source, role).await?;
+    let inside = async {
+        freeze::end_sessions(source, role).await?;
+        let mut f = FreezeFigures {
+            frozen_ms: ms(t),
+            ..FreezeFigures::default()
+        };
+        let head = rep.source_head().await?;
+        f.drained_changes = rep.drain(Some(&head)).await?;
+        f.drained_ms = ms(t);
+        rep.sync_sequences(SEQUENCE_GAP).await?;
+        f.sequences_ms = ms(t);
+        f.counts_equal = rep.count_rows().await?.iter().all(|(_, s, d)| s == d);
+        Ok::<_, RehearseError>(f)
+    }
+    .await;
+    let u = Instant::now();
+    let unfrozen = freeze::unfreeze_role(source, role).await;
+    let mut f = inside?;
+    unfrozen?;
+    f.total_ms = f.sequences_ms + ms(u);
+    Ok(f)
+}
+
+/// Removes capture, Ferry's bookkeeping and the load table from both sides, on fresh sessions
+/// (the run's own may be the reason it stopped).
+async fn cleanup(
+    source: &PgUrl,
+    target: &PgUrl,
+    capture: CaptureMode,
+) -> Result<(), RehearseError> {
+    let src = source.connect().await?;
+    let tgt = target.connect().await?;
+    let cfg_tables = ferry_pg::catalog::tables(&src).await?;
+    match capture {
+        CaptureMode::Logical => {
+            let slot = ferry_replicator::capture::logical::slot_name(
+                source.dbname().unwrap_or("postgres"),
+            );
+            ferry_replicator::capture::logical::uninstall(&src, &slot).await?
+        }
+        _ => ferry_replicator::capture::trigger::uninstall(&src, &cfg_tables).await?,
+    }
+    let target_tables = ferry_pg::catalog::tables(&tgt).await?;
+    ferry_replicator::capture::trigger::uninstall(&tgt, &target_tables).await?;
+    for (client, side) in [(&src, "source"), (&tgt, "target")] {
+        client
+            .batch_execute("DROP SCHEMA IF EXISTS ferry CASCADE")
+            .await
+            .map_err(|e| RehearseError::sql(&format!("drop ferry on the {side}"), &e))?;
+        load::drop_schema(client, side).await?;
+    }
+    if let Some(role) = source.user() {
+        freeze::unfreeze_role(&src, role).await?;
+    }
+    Ok(())
+}
+
+/// Ferry objects still on the source: schemas, triggers, functions, publication, slot, a
+/// frozen role.
+async fn leftovers(source: &Client, role: Option<&str>) -> Result<Vec<String>, RehearseError> {
+    let rows = source
+        .query(
+            "SELECT 'schema ' || nspname FROM pg_namespace
+              WHERE nspname IN ('ferry', 'ferry_rehearsal')
+             UNION ALL
+             SELECT format('trigger %s on %s', tgname, tgrelid::regclass) FROM pg_trigger
+              WHERE tgname LIKE 'ferry\\_%'
+             UNION ALL
+             SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc p
+              WHERE p.proname LIKE 'ferry\\_%'
+             UNION ALL
+             SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'ferry\\_%'
+             UNION ALL
+             SELECT 'replication slot ' || slot_name FROM pg_replication_slots
+              WHERE slot_name LIKE 'ferry\\_%' AND database = current_database()",
+            &[],
+        )
+        .await
+        .map_err(|e| RehearseError::sql("look for Ferry objects on the source", &e))?;
+    let mut left: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    if let Some(role) = role
+        && freeze::is_frozen(source, role).await?
+    {
+        left.push(format!("role {role} still read-only by default"));
+    }
+    Ok(left)
+}
