@@ -529,7 +529,9 @@ def up(args):
         "FERRY_REHEARSAL_FAULT_PREFIX": REHEARSAL["fault_prefix"],
         "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
         "AWS_REGION": "us-east-1",
-        "RUST_LOG": "info",
+        # What the template's LoggingConfig makes Lambda set: JSON lines at INFO.
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "AWS_LAMBDA_LOG_LEVEL": "INFO",
     }
     (BED / "functions.env").write_text("".join(f"{k}={v}\n" for k, v in functions.items()))
     # The function binaries through the Lambda Runtime API, as cargo-lambda serves them; they

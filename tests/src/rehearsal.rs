@@ -788,7 +788,11 @@ impl Approver {
                 "x-slack-request-timestamp": ts.to_string(),
                 "x-slack-signature": sig,
             },
-            "requestContext": {"http": {"method": "POST", "path": "/slack"}},
+            "requestContext": {
+                "http": {"method": "POST", "path": "/slack", "sourceIp": "127.0.0.1"},
+                "requestId": unique("req-"),
+                "timeEpoch": ts * 1000,
+            },
             "body": body,
             "isBase64Encoded": false
         });

@@ -9,6 +9,8 @@
 //! `FERRY_WORKER_TASK_DEFINITION`, `FERRY_WORKER_CONTAINER`, `FERRY_WORKER_SUBNETS`,
 //! `FERRY_WORKER_SECURITY_GROUPS`, `FERRY_WORKER_PUBLIC_IP`, `FERRY_PG_BIN`.
 
+pub mod logs;
+
 use std::{future::Future, sync::Arc, time::Duration};
 
 use ferry_core::StepErrorName;
@@ -101,18 +103,6 @@ pub fn diagnostic(e: &StepError) -> Diagnostic {
     }
 }
 
-/// Plain log lines without colours or timestamps (CloudWatch Logs adds the time).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .init();
-}
-
 /// Serves one step: `handler` gets the dependencies and the task input.
 pub async fn serve<I, O, F, Fut>(
     step: &'static str,
@@ -124,7 +114,7 @@ where
     F: Fn(Arc<Deps>, I) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, StepError>> + Send,
 {
-    init_logging();
+    logs::init();
     let deps = match deps_from_env().await {
         Ok(d) => Arc::new(d),
         Err(e) => {
@@ -137,9 +127,20 @@ where
         let deps = deps.clone();
         let handler = handler.clone();
         async move {
-            let input: I = serde_json::from_value(event.payload)
-                .map_err(|e| diagnostic(&StepError::Input(e.to_string())))?;
-            let span = tracing::info_span!("step", step, request_id = %event.context.request_id);
+            let migration_id = logs::migration_of(&event.payload);
+            let span = tracing::info_span!(
+                "step",
+                step,
+                migration_id = migration_id.as_deref(),
+                request_id = %event.context.request_id
+            );
+            let input: I = serde_json::from_value(event.payload).map_err(|e| {
+                let e = StepError::Input(e.to_string());
+                span.in_scope(
+                    || tracing::error!(error = %e, name = e.step_error_name(), "input refused"),
+                );
+                diagnostic(&e)
+            })?;
             match handler(deps, input).instrument(span).await {
                 Ok(out) => {
                     tracing::info!("done");

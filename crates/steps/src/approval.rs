@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+pub use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use chrono::Utc;
 use ferry_core::{
     StepErrorName,
@@ -293,27 +294,42 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     /// Reads a Lambda function URL event (payload format 2.0).
-    pub fn from_event(event: &Value) -> StepResult<Self> {
-        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        let body = s(&event["body"]);
-        let body = if event["isBase64Encoded"].as_bool() == Some(true) {
+    pub fn from_url_event(event: &LambdaFunctionUrlRequest) -> StepResult<Self> {
+        let body = event.body.clone().unwrap_or_default();
+        let body = if event.is_base64_encoded {
             aws_smithy_types::base64::decode(&body)
                 .map_err(|_| StepError::Input("body is not valid base64".into()))?
         } else {
             body.into_bytes()
         };
-        let headers = event["headers"]
-            .as_object()
-            .map(|h| {
-                h.iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), s(v)))
-                    .collect()
+        // Header names come lower-case; a value that is not visible ASCII is read lossily
+        // (the signature and timestamp headers Ferry checks are ASCII).
+        let headers = event
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
             })
-            .unwrap_or_default();
+            .collect();
         Ok(Self {
-            method: s(&event["requestContext"]["http"]["method"]).to_ascii_uppercase(),
-            path: s(&event["rawPath"]),
-            query: form(s(&event["rawQueryString"]).as_bytes()),
+            method: event
+                .request_context
+                .http
+                .method
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_uppercase(),
+            path: event.raw_path.clone().unwrap_or_default(),
+            query: form(
+                event
+                    .raw_query_string
+                    .as_deref()
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
             headers,
             body,
         })
@@ -524,20 +540,30 @@ async fn decide_once(deps: &Deps, decision: &Decision, nonce: &str) -> StepResul
 
 #[cfg(test)]
 mod tests {
-    use super::{HttpRequest, form};
+    use super::{HttpRequest, LambdaFunctionUrlRequest, form};
+
+    fn event(v: serde_json::Value) -> LambdaFunctionUrlRequest {
+        serde_json::from_value(v).expect("a function URL event")
+    }
 
     #[test]
     fn function_url_events_are_read_with_their_encodings() {
-        let event = serde_json::json!({
+        let event = event(serde_json::json!({
+            "version": "2.0",
+            "routeKey": "$default",
             "rawPath": "/decide",
             "rawQueryString": "t=a%2Bb.c&x",
-            "headers": {"X-Slack-Signature": "v0=ab"},
-            "requestContext": {"http": {"method": "post"}},
+            "headers": {"X-Slack-Signature": "v0=ab", "content-type": "application/x-www-form-urlencoded"},
+            "requestContext": {
+                "accountId": "anonymous", "apiId": "abc", "domainName": "abc.lambda-url.us-east-1.on.aws",
+                "http": {"method": "post", "path": "/decide", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "curl"},
+                "requestId": "r-1", "time": "01/Dec/2026:17:00:00 +0000", "timeEpoch": 1_796_144_400_000i64
+            },
             // "t=a+b%3Dc" in base64
             "body": "dD1hK2IlM0Rj",
             "isBase64Encoded": true
-        });
-        let req = HttpRequest::from_event(&event).expect("event");
+        }));
+        let req = HttpRequest::from_url_event(&event).expect("event");
         assert_eq!(req.method, "POST");
         assert_eq!(req.query.get("t").map(String::as_str), Some("a+b.c"));
         assert_eq!(req.query.get("x").map(String::as_str), Some(""));
@@ -546,7 +572,13 @@ mod tests {
             Some("v0=ab")
         );
         assert_eq!(form(&req.body).get("t").map(String::as_str), Some("a b=c"));
-        let bad = serde_json::json!({"body": "%%%", "isBase64Encoded": true});
-        assert!(HttpRequest::from_event(&bad).is_err());
+        let mut bad = event.clone();
+        bad.body = Some("%%%".into());
+        assert!(HttpRequest::from_url_event(&bad).is_err());
+        // What is not a function URL event is refused where the input is read.
+        assert!(
+            serde_json::from_value::<LambdaFunctionUrlRequest>(serde_json::json!({"body": "x"}))
+                .is_err()
+        );
     }
 }
