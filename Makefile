@@ -59,9 +59,22 @@ bench:
 	bash tests/bench/run.sh
 
 ## demo: the local rehearsal: a whole migration through the real state machine, functions and
-## worker while a sample app writes; report in target/ferry-report/ (DEMO_ROWS, DEMO_WRITES_PER_SECOND)
+## worker while a sample app writes; report in target/ferry-report/ (DEMO_ROWS, DEMO_WRITES_PER_SECOND).
+## With SOURCE_URL=postgres://… (a fork or restored snapshot of production): `ferry rehearse` from
+## it into a scratch PostgreSQL, report in target/ferry-rehearsal.md (REHEARSE_ARGS adds options).
+ifdef SOURCE_URL
+# Handed to ferry through the environment, never on a command line make echoes.
+export FERRY_REHEARSE_SOURCE_URL := $(SOURCE_URL)
+endif
 demo:
+ifdef SOURCE_URL
+	@bash tests/setup.sh >/dev/null
+	@cargo build -q -p ferry-cli
+	@FERRY_PG_BIN=$${FERRY_PG_BIN:-$(FERRY_CACHE)/pg/17/bin} $(CARGO_TARGET_DIR)/debug/ferry rehearse \
+		--out target/ferry-rehearsal.md $(REHEARSE_ARGS)
+else
 	bash tests/demo.sh
+endif
 
 ## bench-cutover: the happy path BENCH_RUNS (10) times under load; write freeze and app-side
 ## write gap p50/max -> docs/benchmarks-cutover.md (BENCH_OUT). Not in CI.

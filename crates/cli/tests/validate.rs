@@ -197,3 +197,51 @@ fn schema_command_prints_the_checked_in_schema() {
     .expect("JSON");
     assert_eq!(printed, checked_in);
 }
+
+/// The CI example fits a hosted runner: the job's bound under 6 hours, `ferry wait`'s bound
+/// under the job's, and every `ferry` command it runs exists.
+#[test]
+fn the_ci_example_fits_a_hosted_runner_and_calls_real_commands() {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/ci/github-actions.yml"),
+    )
+    .expect("read the CI example");
+    let job_minutes: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("timeout-minutes:"))
+        .filter_map(|v| v.split('#').next()?.trim().parse().ok())
+        .collect();
+    assert!(!job_minutes.is_empty(), "the job is bounded");
+    assert!(job_minutes.iter().all(|m| *m < 360), "{job_minutes:?}");
+    let waits: Vec<u64> = text
+        .split("--timeout ")
+        .skip(1)
+        .filter_map(|rest| {
+            let word = rest.split_whitespace().next()?;
+            let (n, unit) = word.split_at(word.len() - 1);
+            let n: u64 = n.parse().ok()?;
+            Some(match unit {
+                "h" => n * 60,
+                "m" => n,
+                _ => 0,
+            })
+        })
+        .collect();
+    assert!(!waits.is_empty(), "ferry wait is bounded");
+    assert!(
+        waits.iter().all(|w| job_minutes.iter().all(|j| w < j)),
+        "{waits:?} minutes of waiting within {job_minutes:?}"
+    );
+    for line in text.lines() {
+        for part in line.split("ferry ").skip(1) {
+            let Some(cmd) = part.split_whitespace().next() else {
+                continue;
+            };
+            if !cmd.chars().all(|c| c.is_ascii_lowercase()) || cmd == "migration" {
+                continue;
+            }
+            let (code, _, err) = ferry(&[cmd, "--help"]);
+            assert_eq!(code, 0, "the CI example runs `ferry {cmd}`: {err}");
+        }
+    }
+}
