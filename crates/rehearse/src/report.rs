@@ -234,7 +234,11 @@ impl Report {
 }
 
 fn mb(bytes: f64) -> String {
-    format!("{:.1} MB", bytes / 1e6)
+    if bytes >= 10e9 {
+        format!("{:.1} GB", bytes / 1e9)
+    } else {
+        format!("{:.1} MB", bytes / 1e6)
+    }
 }
 
 fn duration(seconds: f64) -> String {
