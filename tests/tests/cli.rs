@@ -77,22 +77,6 @@ async fn an_operator_starts_watches_and_decides_from_the_command_line() {
     let exec = out.trim().to_string();
     assert!(exec.contains(&r.id), "{out}");
 
-    // Not there within 2 s: exit 4, the phase named.
-    let (code, _, err) = run(
-        &[
-            "wait",
-            &r.id,
-            "--until",
-            "completed",
-            "--timeout",
-            "2s",
-            "--interval",
-            "1s",
-        ],
-        &r.machine_arn,
-    );
-    assert_eq!(code, Some(4), "{err}");
-    assert!(err.contains("did not reach completed within"), "{err}");
     let pre = json(&["preflight", &path], &r.machine_arn);
     assert_eq!(pre["report"]["capture"], "trigger", "{pre:#}");
     assert!(pre["report"]["findings"].as_array().is_some(), "{pre:#}");
@@ -111,6 +95,25 @@ async fn an_operator_starts_watches_and_decides_from_the_command_line() {
     );
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.trim(), "awaiting_traffic_approval");
+    // Not there within 2 s: exit 4, the phase it is in named.
+    let (code, _, err) = run(
+        &[
+            "wait",
+            &r.id,
+            "--until",
+            "completed",
+            "--timeout",
+            "2s",
+            "--interval",
+            "1s",
+        ],
+        &r.machine_arn,
+    );
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("did not reach completed within") && err.contains("awaiting_traffic_approval"),
+        "{err}"
+    );
     let approver = Approver::new(&r);
     approver
         .wait_pending(&r.id, &exec, Gate::ShiftTraffic, Duration::from_secs(240))

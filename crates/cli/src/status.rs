@@ -432,7 +432,7 @@ impl StatusView {
     fn blocked(&self) -> Option<String> {
         let w = self.worker.as_ref()?;
         let name = w.error_name.as_deref()?;
-        name.starts_with("Ferry.Blocked").then(|| {
+        name.starts_with("Ferry.Blocked.").then(|| {
             format!(
                 "the worker is blocked: {name}: {} — fix it, then `ferry resume {}`",
                 w.error.as_deref().unwrap_or(""),
