@@ -511,3 +511,145 @@ async fn a_copy_plan_cut_short_is_not_trusted() {
         "the top range is planned"
     );
 }
+
+async fn count(target: &tokio_postgres::Client, sql: &str) -> i64 {
+    target.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// A restarted copy: plans again (resuming the stored plan) and copies what is not done.
+async fn copy_under_a_new_snapshot(
+    source_url: &PgUrl,
+    target_url: &PgUrl,
+    target: &tokio_postgres::Client,
+    tables: &[ferry_pg::catalog::Table],
+) {
+    use ferry_replicator::copy;
+    let mut holder = source_url.connect().await.expect("holder");
+    let snapshot = copy::export_snapshot(&mut holder).await.expect("snapshot");
+    let chunks = copy::plan(&holder, target, tables, 1000)
+        .await
+        .expect("resume");
+    copy::run(
+        source_url,
+        target_url,
+        &snapshot,
+        tables,
+        chunks,
+        2,
+        Arc::default(),
+    )
+    .await
+    .expect("copy the rest");
+    holder.batch_execute("COMMIT").await.expect("end snapshot");
+}
+
+/// A uuid-keyed table is split by block ranges; resumed part-way after its rows moved (updated)
+/// it holds some rows twice until the deduplication, which leaves each key once; rewritten
+/// meanwhile (VACUUM FULL) it is copied again from the start.
+#[tokio::test]
+async fn a_table_without_an_integer_key_is_split_by_blocks_and_resumes_without_doubles() {
+    use ferry_replicator::copy;
+    let db = TestDb::new("ctid_").await;
+    let source_url = db.url(Side::Source);
+    let target_url = db.url(Side::Target);
+    let source = source_url.connect().await.expect("source");
+    source
+        .batch_execute(
+            "CREATE TABLE docs (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), n int NOT NULL, body text NOT NULL);
+             INSERT INTO docs (n, body) SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
+             ANALYZE docs;",
+        )
+        .await
+        .expect("source data");
+    let mut target = target_url.connect().await.expect("target");
+    ferry_replicator::bookkeeping::ensure(&target)
+        .await
+        .expect("bookkeeping");
+    // What the pre-data restore creates: the table without its key.
+    target
+        .batch_execute("CREATE TABLE docs (id uuid, n int NOT NULL, body text NOT NULL)")
+        .await
+        .expect("target table");
+    let tables = ferry_pg::catalog::tables(&source).await.expect("catalog");
+
+    // First run: plan under a snapshot, copy half the chunks, die.
+    let mut holder = source_url.connect().await.expect("holder");
+    let snapshot = copy::export_snapshot(&mut holder).await.expect("snapshot");
+    let chunks = copy::plan(&holder, &target, &tables, 1000)
+        .await
+        .expect("plan");
+    assert!(chunks.len() >= 10, "{} chunks", chunks.len());
+    assert_eq!(chunks[0].lo, None);
+    assert!(
+        chunks[0].hi.is_some_and(|b| b > 0),
+        "block bounds: {chunks:?}"
+    );
+    let half = chunks.len() / 2;
+    copy::run(
+        &source_url,
+        &target_url,
+        &snapshot,
+        &tables,
+        chunks[..half].to_vec(),
+        2,
+        Arc::default(),
+    )
+    .await
+    .expect("copy half");
+    holder.batch_execute("COMMIT").await.expect("end snapshot");
+    // Every row updated: full pages, so each new version lands in a later block.
+    source
+        .batch_execute("UPDATE docs SET n = n + 1, body = body || 'x'")
+        .await
+        .expect("move every row");
+
+    // The restart: the rest under a new snapshot, then the deduplication.
+    copy_under_a_new_snapshot(&source_url, &target_url, &target, &tables).await;
+    let doubled = count(&target, "SELECT count(*) - count(DISTINCT id) FROM docs").await;
+    assert!(
+        doubled > 0,
+        "rows that moved after the first half were copied twice"
+    );
+    let deleted = copy::dedupe_resumed(&mut target, &tables)
+        .await
+        .expect("dedupe");
+    assert_eq!(deleted as i64, doubled);
+    assert_eq!(
+        count(&target, "SELECT count(DISTINCT id) FROM docs").await,
+        20_000
+    );
+    assert_eq!(count(&target, "SELECT count(*) FROM docs").await, 20_000);
+    assert_eq!(
+        copy::dedupe_resumed(&mut target, &tables)
+            .await
+            .expect("again"),
+        0,
+        "the mark went with the deletion"
+    );
+
+    // Rewritten part-way: copied again from the start, nothing doubled.
+    target
+        .batch_execute(
+            "TRUNCATE docs; UPDATE ferry.copy_chunks SET done = (chunk < 3), rows = 0, bytes = 0",
+        )
+        .await
+        .expect("part-way again");
+    source
+        .batch_execute("VACUUM FULL docs")
+        .await
+        .expect("rewrite");
+    copy_under_a_new_snapshot(&source_url, &target_url, &target, &tables).await;
+    assert_eq!(count(&target, "SELECT count(*) FROM docs").await, 20_000);
+    assert_eq!(
+        count(&target, "SELECT count(DISTINCT id) FROM docs").await,
+        20_000
+    );
+    assert_eq!(
+        count(
+            &target,
+            "SELECT count(*) FROM ferry.state WHERE key LIKE 'copy_dedupe:%'"
+        )
+        .await,
+        0
+    );
+}

@@ -144,6 +144,11 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
             "CREATE TABLE bulk (id bigint PRIMARY KEY, label text NOT NULL, amount numeric(14, 2), doc jsonb);
              INSERT INTO bulk SELECT g, md5(g::text) || repeat('x', 40), g * 0.37, jsonb_build_object('g', g)
                FROM generate_series(1, 600000) g;
+             -- No integer key: split by block ranges, and its updated rows move between them.
+             CREATE TABLE bulk_uuid (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), seq bigint NOT NULL,
+                                     label text NOT NULL);
+             CREATE INDEX ON bulk_uuid (seq);
+             INSERT INTO bulk_uuid (seq, label) SELECT g, md5(g::text) FROM generate_series(1, 150000) g;
              ANALYZE;",
         )
         .await
@@ -168,10 +173,14 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let k = 1 + (n * 7919) % 600_000;
-                let sql = match n % 3 {
+                let u = 1 + (n * 104_729) % 150_000;
+                let sql = match n % 5 {
                     0 => format!("UPDATE bulk SET amount = amount + 1, doc = doc || '{{\"u\": {n}}}' WHERE id = {k}"),
                     1 => format!("DELETE FROM bulk WHERE id = {k}"),
-                    _ => format!("INSERT INTO bulk VALUES ({}, 'new', 1, '{{}}') ON CONFLICT (id) DO UPDATE SET label = 'again'", 600_000 + n),
+                    2 => format!("INSERT INTO bulk VALUES ({}, 'new', 1, '{{}}') ON CONFLICT (id) DO UPDATE SET label = 'again'", 600_000 + n),
+                    // An indexed column: never a HOT update, the row moves to another block.
+                    3 => format!("UPDATE bulk_uuid SET seq = seq + 1000000, label = label || 'u' WHERE seq = {u}"),
+                    _ => format!("DELETE FROM bulk_uuid WHERE seq = {u} + 1000000"),
                 };
                 let _ = c.batch_execute(&sql).await;
             }
@@ -244,6 +253,18 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
 
     let source = app_url.connect().await.expect("source");
     let target = db.target_url().connect().await.expect("target");
+    let uuid_chunks: i64 = target
+        .query_one(
+            "SELECT count(*) FROM ferry.copy_chunks WHERE rel = 'public.bulk_uuid'",
+            &[],
+        )
+        .await
+        .expect("the copy plan")
+        .get(0);
+    assert!(
+        uuid_chunks > 10,
+        "the uuid-keyed table was split: {uuid_chunks} chunk(s)"
+    );
     let tables = catalog::tables(&source).await.expect("catalog");
     for c in verify::verify(&source, &target, &tables, 20_000)
         .await

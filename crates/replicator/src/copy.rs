@@ -1,12 +1,19 @@
 //! The consistent snapshot copy: every table's rows as of one exported source snapshot,
-//! streamed with COPY from source to target by N parallel sessions. Tables with a single
-//! integer key are split into key ranges so a large table is copied in parallel.
+//! streamed with COPY from source to target by N parallel sessions. A large table is split so
+//! it is copied in parallel: by ranges of its key when it has one integer key, otherwise by
+//! ranges of heap blocks (`ctid`, read with TID range scans: PostgreSQL 14 or newer; on older
+//! sources such a table is one chunk, since every block range would scan the whole heap).
 //!
 //! The plan (chunks and their ranges) is stored on the target before any row is copied, and
 //! each chunk is marked done in the same transaction as its rows, so a restarted copy skips
-//! what is done and never copies a row twice. Chunks copied under different snapshots after a
-//! restart still converge: capture started before the first snapshot, and its log holds every
-//! change since.
+//! what is done. Chunks copied under different snapshots after a restart still converge:
+//! capture started before the first snapshot, and its log holds every change since (the
+//! apply upserts each changed key from the source). A key never moves between key ranges; a
+//! row does move between block ranges when it is updated, so a block-split table resumed
+//! with part of it done may hold a row twice: it is marked, and once its chunks are done the
+//! copies of each key but one are deleted ([`dedupe_resumed`]), before keys are built. A table
+//! rewritten meanwhile (VACUUM FULL, CLUSTER: a new relfilenode, rows at new places with no
+//! change captured) is copied again from the start.
 
 use std::{
     collections::VecDeque,
@@ -18,23 +25,24 @@ use std::{
 
 use ferry_pg::{
     PgUrl,
-    catalog::{Table, quote_ident},
+    catalog::{Table, quote_ident, quote_literal},
 };
 use futures_util::pin_mut;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{ReplError, ReplResult};
 
-/// One unit of copy work: a table's rows, or one key range of them.
+/// One unit of copy work: a table's rows, or one key range or block range of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     /// `schema.name` of the table holding the rows (a plain table or a leaf partition).
     pub rel: String,
     /// Chunk number within the table.
     pub chunk: i32,
-    /// Inclusive lower key bound, or unbounded.
+    /// Inclusive lower bound (a key, or a block number for a table without an integer key),
+    /// or unbounded.
     pub lo: Option<i64>,
-    /// Exclusive upper key bound, or unbounded.
+    /// Exclusive upper bound (a key or a block number), or unbounded.
     pub hi: Option<i64>,
     /// Whether it has been copied.
     pub done: bool,
@@ -74,43 +82,96 @@ pub async fn export_snapshot(holder: &mut Client) -> ReplResult<String> {
     Ok(row.get(0))
 }
 
+/// The bookkeeping key holding a block-split table's relfilenode when it was planned.
+fn file_key(rel: &str) -> String {
+    format!("copy_file:{rel}")
+}
+
+/// The bookkeeping key marking a block-split table resumed part-way (it may hold a row twice).
+fn dedupe_key(rel: &str) -> String {
+    format!("copy_dedupe:{rel}")
+}
+
 /// Reads the stored plan, or makes one under `snapshot_client` (a session holding the
-/// snapshot) and stores it on the target.
+/// snapshot) and stores it on the target. Block-split tables are locked `ACCESS SHARE` in the
+/// snapshot's transaction, so nothing rewrites them while they are copied.
 pub async fn plan(
     snapshot_client: &impl GenericClient,
     target: &Client,
     tables: &[Table],
     rows_per_chunk: i64,
 ) -> ReplResult<Vec<Chunk>> {
+    let version: i32 = snapshot_client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(ReplError::sql("read the source's version"))?
+        .get(0);
+    let tid_ranges = version >= 140_000;
     let mut out = Vec::new();
     for t in tables.iter().filter(|t| t.holds_rows()) {
-        let rel = t.display_name();
-        let stored = target
-            .query(
-                "SELECT chunk, lo, hi, done FROM ferry.copy_chunks WHERE rel = $1 ORDER BY chunk",
-                &[&rel],
-            )
-            .await
-            .map_err(ReplError::sql("read the copy plan"))?;
-        if !stored.is_empty() {
-            out.extend(stored.iter().map(|r| Chunk {
-                rel: rel.clone(),
-                chunk: r.get(0),
-                lo: r.get(1),
-                hi: r.get(2),
-                done: r.get(3),
-            }));
-            continue;
-        }
-        let estimate = if t.estimated_rows >= 0 {
-            t.estimated_rows
+        let stored = stored_chunks(target, &t.display_name()).await?;
+        let chunks = if stored.is_empty() {
+            new_plan(snapshot_client, target, t, rows_per_chunk, tid_ranges).await?
+        } else if t.integer_key().is_none() && stored.len() > 1 {
+            resume_blocks(snapshot_client, target, t, stored).await?
         } else {
-            t.total_bytes / 100
+            stored
         };
-        let mut bounds: Vec<(Option<i64>, Option<i64>)> = vec![(None, None)];
-        if let Some(key) = t.integer_key()
-            && estimate > rows_per_chunk
-        {
+        if t.integer_key().is_none() && chunks.len() > 1 {
+            snapshot_client
+                .batch_execute(&format!(
+                    "LOCK TABLE ONLY {} IN ACCESS SHARE MODE",
+                    t.qualified()
+                ))
+                .await
+                .map_err(ReplError::sql(format!(
+                    "lock {} for its copy",
+                    t.display_name()
+                )))?;
+        }
+        out.extend(chunks);
+    }
+    Ok(out)
+}
+
+async fn stored_chunks(target: &Client, rel: &str) -> ReplResult<Vec<Chunk>> {
+    let rows = target
+        .query(
+            "SELECT chunk, lo, hi, done FROM ferry.copy_chunks WHERE rel = $1 ORDER BY chunk",
+            &[&rel],
+        )
+        .await
+        .map_err(ReplError::sql("read the copy plan"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Chunk {
+            rel: rel.to_string(),
+            chunk: r.get(0),
+            lo: r.get(1),
+            hi: r.get(2),
+            done: r.get(3),
+        })
+        .collect())
+}
+
+/// Chunk bounds for one table: whole, by key ranges, or by block ranges.
+async fn new_plan(
+    snapshot_client: &impl GenericClient,
+    target: &Client,
+    t: &Table,
+    rows_per_chunk: i64,
+    tid_ranges: bool,
+) -> ReplResult<Vec<Chunk>> {
+    let rel = t.display_name();
+    let estimate = if t.estimated_rows >= 0 {
+        t.estimated_rows
+    } else {
+        t.total_bytes / 100
+    };
+    let n = ((estimate + rows_per_chunk - 1) / rows_per_chunk.max(1)).clamp(1, 10_000);
+    let bounds = match (t.integer_key(), n > 1) {
+        (_, false) => vec![(None, None)],
+        (Some(key), true) => {
             let row = snapshot_client
                 .query_one(
                     &format!(
@@ -122,45 +183,161 @@ pub async fn plan(
                 )
                 .await
                 .map_err(ReplError::sql(format!("measure the key range of {rel}")))?;
-            if let (Some(min), Some(max)) =
-                (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
-            {
-                let n = ((estimate + rows_per_chunk - 1) / rows_per_chunk).clamp(1, 10_000);
-                let step = ((max - min) / n).max(1);
-                let cuts: Vec<i64> = (1..n)
-                    .map(|i| min + i * step)
-                    .filter(|c| *c <= max)
-                    .collect();
-                bounds = Vec::with_capacity(cuts.len() + 1);
-                let mut lo = None;
-                for c in cuts {
-                    bounds.push((lo, Some(c)));
-                    lo = Some(c);
-                }
-                bounds.push((lo, None));
+            match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
+                (Some(min), Some(max)) => ranges(min, max, n),
+                _ => vec![(None, None)],
             }
         }
-        // One statement, so one transaction: a worker killed while writing the plan leaves
-        // none of it, never a partial plan the restart would trust (and copy only part of).
-        let ids: Vec<i32> = (0..bounds.len() as i32).collect();
-        let (los, his): (Vec<Option<i64>>, Vec<Option<i64>>) = bounds.iter().copied().unzip();
-        target
-            .execute(
-                "INSERT INTO ferry.copy_chunks (rel, chunk, lo, hi)
-                 SELECT $1, c, lo, hi FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS p(c, lo, hi)",
-                &[&rel, &ids, &los, &his],
-            )
-            .await
-            .map_err(ReplError::sql("store the copy plan"))?;
-        out.extend(ids.iter().zip(bounds).map(|(chunk, (lo, hi))| Chunk {
+        (None, true) if tid_ranges => {
+            let (blocks, file) = heap_of(snapshot_client, t).await?;
+            crate::bookkeeping::set(target, &file_key(&rel), &file.to_string()).await?;
+            ranges(0, blocks - 1, n)
+        }
+        (None, true) => vec![(None, None)],
+    };
+    // One statement, so one transaction: a worker killed while writing the plan leaves
+    // none of it, never a partial plan the restart would trust (and copy only part of).
+    let ids: Vec<i32> = (0..bounds.len() as i32).collect();
+    let (los, his): (Vec<Option<i64>>, Vec<Option<i64>>) = bounds.iter().copied().unzip();
+    target
+        .execute(
+            "INSERT INTO ferry.copy_chunks (rel, chunk, lo, hi)
+             SELECT $1, c, lo, hi FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS p(c, lo, hi)",
+            &[&rel, &ids, &los, &his],
+        )
+        .await
+        .map_err(ReplError::sql("store the copy plan"))?;
+    Ok(ids
+        .iter()
+        .zip(bounds)
+        .map(|(chunk, (lo, hi))| Chunk {
             rel: rel.clone(),
             chunk: *chunk,
             lo,
             hi,
             done: false,
-        }));
+        })
+        .collect())
+}
+
+/// `n` ranges over `[min, max]`, the first unbounded below and the last unbounded above.
+fn ranges(min: i64, max: i64, n: i64) -> Vec<(Option<i64>, Option<i64>)> {
+    let step = ((max - min) / n.max(1)).max(1);
+    let cuts: Vec<i64> = (1..n)
+        .map(|i| min + i * step)
+        .filter(|c| *c <= max)
+        .collect();
+    let mut bounds = Vec::with_capacity(cuts.len() + 1);
+    let mut lo = None;
+    for c in cuts {
+        bounds.push((lo, Some(c)));
+        lo = Some(c);
     }
-    Ok(out)
+    bounds.push((lo, None));
+    bounds
+}
+
+/// A table's heap blocks now and its relfilenode.
+async fn heap_of(snapshot_client: &impl GenericClient, t: &Table) -> ReplResult<(i64, i64)> {
+    let row = snapshot_client
+        .query_one(
+            "SELECT pg_relation_size($1::oid) / current_setting('block_size')::bigint,
+                    pg_relation_filenode($1::oid)::bigint",
+            &[&t.oid],
+        )
+        .await
+        .map_err(ReplError::sql(format!(
+            "measure the heap of {}",
+            t.display_name()
+        )))?;
+    Ok((row.get(0), row.get::<_, Option<i64>>(1).unwrap_or(0)))
+}
+
+/// A block-split table's stored plan at a restart: copied again from the start if the table
+/// was rewritten meanwhile, marked for deduplication if it is part-way done.
+async fn resume_blocks(
+    snapshot_client: &impl GenericClient,
+    target: &Client,
+    t: &Table,
+    mut stored: Vec<Chunk>,
+) -> ReplResult<Vec<Chunk>> {
+    let rel = t.display_name();
+    let (_, file) = heap_of(snapshot_client, t).await?;
+    let planned = crate::bookkeeping::get(target, &file_key(&rel)).await?;
+    let done = stored.iter().filter(|c| c.done).count();
+    if done == 0 || done == stored.len() {
+        return Ok(stored);
+    }
+    if planned.as_deref() != Some(file.to_string().as_str()) {
+        tracing::warn!(table = %rel, "rewritten since its copy began: copying it again");
+        target
+            .batch_execute(&format!(
+                "BEGIN;
+                 TRUNCATE ONLY {q};
+                 UPDATE ferry.copy_chunks SET done = false, rows = 0, bytes = 0 WHERE rel = {r};
+                 DELETE FROM ferry.state WHERE key = {d};
+                 INSERT INTO ferry.state (key, value) VALUES ({f}, '{file}')
+                   ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+                 COMMIT",
+                q = t.qualified(),
+                r = quote_literal(&rel),
+                d = quote_literal(&dedupe_key(&rel)),
+                f = quote_literal(&file_key(&rel)),
+            ))
+            .await
+            .map_err(ReplError::sql(format!("restart the copy of {rel}")))?;
+        stored.iter_mut().for_each(|c| c.done = false);
+        return Ok(stored);
+    }
+    crate::bookkeeping::set(target, &dedupe_key(&rel), "pending").await?;
+    Ok(stored)
+}
+
+/// After the copy: in each block-split table resumed part-way, deletes every copy of a key
+/// but one (updates captured since hold the key's latest row; the apply writes it). Returns
+/// the rows deleted. Idempotent: the mark goes with the deletion.
+pub async fn dedupe_resumed(target: &mut Client, tables: &[Table]) -> ReplResult<u64> {
+    let mut deleted = 0;
+    for t in tables.iter().filter(|t| t.holds_rows()) {
+        let rel = t.display_name();
+        let key = dedupe_key(&rel);
+        if crate::bookkeeping::get(&*target, &key).await?.is_none() {
+            continue;
+        }
+        if t.primary_key.is_empty() {
+            return Err(ReplError::State(format!(
+                "{rel} has no primary key: its resumed block-range copy cannot be deduplicated"
+            )));
+        }
+        let same = t
+            .primary_key
+            .iter()
+            .map(|c| format!("a.{c} = b.{c}", c = quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let tx = target
+            .transaction()
+            .await
+            .map_err(ReplError::sql("begin the deduplication"))?;
+        deleted += tx
+            .execute(
+                &format!(
+                    "DELETE FROM ONLY {q} a USING ONLY {q} b WHERE {same} AND a.ctid < b.ctid",
+                    q = t.qualified()
+                ),
+                &[],
+            )
+            .await
+            .map_err(ReplError::sql(format!("deduplicate {rel}")))?;
+        tx.execute("DELETE FROM ferry.state WHERE key = $1", &[&key])
+            .await
+            .map_err(ReplError::sql("clear the deduplication mark"))?;
+        tx.commit()
+            .await
+            .map_err(ReplError::sql(format!("commit the deduplication of {rel}")))?;
+        tracing::info!(table = %rel, deleted, "resumed block-range copy deduplicated");
+    }
+    Ok(deleted)
 }
 
 /// Copies every chunk not yet done with `parallelism` sessions, each importing `snapshot`.
@@ -297,13 +474,16 @@ async fn copy_chunk(
     let rel = table.display_name();
     let cols = table.copy_column_list();
     let mut filter = Vec::new();
-    if let Some(key) = table.integer_key() {
-        if let Some(lo) = chunk.lo {
-            filter.push(format!("{} >= {lo}", quote_ident(key)));
-        }
-        if let Some(hi) = chunk.hi {
-            filter.push(format!("{} < {hi}", quote_ident(key)));
-        }
+    // A key range, or (no integer key) a block range: a TID range scan reads just its blocks.
+    let (column, bound): (String, fn(i64) -> String) = match table.integer_key() {
+        Some(key) => (quote_ident(key), |v| v.to_string()),
+        None => ("ctid".into(), |v| format!("'({v},0)'::tid")),
+    };
+    if let Some(lo) = chunk.lo {
+        filter.push(format!("{column} >= {}", bound(lo)));
+    }
+    if let Some(hi) = chunk.hi {
+        filter.push(format!("{column} < {}", bound(hi)));
     }
     let filter = if filter.is_empty() {
         String::new()

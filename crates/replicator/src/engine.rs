@@ -287,7 +287,9 @@ impl Replicator {
         )
         .await;
         let _ = holder.batch_execute("COMMIT").await;
-        result
+        result?;
+        copy::dedupe_resumed(&mut self.target, &self.tables).await?;
+        Ok(())
     }
 
     async fn read_batch(&self, upto: Option<&str>) -> ReplResult<ChangeBatch> {
