@@ -35,6 +35,7 @@ fn config(source: PgUrl, target: PgUrl, target_side: Side, capture: CaptureMode)
         rows_per_chunk: 100,
         batch_size: 150,
         capture,
+        max_copy_bytes_per_second: None,
     }
 }
 
@@ -535,8 +536,10 @@ async fn copy_under_a_new_snapshot(
         &snapshot,
         tables,
         chunks,
-        2,
-        Arc::default(),
+        copy::Sessions {
+            parallelism: 2,
+            ..Default::default()
+        },
     )
     .await
     .expect("copy the rest");
@@ -591,8 +594,10 @@ async fn a_table_without_an_integer_key_is_split_by_blocks_and_resumes_without_d
         &snapshot,
         &tables,
         chunks[..half].to_vec(),
-        2,
-        Arc::default(),
+        copy::Sessions {
+            parallelism: 2,
+            ..Default::default()
+        },
     )
     .await
     .expect("copy half");

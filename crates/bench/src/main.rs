@@ -150,6 +150,7 @@ fn config(source: PgUrl, target: PgUrl, bin: PathBuf, capture: CaptureMode) -> C
         rows_per_chunk: 250_000,
         batch_size: 5_000,
         capture,
+        max_copy_bytes_per_second: None,
     }
 }
 

@@ -62,6 +62,11 @@ pub struct Args {
     /// Parallel copy sessions (1–64).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     parallelism: u32,
+    /// Hold the copy to this many MB per second read from the source (the spec's
+    /// replication.max_copy_mb_per_second; 1–10000); the report shows the app's write latency
+    /// during the copy, so run it with and without.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_copy_mb_per_second: Option<u32>,
     /// Synthetic writes per second during the copy, catch-up and freezes (0: none; at most
     /// 20000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=20_000))]
@@ -128,6 +133,7 @@ fn options(a: &Args) -> anyhow::Result<ferry_rehearse::Options> {
             CaptureArg::Logical => CaptureMode::Logical,
         },
         parallelism: a.parallelism,
+        max_copy_mb_per_second: a.max_copy_mb_per_second,
         load_per_second: a.load,
         stream_seconds: a.stream_seconds,
         freezes: a.freezes,

@@ -38,6 +38,9 @@ pub struct Options {
     pub capture: CaptureMode,
     /// Parallel copy sessions.
     pub parallelism: u32,
+    /// The copy's read rate limit on the source, MB per second (the spec's
+    /// `replication.max_copy_mb_per_second`).
+    pub max_copy_mb_per_second: Option<u32>,
     /// Synthetic writes per second during the copy and the catch-up (0: none).
     pub load_per_second: u32,
     /// How long to stream under load after the catch-up, measuring lag.

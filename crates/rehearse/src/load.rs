@@ -75,19 +75,42 @@ pub struct LoadStats {
     pub last_error: Option<String>,
 }
 
+/// When each acknowledged write ended and how long it took (µs); at most this many kept.
+type Samples = std::sync::Arc<std::sync::Mutex<Vec<(Instant, u32)>>>;
+const MAX_SAMPLES: usize = 2_000_000;
+
 /// A running load; [`Load::stop`] ends it.
 #[derive(Debug)]
 pub struct Load {
     stop: watch::Sender<bool>,
     task: JoinHandle<LoadStats>,
+    samples: Samples,
 }
 
 impl Load {
     /// Starts writing `per_second` writes per second as the app's role.
     pub fn start(source: PgUrl, per_second: u32) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(write(source, per_second, stopped));
-        Load { stop, task }
+        let samples = Samples::default();
+        let task = tokio::spawn(write(source, per_second, stopped, samples.clone()));
+        Load {
+            stop,
+            task,
+            samples,
+        }
+    }
+
+    /// The latencies (ms) of the writes acknowledged between `from` and `to`.
+    pub fn latencies_ms(&self, from: Instant, to: Instant) -> Vec<f64> {
+        self.samples
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(at, _)| *at >= from && *at <= to)
+                    .map(|(_, us)| f64::from(*us) / 1000.0)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Stops and reports.
@@ -121,7 +144,12 @@ async fn one_write(client: &Client, rng: &mut impl Rng) -> Result<(), tokio_post
     Ok(())
 }
 
-async fn write(source: PgUrl, per_second: u32, mut stopped: watch::Receiver<bool>) -> LoadStats {
+async fn write(
+    source: PgUrl,
+    per_second: u32,
+    mut stopped: watch::Receiver<bool>,
+    samples: Samples,
+) -> LoadStats {
     let mut stats = LoadStats {
         requested_per_second: per_second,
         ..LoadStats::default()
@@ -152,8 +180,17 @@ async fn write(source: PgUrl, per_second: u32, mut stopped: watch::Receiver<bool
                 }
                 break;
             };
+            let began = Instant::now();
             match one_write(c, &mut rng).await {
-                Ok(()) => stats.written += 1,
+                Ok(()) => {
+                    stats.written += 1;
+                    let took = began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                    if let Ok(mut s) = samples.lock()
+                        && s.len() < MAX_SAMPLES
+                    {
+                        s.push((Instant::now(), took));
+                    }
+                }
                 Err(e) => {
                     // Read-only during the freeze, or the session ended by it. A session
                     // opened during the freeze stays read-only: drop it, as a pool drops a

@@ -14,7 +14,8 @@ use crate::{
     LocalServer, Options, RehearseError, find_bin, guard,
     load::{self, Load},
     report::{
-        CatchUpFigures, CopyFigures, FreezeFigures, Report, SourceFacts, VerifyFigures, spread,
+        CatchUpFigures, CopyFigures, FreezeFigures, Report, SourceFacts, VerifyFigures, quantiles,
+        spread,
     },
 };
 
@@ -80,6 +81,9 @@ pub async fn run(opts: &Options) -> Result<Report, RehearseError> {
             rows_per_chunk: 250_000,
             batch_size: 5_000,
             capture,
+            max_copy_bytes_per_second: opts
+                .max_copy_mb_per_second
+                .map(|mb| u64::from(mb) * 1_000_000),
         };
         let moved = replicate(opts, cfg, &source, &mut report).await;
         let cleaned = cleanup(&opts.source, &target_url, capture).await;
@@ -129,7 +133,7 @@ async fn replicate(
     let mut rep = Replicator::connect(cfg).await?;
     let load =
         (opts.load_per_second > 0).then(|| Load::start(opts.source.clone(), opts.load_per_second));
-    let under_load = stages_under_load(opts, &mut rep, source, report).await;
+    let under_load = stages_under_load(opts, &mut rep, source, load.as_ref(), report).await;
     if let Some(l) = load {
         report.load = Some(l.stop().await);
     }
@@ -156,9 +160,13 @@ async fn stages_under_load(
     opts: &Options,
     rep: &mut Replicator,
     source: &Client,
+    load: Option<&Load>,
     report: &mut Report,
 ) -> Result<(), RehearseError> {
+    let began = Instant::now();
     let timings = rep.prepare().await?;
+    let mut during = load.map_or_else(Vec::new, |l| l.latencies_ms(began, Instant::now()));
+    let (app_write_p50_ms, app_write_p99_ms) = quantiles(&mut during);
     let status = rep.status().await?;
     let secs = |d: Duration| d.as_secs_f64();
     let copy_and_post = secs(timings.copy + timings.post_data);
@@ -174,6 +182,10 @@ async fn stages_under_load(
         } else {
             0.0
         },
+        max_copy_mb_per_second: opts.max_copy_mb_per_second,
+        app_write_p50_ms,
+        app_write_p99_ms,
+        app_writes: during.len(),
     });
     let mut catch = CatchUpFigures {
         backlog_at_copy_end: status.lag_changes,

@@ -38,6 +38,14 @@ pub struct CopyFigures {
     pub copy_bytes: u64,
     /// Source bytes on disk per second of copy and post-data (what the projection scales).
     pub disk_bytes_per_second: f64,
+    /// The copy's read rate limit, MB per second, if any.
+    pub max_copy_mb_per_second: Option<u32>,
+    /// The synthetic app's write latency on the source during the copy and post-data: p50, ms.
+    pub app_write_p50_ms: Option<f64>,
+    /// The same, p99.
+    pub app_write_p99_ms: Option<f64>,
+    /// Writes those figures come from.
+    pub app_writes: usize,
 }
 
 /// The catch-up after the copy and the stream under load.
@@ -155,6 +163,16 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// p50 and p99 of `samples`, or `None` without samples.
+pub fn quantiles(samples: &mut [f64]) -> (Option<f64>, Option<f64>) {
+    if samples.is_empty() {
+        return (None, None);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| samples[(((samples.len() - 1) as f64) * p).round() as usize];
+    (Some(at(0.5)), Some(at(0.99)))
 }
 
 /// p50, p99 and max of `samples` (ms).
@@ -314,6 +332,17 @@ impl Report {
             ),
         );
         row("keys, indexes, constraints", duration(c.post_data_seconds));
+        if let (Some(p50), Some(p99)) = (c.app_write_p50_ms, c.app_write_p99_ms) {
+            row(
+                "the app's write latency on the source during the copy",
+                format!(
+                    "p50 {p50:.2} ms, p99 {p99:.2} ms ({} writes; copy {})",
+                    c.app_writes,
+                    c.max_copy_mb_per_second
+                        .map_or("not throttled".into(), |m| format!("held to {m} MB/s"))
+                ),
+            );
+        }
         row(
             "throughput (source on-disk size ÷ copy and post-data)",
             format!("{}/s", mb(c.disk_bytes_per_second)),

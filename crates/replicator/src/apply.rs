@@ -276,7 +276,7 @@ impl Applier {
             .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
         pin_mut!(out);
         pin_mut!(sink);
-        crate::pipe::pipe(out, sink.as_mut(), &format!("current rows of {rel}")).await?;
+        crate::pipe::pipe(out, sink.as_mut(), &format!("current rows of {rel}"), None).await?;
         sink.finish()
             .await
             .map_err(ReplError::sql(format!("stage rows of {rel}")))?;

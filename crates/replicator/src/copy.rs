@@ -48,6 +48,17 @@ pub struct Chunk {
     pub done: bool,
 }
 
+/// How the copy's sessions run.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    /// How many (at least 1).
+    pub parallelism: usize,
+    /// Their counters, shared with the heartbeat.
+    pub progress: Arc<CopyProgress>,
+    /// A read rate limit they share.
+    pub throttle: Option<Arc<crate::throttle::Throttle>>,
+}
+
 /// Live counters of a running copy, read by the heartbeat.
 #[derive(Debug, Default)]
 pub struct CopyProgress {
@@ -347,9 +358,13 @@ pub async fn run(
     snapshot: &str,
     tables: &[Table],
     chunks: Vec<Chunk>,
-    parallelism: usize,
-    progress: Arc<CopyProgress>,
+    how: Sessions,
 ) -> ReplResult<()> {
+    let Sessions {
+        parallelism,
+        progress,
+        throttle,
+    } = how;
     let total_tables = tables.iter().filter(|t| t.holds_rows()).count() as u64;
     progress.tables_total.store(total_tables, Ordering::Relaxed);
     progress
@@ -385,17 +400,21 @@ pub async fn run(
     let mut sessions = tokio::task::JoinSet::new();
     for _ in 0..parallelism.max(1) {
         let (source, target, snapshot) = (source.clone(), target.clone(), snapshot.to_string());
-        let (queue, by_name, progress, remaining) = (
+        let (queue, by_name, progress, remaining, throttle) = (
             queue.clone(),
             by_name.clone(),
             progress.clone(),
             remaining_per_table.clone(),
+            throttle.clone(),
         );
         sessions.spawn(async move {
-            session(
-                &source, &target, &snapshot, &queue, &by_name, &progress, &remaining,
-            )
-            .await
+            let shared = Shared {
+                tables: &by_name,
+                progress: &progress,
+                remaining: &remaining,
+                throttle: throttle.as_deref(),
+            };
+            session(&source, &target, &snapshot, &queue, &shared).await
         });
     }
     // The first failure stops the other sessions at once (their open chunk transactions roll
@@ -414,15 +433,27 @@ pub async fn run(
     Ok(())
 }
 
+/// What the copy sessions share.
+struct Shared<'a> {
+    tables: &'a std::collections::HashMap<String, Table>,
+    progress: &'a CopyProgress,
+    remaining: &'a Mutex<std::collections::HashMap<String, usize>>,
+    throttle: Option<&'a crate::throttle::Throttle>,
+}
+
 async fn session(
     source: &PgUrl,
     target: &PgUrl,
     snapshot: &str,
     queue: &Mutex<VecDeque<Chunk>>,
-    tables: &std::collections::HashMap<String, Table>,
-    progress: &CopyProgress,
-    remaining: &Mutex<std::collections::HashMap<String, usize>>,
+    shared: &Shared<'_>,
 ) -> ReplResult<()> {
+    let Shared {
+        tables,
+        progress,
+        remaining,
+        throttle,
+    } = *shared;
     let next = || queue.lock().ok().and_then(|mut q| q.pop_front());
     let Some(mut chunk) = next() else {
         return Ok(());
@@ -439,7 +470,7 @@ async fn session(
         let table = tables.get(&chunk.rel).ok_or_else(|| {
             ReplError::State(format!("copy plan names unknown table {}", chunk.rel))
         })?;
-        let (rows, bytes) = copy_chunk(&src, &mut tgt, table, &chunk).await?;
+        let (rows, bytes) = copy_chunk(&src, &mut tgt, table, &chunk, throttle).await?;
         progress.rows.fetch_add(rows, Ordering::Relaxed);
         progress.bytes.fetch_add(bytes, Ordering::Relaxed);
         progress.chunks_done.fetch_add(1, Ordering::Relaxed);
@@ -470,6 +501,7 @@ async fn copy_chunk(
     tgt: &mut Client,
     table: &Table,
     chunk: &Chunk,
+    throttle: Option<&crate::throttle::Throttle>,
 ) -> ReplResult<(u64, u64)> {
     let rel = table.display_name();
     let cols = table.copy_column_list();
@@ -515,7 +547,7 @@ async fn copy_chunk(
         .map_err(ReplError::sql(format!("write {rel}")))?;
     pin_mut!(out);
     pin_mut!(sink);
-    let bytes = crate::pipe::pipe(out, sink.as_mut(), &rel).await?;
+    let bytes = crate::pipe::pipe(out, sink.as_mut(), &rel, throttle).await?;
     let rows = sink
         .finish()
         .await

@@ -58,6 +58,8 @@ pub struct Config {
     pub batch_size: i64,
     /// Trigger or logical (already resolved from `auto` by preflight).
     pub capture: CaptureMode,
+    /// The snapshot copy's read rate limit, bytes per second across its sessions.
+    pub max_copy_bytes_per_second: Option<u64>,
 }
 
 /// Counters for the heartbeat.
@@ -282,8 +284,14 @@ impl Replicator {
             &snapshot,
             &self.tables,
             chunks,
-            self.cfg.parallelism,
-            self.copy_progress.clone(),
+            copy::Sessions {
+                parallelism: self.cfg.parallelism,
+                progress: self.copy_progress.clone(),
+                throttle: self
+                    .cfg
+                    .max_copy_bytes_per_second
+                    .map(|r| Arc::new(crate::throttle::Throttle::new(r))),
+            },
         )
         .await;
         let _ = holder.batch_execute("COMMIT").await;

@@ -17,6 +17,7 @@ mod pipe;
 pub mod postdata;
 pub mod runner;
 pub mod schema;
+pub mod throttle;
 pub mod verify;
 pub mod watch;
 

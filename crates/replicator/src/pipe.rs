@@ -16,6 +16,7 @@ pub(crate) async fn pipe<S, K>(
     mut out: Pin<&mut S>,
     mut sink: Pin<&mut K>,
     what: &str,
+    throttle: Option<&crate::throttle::Throttle>,
 ) -> ReplResult<u64>
 where
     S: Stream<Item = Result<Bytes, tokio_postgres::Error>>,
@@ -28,9 +29,13 @@ where
         total += data.len() as u64;
         buf.extend_from_slice(&data);
         if buf.len() >= BUFFER {
+            let n = buf.len() as u64;
             sink.send(buf.split().freeze())
                 .await
                 .map_err(ReplError::sql(format!("write {what}")))?;
+            if let Some(t) = throttle {
+                t.take(n).await;
+            }
         }
     }
     if !buf.is_empty() {

@@ -103,6 +103,8 @@ pub async fn replicator(
         rows_per_chunk: 250_000,
         batch_size: 5_000,
         capture,
+        // The cutover copies nothing.
+        max_copy_bytes_per_second: None,
     })
     .await?)
 }

@@ -139,6 +139,10 @@ async fn config(
             rows_per_chunk: positive("FERRY_ROWS_PER_CHUNK", 250_000)?,
             batch_size: positive("FERRY_BATCH_SIZE", 5_000)?,
             capture,
+            max_copy_bytes_per_second: spec
+                .replication
+                .max_copy_mb_per_second
+                .map(|mb| u64::from(mb) * 1_000_000),
         },
     })
 }

@@ -322,6 +322,11 @@ pub struct ReplicationSpec {
     /// them, the app's pool and the worker under the Heroku plan's connection limit. 1-32.
     #[serde(default = "default_parallelism")]
     pub parallelism: u32,
+    /// Upper bound on the snapshot copy's read rate from the source, in MB (10^6 bytes) per
+    /// second across all its sessions, to spare production's disk and CPU while the app runs.
+    /// Unset: as fast as the servers go. 1-10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_copy_mb_per_second: Option<u32>,
 }
 
 impl Default for ReplicationSpec {
@@ -330,6 +335,7 @@ impl Default for ReplicationSpec {
             capture: CaptureMode::default(),
             max_lag_seconds: default_max_lag_seconds(),
             parallelism: default_parallelism(),
+            max_copy_mb_per_second: None,
         }
     }
 }

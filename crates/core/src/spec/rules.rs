@@ -185,6 +185,16 @@ fn replication(s: &ReplicationSpec, path: &str, out: &mut Vec<Problem>) {
         "sessions",
         out,
     );
+    if let Some(mb) = s.max_copy_mb_per_second {
+        range(
+            mb,
+            1,
+            10_000,
+            &child(path, "max_copy_mb_per_second"),
+            "MB per second",
+            out,
+        );
+    }
 }
 
 fn traffic(s: &TrafficSpec, path: &str, out: &mut Vec<Problem>) {

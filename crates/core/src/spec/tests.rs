@@ -563,3 +563,34 @@ fn the_redis_section_defaults_to_db_0_and_refuses_what_cannot_work() {
         "{got}"
     );
 }
+
+#[test]
+fn the_copy_rate_limit_is_optional_and_bounded() {
+    let mut v = minimal();
+    assert_eq!(
+        crate::spec::from_value(&v)
+            .expect("valid")
+            .replication
+            .max_copy_mb_per_second,
+        None
+    );
+    v["replication"] = json!({"max_copy_mb_per_second": 40});
+    assert_eq!(
+        crate::spec::from_value(&v)
+            .expect("valid")
+            .replication
+            .max_copy_mb_per_second,
+        Some(40)
+    );
+    for bad in [0, 10_001] {
+        v["replication"] = json!({ "max_copy_mb_per_second": bad });
+        let got = messages(&v);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "replication.max_copy_mb_per_second: must be from 1 to 10000 MB per second"
+            ),
+            "{got:?}"
+        );
+    }
+}
