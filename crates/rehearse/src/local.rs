@@ -140,8 +140,7 @@ impl LocalServer {
             keep,
             major,
         };
-        server.init(port)?;
-        server.sql(port, &format!("ALTER ROLE ferry PASSWORD '{password}'"))?;
+        server.init(port, &password)?;
         server.sql(port, "CREATE DATABASE rehearsal")?;
         Ok(server)
     }
@@ -166,7 +165,9 @@ impl LocalServer {
         }
     }
 
-    fn init(&self, port: u16) -> Result<(), RehearseError> {
+    /// initdb with the password from a file only the server's user reads (never on a command
+    /// line, where `ps` shows it, nor in a statement an error message would echo).
+    fn init(&self, port: u16, password: &str) -> Result<(), RehearseError> {
         let data = self.data();
         if self.as_postgres {
             run(
@@ -176,17 +177,33 @@ impl LocalServer {
                 "chown the scratch folder to postgres",
             )?;
         }
-        run(
-            self.program("initdb").arg("-D").arg(&data).args([
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "-U",
-                "ferry",
-            ]),
+        let pwfile = self.dir.join("pwfile");
+        {
+            use std::{io::Write, os::unix::fs::OpenOptionsExt};
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&pwfile)
+                .and_then(|mut f| f.write_all(password.as_bytes()))
+                .map_err(|e| RehearseError::Local(format!("write the password file: {e}")))?;
+        }
+        if self.as_postgres {
+            run(
+                Command::new("chown").arg("postgres:postgres").arg(&pwfile),
+                "chown the password file to postgres",
+            )?;
+        }
+        let made = run(
+            self.program("initdb")
+                .arg("-D")
+                .arg(&data)
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .args(["--auth=trust", "--no-sync", "-E", "UTF8", "-U", "ferry"]),
             "initdb",
-        )?;
+        );
+        let _ = std::fs::remove_file(&pwfile);
+        made?;
         let (crt, key) = self.certificates(&data)?;
         let conf = format!(
             "\n# ferry rehearse: scratch target\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{dir}'\nssl = on\nssl_cert_file = '{crt}'\nssl_key_file = '{key}'\npassword_encryption = 'scram-sha-256'\n",

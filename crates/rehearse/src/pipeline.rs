@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_core::spec::CaptureMode;
 use ferry_pg::{PgUrl, freeze, preflight};
 use ferry_replicator::{
     engine::{Config, Replicator},
@@ -85,9 +84,15 @@ pub async fn run(opts: &Options) -> Result<Report, RehearseError> {
                 .max_copy_mb_per_second
                 .map(|mb| u64::from(mb) * 1_000_000),
         };
-        let moved = replicate(opts, cfg, &source, &mut report).await;
-        let cleaned = cleanup(&opts.source, &target_url, capture).await;
-        report.source_objects_left = leftovers(&source, opts.source.user()).await?;
+        // The role the app's sessions log in as here: the one the freezes freeze.
+        let role: String = source
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(|e| RehearseError::sql("read the source's role", &e))?
+            .get(0);
+        let moved = replicate(opts, cfg.clone(), &source, &role, &mut report).await;
+        let cleaned = cleanup(cfg, &role).await;
+        report.source_objects_left = leftovers(&source, &role).await?;
         moved?;
         cleaned?;
         report.project(opts.production_bytes, opts.production_writes_per_second);
@@ -127,13 +132,14 @@ async fn replicate(
     opts: &Options,
     cfg: Config,
     source: &Client,
+    role: &str,
     report: &mut Report,
 ) -> Result<(), RehearseError> {
     load::create(source).await?;
     let mut rep = Replicator::connect(cfg).await?;
     let load =
         (opts.load_per_second > 0).then(|| Load::start(opts.source.clone(), opts.load_per_second));
-    let under_load = stages_under_load(opts, &mut rep, source, load.as_ref(), report).await;
+    let under_load = stages_under_load(opts, &mut rep, (source, role), load.as_ref(), report).await;
     if let Some(l) = load {
         report.load = Some(l.stop().await);
     }
@@ -159,7 +165,7 @@ async fn replicate(
 async fn stages_under_load(
     opts: &Options,
     rep: &mut Replicator,
-    source: &Client,
+    (source, role): (&Client, &str),
     load: Option<&Load>,
     report: &mut Report,
 ) -> Result<(), RehearseError> {
@@ -200,9 +206,8 @@ async fn stages_under_load(
     catch.apply_changes_per_second = applied as f64 / t.elapsed().as_secs_f64().max(0.001);
     stream(rep, Duration::from_secs(opts.stream_seconds), &mut catch).await?;
     report.catch_up = Some(catch);
-    let role = opts.source.user().unwrap_or("postgres").to_string();
     for _ in 0..opts.freezes {
-        report.freezes.push(freeze_once(rep, source, &role).await?);
+        report.freezes.push(freeze_once(rep, source, role).await?);
         // The app's writes come back between freezes, as they would after a real one.
         tokio::time::sleep(Duration::from_secs(2)).await;
         rep.drain(None).await?;
@@ -269,43 +274,22 @@ async fn freeze_once(
     Ok(f)
 }
 
-/// Removes capture, Ferry's bookkeeping and the load table from both sides, on fresh sessions
-/// (the run's own may be the reason it stopped).
-async fn cleanup(
-    source: &PgUrl,
-    target: &PgUrl,
-    capture: CaptureMode,
-) -> Result<(), RehearseError> {
+/// Removes capture and Ferry's bookkeeping from both sides with the engine's own clean-up, on
+/// fresh sessions (the run's own may be the reason it stopped), then the load table, and
+/// unfreezes the role.
+async fn cleanup(cfg: Config, role: &str) -> Result<(), RehearseError> {
+    let (source, target) = (cfg.source.clone(), cfg.target.clone());
+    Replicator::connect(cfg).await?.cleanup().await?;
     let src = source.connect().await?;
-    let tgt = target.connect().await?;
-    let cfg_tables = ferry_pg::catalog::tables(&src).await?;
-    match capture {
-        CaptureMode::Logical => {
-            let slot = ferry_replicator::capture::logical::slot_name(
-                source.dbname().unwrap_or("postgres"),
-            );
-            ferry_replicator::capture::logical::uninstall(&src, &slot).await?
-        }
-        _ => ferry_replicator::capture::trigger::uninstall(&src, &cfg_tables).await?,
-    }
-    let target_tables = ferry_pg::catalog::tables(&tgt).await?;
-    ferry_replicator::capture::trigger::uninstall(&tgt, &target_tables).await?;
-    for (client, side) in [(&src, "source"), (&tgt, "target")] {
-        client
-            .batch_execute("DROP SCHEMA IF EXISTS ferry CASCADE")
-            .await
-            .map_err(|e| RehearseError::sql(&format!("drop ferry on the {side}"), &e))?;
-        load::drop_schema(client, side).await?;
-    }
-    if let Some(role) = source.user() {
-        freeze::unfreeze_role(&src, role).await?;
-    }
+    load::drop_schema(&src, "source").await?;
+    load::drop_schema(&target.connect().await?, "target").await?;
+    freeze::unfreeze_role(&src, role).await?;
     Ok(())
 }
 
 /// Ferry objects still on the source: schemas, triggers, functions, publication, slot, a
 /// frozen role.
-async fn leftovers(source: &Client, role: Option<&str>) -> Result<Vec<String>, RehearseError> {
+async fn leftovers(source: &Client, role: &str) -> Result<Vec<String>, RehearseError> {
     let rows = source
         .query(
             "SELECT 'schema ' || nspname FROM pg_namespace
@@ -326,9 +310,7 @@ async fn leftovers(source: &Client, role: Option<&str>) -> Result<Vec<String>, R
         .await
         .map_err(|e| RehearseError::sql("look for Ferry objects on the source", &e))?;
     let mut left: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    if let Some(role) = role
-        && freeze::is_frozen(source, role).await?
-    {
+    if freeze::is_frozen(source, role).await? {
         left.push(format!("role {role} still read-only by default"));
     }
     Ok(left)

@@ -157,36 +157,30 @@ pub struct Report {
     pub seconds: f64,
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+/// The value at quantile `p` of sorted `samples` (nearest rank), or `None` when empty.
+fn at<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get(((last as f64) * p).round() as usize).copied()
 }
 
 /// p50 and p99 of `samples`, or `None` without samples.
 pub fn quantiles(samples: &mut [f64]) -> (Option<f64>, Option<f64>) {
-    if samples.is_empty() {
-        return (None, None);
-    }
     samples.sort_by(f64::total_cmp);
-    let at = |p: f64| samples[(((samples.len() - 1) as f64) * p).round() as usize];
-    (Some(at(0.5)), Some(at(0.99)))
+    (at(samples, 0.5), at(samples, 0.99))
 }
 
-/// p50, p99 and max of `samples` (ms).
+/// p50, p99 and max of `samples` (ms); zeros without samples.
 pub fn spread(samples: &mut [u64]) -> (u64, u64, u64) {
     samples.sort_unstable();
     (
-        percentile(samples, 0.5),
-        percentile(samples, 0.99),
-        samples.last().copied().unwrap_or(0),
+        at(samples, 0.5).unwrap_or(0),
+        at(samples, 0.99).unwrap_or(0),
+        at(samples, 1.0).unwrap_or(0),
     )
 }
 
 impl Report {
-    /// Whether a person must act: blockers, or a difference, or Ferry objects left behind.
+    /// Whether a person must act before a rehearsal can go further: preflight blockers.
     pub fn needs_a_person(&self) -> bool {
         !self.blockers.is_empty()
     }
