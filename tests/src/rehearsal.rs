@@ -912,7 +912,11 @@ impl EcsRunner {
                         .env("FERRY_PG_BIN", bed_var("FERRY_BED_TARGET_BIN"))
                         .env("FERRY_WORKER_ID", arn.rsplit('/').next().unwrap_or("task"))
                         .env("FERRY_HEARTBEAT_MS", "500")
-                        .env("RUST_LOG", "warn")
+                        .env(
+                            "RUST_LOG",
+                            std::env::var("FERRY_TEST_WORKER_LOG")
+                                .unwrap_or_else(|_| "warn".into()),
+                        )
                         .stdout(std::process::Stdio::null())
                         .process_group(0)
                         .spawn()

@@ -36,6 +36,7 @@ fn config(source: PgUrl, target: PgUrl, target_side: Side, capture: CaptureMode)
         batch_size: 150,
         capture,
         max_copy_bytes_per_second: None,
+        logical_transport: ferry_core::spec::LogicalTransport::default(),
     }
 }
 
@@ -46,6 +47,12 @@ async fn converges_under_writes(
     target_side: Side,
     capture: CaptureMode,
 ) {
+    let cfg = config(source, target, target_side, capture);
+    converges_with(db, cfg).await;
+}
+
+async fn converges_with(db: &TestDb, cfg: Config) {
+    let target = cfg.target.clone();
     TestDb::load(&db.source_app_url(), "coverage.sql").await;
     TestDb::load(&db.source_app_url(), "coverage_data.sql").await;
     db.source_app_url()
@@ -70,9 +77,7 @@ async fn converges_under_writes(
         .collect();
 
     // The copy runs while the writers change rows, including rows of chunks being copied.
-    let mut rep = Replicator::connect(config(source.clone(), target.clone(), target_side, capture))
-        .await
-        .expect("connect");
+    let mut rep = Replicator::connect(cfg).await.expect("connect");
     rep.prepare().await.expect("prepare");
     assert_eq!(
         rep.stage().await.expect("stage").as_deref(),
@@ -223,17 +228,19 @@ async fn serial_logical_capture_converges_from_pg15_to_the_newer_target() {
     .await;
 }
 
+/// The slot read through the SQL functions (`logical_transport: sql`, for a source behind a
+/// pooler that refuses replication sessions) instead of streamed.
 #[tokio::test]
-async fn serial_logical_capture_converges_between_same_versions() {
+async fn serial_logical_capture_over_the_sql_functions_converges_between_same_versions() {
     let db = TestDb::heroku_like_same_version("rep_lsame_").await;
-    converges_under_writes(
-        &db,
+    let mut cfg = config(
         db.url(Side::Source),
         db.target_url(),
         Side::Source,
         CaptureMode::Logical,
-    )
-    .await;
+    );
+    cfg.logical_transport = ferry_core::spec::LogicalTransport::Sql;
+    converges_with(&db, cfg).await;
 }
 
 #[tokio::test]

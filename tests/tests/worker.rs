@@ -24,6 +24,20 @@ use rand::Rng;
 
 /// State store, SSM parameters and the migration record, as the preflight step leaves them.
 async fn migration_for(db: &TestDb) -> (std::sync::Arc<ferry_aws::DynamoStore>, String) {
+    migration_with(
+        db,
+        &db.source_app_url(),
+        ferry_core::spec::CaptureMode::Trigger,
+    )
+    .await
+}
+
+/// The same, from `source` (a role with REPLICATION for logical capture) with `capture`.
+async fn migration_with(
+    db: &TestDb,
+    source: &ferry_pg::PgUrl,
+    capture: ferry_core::spec::CaptureMode,
+) -> (std::sync::Arc<ferry_aws::DynamoStore>, String) {
     let store = fresh_store().await;
     let aws = ferry_aws::sdk_config().await;
     let params = ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws));
@@ -33,11 +47,9 @@ async fn migration_for(db: &TestDb) -> (std::sync::Arc<ferry_aws::DynamoStore>, 
     migration.source.database_url_param = format!("{prefix}/source-url");
     migration.target.database_url_param = format!("{prefix}/target-url");
     migration.replication.parallelism = 2;
+    migration.replication.capture = capture;
     params
-        .put_secure(
-            &migration.source.database_url_param,
-            db.source_app_url().expose_secret(),
-        )
+        .put_secure(&migration.source.database_url_param, source.expose_secret())
         .await
         .expect("param");
     params
@@ -93,7 +105,10 @@ fn spawn_worker(migration_id: &str, table: &str, worker_id: &str) -> Child {
         .env("FERRY_ROWS_PER_CHUNK", "4000")
         .env("FERRY_BATCH_SIZE", "200")
         .env("FERRY_SCHEMA_CHECK_MS", "1000")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FERRY_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         // Its own process group, so a kill takes pg_dump/psql children with it, as stopping
         // an ECS task does.
         .process_group(0)
@@ -110,6 +125,27 @@ fn kill9(child: &mut Child) {
         .expect("run kill");
     assert!(status.success(), "kill -s KILL -- -{} failed", child.id());
     let _ = child.wait();
+}
+
+/// Every table equal on both sides, row for row.
+async fn assert_equal(
+    source: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+    kills: usize,
+) {
+    let tables = catalog::tables(source).await.expect("catalog");
+    for c in verify::verify(source, target, &tables, 20_000)
+        .await
+        .expect("verify")
+    {
+        assert!(
+            c.equal(),
+            "{} differs after {kills} kills: {:#?}",
+            c.table,
+            c.mismatches
+        );
+        assert_eq!(c.source_rows, c.target_rows);
+    }
 }
 
 async fn wait_progress(
@@ -265,19 +301,7 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
         uuid_chunks > 10,
         "the uuid-keyed table was split: {uuid_chunks} chunk(s)"
     );
-    let tables = catalog::tables(&source).await.expect("catalog");
-    for c in verify::verify(&source, &target, &tables, 20_000)
-        .await
-        .expect("verify")
-    {
-        assert!(
-            c.equal(),
-            "{} differs after {runs} kills: {:#?}",
-            c.table,
-            c.mismatches
-        );
-        assert_eq!(c.source_rows, c.target_rows);
-    }
+    assert_equal(&source, &target, runs).await;
 
     let stop_cmd = store
         .send_command(
@@ -313,6 +337,170 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
         .expect("catalog")
         .get(0);
     assert_eq!(target_ferry, 0, "bookkeeping left on the target");
+}
+
+/// Logical capture streamed over the replication protocol: the worker is killed while it
+/// streams under writes, again and again (its walsender may outlive it for a moment: the next
+/// one waits for the slot), and each new worker streams from the slot's confirmed position.
+/// Nothing is lost or doubled, the slot only ever moved past what the target had committed,
+/// and the stop drops the slot.
+#[tokio::test]
+async fn serial_worker_streaming_from_a_slot_survives_kill_9() {
+    let db = TestDb::heroku_like("kills_").await;
+    let app_url = db.source_app_url();
+    let admin = db.url(ferry_tests::Side::Source);
+    TestDb::load(&app_url, "coverage.sql").await;
+    TestDb::load(&app_url, "coverage_data.sql").await;
+    let (store, id) = migration_with(&db, &admin, ferry_core::spec::CaptureMode::Logical).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(workload::run(
+        app_url.clone(),
+        stop.clone(),
+        11,
+        1_000_000,
+        Duration::from_secs(600),
+    ));
+    let watch = admin.connect().await.expect("source");
+    let streamed_by_ferry = || async {
+        watch
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'ferry'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_replication")
+            .get::<_, i64>(0)
+    };
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let mut applied_before: Option<String> = None;
+    for run in 1..=8 {
+        let worker_id = format!("worker-{run}");
+        let mut child = spawn_worker(&id, store.table(), &worker_id);
+        // Each incarnation applies something before it dies.
+        wait_progress(store.as_ref(), &id, "the new worker applying", |p| {
+            p.worker_id == worker_id
+                && p.phase == WorkerPhase::Streaming
+                && p.applied_position.is_some()
+                && p.applied_position != applied_before
+        })
+        .await;
+        assert_eq!(
+            streamed_by_ferry().await,
+            1,
+            "one walsender streams the slot"
+        );
+        if run == 1 {
+            // PostgreSQL 15+: plain tables keyed by their primary key publish the key only;
+            // the partitioned root publishes every column. The writers' UPDATEs and DELETEs
+            // keep working on all of them (the workload counts failures).
+            let published: Vec<(String, Vec<String>)> = watch
+                .query(
+                    "SELECT schemaname || '.' || tablename, attnames::text[]
+                       FROM pg_publication_tables WHERE pubname = 'ferry_pub' ORDER BY 1",
+                    &[],
+                )
+                .await
+                .expect("publication")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let cols = |t: &str| {
+                published
+                    .iter()
+                    .find(|(n, _)| n == t)
+                    .map(|(_, c)| c.join(","))
+                    .unwrap_or_default()
+            };
+            assert_eq!(cols("public.customers"), "id", "{published:?}");
+            assert_eq!(cols("public.order_items"), "order_id,line_no");
+            assert_eq!(cols("Billing.Invoices"), "InvoiceId");
+            assert_eq!(cols("public.events"), "id,happened_on,kind,payload");
+            // A column list that missed the replica identity would make these fail.
+            app_url
+                .connect()
+                .await
+                .expect("app")
+                .batch_execute(
+                    "BEGIN;
+                     UPDATE customers SET name = name WHERE id = (SELECT min(id) FROM customers);
+                     UPDATE order_items SET qty = qty WHERE order_id = (SELECT min(order_id) FROM order_items);
+                     UPDATE \"Billing\".\"Invoices\" SET lines = lines
+                      WHERE \"InvoiceId\" = (SELECT min(\"InvoiceId\"::text)::uuid FROM \"Billing\".\"Invoices\");
+                     UPDATE events SET kind = kind WHERE id = (SELECT min(id) FROM events);
+                     DELETE FROM documents WHERE id = (SELECT min(id) FROM documents);
+                     ROLLBACK;",
+                )
+                .await
+                .expect("the app's UPDATE and DELETE on published tables");
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+        applied_before = store
+            .progress(&id)
+            .await
+            .expect("progress")
+            .expect("some")
+            .applied_position;
+        kill9(&mut child);
+        kills += 1;
+    }
+    eprintln!("streaming worker killed {kills} times");
+
+    let mut child = spawn_worker(&id, store.table(), "worker-final");
+    wait_progress(store.as_ref(), &id, "streaming", |p| {
+        p.worker_id == "worker-final" && p.phase == WorkerPhase::Streaming
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let stats = writer.await.expect("writer");
+    assert!(
+        stats.committed > 100,
+        "writers committed {}",
+        stats.committed
+    );
+    let drain = send(store.as_ref(), &id, WorkerCommand::Drain { until: None }).await;
+    let p = wait_progress(store.as_ref(), &id, "drained", |p| {
+        p.acked_command >= drain && p.drained_to.is_some()
+    })
+    .await;
+    assert_eq!(p.lag_changes, Some(0), "{p:?}");
+    // Drained means confirmed: the slot has moved to the drain position.
+    let confirmed_past: bool = watch
+        .query_one(
+            "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots
+              WHERE slot_name LIKE 'ferry%' AND database = current_database()",
+            &[&p.drained_to],
+        )
+        .await
+        .expect("slot")
+        .get(0);
+    assert!(confirmed_past, "slot confirmed up to the drain position");
+
+    let target = db.target_url().connect().await.expect("target");
+    assert_equal(&watch, &target, kills).await;
+
+    send(store.as_ref(), &id, WorkerCommand::Stop { cleanup: true }).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "worker did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "worker exit {status}");
+    let slots: i64 = watch
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'ferry%'
+                        AND database = current_database())
+                  + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ferry%')",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert_eq!(slots, 0, "slot or publication left on the source");
+    assert_eq!(ferry_tests::capture_leftovers(&watch).await, 0);
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use ferry_core::spec::CaptureMode;
+use ferry_core::spec::{CaptureMode, LogicalTransport};
 use ferry_pg::PgUrl;
 use ferry_replicator::{
     engine::{Config, Replicator},
@@ -151,6 +151,7 @@ fn config(source: PgUrl, target: PgUrl, bin: PathBuf, capture: CaptureMode) -> C
         batch_size: 5_000,
         capture,
         max_copy_bytes_per_second: None,
+        logical_transport: LogicalTransport::default(),
     }
 }
 

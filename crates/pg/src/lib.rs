@@ -5,6 +5,7 @@ pub mod catalog;
 mod connect;
 pub mod freeze;
 pub mod preflight;
+pub mod walstream;
 
 pub use connect::{PgUrl, TlsCheck, client_tls, redact};
 use tokio_postgres::Client;
@@ -46,6 +47,18 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A replication-protocol session (see [`walstream`]) failed.
+    #[error("replication session to {url}: {what}: {detail}")]
+    Replication {
+        /// The URL, password redacted.
+        url: String,
+        /// What we were doing.
+        what: String,
+        /// What went wrong.
+        detail: String,
+        /// The server's SQLSTATE, or [`walstream::LOST`] for a broken connection.
+        code: Option<String>,
+    },
     /// Something the server should have done in time did not happen.
     #[error("{what}")]
     Stuck {
@@ -62,6 +75,7 @@ impl PgError {
             PgError::Connect { source, .. } | PgError::Query { source, .. } => {
                 is_auth_error(source)
             }
+            PgError::Replication { code: Some(c), .. } => c == "28P01" || c == "28000",
             _ => false,
         }
     }
@@ -76,6 +90,14 @@ impl PgError {
                 "Ferry.Retryable.PgConnect"
             }
             PgError::Query { .. } => "Ferry.Failed.PgQuery",
+            // Lost, shut down, or the slot still held by a walsender whose client died (55006).
+            PgError::Replication { code: Some(c), .. }
+                if c == walstream::LOST || c.starts_with("57P") || c == "55006" =>
+            {
+                "Ferry.Retryable.PgConnect"
+            }
+            PgError::Replication { code: None, .. } => "Ferry.Retryable.PgConnect",
+            PgError::Replication { .. } => "Ferry.Failed.PgQuery",
             PgError::Stuck { .. } => "Ferry.Failed.PgStuck",
         }
     }

@@ -83,6 +83,7 @@ pub async fn run(opts: &Options) -> Result<Report, RehearseError> {
             max_copy_bytes_per_second: opts
                 .max_copy_mb_per_second
                 .map(|mb| u64::from(mb) * 1_000_000),
+            logical_transport: ferry_core::spec::LogicalTransport::default(),
         };
         // The role the app's sessions log in as here: the one the freezes freeze.
         let role: String = source

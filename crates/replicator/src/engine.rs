@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
-use ferry_core::spec::CaptureMode;
+use ferry_core::spec::{CaptureMode, LogicalTransport};
 use ferry_pg::{
     PgUrl,
     catalog::{self, Table},
@@ -15,7 +15,7 @@ use crate::{
     ChangeBatch,
     apply::{Applied, Applier, WriteMode},
     bookkeeping,
-    capture::{logical, trigger},
+    capture::{logical, stream::LogicalStream, trigger},
     copy::{self, CopyProgress},
     error::{ReplError, ReplResult},
     schema::{Section, Tools},
@@ -60,6 +60,8 @@ pub struct Config {
     pub capture: CaptureMode,
     /// The snapshot copy's read rate limit, bytes per second across its sessions.
     pub max_copy_bytes_per_second: Option<u64>,
+    /// How logical capture reads the slot.
+    pub logical_transport: LogicalTransport,
 }
 
 /// Counters for the heartbeat.
@@ -116,6 +118,9 @@ pub struct Replicator {
     reverse: bool,
     /// Whether `pg_log_standby_snapshot()` works on the source (PostgreSQL 16+, permitted).
     log_snapshots: bool,
+    /// The replication-protocol session on the slot (logical capture, `stream` transport),
+    /// opened when the apply first reads.
+    stream: Option<LogicalStream>,
 }
 
 impl Replicator {
@@ -137,6 +142,7 @@ impl Replicator {
             tables,
             copy_progress: Arc::new(CopyProgress::default()),
             applier: None,
+            stream: None,
         })
     }
 
@@ -300,13 +306,50 @@ impl Replicator {
         Ok(())
     }
 
-    async fn read_batch(&self, upto: Option<&str>) -> ReplResult<ChangeBatch> {
+    /// Whether the forward stream reads the slot over the replication protocol.
+    fn streams(&self) -> bool {
+        self.cfg.capture == CaptureMode::Logical
+            && self.cfg.logical_transport == LogicalTransport::Stream
+            && !self.reverse
+    }
+
+    /// The replication session, opened on first use.
+    async fn stream(&mut self) -> ReplResult<&LogicalStream> {
+        if self.stream.is_none() {
+            let opened = LogicalStream::open(&self.cfg.source, &self.slot).await?;
+            tracing::info!(slot = %self.slot, "streaming from the slot");
+            self.stream = Some(opened);
+        }
+        self.stream
+            .as_ref()
+            .ok_or_else(|| ReplError::State("replication stream not open".into()))
+    }
+
+    /// Ends the replication session (before the slot is dropped).
+    async fn close_stream(&mut self) {
+        if let Some(s) = self.stream.take() {
+            s.close().await;
+        }
+    }
+
+    async fn read_batch(&mut self) -> ReplResult<ChangeBatch> {
+        if self.streams() {
+            let limit = usize::try_from(self.cfg.batch_size * 10).unwrap_or(50_000);
+            let wait = std::time::Duration::from_millis(100);
+            let taken = self.stream().await?.take(limit, wait).await;
+            if taken.is_err() {
+                // A broken session is opened again on the next read, from the slot's
+                // confirmed position.
+                self.stream = None;
+            }
+            return taken;
+        }
         match self.cfg.capture {
             // Decoding through the SQL interface starts again from the slot's restart point on
             // every call (which moves only with the server's running-transactions records,
             // every 15 s on PostgreSQL 15), so read big batches to pay that start-up rarely.
             CaptureMode::Logical => {
-                logical::read_batch(&self.source, &self.slot, self.cfg.batch_size * 10, upto).await
+                logical::read_batch(&self.source, &self.slot, self.cfg.batch_size * 10, None).await
             }
             _ => trigger::read_batch(&self.source, self.cfg.batch_size).await,
         }
@@ -328,9 +371,13 @@ impl Replicator {
         let batch = if reverse {
             trigger::read_batch(&self.target, self.cfg.batch_size).await?
         } else {
-            self.read_batch(None).await?
+            self.read_batch().await?
         };
         if batch.changes.is_empty() {
+            // Streamed transactions that touched no published table still move the slot.
+            if let (Some(stream), Some(position)) = (&self.stream, &batch.position) {
+                stream.ack(position)?;
+            }
             return Ok(Applied::default());
         }
         let applier = self
@@ -345,6 +392,11 @@ impl Replicator {
         let applied = applier.apply(fetch, write, stream, &batch).await?;
         match (reverse, self.cfg.capture, &batch.position) {
             (true, _, _) => trigger::ack(&self.target, &batch.ids).await?,
+            (false, CaptureMode::Logical, Some(position)) if self.stream.is_some() => {
+                if let Some(stream) = &self.stream {
+                    stream.ack(position)?;
+                }
+            }
             (false, CaptureMode::Logical, Some(position)) => {
                 logical::ack(&self.source, &self.slot, position).await?;
                 if self.log_snapshots {
@@ -360,6 +412,7 @@ impl Replicator {
     /// capture goes on the target, and from now on changes made on the target are applied to
     /// the source, so a rollback loses no write. Idempotent.
     pub async fn start_reverse(&mut self) -> ReplResult<()> {
+        self.close_stream().await;
         if self.stage().await?.as_deref() != Some(stage::REVERSE) {
             match self.cfg.capture {
                 CaptureMode::Logical => logical::uninstall(&self.source, &self.slot).await?,
@@ -394,6 +447,13 @@ impl Replicator {
     /// Applies batches until everything up to `position` (the source head taken after writes
     /// stopped: the cutover drain) is applied, or, without a position, until nothing waits.
     pub async fn drain(&mut self, position: Option<&str>) -> ReplResult<u64> {
+        // A stream delivers what commits a moment later, so an empty read does not mean
+        // nothing waits: drain to the head as it is now instead.
+        let head = match position {
+            None if self.streams() => Some(self.source_head().await?),
+            p => p.map(str::to_string),
+        };
+        let position = head.as_deref();
         let mut total = 0u64;
         loop {
             if let Some(p) = position
@@ -434,6 +494,12 @@ impl Replicator {
                 b.waiting,
                 b.oldest_age_seconds.or(Some(0.0)),
             )
+        } else if let Some(stream) = &self.stream {
+            let (head, _) = logical::head_and_lag(&self.source, &self.slot).await?;
+            let (waiting, oldest) = stream.backlog();
+            let age =
+                oldest.map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+            (Some(head), waiting, age.or(Some(0.0)))
         } else if self.cfg.capture == CaptureMode::Logical {
             let (head, _) = logical::head_and_lag(&self.source, &self.slot).await?;
             // Decode a small look-ahead: whether anything waits, and since when.
@@ -489,8 +555,28 @@ impl Replicator {
         }
     }
 
+    /// Whether the target is, right now, the source as of one instant: an empty read of the
+    /// trigger log says so; a stream says so only once the server confirms it has sent
+    /// everything up to the current head and all of it is applied (an empty queue alone may
+    /// just mean the next transaction is still on its way, while rows already applied were
+    /// read at a later state of the source). Foreign keys are validated only then.
+    pub async fn consistent_now(&mut self) -> ReplResult<bool> {
+        if !self.streams() {
+            return Ok(true);
+        }
+        let head = self.source_head().await?;
+        self.drained_to(&head).await
+    }
+
     /// Whether every change up to `position` is applied.
-    pub async fn drained_to(&self, position: &str) -> ReplResult<bool> {
+    pub async fn drained_to(&mut self, position: &str) -> ReplResult<bool> {
+        if self.streams() {
+            let drained = self.stream().await?.drained_to(position).await;
+            if drained.is_err() {
+                self.stream = None;
+            }
+            return drained;
+        }
         let capture_side = if self.reverse {
             &self.target
         } else {
@@ -562,6 +648,7 @@ impl Replicator {
     pub async fn cleanup(&mut self) -> ReplResult<()> {
         // The target's capture exists in reverse mode, and also after a cutover that installed
         // it and was then undone.
+        self.close_stream().await;
         let target_tables = catalog::tables(&self.target).await?;
         trigger::uninstall(&self.target, &target_tables).await?;
         match self.cfg.capture {

@@ -379,7 +379,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
         }
         if applied == 0 {
             // Caught up: the parents of every copied child row are on the target now.
-            if !fks_validated && !beat.paused && !rep.is_reverse() {
+            if !fks_validated && !beat.paused && !rep.is_reverse() && rep.consistent_now().await? {
                 let n = rep.validate_foreign_keys().await?;
                 if n > 0 {
                     tracing::info!(validated = n, "foreign keys validated");

@@ -105,6 +105,7 @@ pub async fn replicator(
         capture,
         // The cutover copies nothing.
         max_copy_bytes_per_second: None,
+        logical_transport: spec.replication.logical_transport,
     })
     .await?)
 }

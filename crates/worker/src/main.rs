@@ -143,6 +143,7 @@ async fn config(
                 .replication
                 .max_copy_mb_per_second
                 .map(|mb| u64::from(mb) * 1_000_000),
+            logical_transport: spec.replication.logical_transport,
         },
     })
 }

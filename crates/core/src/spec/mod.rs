@@ -307,6 +307,20 @@ pub enum CaptureMode {
     Auto,
 }
 
+/// How logical capture reads its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogicalTransport {
+    /// A replication-protocol session streams changes as they commit (lag in milliseconds).
+    /// Needs a direct connection: poolers such as PgBouncer do not pass replication sessions.
+    #[default]
+    Stream,
+    /// The SQL functions (`pg_logical_slot_peek_binary_changes`) read the slot in batches:
+    /// for a source reached only through a pooler that refuses replication sessions. Slower,
+    /// and it decodes again from the slot's restart point on every read.
+    Sql,
+}
+
 /// Replication settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -327,6 +341,10 @@ pub struct ReplicationSpec {
     /// Unset: as fast as the servers go. 1-10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_copy_mb_per_second: Option<u32>,
+    /// With logical capture: `stream` (the replication protocol, the default) or `sql` (the
+    /// SQL functions, for a source reached through a pooler). Ignored by trigger capture.
+    #[serde(default)]
+    pub logical_transport: LogicalTransport,
 }
 
 impl Default for ReplicationSpec {
@@ -336,6 +354,7 @@ impl Default for ReplicationSpec {
             max_lag_seconds: default_max_lag_seconds(),
             parallelism: default_parallelism(),
             max_copy_mb_per_second: None,
+            logical_transport: LogicalTransport::default(),
         }
     }
 }

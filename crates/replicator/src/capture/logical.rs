@@ -41,10 +41,18 @@ pub fn slot_name(database: &str) -> String {
 
 /// Creates the publication over every capture unit and the slot (idempotent).
 pub async fn install(client: &Client, slot: &str, tables: &[Table]) -> ReplResult<()> {
+    let column_lists = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 150000",
+            &[],
+        )
+        .await
+        .map_err(ReplError::sql("read the server version"))?
+        .get(0);
     let units: Vec<String> = tables
         .iter()
         .filter(|t| t.is_capture_unit())
-        .map(Table::qualified)
+        .map(|t| published(t, column_lists))
         .collect();
     if units.is_empty() {
         return Err(ReplError::State("no tables to publish".into()));
@@ -86,6 +94,27 @@ pub async fn install(client: &Client, slot: &str, tables: &[Table]) -> ReplResul
     Ok(())
 }
 
+/// A table as the publication lists it. The apply reads rows from the source by key, so only
+/// the key is worth decoding and sending: on PostgreSQL 15+ a plain table whose replica
+/// identity is its primary key publishes the key columns only. Anything else publishes every
+/// column — a column list that does not cover the replica identity makes the source refuse
+/// UPDATE and DELETE, and a partition's identity may differ from its root's.
+fn published(t: &Table, column_lists: bool) -> String {
+    let keyed = column_lists
+        && t.kind == ferry_pg::catalog::TableKind::Ordinary
+        && t.replica_identity == 'd'
+        && !t.primary_key.is_empty();
+    if !keyed {
+        return t.qualified();
+    }
+    let cols: Vec<String> = t
+        .primary_key
+        .iter()
+        .map(|c| ferry_pg::catalog::quote_ident(c))
+        .collect();
+    format!("{} ({})", t.qualified(), cols.join(", "))
+}
+
 /// Whether `slot` exists in this database.
 pub async fn slot_exists(client: &Client, slot: &str) -> ReplResult<bool> {
     Ok(client
@@ -99,8 +128,31 @@ pub async fn slot_exists(client: &Client, slot: &str) -> ReplResult<bool> {
         .get(0))
 }
 
-/// Drops the slot and the publication. Safe to run twice.
+/// Drops the slot and the publication. Safe to run twice. A slot still streamed by a session
+/// (a worker's walsender, or one whose client died and the server has not noticed yet) is
+/// waited for, then that session is ended: a slot cannot be dropped while in use.
 pub async fn uninstall(client: &Client, slot: &str) -> ReplResult<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let pid: Option<i32> = client
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots
+                  WHERE slot_name = $1 AND database = current_database()",
+                &[&slot],
+            )
+            .await
+            .map_err(ReplError::sql("look for the slot's session"))?
+            .and_then(|r| r.get(0));
+        let Some(pid) = pid else { break };
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(slot, pid, "ending the session that still streams the slot");
+            client
+                .execute("SELECT pg_terminate_backend($1, 5000)", &[&pid])
+                .await
+                .map_err(ReplError::sql("end the session streaming the slot"))?;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     client
         .batch_execute(&format!(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
@@ -531,6 +583,13 @@ impl Decoder {
             key: serde_json::Value::Array(values),
         });
         Ok(())
+    }
+
+    /// The transaction just committed (call after a Commit message); relations stay known.
+    pub fn take_transaction(&mut self) -> ChangeBatch {
+        self.in_tx = 0;
+        self.commit_time = None;
+        std::mem::take(&mut self.batch)
     }
 
     /// The batch decoded so far.

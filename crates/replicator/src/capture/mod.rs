@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 pub mod logical;
+pub mod stream;
 pub mod trigger;
 
 /// What waits in a capture for some keys of one table (see [`trigger::waiting`] and
