@@ -50,9 +50,12 @@ bed-down:
 bed-status:
 	FERRY_BED_DIR=$(BED_DIR) python3 tests/bed/bed.py status
 
-## bench: copy speed vs pg_dump/pg_restore and pgcopydb, capture overhead and lag under
-## pgbench, peak RSS; writes docs/benchmarks.md (BENCH_GB=2, BENCH_SECONDS=30, BENCH_OUT,
-## FERRY_SOURCE_PG / FERRY_TARGET_PG pick the versions); then the Redis part (copy of
+## bench: copy speed vs pg_dump/pg_restore and pgcopydb on an integer-keyed and a uuid-keyed
+## dataset, the app's write latency during the copy with and without BENCH_THROTTLE_MB=40,
+## pgbench tps under no/empty/insert-only/Ferry triggers, lag under pgbench in both capture
+## modes from the source's and the target's PostgreSQL, peak RSS; writes docs/benchmarks.md
+## (BENCH_GB=2, BENCH_SECONDS=30, BENCH_OUT, FERRY_SOURCE_PG / FERRY_TARGET_PG pick the
+## versions); then the Redis part (copy of
 ## BENCH_REDIS_MB=1024 MB of mixed keys beside redis-cli --rdb, live-sync lag under 2,000
 ## writes/s, the switch's Redis freeze) -> docs/benchmarks-redis.md. Not in CI.
 bench:

@@ -19,7 +19,8 @@ set -a
 . "$FERRY_BED_DIR/bed.env"
 set +a
 "${CARGO_TARGET_DIR:-target}/release/ferry-bench" \
-  --gb "${BENCH_GB:-2}" --pgbench-seconds "${BENCH_SECONDS:-30}" --out "${BENCH_OUT:-docs/benchmarks.md}"
+  --gb "${BENCH_GB:-2}" --pgbench-seconds "${BENCH_SECONDS:-30}" --throttle-mb "${BENCH_THROTTLE_MB:-40}" \
+  --newer-source --out "${BENCH_OUT:-docs/benchmarks.md}"
 # The Redis part: copy, live-sync lag, the switch's freeze -> docs/benchmarks-redis.md.
 "${CARGO_TARGET_DIR:-target}/release/ferry-bench-redis" \
   --mb "${BENCH_REDIS_MB:-1024}" --out "${BENCH_REDIS_OUT:-docs/benchmarks-redis.md}"

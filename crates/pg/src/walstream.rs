@@ -145,9 +145,12 @@ impl WalSession {
         let mut session = Self {
             io,
             buf: BytesMut::with_capacity(64 * 1024),
-            url: redacted,
+            url: redacted.clone(),
         };
-        session.start_up(url, application_name).await?;
+        // A server that accepts TLS and then says nothing must not hold the worker forever.
+        tokio::time::timeout(CONNECT_TIMEOUT, session.start_up(url, application_name))
+            .await
+            .map_err(|_| fail("log in", format!("no answer within {CONNECT_TIMEOUT:?}")))??;
         Ok(session)
     }
 

@@ -334,7 +334,8 @@ impl Replicator {
 
     async fn read_batch(&mut self) -> ReplResult<ChangeBatch> {
         if self.streams() {
-            let limit = usize::try_from(self.cfg.batch_size * 10).unwrap_or(50_000);
+            // Batches of the configured size: a stream has no per-read start-up to amortise.
+            let limit = usize::try_from(self.cfg.batch_size).unwrap_or(5_000);
             let wait = std::time::Duration::from_millis(100);
             let taken = self.stream().await?.take(limit, wait).await;
             if taken.is_err() {

@@ -1,0 +1,251 @@
+//! What capture costs the source's writers (pgbench tps: none, an empty trigger, a trigger that
+//! only inserts a constant, Ferry's trigger capture), and replication lag under pgbench in
+//! trigger and logical mode.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use ferry_core::spec::CaptureMode;
+use ferry_pg::PgUrl;
+use ferry_replicator::engine::Replicator;
+
+use crate::{config, drop_db, libpq, percentile, recreate, run};
+
+/// The tables pgbench's tpcb-like script writes.
+const TABLES: [&str; 4] = [
+    "pgbench_accounts",
+    "pgbench_tellers",
+    "pgbench_branches",
+    "pgbench_history",
+];
+
+pub struct LoadResult {
+    pub tps: f64,
+    pub lag_p50: f64,
+    pub lag_p99: f64,
+    pub lag_max: f64,
+    pub samples: usize,
+}
+
+/// pgbench tps under each kind of trigger, on one database.
+pub struct Floor {
+    /// Mean of a run before the triggers and one after.
+    pub none: f64,
+    pub empty: f64,
+    pub insert_only: f64,
+    pub ferry: f64,
+}
+
+/// A server to run pgbench on: its admin URL, the URL pgbench writes as, its binaries.
+pub struct Server {
+    pub admin: PgUrl,
+    /// The role writes run as (`None`: the admin).
+    pub app: Option<PgUrl>,
+    pub bin: PathBuf,
+    pub version: String,
+}
+
+/// pgbench for `seconds` against `url`; meanwhile, if given, a replicator applies changes and
+/// its lag is sampled every 200 ms.
+pub async fn pgbench(
+    bin: &Path,
+    url: &PgUrl,
+    seconds: u64,
+    mut rep: Option<&mut Replicator>,
+) -> anyhow::Result<LoadResult> {
+    settle(url).await?;
+    let mut cmd = tokio::process::Command::new(bin.join("pgbench"));
+    let u = libpq(&mut cmd, url);
+    cmd.args(["-n", "-c", "4", "-j", "2", "-M", "prepared", "-T"])
+        .arg(seconds.to_string())
+        .arg(&u)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().context("start pgbench")?;
+    let mut lags = Vec::new();
+    let out = if let Some(rep) = rep.as_deref_mut() {
+        let wait = child.wait_with_output();
+        tokio::pin!(wait);
+        let mut last_sample = Instant::now();
+        loop {
+            tokio::select! {
+                out = &mut wait => break out?,
+                r = rep.apply_once() => {
+                    let applied = r?;
+                    if last_sample.elapsed() >= Duration::from_millis(200) {
+                        last_sample = Instant::now();
+                        lags.push(rep.status().await?.lag_seconds.unwrap_or(0.0));
+                    }
+                    if applied.changes == 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+    } else {
+        child.wait_with_output().await?
+    };
+    if !out.status.success() {
+        bail!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok())
+        .context("no tps line in pgbench output")?;
+    if let Some(rep) = rep {
+        rep.drain(None).await?;
+    }
+    lags.sort_by(f64::total_cmp);
+    Ok(LoadResult {
+        tps,
+        lag_p50: percentile(&lags, 0.5),
+        lag_p99: percentile(&lags, 0.99),
+        lag_max: lags.last().copied().unwrap_or(f64::NAN),
+        samples: lags.len(),
+    })
+}
+
+/// Lets earlier work (index builds, dirty buffers) settle so each run starts alike.
+async fn settle(url: &PgUrl) -> anyhow::Result<()> {
+    let c = url.connect().await?;
+    c.batch_execute("VACUUM ANALYZE pgbench_accounts, pgbench_tellers, pgbench_branches")
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// A fresh pgbench database (scale 20) on `server`, owned by the app role when there is one;
+/// returns the URL writes run as.
+pub async fn pgbench_db(server: &Server, name: &str) -> anyhow::Result<PgUrl> {
+    let owner = server
+        .app
+        .as_ref()
+        .and_then(|a| a.user().map(str::to_string));
+    let admin_db = recreate(&server.admin, name, owner.as_deref()).await?;
+    let url = match &server.app {
+        Some(app) => app.with_dbname(name),
+        None => admin_db,
+    };
+    let mut cmd = tokio::process::Command::new(server.bin.join("pgbench"));
+    let u = libpq(&mut cmd, &url);
+    run(cmd.args(["-i", "-q", "-s", "20", &u]), "pgbench -i").await?;
+    // pgbench_history has no key; replication needs one (preflight would block without it).
+    let c = url.connect().await?;
+    c.batch_execute("ALTER TABLE pgbench_history ADD COLUMN hid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+        .await?;
+    c.batch_execute("VACUUM ANALYZE").await?;
+    Ok(url)
+}
+
+/// Puts a row trigger running `body` (plpgsql) on every table pgbench writes, or takes them
+/// off (`None`).
+async fn bench_triggers(url: &PgUrl, body: Option<&str>) -> anyhow::Result<()> {
+    let c = url.connect().await?;
+    let mut sql = String::from(
+        "DROP FUNCTION IF EXISTS bench_trigger() CASCADE; DROP TABLE IF EXISTS bench_log;",
+    );
+    if let Some(body) = body {
+        sql.push_str(&format!(
+            "CREATE TABLE bench_log (n int);
+             CREATE FUNCTION bench_trigger() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN {body} RETURN NULL; END $f$;"
+        ));
+        for t in TABLES {
+            sql.push_str(&format!(
+                "CREATE TRIGGER bench_trigger AFTER INSERT OR UPDATE OR DELETE ON {t}
+                   FOR EACH ROW EXECUTE FUNCTION bench_trigger();"
+            ));
+        }
+    }
+    c.batch_execute(&sql).await?;
+    Ok(())
+}
+
+/// pgbench tps with no trigger, an empty one, one that inserts a constant row, and Ferry's
+/// trigger capture (installed, no worker running: on this machine the worker and the target
+/// would share the source's two cores); then the same capture with the worker applying, for
+/// the lag. The no-trigger figure is the mean of a run first and one last.
+pub async fn floor(
+    server: &Server,
+    target_admin: &PgUrl,
+    target_bin: &Path,
+    seconds: u64,
+) -> anyhow::Result<(Floor, LoadResult)> {
+    let url = pgbench_db(server, "bench_pgb").await?;
+    let bin = &server.bin;
+    let before = pgbench(bin, &url, seconds, None).await?.tps;
+    bench_triggers(&url, Some("")).await?;
+    let empty = pgbench(bin, &url, seconds, None).await?.tps;
+    bench_triggers(&url, Some("INSERT INTO bench_log VALUES (1);")).await?;
+    let insert_only = pgbench(bin, &url, seconds, None).await?.tps;
+    bench_triggers(&url, None).await?;
+    let target = recreate(target_admin, "bench_pgb_t", None).await?;
+    let mut rep = Replicator::connect(config(
+        url.clone(),
+        target,
+        target_bin.to_path_buf(),
+        CaptureMode::Trigger,
+    ))
+    .await?;
+    rep.prepare().await?;
+    let ferry = pgbench(bin, &url, seconds, None).await?.tps;
+    rep.drain(None).await?;
+    let applying = pgbench(bin, &url, seconds, Some(&mut rep)).await?;
+    rep.cleanup().await?;
+    drop(rep);
+    let after = pgbench(bin, &url, seconds, None).await?.tps;
+    drop_db(&server.admin, "bench_pgb").await?;
+    drop_db(target_admin, "bench_pgb_t").await?;
+    Ok((
+        Floor {
+            none: (before + after) / 2.0,
+            empty,
+            insert_only,
+            ferry,
+        },
+        applying,
+    ))
+}
+
+/// pgbench tps without capture, then with `capture` on and the worker applying (its lag
+/// sampled), on a fresh database of `server` replicated into `target_admin`.
+pub async fn lag(
+    server: &Server,
+    target_admin: &PgUrl,
+    target_bin: &Path,
+    capture: CaptureMode,
+    tag: &str,
+    seconds: u64,
+) -> anyhow::Result<(f64, LoadResult)> {
+    let url = pgbench_db(server, &format!("bench_lag_{tag}")).await?;
+    let base = pgbench(&server.bin, &url, seconds, None).await?.tps;
+    // Logical capture needs REPLICATION: the worker connects as the admin.
+    let worker_source = match capture {
+        CaptureMode::Logical => server.admin.with_dbname(&format!("bench_lag_{tag}")),
+        _ => url.clone(),
+    };
+    let target = recreate(target_admin, &format!("bench_lag_{tag}_t"), None).await?;
+    let mut rep = Replicator::connect(config(
+        worker_source,
+        target,
+        target_bin.to_path_buf(),
+        capture,
+    ))
+    .await?;
+    rep.prepare().await?;
+    let with = pgbench(&server.bin, &url, seconds, Some(&mut rep)).await?;
+    rep.cleanup().await?;
+    drop(rep);
+    drop_db(&server.admin, &format!("bench_lag_{tag}")).await?;
+    drop_db(target_admin, &format!("bench_lag_{tag}_t")).await?;
+    Ok((base, with))
+}

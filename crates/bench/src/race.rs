@@ -1,0 +1,148 @@
+//! The copy race on one dataset: Ferry, `pg_dump -Fd -j2 | pg_restore -j2`, `pgcopydb clone`.
+//! Each gets two parallel jobs.
+
+use std::time::{Duration, Instant};
+
+use ferry_core::spec::CaptureMode;
+use ferry_pg::PgUrl;
+use ferry_replicator::engine::{PrepareTimings, Replicator};
+
+use crate::{Bed, config, drop_db, libpq, recreate, run, which};
+
+/// Rows per copy chunk (Ferry) and the matching split size handed to pgcopydb.
+pub const ROWS_PER_CHUNK: i64 = 250_000;
+pub const PGCOPYDB_SPLIT: &str = "64MB";
+
+pub struct FerryRun {
+    pub total: Duration,
+    pub timings: PrepareTimings,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+pub struct Race {
+    pub ferry: FerryRun,
+    pub dump: (Duration, Duration),
+    /// pgcopydb's time, or why it did not run.
+    pub pgcopydb: Result<Duration, String>,
+}
+
+/// Ferry's schema + capture + copy + post-data from `source` into a fresh `target_db`.
+pub async fn ferry(
+    bed: &Bed,
+    source: &PgUrl,
+    target_db: &str,
+    max_copy_bytes_per_second: Option<u64>,
+) -> anyhow::Result<FerryRun> {
+    let target = recreate(&bed.target_admin, target_db, None).await?;
+    let mut cfg = config(
+        source.clone(),
+        target,
+        bed.target_bin.clone(),
+        CaptureMode::Trigger,
+    );
+    cfg.max_copy_bytes_per_second = max_copy_bytes_per_second;
+    let mut rep = Replicator::connect(cfg).await?;
+    let t = Instant::now();
+    let timings = rep.prepare().await?;
+    let total = t.elapsed();
+    let status = rep.status().await?;
+    rep.cleanup().await?;
+    drop(rep);
+    drop_db(&bed.target_admin, target_db).await?;
+    Ok(FerryRun {
+        total,
+        timings,
+        rows: status.rows_copied,
+        bytes: status.bytes_copied,
+    })
+}
+
+/// Runs all three on `source`; target databases are named after `tag`.
+pub async fn race(bed: &Bed, source: &PgUrl, tag: &str) -> anyhow::Result<Race> {
+    let ferry = ferry(bed, source, &format!("bench_{tag}_ferry"), None).await?;
+    let dump = dump_restore(bed, source, &format!("bench_{tag}_dump")).await?;
+    let pgcopydb = match which("pgcopydb") {
+        Some(bin) => pgcopydb(bed, &bin, source, &format!("bench_{tag}_pgcopydb"))
+            .await
+            .map_err(|e| format!("failed: {e:#}")),
+        None => Err("not installed (apt-get install pgcopydb)".into()),
+    };
+    Ok(Race {
+        ferry,
+        dump,
+        pgcopydb,
+    })
+}
+
+/// `pg_dump -Fd -j2` then `pg_restore -j2` (the target's tools: at least as new as the source).
+async fn dump_restore(
+    bed: &Bed,
+    source: &PgUrl,
+    target_db: &str,
+) -> anyhow::Result<(Duration, Duration)> {
+    let dir = std::env::temp_dir().join("ferry-bench-dump");
+    let _ = std::fs::remove_dir_all(&dir);
+    let target = recreate(&bed.target_admin, target_db, None).await?;
+    let mut cmd = tokio::process::Command::new(bed.target_bin.join("pg_dump"));
+    let u = libpq(&mut cmd, source);
+    let dump = run(
+        cmd.args(["-Fd", "-j", "2", "--no-owner", "--no-privileges", "-f"])
+            .arg(&dir)
+            .arg(&u),
+        "pg_dump",
+    )
+    .await?;
+    let mut cmd = tokio::process::Command::new(bed.target_bin.join("pg_restore"));
+    let u = libpq(&mut cmd, &target);
+    let restore = run(
+        cmd.args(["-j", "2", "--no-owner", "--no-privileges", "-d", &u])
+            .arg(&dir),
+        "pg_restore",
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    drop_db(&bed.target_admin, target_db).await?;
+    Ok((dump, restore?))
+}
+
+/// `pgcopydb clone` with two table jobs, two index jobs, and same-table concurrency for
+/// tables above [`PGCOPYDB_SPLIT`].
+async fn pgcopydb(
+    bed: &Bed,
+    bin: &std::path::Path,
+    source: &PgUrl,
+    target_db: &str,
+) -> anyhow::Result<Duration> {
+    let target = recreate(&bed.target_admin, target_db, None).await?;
+    let dir = std::env::temp_dir().join("ferry-bench-pgcopydb");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cmd = tokio::process::Command::new(bin);
+    let path = format!(
+        "{}:{}",
+        bed.target_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // Both URLs through pgcopydb's environment variables, never on its command line (which
+    // any process listing shows).
+    cmd.env("PATH", path)
+        .env("PGCOPYDB_SOURCE_PGURI", source.expose_secret())
+        .env("PGCOPYDB_TARGET_PGURI", target.expose_secret())
+        .arg("clone")
+        .args([
+            "--table-jobs",
+            "2",
+            "--index-jobs",
+            "2",
+            "--split-tables-larger-than",
+            PGCOPYDB_SPLIT,
+            "--no-owner",
+            "--no-acl",
+            "--dir",
+        ])
+        .arg(&dir);
+    let r = run(&mut cmd, "pgcopydb clone").await;
+    let _ = std::fs::remove_dir_all(&dir);
+    drop_db(&bed.target_admin, target_db).await?;
+    r
+}

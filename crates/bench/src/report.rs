@@ -1,0 +1,257 @@
+//! docs/benchmarks.md: a table of measures against their goals, then the raw lines.
+
+use std::path::Path;
+
+use ferry_core::spec::CaptureMode;
+
+use crate::{
+    Args,
+    capture::{Floor, LoadResult},
+    dataset::{Dataset, Shape},
+    race::{self, Race},
+    spare::{self, Spared},
+    yes,
+};
+
+pub struct Report {
+    command: String,
+    lines: Vec<String>,
+    datasets: Vec<String>,
+    rows: Vec<String>,
+    notes: Vec<String>,
+    pub rss: f64,
+}
+
+impl Report {
+    pub fn new(args: &Args) -> Self {
+        let mut command = format!(
+            "ferry-bench --gb {} --pgbench-seconds {} --throttle-mb {}",
+            args.gb, args.seconds, args.throttle_mb
+        );
+        if args.newer_source {
+            command.push_str(" --newer-source");
+        }
+        Self {
+            command,
+            lines: Vec::new(),
+            datasets: Vec::new(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+            rss: f64::NAN,
+        }
+    }
+
+    /// Prints a line and keeps it for the raw output.
+    pub fn say(&mut self, line: String) {
+        println!("{line}");
+        self.lines.push(line);
+    }
+
+    fn row(&mut self, measure: &str, result: String, goal: &str, met: Option<bool>) {
+        self.rows.push(format!(
+            "| {measure} | {result} | {goal} | {} |",
+            met.map_or("—", yes)
+        ));
+    }
+
+    pub fn dataset(&mut self, shape: Shape, d: &Dataset) {
+        let gib = d.bytes as f64 / f64::from(1u32 << 30);
+        self.say(format!(
+            "dataset {}: {gib:.2} GiB (pg_database_size) generated in {:.0} s; largest table {} ({:.0}% of the tables' bytes)",
+            shape.label(),
+            d.took.as_secs_f64(),
+            d.largest,
+            100.0 * d.largest_share
+        ));
+        self.datasets.push(format!(
+            "- **{}**: {gib:.2} GiB; the largest table, `{}`, holds {:.0}% of the tables' bytes.",
+            shape.label(),
+            d.largest,
+            100.0 * d.largest_share
+        ));
+    }
+
+    pub fn race(&mut self, shape: Shape, race: &Race) {
+        let f = &race.ferry;
+        let t = &f.timings;
+        let total = f.total.as_secs_f64();
+        self.say(format!(
+            "{} ferry: {total:.1} s (schema {:.1}, capture {:.1}, copy {:.1}, post-data {:.1}); {} rows, {:.0} MiB of COPY data",
+            shape.label(),
+            t.schema.as_secs_f64(),
+            t.capture.as_secs_f64(),
+            t.copy.as_secs_f64(),
+            t.post_data.as_secs_f64(),
+            f.rows,
+            f.bytes as f64 / 1048576.0
+        ));
+        let (dump, restore) = race.dump;
+        let dump_total = (dump + restore).as_secs_f64();
+        self.say(format!(
+            "{} pg_dump -Fd -j2 + pg_restore -j2: {dump_total:.1} s (dump {:.1}, restore {:.1})",
+            shape.label(),
+            dump.as_secs_f64(),
+            restore.as_secs_f64()
+        ));
+        let label = shape.label();
+        self.row(
+            &format!("{label}: Ferry, schema to indexes"),
+            format!(
+                "{total:.1} s (copy {:.1}, post-data {:.1})",
+                t.copy.as_secs_f64(),
+                t.post_data.as_secs_f64()
+            ),
+            "—",
+            None,
+        );
+        self.row(
+            &format!("{label}: pg_dump -Fd -j2 + pg_restore -j2"),
+            format!("{dump_total:.1} s → Ferry {:.2}×", dump_total / total),
+            "≥ 2×",
+            Some(dump_total / total >= 2.0),
+        );
+        match &race.pgcopydb {
+            Ok(d) => {
+                let s = d.as_secs_f64();
+                self.say(format!(
+                    "{label} pgcopydb clone --table-jobs 2 --index-jobs 2 --split-tables-larger-than {}: {s:.1} s",
+                    race::PGCOPYDB_SPLIT
+                ));
+                self.row(
+                    &format!(
+                        "{label}: pgcopydb clone (2 table jobs, 2 index jobs, split > {})",
+                        race::PGCOPYDB_SPLIT
+                    ),
+                    format!("{s:.1} s → Ferry {:.2}×", s / total),
+                    "≥ 1.5×",
+                    Some(s / total >= 1.5),
+                );
+            }
+            Err(why) => {
+                self.say(format!("{label} pgcopydb: {why}"));
+                self.row(
+                    &format!("{label}: pgcopydb clone"),
+                    why.clone(),
+                    "≥ 1.5×",
+                    None,
+                );
+            }
+        }
+    }
+
+    pub fn spared(&mut self, s: Spared) {
+        let how = s.mb_per_second.map_or("at full speed".to_string(), |mb| {
+            format!("held to {mb} MB/s")
+        });
+        self.say(format!(
+            "copy {how}: {:.1} s; app writes during it p50 {:.2} ms, p99 {:.2} ms ({} writes at {}/s)",
+            s.copy_seconds,
+            s.p50_ms,
+            s.p99_ms,
+            s.writes,
+            spare::WRITES_PER_SECOND
+        ));
+        self.row(
+            &format!("app write latency on the source during the copy, {how}"),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms (copy {:.1} s)",
+                s.p50_ms, s.p99_ms, s.copy_seconds
+            ),
+            "—",
+            None,
+        );
+    }
+
+    pub fn floor(&mut self, version: &str, f: Floor, applying: LoadResult) {
+        let pct = |tps: f64| 100.0 * tps / f.none;
+        self.say(format!(
+            "pgbench on PostgreSQL {version}: no trigger {:.0} tps; empty trigger {:.0} ({:.0}%); insert-only trigger {:.0} ({:.0}%); Ferry trigger capture {:.0} ({:.0}%); Ferry capture + worker applying {:.0} ({:.0}%)",
+            f.none,
+            f.empty,
+            pct(f.empty),
+            f.insert_only,
+            pct(f.insert_only),
+            f.ferry,
+            pct(f.ferry),
+            applying.tps,
+            pct(applying.tps)
+        ));
+        self.row(
+            "pgbench tps, an empty row trigger on every written table",
+            format!("{:.0}% of {:.0} tps", pct(f.empty), f.none),
+            "—",
+            None,
+        );
+        self.row(
+            "pgbench tps, a row trigger that inserts a constant (the floor)",
+            format!("{:.0}%", pct(f.insert_only)),
+            "—",
+            None,
+        );
+        self.row(
+            "pgbench tps, Ferry's trigger capture installed",
+            format!("{:.0}%", pct(f.ferry)),
+            "≥ floor − 5 points",
+            Some(pct(f.ferry) >= pct(f.insert_only) - 5.0),
+        );
+        self.row(
+            "… with the worker applying on the same 2 cores",
+            format!("{:.0}%", pct(applying.tps)),
+            "—",
+            None,
+        );
+    }
+
+    pub fn lag(&mut self, version: &str, capture: CaptureMode, base: f64, with: LoadResult) {
+        let mode = match capture {
+            CaptureMode::Logical => "logical (streamed)",
+            _ => "trigger",
+        };
+        self.say(format!(
+            "PostgreSQL {version} {mode}: no capture {base:.0} tps, capture + worker {:.0} tps ({:.0}%); lag p50 {:.2} s, p99 {:.2} s, max {:.2} s ({} samples)",
+            with.tps,
+            100.0 * with.tps / base,
+            with.lag_p50,
+            with.lag_p99,
+            with.lag_max,
+            with.samples
+        ));
+        self.row(
+            &format!("lag under pgbench, {mode}, PostgreSQL {version} source"),
+            format!(
+                "p50 {:.2} s, p99 {:.2} s, max {:.2} s ({:.0}% of {base:.0} tps with the worker on the same cores)",
+                with.lag_p50,
+                with.lag_p99,
+                with.lag_max,
+                100.0 * with.tps / base
+            ),
+            "p99 ≤ 0.5 s",
+            Some(with.lag_p99 <= 0.5),
+        );
+    }
+
+    /// Writes the markdown.
+    pub fn write(mut self, out: &Path, source: &str, target: &str) -> anyhow::Result<()> {
+        let rss = self.rss;
+        self.row(
+            "peak RSS of the copying process",
+            format!("{rss:.0} MiB"),
+            "≤ 256 MiB",
+            Some(rss <= 256.0),
+        );
+        self.notes.push("Lag is the age of the oldest captured change not yet applied, sampled every 200 ms while pgbench runs (`-c 4 -j 2 -M prepared`, tpcb-like, scale 20, with a key added to `pgbench_history`). The source's writers, the worker and the target share two cores here; on AWS they would not.".into());
+        let mut md = format!(
+            "# Benchmarks\n\nProduced by `make bench` (`{}`) on the local test bed: source PostgreSQL {source} → target PostgreSQL {target}, both on this 2-core machine, TLS on, `fsync=off`. Every tool gets 2 parallel jobs. Figures are from one run; rerun to see the spread.\n\nDatasets (the same four tables: customers, orders with an integer key, events with a uuid key, line_items with a composite key):\n\n{}\n\n| measure | result | goal | met |\n|---|---|---|---|\n{}\n\n{}\n\nRaw output:\n\n```\n{}\n```\n",
+            self.command,
+            self.datasets.join("\n"),
+            self.rows.join("\n"),
+            self.notes.join("\n\n"),
+            self.lines.join("\n")
+        );
+        md = md.replace("\n\n\n", "\n\n");
+        std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
+        std::fs::write(out, md)?;
+        println!("wrote {}", out.display());
+        Ok(())
+    }
+}
