@@ -6,10 +6,22 @@ set -euo pipefail
 # shellcheck disable=SC1091
 set -a; . "${FERRY_BED_DIR:-/tmp/ferry-bed}/bed.env"; set +a
 BIN="$FERRY_BED_SOURCE_BIN"
-U="$FERRY_BED_SOURCE_URL"
+# The URLs without their password (a command line shows in any process listing); the password
+# travels in PGPASSWORD.
+{ IFS= read -r U; IFS= read -r D; IFS= read -r PGPASSWORD; } < <(python3 - "$FERRY_BED_SOURCE_URL" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+host = p.hostname + (f":{p.port}" if p.port else "")
+netloc = (u.quote(p.username or "", safe="") + "@" if p.username else "") + host
+bare = p._replace(netloc=netloc)
+print(u.urlunsplit(bare))
+print(u.urlunsplit(bare._replace(path="/floor")))
+print(u.unquote(p.password or ""))
+PY
+)
+export PGPASSWORD
 export PGOPTIONS='-c client_min_messages=warning'
 "$BIN/psql" "$U" -qc "DROP DATABASE IF EXISTS floor WITH (FORCE)" -c "CREATE DATABASE floor"
-D=$(python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path='/floor')))" "$U")
 "$BIN/pgbench" -i -q -s 20 "$D" >/dev/null 2>&1
 "$BIN/psql" "$D" -qc "ALTER TABLE pgbench_history ADD COLUMN hid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 variant() { # name, table DDL, trigger body using NEW/OLD key as k

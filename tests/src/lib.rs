@@ -309,6 +309,11 @@ pub async fn capture_leftovers(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
+/// RUST_LOG for the worker processes tests start: `FERRY_TEST_WORKER_LOG`, or `warn`.
+pub fn worker_log_filter() -> String {
+    std::env::var("FERRY_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 /// The repository's root directory.
 pub fn repo_root() -> std::path::PathBuf {
     tests_dir()

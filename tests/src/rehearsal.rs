@@ -912,11 +912,7 @@ impl EcsRunner {
                         .env("FERRY_PG_BIN", bed_var("FERRY_BED_TARGET_BIN"))
                         .env("FERRY_WORKER_ID", arn.rsplit('/').next().unwrap_or("task"))
                         .env("FERRY_HEARTBEAT_MS", "500")
-                        .env(
-                            "RUST_LOG",
-                            std::env::var("FERRY_TEST_WORKER_LOG")
-                                .unwrap_or_else(|_| "warn".into()),
-                        )
+                        .env("RUST_LOG", crate::worker_log_filter())
                         .stdout(std::process::Stdio::null())
                         .process_group(0)
                         .spawn()

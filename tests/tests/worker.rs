@@ -105,10 +105,7 @@ fn spawn_worker(migration_id: &str, table: &str, worker_id: &str) -> Child {
         .env("FERRY_ROWS_PER_CHUNK", "4000")
         .env("FERRY_BATCH_SIZE", "200")
         .env("FERRY_SCHEMA_CHECK_MS", "1000")
-        .env(
-            "RUST_LOG",
-            std::env::var("FERRY_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", ferry_tests::worker_log_filter())
         // Its own process group, so a kill takes pg_dump/psql children with it, as stopping
         // an ECS task does.
         .process_group(0)
@@ -125,6 +122,22 @@ fn kill9(child: &mut Child) {
         .expect("run kill");
     assert!(status.success(), "kill -s KILL -- -{} failed", child.id());
     let _ = child.wait();
+}
+
+/// Sends the stop-with-clean-up command and waits for the worker to exit successfully; returns
+/// the command's sequence number.
+async fn stop_with_cleanup(store: &dyn MigrationStore, id: &str, child: &mut Child) -> u64 {
+    let seq = send(store, id, WorkerCommand::Stop { cleanup: true }).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "worker did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "worker exit {status}");
+    seq
 }
 
 /// Every table equal on both sides, row for row.
@@ -303,29 +316,9 @@ async fn serial_worker_survives_kill_9_in_copy_and_streaming() {
     );
     assert_equal(&source, &target, runs).await;
 
-    let stop_cmd = store
-        .send_command(
-            &id,
-            WorkerCommand::Stop { cleanup: true },
-            "ferry:test",
-            Utc::now(),
-        )
-        .await
-        .expect("stop");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "worker did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "worker exit {status}");
+    let stop_seq = stop_with_cleanup(store.as_ref(), &id, &mut child).await;
     let p = store.progress(&id).await.expect("progress").expect("some");
-    assert_eq!(
-        (p.phase, p.acked_command),
-        (WorkerPhase::Stopped, stop_cmd.seq)
-    );
+    assert_eq!((p.phase, p.acked_command), (WorkerPhase::Stopped, stop_seq));
     let leftovers = ferry_tests::capture_leftovers(&source).await;
     assert_eq!(leftovers, 0, "capture objects left on the source");
     let target_ferry: i64 = target
@@ -479,16 +472,7 @@ async fn serial_worker_streaming_from_a_slot_survives_kill_9() {
     let target = db.target_url().connect().await.expect("target");
     assert_equal(&watch, &target, kills).await;
 
-    send(store.as_ref(), &id, WorkerCommand::Stop { cleanup: true }).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "worker did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "worker exit {status}");
+    stop_with_cleanup(store.as_ref(), &id, &mut child).await;
     let slots: i64 = watch
         .query_one(
             "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'ferry%'

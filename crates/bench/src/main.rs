@@ -123,14 +123,6 @@ fn config(source: PgUrl, target: PgUrl, bin: PathBuf, capture: CaptureMode) -> C
     }
 }
 
-/// The `p` quantile of sorted samples; NaN without samples (never counts as a goal met).
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
-        .copied()
-        .unwrap_or(f64::NAN)
-}
-
 /// The command line: `--gb`, `--pgbench-seconds`, `--throttle-mb`, `--out`, `--newer-source`.
 struct Args {
     gb: f64,

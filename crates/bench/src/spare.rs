@@ -6,9 +6,12 @@
 use std::time::Instant;
 
 use ferry_pg::PgUrl;
-use ferry_rehearse::load::{self, Load};
+use ferry_rehearse::{
+    load::{self, Load},
+    report::quantiles,
+};
 
-use crate::{Bed, percentile, race};
+use crate::{Bed, race};
 
 pub struct Spared {
     pub mb_per_second: Option<u32>,
@@ -51,12 +54,12 @@ pub async fn copy_under_load(
     writes.stop().await;
     load::drop_schema(&admin, "source").await?;
     let run = run?;
-    samples.sort_by(f64::total_cmp);
+    let (p50, p99) = quantiles(&mut samples);
     Ok(Spared {
         mb_per_second,
         copy_seconds: run.timings.copy.as_secs_f64(),
-        p50_ms: percentile(&samples, 0.5),
-        p99_ms: percentile(&samples, 0.99),
+        p50_ms: p50.unwrap_or(f64::NAN),
+        p99_ms: p99.unwrap_or(f64::NAN),
         writes: samples.len(),
     })
 }

@@ -36,7 +36,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest backend message accepted (a pgoutput row is at most 1 GB plus framing).
 const MAX_MESSAGE: usize = 1 << 30;
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// An error the server sent (ErrorResponse).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,38 +259,6 @@ impl WalSession {
                 }
             }
             self.send(&out).await?;
-        }
-    }
-
-    /// Runs a replication command that returns rows (IDENTIFY_SYSTEM and the like); returns
-    /// the text of each row's columns.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
-        let mut out = BytesMut::new();
-        frontend::query(sql, &mut out).map_err(|e| self.error("send a command", e.to_string()))?;
-        self.send(&out).await?;
-        let mut rows = Vec::new();
-        let mut failed = None;
-        loop {
-            let (tag, mut body) = self.frame().await?;
-            match tag {
-                b'D' => {
-                    let n = body.get_i16().max(0);
-                    let mut row = Vec::new();
-                    for _ in 0..n {
-                        let len = body.get_i32();
-                        if len < 0 {
-                            row.push(None);
-                        } else {
-                            let v = body.split_to((len as usize).min(body.len()));
-                            row.push(Some(String::from_utf8_lossy(&v).into_owned()));
-                        }
-                    }
-                    rows.push(row);
-                }
-                b'E' => failed = Some(self.server_error(sql, &body)),
-                b'Z' => return failed.map_or(Ok(rows), Err),
-                _ => {}
-            }
         }
     }
 

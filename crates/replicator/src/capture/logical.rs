@@ -9,7 +9,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use ferry_pg::catalog::{Table, quote_literal};
+use ferry_pg::{
+    catalog::{Table, quote_literal},
+    walstream::{PG_EPOCH_MICROS, lsn_text},
+};
 use tokio_postgres::Client;
 
 use super::Waiting;
@@ -459,14 +462,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Postgres epoch (2000-01-01) in Unix microseconds.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
-fn lsn_text(lsn: i64) -> String {
-    let v = lsn as u64;
-    format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF)
-}
-
 impl Decoder {
     /// Feeds one message.
     pub fn message(&mut self, data: &[u8]) -> ReplResult<()> {
@@ -482,7 +477,7 @@ impl Decoder {
                 let _flags = r.u8()?;
                 let _commit_lsn = r.i64()?;
                 let end_lsn = r.i64()?;
-                self.batch.position = Some(lsn_text(end_lsn));
+                self.batch.position = Some(lsn_text(end_lsn as u64));
                 if let Some(t) = self.commit_time
                     && self.batch.changes.len() > self.in_tx
                 {

@@ -20,7 +20,7 @@ use std::{
 
 use ferry_pg::{
     PgError, PgUrl,
-    walstream::{WalMessage, WalSession, lsn_text, parse_lsn},
+    walstream::{WalMessage, WalSession, parse_lsn},
 };
 
 use super::logical::{Decoder, PUBLICATION};
@@ -57,7 +57,7 @@ struct State {
     /// The engine is closing the stream.
     closing: bool,
     /// Why the task ended.
-    error: Option<PgError>,
+    error: Option<ReplError>,
     ended: bool,
 }
 
@@ -145,7 +145,7 @@ impl LogicalStream {
         if s.queue.is_empty()
             && let Some(e) = s.error.take()
         {
-            return Err(e.into());
+            return Err(e);
         }
         if s.queue.is_empty() && s.ended {
             return Err(ReplError::State("the replication stream ended".into()));
@@ -210,7 +210,7 @@ impl LogicalStream {
             {
                 let mut s = self.shared.lock();
                 if let Some(e) = s.error.take() {
-                    return Err(e.into());
+                    return Err(e);
                 }
                 if s.keepalives > before || s.ended {
                     return Ok(s.acked >= target || (s.idle() && s.seen >= target));
@@ -227,11 +227,6 @@ impl LogicalStream {
         let s = self.shared.lock();
         let oldest = s.queue.iter().filter_map(|t| t.oldest).min();
         (s.queued_changes as u64, oldest)
-    }
-
-    /// The position the slot was last told it may move to.
-    pub fn confirmed(&self) -> String {
-        lsn_text(self.shared.lock().confirmable())
     }
 
     /// Reports the last position and ends the session (the slot is free once this returns).
@@ -269,7 +264,7 @@ async fn run(mut session: WalSession, shared: Arc<Shared>) {
     shared.keepalive.notify_waiters();
 }
 
-async fn pump(session: &mut WalSession, shared: &Shared) -> Result<(), PgError> {
+async fn pump(session: &mut WalSession, shared: &Shared) -> ReplResult<()> {
     let mut decoder = Decoder::default();
     let mut reported = 0u64;
     let mut tick = tokio::time::interval(STATUS_EVERY);
@@ -280,7 +275,7 @@ async fn pump(session: &mut WalSession, shared: &Shared) -> Result<(), PgError> 
         };
         if closing {
             let at = shared.lock().confirmable();
-            return session.status_update(at, false).await;
+            return Ok(session.status_update(at, false).await?);
         }
         let mut force = false;
         tokio::select! {
@@ -312,13 +307,8 @@ async fn pump(session: &mut WalSession, shared: &Shared) -> Result<(), PgError> 
 }
 
 /// Feeds one pgoutput message; queues the transaction at its Commit.
-fn receive(decoder: &mut Decoder, data: &[u8], shared: &Shared) -> Result<(), PgError> {
-    decoder.message(data).map_err(|e| PgError::Replication {
-        url: String::new(),
-        what: "decode pgoutput".into(),
-        detail: e.to_string(),
-        code: Some("XX000".into()),
-    })?;
+fn receive(decoder: &mut Decoder, data: &[u8], shared: &Shared) -> ReplResult<()> {
+    decoder.message(data)?;
     match data.first() {
         Some(b'B') => shared.lock().open_tx = true,
         Some(b'C') => {
@@ -339,6 +329,8 @@ fn receive(decoder: &mut Decoder, data: &[u8], shared: &Shared) -> Result<(), Pg
 
 #[cfg(test)]
 mod tests {
+    use ferry_pg::walstream::lsn_text;
+
     use super::*;
 
     fn txn(changes: usize, end: u64) -> ChangeBatch {
@@ -412,9 +404,7 @@ mod tests {
             .await
             .expect("take");
         assert_eq!(none, ChangeBatch::default());
-        shared.lock().error = Some(PgError::Stuck {
-            what: "gone".into(),
-        });
+        shared.lock().error = Some(ReplError::State("gone".into()));
         assert!(stream.take(5, Duration::ZERO).await.is_err());
     }
 }
