@@ -240,7 +240,7 @@ impl Report {
             Some(rss <= 256.0),
         );
         self.notes.push("Lag is the age of the oldest captured change not yet applied, sampled every 200 ms while pgbench runs (`-c 4 -j 2 -M prepared`, tpcb-like, scale 20, with a key added to `pgbench_history`). The source's writers, the worker and the target share two cores here; on AWS they would not.".into());
-        self.notes.push("Where a capture trigger's cost goes, variant by variant: `docs/benchmarks-trigger-floor.md` (`tests/bench/trigger-floor.sh`).".into());
+        self.notes.push("Where a capture trigger's cost goes, variant by variant, per written row and in pgbench tps: `docs/benchmarks-trigger-floor.md` (`tests/bench/trigger-rowcost.sh`, `tests/bench/trigger-floor.sh`).".into());
         let mut md = format!(
             "# Benchmarks\n\nProduced by `make bench` (`{}`) on the local test bed: source PostgreSQL {source} → target PostgreSQL {target}, both on this 2-core machine, TLS on, `fsync=off`. Every tool gets 2 parallel jobs. Figures are from one run; rerun to see the spread.\n\nDatasets (the same four tables: customers, orders with an integer key, events with a uuid key, line_items with a composite key):\n\n{}\n\n| measure | result | goal | met |\n|---|---|---|---|\n{}\n\n{}\n\nRaw output:\n\n```\n{}\n```\n",
             self.command,

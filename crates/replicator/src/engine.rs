@@ -121,6 +121,8 @@ pub struct Replicator {
     /// The replication-protocol session on the slot (logical capture, `stream` transport),
     /// opened when the apply first reads.
     stream: Option<LogicalStream>,
+    /// The trigger log's read window (forward on the source, reverse on the target).
+    log_reader: trigger::LogReader,
 }
 
 impl Replicator {
@@ -143,6 +145,7 @@ impl Replicator {
             copy_progress: Arc::new(CopyProgress::default()),
             applier: None,
             stream: None,
+            log_reader: trigger::LogReader::default(),
         })
     }
 
@@ -352,7 +355,11 @@ impl Replicator {
             CaptureMode::Logical => {
                 logical::read_batch(&self.source, &self.slot, self.cfg.batch_size * 10, None).await
             }
-            _ => trigger::read_batch(&self.source, self.cfg.batch_size).await,
+            _ => {
+                self.log_reader
+                    .read_batch(&self.source, self.cfg.batch_size)
+                    .await
+            }
         }
     }
 
@@ -370,7 +377,9 @@ impl Replicator {
             self.applier = Some(Applier::new(&tables, write_side, mode).await?);
         }
         let batch = if reverse {
-            trigger::read_batch(&self.target, self.cfg.batch_size).await?
+            self.log_reader
+                .read_batch(&self.target, self.cfg.batch_size)
+                .await?
         } else {
             self.read_batch().await?
         };
@@ -390,9 +399,16 @@ impl Replicator {
         } else {
             (&mut self.source, &mut self.target, FORWARD)
         };
-        let applied = applier.apply(fetch, write, stream, &batch).await?;
+        let applied = match applier.apply(fetch, write, stream, &batch).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Read again from the oldest unapplied row, not past this batch.
+                self.log_reader.forget();
+                return Err(e);
+            }
+        };
         match (reverse, self.cfg.capture, &batch.position) {
-            (true, _, _) => trigger::ack(&self.target, &batch.ids).await?,
+            (true, _, _) => trigger::ack(&self.target, &batch).await?,
             (false, CaptureMode::Logical, Some(position)) if self.stream.is_some() => {
                 if let Some(stream) = &self.stream {
                     stream.ack(position)?;
@@ -404,7 +420,7 @@ impl Replicator {
                     self.log_snapshots = logical::log_running_xacts(&self.source).await;
                 }
             }
-            (false, _, _) => trigger::ack(&self.source, &batch.ids).await?,
+            (false, _, _) => trigger::ack(&self.source, &batch).await?,
         }
         Ok(applied)
     }
@@ -426,6 +442,7 @@ impl Replicator {
         }
         self.reverse = true;
         self.applier = None;
+        self.log_reader.forget();
         Ok(())
     }
 
@@ -548,11 +565,11 @@ impl Replicator {
     /// The source's change head: the drain target once writes have stopped.
     pub async fn source_head(&self) -> ReplResult<String> {
         if self.reverse {
-            return Ok(trigger::backlog(&self.target).await?.head.to_string());
+            return Ok(trigger::mark(&self.target).await?.to_string());
         }
         match self.cfg.capture {
             CaptureMode::Logical => Ok(logical::head_and_lag(&self.source, &self.slot).await?.0),
-            _ => Ok(trigger::backlog(&self.source).await?.head.to_string()),
+            _ => Ok(trigger::mark(&self.source).await?.to_string()),
         }
     }
 
@@ -591,10 +608,7 @@ impl Replicator {
                 let p: i64 = position.parse().map_err(|_| {
                     ReplError::State(format!("{position:?} is not a change-log position"))
                 })?;
-                Ok(trigger::backlog(capture_side)
-                    .await?
-                    .lowest_waiting
-                    .is_none_or(|low| low > p))
+                trigger::applied_past(capture_side, p).await
             }
         }
     }

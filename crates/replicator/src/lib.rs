@@ -45,6 +45,9 @@ pub enum KeyChange {
 pub struct ChangeBatch {
     /// Capture-side ids to acknowledge once applied (trigger log ids).
     pub ids: Vec<i64>,
+    /// Where each of `ids` lies in the trigger log (`ctid` text, same order): the log has no
+    /// index, so it is trimmed by row location, each checked against its id.
+    pub locations: Vec<String>,
     /// The changes, in capture order.
     pub changes: Vec<KeyChange>,
     /// The stream position this batch reaches (None for an empty batch).

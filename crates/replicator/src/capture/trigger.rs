@@ -1,10 +1,14 @@
 //! Trigger capture: works on stock Heroku Postgres (table owner, no superuser, no REPLICATION).
 //!
-//! A `ferry.changes` log on the capture side, and per table an AFTER row trigger (running with
-//! the writer's rights) that records
-//! the primary key of every inserted, updated (old and new key when it changes) or deleted row,
-//! plus a statement trigger for TRUNCATE. Only keys are logged: the applier fetches the current
-//! row, so hot rows coalesce and the target converges to the source state.
+//! A `ferry.changes` log on the capture side, and per table AFTER row triggers (running with
+//! the writer's rights) that record the primary key of every inserted, updated (old and new key
+//! when it changes) or deleted row, plus a statement trigger for TRUNCATE. Only keys are
+//! logged: the applier fetches the current row, so hot rows coalesce and the target converges
+//! to the source state.
+//!
+//! The layout is chosen for the writer's cost (`tests/bench/trigger-floor.sh`): a log without
+//! an index, a single integer or uuid key in a typed column (jsonb only for other keys), and
+//! one function per table and row image, so no function branches on the operation.
 //!
 //! The log is a queue: rows are deleted once the target has committed what they describe, so a
 //! change committed late with a low id is never skipped.
@@ -18,71 +22,101 @@ use crate::{
     error::{ReplError, ReplResult},
 };
 
+/// AFTER INSERT OR UPDATE, per row: logs the new key.
 const TRIGGER: &str = "ferry_capture";
+/// AFTER DELETE, per row: logs the old key.
+const DELETE_TRIGGER: &str = "ferry_capture_delete";
+/// AFTER UPDATE, per row, only when the key changed (the trigger's WHEN, evaluated without
+/// calling a function): logs the old key. Fires after [`TRIGGER`] (triggers fire by name).
+const REKEY_TRIGGER: &str = "ferry_capture_rekey";
+/// AFTER TRUNCATE, per statement.
 const TRUNCATE_TRIGGER: &str = "ferry_capture_truncate";
 
-/// Installs the log and the triggers on every capture unit (idempotent).
+/// How many log rows one read of the log brings into memory (see [`LogReader`]).
+const WINDOW: i64 = 50_000;
+
+/// A log row's key as a JSON array, NULL for a TRUNCATE: from whichever key column is set.
+pub(crate) const KEY_SQL: &str = "CASE WHEN k IS NOT NULL THEN pg_catalog.jsonb_build_array(k) \
+     WHEN u IS NOT NULL THEN pg_catalog.jsonb_build_array(u) ELSE pk END";
+
+/// Which log column a table's key goes into. A typed column costs the writer less than
+/// building a jsonb value in the trigger (about 0.9 µs a row here, see
+/// `docs/benchmarks-trigger-floor.md`); the reader turns either into the same JSON array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySlot {
+    /// One smallint, integer or bigint column: `k bigint`.
+    Integer,
+    /// One uuid column: `u uuid`.
+    Uuid,
+    /// Anything else (several columns, other types): `pk jsonb`.
+    Json,
+}
+
+impl KeySlot {
+    fn of(t: &Table) -> Self {
+        match t.primary_key.as_slice() {
+            [only] => match t.column(only).map(|c| c.type_sql.as_str()) {
+                Some("smallint" | "integer" | "bigint") => Self::Integer,
+                Some("uuid") => Self::Uuid,
+                _ => Self::Json,
+            },
+            _ => Self::Json,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Integer => "k",
+            Self::Uuid => "u",
+            Self::Json => "pk",
+        }
+    }
+}
+
+/// Creates the log, or brings one from an earlier layout (an identity primary key, jsonb keys
+/// only) to this one. The log has no index: an index on a queue every write appends to cost
+/// about 1.3 µs a row; the reader sorts a window of it instead.
+const LOG_DDL: &str = "CREATE SCHEMA IF NOT EXISTS ferry;
+     CREATE TABLE IF NOT EXISTS ferry.changes (
+         id bigint GENERATED ALWAYS AS IDENTITY,
+         rel text NOT NULL,
+         k bigint,
+         u uuid,
+         pk jsonb,
+         at timestamptz NOT NULL DEFAULT clock_timestamp())
+       WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
+     DO $d$ BEGIN
+         IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                         WHERE attrelid = 'ferry.changes'::regclass AND attname = 'u'
+                           AND NOT attisdropped) THEN
+             ALTER TABLE ferry.changes ADD COLUMN IF NOT EXISTS k bigint,
+                                       ADD COLUMN IF NOT EXISTS u uuid,
+                                       DROP CONSTRAINT IF EXISTS changes_pkey,
+                                       SET (autovacuum_vacuum_scale_factor = 0,
+                                            autovacuum_vacuum_threshold = 10000);
+         END IF;
+     END $d$;
+     -- The triggers run with the writer's rights (a SECURITY DEFINER function with a
+     -- pinned search_path costs ~10% of pgbench throughput on every row): any role
+     -- may append to the log. A forged entry only makes the applier re-read that key.
+     GRANT USAGE ON SCHEMA ferry TO PUBLIC;
+     GRANT INSERT ON ferry.changes TO PUBLIC;
+     CREATE OR REPLACE FUNCTION ferry.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $f$
+     BEGIN
+         INSERT INTO ferry.changes (rel) VALUES (TG_ARGV[0]);
+         RETURN NULL;
+     END $f$;";
+
+/// Installs the log and the triggers on every capture unit (idempotent; replaces the triggers
+/// of an earlier layout).
 pub async fn install(client: &Client, tables: &[Table]) -> ReplResult<()> {
     client
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS ferry;
-             CREATE TABLE IF NOT EXISTS ferry.changes (
-                 id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                 rel text NOT NULL,
-                 pk jsonb,
-                 at timestamptz NOT NULL DEFAULT clock_timestamp());
-             -- The triggers run with the writer's rights (a SECURITY DEFINER function with a
-             -- pinned search_path costs ~10% of pgbench throughput on every row): any role
-             -- may append to the log. A forged entry only makes the applier re-read that key.
-             GRANT USAGE ON SCHEMA ferry TO PUBLIC;
-             GRANT INSERT ON ferry.changes TO PUBLIC;",
-        )
+        .batch_execute(LOG_DDL)
         .await
         .map_err(ReplError::sql("create the change log"))?;
     for t in tables.iter().filter(|t| t.is_capture_unit()) {
-        if t.primary_key.is_empty() {
-            return Err(ReplError::State(format!(
-                "{} has no primary key; preflight reports this as a blocker",
-                t.display_name()
-            )));
-        }
-        let func = format!("ferry.capture_{}", t.oid);
-        let rel = quote_literal(&t.display_name());
-        let keys = |row: &str| {
-            t.primary_key
-                .iter()
-                .map(|c| format!("{row}.{}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (new_keys, old_keys) = (keys("NEW"), keys("OLD"));
-        let sql = format!(
-            "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $f$
-             BEGIN
-                 IF TG_OP = 'TRUNCATE' THEN
-                     INSERT INTO ferry.changes (rel, pk) VALUES ({rel}, NULL);
-                 ELSIF TG_OP = 'INSERT' THEN
-                     INSERT INTO ferry.changes (rel, pk) VALUES ({rel}, pg_catalog.jsonb_build_array({new_keys}));
-                 ELSIF TG_OP = 'DELETE' THEN
-                     INSERT INTO ferry.changes (rel, pk) VALUES ({rel}, pg_catalog.jsonb_build_array({old_keys}));
-                 ELSE
-                     INSERT INTO ferry.changes (rel, pk) VALUES ({rel}, pg_catalog.jsonb_build_array({new_keys}));
-                     IF ROW({old_keys}) IS DISTINCT FROM ROW({new_keys}) THEN
-                         INSERT INTO ferry.changes (rel, pk) VALUES ({rel}, pg_catalog.jsonb_build_array({old_keys}));
-                     END IF;
-                 END IF;
-                 RETURN NULL;
-             END $f$;
-             DROP TRIGGER IF EXISTS {TRIGGER} ON {q};
-             CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {q}
-                 FOR EACH ROW EXECUTE FUNCTION {func}();
-             DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {q};
-             CREATE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {q}
-                 FOR EACH STATEMENT EXECUTE FUNCTION {func}();",
-            q = t.qualified(),
-        );
         client
-            .batch_execute(&sql)
+            .batch_execute(&capture_sql(t)?)
             .await
             .map_err(ReplError::sql(format!(
                 "install capture on {}",
@@ -92,16 +126,83 @@ pub async fn install(client: &Client, tables: &[Table]) -> ReplResult<()> {
     Ok(())
 }
 
+/// One table's functions and triggers, in one statement batch (one transaction: the table is
+/// never without capture while they are replaced).
+fn capture_sql(t: &Table) -> ReplResult<String> {
+    if t.primary_key.is_empty() {
+        return Err(ReplError::State(format!(
+            "{} has no primary key; preflight reports this as a blocker",
+            t.display_name()
+        )));
+    }
+    let rel = quote_literal(&t.display_name());
+    let columns = |row: &str| {
+        t.primary_key
+            .iter()
+            .map(|c| format!("{row}.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let slot = KeySlot::of(t);
+    let value = |row: &str| match slot {
+        KeySlot::Json => format!("pg_catalog.jsonb_build_array({})", columns(row)),
+        KeySlot::Integer | KeySlot::Uuid => columns(row),
+    };
+    let function = |suffix: &str, row: &str| {
+        format!(
+            "CREATE OR REPLACE FUNCTION ferry.capture_{oid}_{suffix}() RETURNS trigger
+                 LANGUAGE plpgsql AS $f$
+             BEGIN
+                 INSERT INTO ferry.changes (rel, {col}) VALUES ({rel}, {value});
+                 RETURN NULL;
+             END $f$;",
+            oid = t.oid,
+            col = slot.column(),
+            value = value(row),
+        )
+    };
+    let q = t.qualified();
+    let oid = t.oid;
+    Ok(format!(
+        "{new}
+         {old}
+         DROP TRIGGER IF EXISTS {TRIGGER} ON {q};
+         DROP TRIGGER IF EXISTS {DELETE_TRIGGER} ON {q};
+         DROP TRIGGER IF EXISTS {REKEY_TRIGGER} ON {q};
+         DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {q};
+         CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE ON {q}
+             FOR EACH ROW EXECUTE FUNCTION ferry.capture_{oid}_new();
+         CREATE TRIGGER {DELETE_TRIGGER} AFTER DELETE ON {q}
+             FOR EACH ROW EXECUTE FUNCTION ferry.capture_{oid}_old();
+         CREATE TRIGGER {REKEY_TRIGGER} AFTER UPDATE ON {q}
+             FOR EACH ROW WHEN (ROW({old_keys}) IS DISTINCT FROM ROW({new_keys}))
+             EXECUTE FUNCTION ferry.capture_{oid}_old();
+         CREATE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {q}
+             FOR EACH STATEMENT EXECUTE FUNCTION ferry.capture_truncate({rel});
+         DROP FUNCTION IF EXISTS ferry.capture_{oid}();",
+        new = function("new", "NEW"),
+        old = function("old", "OLD"),
+        old_keys = columns("OLD"),
+        new_keys = columns("NEW"),
+    ))
+}
+
 /// Removes the triggers, their functions and the log. Safe to run twice.
 pub async fn uninstall(client: &Client, tables: &[Table]) -> ReplResult<()> {
     for t in tables.iter().filter(|t| t.is_capture_unit()) {
+        let q = t.qualified();
         client
             .batch_execute(&format!(
-                "DROP TRIGGER IF EXISTS {TRIGGER} ON {q}; DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {q};",
-                q = t.qualified()
+                "DROP TRIGGER IF EXISTS {TRIGGER} ON {q};
+                 DROP TRIGGER IF EXISTS {DELETE_TRIGGER} ON {q};
+                 DROP TRIGGER IF EXISTS {REKEY_TRIGGER} ON {q};
+                 DROP TRIGGER IF EXISTS {TRUNCATE_TRIGGER} ON {q};"
             ))
             .await
-            .map_err(ReplError::sql(format!("remove capture from {}", t.display_name())))?;
+            .map_err(ReplError::sql(format!(
+                "remove capture from {}",
+                t.display_name()
+            )))?;
     }
     client
         .batch_execute(
@@ -120,70 +221,108 @@ pub async fn uninstall(client: &Client, tables: &[Table]) -> ReplResult<()> {
         .map_err(ReplError::sql("remove the change log"))
 }
 
-/// Reads the oldest `limit` committed log rows as a batch of keys.
-pub async fn read_batch(client: &Client, limit: i64) -> ReplResult<ChangeBatch> {
-    let rows = client
-        .query(
-            "SELECT id, rel, pk, at FROM ferry.changes ORDER BY id LIMIT $1",
-            &[&limit],
-        )
-        .await
-        .map_err(ReplError::sql("read the change log"))?;
-    let mut batch = ChangeBatch::default();
-    for r in rows {
-        let id: i64 = r.get(0);
-        let rel: String = r.get(1);
-        let pk: Option<serde_json::Value> = r.get(2);
-        let at: chrono::DateTime<chrono::Utc> = r.get(3);
-        batch.ids.push(id);
-        batch.oldest = Some(
-            batch
-                .oldest
-                .map_or(at, |o: chrono::DateTime<chrono::Utc>| o.min(at)),
-        );
-        batch.changes.push(match pk {
-            Some(key) => KeyChange::Key { rel, key },
-            None => KeyChange::Truncate { rel },
-        });
-    }
-    batch.position = batch.ids.iter().max().map(|m| m.to_string());
-    Ok(batch)
+/// One log row read but not yet handed out.
+#[derive(Debug, Clone)]
+struct LogRow {
+    id: i64,
+    location: String,
+    rel: String,
+    key: Option<serde_json::Value>,
+    at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Deletes log rows the target has committed.
-pub async fn ack(client: &Client, ids: &[i64]) -> ReplResult<()> {
-    if ids.is_empty() {
+/// Reads the log oldest id first. The log has no index, so every read sorts all of it: a
+/// reader brings up to [`WINDOW`] rows into memory at a time and hands them out in batches,
+/// so a backlog of millions (the copy's) costs a scan per window, not one per batch. It reads
+/// again only once its window is handed out; a change committed meanwhile with a lower id
+/// waits in the log until then (nothing is deleted before it is applied).
+#[derive(Debug, Default)]
+pub struct LogReader {
+    pending: std::collections::VecDeque<LogRow>,
+}
+
+impl LogReader {
+    /// The next `limit` log rows as a batch of keys.
+    pub async fn read_batch(&mut self, client: &Client, limit: i64) -> ReplResult<ChangeBatch> {
+        if self.pending.is_empty() {
+            self.fill(client, WINDOW.max(limit)).await?;
+        }
+        let take = usize::try_from(limit).unwrap_or(0).min(self.pending.len());
+        let mut batch = ChangeBatch::default();
+        for row in self.pending.drain(..take) {
+            batch.ids.push(row.id);
+            batch.locations.push(row.location);
+            batch.oldest = Some(batch.oldest.map_or(row.at, |o| o.min(row.at)));
+            batch.changes.push(match row.key {
+                Some(key) => KeyChange::Key { rel: row.rel, key },
+                None => KeyChange::Truncate { rel: row.rel },
+            });
+        }
+        batch.position = batch.ids.iter().max().map(|m| m.to_string());
+        Ok(batch)
+    }
+
+    /// Drops what was read and not handed out (after a failed apply: the next read starts
+    /// again from the oldest row in the log).
+    pub fn forget(&mut self) {
+        self.pending.clear();
+    }
+
+    async fn fill(&mut self, client: &Client, limit: i64) -> ReplResult<()> {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, ctid::text, rel, {KEY_SQL}, at FROM ferry.changes
+                      ORDER BY id LIMIT $1"
+                ),
+                &[&limit],
+            )
+            .await
+            .map_err(ReplError::sql("read the change log"))?;
+        self.pending.extend(rows.into_iter().map(|r| LogRow {
+            id: r.get(0),
+            location: r.get(1),
+            rel: r.get(2),
+            key: r.get(3),
+            at: r.get(4),
+        }));
+        Ok(())
+    }
+}
+
+/// Deletes log rows the target has committed: by location (the log has no index), each only
+/// if it still holds its id (a row moved by a VACUUM FULL stays, to be applied again).
+pub async fn ack(client: &Client, batch: &ChangeBatch) -> ReplResult<()> {
+    if batch.ids.is_empty() {
         return Ok(());
     }
     client
-        .execute("DELETE FROM ferry.changes WHERE id = ANY($1)", &[&ids])
+        .execute(
+            "DELETE FROM ferry.changes WHERE ctid = ANY($1::text[]::tid[]) AND id = ANY($2)",
+            &[&batch.locations, &batch.ids],
+        )
         .await
         .map_err(ReplError::sql("trim the change log"))?;
     Ok(())
 }
 
-/// The highest id the log has handed out (the drain target for cutover), and the oldest
-/// unapplied change's age and an upper bound of how many are waiting.
+/// The highest id the log has handed out (the drain target for cutover), and how many
+/// changes wait and since when: one scan of the log.
 pub async fn backlog(client: &Client) -> ReplResult<Backlog> {
     let row = client
         .query_one(
-            "SELECT (SELECT last_value FROM ferry.changes_id_seq),
-                    (SELECT min(id) FROM ferry.changes), (SELECT max(id) FROM ferry.changes),
-                    extract(epoch FROM clock_timestamp() - (SELECT at FROM ferry.changes ORDER BY id LIMIT 1))::float8",
+            "SELECT (SELECT last_value FROM ferry.changes_id_seq), count(*), min(id),
+                    extract(epoch FROM clock_timestamp() - min(at))::float8
+               FROM ferry.changes",
             &[],
         )
         .await
         .map_err(ReplError::sql("measure the change log"))?;
-    let min: Option<i64> = row.get(1);
-    let max: Option<i64> = row.get(2);
     Ok(Backlog {
         head: row.get(0),
-        waiting: match (min, max) {
-            (Some(a), Some(b)) => (b - a + 1) as u64,
-            _ => 0,
-        },
+        waiting: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
         oldest_age_seconds: row.get(3),
-        lowest_waiting: min,
+        lowest_waiting: row.get(2),
     })
 }
 
@@ -192,7 +331,7 @@ pub async fn backlog(client: &Client) -> ReplResult<Backlog> {
 pub struct Backlog {
     /// The last id handed out (a change committed after this has a higher id).
     pub head: i64,
-    /// Upper bound of log rows waiting.
+    /// Log rows waiting.
     pub waiting: u64,
     /// Age of the oldest waiting row, in seconds.
     pub oldest_age_seconds: Option<f64>,
@@ -216,13 +355,12 @@ pub async fn waiting(client: &Client, t: &Table, keys: &[String]) -> ReplResult<
     if keys.is_empty() {
         return Ok(Waiting::complete());
     }
-    let canonical = crate::keys::canonical(t, "pk")?;
+    let canonical = crate::keys::canonical(t, "key")?;
     let sql = format!(
-        "SELECT coalesce(bool_or(pk IS NULL), false),
+        "SELECT coalesce(bool_or(key IS NULL), false),
                 coalesce(array_agg(DISTINCT c) FILTER (WHERE c = ANY($2::text[])), '{{}}')
-           FROM (SELECT pk, CASE WHEN pk IS NOT NULL
-                                 THEN {canonical} END AS c
-                   FROM ferry.changes WHERE rel = $1) s"
+           FROM (SELECT key, CASE WHEN key IS NOT NULL THEN {canonical} END AS c
+                   FROM (SELECT {KEY_SQL} AS key FROM ferry.changes WHERE rel = $1) k) s"
     );
     let row = client
         .query_one(&sql, &[&t.display_name(), &keys])
@@ -241,7 +379,11 @@ pub async fn waiting(client: &Client, t: &Table, keys: &[String]) -> ReplResult<
 /// The log's last id handed out: once nothing at or below it waits, every change committed
 /// before this call has been applied (see [`applied_past`]).
 pub async fn mark(client: &Client) -> ReplResult<i64> {
-    Ok(backlog(client).await?.head)
+    Ok(client
+        .query_one("SELECT last_value FROM ferry.changes_id_seq", &[])
+        .await
+        .map_err(ReplError::sql("read the change log's head"))?
+        .get(0))
 }
 
 /// Whether every change up to `mark` has been applied and trimmed from the log.
