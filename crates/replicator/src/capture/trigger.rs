@@ -33,7 +33,7 @@ const REKEY_TRIGGER: &str = "ferry_capture_rekey";
 const TRUNCATE_TRIGGER: &str = "ferry_capture_truncate";
 
 /// How many log rows one read of the log brings into memory (see [`LogReader`]).
-const WINDOW: i64 = 50_000;
+const WINDOW: i64 = 20_000;
 
 /// A log row's key as a JSON array, NULL for a TRUNCATE: from whichever key column is set.
 pub(crate) const KEY_SQL: &str = "CASE WHEN k IS NOT NULL THEN pg_catalog.jsonb_build_array(k) \
@@ -269,23 +269,31 @@ impl LogReader {
     }
 
     async fn fill(&mut self, client: &Client, limit: i64) -> ReplResult<()> {
+        // Only ids and locations are sorted (a top-N sort of narrow rows stays within a
+        // default work_mem of 4 MB for 20,000 rows; whole rows would spill a backlog of millions
+        // to disk on every read), then the window's rows are fetched by location.
         let rows = client
             .query(
                 &format!(
                     "SELECT id, ctid::text, rel, {KEY_SQL}, at FROM ferry.changes
-                      ORDER BY id LIMIT $1"
+                      WHERE ctid = ANY(ARRAY(SELECT ctid FROM ferry.changes ORDER BY id LIMIT $1))"
                 ),
                 &[&limit],
             )
             .await
             .map_err(ReplError::sql("read the change log"))?;
-        self.pending.extend(rows.into_iter().map(|r| LogRow {
-            id: r.get(0),
-            location: r.get(1),
-            rel: r.get(2),
-            key: r.get(3),
-            at: r.get(4),
-        }));
+        let mut rows: Vec<_> = rows
+            .into_iter()
+            .map(|r| LogRow {
+                id: r.get(0),
+                location: r.get(1),
+                rel: r.get(2),
+                key: r.get(3),
+                at: r.get(4),
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| r.id);
+        self.pending.extend(rows);
         Ok(())
     }
 }
