@@ -33,13 +33,14 @@ pub struct LoadResult {
     pub samples: usize,
 }
 
-/// pgbench tps under each kind of trigger, on one database.
+/// pgbench tps under each kind of trigger, on one database: medians of interleaved rounds.
 pub struct Floor {
-    /// Mean of a run before the triggers and one after.
     pub none: f64,
     pub empty: f64,
     pub insert_only: f64,
     pub ferry: f64,
+    /// Each round's tps: none, empty, insert-only, Ferry.
+    pub rounds: Vec<[f64; 4]>,
 }
 
 /// A server to run pgbench on: its admin URL, the URL pgbench writes as, its binaries.
@@ -173,10 +174,16 @@ async fn bench_triggers(url: &PgUrl, body: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many times each of the floor's variants runs, interleaved (the figure is the median):
+/// on this host one pgbench run moves by up to a third from the next.
+const FLOOR_ROUNDS: usize = 3;
+
 /// pgbench tps with no trigger, an empty one, one that inserts a constant row, and Ferry's
 /// trigger capture (installed, no worker running: on this machine the worker and the target
-/// would share the source's two cores); then the same capture with the worker applying, for
-/// the lag. The no-trigger figure is the mean of a run first and one last.
+/// would share the source's two cores), [`FLOOR_ROUNDS`] interleaved rounds, medians; then the
+/// same capture with the worker applying. Ferry's triggers stay installed and are disabled
+/// while the other variants run; the log is emptied after each of its runs (this measures the
+/// writers' cost, not the copy, so the target is not compared).
 pub async fn floor(
     server: &Server,
     target_admin: &PgUrl,
@@ -185,12 +192,6 @@ pub async fn floor(
 ) -> anyhow::Result<(Floor, LoadResult)> {
     let url = pgbench_db(server, "bench_pgb").await?;
     let bin = &server.bin;
-    let before = pgbench(bin, &url, seconds, None).await?.tps;
-    bench_triggers(&url, Some("")).await?;
-    let empty = pgbench(bin, &url, seconds, None).await?.tps;
-    bench_triggers(&url, Some("INSERT INTO bench_log VALUES (1);")).await?;
-    let insert_only = pgbench(bin, &url, seconds, None).await?.tps;
-    bench_triggers(&url, None).await?;
     let target = recreate(target_admin, "bench_pgb_t", None).await?;
     let mut rep = Replicator::connect(config(
         url.clone(),
@@ -200,23 +201,55 @@ pub async fn floor(
     ))
     .await?;
     rep.prepare().await?;
-    let ferry = pgbench(bin, &url, seconds, None).await?.tps;
-    rep.drain(None).await?;
+    let mut rounds = Vec::new();
+    for _ in 0..FLOOR_ROUNDS {
+        ferry_triggers(&url, false).await?;
+        bench_triggers(&url, None).await?;
+        let none = pgbench(bin, &url, seconds, None).await?.tps;
+        bench_triggers(&url, Some("")).await?;
+        let empty = pgbench(bin, &url, seconds, None).await?.tps;
+        bench_triggers(&url, Some("INSERT INTO bench_log VALUES (1);")).await?;
+        let insert_only = pgbench(bin, &url, seconds, None).await?.tps;
+        bench_triggers(&url, None).await?;
+        ferry_triggers(&url, true).await?;
+        let ferry = pgbench(bin, &url, seconds, None).await?.tps;
+        url.connect()
+            .await?
+            .batch_execute("TRUNCATE ferry.changes")
+            .await?;
+        rounds.push([none, empty, insert_only, ferry]);
+    }
     let applying = pgbench(bin, &url, seconds, Some(&mut rep)).await?;
     rep.cleanup().await?;
     drop(rep);
-    let after = pgbench(bin, &url, seconds, None).await?.tps;
     drop_db(&server.admin, "bench_pgb").await?;
     drop_db(target_admin, "bench_pgb_t").await?;
+    let median = |i: usize| {
+        let mut v: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
+        quantiles(&mut v).0.unwrap_or(f64::NAN)
+    };
     Ok((
         Floor {
-            none: (before + after) / 2.0,
-            empty,
-            insert_only,
-            ferry,
+            none: median(0),
+            empty: median(1),
+            insert_only: median(2),
+            ferry: median(3),
+            rounds,
         },
         applying,
     ))
+}
+
+/// Enables or disables the user triggers of pgbench's tables (Ferry's capture, between the
+/// floor's runs; foreign-key triggers are not user triggers and stay).
+async fn ferry_triggers(url: &PgUrl, on: bool) -> anyhow::Result<()> {
+    let verb = if on { "ENABLE" } else { "DISABLE" };
+    let sql: String = TABLES
+        .iter()
+        .map(|t| format!("ALTER TABLE {t} {verb} TRIGGER USER;"))
+        .collect();
+    url.connect().await?.batch_execute(&sql).await?;
+    Ok(())
 }
 
 /// pgbench tps without capture, then with `capture` on and the worker applying (its lag

@@ -164,8 +164,19 @@ impl Report {
 
     pub fn floor(&mut self, version: &str, f: Floor, applying: LoadResult) {
         let pct = |tps: f64| 100.0 * tps / f.none;
+        for (i, r) in f.rounds.iter().enumerate() {
+            self.say(format!(
+                "pgbench on PostgreSQL {version}, round {}: no trigger {:.0} tps; empty trigger {:.0}; insert-only trigger {:.0}; Ferry trigger capture {:.0}",
+                i + 1,
+                r[0],
+                r[1],
+                r[2],
+                r[3]
+            ));
+        }
         self.say(format!(
-            "pgbench on PostgreSQL {version}: no trigger {:.0} tps; empty trigger {:.0} ({:.0}%); insert-only trigger {:.0} ({:.0}%); Ferry trigger capture {:.0} ({:.0}%); Ferry capture + worker applying {:.0} ({:.0}%)",
+            "pgbench on PostgreSQL {version}, medians of {} rounds: no trigger {:.0} tps; empty trigger {:.0} ({:.0}%); insert-only trigger {:.0} ({:.0}%); Ferry trigger capture {:.0} ({:.0}%); Ferry capture + worker applying {:.0} ({:.0}%)",
+            f.rounds.len(),
             f.none,
             f.empty,
             pct(f.empty),
@@ -239,7 +250,7 @@ impl Report {
             "≤ 256 MiB",
             Some(rss <= 256.0),
         );
-        self.notes.push("Lag is the age of the oldest captured change not yet applied, sampled every 200 ms while pgbench runs (`-c 4 -j 2 -M prepared`, tpcb-like, scale 20, with a key added to `pgbench_history`). The source's writers, the worker and the target share two cores here; on AWS they would not.".into());
+        self.notes.push("Lag is the age of the oldest captured change not yet applied, sampled every 200 ms while pgbench runs (`-c 4 -j 2 -M prepared`, tpcb-like, scale 20, with a key added to `pgbench_history`). The source's writers, the worker and the target share two cores here; on AWS they would not. The trigger-cost rows are medians of three interleaved rounds (each round's figures are in the raw output): one pgbench run here moves by up to a third from the next.".into());
         self.notes.push("Where a capture trigger's cost goes, variant by variant, per written row and in pgbench tps: `docs/benchmarks-trigger-floor.md` (`tests/bench/trigger-rowcost.sh`, `tests/bench/trigger-floor.sh`).".into());
         let mut md = format!(
             "# Benchmarks\n\nProduced by `make bench` (`{}`) on the local test bed: source PostgreSQL {source} → target PostgreSQL {target}, both on this 2-core machine, TLS on, `fsync=off`. Every tool gets 2 parallel jobs. Figures are from one run; rerun to see the spread.\n\nDatasets (the same four tables: customers, orders with an integer key, events with a uuid key, line_items with a composite key):\n\n{}\n\n| measure | result | goal | met |\n|---|---|---|---|\n{}\n\n{}\n\nRaw output:\n\n```\n{}\n```\n",
