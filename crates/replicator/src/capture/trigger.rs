@@ -6,7 +6,7 @@
 //! logged: the applier fetches the current row, so hot rows coalesce and the target converges
 //! to the source state.
 //!
-//! The layout is chosen for the writer's cost (`tests/bench/trigger-floor.sh`): a log without
+//! The layout is chosen for the writer's cost (`tests/bench/trigger-rowcost.sh`): a log without
 //! an index, a single integer or uuid key in a typed column (jsonb only for other keys), and
 //! one function per table and row image, so no function branches on the operation.
 //!
