@@ -319,7 +319,7 @@ pub async fn ack(client: &Client, batch: &ChangeBatch) -> ReplResult<()> {
 pub async fn backlog(client: &Client) -> ReplResult<Backlog> {
     let row = client
         .query_one(
-            "SELECT (SELECT last_value FROM ferry.changes_id_seq), count(*), min(id),
+            "SELECT (SELECT last_value FROM ferry.changes_id_seq), count(*),
                     extract(epoch FROM clock_timestamp() - min(at))::float8
                FROM ferry.changes",
             &[],
@@ -329,8 +329,7 @@ pub async fn backlog(client: &Client) -> ReplResult<Backlog> {
     Ok(Backlog {
         head: row.get(0),
         waiting: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-        oldest_age_seconds: row.get(3),
-        lowest_waiting: row.get(2),
+        oldest_age_seconds: row.get(2),
     })
 }
 
@@ -343,8 +342,6 @@ pub struct Backlog {
     pub waiting: u64,
     /// Age of the oldest waiting row, in seconds.
     pub oldest_age_seconds: Option<f64>,
-    /// The lowest waiting id.
-    pub lowest_waiting: Option<i64>,
 }
 
 /// Whether trigger capture's change log exists on this side.
