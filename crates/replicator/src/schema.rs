@@ -6,7 +6,12 @@ use std::{path::PathBuf, process::Stdio};
 use ferry_pg::PgUrl;
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{ReplError, ReplResult};
+use ferry_pg::catalog::FERRY_SCHEMA;
+
+use crate::{
+    capture::trigger::OWN_TRIGGERS,
+    error::{ReplError, ReplResult},
+};
 
 /// Where the PostgreSQL client tools live. pg_dump must be at least as new as the source.
 #[derive(Debug, Clone)]
@@ -43,10 +48,7 @@ impl Tools {
                 "--no-publications",
                 "--no-subscriptions",
             ])
-            .arg(format!(
-                "--exclude-schema={}",
-                ferry_pg::catalog::FERRY_SCHEMA
-            ));
+            .arg(format!("--exclude-schema={}", FERRY_SCHEMA));
         if let Some(p) = password {
             cmd.env("PGPASSWORD", p);
         }
@@ -233,8 +235,46 @@ fn unquote_qualified(name: &str) -> String {
     out
 }
 
+/// Whether `stmt` is, or switches, one of Ferry's own capture triggers: a source that still
+/// carries them from an earlier, unfinished migration dumps them with its tables, but they call
+/// functions in Ferry's schema, which the dump leaves out, and they capture for the source
+/// only; restored on the target they would fail, so they are left out too.
+fn is_ferrys_trigger(t: &[String]) -> bool {
+    let upper = |i: usize| t.get(i).map(|w| w.to_ascii_uppercase()).unwrap_or_default();
+    if upper(0) == "CREATE" && (upper(1) == "TRIGGER" || upper(2) == "TRIGGER") {
+        let calls_ferry = t.windows(3).any(|w| {
+            w[0].eq_ignore_ascii_case("EXECUTE")
+                && (w[1].eq_ignore_ascii_case("FUNCTION") || w[1].eq_ignore_ascii_case("PROCEDURE"))
+                && (w[2].starts_with(&format!("{FERRY_SCHEMA}."))
+                    || w[2].starts_with(&format!("\"{FERRY_SCHEMA}\".")))
+        });
+        return calls_ferry;
+    }
+    // ALTER TABLE [ONLY] <t> ENABLE|DISABLE [ALWAYS|REPLICA] TRIGGER <name>;
+    if upper(0) == "ALTER" && upper(1) == "TABLE" {
+        let action = if upper(2) == "ONLY" { 4 } else { 3 };
+        if !matches!(upper(action).as_str(), "ENABLE" | "DISABLE") {
+            return false;
+        }
+        let mut at = action + 1;
+        if matches!(upper(at).as_str(), "ALWAYS" | "REPLICA") {
+            at += 1;
+        }
+        let name = t.get(at + 1).map(|n| n.trim_end_matches(';')).unwrap_or("");
+        return upper(at) == "TRIGGER" && OWN_TRIGGERS.contains(&name);
+    }
+    false
+}
+
 fn classify(stmt: String, out: &mut PostData) {
     let t = tokens(&stmt);
+    if is_ferrys_trigger(&t) {
+        tracing::info!(
+            statement = stmt.lines().next().unwrap_or(""),
+            "leaving out a capture trigger of an earlier migration from the target's schema"
+        );
+        return;
+    }
     let upper: Vec<String> = t.iter().take(8).map(|s| s.to_ascii_uppercase()).collect();
     let word = |i: usize| upper.get(i).map(String::as_str).unwrap_or("");
     if word(0) == "SET"
@@ -356,6 +396,40 @@ CREATE RULE r AS
         assert!(
             p.dependent[2].starts_with("CREATE RULE") && p.dependent[2].trim_end().ends_with(");")
         );
+    }
+
+    #[test]
+    fn capture_triggers_of_an_earlier_migration_are_left_out() {
+        let dump = r#"
+CREATE TRIGGER ferry_capture AFTER INSERT OR UPDATE ON public.customers FOR EACH ROW EXECUTE FUNCTION ferry.capture_16842_new();
+CREATE TRIGGER ferry_capture_rekey AFTER UPDATE ON "Billing"."Invoices" FOR EACH ROW WHEN ((old.id IS DISTINCT FROM new.id)) EXECUTE FUNCTION ferry.capture_16850_old();
+CREATE TRIGGER ferry_capture_truncate AFTER TRUNCATE ON public.customers FOR EACH STATEMENT EXECUTE PROCEDURE ferry.capture_truncate('public.customers');
+ALTER TABLE public.customers DISABLE TRIGGER ferry_capture;
+ALTER TABLE ONLY public.customers ENABLE ALWAYS TRIGGER ferry_capture_delete;
+CREATE TRIGGER audit AFTER INSERT ON public.customers FOR EACH ROW EXECUTE FUNCTION public.audit();
+CREATE TRIGGER ferry_capture AFTER INSERT ON public.notes FOR EACH ROW EXECUTE FUNCTION ferrylike.f();
+ALTER TABLE public.customers DISABLE TRIGGER audit;
+ALTER TABLE public.customers ENABLE REPLICA TRIGGER ferry_capture_audit;
+"#;
+        let p = split_post_data(dump);
+        let kept: Vec<String> = p
+            .dependent
+            .iter()
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "CREATE TRIGGER audit",
+                "CREATE TRIGGER ferry_capture",
+                "ALTER TABLE public.customers",
+                "ALTER TABLE public.customers"
+            ],
+            "the app's own triggers stay, named like Ferry's or not: {:?}",
+            p.dependent
+        );
+        assert!(p.dependent[1].contains("ferrylike.f()"));
+        assert!(p.dependent[3].contains("ferry_capture_audit"));
     }
 
     #[test]

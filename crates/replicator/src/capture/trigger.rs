@@ -32,6 +32,10 @@ const REKEY_TRIGGER: &str = "ferry_capture_rekey";
 /// AFTER TRUNCATE, per statement.
 const TRUNCATE_TRIGGER: &str = "ferry_capture_truncate";
 
+/// Every trigger Ferry's capture puts on a source table.
+pub(crate) const OWN_TRIGGERS: [&str; 4] =
+    [TRIGGER, DELETE_TRIGGER, REKEY_TRIGGER, TRUNCATE_TRIGGER];
+
 /// How many log rows one read of the log brings into memory (see [`LogReader`]).
 const WINDOW: i64 = 20_000;
 
