@@ -524,6 +524,46 @@ async fn count(target: &tokio_postgres::Client, sql: &str) -> i64 {
     target.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
+/// `docs`: 20,000 rows keyed by a uuid, the block-split table of the resumed-copy tests.
+async fn seed_docs(source: &tokio_postgres::Client) {
+    source
+        .batch_execute(
+            "CREATE TABLE docs (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), n int NOT NULL, body text NOT NULL);
+             INSERT INTO docs (n, body) SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
+             ANALYZE docs;",
+        )
+        .await
+        .expect("source docs");
+}
+
+/// A first copy run that copies `chunks` under `snapshot` (held by `holder`) and dies.
+async fn die_after_copying(
+    source_url: &PgUrl,
+    target_url: &PgUrl,
+    holder: tokio_postgres::Client,
+    snapshot: &str,
+    tables: &[ferry_pg::catalog::Table],
+    chunks: Vec<ferry_replicator::copy::Chunk>,
+) {
+    use ferry_replicator::copy;
+    let sessions = copy::Sessions {
+        parallelism: 2,
+        ..Default::default()
+    };
+    copy::run(source_url, target_url, snapshot, tables, chunks, sessions)
+        .await
+        .expect("the first run's chunks");
+    holder.batch_execute("COMMIT").await.expect("end snapshot");
+}
+
+/// Every row of `docs` updated: full pages, so each new version lands in a later block.
+async fn move_every_doc(source: &tokio_postgres::Client) {
+    source
+        .batch_execute("UPDATE docs SET n = n + 1, body = body || 'x'")
+        .await
+        .expect("move every row");
+}
+
 /// A restarted copy: plans again (resuming the stored plan) and copies what is not done.
 async fn copy_under_a_new_snapshot(
     source_url: &PgUrl,
@@ -553,6 +593,125 @@ async fn copy_under_a_new_snapshot(
     holder.batch_execute("COMMIT").await.expect("end snapshot");
 }
 
+/// Keys and indexes are built while the copy runs, each table's as soon as its last chunk is
+/// in: a block-split table resumed part-way (so holding some rows twice) is deduplicated before
+/// its primary key is built, or the build would fail on the doubles; the post-data stage then
+/// skips what was built and adds the rest.
+#[tokio::test]
+async fn keys_are_built_as_each_table_is_copied_a_resumed_table_deduplicated_first() {
+    use ferry_replicator::{copy, postdata, schema};
+    let db = TestDb::new("asbuilt_").await;
+    let source_url = db.url(Side::Source);
+    let target_url = db.url(Side::Target);
+    let source = source_url.connect().await.expect("source");
+    seed_docs(&source).await;
+    source
+        .batch_execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, doc uuid, body text);
+             INSERT INTO notes SELECT g, NULL, 'n' || g FROM generate_series(1, 300) g;
+             ANALYZE notes;",
+        )
+        .await
+        .expect("source data");
+    let mut target = target_url.connect().await.expect("target");
+    ferry_replicator::bookkeeping::ensure(&target)
+        .await
+        .expect("bookkeeping");
+    target
+        .batch_execute(
+            "CREATE TABLE docs (id uuid, n int NOT NULL, body text NOT NULL);
+             CREATE TABLE notes (id int, doc uuid, body text);",
+        )
+        .await
+        .expect("target tables");
+    let tables = ferry_pg::catalog::tables(&source).await.expect("catalog");
+    let post = schema::split_post_data(
+        "ALTER TABLE ONLY public.docs\n    ADD CONSTRAINT docs_pkey PRIMARY KEY (id);\n\n\
+         ALTER TABLE ONLY public.notes\n    ADD CONSTRAINT notes_pkey PRIMARY KEY (id);\n\n\
+         CREATE INDEX notes_doc ON public.notes USING btree (doc);\n\n\
+         ALTER TABLE ONLY public.notes\n    ADD CONSTRAINT notes_doc_fkey FOREIGN KEY (doc) REFERENCES public.docs(id);\n",
+    );
+    let sizes = tables
+        .iter()
+        .map(|t| (t.display_name(), t.total_bytes))
+        .collect();
+
+    // A first run copies half of docs' chunks and dies; every row then moves on the source.
+    let mut holder = source_url.connect().await.expect("holder");
+    let snapshot = copy::export_snapshot(&mut holder).await.expect("snapshot");
+    let chunks = copy::plan(&holder, &target, &tables, 1000)
+        .await
+        .expect("plan");
+    let first: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.rel == "public.docs")
+        .cloned()
+        .collect();
+    let copied = first[..first.len() / 2].to_vec();
+    die_after_copying(&source_url, &target_url, holder, &snapshot, &tables, copied).await;
+    move_every_doc(&source).await;
+
+    // The restart: the copy and the builds together.
+    let mut holder = source_url.connect().await.expect("holder");
+    let snapshot = copy::export_snapshot(&mut holder).await.expect("snapshot");
+    let chunks = copy::plan(&holder, &target, &tables, 1000)
+        .await
+        .expect("resume");
+    let (finished, copied) = tokio::sync::mpsc::unbounded_channel();
+    let copying = copy::run(
+        &source_url,
+        &target_url,
+        &snapshot,
+        &tables,
+        chunks,
+        copy::Sessions {
+            parallelism: 2,
+            finished: Some(finished),
+            ..Default::default()
+        },
+    );
+    let building = postdata::build_as_copied(&target_url, &post, &sizes, 2, copied);
+    tokio::try_join!(copying, building).expect("copy and build");
+    holder.batch_execute("COMMIT").await.expect("end snapshot");
+
+    let built = "SELECT count(*) FROM pg_indexes WHERE indexname IN ('docs_pkey', 'notes_pkey', 'notes_doc')";
+    assert_eq!(
+        count(&target, built).await,
+        3,
+        "every key and index built during the copy"
+    );
+    assert_eq!(count(&target, "SELECT count(*) FROM docs").await, 20_000);
+    assert_eq!(count(&target, "SELECT count(*) FROM notes").await, 300);
+    assert_eq!(
+        count(
+            &target,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'notes_doc_fkey'"
+        )
+        .await,
+        0,
+        "a foreign key waits for the post-data stage"
+    );
+    // The post-data stage: what was built is skipped (adding a key twice would fail).
+    postdata::restore(&target_url, &post, &sizes, 2)
+        .await
+        .expect("post-data after the builds");
+    assert_eq!(
+        count(
+            &target,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'notes_doc_fkey'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        copy::dedupe_resumed(&mut target, &tables)
+            .await
+            .expect("dedupe"),
+        0,
+        "deduplicated before its key was built"
+    );
+}
+
 /// A uuid-keyed table is split by block ranges; resumed part-way after its rows moved (updated)
 /// it holds some rows twice until the deduplication, which leaves each key once; rewritten
 /// meanwhile (VACUUM FULL) it is copied again from the start.
@@ -563,14 +722,7 @@ async fn a_table_without_an_integer_key_is_split_by_blocks_and_resumes_without_d
     let source_url = db.url(Side::Source);
     let target_url = db.url(Side::Target);
     let source = source_url.connect().await.expect("source");
-    source
-        .batch_execute(
-            "CREATE TABLE docs (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), n int NOT NULL, body text NOT NULL);
-             INSERT INTO docs (n, body) SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
-             ANALYZE docs;",
-        )
-        .await
-        .expect("source data");
+    seed_docs(&source).await;
     let mut target = target_url.connect().await.expect("target");
     ferry_replicator::bookkeeping::ensure(&target)
         .await
@@ -595,25 +747,9 @@ async fn a_table_without_an_integer_key_is_split_by_blocks_and_resumes_without_d
         "block bounds: {chunks:?}"
     );
     let half = chunks.len() / 2;
-    copy::run(
-        &source_url,
-        &target_url,
-        &snapshot,
-        &tables,
-        chunks[..half].to_vec(),
-        copy::Sessions {
-            parallelism: 2,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("copy half");
-    holder.batch_execute("COMMIT").await.expect("end snapshot");
-    // Every row updated: full pages, so each new version lands in a later block.
-    source
-        .batch_execute("UPDATE docs SET n = n + 1, body = body || 'x'")
-        .await
-        .expect("move every row");
+    let copied = chunks[..half].to_vec();
+    die_after_copying(&source_url, &target_url, holder, &snapshot, &tables, copied).await;
+    move_every_doc(&source).await;
 
     // The restart: the rest under a new snapshot, then the deduplication.
     copy_under_a_new_snapshot(&source_url, &target_url, &target, &tables).await;

@@ -317,7 +317,7 @@ impl Report {
         row("schema (pre-data)", duration(c.schema_seconds));
         row("capture installed", duration(c.capture_seconds));
         row(
-            "snapshot copy",
+            "snapshot copy, with each table's keys and indexes built as it is copied",
             format!(
                 "{} — {} rows, {} of COPY data",
                 duration(c.copy_seconds),
@@ -325,7 +325,10 @@ impl Report {
                 mb(c.copy_bytes as f64)
             ),
         );
-        row("keys, indexes, constraints", duration(c.post_data_seconds));
+        row(
+            "keys and indexes left, foreign keys, triggers",
+            duration(c.post_data_seconds),
+        );
         if let (Some(p50), Some(p99)) = (c.app_write_p50_ms, c.app_write_p99_ms) {
             row(
                 "the app's write latency on the source during the copy",

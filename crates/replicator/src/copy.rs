@@ -57,6 +57,10 @@ pub struct Sessions {
     pub progress: Arc<CopyProgress>,
     /// A read rate limit they share.
     pub throttle: Option<Arc<crate::throttle::Throttle>>,
+    /// Told the name (`schema.name`) of each table whose last chunk this run copied, once
+    /// that table is deduplicated (if it was resumed part-way): its keys and indexes can be
+    /// built while the other tables are still copied.
+    pub finished: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// Live counters of a running copy, read by the heartbeat.
@@ -310,44 +314,50 @@ async fn resume_blocks(
 pub async fn dedupe_resumed(target: &mut Client, tables: &[Table]) -> ReplResult<u64> {
     let mut deleted = 0;
     for t in tables.iter().filter(|t| t.holds_rows()) {
-        let rel = t.display_name();
-        let key = dedupe_key(&rel);
-        if crate::bookkeeping::get(&*target, &key).await?.is_none() {
-            continue;
-        }
-        if t.primary_key.is_empty() {
-            return Err(ReplError::State(format!(
-                "{rel} has no primary key: its resumed block-range copy cannot be deduplicated"
-            )));
-        }
-        let same = t
-            .primary_key
-            .iter()
-            .map(|c| format!("a.{c} = b.{c}", c = quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let tx = target
-            .transaction()
-            .await
-            .map_err(ReplError::sql("begin the deduplication"))?;
-        deleted += tx
-            .execute(
-                &format!(
-                    "DELETE FROM ONLY {q} a USING ONLY {q} b WHERE {same} AND a.ctid < b.ctid",
-                    q = t.qualified()
-                ),
-                &[],
-            )
-            .await
-            .map_err(ReplError::sql(format!("deduplicate {rel}")))?;
-        tx.execute("DELETE FROM ferry.state WHERE key = $1", &[&key])
-            .await
-            .map_err(ReplError::sql("clear the deduplication mark"))?;
-        tx.commit()
-            .await
-            .map_err(ReplError::sql(format!("commit the deduplication of {rel}")))?;
-        tracing::info!(table = %rel, deleted, "resumed block-range copy deduplicated");
+        deleted += dedupe_table(target, t).await?;
     }
+    Ok(deleted)
+}
+
+/// [`dedupe_resumed`] for one table whose every chunk is done.
+async fn dedupe_table(target: &mut Client, t: &Table) -> ReplResult<u64> {
+    let rel = t.display_name();
+    let key = dedupe_key(&rel);
+    if crate::bookkeeping::get(&*target, &key).await?.is_none() {
+        return Ok(0);
+    }
+    if t.primary_key.is_empty() {
+        return Err(ReplError::State(format!(
+            "{rel} has no primary key: its resumed block-range copy cannot be deduplicated"
+        )));
+    }
+    let same = t
+        .primary_key
+        .iter()
+        .map(|c| format!("a.{c} = b.{c}", c = quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let tx = target
+        .transaction()
+        .await
+        .map_err(ReplError::sql("begin the deduplication"))?;
+    let deleted = tx
+        .execute(
+            &format!(
+                "DELETE FROM ONLY {q} a USING ONLY {q} b WHERE {same} AND a.ctid < b.ctid",
+                q = t.qualified()
+            ),
+            &[],
+        )
+        .await
+        .map_err(ReplError::sql(format!("deduplicate {rel}")))?;
+    tx.execute("DELETE FROM ferry.state WHERE key = $1", &[&key])
+        .await
+        .map_err(ReplError::sql("clear the deduplication mark"))?;
+    tx.commit()
+        .await
+        .map_err(ReplError::sql(format!("commit the deduplication of {rel}")))?;
+    tracing::info!(table = %rel, deleted, "resumed block-range copy deduplicated");
     Ok(deleted)
 }
 
@@ -364,6 +374,7 @@ pub async fn run(
         parallelism,
         progress,
         throttle,
+        finished,
     } = how;
     let total_tables = tables.iter().filter(|t| t.holds_rows()).count() as u64;
     progress.tables_total.store(total_tables, Ordering::Relaxed);
@@ -373,8 +384,20 @@ pub async fn run(
     let done_before = chunks.iter().filter(|c| c.done).count() as u64;
     progress.chunks_done.store(done_before, Ordering::Relaxed);
     let mut pending: Vec<Chunk> = chunks.iter().filter(|c| !c.done).cloned().collect();
-    // Unbounded-above chunks and whole tables first: they tend to be the largest.
-    pending.sort_by_key(|c| (c.hi.is_some(), c.rel.clone(), c.chunk));
+    // Table by table, the largest first, so that the largest tables' index builds start
+    // earliest and overlap the copy of the rest; in a table, its unbounded-above chunk first.
+    let size: std::collections::HashMap<String, i64> = tables
+        .iter()
+        .map(|t| (t.display_name(), t.total_bytes))
+        .collect();
+    pending.sort_by_key(|c| {
+        (
+            std::cmp::Reverse(size.get(&c.rel).copied().unwrap_or(0)),
+            c.rel.clone(),
+            c.hi.is_some(),
+            c.chunk,
+        )
+    });
     let remaining_per_table = Arc::new(Mutex::new(pending.iter().fold(
         std::collections::HashMap::<String, usize>::new(),
         |mut m, c| {
@@ -400,12 +423,13 @@ pub async fn run(
     let mut sessions = tokio::task::JoinSet::new();
     for _ in 0..parallelism.max(1) {
         let (source, target, snapshot) = (source.clone(), target.clone(), snapshot.to_string());
-        let (queue, by_name, progress, remaining, throttle) = (
+        let (queue, by_name, progress, remaining, throttle, finished) = (
             queue.clone(),
             by_name.clone(),
             progress.clone(),
             remaining_per_table.clone(),
             throttle.clone(),
+            finished.clone(),
         );
         sessions.spawn(async move {
             let shared = Shared {
@@ -413,6 +437,7 @@ pub async fn run(
                 progress: &progress,
                 remaining: &remaining,
                 throttle: throttle.as_deref(),
+                finished: finished.as_ref(),
             };
             session(&source, &target, &snapshot, &queue, &shared).await
         });
@@ -439,6 +464,7 @@ struct Shared<'a> {
     progress: &'a CopyProgress,
     remaining: &'a Mutex<std::collections::HashMap<String, usize>>,
     throttle: Option<&'a crate::throttle::Throttle>,
+    finished: Option<&'a tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 async fn session(
@@ -453,6 +479,7 @@ async fn session(
         progress,
         remaining,
         throttle,
+        finished,
     } = *shared;
     let next = || queue.lock().ok().and_then(|mut q| q.pop_front());
     let Some(mut chunk) = next() else {
@@ -484,6 +511,11 @@ async fn session(
             .unwrap_or(false);
         if table_finished {
             progress.tables_done.fetch_add(1, Ordering::Relaxed);
+            if let Some(tell) = finished {
+                dedupe_table(&mut tgt, table).await?;
+                // The builder may have stopped (it failed, and the copy is being stopped).
+                let _ = tell.send(chunk.rel.clone());
+            }
         }
         match next() {
             Some(c) => chunk = c,

@@ -2,7 +2,10 @@
 //! snapshot copy → post-data → streaming. Stage markers live on the target and commit with the
 //! work they mark, so a worker killed at any instant picks up where it stopped.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+};
 
 use ferry_core::spec::{CaptureMode, LogicalTransport};
 use ferry_pg::{
@@ -101,7 +104,8 @@ pub struct PrepareTimings {
     pub capture: std::time::Duration,
     /// Snapshot copy.
     pub copy: std::time::Duration,
-    /// Post-data restore (keys, indexes, constraints).
+    /// Post-data restore after the copy: keys and indexes not built during it (none, unless
+    /// a restart came between), then foreign keys, triggers, rules.
     pub post_data: std::time::Duration,
 }
 
@@ -191,23 +195,8 @@ impl Replicator {
         timings.copy = t.elapsed();
         t = std::time::Instant::now();
         if self.stage().await?.as_deref() == Some(stage::COPIED) {
-            let post = bookkeeping::get(&self.target, "post_data")
-                .await?
-                .ok_or_else(|| {
-                    ReplError::State("post-data schema missing from ferry.state".into())
-                })?;
-            let sizes = self
-                .tables
-                .iter()
-                .map(|t| (t.display_name(), t.total_bytes))
-                .collect();
-            crate::postdata::restore(
-                &self.cfg.target,
-                &crate::schema::split_post_data(&post),
-                &sizes,
-                self.cfg.parallelism,
-            )
-            .await?;
+            let (post, sizes) = self.post_data().await?;
+            crate::postdata::restore(&self.cfg.target, &post, &sizes, self.cfg.parallelism).await?;
             bookkeeping::set(&self.target, "stage", stage::STREAMING).await?;
         }
         timings.post_data = t.elapsed();
@@ -215,6 +204,19 @@ impl Replicator {
         self.copy_progress.rows.store(rows, Ordering::Relaxed);
         self.copy_progress.bytes.store(bytes, Ordering::Relaxed);
         Ok(timings)
+    }
+
+    /// The stored post-data, split, and the tables' sizes (bytes by `schema.name`).
+    async fn post_data(&self) -> ReplResult<(crate::schema::PostData, HashMap<String, i64>)> {
+        let post = bookkeeping::get(&self.target, "post_data")
+            .await?
+            .ok_or_else(|| ReplError::State("post-data schema missing from ferry.state".into()))?;
+        let sizes = self
+            .tables
+            .iter()
+            .map(|t| (t.display_name(), t.total_bytes))
+            .collect();
+        Ok((crate::schema::split_post_data(&post), sizes))
     }
 
     /// Dumps both schema sections before capture exists (so post-data never carries Ferry's
@@ -287,7 +289,11 @@ impl Replicator {
         self.copy_progress
             .bytes_total
             .store(estimate.max(0) as u64, Ordering::Relaxed);
-        let result = copy::run(
+        // Each table's keys and indexes are built as soon as its last chunk is in, by their
+        // own sessions, while the other tables are still copied (as pgcopydb does).
+        let (post, sizes) = self.post_data().await?;
+        let (finished, copied) = tokio::sync::mpsc::unbounded_channel();
+        let copy = copy::run(
             &self.cfg.source,
             &self.cfg.target,
             &snapshot,
@@ -300,9 +306,17 @@ impl Replicator {
                     .cfg
                     .max_copy_bytes_per_second
                     .map(|r| Arc::new(crate::throttle::Throttle::new(r))),
+                finished: Some(finished),
             },
-        )
-        .await;
+        );
+        let build = crate::postdata::build_as_copied(
+            &self.cfg.target,
+            &post,
+            &sizes,
+            self.cfg.parallelism,
+            copied,
+        );
+        let result = tokio::try_join!(copy, build).map(|_| ());
         let _ = holder.batch_execute("COMMIT").await;
         result?;
         copy::dedupe_resumed(&mut self.target, &self.tables).await?;
