@@ -76,7 +76,7 @@ impl Report {
         let t = &f.timings;
         let total = f.total.as_secs_f64();
         self.say(format!(
-            "{} ferry: {total:.1} s (schema {:.1}, capture {:.1}, copy {:.1}, post-data {:.1}); {} rows, {:.0} MiB of COPY data",
+            "{} ferry: {total:.1} s (schema {:.1}, capture {:.1}, copy and index builds {:.1}, post-data after it {:.1}); {} rows, {:.0} MiB of COPY data",
             shape.label(),
             t.schema.as_secs_f64(),
             t.capture.as_secs_f64(),
@@ -97,7 +97,7 @@ impl Report {
         self.row(
             &format!("{label}: Ferry, schema to indexes"),
             format!(
-                "{total:.1} s (copy {:.1}, post-data {:.1})",
+                "{total:.1} s (copy with each table's keys and indexes built as it is copied {:.1}, post-data after it {:.1})",
                 t.copy.as_secs_f64(),
                 t.post_data.as_secs_f64()
             ),
