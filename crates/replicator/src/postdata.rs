@@ -1,8 +1,8 @@
 //! Restores post-data (keys, indexes, constraints, triggers) with several sessions: each
 //! table's key and index builds start as soon as its copy is done, while the other tables are
 //! still copied ([`build_as_copied`]), in parallel with other tables' builds; after the copy,
-//! [`restore`] builds whatever is left and runs the rest in the dump's order. Every statement commits with its own marker, so a restarted
-//! worker skips what is built.
+//! [`restore`] builds whatever is left and runs the rest in the dump's order. Every statement
+//! commits with its own marker, so a restarted worker skips what is built.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -155,8 +155,16 @@ pub async fn build_as_copied(
             }
         });
     }
+    // The first failure stops the other build sessions at once and is reported then, not
+    // when the copy ends and closes `finished`; the engine then stops the copy too.
     while let Some(joined) = tasks.join_next().await {
-        joined.map_err(|e| ReplError::State(format!("index-build session panicked: {e}")))??;
+        let failed = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => ReplError::State(format!("index-build session panicked: {e}")),
+        };
+        tasks.abort_all();
+        return Err(failed);
     }
     Ok(())
 }
