@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ferry_pg::catalog::{Table, quote_ident, quote_literal};
 use futures_util::pin_mut;
-use tokio_postgres::{Client, IsolationLevel, Transaction};
+use tokio_postgres::{Client, IsolationLevel, Transaction, types::Type};
 
 use crate::{
     ChangeBatch, KeyChange, bookkeeping,
@@ -137,6 +137,7 @@ impl Applier {
                 }
             }
         }
+        wait_visible(source, &batch.commits).await?;
         let stx = source
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
@@ -359,6 +360,53 @@ impl Applier {
         )
         .await
         .map_err(ReplError::sql(format!("write current rows of {rel}")))
+    }
+}
+
+/// How long the apply waits for decoded commits to become visible on the source.
+const VISIBLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How many of the given 32-bit transaction ids a new snapshot of the source does not yet
+/// see: each widened to its 64-bit id from the snapshot's `xmax` (an assigned id lies below
+/// it, within one wraparound), then looked up in the snapshot.
+const HIDDEN_COMMITS: &str = "SELECT count(*)
+   FROM (SELECT txid_current_snapshot() AS s) n
+  CROSS JOIN LATERAL (SELECT txid_snapshot_xmax(n.s) AS xmax) m
+  CROSS JOIN unnest($1::int8[]) AS x
+  WHERE NOT txid_visible_in_snapshot(
+          m.xmax - ((m.xmax - x) % 4294967296 + 4294967296) % 4294967296, n.s)";
+
+/// Waits until every transaction in `commits` (ids decoded from the source's WAL) is visible
+/// to new snapshots of the source, so the fetch that follows sees their writes. Logical
+/// decoding hands a transaction over once its commit record is flushed; the committing
+/// session leaves the list of running transactions just after, and until then a snapshot
+/// still sees it as running: a fetch in that window would find an inserted row missing and
+/// the apply would delete it on the target, with the slot then moved past it. The window is
+/// normally microseconds; a snapshot taken after this returns sees them all.
+pub async fn wait_visible(source: &Client, commits: &[u32]) -> ReplResult<()> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let xids: Vec<i64> = commits.iter().map(|&x| i64::from(x)).collect();
+    let started = std::time::Instant::now();
+    loop {
+        let hidden: i64 = source
+            .query_typed(HIDDEN_COMMITS, &[(&xids, Type::INT8_ARRAY)])
+            .await
+            .map_err(ReplError::sql("check that decoded commits are visible"))?
+            .first()
+            .map_or(0, |r| r.get(0));
+        if hidden == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > VISIBLE_WITHIN {
+            return Err(ReplError::State(format!(
+                "{hidden} decoded source transactions are still not visible to new snapshots \
+                 after {} s; a session on the source may be stuck committing",
+                VISIBLE_WITHIN.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
 

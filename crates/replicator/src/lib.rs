@@ -54,4 +54,9 @@ pub struct ChangeBatch {
     pub position: Option<String>,
     /// When the oldest change in the batch happened.
     pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Source transaction ids (32-bit, as logical decoding gives them) of the batch's decoded
+    /// transactions that carry changes. A commit is decoded once its record is flushed, a
+    /// moment before it becomes visible to other sessions; the apply fetches the rows only
+    /// once every one of these is visible (see `apply`), or it would miss their writes.
+    pub commits: Vec<u32>,
 }

@@ -381,6 +381,8 @@ pub struct Decoder {
     relations: HashMap<u32, Relation>,
     batch: ChangeBatch,
     commit_time: Option<DateTime<Utc>>,
+    /// The open transaction's id (from its Begin).
+    xid: u32,
     in_tx: usize,
 }
 
@@ -470,6 +472,7 @@ impl Decoder {
             b'B' => {
                 let _final_lsn = r.i64()?;
                 let ts = r.i64()?;
+                self.xid = r.u32()?;
                 self.commit_time = Utc.timestamp_micros(PG_EPOCH_MICROS + ts).single();
                 self.in_tx = self.batch.changes.len();
             }
@@ -478,10 +481,11 @@ impl Decoder {
                 let _commit_lsn = r.i64()?;
                 let end_lsn = r.i64()?;
                 self.batch.position = Some(lsn_text(end_lsn as u64));
-                if let Some(t) = self.commit_time
-                    && self.batch.changes.len() > self.in_tx
-                {
-                    self.batch.oldest = Some(self.batch.oldest.map_or(t, |o| o.min(t)));
+                if self.batch.changes.len() > self.in_tx {
+                    self.batch.commits.push(self.xid);
+                    if let Some(t) = self.commit_time {
+                        self.batch.oldest = Some(self.batch.oldest.map_or(t, |o| o.min(t)));
+                    }
                 }
             }
             b'R' => {
@@ -691,6 +695,43 @@ mod tests {
             Some(946_684_801),
             "commit time from the Begin message (PostgreSQL epoch)"
         );
+        assert_eq!(
+            batch.commits,
+            [7],
+            "the transaction id from the Begin message"
+        );
+    }
+
+    #[test]
+    fn only_transactions_with_changes_are_waited_for() {
+        let mut d = Decoder::default();
+        d.message(&relation(16384)).expect("relation");
+        for (xid, rows) in [(u32::MAX, 1), (8, 0), (9, 2)] {
+            let mut begin = vec![b'B'];
+            begin.extend(0i64.to_be_bytes());
+            begin.extend(0i64.to_be_bytes());
+            begin.extend(xid.to_be_bytes());
+            d.message(&begin).expect("begin");
+            for _ in 0..rows {
+                let mut insert = vec![b'I'];
+                insert.extend(16384u32.to_be_bytes());
+                insert.push(b'N');
+                insert.extend(tuple(&[Some("1"), Some("a@x")]));
+                d.message(&insert).expect("insert");
+            }
+            let mut commit = vec![b'C', 0];
+            commit.extend(0i64.to_be_bytes());
+            commit.extend(i64::from(xid).to_be_bytes());
+            commit.extend(0i64.to_be_bytes());
+            d.message(&commit).expect("commit");
+        }
+        let batch = d.finish();
+        assert_eq!(
+            batch.commits,
+            [u32::MAX, 9],
+            "ids past 2^31 kept whole; none for a transaction that touched no published table"
+        );
+        assert_eq!(batch.changes.len(), 3);
     }
 
     #[test]

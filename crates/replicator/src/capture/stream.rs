@@ -160,6 +160,7 @@ impl LogicalStream {
             };
             s.queued_changes -= txn.changes.len();
             out.changes.extend(txn.changes);
+            out.commits.extend(txn.commits);
             out.position = txn.position.or(out.position);
             out.oldest = match (out.oldest, txn.oldest) {
                 (Some(a), Some(b)) => Some(a.min(b)),
