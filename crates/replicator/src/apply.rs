@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ferry_pg::catalog::{Table, quote_ident, quote_literal};
 use futures_util::pin_mut;
-use tokio_postgres::{Client, IsolationLevel, Transaction, types::Type};
+use tokio_postgres::{Client, IsolationLevel, SimpleQueryMessage, Transaction, types::Type};
 
 use crate::{
     ChangeBatch, KeyChange, bookkeeping,
@@ -110,6 +110,12 @@ impl Applier {
     /// Applies `batch`: fetches the current rows from `source`, writes them to `target` with
     /// the stream's new position, commits the target. The caller acknowledges the batch on
     /// the capture side only after this returns.
+    ///
+    /// Round trips are what a batch's fixed cost is made of (on a busy host each one waits for
+    /// the scheduler as well as the network), so statements with no reply the next one needs
+    /// go together: the target's preparation, its deletes and its writes are one simple-query
+    /// message each, run in order by the server, and the two sides' begins, each table's two
+    /// COPY starts and the two commits are sent at once.
     pub async fn apply(
         &self,
         source: &mut Client,
@@ -124,7 +130,68 @@ impl Applier {
         let Some(position) = &batch.position else {
             return Ok(applied);
         };
-        // Group by table, keeping first-seen order; a TRUNCATE is applied before the keys.
+        let work = self.plan(batch)?;
+        applied.truncated = work.iter().filter(|w| w.truncate).count();
+        applied.keys = work.iter().map(|w| w.keys).sum();
+        let (stx, ttx) = begin(source, target, &batch.commits).await?;
+        run_all(
+            &ttx,
+            &self.preparation(&work),
+            "prepare the batch on the target",
+        )
+        .await?;
+        for w in work.iter().filter(|w| w.keys > 0) {
+            stage(&stx, &ttx, w).await?;
+        }
+        // The fetches above held their tables' locks since they began, so a column change can
+        // only have committed before them: compare the fetch side's columns with ours now,
+        // and refuse the batch (it stays in the log) if any differ.
+        let fetched: Vec<&Table> = work
+            .iter()
+            .filter(|w| w.keys > 0)
+            .map(|w| w.table)
+            .collect();
+        self.check_columns(&stx, &fetched).await?;
+        let (deletes, writes) = self.writes(&work);
+        let names = fetched
+            .iter()
+            .map(|t| t.display_name())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let counts = run_all(&ttx, &deletes, &format!("delete changed rows of {names}")).await?;
+        applied.deleted = counts.iter().sum();
+        let what = format!("write current rows of {names}");
+        let (counts, ()) = tokio::try_join!(
+            run_all(&ttx, &writes, &what),
+            bookkeeping::set_applied(&ttx, stream, position, batch.changes.len() as i64)
+        )?;
+        for (statement, n) in writes.iter().zip(counts) {
+            match statement.kind {
+                Write::ClearUnique => applied.deleted += n,
+                Write::Current => applied.upserted += n,
+            }
+        }
+        // A failed source commit after the target's is harmless: the batch is not
+        // acknowledged, and applying it again gives the same rows.
+        tokio::try_join!(
+            async {
+                ttx.commit()
+                    .await
+                    .map_err(ReplError::sql("commit the applied batch"))
+            },
+            async {
+                stx.commit()
+                    .await
+                    .map_err(ReplError::sql("end the source read"))
+            }
+        )?;
+        Ok(applied)
+    }
+
+    /// The batch's tables in first-seen order of their changes grouped: each with its distinct
+    /// keys as a typed row source, whether it was truncated (applied before its keys), and its
+    /// stage.
+    fn plan<'a>(&'a self, batch: &ChangeBatch) -> ReplResult<Vec<TableWork<'a>>> {
         let mut per_table: BTreeMap<&str, (bool, Vec<&serde_json::Value>)> = BTreeMap::new();
         for change in &batch.changes {
             match change {
@@ -137,71 +204,63 @@ impl Applier {
                 }
             }
         }
-        wait_visible(source, &batch.commits).await?;
-        let stx = source
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(ReplError::sql("begin the source read"))?;
-        let ttx = target
-            .transaction()
-            .await
-            .map_err(ReplError::sql("begin the target write"))?;
-        if self.mode == WriteMode::Replica {
-            ttx.batch_execute("SET LOCAL session_replication_role = replica")
-                .await
-                .map_err(ReplError::sql("disable target triggers for the apply"))?;
-        }
-        let mut work = Vec::new();
-        for (n, (rel, (truncate, keys))) in per_table.iter().enumerate() {
-            let table = self.tables.get(*rel).ok_or_else(|| {
-                ReplError::State(format!(
-                    "change for unknown table {rel}; restart the worker to reread the catalog"
-                ))
-            })?;
-            if *truncate {
-                ttx.batch_execute(&format!("TRUNCATE {} CASCADE", table.qualified()))
-                    .await
-                    .map_err(ReplError::sql(format!("truncate {rel}")))?;
-                applied.truncated += 1;
-            }
-            if !keys.is_empty() {
-                applied.keys += keys.len();
-                let stage = format!("ferry_stage_{n}");
-                let key_select = key_select(
+        per_table
+            .into_iter()
+            .enumerate()
+            .map(|(n, (rel, (truncate, keys)))| {
+                let table = self.tables.get(rel).ok_or_else(|| {
+                    ReplError::State(format!(
+                        "change for unknown table {rel}; restart the worker to reread the catalog"
+                    ))
+                })?;
+                let json = serde_json::Value::Array(keys.iter().map(|k| (*k).clone()).collect());
+                Ok(TableWork {
                     table,
-                    &serde_json::Value::Array(keys.iter().map(|k| (*k).clone()).collect())
-                        .to_string(),
-                )?;
-                self.stage(&stx, &ttx, table, &stage, &key_select).await?;
-                work.push((table, stage, key_select));
+                    truncate,
+                    keys: keys.len(),
+                    stage: format!("ferry_stage_{n}"),
+                    key_select: key_select(table, &json.to_string())?,
+                })
+            })
+            .collect()
+    }
+
+    /// What runs on the target before the fetch: the apply's role, truncates, stage tables.
+    fn preparation(&self, work: &[TableWork<'_>]) -> Vec<Statement> {
+        let mut out = Vec::new();
+        if self.mode == WriteMode::Replica {
+            out.push(Statement::of(
+                "SET LOCAL session_replication_role = replica",
+            ));
+        }
+        for w in work {
+            let q = w.table.qualified();
+            if w.truncate {
+                out.push(Statement::of(format!("TRUNCATE {q} CASCADE")));
+            }
+            if w.keys > 0 {
+                out.push(Statement::of(format!(
+                    "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {q} WITH NO DATA",
+                    w.stage,
+                    w.table.copy_column_list()
+                )));
             }
         }
-        // The fetches above held their tables' locks since they began, so a column change can
-        // only have committed before them: compare the fetch side's columns with ours now,
-        // and refuse the batch (it stays in the log) if any differ.
-        self.check_columns(&stx, &work.iter().map(|(t, _, _)| *t).collect::<Vec<_>>())
-            .await?;
+        out
+    }
+
+    /// The deletes (children before parents) and then the writes (parents before children).
+    fn writes(&self, work: &[TableWork<'_>]) -> (Vec<Statement>, Vec<Statement>) {
         let rank = |t: &Table| self.rank.get(&t.display_name()).copied().unwrap_or(0);
-        // Deletes: children before parents. Writes: parents before children.
-        work.sort_by_key(|(t, _, _)| std::cmp::Reverse(rank(t)));
-        for (table, stage, key_select) in &work {
-            applied.deleted += self.delete_gone(&ttx, table, stage, key_select).await?;
-        }
-        work.reverse();
-        for (table, stage, _) in &work {
-            applied.upserted += self.write_current(&ttx, table, stage).await?;
-        }
-        bookkeeping::set_applied(&ttx, stream, position, batch.changes.len() as i64).await?;
-        ttx.commit()
-            .await
-            .map_err(ReplError::sql("commit the applied batch"))?;
-        stx.commit()
-            .await
-            .map_err(ReplError::sql("end the source read"))?;
-        Ok(applied)
+        let mut keyed: Vec<&TableWork<'_>> = work.iter().filter(|w| w.keys > 0).collect();
+        keyed.sort_by_key(|w| std::cmp::Reverse(rank(w.table)));
+        let deletes = keyed.iter().map(|w| self.delete_gone(w)).collect();
+        let writes = keyed
+            .iter()
+            .rev()
+            .flat_map(|w| self.write_current(w))
+            .collect();
+        (deletes, writes)
     }
 
     async fn check_columns(&self, stx: &Transaction<'_>, tables: &[&Table]) -> ReplResult<()> {
@@ -245,98 +304,58 @@ impl Applier {
         }
     }
 
-    /// Streams the fetch side's current rows for `key_select` into a temporary stage table.
-    async fn stage(
-        &self,
-        stx: &Transaction<'_>,
-        ttx: &Transaction<'_>,
-        table: &Table,
-        stage: &str,
-        key_select: &str,
-    ) -> ReplResult<()> {
-        let rel = table.display_name();
-        let cols = table.copy_column_list();
-        let (pk, q) = (table.pk_list(), table.qualified());
-        ttx.batch_execute(&format!(
-            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {q} WITH NO DATA"
-        ))
-        .await
-        .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
-        let format = table.copy_format();
-        let out = stx
-            .copy_out(&format!(
-                "COPY (SELECT {cols} FROM {q} WHERE ({pk}) IN ({key_select})) TO STDOUT (FORMAT {format})"
-            ))
-            .await
-            .map_err(ReplError::sql(format!("read current rows of {rel}")))?;
-        let sink = ttx
-            .copy_in(&format!(
-                "COPY {stage} ({cols}) FROM STDIN (FORMAT {format})"
-            ))
-            .await
-            .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
-        pin_mut!(out);
-        pin_mut!(sink);
-        crate::pipe::pipe(out, sink.as_mut(), &format!("current rows of {rel}"), None).await?;
-        sink.finish()
-            .await
-            .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
-        Ok(())
-    }
-
     /// Replica mode: deletes every row with a changed key (they are re-inserted from the
     /// stage). Ordered mode: deletes only rows whose key is gone from the fetch side.
-    async fn delete_gone(
-        &self,
-        ttx: &Transaction<'_>,
-        table: &Table,
-        stage: &str,
-        key_select: &str,
-    ) -> ReplResult<u64> {
-        let (pk, q) = (table.pk_list(), table.qualified());
-        let sql = match self.mode {
-            WriteMode::Replica => format!("DELETE FROM {q} WHERE ({pk}) IN ({key_select})"),
+    fn delete_gone(&self, w: &TableWork<'_>) -> Statement {
+        let (pk, q, stage, keys) = (
+            w.table.pk_list(),
+            w.table.qualified(),
+            &w.stage,
+            &w.key_select,
+        );
+        Statement::of(match self.mode {
+            WriteMode::Replica => format!("DELETE FROM {q} WHERE ({pk}) IN ({keys})"),
             WriteMode::Ordered => format!(
-                "DELETE FROM {q} WHERE ({pk}) IN ({key_select}) AND ({pk}) NOT IN (SELECT {pk} FROM {stage})"
+                "DELETE FROM {q} WHERE ({pk}) IN ({keys}) AND ({pk}) NOT IN (SELECT {pk} FROM {stage})"
             ),
-        };
-        ttx.execute(&sql, &[]).await.map_err(ReplError::sql(format!(
-            "delete changed rows of {}",
-            table.display_name()
-        )))
+        })
     }
 
     /// Writes the staged rows. Replica mode first removes rows holding a unique value a staged
     /// row needs (such a row has changed on the fetch side too, so its own change is still in
     /// the log and will restore it), then inserts. Ordered mode upserts in place.
-    async fn write_current(
-        &self,
-        ttx: &Transaction<'_>,
-        table: &Table,
-        stage: &str,
-    ) -> ReplResult<u64> {
-        let rel = table.display_name();
-        let (cols, pk, q) = (table.copy_column_list(), table.pk_list(), table.qualified());
+    fn write_current(&self, w: &TableWork<'_>) -> Vec<Statement> {
+        let table = w.table;
+        let (cols, pk, q, stage) = (
+            table.copy_column_list(),
+            table.pk_list(),
+            table.qualified(),
+            &w.stage,
+        );
         let overriding = if table.columns.iter().any(|c| c.identity_always) {
             " OVERRIDING SYSTEM VALUE"
         } else {
             ""
         };
+        let mut out = Vec::new();
         let conflict = match self.mode {
             WriteMode::Replica => {
-                for u in self.uniques.get(&rel).into_iter().flatten() {
+                for u in self
+                    .uniques
+                    .get(&table.display_name())
+                    .into_iter()
+                    .flatten()
+                {
                     let cond = u
                         .columns
                         .iter()
                         .map(|c| format!("d.{c} = s.{c}", c = quote_ident(c)))
                         .collect::<Vec<_>>()
                         .join(" AND ");
-                    ttx.execute(
-                        &format!("DELETE FROM {q} d USING {stage} s WHERE {cond}"),
-                        &[],
-                    )
-                    .await
-                    .map_err(ReplError::sql(format!("clear unique values in {rel}")))?;
+                    out.push(Statement {
+                        sql: format!("DELETE FROM {q} d USING {stage} s WHERE {cond}"),
+                        kind: Write::ClearUnique,
+                    });
                 }
                 String::new()
             }
@@ -354,12 +373,10 @@ impl Applier {
                 }
             }
         };
-        ttx.execute(
-            &format!("INSERT INTO {q} ({cols}){overriding} SELECT {cols} FROM {stage}{conflict}"),
-            &[],
-        )
-        .await
-        .map_err(ReplError::sql(format!("write current rows of {rel}")))
+        out.push(Statement::of(format!(
+            "INSERT INTO {q} ({cols}){overriding} SELECT {cols} FROM {stage}{conflict}"
+        )));
+        out
     }
 }
 
@@ -408,6 +425,133 @@ pub async fn wait_visible(source: &Client, commits: &[u32]) -> ReplResult<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
+}
+
+/// Begins the source read (repeatable read, once `commits` are visible) and the target
+/// write, both at once.
+async fn begin<'s, 't>(
+    source: &'s mut Client,
+    target: &'t mut Client,
+    commits: &[u32],
+) -> ReplResult<(Transaction<'s>, Transaction<'t>)> {
+    tokio::try_join!(
+        async {
+            wait_visible(source, commits).await?;
+            source
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(ReplError::sql("begin the source read"))
+        },
+        async {
+            target
+                .transaction()
+                .await
+                .map_err(ReplError::sql("begin the target write"))
+        }
+    )
+}
+
+/// One table's share of a batch.
+struct TableWork<'a> {
+    table: &'a Table,
+    truncate: bool,
+    /// Distinct changed keys.
+    keys: usize,
+    /// The temporary table its current rows are staged in.
+    stage: String,
+    /// The keys as a typed row source (see [`key_select`]).
+    key_select: String,
+}
+
+/// What a written statement's row count means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Rows written from the stage.
+    Current,
+    /// Rows deleted because they held a unique value a staged row needs.
+    ClearUnique,
+}
+
+/// A statement sent with others in one message.
+struct Statement {
+    sql: String,
+    kind: Write,
+}
+
+impl Statement {
+    fn of(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            kind: Write::Current,
+        }
+    }
+}
+
+/// Runs `statements` as one simple-query message (one round trip; the server runs them in
+/// order and stops at the first failure, which fails the transaction); returns each one's row
+/// count.
+async fn run_all(
+    tx: &Transaction<'_>,
+    statements: &[Statement],
+    what: &str,
+) -> ReplResult<Vec<u64>> {
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql: String = statements.iter().map(|s| format!("{};", s.sql)).collect();
+    let replies = tx.simple_query(&sql).await.map_err(ReplError::sql(what))?;
+    let counts: Vec<u64> = replies
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    if counts.len() != statements.len() {
+        return Err(ReplError::State(format!(
+            "{what}: {} statements sent, {} completed",
+            statements.len(),
+            counts.len()
+        )));
+    }
+    Ok(counts)
+}
+
+/// Streams the fetch side's current rows for a table's keys into its stage on the write side
+/// (the two COPY commands are started at once).
+async fn stage(stx: &Transaction<'_>, ttx: &Transaction<'_>, w: &TableWork<'_>) -> ReplResult<()> {
+    let table = w.table;
+    let rel = table.display_name();
+    let cols = table.copy_column_list();
+    let (pk, q, format) = (table.pk_list(), table.qualified(), table.copy_format());
+    let (out, sink) = tokio::try_join!(
+        async {
+            stx.copy_out(&format!(
+                "COPY (SELECT {cols} FROM {q} WHERE ({pk}) IN ({})) TO STDOUT (FORMAT {format})",
+                w.key_select
+            ))
+            .await
+            .map_err(ReplError::sql(format!("read current rows of {rel}")))
+        },
+        async {
+            ttx.copy_in(&format!(
+                "COPY {} ({cols}) FROM STDIN (FORMAT {format})",
+                w.stage
+            ))
+            .await
+            .map_err(ReplError::sql(format!("stage rows of {rel}")))
+        }
+    )?;
+    pin_mut!(out);
+    pin_mut!(sink);
+    crate::pipe::pipe(out, sink.as_mut(), &format!("current rows of {rel}"), None).await?;
+    sink.finish()
+        .await
+        .map_err(ReplError::sql(format!("stage rows of {rel}")))?;
+    Ok(())
 }
 
 /// Foreign-key depth of every table on a server: 0 for tables referencing nothing, else one
