@@ -25,12 +25,33 @@ const TABLES: [&str; 4] = [
     "pgbench_history",
 ];
 
+/// Lag samples (seconds) summarised. No sample means no measurement: NaN, which never counts
+/// as a goal met.
+pub struct Lag {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub samples: usize,
+}
+
+impl Lag {
+    fn of(mut samples: Vec<f64>) -> Self {
+        let (p50, p99) = quantiles(&mut samples);
+        Self {
+            p50: p50.unwrap_or(f64::NAN),
+            p99: p99.unwrap_or(f64::NAN),
+            max: samples.last().copied().unwrap_or(f64::NAN),
+            samples: samples.len(),
+        }
+    }
+}
+
 pub struct LoadResult {
     pub tps: f64,
-    pub lag_p50: f64,
-    pub lag_p99: f64,
-    pub lag_max: f64,
-    pub samples: usize,
+    /// What Ferry reports: the age of the oldest change received and not yet applied.
+    pub reported: Lag,
+    /// What the bench sees: the age on the target of the heartbeat row written on the source.
+    pub end_to_end: Lag,
 }
 
 /// pgbench tps under each kind of trigger, on one database: medians of interleaved rounds.
@@ -52,15 +73,25 @@ pub struct Server {
     pub version: String,
 }
 
-/// pgbench for `seconds` against `url`; meanwhile, if given, a replicator applies changes and
-/// its lag is sampled every 200 ms.
+/// A replicator applying the pgbench database's changes, and the target database it writes.
+pub struct Worker<'a> {
+    pub rep: &'a mut Replicator,
+    pub target: &'a PgUrl,
+}
+
+/// How often the heartbeat row is stamped on the source, and its age read on the target.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(50);
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+
+/// pgbench for `seconds` against `url`; meanwhile, if given, a worker applies changes. Its lag
+/// is sampled every 200 ms twice over: as Ferry reports it, and end to end (see [`heartbeat`]).
 pub async fn pgbench(
     bin: &Path,
     url: &PgUrl,
     seconds: u64,
-    mut rep: Option<&mut Replicator>,
+    mut worker: Option<Worker<'_>>,
 ) -> anyhow::Result<LoadResult> {
-    settle(url).await?;
+    settle(url, worker.as_mut().map(|w| &mut *w.rep)).await?;
     let mut cmd = tokio::process::Command::new(bin.join("pgbench"));
     let u = libpq(&mut cmd, url);
     cmd.args(["-n", "-c", "4", "-j", "2", "-M", "prepared", "-T"])
@@ -70,26 +101,32 @@ pub async fn pgbench(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().context("start pgbench")?;
-    let mut lags = Vec::new();
-    let out = if let Some(rep) = rep.as_deref_mut() {
+    let mut reported = Vec::new();
+    let mut end_to_end = Vec::new();
+    let out = if let Some(w) = worker.as_mut() {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let beat = tokio::spawn(heartbeat(url.clone(), w.target.clone(), stopped));
         let wait = child.wait_with_output();
         tokio::pin!(wait);
         let mut last_sample = Instant::now();
-        loop {
+        let out = loop {
             tokio::select! {
-                out = &mut wait => break out?,
-                r = rep.apply_once() => {
+                out = &mut wait => break out,
+                r = w.rep.apply_once() => {
                     let applied = r?;
-                    if last_sample.elapsed() >= Duration::from_millis(200) {
+                    if last_sample.elapsed() >= SAMPLE_EVERY {
                         last_sample = Instant::now();
-                        lags.push(rep.status().await?.lag_seconds.unwrap_or(0.0));
+                        reported.push(w.rep.status().await?.lag_seconds.unwrap_or(0.0));
                     }
                     if applied.changes == 0 {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
             }
-        }
+        };
+        let _ = stop.send(());
+        end_to_end = beat.await.context("heartbeat task")??;
+        out?
     } else {
         child.wait_with_output().await?
     };
@@ -105,25 +142,68 @@ pub async fn pgbench(
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok())
         .context("no tps line in pgbench output")?;
-    if let Some(rep) = rep {
-        rep.drain(None).await?;
+    if let Some(w) = worker {
+        w.rep.drain(None).await?;
     }
-    // No sample means no measurement: NaN, which never counts as a goal met.
-    let (p50, p99) = quantiles(&mut lags);
     Ok(LoadResult {
         tps,
-        lag_p50: p50.unwrap_or(f64::NAN),
-        lag_p99: p99.unwrap_or(f64::NAN),
-        lag_max: lags.last().copied().unwrap_or(f64::NAN),
-        samples: lags.len(),
+        reported: Lag::of(reported),
+        end_to_end: Lag::of(end_to_end),
     })
 }
 
-/// Lets earlier work (index builds, dirty buffers) settle so each run starts alike.
-async fn settle(url: &PgUrl) -> anyhow::Result<()> {
+/// Lag measured from outside Ferry: stamps the source's heartbeat row with the clock every
+/// [`HEARTBEAT_EVERY`] and reads its age on the target every [`SAMPLE_EVERY`] until `stop`
+/// (both servers share this machine's clock). A sample is the true lag of the newest applied
+/// stamp plus the time since that stamp was written, so it overstates the lag by up to one
+/// stamping interval, and it sees changes still on their way to the worker, which Ferry's own
+/// figure cannot.
+async fn heartbeat(
+    source: PgUrl,
+    target: PgUrl,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<Vec<f64>> {
+    let (s, t) = (source.connect().await?, target.connect().await?);
+    let stamp = s
+        .prepare("UPDATE bench_heartbeat SET at = clock_timestamp() RETURNING extract(epoch FROM at)::float8")
+        .await?;
+    let age = t
+        .prepare(
+            "SELECT extract(epoch FROM at)::float8, extract(epoch FROM clock_timestamp() - at)::float8
+               FROM bench_heartbeat",
+        )
+        .await?;
+    let mut stamps = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut reads = tokio::time::interval(SAMPLE_EVERY);
+    // The row's value from before the load is no measure: sample once the first stamp arrived.
+    let first: f64 = s.query_one(&stamp, &[]).await?.get(0);
+    let mut samples = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(samples),
+            _ = stamps.tick() => {
+                s.execute(&stamp, &[]).await?;
+            }
+            _ = reads.tick() => {
+                let row = t.query_one(&age, &[]).await?;
+                if row.get::<_, f64>(0) >= first {
+                    samples.push(row.get(1));
+                }
+            }
+        }
+    }
+}
+
+/// Lets earlier work (index builds, dirty buffers) settle so each run starts alike. A worker,
+/// if given, then catches up with the settling's own WAL before the load starts, as a worker
+/// running all along would have: what is measured is the lag under load, not a catch-up.
+async fn settle(url: &PgUrl, rep: Option<&mut Replicator>) -> anyhow::Result<()> {
     let c = url.connect().await?;
     c.batch_execute("VACUUM ANALYZE pgbench_accounts, pgbench_tellers, pgbench_branches")
         .await?;
+    if let Some(rep) = rep {
+        rep.drain(None).await?;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(())
 }
@@ -147,6 +227,11 @@ pub async fn pgbench_db(server: &Server, name: &str) -> anyhow::Result<PgUrl> {
     let c = url.connect().await?;
     c.batch_execute("ALTER TABLE pgbench_history ADD COLUMN hid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
         .await?;
+    c.batch_execute(
+        "CREATE TABLE bench_heartbeat (id int PRIMARY KEY, at timestamptz NOT NULL);
+         INSERT INTO bench_heartbeat VALUES (1, clock_timestamp())",
+    )
+    .await?;
     c.batch_execute("VACUUM ANALYZE").await?;
     Ok(url)
 }
@@ -195,7 +280,7 @@ pub async fn floor(
     let target = recreate(target_admin, "bench_pgb_t", None).await?;
     let mut rep = Replicator::connect(config(
         url.clone(),
-        target,
+        target.clone(),
         target_bin.to_path_buf(),
         CaptureMode::Trigger,
     ))
@@ -219,7 +304,11 @@ pub async fn floor(
             .await?;
         rounds.push([none, empty, insert_only, ferry]);
     }
-    let applying = pgbench(bin, &url, seconds, Some(&mut rep)).await?;
+    let worker = Worker {
+        rep: &mut rep,
+        target: &target,
+    };
+    let applying = pgbench(bin, &url, seconds, Some(worker)).await?;
     rep.cleanup().await?;
     drop(rep);
     drop_db(&server.admin, "bench_pgb").await?;
@@ -272,13 +361,17 @@ pub async fn lag(
     let target = recreate(target_admin, &format!("bench_lag_{tag}_t"), None).await?;
     let mut rep = Replicator::connect(config(
         worker_source,
-        target,
+        target.clone(),
         target_bin.to_path_buf(),
         capture,
     ))
     .await?;
     rep.prepare().await?;
-    let with = pgbench(&server.bin, &url, seconds, Some(&mut rep)).await?;
+    let worker = Worker {
+        rep: &mut rep,
+        target: &target,
+    };
+    let with = pgbench(&server.bin, &url, seconds, Some(worker)).await?;
     rep.cleanup().await?;
     drop(rep);
     drop_db(&server.admin, &format!("bench_lag_{tag}")).await?;

@@ -218,26 +218,32 @@ impl Report {
             CaptureMode::Logical => "logical (streamed)",
             _ => "trigger",
         };
+        let (e, r) = (&with.end_to_end, &with.reported);
         self.say(format!(
-            "PostgreSQL {version} {mode}: no capture {base:.0} tps, capture + worker {:.0} tps ({:.0}%); lag p50 {:.2} s, p99 {:.2} s, max {:.2} s ({} samples)",
+            "PostgreSQL {version} {mode}: no capture {base:.0} tps, capture + worker {:.0} tps ({:.0}%); lag end to end p50 {:.2} s, p99 {:.2} s, max {:.2} s ({} samples); as Ferry reports it p50 {:.2} s, p99 {:.2} s, max {:.2} s ({} samples)",
             with.tps,
             100.0 * with.tps / base,
-            with.lag_p50,
-            with.lag_p99,
-            with.lag_max,
-            with.samples
+            e.p50,
+            e.p99,
+            e.max,
+            e.samples,
+            r.p50,
+            r.p99,
+            r.max,
+            r.samples
         ));
         self.row(
             &format!("lag under pgbench, {mode}, PostgreSQL {version} source"),
             format!(
-                "p50 {:.2} s, p99 {:.2} s, max {:.2} s ({:.0}% of {base:.0} tps with the worker on the same cores)",
-                with.lag_p50,
-                with.lag_p99,
-                with.lag_max,
+                "end to end p50 {:.2} s, p99 {:.2} s, max {:.2} s; Ferry's own figure p99 {:.2} s ({:.0}% of {base:.0} tps with the worker on the same cores)",
+                e.p50,
+                e.p99,
+                e.max,
+                r.p99,
                 100.0 * with.tps / base
             ),
             "p99 ≤ 0.5 s",
-            Some(with.lag_p99 <= 0.5),
+            Some(e.p99 <= 0.5),
         );
     }
 
@@ -250,7 +256,7 @@ impl Report {
             "≤ 256 MiB",
             Some(rss <= 256.0),
         );
-        self.notes.push("Lag is the age of the oldest captured change not yet applied, sampled every 200 ms while pgbench runs (`-c 4 -j 2 -M prepared`, tpcb-like, scale 20, with a key added to `pgbench_history`). The source's writers, the worker and the target share two cores here; on AWS they would not. The trigger-cost rows are medians of three interleaved rounds (each round's figures are in the raw output): one pgbench run here moves by up to a third from the next.".into());
+        self.notes.push("Lag is measured end to end by the bench, not taken from Ferry: a row on the source is stamped with the clock every 50 ms and its age on the target read every 200 ms (the goal is judged on this; it overstates the lag by up to one stamping interval). Ferry's own figure, the age of the oldest change received and not yet applied, is given beside it; it cannot see changes still on their way to the worker. The worker catches up before each load starts, as one running all along would have. Both are sampled while pgbench runs (`-c 4 -j 2 -M prepared`, tpcb-like, scale 20, with a key added to `pgbench_history`). The source's writers, the worker and the target share two cores here; on AWS they would not. The trigger-cost rows are medians of three interleaved rounds (each round's figures are in the raw output): one pgbench run here moves by up to a third from the next.".into());
         self.notes.push("Where a capture trigger's cost goes, variant by variant, per written row and in pgbench tps: `docs/benchmarks-trigger-floor.md` (`tests/bench/trigger-rowcost.sh`, `tests/bench/trigger-floor.sh`).".into());
         let mut md = format!(
             "# Benchmarks\n\nProduced by `make bench` (`{}`) on the local test bed: source PostgreSQL {source} → target PostgreSQL {target}, both on this 2-core machine, TLS on, `fsync=off`. Every tool gets 2 parallel jobs. Figures are from one run; rerun to see the spread.\n\nDatasets (the same four tables: customers, orders with an integer key, events with a uuid key, line_items with a composite key):\n\n{}\n\n| measure | result | goal | met |\n|---|---|---|---|\n{}\n\n{}\n\nRaw output:\n\n```\n{}\n```\n",
