@@ -272,6 +272,10 @@ impl Applier {
             return Ok(());
         }
         let names: Vec<String> = tables.iter().map(|t| t.display_name()).collect();
+        // The bare names let the catalog's name index find the candidates; the qualified
+        // names pick the right schema among them (without it, every batch read all of
+        // pg_class, a cost that grows with the source's relations).
+        let bare: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
         let rows = stx
             .query(
                 "SELECT format('%s.%s', n.nspname, c.relname),
@@ -279,9 +283,10 @@ impl Applier {
                    FROM pg_class c
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                  WHERE format('%s.%s', n.nspname, c.relname) = ANY($1)
+                  WHERE c.relname = ANY($2::text[]::name[])
+                    AND format('%s.%s', n.nspname, c.relname) = ANY($1)
                   GROUP BY 1",
-                &[&names],
+                &[&names, &bare],
             )
             .await
             .map_err(ReplError::sql("check the fetched tables' columns"))?;
