@@ -343,6 +343,12 @@ mod tests {
                 })
                 .collect(),
             position: Some(lsn_text(end)),
+            // As the decoder does: an id only for a transaction with changes (here, its end).
+            commits: if changes > 0 {
+                vec![u32::try_from(end).expect("small")]
+            } else {
+                Vec::new()
+            },
             ..ChangeBatch::default()
         }
     }
@@ -389,11 +395,18 @@ mod tests {
             "the next transaction would pass the limit"
         );
         assert_eq!(first.position.as_deref(), Some("0/A"));
+        assert_eq!(
+            first.commits,
+            [10],
+            "the ids to wait for go with their changes"
+        );
         let second = stream.take(5, Duration::ZERO).await.expect("take");
         assert_eq!(second.changes.len(), 5);
         assert_eq!(second.position.as_deref(), Some("0/1E"));
+        assert_eq!(second.commits, [20, 30]);
         let empty = stream.take(5, Duration::ZERO).await.expect("take");
         assert!(empty.changes.is_empty());
+        assert!(empty.commits.is_empty());
         assert_eq!(
             empty.position.as_deref(),
             Some("0/28"),
