@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export FERRY_CACHE ?= $(CACHE_DIR)
 BED_DIR ?= /tmp/ferry-bed
 
-.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-cutover sam-build deploy image
+.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-scale bench-cutover sam-build deploy image
 
 ## test: install what is missing, fmt check, clippy -D warnings, start the bed, run all tests
 test:
@@ -60,6 +60,12 @@ bed-status:
 ## writes/s, the switch's Redis freeze) -> docs/benchmarks-redis.md. Not in CI.
 bench:
 	bash tests/bench/run.sh
+
+## bench-scale: Ferry's copy alone on one large dataset (BENCH_GB=20, BENCH_SHAPE=uuid|int):
+## time and peak RSS -> docs/benchmarks-scale.md. Needs about 2.5 x BENCH_GB + 5 GB free disk
+## (checked first). Not in CI.
+bench-scale:
+	BENCH_SCALE=1 bash tests/bench/run.sh
 
 ## demo: the local rehearsal: a whole migration through the real state machine, functions and
 ## worker while a sample app writes; report in target/ferry-report/ (DEMO_ROWS, DEMO_WRITES_PER_SECOND).

@@ -2,9 +2,21 @@
 # `make bench`: starts a bed of its own, installs pgcopydb (the peer to compare with), builds
 # ferry-bench in release mode, runs it, writes docs/benchmarks.md and (the Redis part)
 # docs/benchmarks-redis.md. Not part of CI: it takes ~20 minutes and generates a few GB.
+# With BENCH_SCALE=1 (`make bench-scale`) it runs Ferry's copy alone on one BENCH_GB (20) GB
+# dataset of BENCH_SHAPE (uuid) -> docs/benchmarks-scale.md, and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export FERRY_BED_DIR="${FERRY_BED_DIR:-/tmp/ferry-bed-bench}"
+if [ -n "${BENCH_SCALE:-}" ]; then
+  gb="${BENCH_GB:-20}"
+  mkdir -p "$(dirname "$FERRY_BED_DIR")"
+  free_gb=$(df -P -BG "$(dirname "$FERRY_BED_DIR")" | awk 'NR == 2 { sub("G", "", $4); print $4 }')
+  need_gb=$(python3 -c "import math, sys; print(math.ceil(float(sys.argv[1]) * 2.5 + 5))" "$gb")
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "[bench] BENCH_GB=$gb needs about ${need_gb} GB free beside FERRY_BED_DIR ($FERRY_BED_DIR): the source, its copy and their WAL; ${free_gb} GB is free. Free space or lower BENCH_GB." >&2
+    exit 2
+  fi
+fi
 bash tests/setup.sh
 if ! command -v pgcopydb >/dev/null 2>&1; then
   echo "[bench] apt-get install pgcopydb"
@@ -18,6 +30,11 @@ set -a
 # shellcheck disable=SC1091
 . "$FERRY_BED_DIR/bed.env"
 set +a
+if [ -n "${BENCH_SCALE:-}" ]; then
+  "${CARGO_TARGET_DIR:-target}/release/ferry-bench" --scale --gb "$gb" \
+    --shape "${BENCH_SHAPE:-uuid}" --out "${BENCH_OUT:-docs/benchmarks-scale.md}"
+  exit 0
+fi
 "${CARGO_TARGET_DIR:-target}/release/ferry-bench" \
   --gb "${BENCH_GB:-2}" --pgbench-seconds "${BENCH_SECONDS:-30}" --throttle-mb "${BENCH_THROTTLE_MB:-40}" \
   --newer-source --out "${BENCH_OUT:-docs/benchmarks.md}"

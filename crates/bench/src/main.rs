@@ -17,6 +17,7 @@ mod capture;
 mod dataset;
 mod race;
 mod report;
+mod scale;
 mod spare;
 
 use std::{
@@ -123,13 +124,16 @@ fn config(source: PgUrl, target: PgUrl, bin: PathBuf, capture: CaptureMode) -> C
     }
 }
 
-/// The command line: `--gb`, `--pgbench-seconds`, `--throttle-mb`, `--out`, `--newer-source`.
+/// The command line: `--gb`, `--pgbench-seconds`, `--throttle-mb`, `--out`, `--newer-source`;
+/// `--scale` (with `--shape int|uuid`) runs Ferry's copy alone on one dataset (see [`scale`]).
 struct Args {
     gb: f64,
     seconds: u64,
     throttle_mb: u32,
     out: PathBuf,
     newer_source: bool,
+    scale: bool,
+    shape: dataset::Shape,
 }
 
 impl Args {
@@ -155,6 +159,12 @@ impl Args {
                 .context("--throttle-mb takes a number of MB per second")?,
             out: PathBuf::from(arg("--out", "docs/benchmarks.md")),
             newer_source: args.iter().any(|a| a == "--newer-source"),
+            scale: args.iter().any(|a| a == "--scale"),
+            shape: match arg("--shape", "uuid").as_str() {
+                "int" => dataset::Shape::IntegerKey,
+                "uuid" => dataset::Shape::UuidKey,
+                other => bail!("--shape takes int or uuid, not {other:?}"),
+            },
         })
     }
 }
@@ -163,14 +173,14 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
     let bed = Bed::from_env()?;
+    if args.scale {
+        return scale::run(&args, &bed).await;
+    }
     let mut r = report::Report::new(&args);
 
     let mut sources = Vec::new();
     for shape in [dataset::Shape::IntegerKey, dataset::Shape::UuidKey] {
-        let tag = match shape {
-            dataset::Shape::IntegerKey => "int",
-            dataset::Shape::UuidKey => "uuid",
-        };
+        let tag = shape.tag();
         r.say(format!(
             "generating ~{} GB ({}) on the source…",
             args.gb,
