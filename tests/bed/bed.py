@@ -293,7 +293,12 @@ max_replication_slots = 10
 max_connections = 200
 fsync = off
 full_page_writes = off
-synchronous_commit = on
+# No standby ever connects under this name, and sessions do not wait for one by default; a
+# session that sets synchronous_commit = on waits at commit after its commit record is
+# flushed (and decoded) but before other sessions see it, until it is cancelled: the window
+# the logical apply must wait out (tests/tests/replication.rs).
+synchronous_standby_names = 'ferry_bed_no_such_standby'
+synchronous_commit = local
 ssl = on
 ssl_cert_file = 'server.crt'
 ssl_key_file = 'server.key'

@@ -1004,3 +1004,175 @@ async fn the_apply_waits_until_decoded_commits_are_visible() {
     .expect("no wait")
     .expect("no error");
 }
+
+/// The same window end to end, on a real stream: the bed's servers name a synchronous standby
+/// that never connects, so a session with `synchronous_commit = on` stays in its commit after
+/// the commit record is flushed and decoded, invisible to other sessions, until it is
+/// cancelled. The apply must not go past such a change (it would fetch no row for the key and
+/// acknowledge the slot past the insert: the row lost); once the commit is let through, the
+/// row reaches the target.
+#[tokio::test]
+async fn a_commit_decoded_before_other_sessions_see_it_is_not_lost_streamed() {
+    held_commit_is_not_lost(ferry_core::spec::LogicalTransport::Stream).await;
+}
+
+/// The same through the SQL decoding functions (they too decode up to the flushed WAL).
+#[tokio::test]
+async fn a_commit_decoded_before_other_sessions_see_it_is_not_lost_sql() {
+    held_commit_is_not_lost(ferry_core::spec::LogicalTransport::Sql).await;
+}
+
+async fn held_commit_is_not_lost(transport: ferry_core::spec::LogicalTransport) {
+    let db = TestDb::new("rep_win_").await;
+    let (source, target) = (db.url(Side::Source), db.url(Side::Target));
+    let admin = source.connect().await.expect("connect");
+    admin
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL)")
+        .await
+        .expect("create the table");
+    let mut cfg = config(
+        source.clone(),
+        target.clone(),
+        Side::Target,
+        CaptureMode::Logical,
+    );
+    cfg.logical_transport = transport;
+    let mut rep = Replicator::connect(cfg).await.expect("connect");
+    rep.prepare().await.expect("prepare");
+    rep.drain(None).await.expect("drain to the head");
+
+    let writer = source.connect().await.expect("connect");
+    writer
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .expect("wait for the standby at commit");
+    let pid: i32 = writer
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    let mut watchdog = release_later(&source, pid, Duration::from_secs(15));
+    let insert = tokio::spawn(async move {
+        writer
+            .batch_execute("INSERT INTO t VALUES (1, 'held')")
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    wait_until_held(&admin, pid, deadline).await;
+    let seen_by_others: i64 = admin
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(seen_by_others, 0, "the held commit is already visible");
+
+    apply_past_held_commit(&mut rep, &admin, pid, deadline).await;
+    insert
+        .await
+        .expect("the writer's task")
+        .expect("the insert commits once its wait is cancelled");
+    let rows: Vec<(i32, String)> = target
+        .connect()
+        .await
+        .expect("connect")
+        .query("SELECT id, v FROM t", &[])
+        .await
+        .expect("read the target")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(1, "held".to_string())], "the row on the target");
+    rep.cleanup().await.expect("cleanup");
+    let _ = watchdog.kill();
+    let _ = watchdog.wait();
+}
+
+/// Waits until backend `pid` waits at commit for the standby.
+async fn wait_until_held(admin: &tokio_postgres::Client, pid: i32, deadline: std::time::Instant) {
+    loop {
+        let waiting: Option<String> = admin
+            .query_opt(
+                "SELECT wait_event FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'",
+                &[&pid],
+            )
+            .await
+            .expect("look at the writer")
+            .map(|r| r.get(0));
+        if waiting.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the insert never waited for the standby: is the bed's synchronous_standby_names set?"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Applies until a batch holds the held insert: that apply must not finish while the commit is
+/// held; it is then let through, and the same apply must end with the insert.
+async fn apply_past_held_commit(
+    rep: &mut Replicator,
+    admin: &tokio_postgres::Client,
+    pid: i32,
+    deadline: std::time::Instant,
+) {
+    let mut held_back = false;
+    while !held_back {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the insert was never decoded"
+        );
+        let applying = rep.apply_once();
+        tokio::pin!(applying);
+        match tokio::time::timeout(Duration::from_secs(1), &mut applying).await {
+            Ok(applied) => {
+                let applied = applied.expect("apply");
+                assert_eq!(
+                    applied.changes, 0,
+                    "a batch holding a commit no other session sees yet was applied"
+                );
+            }
+            Err(_) => {
+                // Waiting for the commit, as it should: let the commit through (cancelling
+                // the wait for the standby ends it; it is already flushed) and the same
+                // apply goes on.
+                held_back = true;
+                admin
+                    .execute("SELECT pg_cancel_backend($1)", &[&pid])
+                    .await
+                    .expect("let the commit through");
+                let applied = tokio::time::timeout(Duration::from_secs(30), &mut applying)
+                    .await
+                    .expect("the apply ends once the commit is visible")
+                    .expect("apply");
+                assert_eq!(applied.changes, 1, "the held insert");
+            }
+        }
+    }
+}
+
+/// While a commit is held, slot creations anywhere on the cluster wait for it, and nothing in
+/// the server lets it go by itself (the statement timeout is off during a commit): a process of
+/// its own cancels the wait after `after` even if the test dies first. It cancels only a
+/// backend waiting for the standby, so a later session given the same pid is left alone.
+fn release_later(admin: &PgUrl, pid: i32, after: Duration) -> std::process::Child {
+    let (url, password) = admin.for_libpq();
+    let psql = PathBuf::from(bed_var("FERRY_BED_SOURCE_BIN")).join("psql");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "sleep {}; exec \"$0\" \"$1\" -qAtc \"SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE pid = {pid} AND wait_event = 'SyncRep'\"",
+            after.as_secs()
+        ))
+        .arg(psql)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    cmd.spawn().expect("start the watchdog")
+}
