@@ -330,6 +330,12 @@ impl Replicator {
             && !self.reverse
     }
 
+    /// Whether an empty [`Replicator::apply_once`] has already waited for changes to arrive
+    /// (a stream's read waits on its session's notification): the caller need not sleep.
+    pub fn waits_for_changes(&self) -> bool {
+        self.streams()
+    }
+
     /// The replication session, opened on first use.
     async fn stream(&mut self) -> ReplResult<&LogicalStream> {
         if self.stream.is_none() {
@@ -498,6 +504,8 @@ impl Replicator {
             let applied = self.apply_once().await?.changes as u64;
             match (applied, position) {
                 (0, None) => return Ok(total),
+                // A streamed read waited already (and wakes as changes arrive).
+                (0, Some(_)) if self.waits_for_changes() => {}
                 // The position's changes are not visible yet: wait a little, don't spin.
                 (0, Some(_)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                 _ => total += applied,

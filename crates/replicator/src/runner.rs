@@ -36,7 +36,7 @@ pub struct RunnerConfig {
     pub heartbeat: Duration,
     /// Between command checks while streaming.
     pub command_poll: Duration,
-    /// Sleep when a batch comes back empty.
+    /// Sleep when a batch comes back empty (not after a streamed read: it waited already).
     pub idle: Duration,
     /// Between schema fingerprint checks.
     pub schema_check: Duration,
@@ -386,7 +386,11 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                 }
                 fks_validated = true;
             }
-            tokio::time::sleep(cfg.idle).await;
+            // A streamed read has just waited for changes and wakes as one arrives: sleeping
+            // on top would hold the next change back by up to `idle`.
+            if beat.paused || !rep.waits_for_changes() {
+                tokio::time::sleep(cfg.idle).await;
+            }
         }
     }
 }
