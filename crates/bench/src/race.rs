@@ -25,6 +25,8 @@ pub struct Race {
     pub dump: (Duration, Duration),
     /// pgcopydb's time, or why it did not run.
     pub pgcopydb: Result<Duration, String>,
+    /// How long settling the disk took before each contender, in their order.
+    pub settled: Vec<Duration>,
 }
 
 /// Ferry's schema + capture + copy + post-data from `source` into a fresh `target_db`.
@@ -58,10 +60,14 @@ pub async fn ferry(
     })
 }
 
-/// Runs all three on `source`; target databases are named after `tag`.
+/// Runs all three on `source`; target databases are named after `tag`. Each starts from a
+/// settled disk (see [`settle`]).
 pub async fn race(bed: &Bed, source: &PgUrl, tag: &str) -> anyhow::Result<Race> {
+    let mut settled = vec![settle(bed).await?];
     let ferry = ferry(bed, source, &format!("bench_{tag}_ferry"), None).await?;
+    settled.push(settle(bed).await?);
     let dump = dump_restore(bed, source, &format!("bench_{tag}_dump")).await?;
+    settled.push(settle(bed).await?);
     let pgcopydb = match which("pgcopydb") {
         Some(bin) => pgcopydb(bed, &bin, source, &format!("bench_{tag}_pgcopydb"))
             .await
@@ -72,7 +78,21 @@ pub async fn race(bed: &Bed, source: &PgUrl, tag: &str) -> anyhow::Result<Race> 
         ferry,
         dump,
         pgcopydb,
+        settled,
     })
+}
+
+/// A checkpoint on both servers, then the kernel's dirty pages written out (`sync`): the
+/// runner-up must not inherit the writeback of the dataset just generated (the bed runs with
+/// `fsync=off`, so gigabytes wait in the page cache), which the first contender, Ferry, paid
+/// for until this was added. Returns how long it took.
+async fn settle(bed: &Bed) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    for admin in [&bed.source_admin, &bed.target_admin] {
+        admin.connect().await?.batch_execute("CHECKPOINT").await?;
+    }
+    run(&mut tokio::process::Command::new("sync"), "sync").await?;
+    Ok(t.elapsed())
 }
 
 /// `pg_dump -Fd -j2` then `pg_restore -j2` (the target's tools: at least as new as the source).

@@ -85,6 +85,15 @@ impl Report {
             f.rows,
             f.bytes as f64 / 1048576.0
         ));
+        self.say(format!(
+            "{} disk settled before each contender (CHECKPOINT on both servers, then sync): {}",
+            shape.label(),
+            race.settled
+                .iter()
+                .map(|d| format!("{:.1} s", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         let (dump, restore) = race.dump;
         let dump_total = (dump + restore).as_secs_f64();
         self.say(format!(
@@ -260,7 +269,7 @@ impl Report {
         self.notes.push("At scale, Ferry's copy alone on one 20 GB dataset (time and peak RSS): `docs/benchmarks-scale.md` (`make bench-scale`). `--gb` asks for GiB of database (`pg_database_size`, indexes included).".into());
         self.notes.push("Where a capture trigger's cost goes, variant by variant, per written row and in pgbench tps: `docs/benchmarks-trigger-floor.md` (`tests/bench/trigger-rowcost.sh`, `tests/bench/trigger-floor.sh`).".into());
         let mut md = format!(
-            "# Benchmarks\n\nProduced by `make bench` (`{}`) on the local test bed: source PostgreSQL {source} → target PostgreSQL {target}, both on this 2-core machine, TLS on, `fsync=off`. Every tool gets 2 parallel jobs. Figures are from one run; rerun to see the spread.\n\nDatasets (the same four tables: customers, orders with an integer key, events with a uuid key, line_items with a composite key):\n\n{}\n\n| measure | result | goal | met |\n|---|---|---|---|\n{}\n\n{}\n\nRaw output:\n\n```\n{}\n```\n",
+            "# Benchmarks\n\nProduced by `make bench` (`{}`) on the local test bed: source PostgreSQL {source} → target PostgreSQL {target}, both on this 2-core machine, TLS on, `fsync=off`. Every tool gets 2 parallel jobs and starts after a checkpoint on both servers and a `sync`. Figures are from one run; rerun to see the spread.\n\nDatasets (the same four tables: customers, orders with an integer key, events with a uuid key, line_items with a composite key):\n\n{}\n\n| measure | result | goal | met |\n|---|---|---|---|\n{}\n\n{}\n\nRaw output:\n\n```\n{}\n```\n",
             self.command,
             self.datasets.join("\n"),
             self.rows.join("\n"),
