@@ -101,13 +101,25 @@ fn libpq(cmd: &mut tokio::process::Command, url: &PgUrl) -> String {
 
 /// The process's peak resident set (VmHWM), in MiB.
 fn peak_rss_mib() -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
-    status
+    proc_kib("/proc/self/status", "VmHWM:").map(|kib| kib / 1024.0)
+}
+
+/// A `<key> <n> kB` line's figure from a /proc file (`/proc/self/status`, `/proc/meminfo`).
+fn proc_kib(path: &str, key: &str) -> anyhow::Result<f64> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("read {path}"))?
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .context("no VmHWM in /proc/self/status")
+        .with_context(|| format!("no {key} in {path}"))
+}
+
+/// Writes a results page (docs/benchmarks*.md), making its folder if need be.
+fn write_page(out: &std::path::Path, md: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out.parent().unwrap_or(std::path::Path::new(".")))?;
+    std::fs::write(out, md)?;
+    println!("wrote {}", out.display());
+    Ok(())
 }
 
 fn config(source: PgUrl, target: PgUrl, bin: PathBuf, capture: CaptureMode) -> Config {

@@ -277,9 +277,6 @@ impl Report {
             self.lines.join("\n")
         );
         md = md.replace("\n\n\n", "\n\n");
-        std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
-        std::fs::write(out, md)?;
-        println!("wrote {}", out.display());
-        Ok(())
+        crate::write_page(out, &md)
     }
 }

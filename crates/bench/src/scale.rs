@@ -2,7 +2,7 @@
 //! as long again, and the disk holds one source and one target), its time and the process's
 //! peak RSS. Writes its own page (docs/benchmarks-scale.md), leaving docs/benchmarks.md alone.
 
-use std::{path::Path, time::Instant};
+use std::time::Instant;
 
 use crate::{Args, Bed, dataset, drop_db, peak_rss_mib, race, recreate, yes};
 
@@ -49,7 +49,7 @@ pub async fn run(args: &Args, bed: &Bed) -> anyhow::Result<()> {
     };
     let md = page(&command, args.shape, &scale, t.elapsed().as_secs_f64());
     print!("{md}");
-    write(&args.out, &md)
+    crate::write_page(&args.out, &md)
 }
 
 fn gib(bytes: i64) -> f64 {
@@ -102,22 +102,5 @@ fn page(command: &str, shape: dataset::Shape, s: &Scale, wall: f64) -> String {
 
 /// The machine's memory (MemTotal), for the page: whether the data fits in the page cache.
 fn memory_gib() -> f64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kb| kb / 1048576.0)
-}
-
-fn write(out: &Path, md: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
-    std::fs::write(out, md)?;
-    println!("wrote {}", out.display());
-    Ok(())
+    crate::proc_kib("/proc/meminfo", "MemTotal:").map_or(f64::NAN, |kib| kib / 1048576.0)
 }
