@@ -110,25 +110,22 @@ pub async fn pgbench(
     let out = if let Some(w) = worker.as_mut() {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let beat = tokio::spawn(heartbeat(url.clone(), w.target.clone(), stopped));
-        let wait = child.wait_with_output();
-        tokio::pin!(wait);
+        // The load ends between two batches, never in one: a batch cut short would have
+        // left the stream to hand out again what it took.
+        let wait = tokio::spawn(child.wait_with_output());
         let mut last_sample = Instant::now();
-        let out = loop {
-            tokio::select! {
-                out = &mut wait => break out,
-                r = w.rep.apply_once() => {
-                    let applied = r?;
-                    if last_sample.elapsed() >= REPORTED_EVERY {
-                        last_sample = Instant::now();
-                        reported.push(w.rep.status().await?.lag_seconds.unwrap_or(0.0));
-                    }
-                    // As the worker's loop does: no sleep after a read that waited already.
-                    if applied.changes == 0 && !w.rep.waits_for_changes() {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
+        while !wait.is_finished() {
+            let applied = w.rep.apply_once().await?;
+            if last_sample.elapsed() >= REPORTED_EVERY {
+                last_sample = Instant::now();
+                reported.push(w.rep.status().await?.lag_seconds.unwrap_or(0.0));
             }
-        };
+            // As the worker's loop does: no sleep after a read that waited already.
+            if applied.changes == 0 && !w.rep.waits_for_changes() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let out = wait.await.context("pgbench task")?;
         let _ = stop.send(());
         end_to_end = beat.await.context("heartbeat task")??;
         out?

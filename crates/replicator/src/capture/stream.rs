@@ -42,6 +42,11 @@ const SLOT_BUSY_FOR: Duration = Duration::from_secs(30);
 struct State {
     queue: VecDeque<ChangeBatch>,
     queued_changes: usize,
+    /// Transactions taken from the queue and not yet acknowledged, handed out again by the
+    /// next take: an apply that failed (a table changed shape: the worker blocks and goes
+    /// on with the same stream) or whose future was dropped (a `select!` that stopped
+    /// waiting) must not lose them, or the slot would later move past them.
+    taken: VecDeque<ChangeBatch>,
     /// A transaction's Begin came and its Commit not yet.
     open_tx: bool,
     /// End of the last transaction queued.
@@ -64,7 +69,12 @@ struct State {
 impl State {
     /// Whether everything received has been applied and no transaction is half received.
     fn idle(&self) -> bool {
-        self.queue.is_empty() && !self.open_tx && self.acked >= self.delivered
+        self.nothing_to_take() && !self.open_tx && self.acked >= self.delivered
+    }
+
+    /// Nothing queued, nothing taken and left unacknowledged.
+    fn nothing_to_take(&self) -> bool {
+        self.queue.is_empty() && self.taken.is_empty()
     }
 
     /// How far the slot may move.
@@ -138,19 +148,24 @@ impl LogicalStream {
     /// An empty batch (no position) means nothing waits. A batch may hold no change and a
     /// position (transactions that touched no published table): acknowledge it all the same.
     pub async fn take(&self, limit: usize, wait: Duration) -> ReplResult<ChangeBatch> {
-        if self.shared.lock().queue.is_empty() {
+        if self.shared.lock().nothing_to_take() {
             let _ = tokio::time::timeout(wait, self.shared.data.notified()).await;
         }
         let mut s = self.shared.lock();
-        if s.queue.is_empty()
+        if s.nothing_to_take()
             && let Some(e) = s.error.take()
         {
             return Err(e);
         }
-        if s.queue.is_empty() && s.ended {
+        if s.nothing_to_take() && s.ended {
             return Err(ReplError::State("the replication stream ended".into()));
         }
         let mut out = ChangeBatch::default();
+        // Taken before and never acknowledged (the apply failed, or the caller dropped it
+        // part-way): handed out again first, or they would be lost until a restart.
+        for txn in &s.taken {
+            merge(&mut out, txn.clone());
+        }
         while let Some(txn) = s.queue.front() {
             if !out.changes.is_empty() && out.changes.len() + txn.changes.len() > limit {
                 break;
@@ -159,13 +174,8 @@ impl LogicalStream {
                 break;
             };
             s.queued_changes -= txn.changes.len();
-            out.changes.extend(txn.changes);
-            out.commits.extend(txn.commits);
-            out.position = txn.position.or(out.position);
-            out.oldest = match (out.oldest, txn.oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            s.taken.push_back(txn.clone());
+            merge(&mut out, txn);
             if out.changes.len() >= limit {
                 break;
             }
@@ -182,6 +192,7 @@ impl LogicalStream {
             .ok_or_else(|| ReplError::State(format!("{position:?} is not a WAL position")))?;
         let mut s = self.shared.lock();
         s.acked = s.acked.max(lsn);
+        s.taken.retain(|t| end_of(t) > lsn);
         drop(s);
         self.shared.wake.notify_one();
         Ok(())
@@ -307,6 +318,22 @@ async fn pump(session: &mut WalSession, shared: &Shared) -> ReplResult<()> {
     }
 }
 
+/// Appends one transaction to a batch being taken.
+fn merge(out: &mut ChangeBatch, txn: ChangeBatch) {
+    out.changes.extend(txn.changes);
+    out.commits.extend(txn.commits);
+    out.position = txn.position.or(out.position.take());
+    out.oldest = match (out.oldest, txn.oldest) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+}
+
+/// A queued transaction's end (its position), 0 if it has none.
+fn end_of(txn: &ChangeBatch) -> u64 {
+    txn.position.as_deref().and_then(parse_lsn).unwrap_or(0)
+}
+
 /// Feeds one pgoutput message; queues the transaction at its Commit.
 fn receive(decoder: &mut Decoder, data: &[u8], shared: &Shared) -> ReplResult<()> {
     decoder.message(data)?;
@@ -314,7 +341,7 @@ fn receive(decoder: &mut Decoder, data: &[u8], shared: &Shared) -> ReplResult<()
         Some(b'B') => shared.lock().open_tx = true,
         Some(b'C') => {
             let txn = decoder.take_transaction();
-            let end = txn.position.as_deref().and_then(parse_lsn).unwrap_or(0);
+            let end = end_of(&txn);
             let mut s = shared.lock();
             s.open_tx = false;
             s.delivered = s.delivered.max(end);
@@ -400,10 +427,12 @@ mod tests {
             [10],
             "the ids to wait for go with their changes"
         );
+        stream.ack("0/A").expect("ack");
         let second = stream.take(5, Duration::ZERO).await.expect("take");
         assert_eq!(second.changes.len(), 5);
         assert_eq!(second.position.as_deref(), Some("0/1E"));
         assert_eq!(second.commits, [20, 30]);
+        stream.ack("0/1E").expect("ack");
         let empty = stream.take(5, Duration::ZERO).await.expect("take");
         assert!(empty.changes.is_empty());
         assert!(empty.commits.is_empty());
@@ -413,6 +442,7 @@ mod tests {
             "a transaction without changes still has a position to acknowledge"
         );
         assert_eq!(stream.backlog().0, 0);
+        stream.ack("0/28").expect("ack");
         let none = stream
             .take(5, Duration::from_millis(10))
             .await
@@ -420,5 +450,52 @@ mod tests {
         assert_eq!(none, ChangeBatch::default());
         shared.lock().error = Some(ReplError::State("gone".into()));
         assert!(stream.take(5, Duration::ZERO).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn what_was_taken_and_not_acknowledged_is_handed_out_again() {
+        let shared = Arc::new(Shared::default());
+        {
+            let mut s = shared.lock();
+            for (n, end) in [(2, 10), (2, 20), (2, 30)] {
+                s.queued_changes += n;
+                s.queue.push_back(txn(n, end));
+                s.delivered = end;
+            }
+        }
+        let stream = LogicalStream {
+            shared: shared.clone(),
+            task: None,
+        };
+        let first = stream.take(2, Duration::ZERO).await.expect("take");
+        assert_eq!(first.position.as_deref(), Some("0/A"));
+        // The apply failed, or its future was dropped: no acknowledgement.
+        let again = stream.take(2, Duration::ZERO).await.expect("take");
+        assert_eq!(again, first, "the same transaction again, nothing past it");
+        let more = stream.take(4, Duration::ZERO).await.expect("take");
+        assert_eq!(
+            more.changes.len(),
+            4,
+            "the unacknowledged one, then the next"
+        );
+        assert_eq!(more.commits, [10, 20]);
+        assert_eq!(more.position.as_deref(), Some("0/14"));
+        assert!(
+            !shared.lock().idle(),
+            "taken and not applied is not drained"
+        );
+        stream.ack("0/A").expect("ack");
+        let rest = stream.take(4, Duration::ZERO).await.expect("take");
+        assert_eq!(
+            rest.commits,
+            [20, 30],
+            "only what the acknowledgement did not cover"
+        );
+        stream.ack("0/1E").expect("ack");
+        assert!(shared.lock().idle());
+        assert_eq!(
+            stream.take(4, Duration::ZERO).await.expect("take"),
+            ChangeBatch::default()
+        );
     }
 }
