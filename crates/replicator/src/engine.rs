@@ -105,7 +105,7 @@ pub struct PrepareTimings {
     /// Snapshot copy.
     pub copy: std::time::Duration,
     /// Post-data restore after the copy: keys and indexes not built during it (none, unless
-    /// a restart came between), then foreign keys, triggers, rules.
+    /// a restart came between), then foreign keys, triggers, rules; then ANALYZE.
     pub post_data: std::time::Duration,
 }
 
@@ -197,6 +197,7 @@ impl Replicator {
         if self.stage().await?.as_deref() == Some(stage::COPIED) {
             let (post, sizes) = self.post_data().await?;
             crate::postdata::restore(&self.cfg.target, &post, &sizes, self.cfg.parallelism).await?;
+            crate::postdata::analyse(&self.target, &self.tables).await?;
             bookkeeping::set(&self.target, "stage", stage::STREAMING).await?;
         }
         timings.post_data = t.elapsed();
