@@ -20,6 +20,7 @@ Stdlib only, so it runs before the venv exists.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -291,6 +292,7 @@ wal_level = logical
 max_wal_senders = 10
 max_replication_slots = 10
 max_connections = 200
+shared_buffers = {shared_buffers()}
 fsync = off
 full_page_writes = off
 # No standby ever connects under this name, and sessions do not wait for one by default; a
@@ -314,6 +316,15 @@ password_encryption = 'scram-sha-256'
     as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w", "-t", "60",
                  "start"], capture_output=True)
     return data
+
+
+def shared_buffers():
+    """PostgreSQL's default (128MB) unless FERRY_BED_SHARED_BUFFERS sets it: `make bench` gives
+    both servers 1GB, the quarter of a 4 GB instance's memory that RDS gives them."""
+    value = os.environ.get("FERRY_BED_SHARED_BUFFERS", "128MB")
+    if not re.fullmatch(r"[1-9][0-9]{0,6}(kB|MB|GB)", value):
+        sys.exit(f"bed: FERRY_BED_SHARED_BUFFERS={value!r} is not a size like 128MB or 1GB")
+    return value
 
 
 def psql_local(major, data, port, sql, db="postgres"):

@@ -25,7 +25,9 @@ if ! command -v pgcopydb >/dev/null 2>&1; then
 fi
 cargo build --release --locked -p ferry-bench --bins
 trap 'python3 tests/bed/bed.py down' EXIT
-python3 tests/bed/bed.py up
+# Both servers get the shared buffers RDS gives a 4 GB instance (a quarter of its memory), not
+# PostgreSQL's 128MB default: Ferry sizes its index builds' sort memory from them.
+FERRY_BED_SHARED_BUFFERS="${FERRY_BED_SHARED_BUFFERS:-1GB}" python3 tests/bed/bed.py up
 set -a
 # shellcheck disable=SC1091
 . "$FERRY_BED_DIR/bed.env"

@@ -189,6 +189,13 @@ async fn main() -> anyhow::Result<()> {
         return scale::run(&args, &bed).await;
     }
     let mut r = report::Report::new(&args);
+    r.shared_buffers = bed
+        .target_admin
+        .connect()
+        .await?
+        .query_one("SHOW shared_buffers", &[])
+        .await?
+        .get(0);
 
     let mut sources = Vec::new();
     for shape in [dataset::Shape::IntegerKey, dataset::Shape::UuidKey] {
