@@ -1041,6 +1041,22 @@ async fn a_commit_decoded_before_other_sessions_see_it_is_not_lost_sql() {
     held_commit_is_not_lost(ferry_core::spec::LogicalTransport::Sql).await;
 }
 
+/// A replicator in logical mode over `transport`, from the bed's source to its target server.
+async fn logical_replicator(
+    source: &PgUrl,
+    target: &PgUrl,
+    transport: ferry_core::spec::LogicalTransport,
+) -> Replicator {
+    let mut cfg = config(
+        source.clone(),
+        target.clone(),
+        Side::Target,
+        CaptureMode::Logical,
+    );
+    cfg.logical_transport = transport;
+    Replicator::connect(cfg).await.expect("connect")
+}
+
 async fn held_commit_is_not_lost(transport: ferry_core::spec::LogicalTransport) {
     let db = TestDb::new("rep_win_").await;
     let (source, target) = (db.url(Side::Source), db.url(Side::Target));
@@ -1049,14 +1065,7 @@ async fn held_commit_is_not_lost(transport: ferry_core::spec::LogicalTransport) 
         .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL)")
         .await
         .expect("create the table");
-    let mut cfg = config(
-        source.clone(),
-        target.clone(),
-        Side::Target,
-        CaptureMode::Logical,
-    );
-    cfg.logical_transport = transport;
-    let mut rep = Replicator::connect(cfg).await.expect("connect");
+    let mut rep = logical_replicator(&source, &target, transport).await;
     rep.prepare().await.expect("prepare");
     rep.drain(None).await.expect("drain to the head");
 
@@ -1194,4 +1203,71 @@ fn release_later(admin: &PgUrl, pid: i32, after: Duration) -> std::process::Chil
         cmd.env("PGPASSWORD", p);
     }
     cmd.spawn().expect("start the watchdog")
+}
+
+/// A streamed batch the apply refuses because its table changed shape on the source (the
+/// worker blocks and goes on with the same session) is applied once the target matches: a
+/// later batch's acknowledgement must not move the slot past it.
+#[tokio::test]
+async fn a_streamed_batch_refused_for_a_changed_table_is_applied_once_the_target_matches() {
+    let db = TestDb::new("rep_shape_").await;
+    let (source, target) = (db.url(Side::Source), db.url(Side::Target));
+    let admin = source.connect().await.expect("connect");
+    admin
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL); INSERT INTO t VALUES (1, 'a')",
+        )
+        .await
+        .expect("create the table");
+    let mut rep =
+        logical_replicator(&source, &target, ferry_core::spec::LogicalTransport::Stream).await;
+    rep.prepare().await.expect("prepare");
+    rep.drain(None).await.expect("drain");
+    admin
+        .batch_execute(
+            "ALTER TABLE t ADD COLUMN w text; UPDATE t SET v = 'changed', w = 'new' WHERE id = 1",
+        )
+        .await
+        .expect("change the table");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match rep.apply_once().await {
+            Err(ferry_replicator::ReplError::SchemaChanged { tables }) => {
+                assert_eq!(tables, "public.t");
+                break;
+            }
+            Err(e) => panic!("apply: {e}"),
+            Ok(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "the changed table was never refused"
+            ),
+        }
+    }
+    // The target is brought to the same shape; a later write goes through the same stream.
+    let t = target.connect().await.expect("target");
+    t.batch_execute("ALTER TABLE t ADD COLUMN w text")
+        .await
+        .expect("target ddl");
+    rep.reload_catalog().await.expect("reload");
+    admin
+        .batch_execute("INSERT INTO t VALUES (2, 'b', 'later')")
+        .await
+        .expect("later write");
+    rep.drain(None).await.expect("drain");
+    let rows: Vec<(i32, String, Option<String>)> = t
+        .query("SELECT id, v, w FROM t ORDER BY id", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, "changed".to_string(), Some("new".to_string())),
+            (2, "b".to_string(), Some("later".to_string()))
+        ],
+        "the refused update is applied, not skipped"
+    );
+    rep.cleanup().await.expect("cleanup");
 }
