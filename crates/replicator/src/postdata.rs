@@ -341,9 +341,9 @@ mod tests {
         assert_eq!(build_memory_kb(64 * MB, 128 * MB, 2), 128 * MB);
         // A 4 GB RDS instance (1 GB of shared buffers), two sessions: half each.
         assert_eq!(build_memory_kb(64 * MB, 1024 * MB, 2), 512 * MB);
-        // A 256 GB one: the ceiling.
-        assert_eq!(build_memory_kb(4000 * MB, 64 * 1024 * MB, 4), 4000 * MB);
+        // A 256 GB one: the ceiling, unless the server's own setting is above it.
         assert_eq!(build_memory_kb(256 * MB, 64 * 1024 * MB, 4), 2048 * MB);
+        assert_eq!(build_memory_kb(4000 * MB, 64 * 1024 * MB, 4), 4000 * MB);
         // An operator's larger setting stands.
         assert_eq!(build_memory_kb(1024 * MB, 128 * MB, 2), 1024 * MB);
         // No sessions is taken as one.
