@@ -14,6 +14,7 @@
 //! 4. The process's peak RSS (VmHWM) after the copies.
 
 mod capture;
+mod cpu;
 mod dataset;
 mod race;
 mod report;
@@ -185,8 +186,9 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
     let bed = Bed::from_env()?;
+    let meter = cpu::Meter::new(&bed.source_admin, &bed.target_admin).await?;
     if args.scale {
-        return scale::run(&args, &bed).await;
+        return scale::run(&args, &bed, &meter).await;
     }
     let mut r = report::Report::new(&args);
     r.shared_buffers = bed
@@ -210,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
         let source = bed.source_app.with_dbname(&db);
         let data = dataset::generate(&source, args.gb, shape).await?;
         r.dataset(shape, &data);
-        let race = race::race(&bed, &source, tag).await?;
+        let race = race::race(&bed, &meter, &source, tag).await?;
         r.race(shape, &race);
         if shape == dataset::Shape::IntegerKey {
             sources.push(source);
@@ -223,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
     r.rss = rss;
 
     for mb in [None, Some(args.throttle_mb)] {
-        let spared = spare::copy_under_load(&bed, &sources[0], mb).await?;
+        let spared = spare::copy_under_load(&bed, &meter, &sources[0], mb).await?;
         r.spared(spared);
     }
     drop_db(&bed.source_admin, "bench_src_int").await?;

@@ -7,6 +7,7 @@ use ferry_core::spec::CaptureMode;
 use ferry_pg::PgUrl;
 use ferry_replicator::engine::{PrepareTimings, Replicator};
 
+use crate::cpu::{Cpu, Meter};
 use crate::{Bed, config, drop_db, libpq, recreate, run, which};
 
 /// Rows per copy chunk (Ferry) and the matching split size handed to pgcopydb.
@@ -18,14 +19,34 @@ pub struct FerryRun {
     pub timings: PrepareTimings,
     pub rows: u64,
     pub bytes: u64,
+    /// Over `total`.
+    pub cpu: Cpu,
+}
+
+pub struct DumpRun {
+    pub dump: Duration,
+    pub restore: Duration,
+    /// Over both.
+    pub cpu: Cpu,
+}
+
+impl DumpRun {
+    pub fn total(&self) -> Duration {
+        self.dump + self.restore
+    }
+}
+
+pub struct PgcopydbRun {
+    pub total: Duration,
+    pub cpu: Cpu,
 }
 
 /// Each contender's runs, round by round.
 pub struct Race {
     pub ferry: Vec<FerryRun>,
-    pub dump: Vec<(Duration, Duration)>,
-    /// pgcopydb's times, or why it did not run.
-    pub pgcopydb: Result<Vec<Duration>, String>,
+    pub dump: Vec<DumpRun>,
+    /// pgcopydb's runs, or why it did not run.
+    pub pgcopydb: Result<Vec<PgcopydbRun>, String>,
     /// How long settling the disk took before each run, in the order they ran.
     pub settled: Vec<Duration>,
 }
@@ -40,18 +61,20 @@ impl Race {
     }
 
     /// pg_dump + pg_restore's faster run.
-    pub fn dump_best(&self) -> (Duration, Duration) {
+    pub fn dump_best(&self) -> &DumpRun {
         self.dump
             .iter()
-            .copied()
-            .min_by_key(|(d, r)| *d + *r)
+            .min_by_key(|r| r.total())
             .expect("a race runs pg_dump at least once")
     }
 
-    /// pgcopydb's faster run.
-    pub fn pgcopydb_best(&self) -> Result<Duration, String> {
+    /// pgcopydb's faster run, or why there is none.
+    pub fn pgcopydb_best(&self) -> Result<&PgcopydbRun, String> {
         match &self.pgcopydb {
-            Ok(runs) => runs.iter().copied().min().ok_or_else(|| "no run".into()),
+            Ok(runs) => runs
+                .iter()
+                .min_by_key(|r| r.total)
+                .ok_or_else(|| "no run".into()),
             Err(why) => Err(why.clone()),
         }
     }
@@ -60,6 +83,7 @@ impl Race {
 /// Ferry's schema + capture + copy + post-data from `source` into a fresh `target_db`.
 pub async fn ferry(
     bed: &Bed,
+    meter: &Meter,
     source: &PgUrl,
     target_db: &str,
     max_copy_bytes_per_second: Option<u64>,
@@ -73,9 +97,11 @@ pub async fn ferry(
     );
     cfg.max_copy_bytes_per_second = max_copy_bytes_per_second;
     let mut rep = Replicator::connect(cfg).await?;
+    let cpu = meter.read()?;
     let t = Instant::now();
     let timings = rep.prepare().await?;
     let total = t.elapsed();
+    let cpu = meter.read()?.since(cpu);
     let status = rep.status().await?;
     rep.cleanup().await?;
     drop(rep);
@@ -85,6 +111,7 @@ pub async fn ferry(
         timings,
         rows: status.rows_copied,
         bytes: status.bytes_copied,
+        cpu,
     })
 }
 
@@ -100,8 +127,8 @@ enum Contender {
 /// run on servers just started, and on a dataset just generated, is slower: Ferry took 19.5 s
 /// running first, 15.5 s running third, on the same 2 GiB); the report takes each one's
 /// faster run. Target databases are named after `tag`. Each run starts from a settled disk
-/// (see [`settle`]).
-pub async fn race(bed: &Bed, source: &PgUrl, tag: &str) -> anyhow::Result<Race> {
+/// (see [`settle`]); `meter` reads the CPU each side spends in it.
+pub async fn race(bed: &Bed, meter: &Meter, source: &PgUrl, tag: &str) -> anyhow::Result<Race> {
     use Contender::*;
     let mut race = Race {
         ferry: Vec::new(),
@@ -123,12 +150,12 @@ pub async fn race(bed: &Bed, source: &PgUrl, tag: &str) -> anyhow::Result<Race> 
                 Ferry => {
                     race.settled.push(settle(bed).await?);
                     let db = format!("bench_{tag}_ferry");
-                    race.ferry.push(ferry(bed, source, &db, None).await?);
+                    race.ferry.push(ferry(bed, meter, source, &db, None).await?);
                 }
                 Dump => {
                     race.settled.push(settle(bed).await?);
                     let db = format!("bench_{tag}_dump");
-                    race.dump.push(dump_restore(bed, source, &db).await?);
+                    race.dump.push(dump_restore(bed, meter, source, &db).await?);
                 }
                 Pgcopydb => {
                     let (Some(bin), Ok(runs)) = (&pgcopydb_bin, &mut race.pgcopydb) else {
@@ -136,7 +163,7 @@ pub async fn race(bed: &Bed, source: &PgUrl, tag: &str) -> anyhow::Result<Race> 
                     };
                     race.settled.push(settle(bed).await?);
                     let db = format!("bench_{tag}_pgcopydb");
-                    match pgcopydb(bed, bin, source, &db).await {
+                    match pgcopydb(bed, meter, bin, source, &db).await {
                         Ok(d) => runs.push(d),
                         Err(e) => race.pgcopydb = Err(format!("failed: {e:#}")),
                     }
@@ -167,14 +194,16 @@ async fn settle(bed: &Bed) -> anyhow::Result<Duration> {
 /// `pg_dump -Fd -j2` then `pg_restore -j2` (the target's tools: at least as new as the source).
 async fn dump_restore(
     bed: &Bed,
+    meter: &Meter,
     source: &PgUrl,
     target_db: &str,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<DumpRun> {
     let dir = std::env::temp_dir().join("ferry-bench-dump");
     let _ = std::fs::remove_dir_all(&dir);
     let target = recreate(&bed.target_admin, target_db, None).await?;
     let mut cmd = tokio::process::Command::new(bed.target_bin.join("pg_dump"));
     let u = libpq(&mut cmd, source);
+    let cpu = meter.read()?;
     let dump = run(
         cmd.args(["-Fd", "-j", "2", "--no-owner", "--no-privileges", "-f"])
             .arg(&dir)
@@ -190,19 +219,25 @@ async fn dump_restore(
         "pg_restore",
     )
     .await;
+    let cpu = meter.read()?.since(cpu);
     let _ = std::fs::remove_dir_all(&dir);
     drop_db(&bed.target_admin, target_db).await?;
-    Ok((dump, restore?))
+    Ok(DumpRun {
+        dump,
+        restore: restore?,
+        cpu,
+    })
 }
 
 /// `pgcopydb clone` with two table jobs, two index jobs, and same-table concurrency for
 /// tables above [`PGCOPYDB_SPLIT`].
 async fn pgcopydb(
     bed: &Bed,
+    meter: &Meter,
     bin: &std::path::Path,
     source: &PgUrl,
     target_db: &str,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<PgcopydbRun> {
     let target = recreate(&bed.target_admin, target_db, None).await?;
     let dir = std::env::temp_dir().join("ferry-bench-pgcopydb");
     let _ = std::fs::remove_dir_all(&dir);
@@ -230,8 +265,10 @@ async fn pgcopydb(
             "--dir",
         ])
         .arg(&dir);
+    let cpu = meter.read()?;
     let r = run(&mut cmd, "pgcopydb clone").await;
+    let cpu = meter.read()?.since(cpu);
     let _ = std::fs::remove_dir_all(&dir);
     drop_db(&bed.target_admin, target_db).await?;
-    r
+    Ok(PgcopydbRun { total: r?, cpu })
 }

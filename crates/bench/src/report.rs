@@ -7,6 +7,7 @@ use ferry_core::spec::CaptureMode;
 use crate::{
     Args,
     capture::{Floor, LoadResult},
+    cpu::Cpu,
     dataset::{Dataset, Shape},
     race::{self, Race},
     spare::{self, Spared},
@@ -78,7 +79,7 @@ impl Report {
         for (i, f) in race.ferry.iter().enumerate() {
             let t = &f.timings;
             self.say(format!(
-                "{} ferry, round {}: {:.1} s (schema {:.1}, capture {:.1}, copy and index builds {:.1}, post-data and ANALYZE after it {:.1}); {} rows, {:.0} MiB of COPY data",
+                "{} ferry, round {}: {:.1} s (schema {:.1}, capture {:.1}, copy and index builds {:.1}, post-data and ANALYZE after it {:.1}); {} rows, {:.0} MiB of COPY data; CPU {}",
                 shape.label(),
                 i + 1,
                 f.total.as_secs_f64(),
@@ -87,27 +88,30 @@ impl Report {
                 t.copy.as_secs_f64(),
                 t.post_data.as_secs_f64(),
                 f.rows,
-                f.bytes as f64 / 1048576.0
+                f.bytes as f64 / 1048576.0,
+                f.cpu.describe("Ferry", f.total)
             ));
         }
-        for (i, (dump, restore)) in race.dump.iter().enumerate() {
+        for (i, d) in race.dump.iter().enumerate() {
             self.say(format!(
-                "{} pg_dump -Fd -j2 + pg_restore -j2, round {}: {:.1} s (dump {:.1}, restore {:.1})",
+                "{} pg_dump -Fd -j2 + pg_restore -j2, round {}: {:.1} s (dump {:.1}, restore {:.1}); CPU {}",
                 shape.label(),
                 i + 1,
-                (*dump + *restore).as_secs_f64(),
-                dump.as_secs_f64(),
-                restore.as_secs_f64()
+                d.total().as_secs_f64(),
+                d.dump.as_secs_f64(),
+                d.restore.as_secs_f64(),
+                d.cpu.describe("pg_dump and pg_restore", d.total())
             ));
         }
         if let Ok(runs) = &race.pgcopydb {
-            for (i, d) in runs.iter().enumerate() {
+            for (i, p) in runs.iter().enumerate() {
                 self.say(format!(
-                    "{} pgcopydb clone --table-jobs 2 --index-jobs 2 --split-tables-larger-than {}, round {}: {:.1} s",
+                    "{} pgcopydb clone --table-jobs 2 --index-jobs 2 --split-tables-larger-than {}, round {}: {:.1} s; CPU {}",
                     shape.label(),
                     race::PGCOPYDB_SPLIT,
                     i + 1,
-                    d.as_secs_f64()
+                    p.total.as_secs_f64(),
+                    p.cpu.describe("pgcopydb", p.total)
                 ));
             }
         }
@@ -123,8 +127,7 @@ impl Report {
         let f = race.ferry_best();
         let t = &f.timings;
         let total = f.total.as_secs_f64();
-        let (dump, restore) = race.dump_best();
-        let dump_total = (dump + restore).as_secs_f64();
+        let dump_total = race.dump_best().total().as_secs_f64();
         let label = shape.label();
         self.row(
             &format!("{label}: Ferry, schema to indexes"),
@@ -143,8 +146,8 @@ impl Report {
             Some(dump_total / total >= 2.0),
         );
         match race.pgcopydb_best() {
-            Ok(d) => {
-                let s = d.as_secs_f64();
+            Ok(p) => {
+                let s = p.total.as_secs_f64();
                 self.row(
                     &format!(
                         "{label}: pgcopydb clone (2 table jobs, 2 index jobs, split > {})",
@@ -153,6 +156,12 @@ impl Report {
                     format!("{s:.1} s → Ferry {:.2}×", s / total),
                     "≥ 1.5×",
                     Some(s / total >= 1.5),
+                );
+                self.row(
+                    &format!("{label}: CPU of those two runs, pgcopydb against Ferry"),
+                    cpu_against(&p.cpu, p.total, &f.cpu, f.total),
+                    "—",
+                    None,
                 );
             }
             Err(why) => {
@@ -280,6 +289,7 @@ impl Report {
             Some(rss <= 256.0),
         );
         self.notes.push("Lag is measured end to end by the bench, not taken from Ferry: a row on the source is stamped with the clock every 50 ms and its age on the target read every 200 ms (the goal is judged on this; it overstates the lag by up to one stamping interval). Ferry's own figure, the age of the oldest change received and not yet applied, is given beside it, read once a second between two batches as the worker's heartbeat reads it (three queries: read every 200 ms, it slowed the apply it measured); it cannot see changes still on their way to the worker. The worker catches up before each load starts, as one running all along would have. Both are sampled while pgbench runs (`-c 4 -j 2 -M prepared`, tpcb-like, scale 20, with a key added to `pgbench_history`). The source's writers, the worker and the target share two cores here; on AWS they would not. The trigger-cost rows are medians of three interleaved rounds (each round's figures are in the raw output): one pgbench run here moves by up to a third from the next.".into());
+        self.notes.push(format!("Every copy's CPU is read from /proc around its run (the raw output has each run's): the source server's, the target server's, and the tool's own (Ferry runs in the bench's process; pg_dump, pg_restore and pgcopydb are its children). Here the source, the target and the tool share {} cores, and a copy that keeps them nearly all busy takes about its total CPU divided by the cores: a tool can only be faster by spending less CPU. On AWS the source, the target and the worker are separate machines, and each side's CPU would count on its own.", crate::cpu::cores()));
         self.notes.push("At scale, Ferry's copy alone on one 20 GB dataset (time and peak RSS): `docs/benchmarks-scale.md` (`make bench-scale`). `--gb` asks for GiB of database (`pg_database_size`, indexes included).".into());
         self.notes.push("Where a capture trigger's cost goes, variant by variant, per written row and in pgbench tps: `docs/benchmarks-trigger-floor.md` (`tests/bench/trigger-rowcost.sh`, `tests/bench/trigger-floor.sh`).".into());
         let mut md = format!(
@@ -294,4 +304,32 @@ impl Report {
         md = md.replace("\n\n\n", "\n\n");
         crate::write_page(out, &md)
     }
+}
+
+/// pgcopydb's CPU against Ferry's: in all, per side, and how busy each kept the cores.
+fn cpu_against(
+    theirs: &Cpu,
+    their_wall: std::time::Duration,
+    ours: &Cpu,
+    our_wall: std::time::Duration,
+) -> String {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let busy = |c: &Cpu, w: std::time::Duration| {
+        100.0 * c.total() / (w.as_secs_f64() * crate::cpu::cores() as f64).max(f64::EPSILON)
+    };
+    format!(
+        "{:.1} s against {:.1} s ({:.2}×; source {:.1} against {:.1} s, target {:.1} against {:.1} s ({:.2}×), the tool {:.1} against {:.1} s); cores busy {:.0}% and {:.0}%",
+        theirs.total(),
+        ours.total(),
+        ratio(theirs.total(), ours.total()),
+        theirs.source,
+        ours.source,
+        theirs.target,
+        ours.target,
+        ratio(theirs.target, ours.target),
+        theirs.tool,
+        ours.tool,
+        busy(theirs, their_wall),
+        busy(ours, our_wall)
+    )
 }

@@ -16,7 +16,7 @@ struct Scale {
 
 /// Generates `args.gb` GB of `args.shape` on the source, copies it with Ferry into a fresh
 /// target database, and writes the page.
-pub async fn run(args: &Args, bed: &Bed) -> anyhow::Result<()> {
+pub async fn run(args: &Args, bed: &Bed, meter: &crate::cpu::Meter) -> anyhow::Result<()> {
     let command = format!(
         "ferry-bench --scale --gb {} --shape {} --out {}",
         args.gb,
@@ -39,7 +39,7 @@ pub async fn run(args: &Args, bed: &Bed) -> anyhow::Result<()> {
         data.took.as_secs_f64()
     );
     let rss_after_generation = peak_rss_mib()?;
-    let ferry = race::ferry(bed, &source, &format!("{db}_ferry"), None).await;
+    let ferry = race::ferry(bed, meter, &source, &format!("{db}_ferry"), None).await;
     drop_db(&bed.source_admin, &db).await?;
     let scale = Scale {
         data,
@@ -78,6 +78,7 @@ fn page(command: &str, shape: dataset::Shape, s: &Scale, wall: f64) -> String {
          {post:.1}) | — | — |\n\
          | rows and COPY data | {rows} rows, {mib:.0} MiB ({rate:.0} MiB/s over the whole \
          run) | — | — |\n\
+         | CPU over Ferry's run | {cpu} | — | — |\n\
          | peak RSS of the copying process (VmHWM) | {rss:.0} MiB (after generating the data, \
          before the copy: {rss0:.0} MiB) | ≤ 256 MiB | {met} |\n\n\
          The copying process is the bench itself: it runs Ferry's replicator library in \
@@ -93,6 +94,7 @@ fn page(command: &str, shape: dataset::Shape, s: &Scale, wall: f64) -> String {
         copy = t.copy.as_secs_f64(),
         post = t.post_data.as_secs_f64(),
         rows = f.rows,
+        cpu = f.cpu.describe("Ferry", f.total),
         rate = mib / total,
         rss = s.rss,
         rss0 = s.rss_after_generation,

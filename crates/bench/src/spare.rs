@@ -27,6 +27,7 @@ pub const WRITES_PER_SECOND: u32 = 200;
 /// One copy of `source` (the app's URL) under the load, at `mb_per_second` or full speed.
 pub async fn copy_under_load(
     bed: &Bed,
+    meter: &crate::cpu::Meter,
     source: &PgUrl,
     mb_per_second: Option<u32>,
 ) -> anyhow::Result<Spared> {
@@ -37,6 +38,7 @@ pub async fn copy_under_load(
     let from = Instant::now();
     let run = race::ferry(
         bed,
+        meter,
         source,
         "bench_spare",
         mb_per_second.map(|mb| u64::from(mb) * 1_000_000),
