@@ -90,12 +90,13 @@ const REPORTED_EVERY: Duration = Duration::from_secs(1);
 /// pgbench for `seconds` against `url`; meanwhile, if given, a worker applies changes. Its lag
 /// is sampled end to end every 200 ms (see [`heartbeat`]), and as Ferry reports it every second.
 pub async fn pgbench(
-    bin: &Path,
+    server: &Server,
     url: &PgUrl,
     seconds: u64,
     mut worker: Option<Worker<'_>>,
 ) -> anyhow::Result<LoadResult> {
-    settle(url, worker.as_mut().map(|w| &mut *w.rep)).await?;
+    settle(server, url, worker.as_mut().map(|w| &mut *w.rep)).await?;
+    let bin = &server.bin;
     let mut cmd = tokio::process::Command::new(bin.join("pgbench"));
     let u = libpq(&mut cmd, url);
     cmd.args(["-n", "-c", "4", "-j", "2", "-M", "prepared", "-T"])
@@ -196,12 +197,20 @@ async fn heartbeat(
     }
 }
 
-/// Lets earlier work (index builds, dirty buffers) settle so each run starts alike. A worker,
-/// if given, then catches up with the settling's own WAL before the load starts, as a worker
-/// running all along would have: what is measured is the lag under load, not a catch-up.
-async fn settle(url: &PgUrl, rep: Option<&mut Replicator>) -> anyhow::Result<()> {
+/// Lets earlier work (dead rows, index builds, dirty buffers) settle so each run starts alike:
+/// a vacuum of pgbench's tables, then a checkpoint (the server's admin), so that no run pays for
+/// writing out the buffers the run before it dirtied. A worker, if given, then catches up with
+/// the settling's own WAL before the load starts, as a worker running all along would have:
+/// what is measured is the lag under load, not a catch-up.
+async fn settle(server: &Server, url: &PgUrl, rep: Option<&mut Replicator>) -> anyhow::Result<()> {
     let c = url.connect().await?;
     c.batch_execute("VACUUM ANALYZE pgbench_accounts, pgbench_tellers, pgbench_branches")
+        .await?;
+    server
+        .admin
+        .connect()
+        .await?
+        .batch_execute("CHECKPOINT")
         .await?;
     if let Some(rep) = rep {
         rep.drain(None).await?;
@@ -262,12 +271,51 @@ async fn bench_triggers(url: &PgUrl, body: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// How many times each of the floor's variants runs, interleaved (the figure is the median):
-/// on this host one pgbench run moves by up to a third from the next.
-const FLOOR_ROUNDS: usize = 3;
+/// on this host one pgbench run moves by up to a third from the next. As many rounds as
+/// variants, each round's order turned by one, puts every variant once in every place.
+const FLOOR_ROUNDS: usize = Variant::ALL.len();
+
+/// What the floor runs pgbench under.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Variant {
+    None,
+    Empty,
+    InsertOnly,
+    Ferry,
+}
+
+impl Variant {
+    /// In [`Floor::rounds`]' order.
+    const ALL: [Variant; 4] = [
+        Variant::None,
+        Variant::Empty,
+        Variant::InsertOnly,
+        Variant::Ferry,
+    ];
+
+    /// Round `round`'s order: [`Variant::ALL`] turned left by `round`.
+    fn order(round: usize) -> [Variant; 4] {
+        let mut order = Self::ALL;
+        order.rotate_left(round % Self::ALL.len());
+        order
+    }
+
+    /// Puts this variant's triggers in place (and only them) on `url`'s pgbench tables.
+    async fn install(self, url: &PgUrl) -> anyhow::Result<()> {
+        ferry_triggers(url, self == Variant::Ferry).await?;
+        let body = match self {
+            Variant::None | Variant::Ferry => None,
+            Variant::Empty => Some(""),
+            Variant::InsertOnly => Some("INSERT INTO bench_log VALUES (1);"),
+        };
+        bench_triggers(url, body).await
+    }
+}
 
 /// pgbench tps with no trigger, an empty one, one that inserts a constant row, and Ferry's
 /// trigger capture (installed, no worker running: on this machine the worker and the target
-/// would share the source's two cores), [`FLOOR_ROUNDS`] interleaved rounds, medians; then the
+/// would share the source's two cores), [`FLOOR_ROUNDS`] interleaved rounds (see
+/// [`Variant::order`]), medians; then the
 /// same capture with the worker applying. Ferry's triggers stay installed and are disabled
 /// while the other variants run; the log is emptied after each of its runs (this measures the
 /// writers' cost, not the copy, so the target is not compared).
@@ -278,7 +326,6 @@ pub async fn floor(
     seconds: u64,
 ) -> anyhow::Result<(Floor, LoadResult)> {
     let url = pgbench_db(server, "bench_pgb").await?;
-    let bin = &server.bin;
     let target = recreate(target_admin, "bench_pgb_t", None).await?;
     let mut rep = Replicator::connect(config(
         url.clone(),
@@ -289,28 +336,28 @@ pub async fn floor(
     .await?;
     rep.prepare().await?;
     let mut rounds = Vec::new();
-    for _ in 0..FLOOR_ROUNDS {
-        ferry_triggers(&url, false).await?;
-        bench_triggers(&url, None).await?;
-        let none = pgbench(bin, &url, seconds, None).await?.tps;
-        bench_triggers(&url, Some("")).await?;
-        let empty = pgbench(bin, &url, seconds, None).await?.tps;
-        bench_triggers(&url, Some("INSERT INTO bench_log VALUES (1);")).await?;
-        let insert_only = pgbench(bin, &url, seconds, None).await?.tps;
-        bench_triggers(&url, None).await?;
-        ferry_triggers(&url, true).await?;
-        let ferry = pgbench(bin, &url, seconds, None).await?.tps;
-        url.connect()
-            .await?
-            .batch_execute("TRUNCATE ferry.changes")
-            .await?;
-        rounds.push([none, empty, insert_only, ferry]);
+    for round in 0..FLOOR_ROUNDS {
+        let mut tps = [f64::NAN; 4];
+        for variant in Variant::order(round) {
+            variant.install(&url).await?;
+            let i = Variant::ALL.iter().position(|v| *v == variant).unwrap_or(0);
+            tps[i] = pgbench(server, &url, seconds, None).await?.tps;
+            if variant == Variant::Ferry {
+                url.connect()
+                    .await?
+                    .batch_execute("TRUNCATE ferry.changes")
+                    .await?;
+            }
+        }
+        rounds.push(tps);
     }
+    // The worker's run below: Ferry's capture alone.
+    Variant::Ferry.install(&url).await?;
     let worker = Worker {
         rep: &mut rep,
         target: &target,
     };
-    let applying = pgbench(bin, &url, seconds, Some(worker)).await?;
+    let applying = pgbench(server, &url, seconds, Some(worker)).await?;
     rep.cleanup().await?;
     drop(rep);
     drop_db(&server.admin, "bench_pgb").await?;
@@ -354,7 +401,7 @@ pub async fn lag(
     seconds: u64,
 ) -> anyhow::Result<(f64, LoadResult)> {
     let url = pgbench_db(server, &format!("bench_lag_{tag}")).await?;
-    let base = pgbench(&server.bin, &url, seconds, None).await?.tps;
+    let base = pgbench(server, &url, seconds, None).await?.tps;
     // Logical capture needs REPLICATION: the worker connects as the admin.
     let worker_source = match capture {
         CaptureMode::Logical => server.admin.with_dbname(&format!("bench_lag_{tag}")),
@@ -373,10 +420,27 @@ pub async fn lag(
         rep: &mut rep,
         target: &target,
     };
-    let with = pgbench(&server.bin, &url, seconds, Some(worker)).await?;
+    let with = pgbench(server, &url, seconds, Some(worker)).await?;
     rep.cleanup().await?;
     drop(rep);
     drop_db(&server.admin, &format!("bench_lag_{tag}")).await?;
     drop_db(target_admin, &format!("bench_lag_{tag}_t")).await?;
     Ok((base, with))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_runs_once_in_every_place() {
+        let rounds: Vec<[Variant; 4]> = (0..FLOOR_ROUNDS).map(Variant::order).collect();
+        assert_eq!(rounds[0], Variant::ALL);
+        for place in 0..4 {
+            for v in Variant::ALL {
+                let times = rounds.iter().filter(|r| r[place] == v).count();
+                assert_eq!(times, 1, "{v:?} in place {place}");
+            }
+        }
+    }
 }
