@@ -27,3 +27,6 @@ for component in rustfmt clippy; do
 done
 
 python3 tests/bed/bed.py install "$@"
+
+# Before any build: see the script.
+bash tests/claim-target.sh
