@@ -21,17 +21,22 @@ impl Cpu {
         self.source + self.target + self.tool
     }
 
+    /// How busy it kept this machine's cores over `wall`, in percent.
+    pub fn busy(&self, wall: std::time::Duration) -> f64 {
+        100.0 * self.total() / (wall.as_secs_f64() * cores() as f64).max(f64::EPSILON)
+    }
+
     /// "source 7.2 s, target 15.2 s, <tool> 3.3 s: 25.7 s in 13.7 s, 94% of 2 cores".
     pub fn describe(&self, tool: &str, wall: std::time::Duration) -> String {
-        let wall = wall.as_secs_f64();
-        let cores = cores();
         format!(
-            "source {:.1} s, target {:.1} s, {tool} {:.1} s: {:.1} s in {wall:.1} s, {:.0}% of {cores} cores",
+            "source {:.1} s, target {:.1} s, {tool} {:.1} s: {:.1} s in {:.1} s, {:.0}% of {} cores",
             self.source,
             self.target,
             self.tool,
             self.total(),
-            100.0 * self.total() / (wall * cores as f64).max(f64::EPSILON)
+            wall.as_secs_f64(),
+            self.busy(wall),
+            cores()
         )
     }
 
@@ -181,6 +186,21 @@ fn parse_stat(pid: u32, text: &str) -> Option<Stat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_is_the_share_of_every_core_over_the_wall_time() {
+        let cpu = Cpu {
+            source: 1.0,
+            target: 2.0,
+            tool: 1.0,
+        };
+        let wall = std::time::Duration::from_secs(4);
+        assert!((cpu.busy(wall) - 100.0 / cores() as f64).abs() < 1e-9);
+        assert!(
+            cpu.describe("Ferry", wall)
+                .contains("Ferry 1.0 s: 4.0 s in 4.0 s")
+        );
+    }
 
     #[test]
     fn a_stat_line_is_read_from_after_the_command_name() {

@@ -314,9 +314,6 @@ fn cpu_against(
     our_wall: std::time::Duration,
 ) -> String {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let busy = |c: &Cpu, w: std::time::Duration| {
-        100.0 * c.total() / (w.as_secs_f64() * crate::cpu::cores() as f64).max(f64::EPSILON)
-    };
     format!(
         "{:.1} s against {:.1} s ({:.2}×; source {:.1} against {:.1} s, target {:.1} against {:.1} s ({:.2}×), the tool {:.1} against {:.1} s); cores busy {:.0}% and {:.0}%",
         theirs.total(),
@@ -329,7 +326,7 @@ fn cpu_against(
         ratio(theirs.target, ours.target),
         theirs.tool,
         ours.tool,
-        busy(theirs, their_wall),
-        busy(ours, our_wall)
+        theirs.busy(their_wall),
+        ours.busy(our_wall)
     )
 }
