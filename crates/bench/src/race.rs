@@ -54,30 +54,26 @@ pub struct Race {
 impl Race {
     /// Ferry's faster run.
     pub fn ferry_best(&self) -> &FerryRun {
-        self.ferry
-            .iter()
-            .min_by_key(|r| r.total)
-            .expect("a race runs Ferry at least once")
+        fastest(&self.ferry, |r| r.total).expect("a race runs Ferry at least once")
     }
 
     /// pg_dump + pg_restore's faster run.
     pub fn dump_best(&self) -> &DumpRun {
-        self.dump
-            .iter()
-            .min_by_key(|r| r.total())
-            .expect("a race runs pg_dump at least once")
+        fastest(&self.dump, DumpRun::total).expect("a race runs pg_dump at least once")
     }
 
     /// pgcopydb's faster run, or why there is none.
     pub fn pgcopydb_best(&self) -> Result<&PgcopydbRun, String> {
         match &self.pgcopydb {
-            Ok(runs) => runs
-                .iter()
-                .min_by_key(|r| r.total)
-                .ok_or_else(|| "no run".into()),
+            Ok(runs) => fastest(runs, |r| r.total).ok_or_else(|| "no run".into()),
             Err(why) => Err(why.clone()),
         }
     }
+}
+
+/// The run of `runs` with the shortest `time`.
+fn fastest<T>(runs: &[T], time: impl Fn(&T) -> Duration) -> Option<&T> {
+    runs.iter().min_by_key(|r| time(r))
 }
 
 /// Ferry's schema + capture + copy + post-data from `source` into a fresh `target_db`.
@@ -117,10 +113,22 @@ pub async fn ferry(
 
 /// The contenders, in the order of a round.
 #[derive(Clone, Copy)]
-enum Contender {
+enum Contender<'a> {
     Ferry,
     Dump,
-    Pgcopydb,
+    /// pgcopydb, at this path.
+    Pgcopydb(&'a std::path::Path),
+}
+
+impl Contender<'_> {
+    /// Its target database's suffix.
+    fn tag(self) -> &'static str {
+        match self {
+            Contender::Ferry => "ferry",
+            Contender::Dump => "dump",
+            Contender::Pgcopydb(_) => "pgcopydb",
+        }
+    }
 }
 
 /// Runs all three on `source` in [`ROUNDS`] rounds, the second in the reverse order (the first
@@ -137,37 +145,33 @@ pub async fn race(bed: &Bed, meter: &Meter, source: &PgUrl, tag: &str) -> anyhow
         settled: Vec::new(),
     };
     let pgcopydb_bin = which("pgcopydb");
-    if pgcopydb_bin.is_none() {
-        race.pgcopydb = Err("not installed (apt-get install pgcopydb)".into());
+    let mut order = vec![Ferry, Dump];
+    match &pgcopydb_bin {
+        Some(bin) => order.push(Pgcopydb(bin)),
+        None => race.pgcopydb = Err("not installed (apt-get install pgcopydb)".into()),
     }
     for round in 0..ROUNDS {
-        let mut order = [Ferry, Dump, Pgcopydb];
-        if round % 2 == 1 {
+        // Each round after the first runs in the reverse of the one before.
+        if round > 0 {
             order.reverse();
         }
-        for contender in order {
+        for &contender in &order {
+            if let (Pgcopydb(_), Err(_)) = (contender, &race.pgcopydb) {
+                continue; // it failed in an earlier round: the report says how
+            }
+            race.settled.push(settle(bed).await?);
+            let db = format!("bench_{tag}_{}", contender.tag());
             match contender {
-                Ferry => {
-                    race.settled.push(settle(bed).await?);
-                    let db = format!("bench_{tag}_ferry");
-                    race.ferry.push(ferry(bed, meter, source, &db, None).await?);
-                }
-                Dump => {
-                    race.settled.push(settle(bed).await?);
-                    let db = format!("bench_{tag}_dump");
-                    race.dump.push(dump_restore(bed, meter, source, &db).await?);
-                }
-                Pgcopydb => {
-                    let (Some(bin), Ok(runs)) = (&pgcopydb_bin, &mut race.pgcopydb) else {
-                        continue;
-                    };
-                    race.settled.push(settle(bed).await?);
-                    let db = format!("bench_{tag}_pgcopydb");
-                    match pgcopydb(bed, meter, bin, source, &db).await {
-                        Ok(d) => runs.push(d),
-                        Err(e) => race.pgcopydb = Err(format!("failed: {e:#}")),
+                Ferry => race.ferry.push(ferry(bed, meter, source, &db, None).await?),
+                Dump => race.dump.push(dump_restore(bed, meter, source, &db).await?),
+                Pgcopydb(bin) => match pgcopydb(bed, meter, bin, source, &db).await {
+                    Ok(run) => {
+                        if let Ok(runs) = &mut race.pgcopydb {
+                            runs.push(run);
+                        }
                     }
-                }
+                    Err(e) => race.pgcopydb = Err(format!("failed: {e:#}")),
+                },
             }
         }
     }
@@ -179,9 +183,8 @@ pub const ROUNDS: usize = 2;
 
 /// A checkpoint on both servers, then the kernel's dirty pages written out (`sync`), so that no
 /// contender inherits the writeback of the dataset just generated or of the one before it (the
-/// bed runs with `fsync=off`). Returns how long it took, which the report prints: 1.3-1.4 s
-/// before Ferry, 0.2-0.3 s before the others at 2 GiB, so this was not why Ferry, which runs
-/// first, lost ground at 2 GiB.
+/// bed runs with `fsync=off`). Returns how long it took, which the report prints: 1.1-1.3 s
+/// before a dataset's first run, 0.1-0.3 s before the others at 2 GiB.
 async fn settle(bed: &Bed) -> anyhow::Result<Duration> {
     let t = Instant::now();
     for admin in [&bed.source_admin, &bed.target_admin] {
