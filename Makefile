@@ -53,7 +53,8 @@ bed-status:
 ## bench: copy speed vs pg_dump/pg_restore and pgcopydb on an integer-keyed and a uuid-keyed
 ## dataset (each tool twice, the second round in reverse order, its faster run reported; both
 ## servers with FERRY_BED_SHARED_BUFFERS=1GB), the app's write latency during the copy with and without BENCH_THROTTLE_MB=40,
-## pgbench tps under no/empty/insert-only/Ferry triggers, lag under pgbench in both capture
+## each run's CPU per side, pgbench tps under no/empty/insert-only/Ferry triggers (four rounds,
+## the order turned each round), lag under pgbench in both capture
 ## modes from the source's and the target's PostgreSQL, peak RSS; writes docs/benchmarks.md
 ## (BENCH_GB=2, BENCH_SECONDS=30, BENCH_OUT, FERRY_SOURCE_PG / FERRY_TARGET_PG pick the
 ## versions); then the Redis part (copy of
