@@ -13,6 +13,7 @@ use std::{
 use aws_sdk_sfn::types::ExecutionStatus;
 use ferry_core::{
     MigrationStore, ParamStore, StepErrorName,
+    clock::ManualClock,
     signing::{self, LinkClaims},
     state::{ApprovalStatus, Gate, Phase, WorkerPhase},
     traffic::Weights,
@@ -75,6 +76,9 @@ struct Env {
     secrets: Vec<String>,
     /// The EMF metric lines the steps wrote.
     metrics: ferry_core::metrics::Recorder,
+    /// The steps' clock: canary ticks are decided by the time this test sets, not by how
+    /// long the machine took between two calls.
+    clock: ManualClock,
 }
 
 /// The migration ended rolled back and released the app's lock.
@@ -189,6 +193,8 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         .expect("deps");
     let metrics = ferry_core::metrics::Recorder::default();
     deps.metrics = Arc::new(metrics.clone());
+    let clock = ManualClock::at(chrono::Utc::now());
+    deps.clock = Arc::new(clock.clone());
     let secrets = vec![
         db.source_app_url().expose_secret().to_string(),
         db.target_url().expose_secret().to_string(),
@@ -206,6 +212,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         sink,
         secrets,
         metrics,
+        clock,
     }
 }
 
@@ -541,10 +548,13 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         "duplicate",
         "a tick right after a move is a duplicate"
     );
+    // Half an interval on the steps' clock per tick: each move is then followed by a tick
+    // that is not a duplicate, and the last step holds once (0.5 s < dns_hold_seconds 1 s).
     let mut seen = vec![10];
     let mut held = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut completed = false;
+    for _ in 0..10 {
+        e.clock.advance(chrono::Duration::milliseconds(500));
         let t = tick().await.expect("tick");
         match t.action.as_str() {
             "moved" => {
@@ -556,12 +566,22 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
                 assert_eq!(t.aws_percent, 100);
                 held += 1;
             }
-            "completed" => break,
+            "completed" => {
+                completed = true;
+                break;
+            }
             other => panic!("unexpected tick {other}"),
         }
     }
+    assert!(
+        completed,
+        "the canary completed within ten half-interval ticks"
+    );
     assert_eq!(seen, vec![10, 50, 100]);
-    assert!(held >= 1, "the last step held for the DNS TTL");
+    assert_eq!(
+        held, 1,
+        "the last step held for the DNS TTL, and only that long"
+    );
     assert_eq!(
         metric_values(&e, "AwsTrafficPercent"),
         vec![10.0, 50.0, 100.0],
@@ -960,7 +980,7 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
     )
     .await
     .expect("canary start");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    e.clock.advance(chrono::Duration::milliseconds(500));
     let tick = || {
         canary::tick(
             deps,
@@ -972,7 +992,7 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
     };
     assert_eq!(tick().await.expect("tick").aws_percent, 50);
     e.sink.answer(503);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    e.clock.advance(chrono::Duration::milliseconds(500));
     let t = tick().await.expect("unhealthy tick");
     assert_eq!(t.action, "unhealthy");
     assert_eq!(

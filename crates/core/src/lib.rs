@@ -4,6 +4,7 @@
 //! Nothing here talks to AWS, PostgreSQL or Heroku; adapters live in other crates.
 
 pub mod approval;
+pub mod clock;
 pub mod cloud;
 pub mod endpoint;
 pub mod errors;

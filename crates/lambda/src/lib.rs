@@ -91,6 +91,7 @@ pub async fn deps(
         databases: Arc::new(ferry_aws::RdsDatabases::new(aws_sdk_rds::Client::new(&aws))),
         http,
         metrics: Arc::new(ferry_core::metrics::Stdout),
+        clock: Arc::new(ferry_core::clock::SystemClock),
         settings,
     })
 }

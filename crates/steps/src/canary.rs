@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use ferry_core::{
     StepErrorName,
     metrics::{Metric, Unit},
@@ -76,7 +75,7 @@ pub async fn start(deps: &Deps, input: StartInput) -> StepResult<Output> {
     let fresh = CanaryFact {
         index: 0,
         aws_percent: first,
-        moved_at: Utc::now(),
+        moved_at: deps.clock.now(),
         state: "running".into(),
         reason: None,
         task_token: input.task_token.clone(),
@@ -181,7 +180,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
         deps.schedule.delete_rule(&rule).await?;
         return Ok(idle(rule, fact.aws_percent));
     }
-    let since = (Utc::now() - fact.moved_at).num_milliseconds() as f64 / 1000.0;
+    let since = (deps.clock.now() - fact.moved_at).num_milliseconds() as f64 / 1000.0;
     if since < f64::from(fact.interval_seconds) / 2.0 {
         return Ok(Output {
             action: "duplicate".into(),
@@ -240,7 +239,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     let moved = CanaryFact {
         index: next,
         aws_percent: percent,
-        moved_at: Utc::now(),
+        moved_at: deps.clock.now(),
         ..fact.clone()
     };
     if !facts::swap(store, id, facts::CANARY, Some(&fact), &moved).await? {

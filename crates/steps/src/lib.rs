@@ -129,6 +129,8 @@ pub struct Deps {
     pub http: reqwest::Client,
     /// Where CloudWatch EMF metric lines go (stdout in a function).
     pub metrics: Arc<dyn ferry_core::metrics::MetricSink>,
+    /// The time the steps read ([`ferry_core::clock::SystemClock`] outside tests).
+    pub clock: Arc<dyn ferry_core::clock::Clock>,
     /// Deployment settings.
     pub settings: Settings,
 }
