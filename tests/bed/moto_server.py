@@ -60,6 +60,9 @@ def main():
     # policies (iam_enforce.py); the harness's own key is not checked.
     import iam_enforce
     iam_enforce.install()
+    # What a real account refuses and moto forgives (aws_rules.py names each rule's source).
+    import aws_rules
+    aws_rules.install()
     forward = os.environ.get("FERRY_LAMBDA_FORWARD")
     if forward:
         forward_lambda_invokes(forward)

@@ -166,3 +166,67 @@ pub async fn drain_queue(aws: &aws_config::SdkConfig, url: &str) -> Vec<String> 
         }
     }
 }
+
+/// The app's own record before any migration: a simple CNAME from `name` to Heroku's DNS
+/// target, as Heroku's custom-domain setup has it.
+pub async fn app_record(aws: &aws_config::SdkConfig, zone_id: &str, name: &str, target: &str) {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let record = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(RrType::Cname)
+        .ttl(300)
+        .resource_records(ResourceRecord::builder().value(target).build().expect("rr"))
+        .build()
+        .expect("record");
+    let change = Change::builder()
+        .action(ChangeAction::Create)
+        .resource_record_set(record)
+        .build()
+        .expect("change");
+    aws_sdk_route53::Client::new(aws)
+        .change_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(change)
+                .build()
+                .expect("batch"),
+        )
+        .send()
+        .await
+        .expect("create the app's CNAME");
+}
+
+/// The record sets at `name`: (set identifier, first value, TTL), sorted.
+pub async fn records_at(
+    aws: &aws_config::SdkConfig,
+    zone_id: &str,
+    name: &str,
+) -> Vec<(Option<String>, String, i64)> {
+    let want = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
+    let out = aws_sdk_route53::Client::new(aws)
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .send()
+        .await
+        .expect("list records");
+    let mut v: Vec<_> = out
+        .resource_record_sets()
+        .iter()
+        .filter(|r| r.name().to_ascii_lowercase() == want)
+        .map(|r| {
+            (
+                r.set_identifier().map(str::to_string),
+                r.resource_records()
+                    .first()
+                    .map(|v| v.value().to_string())
+                    .unwrap_or_default(),
+                r.ttl().unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}

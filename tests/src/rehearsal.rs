@@ -382,6 +382,15 @@ impl Rehearsal {
         };
         let r53 = aws_sdk_route53::Client::new(&aws);
         let (zone_id, domain) = crate::aws::hosted_zone(&aws).await;
+        // The app's domain points at Heroku with a simple CNAME, as before any migration: the
+        // canary's first move must replace it in the batch that writes the weighted pair.
+        crate::aws::app_record(
+            &aws,
+            &zone_id,
+            &format!("app.{domain}"),
+            &format!("{app}.herokudns.com"),
+        )
+        .await;
         let topic = crate::aws::topic(&aws).await;
         let rds_id =
             crate::aws::rds_instance(&aws, &(bed_var("FERRY_BED_TARGET_VERSION") + ".1")).await;
@@ -589,6 +598,18 @@ impl Rehearsal {
             .weights(&self.spec().traffic)
             .await
             .expect("weights")
+    }
+
+    /// Asserts that the app's name is its simple CNAME to Heroku again, the pair gone (a
+    /// rollback restored what preflight found).
+    pub async fn app_record_restored(&self) {
+        let traffic = self.spec().traffic;
+        let aws = crate::aws::config().await;
+        assert_eq!(
+            crate::aws::records_at(&aws, &traffic.hosted_zone_id, &traffic.record_name).await,
+            vec![(None, traffic.heroku_target.clone(), 300)],
+            "the simple CNAME is back and the weighted pair gone"
+        );
     }
 }
 
@@ -1207,8 +1228,12 @@ impl App {
             while !me.stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 if last_look.elapsed() >= Duration::from_millis(250) {
-                    if let Ok(Some(w)) = router.weights(&traffic).await {
-                        seen.weights = w;
+                    match router.weights(&traffic).await {
+                        Ok(Some(w)) => seen.weights = w,
+                        // No pair: the app's own CNAME to Heroku answers (before the canary,
+                        // and after a rollback put it back).
+                        Ok(None) => seen.weights = Weights::for_aws_percent(0),
+                        Err(_) => {}
                     }
                     if let Ok(a) = h.app(&heroku_app_name).await {
                         seen.maintenance = a.maintenance;

@@ -305,13 +305,7 @@ async fn unhealthy_canary_sends_traffic_back_without_a_person() {
     let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
     assert_eq!(status, ExecutionStatus::Failed);
     assert_eq!(error.as_deref(), Some("Ferry.CanaryUnhealthy"));
-    assert_eq!(
-        w.r.weights().await,
-        Some(Weights {
-            heroku: 100,
-            aws: 0
-        })
-    );
+    w.r.app_record_restored().await;
     let ticks = w.scheduler.fired.lock().expect("fired").clone();
     assert!(
         ticks.iter().any(|(_, out)| out["action"] == "unhealthy"),
@@ -434,13 +428,7 @@ async fn rollback_in_the_window_keeps_every_write_made_on_aws() {
     assert_eq!(w.app.failures(), Vec::new(), "failed requests");
     assert_eq!(w.lost_writes(&w.r.source_admin).await, Vec::<i64>::new());
     source_writable_for_the_app(&w.r).await;
-    assert_eq!(
-        w.r.weights().await,
-        Some(Weights {
-            heroku: 100,
-            aws: 0
-        })
-    );
+    w.r.app_record_restored().await;
     assert!(w.r.store.app_lock(&w.r.app).await.expect("lock").is_none());
 }
 

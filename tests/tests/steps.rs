@@ -90,6 +90,26 @@ async fn rolled_back_and_unlocked(store: &dyn MigrationStore, id: &str, app: &st
     assert!(store.app_lock(app).await.expect("lock").is_none());
 }
 
+/// The record sets at the app's name: (set identifier, value, TTL).
+async fn app_records(spec: &ferry_core::MigrationSpec) -> Vec<(Option<String>, String, i64)> {
+    let aws = ferry_aws::sdk_config().await;
+    ferry_tests::aws::records_at(
+        &aws,
+        &spec.traffic.hosted_zone_id,
+        &spec.traffic.record_name,
+    )
+    .await
+}
+
+/// After a rollback: the app's own CNAME to Heroku is back as preflight found it, the pair gone.
+async fn app_record_restored(spec: &ferry_core::MigrationSpec) {
+    assert_eq!(
+        app_records(spec).await,
+        vec![(None, spec.traffic.heroku_target.clone(), 300)],
+        "the simple CNAME is back and the weighted pair gone"
+    );
+}
+
 /// The values of metric `name` in the EMF lines recorded, in order.
 fn metric_values(e: &Env, name: &str) -> Vec<f64> {
     e.metrics
@@ -156,6 +176,16 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
     s["target"]["rds_instance_id"] = rds_id.into();
     s["replication"] =
         serde_json::json!({"capture": "trigger", "max_lag_seconds": 5, "parallelism": 2});
+    // The app's domain points at Heroku with a simple CNAME, as before any migration.
+    ferry_tests::aws::app_record(
+        &aws,
+        &zone_id,
+        &format!("app.{domain}"),
+        s["traffic"]["heroku_target"]
+            .as_str()
+            .expect("heroku target"),
+    )
+    .await;
     s["traffic"]["hosted_zone_id"] = zone_id.into();
     s["traffic"]["record_name"] = format!("app.{domain}").into();
     s["traffic"]["health"] = serde_json::json!({"url": format!("{}/healthz", sink.url)});
@@ -774,6 +804,15 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         .expect("decommission again");
     assert_eq!(dec.report, dec_again.report, "a retry reports the same");
     assert!(dec.worker_stopped && dec.heroku_record_removed, "{dec:?}");
+    assert_eq!(
+        app_records(&spec).await,
+        vec![(
+            Some("ferry-aws".into()),
+            spec.traffic.aws_target.clone(),
+            60
+        )],
+        "the AWS record answers alone; the app's old CNAME went with the first move"
+    );
     let exited = wait_child(&mut worker, Duration::from_secs(30));
     assert!(exited, "worker process ended on the stop command");
     for c in [&source_admin, &target_admin] {
@@ -1020,6 +1059,7 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
     assert_eq!(rb.from_phase.as_deref(), Some("shifting_traffic"));
     rollback::run(deps, input()).await.expect("rollback again");
     rolled_back_and_unlocked(store, &id, &spec.heroku.app).await;
+    app_record_restored(&spec).await;
     // A rollback from another execution of the same id touches nothing.
     let foreign = rollback::run(
         deps,
@@ -1132,13 +1172,7 @@ async fn rollback_after_cutover_loses_no_write_made_on_aws() {
         e.db.source_app_url().expose_secret(),
         "DATABASE_URL back on the source"
     );
-    assert_eq!(
-        deps.router.weights(&spec.traffic).await.expect("weights"),
-        Some(Weights {
-            heroku: 100,
-            aws: 0
-        })
-    );
+    app_record_restored(&spec).await;
     let h =
         ferry_heroku::HerokuClient::new(&deps.settings.heroku_api_url, heroku().1).expect("heroku");
     let app = h.app(&spec.heroku.app).await.expect("app");

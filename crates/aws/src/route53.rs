@@ -1,5 +1,8 @@
 //! [`TrafficRouter`] on Route 53: two weighted CNAME records of the spec's name, with set
-//! identifiers `ferry-heroku` and `ferry-aws`, always changed in one batch.
+//! identifiers `ferry-heroku` and `ferry-aws`, always changed in one batch. Route 53 refuses a
+//! weighted set beside a simple one of the same name and type, so the batch that first writes
+//! the pair deletes the app's simple CNAME (exactly as listed), and a rollback's batch deletes
+//! the pair and creates that CNAME again.
 
 use async_trait::async_trait;
 use aws_sdk_route53::{
@@ -9,7 +12,10 @@ use aws_sdk_route53::{
 };
 use ferry_core::{
     spec::TrafficSpec,
-    traffic::{AWS_ID, HEROKU_ID, TrafficError, TrafficRouter, Weights},
+    traffic::{
+        AWS_ID, HEROKU_ID, NameState, OtherRecord, ReplacedRecord, TrafficError, TrafficRouter,
+        Weights,
+    },
 };
 
 /// Route 53.
@@ -107,6 +113,45 @@ impl Route53Router {
     }
 }
 
+fn ours(r: &ResourceRecordSet) -> bool {
+    matches!(r.set_identifier(), Some(HEROKU_ID | AWS_ID))
+}
+
+/// The simple CNAME at the name, which the pair replaces.
+fn simple_cname(r: &ResourceRecordSet) -> bool {
+    r.set_identifier().is_none() && *r.r#type() == RrType::Cname
+}
+
+fn change(
+    spec: &TrafficSpec,
+    action: ChangeAction,
+    rrs: ResourceRecordSet,
+) -> Result<Change, TrafficError> {
+    Change::builder()
+        .action(action)
+        .resource_record_set(rrs)
+        .build()
+        .map_err(|e| refused(spec, e))
+}
+
+fn simple_record(
+    spec: &TrafficSpec,
+    r: &ReplacedRecord,
+) -> Result<ResourceRecordSet, TrafficError> {
+    ResourceRecordSet::builder()
+        .name(fqdn(&spec.record_name))
+        .r#type(RrType::Cname)
+        .ttl(i64::from(r.ttl))
+        .resource_records(
+            ResourceRecord::builder()
+                .value(&r.value)
+                .build()
+                .map_err(|e| refused(spec, e))?,
+        )
+        .build()
+        .map_err(|e| refused(spec, e))
+}
+
 fn record(
     spec: &TrafficSpec,
     id: &str,
@@ -142,30 +187,22 @@ impl TrafficRouter for Route53Router {
                 reason: "both weights 0 would split traffic evenly".into(),
             });
         }
-        let change = |rrs| {
-            Change::builder()
-                .action(ChangeAction::Upsert)
-                .resource_record_set(rrs)
-                .build()
-                .map_err(|e| TrafficError::Refused {
-                    name: spec.record_name.clone(),
-                    reason: e.to_string(),
-                })
-        };
-        let batch = ChangeBatch::builder()
-            .comment("ferry: traffic weights")
-            .changes(change(record(
+        // The simple CNAME goes in the batch that writes the pair, deleted exactly as listed.
+        let mut batch = ChangeBatch::builder().comment("ferry: traffic weights");
+        for r in self.records(spec).await?.into_iter().filter(simple_cname) {
+            batch = batch.changes(change(spec, ChangeAction::Delete, r)?);
+        }
+        let batch = batch
+            .changes(change(
                 spec,
-                HEROKU_ID,
-                &spec.heroku_target,
-                weights.heroku,
-            )?)?)
-            .changes(change(record(
+                ChangeAction::Upsert,
+                record(spec, HEROKU_ID, &spec.heroku_target, weights.heroku)?,
+            )?)
+            .changes(change(
                 spec,
-                AWS_ID,
-                &spec.aws_target,
-                weights.aws,
-            )?)?)
+                ChangeAction::Upsert,
+                record(spec, AWS_ID, &spec.aws_target, weights.aws)?,
+            )?)
             .build()
             .map_err(|e| refused(spec, e))?;
         self.submit(spec, batch).await
@@ -184,29 +221,73 @@ impl TrafficRouter for Route53Router {
         let Some(existing) = self.record_of(spec, HEROKU_ID).await? else {
             return Ok(false);
         };
-        let change = Change::builder()
-            .action(ChangeAction::Delete)
-            .resource_record_set(existing)
-            .build()
-            .map_err(|e| refused(spec, e))?;
         let batch = ChangeBatch::builder()
             .comment("ferry: retire the Heroku record")
-            .changes(change)
+            .changes(change(spec, ChangeAction::Delete, existing)?)
             .build()
             .map_err(|e| refused(spec, e))?;
         self.submit(spec, batch).await?;
         Ok(true)
     }
 
-    async fn replaced_ttl(&self, spec: &TrafficSpec) -> Result<Option<u32>, TrafficError> {
-        Ok(self
+    async fn inspect(&self, spec: &TrafficSpec) -> Result<NameState, TrafficError> {
+        let zone = self
+            .client
+            .get_hosted_zone()
+            .id(zone_id(spec))
+            .send()
+            .await
+            .map_err(|e| classify(spec, e))?;
+        let zone_name = zone
+            .hosted_zone()
+            .map(|z| z.name().to_string())
+            .unwrap_or_default();
+        let others = self
             .records(spec)
             .await?
             .iter()
-            .filter(|r| !matches!(r.set_identifier(), Some(HEROKU_ID | AWS_ID)))
-            .filter_map(|r| r.ttl())
-            .map(|t| t.clamp(0, i64::from(u32::MAX)) as u32)
-            .max())
+            .filter(|r| !ours(r))
+            .map(|r| OtherRecord {
+                rtype: r.r#type().as_str().to_string(),
+                set_identifier: r.set_identifier().map(str::to_string),
+                ttl: r.ttl().map(|t| t.clamp(0, i64::from(u32::MAX)) as u32),
+                values: match r.alias_target() {
+                    Some(alias) => vec![alias.dns_name().to_string()],
+                    None => r
+                        .resource_records()
+                        .iter()
+                        .map(|v| v.value().to_string())
+                        .collect(),
+                },
+            })
+            .collect();
+        Ok(NameState { zone_name, others })
+    }
+
+    async fn restore(
+        &self,
+        spec: &TrafficSpec,
+        replaced: &ReplacedRecord,
+    ) -> Result<bool, TrafficError> {
+        let pair: Vec<ResourceRecordSet> =
+            self.records(spec).await?.into_iter().filter(ours).collect();
+        if pair.is_empty() {
+            return Ok(false);
+        }
+        let mut batch = ChangeBatch::builder().comment("ferry: restore the replaced record");
+        for r in pair {
+            batch = batch.changes(change(spec, ChangeAction::Delete, r)?);
+        }
+        let batch = batch
+            .changes(change(
+                spec,
+                ChangeAction::Create,
+                simple_record(spec, replaced)?,
+            )?)
+            .build()
+            .map_err(|e| refused(spec, e))?;
+        self.submit(spec, batch).await?;
+        Ok(true)
     }
 
     async fn weights(&self, spec: &TrafficSpec) -> Result<Option<Weights>, TrafficError> {

@@ -3,6 +3,7 @@
 //! never writes both as zero.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::{errors::StepErrorName, spec::TrafficSpec};
 
@@ -35,6 +36,93 @@ impl Weights {
         match self.heroku + self.aws {
             0 => 50.0,
             sum => 100.0 * f64::from(self.aws) / f64::from(sum),
+        }
+    }
+}
+
+/// A record set at `traffic.record_name` that is not Ferry's pair, as Route 53 lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherRecord {
+    /// `CNAME`, `A`, `AAAA`, `TXT`, …
+    pub rtype: String,
+    /// Set when the record set is weighted, latency-based, failover, … (not a simple record).
+    pub set_identifier: Option<String>,
+    /// Its TTL (none for an alias).
+    pub ttl: Option<u32>,
+    /// Its values (the alias target's DNS name for an alias).
+    pub values: Vec<String>,
+}
+
+/// What is at `traffic.record_name` before Ferry writes its weighted pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameState {
+    /// The hosted zone's own name (its apex).
+    pub zone_name: String,
+    /// Every record set of the name that is not Ferry's pair.
+    pub others: Vec<OtherRecord>,
+}
+
+/// The simple CNAME the weighted pair replaces, as it was: the first move deletes it in the
+/// same change batch that creates the pair (Route 53 refuses a weighted set beside a simple one
+/// of the same name and type), and a rollback puts it back the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedRecord {
+    /// Where it pointed.
+    pub value: String,
+    /// Its TTL, in seconds.
+    pub ttl: u32,
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+impl NameState {
+    /// What Route 53 would refuse, or what would change the app's routing unasked, as
+    /// blockers that name the field and the fix; otherwise the simple CNAME the pair replaces
+    /// (`None`: a new name, nothing to replace).
+    pub fn plan(&self, spec: &TrafficSpec) -> Result<Option<ReplacedRecord>, Vec<String>> {
+        let name = &spec.record_name;
+        let mut problems = Vec::new();
+        if same_name(name, &self.zone_name) {
+            problems.push(format!(
+                "traffic.record_name: {name} is the apex of its hosted zone; Route 53 allows no CNAME there, so no weighted CNAME pair. Fix: shift a subdomain (www.{name}) and redirect the apex to it, then name that subdomain here"
+            ));
+        }
+        let mut replaced = None;
+        for other in &self.others {
+            let values = other.values.join(", ");
+            if other.rtype != "CNAME" {
+                problems.push(format!(
+                    "traffic.record_name: {name} has a {} record ({values}); a CNAME cannot sit beside another record of the same name. Fix: replace it with a CNAME to traffic.heroku_target ({}) before the migration",
+                    other.rtype, spec.heroku_target
+                ));
+            } else if let Some(id) = &other.set_identifier {
+                problems.push(format!(
+                    "traffic.record_name: {name} already has a routing record set (set identifier {id}, to {values}); Ferry writes its own weighted pair. Fix: replace the routing records with one simple CNAME to traffic.heroku_target ({})",
+                    spec.heroku_target
+                ));
+            } else if !other
+                .values
+                .iter()
+                .all(|v| same_name(v, &spec.heroku_target))
+            {
+                problems.push(format!(
+                    "traffic.record_name: {name} points at {values}, not at traffic.heroku_target ({}); the pair would send Heroku's share elsewhere than today. Fix: set traffic.heroku_target to {values}, or point the record at Heroku first",
+                    spec.heroku_target
+                ));
+            } else {
+                replaced = Some(ReplacedRecord {
+                    value: other.values.first().cloned().unwrap_or_default(),
+                    ttl: other.ttl.unwrap_or(spec.ttl_seconds),
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(replaced)
+        } else {
+            Err(problems)
         }
     }
 }
@@ -76,7 +164,8 @@ impl StepErrorName for TrafficError {
 /// The weighted pair in the spec's hosted zone.
 #[async_trait]
 pub trait TrafficRouter: Send + Sync {
-    /// Writes both records (one change batch, so they change together).
+    /// Writes both records (one change batch, so they change together). The first write
+    /// deletes the simple CNAME of the same name in that batch.
     async fn set_weights(
         &self,
         traffic: &TrafficSpec,
@@ -90,9 +179,17 @@ pub trait TrafficRouter: Send + Sync {
     /// answers alone. `false` if there was no Heroku record (a retry).
     async fn retire_heroku(&self, traffic: &TrafficSpec) -> Result<bool, TrafficError>;
 
-    /// The longest TTL of the records at the name that are not Ferry's pair (the record being
-    /// replaced): resolvers may keep sending users to Heroku that long after a move.
-    async fn replaced_ttl(&self, traffic: &TrafficSpec) -> Result<Option<u32>, TrafficError>;
+    /// What is at the name besides Ferry's pair, and the zone's apex: preflight judges it with
+    /// [`NameState::plan`].
+    async fn inspect(&self, traffic: &TrafficSpec) -> Result<NameState, TrafficError>;
+
+    /// Rollback: the pair deleted and `replaced` created again, in one change batch. `false`
+    /// when there was no pair (nothing to undo, or a retry).
+    async fn restore(
+        &self,
+        traffic: &TrafficSpec,
+        replaced: &ReplacedRecord,
+    ) -> Result<bool, TrafficError>;
 }
 
 #[cfg(test)]
@@ -120,5 +217,78 @@ mod tests {
         // Both zero: Route 53 splits evenly, which is why Ferry never writes that.
         assert_eq!(Weights { heroku: 0, aws: 0 }.aws_share_percent(), 50.0);
         assert_eq!(Weights { heroku: 3, aws: 1 }.aws_share_percent(), 25.0);
+    }
+
+    fn traffic() -> TrafficSpec {
+        serde_json::from_value(serde_json::json!({
+            "hosted_zone_id": "Z0123456789ABCDEFGHIJ",
+            "record_name": "app.acme.example",
+            "heroku_target": "acme-prod-123.herokudns.com",
+            "aws_target": "acme-alb-1.us-east-1.elb.amazonaws.com",
+            "health": {"url": "https://aws.acme.example/healthz"}
+        }))
+        .expect("traffic spec")
+    }
+
+    fn cname(value: &str, ttl: u32) -> OtherRecord {
+        OtherRecord {
+            rtype: "CNAME".into(),
+            set_identifier: None,
+            ttl: Some(ttl),
+            values: vec![value.into()],
+        }
+    }
+
+    #[test]
+    fn a_simple_cname_to_heroku_is_the_record_replaced() {
+        let t = traffic();
+        let state = NameState {
+            zone_name: "acme.example.".into(),
+            others: vec![cname(&format!("{}.", t.heroku_target.to_uppercase()), 3600)],
+        };
+        assert_eq!(
+            state.plan(&t),
+            Ok(Some(ReplacedRecord {
+                value: format!("{}.", t.heroku_target.to_uppercase()),
+                ttl: 3600
+            }))
+        );
+        let fresh = NameState {
+            zone_name: "acme.example.".into(),
+            others: vec![],
+        };
+        assert_eq!(fresh.plan(&t), Ok(None), "a new name replaces nothing");
+    }
+
+    #[test]
+    fn what_route53_refuses_is_a_blocker_naming_the_field_and_the_fix() {
+        let mut t = traffic();
+        let refused = |state: NameState, t: &TrafficSpec, needle: &str| {
+            let problems = state.plan(t).expect_err("refused");
+            assert!(
+                problems
+                    .iter()
+                    .all(|p| p.starts_with("traffic.record_name: ") && p.contains("Fix: ")),
+                "{problems:?}"
+            );
+            assert!(problems.iter().any(|p| p.contains(needle)), "{problems:?}");
+        };
+        let zone = |others| NameState {
+            zone_name: "acme.example.".into(),
+            others,
+        };
+        let mut a = cname("203.0.113.9", 60);
+        a.rtype = "A".into();
+        refused(zone(vec![a]), &t, "has a A record");
+        let mut weighted = cname(&t.heroku_target, 60);
+        weighted.set_identifier = Some("blue".into());
+        refused(zone(vec![weighted]), &t, "set identifier blue");
+        refused(
+            zone(vec![cname("acme.cdn.example", 60)]),
+            &t,
+            "points at acme.cdn.example",
+        );
+        t.record_name = "Acme.Example".into();
+        refused(zone(vec![]), &t, "is the apex");
     }
 }

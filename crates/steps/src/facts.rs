@@ -35,6 +35,9 @@ pub const REPORT: &str = "report";
 pub struct DnsFact {
     /// The longest TTL of the records at `traffic.record_name` that are not Ferry's pair.
     pub replaced_ttl_seconds: Option<u32>,
+    /// The simple CNAME the pair replaces, which a rollback puts back (`None`: a new name).
+    #[serde(default)]
+    pub replaced: Option<ferry_core::traffic::ReplacedRecord>,
 }
 
 /// The replication worker task.

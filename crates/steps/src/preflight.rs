@@ -88,13 +88,26 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     blockers.extend(check_endpoint(deps, &spec).await?);
     blockers.extend(check_email_links(deps, &spec).await?);
     blockers.extend(check_redis(deps, &spec).await?);
-    let replaced_ttl = deps.router.replaced_ttl(&spec.traffic).await?;
+    let replaced = match deps
+        .router
+        .inspect(&spec.traffic)
+        .await?
+        .plan(&spec.traffic)
+    {
+        Ok(replaced) => replaced,
+        Err(problems) => {
+            blockers.extend(problems.into_iter().map(|p| format!("- {p}")));
+            None
+        }
+    };
+    let replaced_ttl = replaced.as_ref().map(|r| r.ttl);
     facts::put_once(
         deps.store.as_ref(),
         &id,
         facts::DNS,
         &facts::DnsFact {
             replaced_ttl_seconds: replaced_ttl,
+            replaced,
         },
     )
     .await?;

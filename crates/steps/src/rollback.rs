@@ -203,25 +203,37 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     Ok(out)
 }
 
-/// Route 53 all on Heroku.
+/// Route 53 all on Heroku: the app's own record back as preflight found it (the pair deleted
+/// in the same batch), or, for a name that had none, the pair at 0 % on AWS.
 async fn traffic_back(
     deps: &Deps,
     spec: &ferry_core::MigrationSpec,
     canary_ran: bool,
     out: &mut Output,
 ) -> StepResult<()> {
-    if let Some(w) = deps.router.weights(&spec.traffic).await?
-        && w.aws > 0
-    {
-        deps.router
-            .set_weights(&spec.traffic, Weights::for_aws_percent(0))
-            .await?;
-        out.undone.push(format!(
-            "traffic back to Heroku (was {:.0}% on AWS)",
-            w.aws_share_percent()
-        ));
-    } else if canary_ran {
-        out.undone.push("traffic already on Heroku".into());
+    let dns: Option<facts::DnsFact> =
+        facts::get(deps.store.as_ref(), &spec.migration_id, facts::DNS).await?;
+    let weights = deps.router.weights(&spec.traffic).await?;
+    let was = weights.map_or(0.0, |w| w.aws_share_percent());
+    match (weights, dns.and_then(|d| d.replaced)) {
+        (Some(_), Some(replaced)) => {
+            let restored = deps.router.restore(&spec.traffic, &replaced).await?;
+            if restored {
+                out.undone.push(format!(
+                    "traffic back to Heroku (was {was:.0}% on AWS): {} is its CNAME to {} again",
+                    spec.traffic.record_name, replaced.value
+                ));
+            }
+        }
+        (Some(w), None) if w.aws > 0 => {
+            deps.router
+                .set_weights(&spec.traffic, Weights::for_aws_percent(0))
+                .await?;
+            out.undone
+                .push(format!("traffic back to Heroku (was {was:.0}% on AWS)"));
+        }
+        _ if canary_ran => out.undone.push("traffic already on Heroku".into()),
+        _ => {}
     }
     Ok(())
 }

@@ -1,0 +1,138 @@
+"""What AWS refuses and the emulator forgives: the bed refuses it too.
+
+moto models the happy path of each API. A real account refuses more, and code that relies on
+the emulator's leniency fails on its first real migration. Each rule below is a few lines over
+moto, installed once when the emulator starts (moto_server.py), and each names the AWS
+documentation it follows. ARCHITECTURE.md lists them under "What the bed enforces".
+
+Route 53 (ChangeResourceRecordSets), Developer Guide "Values that you specify when you create
+or edit Amazon Route 53 records" and "Choosing between alias and non-alias records":
+- a batch is applied whole or not at all;
+- CREATE of a record set that exists, or DELETE of one that does not exist or whose values
+  (TTL, weight, records) differ from the stored ones, is refused;
+- a weighted (SetIdentifier) record set may not sit beside a simple one of the same name and
+  type ("conflicting RRSet"), and weighted sets of one name and type must all be weighted;
+- a CNAME may not sit at the zone apex, nor beside any other record type of the same name.
+"""
+
+import copy
+
+from moto.route53.exceptions import Route53ClientError
+
+
+class ChangeRefused(Route53ClientError):
+    def __init__(self, message):
+        super().__init__("InvalidChangeBatch", f"[{message}]")
+
+
+def _fqdn(name):
+    name = (name or "").lower()
+    return name if name.endswith(".") else name + "."
+
+
+def _values(rs):
+    """A record set's records as a sorted list of strings, from either form moto holds."""
+    out = []
+    for r in rs.get("ResourceRecords") or []:
+        out.append(r["Value"] if isinstance(r, dict) else r)
+    return sorted(out)
+
+
+def _key(rs):
+    return (_fqdn(rs.get("Name")), rs.get("Type"), rs.get("SetIdentifier"))
+
+
+def _same(stored, given):
+    """DELETE must name the record set exactly as stored (AWS: "the values provided do not
+    match the current values")."""
+    def norm(rs):
+        ttl = rs.get("TTL")
+        weight = rs.get("Weight")
+        return (
+            None if ttl is None else int(ttl),
+            None if weight is None else int(weight),
+            _values(rs),
+            rs.get("AliasTarget") and _fqdn(rs["AliasTarget"].get("DNSName")),
+        )
+    return norm(stored) == norm(given)
+
+
+def _stored(zone):
+    """The zone's record sets as change-batch dicts, keyed like a change."""
+    out = {}
+    for r in zone.rrsets:
+        rs = {"Name": r.name, "Type": r.type, "TTL": r.ttl, "SetIdentifier": r.set_identifier,
+              "Weight": r.weight, "ResourceRecords": list(r.records or []),
+              "AliasTarget": r.alias_target}
+        out[_key(rs)] = rs
+    return out
+
+
+def simulate(zone_name, current, changes):
+    """Applies `changes` to a copy of `current` ({key: record set}), raising ChangeRefused at
+    the first rule a real Route 53 would refuse the batch for. Returns the resulting state."""
+    state = copy.deepcopy(current)
+    for change in changes:
+        action, rs = change["Action"], change["ResourceRecordSet"]
+        key = _key(rs)
+        label = f"name='{key[0]}', type='{key[1]}', set-identifier='{key[2]}'"
+        if action == "CREATE":
+            if key in state:
+                raise ChangeRefused(f"Tried to create resource record set [{label}] but it already exists")
+            state[key] = rs
+        elif action == "UPSERT":
+            state[key] = rs
+        elif action == "DELETE":
+            if key not in state:
+                raise ChangeRefused(f"Tried to delete resource record set [{label}] but it was not found")
+            if not _same(state[key], rs):
+                raise ChangeRefused(f"Tried to delete resource record set [{label}] but the values "
+                                    "provided do not match the current values")
+            del state[key]
+    check_state(_fqdn(zone_name), state)
+    return state
+
+
+def check_state(zone_name, state):
+    by_name = {}
+    for (name, rtype, set_id) in state:
+        by_name.setdefault(name, {}).setdefault(rtype, []).append(set_id)
+    for name, types in by_name.items():
+        if "CNAME" in types and name == zone_name:
+            raise ChangeRefused(f"RRSet of type CNAME with DNS name {name} is not permitted at "
+                                f"apex in zone {zone_name}")
+        if "CNAME" in types and len(types) > 1:
+            other = sorted(t for t in types if t != "CNAME")[0]
+            raise ChangeRefused(f"RRSet of type CNAME with DNS name {name} is not permitted "
+                                f"because a conflicting RRSet of type {other} with the same "
+                                "DNS name already exists in zone " + zone_name)
+        for rtype, ids in types.items():
+            if None in ids and len(ids) > 1:
+                raise ChangeRefused(f"RRSet with DNS name {name}, type {rtype} cannot be created "
+                                    "as a non-weighted set exists with the same name and type")
+
+
+def install_route53():
+    from moto.route53.models import Route53Backend
+
+    original = Route53Backend.change_resource_record_sets
+
+    def change_resource_record_sets(self, zoneid, change_list):
+        zone = self.get_hosted_zone(zoneid)
+        simulate(zone.name, _stored(zone), change_list)
+        # Valid as a whole: apply in order. moto deletes a weighted set by its identifier
+        # alone (whatever its name): delete exactly the key instead.
+        for change in change_list:
+            if change["Action"] == "DELETE":
+                key = _key(change["ResourceRecordSet"])
+                zone.rrsets = [r for r in zone.rrsets
+                               if (_fqdn(r.name), r.type, r.set_identifier) != key]
+                zone.rr_changes.append(copy.deepcopy(change))
+            else:
+                original(self, zoneid, [change])
+
+    Route53Backend.change_resource_record_sets = change_resource_record_sets
+
+
+def install():
+    install_route53()
