@@ -13,9 +13,16 @@ or edit Amazon Route 53 records" and "Choosing between alias and non-alias recor
 - a weighted (SetIdentifier) record set may not sit beside a simple one of the same name and
   type ("conflicting RRSet"), and weighted sets of one name and type must all be weighted;
 - a CNAME may not sit at the zone apex, nor beside any other record type of the same name.
+
+Step Functions, Developer Guide "Step Functions service quotas": an execution's history holds
+at most 25,000 events; the event past that fails the execution with `States.Runtime`, which no
+`Catch` sees (`States.ALL` does not match it). The bed's limit is
+$FERRY_BED_SFN_HISTORY_LIMIT (25,000 by default), or the state machine's tag
+`ferry-bed:history-limit`, so a test reaches it in seconds on a machine of its own.
 """
 
 import copy
+import os
 
 from moto.route53.exceptions import Route53ClientError
 
@@ -134,5 +141,81 @@ def install_route53():
     Route53Backend.change_resource_record_sets = change_resource_record_sets
 
 
+class HistoryLimitExceeded(BaseException):
+    """Raised past the limit. A BaseException, so no state's error handling (Retry, Catch,
+    States.ALL) can take it: only the program's top level, which fails the execution."""
+
+
+HISTORY_TAG = "ferry-bed:history-limit"
+
+
+def _history_limit(account, region, state_machine_arn):
+    limit = int(os.environ.get("FERRY_BED_SFN_HISTORY_LIMIT") or 25000)
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+    try:
+        tags = stepfunctions_parser_backends[account][region].list_tags_for_resource(state_machine_arn)
+    except Exception:  # noqa: BLE001 - no tags readable: the default stands
+        return limit
+    for tag in next(iter(tags.values()), []) if isinstance(tags, dict) else []:
+        key = tag.get("key", tag.get("Key"))
+        if key == HISTORY_TAG:
+            limit = int(tag.get("value", tag.get("Value")))
+    return limit
+
+
+def install_stepfunctions():
+    from moto.stepfunctions.parser.api import (
+        ExecutionFailedEventDetails,
+        HistoryEventType,
+    )
+    from moto.stepfunctions.parser.asl.component.program.program import Program
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.eval.event.event_manager import EventManager
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    make_env = ExecutionWorker._get_evaluation_environment
+
+    def get_env(self):
+        env = make_env(self)
+        arn = self._evaluation_details.state_machine_details.arn
+        parts = arn.split(":")
+        env.event_manager.ferry_limit = _history_limit(parts[4], parts[3], arn)
+        return env
+
+    ExecutionWorker._get_evaluation_environment = get_env
+
+    add_event = EventManager.add_event
+
+    def limited_add_event(self, context, event_type, *args, **kwargs):
+        limit = getattr(self, "ferry_limit", None)
+        if limit is not None and not getattr(self, "ferry_over", False) \
+                and len(self._history_event_list) >= limit:
+            self.ferry_over = True
+            raise HistoryLimitExceeded(
+                f"The execution reached the maximum number of history events ({limit}).")
+        return add_event(self, context, event_type, *args, **kwargs)
+
+    EventManager.add_event = limited_add_event
+
+    eval_body = Program._eval_body
+
+    def program_eval_body(self, env):
+        try:
+            eval_body(self, env)
+        except HistoryLimitExceeded as e:
+            if env.is_frame():
+                raise
+            details = ExecutionFailedEventDetails(error="States.Runtime", cause=str(e))
+            env.set_error(error=details)
+            env.event_manager.add_event(
+                context=env.event_history_context,
+                event_type=HistoryEventType.ExecutionFailed,
+                event_details=EventDetails(executionFailedEventDetails=details),
+            )
+
+    Program._eval_body = program_eval_body
+
+
 def install():
     install_route53()
+    install_stepfunctions()

@@ -125,6 +125,12 @@ pub struct Options {
     /// Heroku Redis moves too: the logical database of the bed's Redis servers this rehearsal
     /// owns (emptied first on both).
     pub redis_db: Option<u32>,
+    /// The execution's history limit in the bed (the state machine's `ferry-bed:history-limit`
+    /// tag; AWS's 25,000 when unset).
+    pub history_limit: Option<u32>,
+    /// Seconds ECS takes to start the worker's task (Fargate provisioning and image pull: 30 to
+    /// 60 s on AWS); the status checks wait for it. The spec's stall limit grows by as much.
+    pub task_start_seconds: u32,
 }
 
 impl Default for Options {
@@ -142,6 +148,8 @@ impl Default for Options {
             parallelism: 2,
             capture: ferry_core::spec::CaptureMode::Trigger,
             redis_db: None,
+            history_limit: None,
+            task_start_seconds: 0,
         }
     }
 }
@@ -419,7 +427,7 @@ impl Rehearsal {
             "cutover": {"scale_down": ["worker"], "drain_timeout_seconds": 30, "endpoint": options.endpoint},
             "timing": {
                 "poll_seconds": 1,
-                "stall_seconds": 20,
+                "stall_seconds": 20 + options.task_start_seconds,
                 "canary_interval_seconds": options.canary_interval_seconds,
                 "rollback_window_seconds": options.rollback_window_seconds,
                 "dns_hold_seconds": options.dns_ttl_seconds
@@ -445,14 +453,20 @@ impl Rehearsal {
             });
         }
         let sfn = aws_sdk_sfn::Client::new(&aws);
-        let machine = sfn
+        let mut machine = sfn
             .create_state_machine()
             .name(format!("ferry-{id}"))
             .definition(definition())
-            .role_arn("arn:aws:iam::123456789012:role/ferry-state-machine")
-            .send()
-            .await
-            .expect("state machine");
+            .role_arn("arn:aws:iam::123456789012:role/ferry-state-machine");
+        if let Some(limit) = options.history_limit {
+            machine = machine.tags(
+                aws_sdk_sfn::types::Tag::builder()
+                    .key("ferry-bed:history-limit")
+                    .value(limit.to_string())
+                    .build(),
+            );
+        }
+        let machine = machine.send().await.expect("state machine");
         Self {
             id,
             app,
@@ -861,15 +875,26 @@ pub struct EcsRunner {
     stop: Arc<AtomicBool>,
     /// Task ARNs started, in order.
     pub started: Arc<Mutex<Vec<String>>>,
+    /// How long a task takes to start, and when each task was first seen.
+    start_delay: Duration,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl EcsRunner {
     /// Starts watching the bed's cluster for tasks of `migration_id`.
     pub fn start(migration_id: &str) -> Self {
+        Self::start_after(migration_id, Duration::ZERO)
+    }
+
+    /// As [`EcsRunner::start`], each task's process started `start_delay` after the task was
+    /// first seen (as Fargate takes time to provision a task and pull its image).
+    pub fn start_after(migration_id: &str, start_delay: Duration) -> Self {
         let runner = Self {
             procs: Arc::new(Mutex::new(HashMap::new())),
             stop: Arc::new(AtomicBool::new(false)),
             started: Arc::new(Mutex::new(Vec::new())),
+            start_delay,
+            seen: Arc::new(Mutex::new(HashMap::new())),
         };
         let r = runner.clone();
         let id = migration_id.to_string();
@@ -922,8 +947,15 @@ impl EcsRunner {
                 t.last_status(),
                 Some("STOPPED" | "STOPPING" | "DEPROVISIONING")
             );
+            let first_seen = *self
+                .seen
+                .lock()
+                .expect("seen")
+                .entry(arn.clone())
+                .or_insert_with(Instant::now);
             let mut procs = self.procs.lock().expect("procs");
             match procs.get_mut(&arn) {
+                None if !stopped && first_seen.elapsed() < self.start_delay => {}
                 None if !stopped => {
                     // As ECS runs it: with the task role's credentials.
                     let child = Command::new(workspace_bin("ferry-worker"))

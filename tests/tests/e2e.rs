@@ -36,7 +36,10 @@ struct World {
 impl World {
     async fn new(options: Options) -> Self {
         let r = Rehearsal::new(&options).await;
-        let runner = EcsRunner::start(&r.id);
+        let runner = EcsRunner::start_after(
+            &r.id,
+            Duration::from_secs(u64::from(options.task_start_seconds)),
+        );
         let scheduler = Scheduler::start(&r.id);
         let app = App::start(&r, options.writes_per_second, options.reads_per_second);
         let approver = Approver::new(&r);
@@ -228,6 +231,26 @@ async fn happy_path_moves_the_app_with_no_lost_write() {
         assert_eq!(capture_leftovers(&c).await, 0);
     }
     assert!(w.r.store.app_lock(&w.r.app).await.expect("lock").is_none());
+    assert_eq!(
+        w.r.store.migration(&w.r.id).await.expect("rec").phase,
+        Phase::Completed
+    );
+}
+
+/// A catch-up that spans many polls (here the worker's task takes 25 s to start, polled every
+/// second) costs the execution one loop turn per status invocation, not one per poll: under a
+/// history limit of 150 events (the happy path takes about 81), the migration completes. The
+/// loop as it was (one check per turn) passed the limit while it waited and failed the
+/// execution with States.Runtime, no rollback run.
+#[tokio::test]
+async fn a_long_catch_up_fits_the_execution_history() {
+    let w = World::migrated(Options {
+        history_limit: Some(150),
+        task_start_seconds: 25,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
     assert_eq!(
         w.r.store.migration(&w.r.id).await.expect("rec").phase,
         Phase::Completed

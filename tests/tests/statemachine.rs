@@ -141,3 +141,31 @@ fn every_function_substitution_names_a_function_crate() {
         );
     }
 }
+
+/// `ferry validate`'s arithmetic (`ferry_core::spec::limits`) uses the state machine's own
+/// timeout, and every wait loop's status task long-polls, so a turn costs the history one
+/// status invocation rather than one poll.
+#[test]
+fn the_execution_limits_validate_checks_are_the_state_machines() {
+    let asl = asl();
+    assert_eq!(
+        asl["TimeoutSeconds"].as_u64(),
+        Some(ferry_core::spec::limits::EXECUTION_TIMEOUT_SECONDS)
+    );
+    let states = asl["States"].as_object().expect("states");
+    let mut loops = 0;
+    for (name, state) in states {
+        if state["Type"] == "Wait" && state["SecondsPath"] == "$.preflight.timing.poll_seconds" {
+            loops += 1;
+            let status = &states[state["Next"].as_str().expect("next")];
+            assert_eq!(
+                status["Parameters"]["wait_seconds.$"], "$.preflight.timing.status_wait_seconds",
+                "{name} loops back to a status task that does not long-poll"
+            );
+        }
+    }
+    assert_eq!(
+        loops, 3,
+        "the catch-up, cutover catch-up and exact-check loops"
+    );
+}

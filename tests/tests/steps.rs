@@ -446,18 +446,21 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     let target_admin = e.db.target_url().connect().await.expect("target");
     assert!(frozen(&target_admin, &roles.target).await);
     let mut worker = spawn_worker(&id, &store_table(&e));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        let s = replication::status(deps, mref(&id)).await.expect("status");
-        if s.ready {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replication did not catch up: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // One invocation long-polls (every poll_seconds) until the worker is ready: the worker
+    // was just spawned, so a single check would answer "not ready".
+    let status = replication::status(
+        deps,
+        replication::StatusInput {
+            wait_seconds: Some(120),
+            ..mref(&id).into()
+        },
+    )
+    .await
+    .expect("status");
+    assert!(
+        status.ready,
+        "replication did not catch up in one long poll: {status:?}"
+    );
     assert_eq!(status.tables_done, status.tables_total);
     assert_eq!(status.rows_copied, 5000);
 
@@ -1441,6 +1444,7 @@ async fn exact_check_done(deps: &Deps, id: &str) -> ferry_core::state::DrainChec
                 migration_id: id.to_string(),
                 since: None,
                 exact_check: true,
+                wait_seconds: None,
             },
         )
         .await

@@ -29,6 +29,9 @@ pub struct Input {
 pub struct Timing {
     /// Between replication status checks.
     pub poll_seconds: u32,
+    /// How long one status invocation waits for the worker to be ready (it checks every
+    /// `poll_seconds`), so a long catch-up costs few history events.
+    pub status_wait_seconds: u32,
     /// Approval gates wait this long.
     pub approval_timeout_seconds: u64,
     /// The canary task waits this long for its last tick (steps × interval, doubled).
@@ -236,6 +239,7 @@ pub fn timing(spec: &MigrationSpec, replaced_ttl: Option<u32>) -> Timing {
         .unwrap_or(u64::from(spec.traffic.step_interval_minutes) * 60);
     Timing {
         poll_seconds: spec.timing.poll_seconds,
+        status_wait_seconds: ferry_core::spec::limits::STATUS_WAIT_SECONDS,
         approval_timeout_seconds: u64::from(spec.timing.approval_timeout_hours) * 3600,
         canary_timeout_seconds: (spec.traffic.steps.len() as u64 + 1) * interval * 2
             + 300

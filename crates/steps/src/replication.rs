@@ -17,6 +17,10 @@ use crate::{
 /// Restarts of a dead worker before the migration fails.
 pub const MAX_RESTARTS: u32 = 3;
 
+/// The longest a status check waits for the worker in one invocation: well inside the
+/// function's 15-minute timeout, with room for the last check.
+pub const STATUS_WAIT_MAX_SECONDS: u32 = ferry_core::spec::limits::STATUS_WAIT_SECONDS;
+
 /// Output of the start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Started {
@@ -154,6 +158,11 @@ pub struct StatusInput {
     /// has ended (or was not run), which the rollback-window gate then reports.
     #[serde(default)]
     pub exact_check: bool,
+    /// Keep checking, every `timing.poll_seconds`, for up to this many seconds until `ready`
+    /// (the state machine passes `timing.status_wait_seconds`). A long catch-up then costs
+    /// the execution one loop turn — about nine history events — per wait, not per poll.
+    #[serde(default)]
+    pub wait_seconds: Option<u32>,
 }
 
 impl From<MigrationRef> for StatusInput {
@@ -162,12 +171,37 @@ impl From<MigrationRef> for StatusInput {
             migration_id: r.migration_id,
             since: None,
             exact_check: false,
+            wait_seconds: None,
         }
     }
 }
 
+/// The worker's status, checked every `timing.poll_seconds` until it is ready or
+/// `input.wait_seconds` have passed (at most [`STATUS_WAIT_MAX_SECONDS`]); errors at once.
 pub async fn status(deps: &Deps, input: impl Into<StatusInput>) -> StepResult<Status> {
     let input: StatusInput = input.into();
+    let wait = std::time::Duration::from_secs(u64::from(
+        input.wait_seconds.unwrap_or(0).min(STATUS_WAIT_MAX_SECONDS),
+    ));
+    let poll = if wait.is_zero() {
+        wait
+    } else {
+        let spec = deps.record(&input.migration_id).await?.spec;
+        std::time::Duration::from_secs(u64::from(spec.timing.poll_seconds))
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let out = status_once(deps, &input).await?;
+        if out.ready || started.elapsed() + poll > wait {
+            return Ok(out);
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// One check of the worker's status: a dead worker restarted, a blocked one or a catch-up past
+/// its limit an error.
+async fn status_once(deps: &Deps, input: &StatusInput) -> StepResult<Status> {
     let id = &input.migration_id;
     crate::abort::check(deps, id).await?;
     let rec = deps.record(id).await?;

@@ -5,6 +5,7 @@
 //! (unknown fields, wrong types, missing fields) against the JSON Schema generated from these
 //! types, then the rules that a schema cannot say (weights increase, ARNs are well formed…).
 
+pub mod limits;
 mod rules;
 mod shape;
 

@@ -704,6 +704,9 @@ fn cross(spec: &MigrationSpec, out: &mut Vec<Problem>) {
         (EndpointMode::Redeploy, None) => {}
     }
     params_apart(spec, out);
+    for (path, message) in super::limits::problems(spec) {
+        out.push(Problem::new(path, message));
+    }
     if spec.source.database_url_param == spec.target.database_url_param {
         out.push(Problem::new(
             "target.database_url_param",

@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
-fn minimal() -> Value {
+pub(super) fn minimal() -> Value {
     json!({
         "migration_id": "acme-prod-1",
         "heroku": {"app": "acme-prod", "api_token_param": "/ferry/acme/heroku-token"},
