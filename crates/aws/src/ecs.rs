@@ -90,22 +90,17 @@ impl Compute for EcsCompute {
         if let Some(arn) = out.tasks().first().and_then(|t| t.task_arn()) {
             return Ok(arn.to_string());
         }
-        Err(CloudError::Refused {
-            service: Service::Ecs,
-            what: WHAT.into(),
-            reason: out
-                .failures()
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{}: {}",
-                        f.reason().unwrap_or("failure"),
-                        f.detail().unwrap_or("")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-        })
+        let failures: Vec<(String, String)> = out
+            .failures()
+            .iter()
+            .map(|f| {
+                (
+                    f.reason().unwrap_or("failure").to_string(),
+                    f.detail().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        Err(run_task_failed(WHAT, &failures))
     }
 
     async fn task(&self, task_arn: &str) -> CloudResult<Option<TaskState>> {
@@ -160,5 +155,67 @@ impl Compute for EcsCompute {
             .await
             .map_err(|e| classify(Service::Ecs, "UpdateService", e))?;
         Ok(())
+    }
+}
+
+/// RunTask answered with failures instead of a task. Fargate's "Capacity is unavailable at this
+/// time" and the other transient reasons (an agent or resource shortage, throttling) are worth
+/// a retry with backoff; anything else (a bad task definition, a missing subnet) needs a person.
+fn run_task_failed(what: &str, failures: &[(String, String)]) -> CloudError {
+    let reason = failures
+        .iter()
+        .map(|(r, d)| format!("{r}: {d}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let transient = failures.iter().any(|(r, d)| {
+        let text = format!("{r} {d}").to_ascii_lowercase();
+        [
+            "capacity is unavailable",
+            "resource:",
+            "agent",
+            "throttl",
+            "try again",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle))
+    });
+    if transient {
+        CloudError::Unavailable {
+            service: Service::Ecs,
+            source: format!("{what}: {reason}").into(),
+        }
+    } else {
+        CloudError::Refused {
+            service: Service::Ecs,
+            what: what.into(),
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use ferry_core::StepErrorName;
+
+    use super::*;
+
+    #[test]
+    fn fargate_capacity_is_retried_and_a_bad_setup_is_not() {
+        let capacity = run_task_failed(
+            "RunTask",
+            &[(
+                "Capacity is unavailable at this time. Please try again later or in a different availability zone".into(),
+                String::new(),
+            )],
+        );
+        assert_eq!(capacity.step_error_name(), "Ferry.Retryable.Ecs");
+        let memory = run_task_failed("RunTask", &[("RESOURCE:MEMORY".into(), String::new())]);
+        assert_eq!(memory.step_error_name(), "Ferry.Retryable.Ecs");
+        let missing = run_task_failed(
+            "RunTask",
+            &[("MISSING".into(), "subnet-0abc does not exist".into())],
+        );
+        assert_eq!(missing.step_error_name(), "Ferry.Blocked.Ecs");
+        assert!(missing.to_string().contains("subnet-0abc"), "{missing}");
     }
 }

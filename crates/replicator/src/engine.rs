@@ -705,17 +705,30 @@ impl Replicator {
 }
 
 /// Replica mode where the role may set `session_replication_role`, ordered mode otherwise.
+/// `has_parameter_privilege` exists from PostgreSQL 15 on: an older server is asked only
+/// whether the role is a superuser (the function's name would fail the query on 14 whatever
+/// guards it, since functions are resolved when the query is parsed).
 async fn write_mode(client: &Client) -> ReplResult<WriteMode> {
     let row = client
         .query_one(
-            "SELECT rolsuper OR (current_setting('server_version_num')::int >= 150000
-                                 AND has_parameter_privilege('session_replication_role', 'SET'))
+            "SELECT rolsuper, current_setting('server_version_num')::int >= 150000
                FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await
         .map_err(ReplError::sql("check the write side's privileges"))?;
-    Ok(if row.get(0) {
+    let (superuser, grantable): (bool, bool) = (row.get(0), row.get(1));
+    let can_set = superuser
+        || (grantable
+            && client
+                .query_one(
+                    "SELECT has_parameter_privilege('session_replication_role', 'SET')",
+                    &[],
+                )
+                .await
+                .map_err(ReplError::sql("check the write side's privileges"))?
+                .get::<_, bool>(0));
+    Ok(if can_set {
         WriteMode::Replica
     } else {
         WriteMode::Ordered
