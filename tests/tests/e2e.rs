@@ -64,6 +64,21 @@ impl World {
             .await
     }
 
+    /// Writes the app made on AWS that succeeded.
+    fn aws_writes(&self) -> usize {
+        self.app
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|r| {
+                r.side == ferry_tests::rehearsal::Side::Aws
+                    && r.kind == ferry_tests::endpoint::Kind::Write
+                    && r.result.is_ok()
+            })
+            .count()
+    }
+
     /// Ids acknowledged to the app's users that `db` does not hold.
     async fn lost_writes(&self, db: &ferry_pg::PgUrl) -> Vec<i64> {
         let acked = self.app.acked();
@@ -257,6 +272,32 @@ async fn a_long_catch_up_fits_the_execution_history() {
     );
 }
 
+/// Through the endpoint, the AWS fleet logs in on RDS as a role of the app's own, not as
+/// Ferry's (master) login: Verify grants it what the Heroku role may do and checks it before
+/// the cutover gate, so not one request fails after the cutover. Without the grants the
+/// endpoint resumed on a target where every query was "permission denied".
+#[tokio::test]
+async fn the_app_on_its_own_target_role_loses_no_request_at_cutover() {
+    let w = World::migrated(Options {
+        target_app_role: true,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
+    let log = w.r.store.audit_log(&w.r.id).await.expect("audit");
+    let grants = log
+        .iter()
+        .find(|e| e.action == "app_grants")
+        .expect("Verify granted the app's role");
+    assert!(
+        grants.detail["objects"].as_u64().unwrap_or(0) >= 2,
+        "{:?}",
+        grants.detail
+    );
+    let aws_writes = w.aws_writes();
+    assert!(aws_writes > 0, "the app wrote on AWS as its own role");
+}
+
 /// The app can write on the source again, as itself (no Ferry session options).
 async fn source_writable_for_the_app(r: &Rehearsal) {
     r.source_app
@@ -434,18 +475,7 @@ async fn rollback_in_the_window_keeps_every_write_made_on_aws() {
     // Keep writing a moment on Heroku, then stop and check.
     tokio::time::sleep(Duration::from_secs(1)).await;
     w.shutdown();
-    let aws_writes = w
-        .app
-        .log
-        .lock()
-        .expect("log")
-        .iter()
-        .filter(|r| {
-            r.side == ferry_tests::rehearsal::Side::Aws
-                && r.kind == ferry_tests::endpoint::Kind::Write
-                && r.result.is_ok()
-        })
-        .count();
+    let aws_writes = w.aws_writes();
     assert!(aws_writes > 0, "the app wrote on AWS before the rollback");
     // Back through the endpoint, then traffic to Heroku: not one request failed.
     assert_eq!(w.app.failures(), Vec::new(), "failed requests");

@@ -4,6 +4,7 @@
 pub mod catalog;
 mod connect;
 pub mod freeze;
+pub mod grants;
 pub mod preflight;
 pub mod walstream;
 

@@ -87,6 +87,14 @@ pub enum StepError {
         /// The tables, with the mismatching key ranges.
         tables: String,
     },
+    /// The role the app will log in as on the target cannot do what it does on the source.
+    #[error("the app's role {role} on the target {reason}")]
+    AppPrivileges {
+        /// The role.
+        role: String,
+        /// What is missing and what to do.
+        reason: String,
+    },
     /// The canary's health gate failed; traffic is back on Heroku.
     #[error("canary unhealthy at {aws_percent}% on AWS: {reason}; all traffic is back on Heroku")]
     CanaryUnhealthy {
@@ -212,6 +220,7 @@ impl StepErrorName for StepError {
             StepError::WorkerBlocked { .. } => "Ferry.Failed.Worker",
             StepError::CatchUpTimeout { .. } => "Ferry.Failed.CatchUpTimeout",
             StepError::VerifyMismatch { .. } => "Ferry.Failed.VerifyMismatch",
+            StepError::AppPrivileges { .. } => "Ferry.Blocked.AppPrivileges",
             StepError::CanaryUnhealthy { .. } => "Ferry.CanaryUnhealthy",
             StepError::DrainTimeout { .. } => "Ferry.Failed.DrainTimeout",
             StepError::EndpointUnavailable { .. } => "Ferry.Blocked.EndpointUnavailable",
@@ -253,6 +262,7 @@ impl StepError {
         "Ferry.Failed.Worker",
         "Ferry.Failed.CatchUpTimeout",
         "Ferry.Failed.VerifyMismatch",
+        "Ferry.Blocked.AppPrivileges",
         "Ferry.CanaryUnhealthy",
         "Ferry.Failed.DrainTimeout",
         "Ferry.Blocked.EndpointUnavailable",

@@ -8,6 +8,7 @@
 //! are set to a value rather than toggled.
 
 pub mod abort;
+pub mod app_grants;
 pub mod approval;
 pub mod canary;
 pub mod config_sync;

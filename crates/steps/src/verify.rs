@@ -75,6 +75,10 @@ pub struct Output {
     /// Redis databases verified (spec `redis`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redis: Vec<crate::verify_redis::Checked>,
+    /// Objects on which the app's own target role was granted what its Heroku role may do (0
+    /// when the app logs in as Ferry's login).
+    #[serde(default)]
+    pub app_grants: usize,
 }
 
 /// Where changes wait on the source.
@@ -198,6 +202,15 @@ pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> 
     verify::normalise_session(&source).await?;
     verify::normalise_session(&target).await?;
     let tables = catalog::tables(&source).await?;
+    let schemas: Vec<String> = tables
+        .iter()
+        .map(|t| t.schema.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let login = target_url.user().unwrap_or_default().to_string();
+    let app_grants =
+        crate::app_grants::ensure(deps, id, &source, &target, &login, &schemas).await?;
     let settle = settle.unwrap_or(Duration::from_secs(u64::from(
         spec.replication.max_lag_seconds.max(1),
     )));
@@ -257,6 +270,7 @@ pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> 
         capture: mode,
         at: Some(Utc::now()),
         redis,
+        app_grants,
     };
     record(deps, id, &out, &ledger).await?;
     Ok(out)

@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         },
         history_limit: None,
         task_start_seconds: 0,
+        target_app_role: false,
     };
     let (status, report) = rehearse(&options, &report_dir).await?;
     if status != ExecutionStatus::Succeeded || report.lost > 0 {
@@ -123,6 +124,7 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
         redis_db: None,
         history_limit: None,
         task_start_seconds: 0,
+        target_app_role: false,
     };
     let mut results: Vec<(EndpointMode, Vec<Report>)> = Vec::new();
     for (mode, n) in [
