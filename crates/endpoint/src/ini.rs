@@ -232,6 +232,18 @@ pub fn render_ini(layout: &Layout, client: &ClientLogin, backend: &BackendEntry)
         ("server_tls_sslmode", backend.sslmode.into()),
         // A held query waits this long for the pause to end before it fails.
         ("query_wait_timeout", "120".into()),
+        // Probes on client and server sockets within the 350 s an NLB or NAT gateway keeps
+        // an idle flow (ferry_pg::net's timings).
+        ("tcp_keepalive", "1".into()),
+        (
+            "tcp_keepidle",
+            ferry_pg::net::KEEPALIVE_IDLE.as_secs().to_string(),
+        ),
+        (
+            "tcp_keepintvl",
+            ferry_pg::net::KEEPALIVE_INTERVAL.as_secs().to_string(),
+        ),
+        ("tcp_keepcnt", ferry_pg::net::KEEPALIVE_RETRIES.to_string()),
         ("log_connections", "0".into()),
         ("log_disconnections", "0".into()),
     ];
@@ -311,6 +323,15 @@ mod tests {
         assert!(!ini.contains("server_tls_ca_file"));
         assert!(ini.contains("pool_mode = transaction\n"));
         assert!(ini.contains("max_prepared_statements = 200\n"));
+        // Idle flows are probed well within an NLB's or NAT gateway's 350 s.
+        for line in [
+            "tcp_keepalive = 1\n",
+            "tcp_keepidle = 60\n",
+            "tcp_keepintvl = 15\n",
+            "tcp_keepcnt = 4\n",
+        ] {
+            assert!(ini.contains(line), "{line:?} missing from {ini}");
+        }
     }
 
     #[test]

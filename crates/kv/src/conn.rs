@@ -64,6 +64,7 @@ impl Conn {
         })?
         .map_err(|e| io_err(format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
+        let _ = ferry_pg::net::keepalive(&tcp);
         let io: Box<dyn Io> = match url.tls {
             None => Box::new(tcp),
             Some(check) => {

@@ -178,6 +178,7 @@ impl Proxy {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
+                let _ = ferry_pg::net::keepalive(&tcp);
                 let (shared, tls) = (shared.clone(), tls.clone());
                 tokio::spawn(async move {
                     let io: Box<dyn Io> = match tls {

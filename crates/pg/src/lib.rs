@@ -5,6 +5,7 @@ pub mod catalog;
 mod connect;
 pub mod freeze;
 pub mod grants;
+pub mod net;
 pub mod preflight;
 pub mod walstream;
 
