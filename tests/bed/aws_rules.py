@@ -19,6 +19,10 @@ at most 25,000 events; the event past that fails the execution with `States.Runt
 `Catch` sees (`States.ALL` does not match it). The bed's limit is
 $FERRY_BED_SFN_HISTORY_LIMIT (25,000 by default), or the state machine's tag
 `ferry-bed:history-limit`, so a test reaches it in seconds on a machine of its own.
+
+CloudWatch (API Reference, DescribeAlarms, AlarmTypes: "If you omit this parameter, only
+metric alarms are returned, even if composite alarms exist that match"): composite alarms are
+listed only when AlarmTypes names them.
 """
 
 import copy
@@ -216,6 +220,44 @@ def install_stepfunctions():
     Program._eval_body = program_eval_body
 
 
+def install_cloudwatch():
+    from moto.cloudwatch.responses import CloudWatchResponse
+
+    describe = CloudWatchResponse.describe_alarms
+
+    def describe_alarms(self):
+        result = describe(self)
+        types = self._get_param("AlarmTypes", []) or ["MetricAlarm"]
+        body = getattr(result, "result", None)
+        if isinstance(body, dict):
+            if "CompositeAlarm" not in types:
+                body["CompositeAlarms"] = []
+            if "MetricAlarm" not in types:
+                body["MetricAlarms"] = []
+        return result
+
+    CloudWatchResponse.describe_alarms = describe_alarms
+
+    def put_composite_alarm(self):
+        """moto's backend holds composite alarms (an alarm with a rule) but its API does not
+        create them: the bed does, so a test can put one in the health gate."""
+        from moto.core.responses import EmptyResult
+
+        self.cloudwatch_backend.put_metric_alarm(
+            name=self._get_param("AlarmName"), namespace=None, metric_name=None,
+            comparison_operator=None, evaluation_periods=None, period=None, threshold=None,
+            statistic=None, description=self._get_param("AlarmDescription"), dimensions=[],
+            alarm_actions=self._get_param("AlarmActions", []),
+            ok_actions=self._get_param("OKActions", []),
+            actions_enabled=self._get_param("ActionsEnabled", True),
+            rule=self._get_param("AlarmRule"),
+        )
+        return EmptyResult()
+
+    CloudWatchResponse.put_composite_alarm = put_composite_alarm
+
+
 def install():
     install_route53()
     install_stepfunctions()
+    install_cloudwatch()

@@ -66,6 +66,7 @@ def bindings(template):
     arns = {
         "StateTable": f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}",
         "FerryKey": f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/bed",
+        "ApprovalTopicKey": f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/bed-topic",
         "CanaryTickDeadLetters": f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:ferry-canary-dlq",
     }
     for name, r in template["Resources"].items():

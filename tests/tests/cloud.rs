@@ -86,11 +86,42 @@ async fn alarms_in_alarm_and_missing_alarms_are_both_reported() {
         .send()
         .await
         .expect("state");
+    // A composite alarm over the firing one, as teams build their health gate: CloudWatch
+    // lists it only when DescribeAlarms names the composite type (the bed refuses likewise).
+    let composite = unique("composite-");
+    cw.put_composite_alarm()
+        .alarm_name(&composite)
+        .alarm_rule(format!("ALARM(\"{firing}\")"))
+        .send()
+        .await
+        .expect("composite alarm");
+    cw.set_alarm_state()
+        .alarm_name(&composite)
+        .state_value(StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .expect("state");
+    let listed = cw
+        .describe_alarms()
+        .alarm_names(&composite)
+        .send()
+        .await
+        .expect("describe");
+    assert!(
+        listed.composite_alarms().is_empty(),
+        "without AlarmTypes only metric alarms are listed"
+    );
     let states = CloudWatchAlarms::new(cw)
-        .states(&[ok.clone(), firing.clone(), missing.clone()])
+        .states(&[
+            ok.clone(),
+            firing.clone(),
+            missing.clone(),
+            composite.clone(),
+        ])
         .await
         .expect("states");
-    assert_eq!(states.firing, vec![firing]);
+    assert_eq!(states.firing, vec![firing, composite]);
     assert_eq!(states.missing, vec![missing]);
 }
 

@@ -79,6 +79,38 @@ fn the_template_holds_no_secret_and_scopes_what_aws_allows() {
     assert!(tpl.contains("rule/ferry-canary-*"));
 }
 
+/// CloudWatch alarms may not publish to a topic under the AWS-managed `alias/aws/sns` key (the
+/// notification is dropped): every topic an alarm notifies is under a key of the template's
+/// whose policy lets cloudwatch.amazonaws.com use it, and every role that publishes to it may
+/// use the key too.
+#[test]
+fn alarms_notify_a_topic_whose_key_cloudwatch_may_use() {
+    let tpl = template();
+    assert!(
+        !tpl.contains("alias/aws/sns"),
+        "no topic under the AWS-managed SNS key"
+    );
+    let key = tpl
+        .split("  ApprovalTopicKey:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  ApprovalTopic:\n").next())
+        .expect("the approval topic's key");
+    assert!(key.contains("Service: cloudwatch.amazonaws.com"), "{key}");
+    assert!(key.contains("kms:GenerateDataKey*"), "{key}");
+    assert!(
+        tpl.contains(
+            "KmsMasterKeyId:\n        Ref: ApprovalTopicKey\n      DisplayName: Ferry approvals"
+        ),
+        "the topic is under ApprovalTopicKey"
+    );
+    let publishers = tpl.matches("- sns:Publish").count();
+    let key_users = tpl.matches("Fn::GetAtt: ApprovalTopicKey.Arn").count();
+    assert_eq!(
+        publishers, key_users,
+        "every publisher may use the topic's key"
+    );
+}
+
 /// The worker's Dockerfile builds the worker with the workspace's Rust, carries the PostgreSQL
 /// client tools of a recent major where the worker looks for them, and does not run as root.
 /// (No container engine here: the image itself is built by `make deploy`'s operator.)

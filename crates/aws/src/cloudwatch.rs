@@ -1,7 +1,10 @@
 //! [`Alarms`] on CloudWatch (metric and composite alarms).
 
 use async_trait::async_trait;
-use aws_sdk_cloudwatch::{Client, types::StateValue};
+use aws_sdk_cloudwatch::{
+    Client,
+    types::{AlarmType, StateValue},
+};
 use ferry_core::cloud::{AlarmStates, Alarms, CloudResult, Service};
 
 use crate::cloud::classify;
@@ -31,6 +34,10 @@ impl Alarms for CloudWatchAlarms {
                     .client
                     .describe_alarms()
                     .set_alarm_names(Some(chunk.to_vec()))
+                    // Without AlarmTypes CloudWatch lists metric alarms only: a composite
+                    // alarm named in the gate would read as missing.
+                    .alarm_types(AlarmType::MetricAlarm)
+                    .alarm_types(AlarmType::CompositeAlarm)
                     .set_next_token(token.take())
                     .send()
                     .await
