@@ -465,6 +465,8 @@ def up(args):
     major, data, port = clusters["source"]
     psql_local(major, data, port,
                f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}' NOSUPERUSER NOREPLICATION CREATEDB")
+    # As real app roles often do: a statement limit, which Ferry's own sessions override.
+    psql_local(major, data, port, f"ALTER ROLE {APP_ROLE} SET statement_timeout = '30s'")
     major, data, port = clusters["target"]
     psql_local(major, data, port, RDS_SUPERUSER_SQL.format(master=MASTER_ROLE, password=MASTER_PASSWORD))
     if int(major) >= 15:

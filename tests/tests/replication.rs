@@ -1271,3 +1271,59 @@ async fn a_streamed_batch_refused_for_a_changed_table_is_applied_once_the_target
     );
     rep.cleanup().await.expect("cleanup");
 }
+
+/// App roles often carry a `statement_timeout` and an `idle_in_transaction_session_timeout`,
+/// and Ferry logs in as the app's role on Heroku: its own sessions override both, so the copy,
+/// the apply and the comparison run however long they take. Here the app's role, in this
+/// test's database only, may run no statement longer than 1 ms.
+#[tokio::test]
+async fn a_role_timeout_cancels_none_of_ferrys_work() {
+    let db = TestDb::heroku_like("rep_tmo_").await;
+    TestDb::load(&db.source_app_url(), "coverage.sql").await;
+    TestDb::load(&db.source_app_url(), "coverage_data.sql").await;
+    let admin = Side::Source
+        .admin_url()
+        .with_dbname(db.name())
+        .connect()
+        .await
+        .expect("admin");
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {role} IN DATABASE \"{name}\" SET statement_timeout = '1ms';
+             ALTER ROLE {role} IN DATABASE \"{name}\" SET idle_in_transaction_session_timeout = '100ms';",
+            role = ferry_tests::APP_ROLE,
+            name = db.name()
+        ))
+        .await
+        .expect("role timeouts");
+    // The setting bites the app's own sessions.
+    let app = db.source_app_url().connect_as_app().await.expect("app");
+    let err = app
+        .batch_execute("SELECT pg_sleep(0.05)")
+        .await
+        .expect_err("the app's statement is cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+
+    let cfg = config(
+        db.source_app_url(),
+        db.target_url(),
+        Side::Target,
+        CaptureMode::Trigger,
+    );
+    let mut rep = Replicator::connect(cfg).await.expect("connect");
+    rep.prepare()
+        .await
+        .expect("prepare under the role's timeouts");
+    admin
+        .batch_execute("UPDATE customers SET name = name || '!' WHERE id % 7 = 0")
+        .await
+        .expect("a change to stream");
+    rep.drain(None).await.expect("drain");
+    for c in rep.verify().await.expect("verify") {
+        assert!(c.equal(), "{} differs: {:#?}", c.table, c.mismatches);
+    }
+}

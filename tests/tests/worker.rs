@@ -600,3 +600,108 @@ async fn serial_worker_pauses_on_commands_and_on_schema_changes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// One writer on the target, whatever ECS does: a worker waits for the target's writer lock
+/// (held here by the test, as a worker that has not exited yet would hold it) and writes
+/// nothing until it is free; SIGTERM, which ECS sends to stop a task, ends a worker at once
+/// and cleanly (without a handler the worker, PID 1 in its container, would go on for 30 s);
+/// the next worker then takes the lock and converges.
+#[tokio::test]
+async fn a_worker_waits_for_the_target_lock_and_exits_on_sigterm() {
+    let db = TestDb::heroku_like("wrk_fence_").await;
+    let source = db.source_app_url().connect().await.expect("source");
+    source
+        .batch_execute(
+            "CREATE TABLE notes (id bigserial PRIMARY KEY, body text);
+             INSERT INTO notes (body) SELECT 'n' || g FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .expect("seed");
+    let (store, id) = migration_for(&db).await;
+    let table = store.table().to_string();
+    let holder = db.target_url().connect().await.expect("target");
+    holder
+        .query_one(
+            "SELECT pg_advisory_lock($1)",
+            &[&ferry_replicator::fence::LOCK_KEY],
+        )
+        .await
+        .expect("hold the writer lock");
+
+    let mut first = spawn_worker(&id, &table, "fence-a");
+    // Ten heartbeats in Starting: it is alive and waiting, and has written nothing.
+    let started = wait_progress(store.as_ref(), &id, "a first heartbeat", |_| true).await;
+    let waiting = wait_progress(store.as_ref(), &id, "ten heartbeats while waiting", |p| {
+        p.seq >= started.seq + 10
+    })
+    .await;
+    assert_eq!(waiting.phase, WorkerPhase::Starting, "{waiting:?}");
+    let target = db.target_url().connect().await.expect("target");
+    let written: bool = target
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'ferry')
+                 OR to_regclass('public.notes') IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("ferry schema")
+        .get(0);
+    assert!(!written, "the waiting worker wrote on the target");
+
+    drop(holder);
+    wait_progress(
+        store.as_ref(),
+        &id,
+        "streaming once the lock is free",
+        |p| p.phase == WorkerPhase::Streaming,
+    )
+    .await;
+    let status = Command::new("kill")
+        .args(["-s", "TERM", &first.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = first.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the worker ignored SIGTERM");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(exit.success(), "SIGTERM ends the worker cleanly: {exit}");
+
+    source
+        .batch_execute("INSERT INTO notes (body) SELECT 'm' || g FROM generate_series(1, 500) g")
+        .await
+        .expect("more writes");
+    let mut second = spawn_worker(&id, &table, "fence-b");
+    wait_progress(store.as_ref(), &id, "the next worker streaming", |p| {
+        p.phase == WorkerPhase::Streaming && p.worker_id == "fence-b"
+    })
+    .await;
+    let admin = ferry_tests::Side::Source
+        .admin_url()
+        .with_dbname(db.name())
+        .connect()
+        .await
+        .expect("admin");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = target
+            .query_one("SELECT count(*) FROM notes", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if n == 2500 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the next worker did not catch up: {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_equal(&admin, &target, 0).await;
+    stop_with_cleanup(store.as_ref(), &id, &mut second).await;
+}

@@ -10,8 +10,10 @@ use crate::{PgError, catalog::quote_ident};
 /// `application_name` of every Ferry session.
 pub const APPLICATION_NAME: &str = "ferry";
 
-/// Startup options of every Ferry session: writable whatever the role's default says.
-pub const SESSION_OPTIONS: &str = "-c default_transaction_read_only=off";
+/// Startup options of every Ferry session: writable whatever the role's default says, and
+/// never cancelled by a timeout the app's role carries (a copy, a catch-up read or a
+/// comparison holding its snapshot may take hours; app roles often set seconds).
+pub const SESSION_OPTIONS: &str = "-c default_transaction_read_only=off -c statement_timeout=0 -c idle_in_transaction_session_timeout=0";
 
 async fn current_database(client: &Client) -> Result<String, PgError> {
     Ok(client

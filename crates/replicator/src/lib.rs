@@ -12,6 +12,7 @@ pub mod copy;
 pub mod drain_check;
 pub mod engine;
 mod error;
+pub mod fence;
 pub mod keys;
 mod pipe;
 pub mod postdata;

@@ -246,7 +246,37 @@ pub async fn run(store: &dyn MigrationStore, cfg: RunnerConfig) -> Result<Exit, 
     }
 }
 
+/// Waits for the target's writer lock (see [`crate::fence`]), beating meanwhile: the worker it
+/// supersedes sees the new epoch, exits and lets go. `None`: superseded while waiting.
+async fn fence(
+    beat: &mut Beat<'_>,
+    cfg: &RunnerConfig,
+) -> Result<Option<crate::fence::Fence>, RunError> {
+    let mut warned = Instant::now() - Duration::from_secs(60);
+    loop {
+        match crate::fence::try_take(&cfg.replicator.target).await? {
+            Ok(f) => return Ok(Some(f)),
+            Err(holder) => {
+                if warned.elapsed() >= Duration::from_secs(60) {
+                    tracing::warn!(%holder, "another worker holds the target; waiting for it to exit");
+                    warned = Instant::now();
+                }
+                if !beat
+                    .write(WorkerPhase::Starting, &Status::default())
+                    .await?
+                {
+                    return Ok(None);
+                }
+                tokio::time::sleep(cfg.heartbeat.min(Duration::from_secs(1))).await;
+            }
+        }
+    }
+}
+
 async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunError> {
+    let Some(_fence) = fence(beat, cfg).await? else {
+        return Ok(Exit::Superseded);
+    };
     let mut rep = Replicator::connect(cfg.replicator.clone()).await?;
     let progress = rep.copy_progress();
 

@@ -186,6 +186,7 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    exit_on_sigterm();
     let aws = ferry_aws::sdk_config().await;
     let table = match var("FERRY_STATE_TABLE") {
         Ok(t) => t,
@@ -218,6 +219,26 @@ async fn main() -> ExitCode {
         r.stop().await;
     }
     code
+}
+
+/// ECS stops a task with SIGTERM (SIGKILL 30 s later), and the worker is the container's
+/// PID 1, which has no default action for it: without a handler it would go on applying beside
+/// its successor for those 30 s. It exits at once instead: every batch commits with its
+/// position, so stopping anywhere is as safe as the kill -9 the worker tests survive, and the
+/// target's writer lock (ferry_replicator::fence) goes with the session.
+fn exit_on_sigterm() {
+    tokio::spawn(async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+                tracing::warn!(
+                    "SIGTERM: exiting now; the next worker resumes from the target's position"
+                );
+                std::process::exit(0);
+            }
+            Err(e) => tracing::error!("cannot handle SIGTERM: {e}"),
+        }
+    });
 }
 
 /// Runs the database replication until it is told to stop, restarting it in this process
