@@ -381,19 +381,29 @@ fn approvals(s: &ApprovalsSpec, path: &str, out: &mut Vec<Problem>) {
             && who
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
-        let email = who
-            .split_once('@')
-            .is_some_and(|(u, d)| !u.is_empty() && d.contains('.') && !d.contains('@'));
+        // A domain of two or more non-empty labels (`x@.` and `x@a.` are not addresses).
+        let email = who.split_once('@').is_some_and(|(u, d)| {
+            !u.is_empty()
+                && !d.contains('@')
+                && d.split('.').count() >= 2
+                && d.split('.').all(|l| !l.is_empty())
+        });
         // IAM users and roles approve from the command line (`ferry approve`).
         let iam = who.starts_with("arn:aws:iam::")
             && who
                 .split(':')
                 .nth(4)
                 .is_some_and(|a| a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()))
-            && who
-                .split(':')
-                .nth(5)
-                .is_some_and(|r| r.starts_with("user/") || r.starts_with("role/"));
+            && who.split(':').nth(5).is_some_and(|r| {
+                // A name after the type (and any path): `role/` alone names nothing.
+                (r.starts_with("user/") || r.starts_with("role/"))
+                    && r.rsplit('/').next().is_some_and(|name| {
+                        !name.is_empty()
+                            && name
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+                    })
+            });
         if who
             .chars()
             .any(|c| crate::problems::unsafe_char(c) || c.is_whitespace())
@@ -410,10 +420,19 @@ fn approvals(s: &ApprovalsSpec, path: &str, out: &mut Vec<Problem>) {
                 format!("{who:?} is neither an email address, a Slack member id (U…/W…) nor an IAM user or role ARN (arn:aws:iam::<account>:user/… or role/…)"),
             ));
         }
-        if s.approvers[..i].contains(who) {
+        // Email addresses, Slack ids and IAM names are matched without regard to case, so
+        // two spellings are one approver (who would then count twice).
+        if let Some(first) = s.approvers[..i]
+            .iter()
+            .find(|other| other.eq_ignore_ascii_case(who))
+        {
             out.push(Problem::new(
                 index(&list, i),
-                format!("{who:?} is listed twice; remove one"),
+                if first == who {
+                    format!("{who:?} is listed twice; remove one")
+                } else {
+                    format!("{who:?} is {first:?} again (case does not matter); remove one")
+                },
             ));
         }
     }
@@ -828,6 +847,18 @@ fn dns_name(name: &str, path: &str, out: &mut Vec<Problem>) -> Option<String> {
                 && l.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
+    // A top-level label is never all digits (RFC 3696 §2): `1.2` is an address fragment.
+    let numeric_tld = n
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()));
+    if numeric_tld && n.parse::<std::net::IpAddr>().is_err() {
+        out.push(Problem::new(
+            path,
+            format!("{name:?} ends in an all-digit label, which no host name has; give a fully qualified host name such as app.example.com"),
+        ));
+        return None;
+    }
     if n.parse::<std::net::IpAddr>().is_ok() {
         out.push(Problem::new(
             path,

@@ -594,3 +594,50 @@ fn the_copy_rate_limit_is_optional_and_bounded() {
         );
     }
 }
+
+/// Four specs the review found accepted: each is refused at its own path.
+#[test]
+fn an_empty_domain_a_case_twin_a_nameless_role_and_a_numeric_name_are_refused() {
+    let refused = |edit: &dyn Fn(&mut Value), path: &str, needle: &str| {
+        let mut v = minimal();
+        edit(&mut v);
+        let got = messages(&v);
+        assert!(
+            got.iter()
+                .any(|m| m.starts_with(&format!("{path}: ")) && m.contains(needle)),
+            "{path}: {got:?}"
+        );
+    };
+    refused(
+        &|v| v["approvals"]["approvers"] = json!(["x@."]),
+        "approvals.approvers[0]",
+        "neither an email address",
+    );
+    refused(
+        &|v| v["approvals"]["approvers"] = json!(["x@a."]),
+        "approvals.approvers[0]",
+        "neither an email address",
+    );
+    refused(
+        &|v| v["approvals"]["approvers"] = json!(["Ops@Acme.example", "ops@acme.example"]),
+        "approvals.approvers[1]",
+        "case does not matter",
+    );
+    refused(
+        &|v| v["approvals"]["approvers"] = json!(["arn:aws:iam::123456789012:role/"]),
+        "approvals.approvers[0]",
+        "neither an email address",
+    );
+    refused(
+        &|v| v["traffic"]["record_name"] = json!("1.2"),
+        "traffic.record_name",
+        "all-digit label",
+    );
+    // Still accepted: a role with a path, and an email under a subdomain.
+    let mut v = minimal();
+    v["approvals"]["approvers"] = json!([
+        "arn:aws:iam::123456789012:role/ops/ferry-approver",
+        "ops@mail.acme.example"
+    ]);
+    assert_eq!(messages(&v), Vec::<String>::new());
+}
