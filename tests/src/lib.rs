@@ -45,6 +45,8 @@ pub enum Side {
     Source,
     /// Plays RDS.
     Target,
+    /// Plays a Heroku Postgres of PostgreSQL 14 (Heroku still runs it).
+    Legacy,
 }
 
 impl Side {
@@ -53,6 +55,7 @@ impl Side {
         let var = match self {
             Side::Source => "FERRY_BED_SOURCE_URL",
             Side::Target => "FERRY_BED_TARGET_URL",
+            Side::Legacy => "FERRY_BED_LEGACY_URL",
         };
         PgUrl::parse(&bed_var(var)).expect("the bed's URL parses")
     }
@@ -62,6 +65,7 @@ impl Side {
         let var = match self {
             Side::Source => "FERRY_BED_SOURCE_VERSION",
             Side::Target => "FERRY_BED_TARGET_VERSION",
+            Side::Legacy => "FERRY_BED_LEGACY_VERSION",
         };
         bed_var(var).parse().expect("a whole number")
     }
@@ -74,6 +78,8 @@ pub struct TestDb {
     /// An extra database on the source cluster, used as the target of a same-version
     /// (15 → 15) migration.
     same_cluster_target: Option<String>,
+    /// The cluster the source database is on: [`Side::Source`], or [`Side::Legacy`] (14).
+    source: Side,
 }
 
 impl TestDb {
@@ -88,12 +94,22 @@ impl TestDb {
         Self::create(prefix, Some(APP_ROLE)).await
     }
 
+    /// Like [`TestDb::heroku_like`], with the source database on the bed's PostgreSQL 14
+    /// cluster.
+    pub async fn heroku_like_pg14(prefix: &str) -> Self {
+        Self::create_on(prefix, Some(APP_ROLE), Side::Legacy).await
+    }
+
     async fn create(prefix: &str, source_owner: Option<&str>) -> Self {
+        Self::create_on(prefix, source_owner, Side::Source).await
+    }
+
+    async fn create_on(prefix: &str, source_owner: Option<&str>, source: Side) -> Self {
         let name = unique(prefix);
-        for side in [Side::Source, Side::Target] {
+        for side in [source, Side::Target] {
             let admin = side.admin_url().connect().await.expect("connect as admin");
             let owner = match (side, source_owner) {
-                (Side::Source, Some(role)) => format!(" OWNER {role}"),
+                (Side::Source | Side::Legacy, Some(role)) => format!(" OWNER {role}"),
                 _ => String::new(),
             };
             admin
@@ -104,6 +120,7 @@ impl TestDb {
         Self {
             name,
             same_cluster_target: None,
+            source,
         }
     }
 
@@ -134,7 +151,11 @@ impl TestDb {
 
     /// The app role's URL of this test's source database.
     pub fn source_app_url(&self) -> PgUrl {
-        PgUrl::parse(&bed_var("FERRY_BED_SOURCE_APP_URL"))
+        let var = match self.source {
+            Side::Legacy => "FERRY_BED_LEGACY_APP_URL",
+            _ => "FERRY_BED_SOURCE_APP_URL",
+        };
+        PgUrl::parse(&bed_var(var))
             .expect("the bed's URL parses")
             .with_dbname(&self.name)
     }
@@ -158,6 +179,10 @@ impl TestDb {
 
     /// Superuser URL of this test's database on `side`.
     pub fn url(&self, side: Side) -> PgUrl {
+        let side = match side {
+            Side::Source => self.source,
+            other => other,
+        };
         side.admin_url().with_dbname(&self.name)
     }
 }
@@ -166,6 +191,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
         let extra = self.same_cluster_target.clone();
+        let source = self.source;
         // Drop runs outside async context: use a small runtime on its own thread.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -173,7 +199,7 @@ impl Drop for TestDb {
                 .build()
                 .expect("runtime");
             rt.block_on(async {
-                let mut drops = vec![(Side::Source, name.clone()), (Side::Target, name)];
+                let mut drops = vec![(source, name.clone()), (Side::Target, name)];
                 drops.extend(extra.map(|e| (Side::Source, e)));
                 for (side, db) in drops {
                     if let Ok(admin) = side.admin_url().connect().await {
