@@ -98,11 +98,12 @@ image:
 	docker build --platform $${PLATFORM:-linux/arm64} -t $${IMAGE:-ferry-worker} .
 
 ## sam-build: build every function with cargo-lambda through the SAM CLI, as deploy does
+## (--beta-features: SAM's rust-cargolambda build method is still a beta feature)
 ## (ARCH=arm64 by default, which needs the aarch64 Rust target; ARCH=x86_64 needs nothing more).
 ARCH ?= arm64
 sam-build:
 	cd infra && PATH="$(FERRY_CACHE)/venv/bin:$(FERRY_CACHE)/sam-venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
-		sam build --template-file template.yaml --parameter-overrides Architecture=$(ARCH)
+		sam build --beta-features --template-file template.yaml --parameter-overrides Architecture=$(ARCH)
 
 ## deploy: sam-build, then deploy the stack (needs an AWS account and a worker image; cannot
 ## run on the local bed). Asks for the parameters once.

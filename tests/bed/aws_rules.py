@@ -18,7 +18,10 @@ Step Functions, Developer Guide "Step Functions service quotas": an execution's 
 at most 25,000 events; the event past that fails the execution with `States.Runtime`, which no
 `Catch` sees (`States.ALL` does not match it). The bed's limit is
 $FERRY_BED_SFN_HISTORY_LIMIT (25,000 by default), or the state machine's tag
-`ferry-bed:history-limit`, so a test reaches it in seconds on a machine of its own.
+`ferry-bed:history-limit`, so a test reaches it in seconds on a machine of its own. A state's
+input or output over 256 KiB fails the execution with `States.DataLimitExceeded`, likewise
+beyond any Catch ("Step Functions service quotas": maximum input or output size for a task,
+state or execution).
 
 CloudWatch (API Reference, DescribeAlarms, AlarmTypes: "If you omit this parameter, only
 metric alarms are returned, even if composite alarms exist that match"): composite alarms are
@@ -149,6 +152,28 @@ class HistoryLimitExceeded(BaseException):
     """Raised past the limit. A BaseException, so no state's error handling (Retry, Catch,
     States.ALL) can take it: only the program's top level, which fails the execution."""
 
+    error = "States.Runtime"
+
+
+class DataLimitExceeded(HistoryLimitExceeded):
+    """A state's input or output past 256 KiB: terminal as well."""
+
+    error = "States.DataLimitExceeded"
+
+
+PAYLOAD_LIMIT = 256 * 1024
+
+
+def _payload_too_large(details):
+    """The first input or output of an event's details larger than the payload limit."""
+    for body in (details or {}).values():
+        if isinstance(body, dict):
+            for key in ("input", "output"):
+                value = body.get(key)
+                if isinstance(value, str) and len(value.encode()) > PAYLOAD_LIMIT:
+                    return key, len(value.encode())
+    return None
+
 
 HISTORY_TAG = "ferry-bed:history-limit"
 
@@ -192,11 +217,19 @@ def install_stepfunctions():
 
     def limited_add_event(self, context, event_type, *args, **kwargs):
         limit = getattr(self, "ferry_limit", None)
-        if limit is not None and not getattr(self, "ferry_over", False) \
-                and len(self._history_event_list) >= limit:
-            self.ferry_over = True
-            raise HistoryLimitExceeded(
-                f"The execution reached the maximum number of history events ({limit}).")
+        if limit is not None and not getattr(self, "ferry_over", False):
+            if len(self._history_event_list) >= limit:
+                self.ferry_over = True
+                raise HistoryLimitExceeded(
+                    f"The execution reached the maximum number of history events ({limit}).")
+            details = kwargs.get("event_details") or (args[0] if args else None)
+            # An execution's own input is refused by StartExecution itself on AWS.
+            too_large = None if str(getattr(event_type, "value", event_type)) == "ExecutionStarted" else _payload_too_large(details)
+            if too_large:
+                self.ferry_over = True
+                raise DataLimitExceeded(
+                    f"The state's {too_large[0]} has {too_large[1]} bytes, more than the "
+                    f"{PAYLOAD_LIMIT} a Step Functions payload may hold.")
         return add_event(self, context, event_type, *args, **kwargs)
 
     EventManager.add_event = limited_add_event
@@ -209,7 +242,7 @@ def install_stepfunctions():
         except HistoryLimitExceeded as e:
             if env.is_frame():
                 raise
-            details = ExecutionFailedEventDetails(error="States.Runtime", cause=str(e))
+            details = ExecutionFailedEventDetails(error=e.error, cause=str(e))
             env.set_error(error=details)
             env.event_manager.add_event(
                 context=env.event_history_context,

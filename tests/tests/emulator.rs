@@ -145,3 +145,27 @@ async fn an_execution_fails_past_its_history_limit_as_on_aws() {
     let ok = run(&client, arn, r#"{"stop": true}"#).await;
     assert_eq!(ok.status(), &ExecutionStatus::Succeeded);
 }
+
+/// A state whose output doubles its input.
+const DOUBLING: &str = r#"{
+  "StartAt": "Double",
+  "States": {
+    "Double": {"Type": "Pass", "Parameters": {"a.$": "$.big", "b.$": "$.big"}, "End": true}
+  }
+}"#;
+
+#[tokio::test]
+async fn a_state_output_past_256_kib_fails_the_execution_as_on_aws() {
+    let (client, arn) = machine(DOUBLING, None).await;
+    let big = "x".repeat(150 * 1024);
+    let failed = run(
+        &client,
+        &arn,
+        &serde_json::json!({ "big": big }).to_string(),
+    )
+    .await;
+    assert_eq!(failed.status(), &ExecutionStatus::Failed);
+    assert_eq!(failed.error(), Some("States.DataLimitExceeded"));
+    let small = run(&client, &arn, r#"{"big": "fits"}"#).await;
+    assert_eq!(small.status(), &ExecutionStatus::Succeeded);
+}
