@@ -193,42 +193,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     }
     let steps = &spec.traffic.steps;
     if fact.index + 1 >= steps.len() {
-        // Resolvers that cached an answer before the last move may still send users to
-        // Heroku: the cutover is not asked for until the longest TTL involved has passed.
-        let hold = dns_hold_seconds(deps, spec).await?;
-        if since < f64::from(hold) {
-            return Ok(Output {
-                action: "holding".into(),
-                aws_percent: fact.aws_percent,
-                rule,
-            });
-        }
-        let done = CanaryFact {
-            state: "done".into(),
-            ..fact.clone()
-        };
-        if !facts::swap(store, id, facts::CANARY, Some(&fact), &done).await? {
-            return Ok(idle(rule, fact.aws_percent));
-        }
-        deps.schedule.delete_rule(&rule).await?;
-        deps.audit(
-            id,
-            "canary",
-            "complete",
-            Outcome::Succeeded,
-            serde_json::json!({ "aws_percent": fact.aws_percent, "dns_hold_seconds": hold }),
-            Some("canary/complete".into()),
-        )
-        .await?;
-        let out = serde_json::json!({ "aws_percent": fact.aws_percent, "steps": steps.len() });
-        if let Err(e) = deps.callbacks.succeed(&fact.task_token, &out).await {
-            tracing::warn!(error = %e, "canary finished but its task is gone");
-        }
-        return Ok(Output {
-            action: "completed".into(),
-            aws_percent: fact.aws_percent,
-            rule,
-        });
+        return complete(deps, spec, fact, rule, since).await;
     }
     let next = fact.index + 1;
     let percent = steps[next];
@@ -263,6 +228,56 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     Ok(Output {
         action: "moved".into(),
         aws_percent: percent,
+        rule,
+    })
+}
+
+/// The last step reached: hold 100 % for the DNS TTL, then end the canary (rule deleted,
+/// the waiting task resumed).
+async fn complete(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    fact: CanaryFact,
+    rule: String,
+    since: f64,
+) -> StepResult<Output> {
+    let id = &spec.migration_id;
+    let store = deps.store.as_ref();
+    // Resolvers that cached an answer before the last move may still send users to
+    // Heroku: the cutover is not asked for until the longest TTL involved has passed.
+    let hold = dns_hold_seconds(deps, spec).await?;
+    if since < f64::from(hold) {
+        return Ok(Output {
+            action: "holding".into(),
+            aws_percent: fact.aws_percent,
+            rule,
+        });
+    }
+    let done = CanaryFact {
+        state: "done".into(),
+        ..fact.clone()
+    };
+    if !facts::swap(store, id, facts::CANARY, Some(&fact), &done).await? {
+        return Ok(idle(rule, fact.aws_percent));
+    }
+    deps.schedule.delete_rule(&rule).await?;
+    deps.audit(
+        id,
+        "canary",
+        "complete",
+        Outcome::Succeeded,
+        serde_json::json!({ "aws_percent": fact.aws_percent, "dns_hold_seconds": hold }),
+        Some("canary/complete".into()),
+    )
+    .await?;
+    let steps = spec.traffic.steps.len();
+    let out = serde_json::json!({ "aws_percent": fact.aws_percent, "steps": steps });
+    if let Err(e) = deps.callbacks.succeed(&fact.task_token, &out).await {
+        tracing::warn!(error = %e, "canary finished but its task is gone");
+    }
+    Ok(Output {
+        action: "completed".into(),
+        aws_percent: fact.aws_percent,
         rule,
     })
 }

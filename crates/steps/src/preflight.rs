@@ -91,72 +91,8 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     blockers.extend(check_endpoint(deps, &spec).await?);
     blockers.extend(check_email_links(deps, &spec).await?);
     blockers.extend(check_redis(deps, &spec).await?);
-    let replaced = match deps
-        .router
-        .inspect(&spec.traffic)
-        .await?
-        .plan(&spec.traffic)
-    {
-        Ok(replaced) => replaced,
-        Err(problems) => {
-            blockers.extend(problems.into_iter().map(|p| format!("- {p}")));
-            None
-        }
-    };
-    let replaced_ttl = replaced.as_ref().map(|r| r.ttl);
-    facts::put_once(
-        deps.store.as_ref(),
-        &id,
-        facts::DNS,
-        &facts::DnsFact {
-            replaced_ttl_seconds: replaced_ttl,
-            replaced,
-        },
-    )
-    .await?;
-
-    let heroku = deps.heroku(&spec).await?;
-    let app = heroku.app(&spec.heroku.app).await?;
-    let formation = heroku.formation(&spec.heroku.app).await?;
-    let addons = heroku.addons(&spec.heroku.app).await?;
-    let vars = heroku.config_vars(&spec.heroku.app).await?;
-    let domains = heroku.domains(&spec.heroku.app).await?;
-    let app_role = match vars.get("DATABASE_URL") {
-        Some(url) => ferry_pg::PgUrl::parse(url)
-            .ok()
-            .and_then(|u| u.user().map(str::to_string)),
-        None => None,
-    };
-    let app_role = match app_role {
-        Some(r) => r,
-        None => {
-            blockers.push(
-                "- heroku_database_url: the Heroku app has no usable DATABASE_URL config var. Fix: attach the Heroku Postgres database as DATABASE".into(),
-            );
-            String::new()
-        }
-    };
-    deps.audit(
-        &id,
-        "preflight",
-        "heroku_inventory",
-        Outcome::Info,
-        serde_json::json!({
-            "app": app.name,
-            "maintenance": app.maintenance,
-            "region": app.region.map(|r| r.name),
-            "formation": formation.iter().map(|f| serde_json::json!({
-                "type": f.process_type, "quantity": f.quantity, "size": f.size,
-            })).collect::<Vec<_>>(),
-            "addons": addons.iter().map(|a| serde_json::json!({
-                "service": a.addon_service.name, "plan": a.plan.name,
-            })).collect::<Vec<_>>(),
-            "config_var_names": vars.keys().collect::<Vec<_>>(),
-            "domains": domains.iter().map(|d| &d.hostname).collect::<Vec<_>>(),
-        }),
-        Some("preflight/heroku_inventory".into()),
-    )
-    .await?;
+    let replaced_ttl = check_dns(deps, &spec, &mut blockers).await?;
+    let app_role = heroku_inventory(deps, &spec, &mut blockers).await?;
     deps.audit(
         &id,
         "preflight",
@@ -227,6 +163,87 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
             .collect(),
         timing: timing(&spec, replaced_ttl),
     })
+}
+
+/// What is at the record's name: a blocker for each thing Route 53 would refuse; the record
+/// the pair replaces kept for the rollback (the `dns` fact); its TTL.
+async fn check_dns(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    blockers: &mut Vec<String>,
+) -> StepResult<Option<u32>> {
+    let replaced = match deps
+        .router
+        .inspect(&spec.traffic)
+        .await?
+        .plan(&spec.traffic)
+    {
+        Ok(replaced) => replaced,
+        Err(problems) => {
+            blockers.extend(problems.into_iter().map(|p| format!("- {p}")));
+            None
+        }
+    };
+    let replaced_ttl = replaced.as_ref().map(|r| r.ttl);
+    facts::put_once(
+        deps.store.as_ref(),
+        &spec.migration_id,
+        facts::DNS,
+        &facts::DnsFact {
+            replaced_ttl_seconds: replaced_ttl,
+            replaced,
+        },
+    )
+    .await?;
+    Ok(replaced_ttl)
+}
+
+/// The Heroku app's inventory into the audit log; the role its DATABASE_URL logs in as (a
+/// blocker when it has none).
+async fn heroku_inventory(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    blockers: &mut Vec<String>,
+) -> StepResult<String> {
+    let name = &spec.heroku.app;
+    let heroku = deps.heroku(spec).await?;
+    let app = heroku.app(name).await?;
+    let formation = heroku.formation(name).await?;
+    let addons = heroku.addons(name).await?;
+    let vars = heroku.config_vars(name).await?;
+    let domains = heroku.domains(name).await?;
+    let app_role = vars
+        .get("DATABASE_URL")
+        .and_then(|url| ferry_pg::PgUrl::parse(url).ok())
+        .and_then(|u| u.user().map(str::to_string));
+    let app_role = app_role.unwrap_or_else(|| {
+        blockers.push(
+            "- heroku_database_url: the Heroku app has no usable DATABASE_URL config var. Fix: attach the Heroku Postgres database as DATABASE".into(),
+        );
+        String::new()
+    });
+    deps.audit(
+        &spec.migration_id,
+        "preflight",
+        "heroku_inventory",
+        Outcome::Info,
+        serde_json::json!({
+            "app": app.name,
+            "maintenance": app.maintenance,
+            "region": app.region.map(|r| r.name),
+            "formation": formation.iter().map(|f| serde_json::json!({
+                "type": f.process_type, "quantity": f.quantity, "size": f.size,
+            })).collect::<Vec<_>>(),
+            "addons": addons.iter().map(|a| serde_json::json!({
+                "service": a.addon_service.name, "plan": a.plan.name,
+            })).collect::<Vec<_>>(),
+            "config_var_names": vars.keys().collect::<Vec<_>>(),
+            "domains": domains.iter().map(|d| &d.hostname).collect::<Vec<_>>(),
+        }),
+        Some("preflight/heroku_inventory".into()),
+    )
+    .await?;
+    Ok(app_role)
 }
 
 /// The waits the state machine uses, from the spec and the TTL of the record the weighted pair

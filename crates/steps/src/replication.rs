@@ -240,33 +240,10 @@ async fn status_once(deps: &Deps, input: &StatusInput) -> StepResult<Status> {
         )),
         Some(_) => None,
     };
-    let mut restarts = worker.restarts;
-    if let Some(reason) = dead_reason {
-        if worker.restarts >= MAX_RESTARTS {
-            return Err(StepError::WorkerDead(format!(
-                "{reason}; restarted {MAX_RESTARTS} times already"
-            )));
-        }
-        tracing::warn!(%reason, "worker dead; starting a new one");
-        if let Some(t) = &task
-            && !t.is_stopped()
-        {
-            deps.compute
-                .stop_task(&t.task_arn, "ferry: no heartbeat")
-                .await?;
-        }
-        deps.audit(
-            id,
-            "replication",
-            "worker_dead",
-            Outcome::Failed,
-            serde_json::json!({ "task_arn": worker.task_arn, "reason": reason }),
-            None,
-        )
-        .await?;
-        launch(deps, id, Some(worker.clone())).await?;
-        restarts += 1;
-    }
+    let restarts = match dead_reason {
+        Some(reason) => restart(deps, id, &worker, task.as_ref(), reason).await?,
+        None => worker.restarts,
+    };
 
     let elapsed_hours = catch_up_hours(worker.first_started_at, input.since, now);
     let ready = progress.as_ref().is_some_and(|p| {
@@ -311,6 +288,41 @@ async fn status_once(deps: &Deps, input: &StatusInput) -> StepResult<Status> {
         });
     }
     Ok(out)
+}
+
+/// A dead worker: its task stopped if ECS still runs it, the death audited, a new one
+/// launched; the restarts so far. Past [`MAX_RESTARTS`] the migration fails instead.
+async fn restart(
+    deps: &Deps,
+    id: &str,
+    worker: &WorkerFact,
+    task: Option<&ferry_core::cloud::TaskState>,
+    reason: String,
+) -> StepResult<u32> {
+    if worker.restarts >= MAX_RESTARTS {
+        return Err(StepError::WorkerDead(format!(
+            "{reason}; restarted {MAX_RESTARTS} times already"
+        )));
+    }
+    tracing::warn!(%reason, "worker dead; starting a new one");
+    if let Some(t) = task
+        && !t.is_stopped()
+    {
+        deps.compute
+            .stop_task(&t.task_arn, "ferry: no heartbeat")
+            .await?;
+    }
+    deps.audit(
+        id,
+        "replication",
+        "worker_dead",
+        Outcome::Failed,
+        serde_json::json!({ "task_arn": worker.task_arn, "reason": reason }),
+        None,
+    )
+    .await?;
+    launch(deps, id, Some(worker.clone())).await?;
+    Ok(worker.restarts + 1)
 }
 
 /// Whether the exact comparison of the cutover's drained freeze has ended (or none runs for
