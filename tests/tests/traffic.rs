@@ -63,35 +63,17 @@ async fn weights_are_written_as_a_pair_and_read_back() {
     );
 
     // Both records exist with their targets and the spec's TTL.
-    let sets = client
-        .list_resource_record_sets()
-        .hosted_zone_id(&traffic.hosted_zone_id)
-        .send()
-        .await
-        .expect("list");
-    let ours: Vec<(String, String, i64)> = sets
-        .resource_record_sets()
-        .iter()
-        .filter(|r| r.set_identifier().is_some())
-        .map(|r| {
+    assert_eq!(
+        ferry_tests::aws::records_at(&config, &traffic.hosted_zone_id, &traffic.record_name).await,
+        vec![
+            (Some("ferry-aws".into()), traffic.aws_target.clone(), 60),
             (
-                r.set_identifier().unwrap_or_default().to_string(),
-                r.resource_records()
-                    .first()
-                    .map(|v| v.value().to_string())
-                    .unwrap_or_default(),
-                r.ttl().unwrap_or_default(),
-            )
-        })
-        .collect();
-    assert_eq!(ours.len(), 2, "{ours:?}");
-    assert!(
-        ours.contains(&("ferry-heroku".into(), traffic.heroku_target.clone(), 60)),
-        "{ours:?}"
-    );
-    assert!(
-        ours.contains(&("ferry-aws".into(), traffic.aws_target.clone(), 60)),
-        "{ours:?}"
+                Some("ferry-heroku".into()),
+                traffic.heroku_target.clone(),
+                60
+            ),
+        ],
+        "both records with their targets and the spec's TTL"
     );
 
     let err = router

@@ -253,10 +253,12 @@ async fn fence(
     cfg: &RunnerConfig,
 ) -> Result<Option<crate::fence::Fence>, RunError> {
     let mut warned = Instant::now() - Duration::from_secs(60);
+    let mut waiter = crate::fence::Waiter::connect(&cfg.replicator.target).await?;
     loop {
-        match crate::fence::try_take(&cfg.replicator.target).await? {
+        match waiter.try_take().await? {
             Ok(f) => return Ok(Some(f)),
-            Err(holder) => {
+            Err((again, holder)) => {
+                waiter = again;
                 if warned.elapsed() >= Duration::from_secs(60) {
                     tracing::warn!(%holder, "another worker holds the target; waiting for it to exit");
                     warned = Instant::now();
