@@ -275,30 +275,38 @@ async fn fence(
     }
 }
 
+/// Prepares (schema, copy, post-data), with heartbeats from the copy counters meanwhile;
+/// `false` when a newer worker superseded this one.
+async fn prepare(
+    rep: &mut Replicator,
+    beat: &mut Beat<'_>,
+    cfg: &RunnerConfig,
+) -> Result<bool, RunError> {
+    let progress = rep.copy_progress();
+    let prepare = rep.prepare();
+    tokio::pin!(prepare);
+    let mut tick = tokio::time::interval(cfg.heartbeat);
+    loop {
+        tokio::select! {
+            r = &mut prepare => { r?; return Ok(true); }
+            _ = tick.tick() => {
+                let status = copy_status(&progress);
+                let phase = if status.tables_total == 0 { WorkerPhase::Schema } else { WorkerPhase::Copying };
+                if !beat.write(phase, &status).await? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
 async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunError> {
     let Some(_fence) = fence(beat, cfg).await? else {
         return Ok(Exit::Superseded);
     };
     let mut rep = Replicator::connect(cfg.replicator.clone()).await?;
-    let progress = rep.copy_progress();
-
-    // Prepare, with heartbeats from the copy counters meanwhile.
-    {
-        let prepare = rep.prepare();
-        tokio::pin!(prepare);
-        let mut tick = tokio::time::interval(cfg.heartbeat);
-        loop {
-            tokio::select! {
-                r = &mut prepare => { r?; break; }
-                _ = tick.tick() => {
-                    let status = copy_status(&progress);
-                    let phase = if status.tables_total == 0 { WorkerPhase::Schema } else { WorkerPhase::Copying };
-                    if !beat.write(phase, &status).await? {
-                        return Ok(Exit::Superseded);
-                    }
-                }
-            }
-        }
+    if !prepare(&mut rep, beat, cfg).await? {
+        return Ok(Exit::Superseded);
     }
 
     let mut last_command = Instant::now() - cfg.command_poll;

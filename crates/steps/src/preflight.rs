@@ -118,22 +118,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
             list: blockers.join("\n"),
         });
     }
-    // The role the app will write as on the target: the endpoint's, when it has its own.
-    let target_role = match spec
-        .endpoint
-        .as_ref()
-        .and_then(|e| e.target_url_param.as_ref())
-    {
-        Some(param) if spec.cutover.endpoint == ferry_core::spec::EndpointMode::Proxy => {
-            let url = deps.params.get(param).await?;
-            let url = ferry_pg::PgUrl::parse(&url).map_err(|e| StepError::BadParam {
-                param: param.clone(),
-                reason: e.to_string(),
-            })?;
-            role_of(&url, param)?
-        }
-        _ => role_of(&target_url, &spec.target.database_url_param)?,
-    };
+    let target_role = target_role(deps, &spec, &target_url).await?;
     facts::put_once(
         deps.store.as_ref(),
         &id,
@@ -163,6 +148,29 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
             .collect(),
         timing: timing(&spec, replaced_ttl),
     })
+}
+
+/// The role the app will write as on the target: the endpoint's, when it has its own.
+async fn target_role(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    target_url: &ferry_pg::PgUrl,
+) -> StepResult<String> {
+    match spec
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.target_url_param.as_ref())
+    {
+        Some(param) if spec.cutover.endpoint == ferry_core::spec::EndpointMode::Proxy => {
+            let url = deps.params.get(param).await?;
+            let url = ferry_pg::PgUrl::parse(&url).map_err(|e| StepError::BadParam {
+                param: param.clone(),
+                reason: e.to_string(),
+            })?;
+            role_of(&url, param)
+        }
+        _ => role_of(target_url, &spec.target.database_url_param),
+    }
 }
 
 /// What is at the record's name: a blocker for each thing Route 53 would refuse; the record
