@@ -23,13 +23,25 @@ input or output over 256 KiB fails the execution with `States.DataLimitExceeded`
 beyond any Catch ("Step Functions service quotas": maximum input or output size for a task,
 state or execution).
 
+Lambda (Developer Guide "Configure Lambda function timeout": "Lambda runs your code for a set
+amount of time before timing out ... the maximum allowed value is 900 seconds"): an invocation
+that runs past its function's Timeout (from infra/template.yaml: the Globals' 900 s or the
+function's own) ends with `Sandbox.Timedout`, "Task timed out after N seconds", which Step
+Functions reports as the task's error. A state machine tagged `ferry-bed:lambda-timeout` (seconds)
+lowers every function's timeout for its executions (`ferry-bed:lambda-timeout:<binary>` one
+function's), so a test reaches it in seconds. The bed
+answers the timeout; the function's process, which AWS would freeze, runs on in cargo lambda
+watch until it returns.
+
 CloudWatch (API Reference, DescribeAlarms, AlarmTypes: "If you omit this parameter, only
 metric alarms are returned, even if composite alarms exist that match"): composite alarms are
 listed only when AlarmTypes names them.
 """
 
 import copy
+import json
 import os
+import threading
 
 from moto.route53.exceptions import Route53ClientError
 
@@ -178,17 +190,38 @@ def _payload_too_large(details):
 HISTORY_TAG = "ferry-bed:history-limit"
 
 
-def _history_limit(account, region, state_machine_arn):
-    limit = int(os.environ.get("FERRY_BED_SFN_HISTORY_LIMIT") or 25000)
+LAMBDA_TIMEOUT_TAG = "ferry-bed:lambda-timeout"
+LAMBDA_TIMEOUT_HEADER = "x-ferry-bed-lambda-timeout"
+
+
+def _tags(account, region, state_machine_arn):
     from moto.stepfunctions.parser.models import stepfunctions_parser_backends
     try:
         tags = stepfunctions_parser_backends[account][region].list_tags_for_resource(state_machine_arn)
-    except Exception:  # noqa: BLE001 - no tags readable: the default stands
-        return limit
+    except Exception:  # noqa: BLE001 - no tags readable: the defaults stand
+        return {}
+    out = {}
     for tag in next(iter(tags.values()), []) if isinstance(tags, dict) else []:
-        key = tag.get("key", tag.get("Key"))
-        if key == HISTORY_TAG:
-            limit = int(tag.get("value", tag.get("Value")))
+        out[tag.get("key", tag.get("Key"))] = tag.get("value", tag.get("Value"))
+    return out
+
+
+def lambda_timeouts(tags):
+    """The lowered timeouts a state machine's tags ask for: `ferry-bed:lambda-timeout` for every
+    function ("*"), `ferry-bed:lambda-timeout:<binary>` for one."""
+    out = {}
+    for key, value in tags.items():
+        if key == LAMBDA_TIMEOUT_TAG:
+            out["*"] = int(value)
+        elif key.startswith(LAMBDA_TIMEOUT_TAG + ":"):
+            out[key.split(":", 2)[2]] = int(value)
+    return out or None
+
+
+def _history_limit(tags):
+    limit = int(os.environ.get("FERRY_BED_SFN_HISTORY_LIMIT") or 25000)
+    if HISTORY_TAG in tags:
+        limit = int(tags[HISTORY_TAG])
     return limit
 
 
@@ -208,7 +241,9 @@ def install_stepfunctions():
         env = make_env(self)
         arn = self._evaluation_details.state_machine_details.arn
         parts = arn.split(":")
-        env.event_manager.ferry_limit = _history_limit(parts[4], parts[3], arn)
+        tags = _tags(parts[4], parts[3], arn)
+        env.event_manager.ferry_limit = _history_limit(tags)
+        env.event_manager.ferry_lambda_timeout = lambda_timeouts(tags)
         return env
 
     ExecutionWorker._get_evaluation_environment = get_env
@@ -290,7 +325,65 @@ def install_cloudwatch():
     CloudWatchResponse.put_composite_alarm = put_composite_alarm
 
 
+def function_timeouts(template_path):
+    """Each function binary's Timeout in the SAM template (its own, else the Globals')."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # CloudFormation's short forms (!Ref, !Sub …) read as plain values.
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    with open(template_path) as f:
+        t = yaml.load(f, Loader=Loader)
+    default = ((t.get("Globals") or {}).get("Function") or {}).get("Timeout", 3)
+    out = {}
+    for res in (t.get("Resources") or {}).values():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        binary = ((res.get("Metadata") or {}).get("BuildProperties") or {}).get("Binary")
+        if binary:
+            out[binary] = int((res.get("Properties") or {}).get("Timeout", default))
+    return out, int(default)
+
+
+_invoking = threading.local()
+
+
+def install_lambda_timeouts():
+    """Carries an execution's lowered Lambda timeout (its state machine's tag) to the invoke
+    as a header; moto_server.py's invoke reads it with the template's timeouts."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import (
+        lambda_eval_utils as leu,
+    )
+
+    integration = leu.execute_lambda_function_integration
+
+    def execute(env, parameters, region, state_credentials):
+        _invoking.timeout = getattr(env.event_manager, "ferry_lambda_timeout", None)
+        try:
+            return integration(env=env, parameters=parameters, region=region,
+                               state_credentials=state_credentials)
+        finally:
+            _invoking.timeout = None
+
+    leu.execute_lambda_function_integration = execute
+    client_for = leu.boto_client_for
+
+    def boto_client_for(region, service, state_credentials=None):
+        client = client_for(region=region, service=service, state_credentials=state_credentials)
+        lowered = getattr(_invoking, "timeout", None)
+        if service == "lambda" and lowered:
+            def add_header(request, **_):
+                request.headers[LAMBDA_TIMEOUT_HEADER] = json.dumps(lowered)
+            client.meta.events.register("before-sign.lambda.Invoke", add_header)
+        return client
+
+    leu.boto_client_for = boto_client_for
+
+
 def install():
+    install_lambda_timeouts()
     install_route53()
     install_stepfunctions()
     install_cloudwatch()

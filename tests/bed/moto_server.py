@@ -17,11 +17,19 @@ from moto.server import ThreadedMotoServer
 def forward_lambda_invokes(base):
     """The emulator's Lambda invoke goes to cargo lambda watch, which runs the real function
     binaries. A function error comes back from it as HTTP 500 with {errorType, errorMessage};
-    real Lambda answers 200 with X-Amz-Function-Error, which is what Step Functions reads."""
+    real Lambda answers 200 with X-Amz-Function-Error, which is what Step Functions reads.
+    An invocation past its function's timeout (aws_rules.py) answers as Lambda does."""
+    import json
+    import socket
     import urllib.error
     import urllib.request
 
     from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    import aws_rules
+
+    template = Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
+    timeouts, default_timeout = aws_rules.function_timeouts(template)
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         name = function_name
@@ -31,12 +39,25 @@ def forward_lambda_invokes(base):
         req = urllib.request.Request(f"{base}/2015-03-31/functions/{name}/invocations",
                                      data=data, method="POST",
                                      headers={"content-type": "application/json"})
+        limit = timeouts.get(name, default_timeout)
+        lowered = json.loads((headers or {}).get(aws_rules.LAMBDA_TIMEOUT_HEADER) or "{}")
+        lowered = lowered.get(name, lowered.get("*"))
+        if lowered:
+            limit = min(limit, int(lowered))
         try:
-            with urllib.request.urlopen(req, timeout=900) as resp:
+            with urllib.request.urlopen(req, timeout=limit) as resp:
                 return resp.read()
         except urllib.error.HTTPError as e:
             response_headers["x-amz-function-error"] = "Unhandled"
             return e.read()
+        except (TimeoutError, socket.timeout, urllib.error.URLError) as e:
+            if isinstance(e, urllib.error.URLError) and not isinstance(e.reason, (TimeoutError, socket.timeout)):
+                raise
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": f"RequestId: bed Error: Task timed out after {limit:.2f} seconds",
+            }).encode()
 
     LambdaSimpleBackend.invoke = invoke
 

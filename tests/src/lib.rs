@@ -11,6 +11,7 @@ pub mod gate;
 pub mod jobs;
 pub mod rehearsal;
 pub mod sink;
+pub mod verifier;
 pub mod workload;
 
 use std::sync::Arc;

@@ -134,6 +134,13 @@ pub struct Options {
     /// Seconds ECS takes to start the worker's task (Fargate provisioning and image pull: 30 to
     /// 60 s on AWS); the status checks wait for it. The spec's stall limit grows by as much.
     pub task_start_seconds: u32,
+    /// Functions (by binary) whose timeout the bed lowers to these seconds for this
+    /// rehearsal's executions (the state machine's `ferry-bed:lambda-timeout:<binary>` tags).
+    pub lambda_timeouts: Vec<(&'static str, u32)>,
+    /// `timing.status_wait_seconds` (unset: the spec's default).
+    pub status_wait_seconds: Option<u32>,
+    /// `replication.verify_rows_per_second` (unset: unbounded).
+    pub verify_rows_per_second: Option<u32>,
 }
 
 impl Default for Options {
@@ -154,6 +161,9 @@ impl Default for Options {
             history_limit: None,
             task_start_seconds: 0,
             target_app_role: false,
+            lambda_timeouts: Vec::new(),
+            status_wait_seconds: None,
+            verify_rows_per_second: None,
         }
     }
 }
@@ -435,6 +445,14 @@ impl Rehearsal {
             }
         });
         let mut spec = spec;
+        if let Some(w) = options.status_wait_seconds {
+            spec["timing"]["status_wait_seconds"] = w.into();
+            // Short turns: a catch-up bound whose turns fit an execution's history.
+            spec["timing"]["catch_up_hours"] = 1.into();
+        }
+        if let Some(r) = options.verify_rows_per_second {
+            spec["replication"]["verify_rows_per_second"] = r.into();
+        }
         if let Some((cluster, service, _)) = &app_service {
             spec["cutover"]["ecs_services"] = serde_json::json!([format!("{cluster}/{service}")]);
         }
@@ -464,6 +482,14 @@ impl Rehearsal {
                 aws_sdk_sfn::types::Tag::builder()
                     .key("ferry-bed:history-limit")
                     .value(limit.to_string())
+                    .build(),
+            );
+        }
+        for (binary, seconds) in &options.lambda_timeouts {
+            machine = machine.tags(
+                aws_sdk_sfn::types::Tag::builder()
+                    .key(format!("ferry-bed:lambda-timeout:{binary}"))
+                    .value(seconds.to_string())
                     .build(),
             );
         }

@@ -265,10 +265,45 @@ async fn a_long_catch_up_fits_the_execution_history() {
         ..Options::default()
     })
     .await;
-    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
-    assert_eq!(
-        w.r.store.migration(&w.r.id).await.expect("rec").phase,
-        Phase::Completed
+    completed_without_a_failed_request(&w).await;
+}
+
+/// Verify compares in the worker, not in a function: here it takes longer than the Verify
+/// function may run (the bed stops it at 12 s, as Lambda stops one at its timeout), and the
+/// migration still completes. The comparison is held to 1,000 source rows a second
+/// (`replication.verify_rows_per_second`), so the 20,000-row table alone takes at least 19 s
+/// however fast the machine; each Verify invocation waits 5 s for the job and the state
+/// machine asks again. With the comparison inside the function (the old Verify), the same
+/// invocation would run the whole comparison and be stopped at 12 s.
+#[tokio::test]
+async fn a_verify_longer_than_a_functions_timeout_completes_in_the_worker() {
+    let w = World::migrated(Options {
+        lambda_timeouts: vec![("ferry-verify", 12)],
+        status_wait_seconds: Some(5),
+        verify_rows_per_second: Some(1_000),
+        ..Options::default()
+    })
+    .await;
+    completed_without_a_failed_request(&w).await;
+    let v: ferry_steps::verify::Output =
+        ferry_steps::facts::get(w.r.store.as_ref(), &w.r.id, ferry_steps::facts::VERIFY)
+            .await
+            .expect("fact")
+            .expect("Verify's figures");
+    assert!(v.source_rows >= 20_000, "{v:?}");
+    assert!(
+        v.duration_ms > 12_000,
+        "the comparison took longer than the function may run: {v:?}"
+    );
+    let job = ferry_replicator::verify_job::read(w.r.store.as_ref(), &w.r.id)
+        .await
+        .expect("job")
+        .expect("the worker's job record")
+        .1;
+    assert_eq!(job.state, ferry_replicator::verify_job::JobState::Reported);
+    assert!(
+        job.worker_id.is_some_and(|id| !id.is_empty()),
+        "the worker ran it"
     );
 }
 
@@ -296,6 +331,15 @@ async fn the_app_on_its_own_target_role_loses_no_request_at_cutover() {
     );
     let aws_writes = w.aws_writes();
     assert!(aws_writes > 0, "the app wrote on AWS as its own role");
+}
+
+/// The migration completed and the app saw no failed request.
+async fn completed_without_a_failed_request(w: &World) {
+    assert_eq!(w.app.failures(), Vec::new(), "failed requests");
+    assert_eq!(
+        w.r.store.migration(&w.r.id).await.expect("rec").phase,
+        Phase::Completed
+    );
 }
 
 /// The app can write on the source again, as itself (no Ferry session options).

@@ -1219,7 +1219,7 @@ async fn verify_fails_on_a_real_difference_and_tolerates_only_rows_in_flight() {
         .batch_execute("UPDATE accounts SET balance = 999999 WHERE id = 17")
         .await
         .expect("tamper");
-    let err = verify::run(deps, mref(&id), Some(Duration::from_millis(200)))
+    let err = ferry_tests::verifier::verify_here(deps, &id, Some(Duration::from_millis(200)))
         .await
         .expect_err("a real difference");
     assert_eq!(err.step_error_name(), "Ferry.Failed.VerifyMismatch");
@@ -1238,7 +1238,7 @@ async fn verify_fails_on_a_real_difference_and_tolerates_only_rows_in_flight() {
         .batch_execute("UPDATE accounts SET email = email WHERE id = 17")
         .await
         .expect("a captured change");
-    let out = verify::run(deps, mref(&id), Some(Duration::from_millis(200)))
+    let out = ferry_tests::verifier::verify_here(deps, &id, Some(Duration::from_millis(200)))
         .await
         .expect("in flight is tolerated");
     assert_eq!(out.in_flight, vec!["public.accounts".to_string()]);
@@ -2083,4 +2083,121 @@ async fn the_worker_syncs_redis_beside_the_database_and_records_its_progress() {
     }
     let _ = third.kill();
     let _ = third.wait();
+}
+
+/// The bed stops a function at its timeout as Lambda does (`Sandbox.Timedout`, whatever the
+/// function was doing), here the Verify step waiting for a job no worker takes: with the
+/// state machine's lowered timeout (3 s) the task fails at it; with the template's (900 s)
+/// the same invocation ends on its own, 10 s in, naming the missing worker.
+#[tokio::test]
+async fn the_bed_stops_a_function_at_its_timeout_as_lambda_does() {
+    let e = env("lto_", None).await;
+    let aws = ferry_aws::sdk_config().await;
+    // The functions run as the template's roles: they read parameters under its prefix.
+    let mut spec_json = e.spec_json.clone();
+    for side in ["source", "target"] {
+        let old = spec_json[side]["database_url_param"]
+            .as_str()
+            .expect("param")
+            .to_string();
+        let new = format!("/ferry/rehearsal/{}/{side}-url", e.id);
+        let value = e.deps.params.get(&old).await.expect("read param");
+        e.deps.params.put_secure(&new, &value).await.expect("param");
+        spec_json[side]["database_url_param"] = new.into();
+    }
+    let spec: ferry_core::MigrationSpec = serde_json::from_value(spec_json).expect("spec");
+    // The functions read the bed's state table.
+    let store = ferry_aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        bed_var("FERRY_BED_STATE_TABLE"),
+    );
+    store
+        .create_migration(&ferry_core::state::MigrationRecord::new(
+            spec,
+            chrono::Utc::now(),
+        ))
+        .await
+        .expect("record");
+    walk(
+        &store,
+        &e.id,
+        &[Phase::Preflight, Phase::ConfigSync, Phase::Replicating],
+    )
+    .await;
+    let sfn = aws_sdk_sfn::Client::new(&aws);
+    let definition = serde_json::json!({
+        "StartAt": "Verify",
+        "States": {"Verify": {
+            "Type": "Task",
+            "Resource": ferry_tests::rehearsal::function_arn("ferry-verify"),
+            "Parameters": {"migration_id": e.id, "wait_seconds": 60},
+            "End": true
+        }}
+    })
+    .to_string();
+    let run = |lowered: Option<u32>| {
+        let (sfn, definition) = (sfn.clone(), definition.clone());
+        async move {
+            let mut create = sfn
+                .create_state_machine()
+                .name(unique("ferry-lto-"))
+                .definition(definition)
+                .role_arn("arn:aws:iam::123456789012:role/ferry-test");
+            if let Some(s) = lowered {
+                create = create.tags(
+                    aws_sdk_sfn::types::Tag::builder()
+                        .key("ferry-bed:lambda-timeout:ferry-verify")
+                        .value(s.to_string())
+                        .build(),
+                );
+            }
+            let arn = create
+                .send()
+                .await
+                .expect("machine")
+                .state_machine_arn()
+                .to_string();
+            let exec = sfn
+                .start_execution()
+                .state_machine_arn(&arn)
+                .input("{}")
+                .send()
+                .await
+                .expect("start");
+            wait_for("the execution to end", 120, || async {
+                sfn.describe_execution()
+                    .execution_arn(exec.execution_arn())
+                    .send()
+                    .await
+                    .expect("describe")
+                    .status()
+                    != &ExecutionStatus::Running
+            })
+            .await;
+            sfn.describe_execution()
+                .execution_arn(exec.execution_arn())
+                .send()
+                .await
+                .expect("describe")
+        }
+    };
+    let timed_out = run(Some(3)).await;
+    assert_eq!(timed_out.status(), &ExecutionStatus::Failed);
+    assert_eq!(timed_out.error(), Some("Sandbox.Timedout"), "{timed_out:?}");
+    assert!(
+        timed_out
+            .cause()
+            .unwrap_or_default()
+            .contains("Task timed out after 3.00 seconds"),
+        "{timed_out:?}"
+    );
+    let own = run(None).await;
+    assert_eq!(own.status(), &ExecutionStatus::Failed);
+    assert_eq!(own.error(), Some("Ferry.Failed.Input"), "{own:?}");
+    assert!(
+        own.cause()
+            .unwrap_or_default()
+            .contains("no replication worker runs"),
+        "{own:?}"
+    );
 }

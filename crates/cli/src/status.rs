@@ -627,6 +627,11 @@ fn until_name(u: Until) -> String {
 /// Verify's figures and the exact comparison of the last drained freeze, one line each.
 pub async fn checks(store: &ferry_aws::DynamoStore, id: &str) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
+    if let Some((_, job)) = ferry_replicator::verify_job::read(store, id).await?
+        && let Some(line) = job.progress_line(chrono::Utc::now())
+    {
+        out.push(line);
+    }
     if let Some(v) = facts::get::<ferry_steps::verify::Output>(store, id, facts::VERIFY).await? {
         out.push(format!(
             "verify: {} tables, {} rows compared; {} key(s) rechecked, {} tolerated in flight{}; {:.1} s",

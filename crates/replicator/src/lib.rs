@@ -20,6 +20,7 @@ pub mod runner;
 pub mod schema;
 pub mod throttle;
 pub mod verify;
+pub mod verify_job;
 pub mod watch;
 
 pub use error::{ReplError, ReplResult};

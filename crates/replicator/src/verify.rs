@@ -39,7 +39,7 @@ pub async fn normalise_session(client: &Client) -> ReplResult<()> {
 }
 
 /// How a table's rows are put in buckets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum Buckets {
     /// `[min + b·step, min + (b+1)·step)` of the single integer key.
@@ -87,7 +87,7 @@ impl Buckets {
 }
 
 /// One bucket whose count or checksum differs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChunkMismatch {
     /// The bucket.
     pub bucket: i64,
@@ -310,8 +310,10 @@ pub fn diff_keys(a: &HashMap<String, String>, b: &HashMap<String, String>) -> Ve
 
 /// How to bucket `t`: about `rows_per_bucket` rows each, counted from the planner's estimate
 /// (a count only for a table never analysed: no extra scan of a big table), and for an
-/// integer key its bounds on the source (read through the key's index).
-async fn bucketing(source: &Client, t: &Table, rows_per_bucket: i64) -> ReplResult<Buckets> {
+/// integer key its bounds on the source (read through the key's index). Also returns how many
+/// buckets the plan spans (keys written past the source's bounds since land in buckets
+/// outside it, which the first and last slices take in: see [`slice_bounds`]).
+pub async fn plan(source: &Client, t: &Table, rows_per_bucket: i64) -> ReplResult<(Buckets, i64)> {
     let name = t.display_name();
     let rows = if t.estimated_rows >= 0 {
         t.estimated_rows
@@ -322,9 +324,9 @@ async fn bucketing(source: &Client, t: &Table, rows_per_bucket: i64) -> ReplResu
             .map_err(ReplError::sql(format!("count the rows of {name}")))?
             .get(0)
     };
-    let n = (rows / rows_per_bucket).clamp(1, MAX_BUCKETS);
+    let n = (rows / rows_per_bucket.max(1)).clamp(1, MAX_BUCKETS);
     let Some(key) = t.integer_key() else {
-        return Ok(Buckets::Hash { n });
+        return Ok((Buckets::Hash { n }, n));
     };
     let row = source
         .query_one(
@@ -339,37 +341,96 @@ async fn bucketing(source: &Client, t: &Table, rows_per_bucket: i64) -> ReplResu
         .map_err(ReplError::sql(format!("measure {name}")))?;
     let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
     Ok(match (min, max) {
-        (Some(min), Some(max)) => Buckets::Range {
-            key: key.to_string(),
-            min,
-            // Wide key spans: i128 so max − min cannot overflow.
-            step: ((i128::from(max) - i128::from(min)) / i128::from(n) + 1)
-                .clamp(1, i128::from(i64::MAX)) as i64,
-        },
-        _ => Buckets::Range {
-            key: key.to_string(),
-            min: 0,
-            step: i64::MAX,
-        },
+        (Some(min), Some(max)) => (
+            Buckets::Range {
+                key: key.to_string(),
+                min,
+                // Wide key spans: i128 so max − min cannot overflow.
+                step: ((i128::from(max) - i128::from(min)) / i128::from(n) + 1)
+                    .clamp(1, i128::from(i64::MAX)) as i64,
+            },
+            n,
+        ),
+        _ => (
+            Buckets::Range {
+                key: key.to_string(),
+                min: 0,
+                step: i64::MAX,
+            },
+            1,
+        ),
     })
 }
 
-async fn verify_table(
+/// The key bounds of slice `i` of `slices` over a range plan of `n` buckets: whole buckets,
+/// the first open below and the last open above (rows written outside the planned bounds
+/// belong to them). `None` for a hash plan, which is one slice.
+pub fn slice_bounds(scheme: &Buckets, n: i64, i: u32, slices: u32) -> (Option<i64>, Option<i64>) {
+    let Buckets::Range { .. } = scheme else {
+        return (None, None);
+    };
+    let slices = i64::from(slices.max(1));
+    let per = (n.max(1) + slices - 1) / slices;
+    let i = i64::from(i);
+    let lo = (i > 0).then(|| scheme.range(i * per).map_or(i64::MIN, |r| r.0));
+    let hi = (i + 1 < slices).then(|| scheme.range((i + 1) * per).map_or(i64::MAX, |r| r.0));
+    (lo, hi)
+}
+
+/// How many slices a plan of `n` buckets is read in, `buckets_per_slice` buckets each (a
+/// hash plan is read whole: its buckets are spread over the whole table).
+pub fn slice_count(scheme: &Buckets, n: i64, buckets_per_slice: i64) -> u32 {
+    match scheme {
+        Buckets::Range { .. } => ((n.max(1) + buckets_per_slice.max(1) - 1)
+            / buckets_per_slice.max(1))
+        .clamp(1, 100_000) as u32,
+        Buckets::Hash { .. } => 1,
+    }
+}
+
+/// One slice of a table compared: rows on each side and the buckets that differ.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceCheck {
+    /// Rows on the source.
+    pub source_rows: i64,
+    /// Rows on the target.
+    pub target_rows: i64,
+    /// The differing buckets.
+    pub mismatches: Vec<ChunkMismatch>,
+}
+
+/// Compares the rows of `t` with keys in `[lo, hi)` (either end open; both `None`: the whole
+/// table), bucket by bucket, reading both sides at once.
+pub async fn check_slice(
     source: &Client,
     target: &Client,
     t: &Table,
-    rows_per_bucket: i64,
-) -> ReplResult<TableCheck> {
-    let scheme = bucketing(source, t, rows_per_bucket).await?;
+    scheme: &Buckets,
+    (lo, hi): (Option<i64>, Option<i64>),
+) -> ReplResult<SliceCheck> {
     let name = t.display_name();
     let hash = format!(
         "coalesce(sum(('x' || substr({}, 1, 16))::bit(64)::bigint::numeric), 0)::text",
         row_md5(t, None)
     );
+    let mut filter = Vec::new();
+    if let Buckets::Range { key, .. } = scheme {
+        if let Some(lo) = lo {
+            filter.push(format!("{} >= {lo}", quote_ident(key)));
+        }
+        if let Some(hi) = hi {
+            filter.push(format!("{} < {hi}", quote_ident(key)));
+        }
+    }
     let sql = format!(
-        "SELECT {bucket} AS b, count(*), {hash} FROM {q} GROUP BY 1",
+        "SELECT {bucket} AS b, count(*), {hash} FROM {q}{w} GROUP BY 1",
         bucket = scheme.expr(t, None)?,
-        q = t.qualified()
+        q = t.qualified(),
+        w = if filter.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", filter.join(" AND "))
+        }
     );
     let (a, b) = tokio::try_join!(
         checksums(source, &sql, &name),
@@ -390,12 +451,28 @@ async fn verify_table(
             }
         })
         .collect();
-    Ok(TableCheck {
-        table: name,
+    Ok(SliceCheck {
         source_rows: a.values().map(|x| x.0).sum(),
         target_rows: b.values().map(|x| x.0).sum(),
-        buckets: scheme,
         mismatches,
+    })
+}
+
+/// Compares `t` whole: one slice.
+pub async fn verify_table(
+    source: &Client,
+    target: &Client,
+    t: &Table,
+    rows_per_bucket: i64,
+) -> ReplResult<TableCheck> {
+    let (scheme, _) = plan(source, t, rows_per_bucket).await?;
+    let s = check_slice(source, target, t, &scheme, (None, None)).await?;
+    Ok(TableCheck {
+        table: t.display_name(),
+        source_rows: s.source_rows,
+        target_rows: s.target_rows,
+        buckets: scheme,
+        mismatches: s.mismatches,
     })
 }
 

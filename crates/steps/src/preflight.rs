@@ -264,7 +264,7 @@ pub fn timing(spec: &MigrationSpec, replaced_ttl: Option<u32>) -> Timing {
         .unwrap_or(u64::from(spec.traffic.step_interval_minutes) * 60);
     Timing {
         poll_seconds: spec.timing.poll_seconds,
-        status_wait_seconds: ferry_core::spec::limits::STATUS_WAIT_SECONDS,
+        status_wait_seconds: spec.timing.status_wait_seconds(),
         approval_timeout_seconds: u64::from(spec.timing.approval_timeout_hours) * 3600,
         canary_timeout_seconds: (spec.traffic.steps.len() as u64 + 1) * interval * 2
             + 300

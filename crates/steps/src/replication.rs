@@ -19,7 +19,7 @@ pub const MAX_RESTARTS: u32 = 3;
 
 /// The longest a status check waits for the worker in one invocation: well inside the
 /// function's 15-minute timeout, with room for the last check.
-pub const STATUS_WAIT_MAX_SECONDS: u32 = ferry_core::spec::limits::STATUS_WAIT_SECONDS;
+pub const STATUS_WAIT_MAX_SECONDS: u32 = ferry_core::spec::limits::STATUS_WAIT_MAX_SECONDS;
 
 /// Output of the start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,13 +199,25 @@ pub async fn status(deps: &Deps, input: impl Into<StatusInput>) -> StepResult<St
     }
 }
 
-/// One check of the worker's status: a dead worker restarted, a blocked one or a catch-up past
-/// its limit an error.
-async fn status_once(deps: &Deps, input: &StatusInput) -> StepResult<Status> {
-    let id = &input.migration_id;
-    crate::abort::check(deps, id).await?;
-    let rec = deps.record(id).await?;
-    let spec = &rec.spec;
+/// The worker as the last check found it.
+pub(crate) struct Liveness {
+    /// The worker task.
+    pub worker: WorkerFact,
+    /// Its last heartbeat.
+    pub progress: Option<ferry_core::state::WorkerProgress>,
+    /// Seconds since that heartbeat.
+    pub age: Option<f64>,
+    /// Tasks started after the first died, this check's restart included.
+    pub restarts: u32,
+}
+
+/// Checks the worker: one that reported a blocking error is an error, a dead one (task
+/// stopped or gone, or no heartbeat for `timing.stall_seconds`) is restarted.
+pub(crate) async fn liveness(
+    deps: &Deps,
+    id: &str,
+    spec: &ferry_core::MigrationSpec,
+) -> StepResult<Liveness> {
     let worker: WorkerFact = facts::get(deps.store.as_ref(), id, facts::WORKER)
         .await?
         .ok_or_else(|| StepError::Input("no worker was started for this migration".into()))?;
@@ -244,7 +256,29 @@ async fn status_once(deps: &Deps, input: &StatusInput) -> StepResult<Status> {
         Some(reason) => restart(deps, id, &worker, task.as_ref(), reason).await?,
         None => worker.restarts,
     };
+    Ok(Liveness {
+        worker,
+        progress,
+        age,
+        restarts,
+    })
+}
 
+/// One check of the worker's status: a dead worker restarted, a blocked one or a catch-up past
+/// its limit an error.
+async fn status_once(deps: &Deps, input: &StatusInput) -> StepResult<Status> {
+    let id = &input.migration_id;
+    crate::abort::check(deps, id).await?;
+    let rec = deps.record(id).await?;
+    let spec = &rec.spec;
+    let Liveness {
+        worker,
+        progress,
+        age,
+        restarts,
+    } = liveness(deps, id, spec).await?;
+    let now = Utc::now();
+    let stall = f64::from(spec.timing.stall_seconds);
     let elapsed_hours = catch_up_hours(worker.first_started_at, input.since, now);
     let ready = progress.as_ref().is_some_and(|p| {
         p.phase == WorkerPhase::Streaming

@@ -1,24 +1,19 @@
 //! Step 4: compare source and target while the app writes, in either capture mode.
 //!
-//! 1. Every table is compared bucket by bucket (count and checksum per ~1,000 rows: key ranges
-//!    for one integer key, key-hash slices for any other key); differing buckets are narrowed
-//!    to the keys whose rows differ.
-//! 2. Those keys are judged in rounds. Each round first waits (bounded) until the worker has
-//!    applied everything committed before the previous round, then reads, per key, what
-//!    waits in the capture (the trigger log by key, or a temporary copy of the logical slot,
-//!    decoded for keys only: the worker's slot is never touched), the target's row, the
-//!    source's row, the target's row again, and what waits once more. A key whose source row
-//!    equals either target read has converged; a key with a change waiting is tolerated for
-//!    this round; any other key is suspect, and a key suspect in two rounds running fails
-//!    Verify, named with its table (keys only, never row values). A key that still has a
-//!    change waiting after the last round (a row the app rewrites all the time) is tolerated
-//!    and counted.
-//!
-//! The figures (tables, rows, keys rechecked and tolerated, duration) go to the output, the
-//! audit log and the `verify` fact that `ferry status` and `ferry report` read.
+//! The comparison runs in the replication worker (an ECS task: no 15-minute limit), as a job
+//! ([`ferry_replicator::verify_job`]): every table bucket by bucket in parallel sessions, the
+//! differing buckets narrowed to keys, the keys judged in rounds against what waits in the
+//! capture. This step asks for the job, grants the app's own target role what it needs,
+//! long-polls the job (at most `wait_seconds` per invocation: the state machine loops on
+//! `done`, so a comparison of hours costs a few history events), restarts a worker that died
+//! (its successor resumes the job), and reports: the figures (tables, rows, keys rechecked and
+//! tolerated, duration) go to the output, the audit log and the `verify` fact that
+//! `ferry status` and `ferry report` read; keys that differ with no change waiting fail the
+//! step, named with their table (keys only, never row values). Redis is compared here too
+//! (spec `redis`).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     time::{Duration, Instant},
 };
 
@@ -27,26 +22,50 @@ use ferry_core::{
     spec::CaptureMode,
     state::{Outcome, Phase},
 };
-use ferry_pg::catalog::{self, Table};
-use ferry_replicator::{
-    capture::{Waiting, logical, trigger},
-    verify::{self, TableCheck},
-};
+use ferry_pg::catalog;
+use ferry_replicator::verify_job::{self, Job, JobState, KeyList, Recorder, Verdicts};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Client;
 
 use crate::{Deps, MigrationRef, StepError, StepResult, facts};
 
-/// Rounds of judging (one more for keys suspect once in the last).
-const ROUNDS: u32 = 5;
-/// Changes decoded at most per look at a logical slot's backlog.
-const PEEK_LIMIT: i64 = 200_000;
-/// Keys named per table in an error and in the audit.
+/// Keys named per table in an error.
 const NAMED_KEYS: usize = 10;
+/// How often the job is read while waiting.
+const READ_EVERY: Duration = Duration::from_millis(500);
+/// How often the worker's health is checked while waiting.
+const LIVENESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Input: the migration, and how long one invocation waits for the worker's job (the state
+/// machine passes `timing.status_wait_seconds`; unset: the most a status wait may take).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyInput {
+    /// The migration.
+    pub migration_id: String,
+    /// Seconds to wait for the job in this invocation.
+    #[serde(default)]
+    pub wait_seconds: Option<u32>,
+}
+
+impl From<MigrationRef> for VerifyInput {
+    fn from(m: MigrationRef) -> Self {
+        Self {
+            migration_id: m.migration_id,
+            wait_seconds: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
 
 /// Output: what was compared and what was tolerated (also stored as the `verify` fact).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
+    /// Whether the comparison has ended (`false`: the worker still compares; the figures below
+    /// are its progress and the state machine asks again).
+    #[serde(default = "yes")]
+    pub done: bool,
     /// Tables compared.
     pub tables: usize,
     /// Rows on the source, summed (rows compared).
@@ -63,7 +82,7 @@ pub struct Output {
     /// Keys tolerated at the end because a change for each still waited.
     #[serde(default)]
     pub keys_tolerated: u64,
-    /// How long Verify took, in milliseconds.
+    /// How long Verify took, in milliseconds (request to verdict).
     #[serde(default)]
     pub duration_ms: u64,
     /// The capture mode whose backlog decided what was in flight.
@@ -79,368 +98,237 @@ pub struct Output {
     /// when the app logs in as Ferry's login).
     #[serde(default)]
     pub app_grants: usize,
+    /// Tables compared whole so far (while not done).
+    #[serde(default)]
+    pub tables_done: usize,
+    /// Worker attempts at the job (a worker restarted or a connection lost resumes it).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
-/// Where changes wait on the source.
-enum Capture {
-    Trigger,
-    Logical {
-        slot: String,
-    },
-    /// No capture installed (nothing is in flight: every difference is real).
-    None,
-}
-
-impl Capture {
-    async fn mark(&self, source: &Client) -> StepResult<String> {
-        Ok(match self {
-            Capture::Trigger => trigger::mark(source).await?.to_string(),
-            Capture::Logical { .. } => logical::mark(source).await?,
-            Capture::None => String::new(),
-        })
-    }
-
-    async fn applied_past(&self, source: &Client, mark: &str) -> StepResult<bool> {
-        Ok(match self {
-            Capture::Trigger => {
-                let m: i64 = mark.parse().unwrap_or(i64::MAX);
-                trigger::applied_past(source, m).await?
-            }
-            Capture::Logical { slot } => logical::applied_past(source, slot, mark).await?,
-            Capture::None => true,
-        })
-    }
-
-    /// What waits for the open keys of every table, by table.
-    async fn waiting(
-        &self,
-        source: &Client,
-        open: &[(&Table, Vec<String>)],
-    ) -> StepResult<HashMap<String, Waiting>> {
-        match self {
-            Capture::Trigger => {
-                let mut out = HashMap::new();
-                for (t, keys) in open {
-                    out.insert(t.display_name(), trigger::waiting(source, t, keys).await?);
-                }
-                Ok(out)
-            }
-            Capture::Logical { slot } => {
-                let list: Vec<(&Table, &[String])> =
-                    open.iter().map(|(t, k)| (*t, k.as_slice())).collect();
-                Ok(logical::waiting(source, slot, &list, PEEK_LIMIT).await?)
-            }
-            Capture::None => Ok(HashMap::new()),
-        }
-    }
-}
-
-/// Where a key stands after a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyState {
-    /// A change for it waits in the capture.
-    Waiting,
-    /// Different with nothing waiting (a second time running fails the key).
-    Suspect,
-    /// Different, and the capture's backlog was too long to tell whether a change waits.
-    Undecided,
-}
-
-/// The verdict on one key for one round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Converged,
-    Open(KeyState),
-    Failed,
-}
-
-/// Judges a key from the source's row hash `s`, the target's before (`t0`) and after (`t1`)
-/// it, and what waited around the reads.
-fn judge(
-    s: Option<&String>,
-    t0: Option<&String>,
-    t1: Option<&String>,
-    waiting: bool,
-    decided: bool,
-    before: Option<KeyState>,
-) -> Verdict {
-    if s == t0 || s == t1 {
-        return Verdict::Converged;
-    }
-    if waiting {
-        return Verdict::Open(KeyState::Waiting);
-    }
-    if !decided {
-        return Verdict::Open(KeyState::Undecided);
-    }
-    match before {
-        Some(KeyState::Suspect) => Verdict::Failed,
-        _ => Verdict::Open(KeyState::Suspect),
-    }
-}
-
-/// The keys under judgement and the ones that failed, by table.
-#[derive(Default)]
-struct Ledger {
-    /// The state each key was left in by the last round (`None`: not judged yet).
-    open: BTreeMap<String, BTreeMap<String, Option<KeyState>>>,
-    failed: BTreeMap<String, Vec<String>>,
-    /// Failed because the capture's backlog could not be read whole.
-    undecided: BTreeMap<String, Vec<String>>,
-}
-
-/// Runs the verification. `settle` bounds each wait for the worker (the lag limit if unset).
-pub async fn run(deps: &Deps, input: MigrationRef, settle: Option<Duration>) -> StepResult<Output> {
+/// Asks the worker to verify and reports its verdicts. `settle` bounds each wait for the
+/// worker's apply (the lag limit if unset).
+pub async fn run(
+    deps: &Deps,
+    input: impl Into<VerifyInput>,
+    settle: Option<Duration>,
+) -> StepResult<Output> {
+    let input: VerifyInput = input.into();
     let started = Instant::now();
     let id = &input.migration_id;
     crate::abort::check(deps, id).await?;
     let rec = deps.enter(id, Phase::Verifying).await?;
     let spec = &rec.spec;
+    let app_grants = grant_app_role(deps, id, spec).await?;
+    let settle = settle.unwrap_or(Duration::from_secs(u64::from(
+        spec.replication.max_lag_seconds.max(1),
+    )));
+    let wait = Duration::from_secs(u64::from(
+        input
+            .wait_seconds
+            .unwrap_or(crate::replication::STATUS_WAIT_MAX_SECONDS)
+            .min(crate::replication::STATUS_WAIT_MAX_SECONDS),
+    ));
+    let rows_per_second = spec.replication.verify_rows_per_second.map(u64::from);
+    let mut rec = request(deps, id, settle, rows_per_second).await?;
+    let mut checked = Instant::now();
+    while !matches!(rec.job.state, JobState::Done | JobState::Failed) {
+        if started.elapsed() + READ_EVERY > wait {
+            return Ok(pending(&rec.job, app_grants));
+        }
+        tokio::time::sleep(READ_EVERY).await;
+        if checked.elapsed() >= LIVENESS_EVERY {
+            alive(deps, id, spec, &rec.job).await?;
+            checked = Instant::now();
+        }
+        let (raw, job) = verify_job::read(deps.store.as_ref(), id)
+            .await?
+            .ok_or_else(|| StepError::Input("the verify job vanished while waiting".into()))?;
+        rec = Recorder::new(deps.store.as_ref(), id, Some(raw), job);
+    }
+    report(deps, id, spec, settle, rec, app_grants).await
+}
+
+/// A dead worker restarted (its successor resumes the job); no worker at all is an error
+/// unless something runs the job (a beat in the last [`verify_job::STALE_SECONDS`]).
+async fn alive(
+    deps: &Deps,
+    id: &str,
+    spec: &ferry_core::MigrationSpec,
+    job: &Job,
+) -> StepResult<()> {
+    let worker: Option<facts::WorkerFact> =
+        facts::get(deps.store.as_ref(), id, facts::WORKER).await?;
+    if worker.is_some() {
+        crate::replication::liveness(deps, id, spec).await?;
+        return Ok(());
+    }
+    let beating = job
+        .beat_age_seconds(Utc::now())
+        .is_some_and(|a| a < verify_job::STALE_SECONDS as f64);
+    if beating {
+        return Ok(());
+    }
+    Err(StepError::Input(
+        "no replication worker runs for this migration, and Verify compares in it: start replication first".into(),
+    ))
+}
+
+/// Grants the app's own target role (when it has one) what its Heroku role may do.
+async fn grant_app_role(
+    deps: &Deps,
+    id: &str,
+    spec: &ferry_core::MigrationSpec,
+) -> StepResult<usize> {
     let (source_url, target_url) = deps.urls(spec).await?;
     let source = source_url.connect().await?;
     let target = target_url.connect().await?;
-    verify::normalise_session(&source).await?;
-    verify::normalise_session(&target).await?;
-    let tables = catalog::tables(&source).await?;
-    let schemas: Vec<String> = tables
+    let schemas: Vec<String> = catalog::tables(&source)
+        .await?
         .iter()
         .map(|t| t.schema.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     let login = target_url.user().unwrap_or_default().to_string();
-    let app_grants =
-        crate::app_grants::ensure(deps, id, &source, &target, &login, &schemas).await?;
-    let settle = settle.unwrap_or(Duration::from_secs(u64::from(
-        spec.replication.max_lag_seconds.max(1),
-    )));
-    let slot = logical::slot_name(source_url.dbname().unwrap_or("postgres"));
-    let (mode, capture) = if trigger::is_installed(&source).await? {
-        (Some(CaptureMode::Trigger), Capture::Trigger)
-    } else if logical::slot_exists(&source, &slot).await? {
-        (Some(CaptureMode::Logical), Capture::Logical { slot })
-    } else {
-        (None, Capture::None)
-    };
+    crate::app_grants::ensure(deps, id, &source, &target, &login, &schemas).await
+}
 
-    let mut mark = capture.mark(&source).await?;
-    let checks = verify::verify(&source, &target, &tables, verify::ROWS_PER_BUCKET).await?;
-    let source_rows: i64 = checks.iter().map(|c| c.source_rows).sum();
-    let by_name: HashMap<String, &Table> = tables.iter().map(|t| (t.display_name(), t)).collect();
-    let mut ledger = Ledger::default();
-    for c in checks.iter().filter(|c| !c.equal()) {
-        let t = table_of(&by_name, &c.table)?;
-        let c = narrowable(&source, &target, t, c, &capture, &mark, settle).await?;
-        let keys = verify::differing_keys(&source, &target, t, &c.buckets, &c.differing()).await?;
-        if !keys.is_empty() {
-            ledger.open.insert(
-                c.table.clone(),
-                keys.into_iter().map(|k| (k, None)).collect(),
-            );
-        }
+/// The job in the store: the one under way, or a new request when there is none or the last
+/// one was reported.
+async fn request<'a>(
+    deps: &'a Deps,
+    id: &str,
+    settle: Duration,
+    rows_per_second: Option<u64>,
+) -> StepResult<Recorder<'a>> {
+    let store = deps.store.as_ref();
+    let current = verify_job::read(store, id).await?;
+    if let Some((raw, job)) = current.clone()
+        && job.state != JobState::Reported
+    {
+        return Ok(Recorder::new(store, id, Some(raw), job));
     }
-    let rechecked: Vec<String> = ledger.open.keys().cloned().collect();
-    let keys_rechecked = ledger.open.values().map(|k| k.len() as u64).sum();
-    let mut rounds = 1;
-    for round in 1..=ROUNDS + 1 {
-        let suspects_left = ledger
-            .open
-            .values()
-            .flat_map(|k| k.values())
-            .any(|s| *s == Some(KeyState::Suspect));
-        if ledger.open.is_empty() || (round > ROUNDS && !suspects_left) {
-            break;
-        }
-        rounds = round + 1;
-        wait_applied(&capture, &source, &mark, settle).await?;
-        mark = capture.mark(&source).await?;
-        judge_round(&source, &target, &capture, &by_name, &mut ledger).await?;
+    let now = Utc::now();
+    let job = Job::request(
+        format!("verify-{}", now.timestamp_millis()),
+        now,
+        settle,
+        rows_per_second,
+    );
+    let mut rec = Recorder::new(store, id, current.map(|(raw, _)| raw), job);
+    if !rec.save().await? {
+        // Another invocation asked first: wait for its job.
+        let (raw, job) = verify_job::read(store, id)
+            .await?
+            .ok_or_else(|| StepError::Input("the verify job vanished".into()))?;
+        return Ok(Recorder::new(store, id, Some(raw), job));
     }
-    conclude(&mut ledger);
-    let redis = crate::verify_redis::run(deps, spec, settle).await?;
+    deps.audit(
+        id,
+        "verify",
+        "requested",
+        Outcome::Info,
+        serde_json::json!({ "job": rec.job.id, "settle_ms": rec.job.settle_ms, "rows_per_second": rows_per_second }),
+        None,
+    )
+    .await?;
+    Ok(rec)
+}
+
+/// The output while the worker still compares.
+fn pending(job: &Job, app_grants: usize) -> Output {
+    Output {
+        done: false,
+        tables: job.pass.tables_total,
+        source_rows: job.pass.rows_compared,
+        rechecked: Vec::new(),
+        rounds: 0,
+        in_flight: Vec::new(),
+        keys_rechecked: 0,
+        keys_tolerated: 0,
+        duration_ms: (Utc::now() - job.requested_at).num_milliseconds().max(0) as u64,
+        capture: None,
+        at: None,
+        redis: Vec::new(),
+        app_grants,
+        tables_done: job.pass.tables_done,
+        attempts: job.attempts,
+    }
+}
+
+/// Marks the job reported (the next Verify asks anew), compares Redis, records the outcome.
+async fn report(
+    deps: &Deps,
+    id: &str,
+    spec: &ferry_core::MigrationSpec,
+    settle: Duration,
+    mut rec: Recorder<'_>,
+    app_grants: usize,
+) -> StepResult<Output> {
+    let job = rec.job.clone();
+    rec.job.state = JobState::Reported;
+    rec.save().await?;
+    let verdicts = match (job.state, job.result) {
+        (JobState::Done, Some(v)) => v,
+        _ => {
+            return Err(StepError::WorkerBlocked {
+                name: job
+                    .error_name
+                    .unwrap_or_else(|| "Ferry.Failed.Worker".into()),
+                message: format!(
+                    "the worker's Verify job failed after {} attempt(s): {}",
+                    job.attempts,
+                    job.error.unwrap_or_default()
+                ),
+            });
+        }
+    };
+    let redis = if verdicts.passed() {
+        crate::verify_redis::run(deps, spec, settle).await?
+    } else {
+        Vec::new()
+    };
+    let end = job.finished_at.unwrap_or_else(Utc::now);
     let out = Output {
-        tables: checks.len(),
-        source_rows,
-        rechecked,
-        rounds,
-        in_flight: ledger.open.keys().cloned().collect(),
-        keys_rechecked,
-        keys_tolerated: ledger.open.values().map(|k| k.len() as u64).sum(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        capture: mode,
+        done: true,
+        tables: verdicts.tables,
+        source_rows: verdicts.source_rows,
+        rechecked: verdicts.rechecked.clone(),
+        rounds: verdicts.rounds,
+        in_flight: verdicts.in_flight.clone(),
+        keys_rechecked: verdicts.keys_rechecked,
+        keys_tolerated: verdicts.keys_tolerated,
+        duration_ms: (end - job.requested_at).num_milliseconds().max(0) as u64,
+        capture: verdicts.capture,
         at: Some(Utc::now()),
         redis,
         app_grants,
+        tables_done: job.pass.tables_done,
+        attempts: job.attempts,
     };
-    record(deps, id, &out, &ledger).await?;
+    record(deps, id, &out, &verdicts).await?;
     Ok(out)
 }
 
-fn table_of<'a>(by_name: &HashMap<String, &'a Table>, name: &str) -> StepResult<&'a Table> {
-    by_name.get(name).copied().ok_or_else(|| {
-        StepError::Input(format!(
-            "table {name} vanished from the source catalog during Verify"
-        ))
-    })
-}
-
-/// A table's check with few enough differing buckets to narrow: compared once more after the
-/// worker had time when there are too many (a target far behind); still too many fails.
-async fn narrowable(
-    source: &Client,
-    target: &Client,
-    t: &Table,
-    check: &TableCheck,
-    capture: &Capture,
-    mark: &str,
-    settle: Duration,
-) -> StepResult<TableCheck> {
-    if check.mismatches.len() <= verify::MAX_NARROWED_BUCKETS {
-        return Ok(check.clone());
-    }
-    wait_applied(capture, source, mark, settle).await?;
-    let again = verify::verify(
-        source,
-        target,
-        std::slice::from_ref(t),
-        verify::ROWS_PER_BUCKET,
-    )
-    .await?
-    .remove(0);
-    if again.mismatches.len() > verify::MAX_NARROWED_BUCKETS {
-        return Err(StepError::VerifyMismatch {
-            tables: format!(
-                "{} ({} of its row buckets differ, too many to be rows in flight; source {} rows, target {} rows)",
-                again.table,
-                again.mismatches.len(),
-                again.source_rows,
-                again.target_rows
-            ),
-        });
-    }
-    Ok(again)
-}
-
-/// Waits until the worker has applied everything committed before `mark`, at most `settle`.
-async fn wait_applied(
-    capture: &Capture,
-    source: &Client,
-    mark: &str,
-    settle: Duration,
-) -> StepResult<bool> {
-    let deadline = Instant::now() + settle;
-    loop {
-        if capture.applied_past(source, mark).await? {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// One round: what waits, target, source, target, what waits; then each open key's verdict.
-async fn judge_round(
-    source: &Client,
-    target: &Client,
-    capture: &Capture,
-    by_name: &HashMap<String, &Table>,
-    ledger: &mut Ledger,
-) -> StepResult<()> {
-    let open: Vec<(&Table, Vec<String>)> = ledger
-        .open
-        .iter()
-        .map(|(name, keys)| Ok((table_of(by_name, name)?, keys.keys().cloned().collect())))
-        .collect::<StepResult<_>>()?;
-    let mut waiting = capture.waiting(source, &open).await?;
-    let mut reads = HashMap::new();
-    for (t, keys) in &open {
-        let t0 = verify::row_hashes(target, t, keys).await?;
-        let s = verify::row_hashes(source, t, keys).await?;
-        let t1 = verify::row_hashes(target, t, keys).await?;
-        reads.insert(t.display_name(), (s, t0, t1));
-    }
-    for (name, w) in capture.waiting(source, &open).await? {
-        waiting
-            .entry(name)
-            .or_insert_with(Waiting::complete)
-            .merge(w);
-    }
-    for (name, keys) in ledger.open.iter_mut() {
-        let (s, t0, t1) = &reads[name];
-        let w = waiting.get(name).cloned().unwrap_or_else(Waiting::complete);
-        let mut next = BTreeMap::new();
-        for (key, state) in keys.iter() {
-            match judge(
-                s.get(key),
-                t0.get(key),
-                t1.get(key),
-                w.has(key),
-                w.complete,
-                *state,
-            ) {
-                Verdict::Converged => {}
-                Verdict::Open(st) => {
-                    next.insert(key.clone(), Some(st));
-                }
-                Verdict::Failed => ledger
-                    .failed
-                    .entry(name.clone())
-                    .or_default()
-                    .push(key.clone()),
-            }
-        }
-        *keys = next;
-    }
-    ledger.open.retain(|_, k| !k.is_empty());
-    Ok(())
-}
-
-/// After the last round: suspects fail, undecided keys fail (named apart), waiting keys stay
-/// tolerated.
-fn conclude(ledger: &mut Ledger) {
-    for (name, keys) in std::mem::take(&mut ledger.open) {
-        let mut waiting = BTreeMap::new();
-        for (key, state) in keys {
-            match state {
-                Some(KeyState::Waiting) => {
-                    waiting.insert(key, state);
-                }
-                // Never judged cannot happen after a round; count it as different.
-                Some(KeyState::Suspect) | None => {
-                    ledger.failed.entry(name.clone()).or_default().push(key)
-                }
-                Some(KeyState::Undecided) => {
-                    ledger.undecided.entry(name.clone()).or_default().push(key)
-                }
-            }
-        }
-        if !waiting.is_empty() {
-            ledger.open.insert(name, waiting);
-        }
-    }
-}
-
-fn named(keys: &[String]) -> String {
-    let mut shown: Vec<&str> = keys.iter().take(NAMED_KEYS).map(String::as_str).collect();
-    if keys.len() > NAMED_KEYS {
+fn named(k: &KeyList) -> String {
+    let mut shown: Vec<&str> = k.keys.iter().take(NAMED_KEYS).map(String::as_str).collect();
+    if k.count > shown.len() {
         shown.push("…");
     }
     shown.join(", ")
 }
 
 /// Audits the result, stores the `verify` fact; a failure becomes `VerifyMismatch`.
-async fn record(deps: &Deps, id: &str, out: &Output, ledger: &Ledger) -> StepResult<()> {
-    let capped = |m: &BTreeMap<String, Vec<String>>| -> BTreeMap<String, Vec<String>> {
-        m.iter()
-            .map(|(t, k)| (t.clone(), k.iter().take(100).cloned().collect()))
-            .collect()
+async fn record(deps: &Deps, id: &str, out: &Output, v: &Verdicts) -> StepResult<()> {
+    let keys = |m: &BTreeMap<String, KeyList>| -> BTreeMap<String, Vec<String>> {
+        m.iter().map(|(t, k)| (t.clone(), k.keys.clone())).collect()
     };
     let mut detail = serde_json::to_value(out).map_err(|e| StepError::Input(e.to_string()))?;
-    detail["differing_keys"] = serde_json::json!(capped(&ledger.failed));
-    detail["undecided_keys"] = serde_json::json!(capped(&ledger.undecided));
-    if ledger.failed.is_empty() && ledger.undecided.is_empty() {
+    detail["differing_keys"] = serde_json::json!(keys(&v.failed));
+    detail["undecided_keys"] = serde_json::json!(keys(&v.undecided));
+    detail["too_many"] = serde_json::json!(v.too_many);
+    if v.passed() {
         deps.audit(id, "verify", "verify", Outcome::Succeeded, detail, None)
             .await?;
         facts::put(deps.store.as_ref(), id, facts::VERIFY, out).await?;
@@ -448,106 +336,23 @@ async fn record(deps: &Deps, id: &str, out: &Output, ledger: &Ledger) -> StepRes
     }
     deps.audit(id, "verify", "verify", Outcome::Failed, detail, None)
         .await?;
-    let mut parts: Vec<String> = ledger
-        .failed
-        .iter()
-        .map(|(t, k)| {
-            format!(
-                "{t}: {} key(s) differ with no change waiting: {}",
-                k.len(),
-                named(k)
-            )
-        })
-        .collect();
-    parts.extend(ledger.undecided.iter().map(|(t, k)| {
+    let mut parts = v.too_many.clone();
+    parts.extend(v.failed.iter().map(|(t, k)| {
         format!(
-            "{t}: {} key(s) differ and the capture's backlog (over {PEEK_LIMIT} changes) was too long to tell whether they are in flight: {}",
-            k.len(),
+            "{t}: {} key(s) differ with no change waiting: {}",
+            k.count,
+            named(k)
+        )
+    }));
+    parts.extend(v.undecided.iter().map(|(t, k)| {
+        format!(
+            "{t}: {} key(s) differ and the capture's backlog (over {} changes) was too long to tell whether they are in flight: {}",
+            k.count,
+            verify_job::judge::PEEK_LIMIT,
             named(k)
         )
     }));
     Err(StepError::VerifyMismatch {
         tables: parts.join("; "),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn h(s: &str) -> Option<String> {
-        Some(s.to_string())
-    }
-
-    #[test]
-    fn a_key_converges_when_either_target_read_matches() {
-        let (a, b) = (h("a"), h("b"));
-        assert_eq!(
-            judge(a.as_ref(), b.as_ref(), a.as_ref(), false, true, None),
-            Verdict::Converged
-        );
-        assert_eq!(
-            judge(None, None, b.as_ref(), false, true, None),
-            Verdict::Converged,
-            "missing on both sides at the first read"
-        );
-    }
-
-    #[test]
-    fn a_key_fails_only_when_suspect_in_two_rounds_running() {
-        let (a, b) = (h("a"), h("b"));
-        let first = judge(a.as_ref(), b.as_ref(), b.as_ref(), false, true, None);
-        assert_eq!(first, Verdict::Open(KeyState::Suspect));
-        assert_eq!(
-            judge(
-                a.as_ref(),
-                b.as_ref(),
-                b.as_ref(),
-                false,
-                true,
-                Some(KeyState::Suspect)
-            ),
-            Verdict::Failed
-        );
-        assert_eq!(
-            judge(
-                a.as_ref(),
-                b.as_ref(),
-                b.as_ref(),
-                false,
-                true,
-                Some(KeyState::Waiting)
-            ),
-            Verdict::Open(KeyState::Suspect),
-            "waiting in between resets the count"
-        );
-        assert_eq!(
-            judge(a.as_ref(), None, None, true, true, Some(KeyState::Suspect)),
-            Verdict::Open(KeyState::Waiting),
-            "a change waiting for the key excuses it this round"
-        );
-        assert_eq!(
-            judge(a.as_ref(), b.as_ref(), None, false, false, None),
-            Verdict::Open(KeyState::Undecided)
-        );
-    }
-
-    #[test]
-    fn at_the_end_suspects_and_undecided_keys_fail_and_waiting_ones_are_tolerated() {
-        let mut l = Ledger::default();
-        l.open.insert(
-            "public.a".into(),
-            [
-                ("[\"1\"]".to_string(), Some(KeyState::Waiting)),
-                ("[\"2\"]".to_string(), Some(KeyState::Suspect)),
-                ("[\"3\"]".to_string(), Some(KeyState::Undecided)),
-            ]
-            .into_iter()
-            .collect(),
-        );
-        conclude(&mut l);
-        assert_eq!(l.open["public.a"].len(), 1);
-        assert_eq!(l.failed["public.a"], vec!["[\"2\"]".to_string()]);
-        assert_eq!(l.undecided["public.a"], vec!["[\"3\"]".to_string()]);
-    }
 }

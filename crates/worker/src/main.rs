@@ -214,11 +214,81 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let verifier = match var("FERRY_MIGRATION_ID") {
+        Ok(id) => tokio::spawn(verify_jobs(store.clone(), params.clone(), id)),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let code = replicate(store.as_ref(), &params).await;
+    verifier.abort();
     if let Some(r) = redis {
         r.stop().await;
     }
     code
+}
+
+/// Runs the Verify step's jobs for the process's lifetime (see
+/// [`ferry_replicator::verify_job`]): Verify compares in this task, which has no time limit,
+/// not in a Lambda.
+async fn verify_jobs(
+    store: std::sync::Arc<ferry_aws::DynamoStore>,
+    params: ferry_aws::SsmParams,
+    migration_id: String,
+) {
+    let parallelism = match store.migration(&migration_id).await {
+        Ok(rec) => rec.spec.replication.parallelism,
+        Err(e) => {
+            tracing::error!("verify jobs: read migration {migration_id}: {e}");
+            return;
+        }
+    };
+    let worker = ferry_replicator::verify_job::Worker {
+        migration_id: migration_id.clone(),
+        worker_id: std::env::var("FERRY_WORKER_ID")
+            .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
+        sessions: parallelism.clamp(1, 32) as usize,
+        poll: Duration::from_secs(1),
+    };
+    let urls = || {
+        let (store, params, id) = (store.clone(), params.clone(), migration_id.clone());
+        async move { database_urls(store.as_ref(), &params, &id).await }
+    };
+    ferry_replicator::verify_job::serve(store.as_ref(), &worker, urls).await;
+}
+
+/// The source and target URLs, read now (Heroku rotates credentials).
+async fn database_urls(
+    store: &dyn MigrationStore,
+    params: &dyn ParamStore,
+    migration_id: &str,
+) -> ferry_replicator::ReplResult<(PgUrl, PgUrl)> {
+    let unusable = |what: &str, e: &dyn std::fmt::Display| {
+        ferry_replicator::ReplError::State(format!("{what}: {e}"))
+    };
+    let spec = store
+        .migration(migration_id)
+        .await
+        .map_err(|e| unusable("read the migration", &e))?
+        .spec;
+    let mut out = Vec::new();
+    for param in [
+        &spec.source.database_url_param,
+        &spec.target.database_url_param,
+    ] {
+        let raw = params
+            .get(param)
+            .await
+            .map_err(|e| unusable(&format!("read {param}"), &e))?;
+        out.push(
+            PgUrl::parse(&raw)
+                .map_err(|e| unusable(&format!("{param} holds an unusable URL"), &e))?,
+        );
+    }
+    let target = out.pop().expect("two URLs");
+    let source = out.pop().expect("two URLs");
+    Ok((source, target))
 }
 
 /// ECS stops a task with SIGTERM (SIGKILL 30 s later), and the worker is the container's

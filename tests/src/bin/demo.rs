@@ -89,9 +89,7 @@ async fn main() -> anyhow::Result<()> {
             Ok("on") | Err(_) => Some(0),
             Ok(other) => bail!("DEMO_REDIS={other:?}: use on or off"),
         },
-        history_limit: None,
-        task_start_seconds: 0,
-        target_app_role: false,
+        ..Options::default()
     };
     let (status, report) = rehearse(&options, &report_dir).await?;
     if status != ExecutionStatus::Succeeded || report.lost > 0 {
@@ -122,9 +120,7 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
         parallelism: 2,
         capture: ferry_core::spec::CaptureMode::Trigger,
         redis_db: None,
-        history_limit: None,
-        task_start_seconds: 0,
-        target_app_role: false,
+        ..Options::default()
     };
     let mut results: Vec<(EndpointMode, Vec<Report>)> = Vec::new();
     for (mode, n) in [

@@ -4,7 +4,7 @@
 //! passes [`HISTORY_EVENTS_MAX`] events or it runs past the state machine's `TimeoutSeconds`
 //! ([`EXECUTION_TIMEOUT_SECONDS`], 60 days in `statemachines/migration.asl.json`). The loops
 //! that wait for the worker cost [`EVENTS_PER_TURN`] events a turn; each turn lasts at least
-//! [`STATUS_WAIT_SECONDS`] (the status function long-polls) or `timing.poll_seconds`, whichever
+//! `timing.status_wait_seconds` (the status function long-polls; [`STATUS_WAIT_SECONDS`] by default) or `timing.poll_seconds`, whichever
 //! is longer. `ferry validate` refuses a spec whose waits cannot fit, with the arithmetic.
 
 use super::MigrationSpec;
@@ -13,8 +13,10 @@ use super::MigrationSpec;
 pub const HISTORY_EVENTS_MAX: u64 = 25_000;
 /// The state machine's `TimeoutSeconds`: 60 days.
 pub const EXECUTION_TIMEOUT_SECONDS: u64 = 60 * 86_400;
-/// The longest one status invocation waits for the worker (inside the function's 15 minutes).
+/// How long one status invocation waits for the worker by default (`timing.status_wait_seconds`).
 pub const STATUS_WAIT_SECONDS: u32 = 600;
+/// The longest `timing.status_wait_seconds` may be: a minute inside the function's 15.
+pub const STATUS_WAIT_MAX_SECONDS: u32 = 840;
 /// One turn of a wait loop: the status task (entered, scheduled, started, succeeded, exited),
 /// the Choice (entered, exited) and the Wait (entered, exited).
 pub const EVENTS_PER_TURN: u64 = 9;
@@ -34,7 +36,11 @@ pub struct Budget {
 
 /// Seconds one turn of a wait loop lasts at least.
 pub fn turn_seconds(spec: &MigrationSpec) -> u64 {
-    u64::from(STATUS_WAIT_SECONDS.max(spec.timing.poll_seconds))
+    u64::from(
+        spec.timing
+            .status_wait_seconds()
+            .max(spec.timing.poll_seconds),
+    )
 }
 
 /// The worst case: both catch-up loops (before the traffic gate, and before the freeze) and
@@ -70,7 +76,7 @@ pub fn problems(spec: &MigrationSpec) -> Vec<(String, String)> {
         out.push((
             "timing.catch_up_hours".to_string(),
             format!(
-                "{} h of catch-up, waited for twice (before the traffic gate and before the freeze) at one check every {} s, can take {} history events; a Step Functions execution holds {HISTORY_EVENTS_MAX} and fails past them with no rollback. Fix: lower timing.catch_up_hours to {fit_hours} or less, or raise timing.poll_seconds",
+                "{} h of catch-up, waited for twice (before the traffic gate and before the freeze) at one check every {} s, can take {} history events; a Step Functions execution holds {HISTORY_EVENTS_MAX} and fails past them with no rollback. Fix: lower timing.catch_up_hours to {fit_hours} or less, or raise timing.status_wait_seconds (or timing.poll_seconds)",
                 spec.timing.catch_up_hours, b.turn_seconds, b.events
             ),
         ));

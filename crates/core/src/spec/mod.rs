@@ -248,6 +248,19 @@ pub struct TimingSpec {
     /// records involved (the weighted pair's `traffic.ttl_seconds` and the record it replaces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_hold_seconds: Option<u32>,
+    /// How long one invocation of the status and Verify functions waits for the worker before
+    /// the state machine asks again (fewer history events the longer it is). It must end
+    /// before the function's own timeout (900 s in the template). Default 600. 1-840.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_wait_seconds: Option<u32>,
+}
+
+impl TimingSpec {
+    /// [`Self::status_wait_seconds`] or its default.
+    pub fn status_wait_seconds(&self) -> u32 {
+        self.status_wait_seconds
+            .unwrap_or(limits::STATUS_WAIT_SECONDS)
+    }
 }
 
 impl Default for TimingSpec {
@@ -260,6 +273,7 @@ impl Default for TimingSpec {
             rollback_window_seconds: None,
             canary_interval_seconds: None,
             dns_hold_seconds: None,
+            status_wait_seconds: None,
         }
     }
 }
@@ -342,6 +356,12 @@ pub struct ReplicationSpec {
     /// Unset: as fast as the servers go. 1-10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_copy_mb_per_second: Option<u32>,
+    /// Upper bound on Verify's read rate, in source rows per second across its sessions (each
+    /// row is read on both sides). Verify runs in the worker while the app writes: on a busy
+    /// Heroku database, bound it as the copy is. Unset: as fast as the servers go.
+    /// 1-100000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_rows_per_second: Option<u32>,
     /// With logical capture: `stream` (the replication protocol, the default) or `sql` (the
     /// SQL functions, for a source reached through a pooler). Ignored by trigger capture.
     #[serde(default)]
@@ -355,6 +375,7 @@ impl Default for ReplicationSpec {
             max_lag_seconds: default_max_lag_seconds(),
             parallelism: default_parallelism(),
             max_copy_mb_per_second: None,
+            verify_rows_per_second: None,
             logical_transport: LogicalTransport::default(),
         }
     }

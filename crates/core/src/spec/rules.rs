@@ -195,6 +195,16 @@ fn replication(s: &ReplicationSpec, path: &str, out: &mut Vec<Problem>) {
             out,
         );
     }
+    if let Some(rows) = s.verify_rows_per_second {
+        range(
+            rows,
+            1,
+            100_000_000,
+            &child(path, "verify_rows_per_second"),
+            "rows per second",
+            out,
+        );
+    }
 }
 
 fn traffic(s: &TrafficSpec, path: &str, out: &mut Vec<Problem>) {
@@ -626,6 +636,16 @@ fn redis(s: &RedisSpec, path: &str, out: &mut Vec<Problem>) {
 }
 
 fn timing(s: &TimingSpec, path: &str, out: &mut Vec<Problem>) {
+    if let Some(w) = s.status_wait_seconds {
+        range(
+            w,
+            1,
+            super::limits::STATUS_WAIT_MAX_SECONDS,
+            &child(path, "status_wait_seconds"),
+            "seconds",
+            out,
+        );
+    }
     range(
         s.poll_seconds,
         1,

@@ -595,6 +595,57 @@ fn the_copy_rate_limit_is_optional_and_bounded() {
     }
 }
 
+#[test]
+fn the_verify_rate_limit_is_optional_and_bounded() {
+    let mut v = minimal();
+    v["replication"] = json!({"verify_rows_per_second": 5000});
+    assert_eq!(
+        crate::spec::from_value(&v)
+            .expect("valid")
+            .replication
+            .verify_rows_per_second,
+        Some(5000)
+    );
+    v["replication"] = json!({ "verify_rows_per_second": 0 });
+    let got = messages(&v);
+    assert!(
+        got.len() == 1
+            && got[0].starts_with(
+                "replication.verify_rows_per_second: must be from 1 to 100000000 rows per second"
+            ),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_status_wait_must_end_inside_the_functions_timeout() {
+    let mut v = minimal();
+    let spec = crate::spec::from_value(&v).expect("valid");
+    assert_eq!(spec.timing.status_wait_seconds(), 600);
+    v["timing"] = json!({"status_wait_seconds": 300});
+    assert_eq!(
+        crate::spec::from_value(&v)
+            .expect("valid")
+            .timing
+            .status_wait_seconds(),
+        300
+    );
+    // A short wait makes each loop turn short: the catch-up's turns must still fit the history.
+    v["timing"] = json!({"status_wait_seconds": 3});
+    let got = messages(&v);
+    assert!(
+        got.len() == 1 && got[0].contains("raise timing.status_wait_seconds"),
+        "{got:?}"
+    );
+    v["timing"] = json!({"status_wait_seconds": 900});
+    let got = messages(&v);
+    assert!(
+        got.len() == 1
+            && got[0].starts_with("timing.status_wait_seconds: must be from 1 to 840 seconds"),
+        "{got:?}"
+    );
+}
+
 /// Four specs the review found accepted: each is refused at its own path.
 #[test]
 fn an_empty_domain_a_case_twin_a_nameless_role_and_a_numeric_name_are_refused() {
