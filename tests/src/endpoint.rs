@@ -27,33 +27,56 @@ use crate::{bed_var, rehearsal::signal_group, workspace_bin};
 
 /// A local stand-in for an internal NLB: one port, connections spread round-robin over the
 /// targets that accept them (a dead task is skipped, as a failed health check removes it).
+///
+/// With an idle timeout ([`Nlb::start_with_idle_timeout`]) it forgets a flow on which no
+/// packet passed for that long and resets both ends, as an NLB does past its TCP idle timeout
+/// (350 s by default; its listener's `tcp.idle_timeout.seconds`). Like the NLB it counts every
+/// packet, TCP keepalive probes and their acknowledgements included, which never reach a
+/// user-space relay as data: it reads them off its own two sockets' segment counters
+/// (`TCP_INFO`'s `tcpi_segs_in` / `tcpi_segs_out`, counted by the kernel before it drops a
+/// keepalive probe as old data).
 #[derive(Debug, Clone)]
 pub struct Nlb {
     /// The port clients use.
     pub port: u16,
     targets: Arc<Mutex<Vec<u16>>>,
+    /// Flows dropped as idle.
+    pub idle_drops: Arc<AtomicU64>,
 }
 
 impl Nlb {
-    /// Listens on a free port of 127.0.0.1.
+    /// Listens on a free port of 127.0.0.1; flows are never dropped as idle.
     pub async fn start() -> Self {
+        Self::listen(None).await
+    }
+
+    /// Listens on a free port of 127.0.0.1; a flow idle for `idle` is dropped.
+    pub async fn start_with_idle_timeout(idle: Duration) -> Self {
+        Self::listen(Some(idle)).await
+    }
+
+    async fn listen(idle: Option<Duration>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let nlb = Self {
             port,
             targets: Arc::new(Mutex::new(Vec::new())),
+            idle_drops: Arc::new(AtomicU64::new(0)),
         };
-        let targets = nlb.targets.clone();
+        let (targets, drops) = (nlb.targets.clone(), nlb.idle_drops.clone());
         let next = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let targets = targets.lock().expect("targets").clone();
                 let start = next.fetch_add(1, Ordering::Relaxed);
+                let drops = drops.clone();
                 tokio::spawn(async move {
                     for i in 0..targets.len() {
                         let port = targets[(start + i) % targets.len()];
-                        if let Ok(mut out) = TcpStream::connect(("127.0.0.1", port)).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        if let Ok(out) = TcpStream::connect(("127.0.0.1", port)).await {
+                            if relay(inbound, out, idle).await {
+                                drops.fetch_add(1, Ordering::Relaxed);
+                            }
                             return;
                         }
                     }
@@ -67,6 +90,70 @@ impl Nlb {
     pub fn set_targets(&self, ports: Vec<u16>) {
         *self.targets.lock().expect("targets") = ports;
     }
+}
+
+/// Relays a flow until either side closes it or, with `idle`, until no packet crossed either
+/// socket for that long; then resets both ends (linger 0). Whether it was dropped as idle.
+async fn relay(mut inbound: TcpStream, mut out: TcpStream, idle: Option<Duration>) -> bool {
+    let Some(idle) = idle else {
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+        return false;
+    };
+    use std::os::fd::AsRawFd;
+    let fds = [inbound.as_raw_fd(), out.as_raw_fd()];
+    let quiet = async {
+        let mut seen = segments(&fds);
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = segments(&fds);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            } else if since.elapsed() >= idle {
+                return;
+            }
+        }
+    };
+    let dropped = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => false,
+        () = quiet => true,
+    };
+    if dropped {
+        for s in [&inbound, &out] {
+            #[allow(deprecated)]
+            let _ = s.set_linger(Some(Duration::ZERO));
+        }
+    }
+    dropped
+}
+
+/// Segments sent and received on each socket, as the kernel counts them (every packet, data
+/// or not).
+#[allow(unsafe_code)]
+fn segments(fds: &[i32]) -> Vec<(u32, u32)> {
+    fds.iter()
+        .map(|fd| {
+            let mut info = [0u8; 256];
+            let mut len = info.len() as libc::socklen_t;
+            // SAFETY: `info` is a writable buffer of `len` bytes for the kernel's tcp_info.
+            let rc = unsafe {
+                libc::getsockopt(
+                    *fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    info.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            };
+            if rc != 0 || len < 144 {
+                return (0, 0);
+            }
+            // struct tcp_info: tcpi_segs_out at byte 136, tcpi_segs_in at 140.
+            let word =
+                |at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().unwrap_or([0; 4]));
+            (word(136), word(140))
+        })
+        .collect()
 }
 
 /// Where an endpoint task reads its configuration.

@@ -444,3 +444,69 @@ async fn the_redis_proxy_pauses_and_switches_with_pgbouncer_and_a_held_client_se
     );
     drop(fleet);
 }
+
+/// An app connection left idle longer than the balancer keeps an idle flow still serves its
+/// next request. The bed's balancer drops a flow on which no packet passed for its idle
+/// timeout, as an NLB does at 350 s, counting keepalive probes as packets; PgBouncer probes its
+/// client connections after `tcp_keepidle` (60 s), so the flow stays. The app itself sends no
+/// probe (`keepalives=0`, as a driver at its defaults, which waits two hours). The same rule in
+/// front of a server that sends none drops the flow, and the next query fails: the rule bites.
+#[tokio::test]
+async fn an_app_connection_idle_past_the_balancers_idle_timeout_serves_its_next_request() {
+    let w = world().await;
+    // Past PgBouncer's tcp_keepidle (60 s), as the NLB's 350 s is.
+    let idle = Duration::from_secs(75);
+    let nlb = ferry_tests::endpoint::Nlb::start_with_idle_timeout(idle).await;
+    let url = w.client_url.replace("{port}", &nlb.port.to_string());
+    w.params
+        .put_secure(&w.p.client_param, &url)
+        .await
+        .expect("param");
+    let drops = nlb.idle_drops.clone();
+    let _fleet = EndpointFleet::start_behind(w.p.clone(), 1, nlb).await;
+    w.set(false, Backend::Source, 2000).await;
+    let quiet_app = |url: String| async move {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        ferry_pg::PgUrl::parse(&format!("{url}{sep}keepalives=0"))
+            .expect("url")
+            .connect_as_app()
+            .await
+            .expect("the app connects")
+    };
+    let app = quiet_app(url.clone()).await;
+    app.query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("first request");
+
+    // The rule itself: a 2-s balancer straight in front of PostgreSQL, whose server probes
+    // after the OS's two hours, forgets the flow, and the next query on it fails.
+    let direct = ferry_tests::endpoint::Nlb::start_with_idle_timeout(Duration::from_secs(2)).await;
+    let source = w.db.source_app_url();
+    let (host, port) = source.host_port().expect("host and port");
+    direct.set_targets(vec![port]);
+    let via = source.expose_secret().replace(
+        &format!("{host}:{port}"),
+        &format!("127.0.0.1:{}", direct.port),
+    );
+    let exposed = quiet_app(via).await;
+    exposed.query_one("SELECT 1", &[]).await.expect("served");
+    let dropped = std::time::Instant::now();
+    while direct.idle_drops.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(dropped.elapsed() < Duration::from_secs(60), "never dropped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        exposed.query_one("SELECT 1", &[]).await.is_err(),
+        "a flow the balancer forgot cannot serve"
+    );
+
+    tokio::time::sleep(idle + Duration::from_secs(15)).await;
+    app.query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .expect("the request after a long idle is served");
+    assert_eq!(
+        drops.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "PgBouncer's keepalives kept the flow"
+    );
+}

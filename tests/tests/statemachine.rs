@@ -165,7 +165,7 @@ fn the_execution_limits_validate_checks_are_the_state_machines() {
         }
     }
     assert_eq!(
-        loops, 3,
-        "the catch-up, cutover catch-up and exact-check loops"
+        loops, 4,
+        "the catch-up, Verify, cutover catch-up and exact-check loops"
     );
 }

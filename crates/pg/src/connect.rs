@@ -224,13 +224,15 @@ impl PgUrl {
         let tls = MakeRustlsConnect::new(self.client_config()?);
         let mut config = self.config.clone();
         // Probes within the 350 s an NLB or NAT gateway keeps an idle flow (the driver's
-        // default waits two hours); a URL asking for sooner keeps its own.
-        let idle = config.get_keepalives_idle().min(crate::net::KEEPALIVE_IDLE);
-        config
-            .keepalives(true)
-            .keepalives_idle(idle)
-            .keepalives_interval(crate::net::KEEPALIVE_INTERVAL)
-            .keepalives_retries(crate::net::KEEPALIVE_RETRIES);
+        // default waits two hours); a URL asking for sooner keeps its own, and one with
+        // `keepalives=0` (libpq's way to turn them off) has none.
+        if config.get_keepalives() {
+            let idle = config.get_keepalives_idle().min(crate::net::KEEPALIVE_IDLE);
+            config
+                .keepalives_idle(idle)
+                .keepalives_interval(crate::net::KEEPALIVE_INTERVAL)
+                .keepalives_retries(crate::net::KEEPALIVE_RETRIES);
+        }
         if ferry_session {
             // Ferry's sessions are named (the cutover's session termination spares them) and
             // writable even when the cutover froze the role with default_transaction_read_only.

@@ -5,8 +5,9 @@
 //! differing buckets narrowed to keys, the keys judged in rounds against what waits in the
 //! capture. This step asks for the job, grants the app's own target role what it needs,
 //! long-polls the job (at most `wait_seconds` per invocation: the state machine loops on
-//! `done`, so a comparison of hours costs a few history events), restarts a worker that died
-//! (its successor resumes the job), and reports: the figures (tables, rows, keys rechecked and
+//! `done`, so a comparison of hours costs a few history events; it gives up after
+//! `timing.catch_up_hours`, as the catch-up does), restarts a worker that died (its successor
+//! resumes the job), and reports: the figures (tables, rows, keys rechecked and
 //! tolerated, duration) go to the output, the audit log and the `verify` fact that
 //! `ferry status` and `ferry report` read; keys that differ with no change waiting fail the
 //! step, named with their table (keys only, never row values). Redis is compared here too
@@ -133,6 +134,19 @@ pub async fn run(
     let mut rec = request(deps, id, settle, rows_per_second).await?;
     let mut checked = Instant::now();
     while !matches!(rec.job.state, JobState::Done | JobState::Failed) {
+        let hours = (Utc::now() - rec.job.requested_at).num_seconds() as f64 / 3600.0;
+        if hours > f64::from(spec.timing.catch_up_hours) {
+            return Err(StepError::CatchUpTimeout {
+                hours: spec.timing.catch_up_hours,
+                detail: format!(
+                    "Verify has compared {}/{} tables ({} source rows) since {}",
+                    rec.job.pass.tables_done,
+                    rec.job.pass.tables_total,
+                    rec.job.pass.rows_compared,
+                    rec.job.requested_at
+                ),
+            });
+        }
         if started.elapsed() + READ_EVERY > wait {
             return Ok(pending(&rec.job, app_grants));
         }

@@ -43,15 +43,16 @@ pub fn turn_seconds(spec: &MigrationSpec) -> u64 {
     )
 }
 
-/// The worst case: both catch-up loops (before the traffic gate, and before the freeze) and
-/// the exact check's loop run to their limits, every gate waits its timeout, the canary runs
+/// The worst case: both catch-up loops (before the traffic gate, and before the freeze), the
+/// Verify loop (bounded by the catch-up's hours) and the exact check's loop run to their limits, every gate waits its timeout, the canary runs
 /// every step and the rollback window runs out.
 pub fn budget(spec: &MigrationSpec) -> Budget {
     let t = &spec.timing;
     let turn = turn_seconds(spec);
     let catch_up = u64::from(t.catch_up_hours) * 3600;
     let exact = u64::from(spec.cutover.exact_check_seconds) + 300 + 30;
-    let turns = 2 * catch_up.div_ceil(turn) + exact.div_ceil(turn) + 3;
+    // Both catch-ups and Verify (bounded by the same hours), and the exact check.
+    let turns = 3 * catch_up.div_ceil(turn) + exact.div_ceil(turn) + 4;
     let gate = u64::from(t.approval_timeout_hours) * 3600;
     let interval = t.canary_interval_seconds.map_or(
         u64::from(spec.traffic.step_interval_minutes) * 60,
@@ -60,7 +61,7 @@ pub fn budget(spec: &MigrationSpec) -> Budget {
     let canary = (spec.traffic.steps.len() as u64 + 1) * interval * 2 + 300 + 86_400;
     Budget {
         events: EVENTS_OUTSIDE_LOOPS + turns * EVENTS_PER_TURN,
-        seconds: 2 * catch_up + exact + 2 * gate + canary + spec.rollback_window_seconds(),
+        seconds: 3 * catch_up + exact + 2 * gate + canary + spec.rollback_window_seconds(),
         turn_seconds: turn,
     }
 }
@@ -72,11 +73,11 @@ pub fn problems(spec: &MigrationSpec) -> Vec<(String, String)> {
     if b.events > HISTORY_EVENTS_MAX {
         // The catch-up hours that would fit at this turn length.
         let spare = (HISTORY_EVENTS_MAX - EVENTS_OUTSIDE_LOOPS) / EVENTS_PER_TURN;
-        let fit_hours = (spare.saturating_sub(10) / 2 * b.turn_seconds) / 3600;
+        let fit_hours = (spare.saturating_sub(10) / 3 * b.turn_seconds) / 3600;
         out.push((
             "timing.catch_up_hours".to_string(),
             format!(
-                "{} h of catch-up, waited for twice (before the traffic gate and before the freeze) at one check every {} s, can take {} history events; a Step Functions execution holds {HISTORY_EVENTS_MAX} and fails past them with no rollback. Fix: lower timing.catch_up_hours to {fit_hours} or less, or raise timing.status_wait_seconds (or timing.poll_seconds)",
+                "{} h of catch-up, waited for three times (before the traffic gate, for Verify and before the freeze) at one check every {} s, can take {} history events; a Step Functions execution holds {HISTORY_EVENTS_MAX} and fails past them with no rollback. Fix: lower timing.catch_up_hours to {fit_hours} or less, or raise timing.status_wait_seconds (or timing.poll_seconds)",
                 spec.timing.catch_up_hours, b.turn_seconds, b.events
             ),
         ));
@@ -85,7 +86,7 @@ pub fn problems(spec: &MigrationSpec) -> Vec<(String, String)> {
         out.push((
             "timing".to_string(),
             format!(
-                "the waits add up to {} h (catch-up twice, two approval gates, the canary, the exact check, the rollback window); the execution times out after {} h with no rollback. Fix: lower timing.catch_up_hours, timing.approval_timeout_hours or rollback_window_hours",
+                "the waits add up to {} h (catch-up twice and Verify, two approval gates, the canary, the exact check, the rollback window); the execution times out after {} h with no rollback. Fix: lower timing.catch_up_hours, timing.approval_timeout_hours or rollback_window_hours",
                 b.seconds / 3600,
                 EXECUTION_TIMEOUT_SECONDS / 3600
             ),
@@ -110,10 +111,11 @@ mod tests {
         let s = spec(72, 30);
         let b = budget(&s);
         assert_eq!(b.turn_seconds, 600);
-        // 2 × 432 turns of catch-up (72 h / 600 s) + the exact check's + 3, 9 events each.
+        // 3 × 432 turns of catch-up and Verify (72 h / 600 s) + the exact check's + 4, 9
+        // events each.
         let exact = (u64::from(s.cutover.exact_check_seconds) + 330).div_ceil(600);
-        assert_eq!(b.events, 1_500 + (2 * 432 + exact + 3) * 9);
-        assert!(b.events < HISTORY_EVENTS_MAX / 2, "{b:?}");
+        assert_eq!(b.events, 1_500 + (3 * 432 + exact + 4) * 9);
+        assert!(b.events < HISTORY_EVENTS_MAX * 6 / 10, "{b:?}");
         assert!(problems(&spec(72, 30)).is_empty());
     }
 
