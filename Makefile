@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export FERRY_CACHE ?= $(CACHE_DIR)
 BED_DIR ?= /tmp/ferry-bed
 
-.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-scale bench-cutover sam-build deploy image
+.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-scale bench-cutover sam-build deploy-check deploy image
 
 ## test: install what is missing, fmt check, clippy -D warnings, start the bed, run all tests
 test:
@@ -104,6 +104,15 @@ ARCH ?= arm64
 sam-build:
 	cd infra && PATH="$(FERRY_CACHE)/venv/bin:$(FERRY_CACHE)/sam-venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 \
 		sam build --beta-features --template-file template.yaml --parameter-overrides Architecture=$(ARCH)
+
+## deploy-check: the deploy's dry run: sam-build, then the built (packaged) template checked
+## with cfn-lint and `sam validate --lint`, as make test checks the source template. Needs no
+## AWS account.
+deploy-check: sam-build
+	cd infra && PATH="$(FERRY_CACHE)/venv/bin:$(FERRY_CACHE)/sam-venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 sh -c '\
+		cfn-lint .aws-sam/build/template.yaml && \
+		sam validate --lint --template .aws-sam/build/template.yaml --region us-east-1 && \
+		echo "[deploy-check] the built template passes cfn-lint and sam validate --lint"'
 
 ## deploy: sam-build, then deploy the stack (needs an AWS account and a worker image; cannot
 ## run on the local bed). Asks for the parameters once.

@@ -510,3 +510,37 @@ async fn an_app_connection_idle_past_the_balancers_idle_timeout_serves_its_next_
         "PgBouncer's keepalives kept the flow"
     );
 }
+
+/// Preflight asks the endpoint a query through the URL the fleet will use: answered through
+/// the balancer with the client login, a blocker naming the parameter (and no password) with a
+/// wrong one or with no endpoint behind the address.
+#[tokio::test]
+async fn preflight_asks_the_endpoint_a_query_as_the_app_will() {
+    let w = world().await;
+    let (_fleet, url) = w.fleet(1).await;
+    let good = PgUrl::parse(&url).expect("url");
+    assert_eq!(
+        ferry_steps::preflight::endpoint_blocker(&good, "/p/endpoint-url").await,
+        None
+    );
+    let wrong = url.replace("endpoint-client-secret-", "not-the-secret-");
+    let blocker = ferry_steps::preflight::endpoint_blocker(
+        &PgUrl::parse(&wrong).expect("url"),
+        "/p/endpoint-url",
+    )
+    .await
+    .expect("a wrong client password is a blocker");
+    assert!(blocker.contains("/p/endpoint-url"), "{blocker}");
+    assert!(!blocker.contains("not-the-secret-"), "{blocker}");
+    let nobody = ferry_tests::endpoint::Nlb::start().await;
+    let gone = url.replace(
+        &format!(":{}/", good.host_port().expect("port").1),
+        &format!(":{}/", nobody.port),
+    );
+    assert!(
+        ferry_steps::preflight::endpoint_blocker(&PgUrl::parse(&gone).expect("url"), "/p/e")
+            .await
+            .is_some(),
+        "no endpoint behind the balancer"
+    );
+}

@@ -533,7 +533,8 @@ impl Checker {
         self.stop(store, cfg, "a newer drain replaced it").await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let tables = rep.tables().to_vec();
-        let task = tokio::spawn(snapshots.compare(tables, limit, tx));
+        let sessions = cfg.replicator.parallelism.max(1);
+        let task = tokio::spawn(snapshots.compare(tables, limit, sessions, tx));
         let mut running = Running {
             fact,
             written: None,

@@ -404,22 +404,67 @@ async fn check_endpoint(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<Str
         return Ok(Vec::new());
     }
     match crate::endpoint::ready(deps, spec, ferry_core::endpoint::Backend::Source).await {
-        Ok(tasks) => Ok(tasks
-            .iter()
-            .filter(|t| !ferry_core::endpoint::supports_prepared_statements(&t.pgbouncer_version))
-            .map(|t| {
-                format!(
-                    "- endpoint ({}): {} runs {}, which cannot keep prepared statements in transaction pooling. Fix: deploy the endpoint from the repo's Dockerfile (PgBouncer 1.24)",
-                    t.task_id, t.task_id, t.pgbouncer_version
-                )
-            })
-            .collect()),
+        Ok(tasks) => {
+            let mut out: Vec<String> = tasks
+                .iter()
+                .filter(|t| {
+                    !ferry_core::endpoint::supports_prepared_statements(&t.pgbouncer_version)
+                })
+                .map(|t| {
+                    format!(
+                        "- endpoint ({}): {} runs {}, which cannot keep prepared statements in transaction pooling. Fix: deploy the endpoint from the repo's Dockerfile (PgBouncer 1.24)",
+                        t.task_id, t.task_id, t.pgbouncer_version
+                    )
+                })
+                .collect();
+            out.extend(endpoint_answers(deps, spec).await?);
+            Ok(out)
+        }
         Err(StepError::EndpointUnavailable { reason, .. }) => Ok(vec![format!(
             "- endpoint: {reason}. Fix: deploy the stack with EndpointApp={} and the migration's parameters, or set cutover.endpoint to \"redeploy\"",
             spec.heroku.app
         )]),
         Err(e) => Err(e),
     }
+}
+
+/// The endpoint answers a query through the URL the AWS fleet will use (its balancer, from the
+/// functions' subnets, with the client login the tasks accept), as the app will at boot.
+async fn endpoint_answers(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String>> {
+    let Some(ep) = &spec.endpoint else {
+        return Ok(Vec::new());
+    };
+    let raw = deps.params.get(&ep.url_param).await?;
+    let url = ferry_pg::PgUrl::parse(&raw).map_err(|e| StepError::BadParam {
+        param: ep.url_param.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(endpoint_blocker(&url, &ep.url_param)
+        .await
+        .into_iter()
+        .collect())
+}
+
+/// The blocker when the endpoint at `url` (read from `param`) does not answer `SELECT 1`
+/// within 15 s as the app would ask it.
+pub async fn endpoint_blocker(url: &ferry_pg::PgUrl, param: &str) -> Option<String> {
+    let asked = async {
+        let client = url.connect_as_app().await.map_err(|e| e.to_string())?;
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| ferry_pg::describe(&e))
+    };
+    let failed = match tokio::time::timeout(std::time::Duration::from_secs(15), asked).await {
+        Ok(Ok(())) => return None,
+        Ok(Err(e)) => e,
+        Err(_) => "no answer in 15 s".to_string(),
+    };
+    Some(format!(
+        "- endpoint.url_param: {} does not answer a query from the functions' subnets: {failed}. Fix: let the functions' security group reach the endpoint's balancer (EndpointClientSecurityGroup) and check the client login in {param}",
+        url.redacted(),
+    ))
 }
 
 /// The keys the queue patterns name on the source: how many, and a blocker for each that is

@@ -324,8 +324,9 @@ async fn status_once(deps: &Deps, input: &StatusInput) -> StepResult<Status> {
     Ok(out)
 }
 
-/// A dead worker: its task stopped if ECS still runs it, the death audited, a new one
-/// launched; the restarts so far. Past [`MAX_RESTARTS`] the migration fails instead.
+/// A dead worker: a task ECS still runs is stopped, and the next one starts on a later check,
+/// once ECS reports it STOPPED; a stopped one's death is audited and a new one launched. The
+/// restarts so far. Past [`MAX_RESTARTS`] the migration fails instead.
 async fn restart(
     deps: &Deps,
     id: &str,
@@ -338,14 +339,28 @@ async fn restart(
             "{reason}; restarted {MAX_RESTARTS} times already"
         )));
     }
-    tracing::warn!(%reason, "worker dead; starting a new one");
+    // ECS stops a task over tens of seconds (SIGTERM, SIGKILL 30 s later): the next worker
+    // starts only once this one is STOPPED, on a later check, so two never run at once (the
+    // target's writer lock would hold the second back; this keeps it from starting at all).
     if let Some(t) = task
         && !t.is_stopped()
     {
+        tracing::warn!(%reason, "worker dead; stopping it before starting a new one");
         deps.compute
             .stop_task(&t.task_arn, "ferry: no heartbeat")
             .await?;
+        deps.audit(
+            id,
+            "replication",
+            "worker_stopping",
+            Outcome::Failed,
+            serde_json::json!({ "task_arn": t.task_arn, "reason": reason }),
+            Some(format!("replication/worker_stopping/{}", t.task_arn)),
+        )
+        .await?;
+        return Ok(worker.restarts);
     }
+    tracing::warn!(%reason, "worker dead; starting a new one");
     deps.audit(
         id,
         "replication",
