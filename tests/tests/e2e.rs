@@ -269,17 +269,17 @@ async fn a_long_catch_up_fits_the_execution_history() {
 }
 
 /// Verify compares in the worker, not in a function: here it takes longer than the Verify
-/// function may run (the bed stops it at 12 s, as Lambda stops one at its timeout), and the
+/// function may run (the bed stops it at 15 s, as Lambda stops one at its timeout), and the
 /// migration still completes. The comparison is held to 1,000 source rows a second
 /// (`replication.verify_rows_per_second`), so the 20,000-row table alone takes at least 19 s
-/// however fast the machine; each Verify invocation waits 5 s for the job and the state
+/// however fast the machine; each Verify invocation waits 8 s for the job and the state
 /// machine asks again. With the comparison inside the function (the old Verify), the same
-/// invocation would run the whole comparison and be stopped at 12 s.
+/// invocation would run the whole comparison and be stopped at 15 s.
 #[tokio::test]
 async fn a_verify_longer_than_a_functions_timeout_completes_in_the_worker() {
     let w = World::migrated(Options {
-        lambda_timeouts: vec![("ferry-verify", 12)],
-        status_wait_seconds: Some(5),
+        lambda_timeouts: vec![("ferry-verify", 15)],
+        status_wait_seconds: Some(8),
         verify_rows_per_second: Some(1_000),
         ..Options::default()
     })
@@ -292,7 +292,7 @@ async fn a_verify_longer_than_a_functions_timeout_completes_in_the_worker() {
             .expect("Verify's figures");
     assert!(v.source_rows >= 20_000, "{v:?}");
     assert!(
-        v.duration_ms > 12_000,
+        v.duration_ms > 15_000,
         "the comparison took longer than the function may run: {v:?}"
     );
     let job = ferry_replicator::verify_job::read(w.r.store.as_ref(), &w.r.id)

@@ -71,14 +71,23 @@ pub fn problems(spec: &MigrationSpec) -> Vec<(String, String)> {
     let b = budget(spec);
     let mut out = Vec::new();
     if b.events > HISTORY_EVENTS_MAX {
-        // The catch-up hours that would fit at this turn length.
-        let spare = (HISTORY_EVENTS_MAX - EVENTS_OUTSIDE_LOOPS) / EVENTS_PER_TURN;
-        let fit_hours = (spare.saturating_sub(10) / 3 * b.turn_seconds) / 3600;
+        // The catch-up hours that would fit at this turn length, after the exact check's turns.
+        let exact = (u64::from(spec.cutover.exact_check_seconds) + 330).div_ceil(b.turn_seconds);
+        let spare = ((HISTORY_EVENTS_MAX - EVENTS_OUTSIDE_LOOPS) / EVENTS_PER_TURN)
+            .saturating_sub(exact + 4);
+        let fit_hours = (spare / 3 * b.turn_seconds) / 3600;
         out.push((
             "timing.catch_up_hours".to_string(),
             format!(
-                "{} h of catch-up, waited for three times (before the traffic gate, for Verify and before the freeze) at one check every {} s, can take {} history events; a Step Functions execution holds {HISTORY_EVENTS_MAX} and fails past them with no rollback. Fix: lower timing.catch_up_hours to {fit_hours} or less, or raise timing.status_wait_seconds (or timing.poll_seconds)",
-                spec.timing.catch_up_hours, b.turn_seconds, b.events
+                "{} h of catch-up, waited for three times (before the traffic gate, for Verify and before the freeze) at one check every {} s, can take {} history events; a Step Functions execution holds {HISTORY_EVENTS_MAX} and fails past them with no rollback. Fix: {}",
+                spec.timing.catch_up_hours,
+                b.turn_seconds,
+                b.events,
+                if fit_hours >= 1 {
+                    format!("lower timing.catch_up_hours to {fit_hours} or less, or raise timing.status_wait_seconds (or timing.poll_seconds)")
+                } else {
+                    "raise timing.status_wait_seconds (or timing.poll_seconds): at this turn length not even one hour fits".to_string()
+                }
             ),
         ));
     }
