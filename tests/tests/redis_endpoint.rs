@@ -343,3 +343,125 @@ async fn a_subscriber_is_closed_at_the_switch_and_resp3_clients_pass_through() {
         "not a RESP3 map: {text}"
     );
 }
+
+/// What the app must not do to the migration's servers through the proxy is refused with the
+/// reason, nothing of it reaches the server, and the session goes on.
+#[tokio::test]
+async fn administrative_commands_and_ferrys_keys_are_refused_and_the_session_goes_on() {
+    let (_proxy, url) = proxy().await;
+    let mut c = client(&url, 0, "app").await;
+    let marker = format!("ferry:drain:{}", unique("x"));
+    for command in [
+        cmd!["FLUSHDB"],
+        cmd!["FLUSHALL"],
+        cmd!["SWAPDB", "0", "1"],
+        cmd!["CLIENT", "PAUSE", "100"],
+        cmd!["CLIENT", "KILL", "TYPE", "normal"],
+        cmd!["SCRIPT", "FLUSH"],
+        cmd!["CONFIG", "SET", "notify-keyspace-events", ""],
+        cmd!["RESET"],
+        cmd!["SET", marker.as_str(), "1"],
+    ] {
+        let shown = String::from_utf8_lossy(&command[0]).into_owned();
+        let e = c.call(command).await.expect_err("refused").to_string();
+        assert!(
+            e.contains("is refused through the Ferry endpoint"),
+            "{shown}: {e}"
+        );
+    }
+    let mut direct = Conn::connect(&bed_url("FERRY_BED_REDIS_SOURCE_URL"))
+        .await
+        .expect("direct");
+    assert_eq!(
+        direct
+            .call(cmd!["EXISTS", marker.as_str()])
+            .await
+            .expect("exists"),
+        Value::Int(0),
+        "the refused SET never reached the server"
+    );
+    assert_eq!(
+        c.call(cmd!["PING"]).await.expect("the session goes on"),
+        Value::Simple("PONG".into())
+    );
+}
+
+/// Before it logs in, a client is held to Redis's own limits: a header of endless digits, an
+/// argument count of a hundred million or an argument past 16 KiB ends the connection at once
+/// with a protocol error (the proxy buffers at most 1 MB for it), and a connection that never
+/// logs in is closed after the login deadline (10 s), so idle connections cannot hold the
+/// session slots.
+#[tokio::test]
+async fn a_client_that_has_not_logged_in_is_held_to_redis_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (proxy, url) = proxy().await;
+    let anonymous = RedisUrl::parse(
+        &url.replace(&format!(":{PASSWORD}@"), "")
+            .replace("/DB", "/0"),
+    )
+    .expect("url");
+    let open = || async {
+        Conn::connect(&anonymous)
+            .await
+            .expect("connect")
+            .into_parts()
+            .0
+    };
+    for (what, first) in [
+        ("endless digits", b"*".to_vec()),
+        ("a hundred million arguments", b"*100000000\r\n".to_vec()),
+        ("an argument past 16 KiB", b"*2\r\n$100000\r\n".to_vec()),
+    ] {
+        let mut io = open().await;
+        let mut sent = 0usize;
+        io.write_all(&first).await.expect("write");
+        let chunk = vec![b'9'; 64 * 1024];
+        // Keep sending (at most 100 MB) until the proxy closes the connection.
+        while sent < 100 * 1024 * 1024 {
+            if io.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+            if sent.is_multiple_of(4 * 1024 * 1024) {
+                let mut peek = [0u8; 256];
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(1), io.read(&mut peek)).await
+                    && n > 0
+                {
+                    assert!(
+                        String::from_utf8_lossy(&peek[..n]).contains("Protocol error"),
+                        "{what}: {:?}",
+                        String::from_utf8_lossy(&peek[..n])
+                    );
+                    break;
+                }
+            }
+        }
+        assert!(
+            sent < 16 * 1024 * 1024,
+            "{what}: the proxy took {sent} bytes before closing"
+        );
+    }
+    // Idle: closed at the login deadline; a logged-in client keeps working meanwhile.
+    let mut idle = open().await;
+    let mut app = client(&url, 0, "app").await;
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(60), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle unauthenticated connection is closed: {closed:?}"
+    );
+    assert_eq!(
+        app.call(cmd!["PING"]).await.expect("a logged-in client"),
+        Value::Simple("PONG".into())
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.sessions() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions still held",
+            proxy.sessions()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

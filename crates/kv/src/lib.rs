@@ -11,6 +11,7 @@
 
 pub mod conn;
 pub mod copy;
+pub mod deny;
 pub mod glob;
 pub mod handover;
 pub mod probe;

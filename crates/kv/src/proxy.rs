@@ -397,12 +397,37 @@ async fn session(shared: Arc<Shared>, mut client: Box<dyn Io>) {
 /// Why a session ends.
 type End = String;
 
-async fn read_more(client: &mut Box<dyn Io>, input: &mut Vec<u8>) -> Result<(), End> {
-    if input.len() > MAX_INPUT {
-        return Err("client input beyond 600 MB".into());
+/// Before AUTH a client may hold at most this much unparsed input (Redis: 1 MB).
+const MAX_INPUT_UNAUTHENTICATED: usize = 1024 * 1024;
+/// A client that has not logged in this long after connecting is closed, so connections that
+/// never log in cannot hold the session slots.
+const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+
+async fn read_more(
+    client: &mut Box<dyn Io>,
+    input: &mut Vec<u8>,
+    authed: bool,
+    deadline: tokio::time::Instant,
+) -> Result<(), End> {
+    let cap = if authed {
+        MAX_INPUT
+    } else {
+        MAX_INPUT_UNAUTHENTICATED
+    };
+    if input.len() > cap {
+        return Err(format!("client input beyond {} bytes", cap));
     }
     input.reserve(16 * 1024);
-    match client.read_buf(input).await {
+    let read = client.read_buf(input);
+    let got = if authed {
+        read.await
+    } else {
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(r) => r,
+            Err(_) => return Err("no login within the deadline".into()),
+        }
+    };
+    match got {
         Ok(0) => Err("client closed".into()),
         Ok(_) => Ok(()),
         Err(e) => Err(format!("client read: {e}")),
@@ -415,12 +440,19 @@ async fn serve_session(
     client: &mut Box<dyn Io>,
 ) -> Result<(), End> {
     let mut input = Vec::with_capacity(16 * 1024);
+    let login_by = tokio::time::Instant::now() + AUTH_DEADLINE;
     loop {
-        // The commands the client has sent, at least one, at most BATCH.
+        // The commands the client has sent, at least one, at most BATCH; one at a time until
+        // it has logged in (each parsed within the limits of its moment).
+        let (limits, most) = if s.authed {
+            (resp::AUTHENTICATED, BATCH)
+        } else {
+            (resp::UNAUTHENTICATED, 1)
+        };
         let mut batch = Vec::new();
         let mut used = 0;
-        while batch.len() < BATCH {
-            match resp::command(&input[used..]) {
+        while batch.len() < most {
+            match resp::command_within(&input[used..], limits) {
                 Ok(Some((args, n))) => {
                     used += n;
                     if !args.is_empty() {
@@ -428,7 +460,7 @@ async fn serve_session(
                     }
                 }
                 Ok(None) if batch.is_empty() => {
-                    read_more(client, &mut input).await?;
+                    read_more(client, &mut input, s.authed, login_by).await?;
                 }
                 Ok(None) => break,
                 Err(resp::Malformed(m)) => {
@@ -528,6 +560,7 @@ fn handle(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) -> Handling {
         "HELLO" => hello(shared, s, args),
         "QUIT" => Handling::Quit,
         _ if !s.authed => Handling::Local(err("NOAUTH Authentication required.")),
+        _ if let Some(why) = crate::deny::refused(args) => Handling::Local(err(&why)),
         "CLIENT" if args.len() > 1 => match upper(&args[1]).as_str() {
             "REPLY" => Handling::Local(err(
                 "ERR CLIENT REPLY is not supported through the Ferry endpoint (its answers could not be counted)",

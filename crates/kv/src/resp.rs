@@ -201,44 +201,169 @@ fn frame_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, Malfor
 /// A command's arguments.
 pub type Args = Vec<Vec<u8>>;
 
-/// One command from a client at the start of `buf`: its arguments and how many bytes it took
-/// (`Ok(None)`: more bytes needed). Clients send arrays of bulk strings; an inline command (a
-/// plain line, as `redis-cli` and telnet send) is split on spaces.
-pub fn command(buf: &[u8]) -> Result<Option<(Args, usize)>, Malformed> {
+/// What a client may send in one command, as Redis bounds it (`proto-max-bulk-len`, and its
+/// tighter bounds for a client that has not logged in: redis/redis#9588, #12989).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Arguments of one command.
+    pub max_args: usize,
+    /// Bytes of one argument.
+    pub max_bulk: usize,
+}
+
+/// Before AUTH: 10 arguments of 16 KiB at most (Redis's own unauthenticated limits).
+pub const UNAUTHENTICATED: Limits = Limits {
+    max_args: 10,
+    max_bulk: 16 * 1024,
+};
+
+/// After AUTH: Redis's defaults (1,048,576 arguments, 512 MB each).
+pub const AUTHENTICATED: Limits = Limits {
+    max_args: 1024 * 1024,
+    max_bulk: MAX_BULK,
+};
+
+/// The longest header line of a command (`*N` or `$N`): an integer's digits and a sign.
+const MAX_HEADER: usize = 24;
+
+/// A header line at `at` (`*N` / `$N`, its kind byte checked by the caller): its number and
+/// the position after it; `None` while incomplete. A line that runs past [`MAX_HEADER`]
+/// without ending is malformed, however many bytes follow: the scan is bounded.
+fn header(buf: &[u8], at: usize, what: &str) -> Result<Option<(i64, usize)>, Malformed> {
+    let rest = &buf[at + 1..buf.len().min(at + 1 + MAX_HEADER)];
+    match rest.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => Ok(Some((int(&rest[..end])?, at + 1 + end + 2))),
+        None if rest.len() >= MAX_HEADER => Err(Malformed(format!("invalid {what} length"))),
+        None => Ok(None),
+    }
+}
+
+/// One command from `buf` (a RESP array of bulk strings, or an inline command), within
+/// `limits`, and the bytes it used; `None` while incomplete. Only the command's own headers
+/// are scanned, and an argument count or length past the limits is refused before its bytes
+/// arrive, so a client cannot make the proxy buffer or scan more than the limits allow.
+pub fn command_within(buf: &[u8], limits: Limits) -> Result<Option<(Args, usize)>, Malformed> {
     match buf.first() {
         None => Ok(None),
-        Some(b'*') => match decode(buf)? {
-            None => Ok(None),
-            Some((Value::Array(Some(items)), used)) => items
-                .into_iter()
-                .map(|v| match v {
-                    Value::Bulk(Some(b)) => Ok(b),
-                    _ => Err(Malformed("a command argument is not a bulk string".into())),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(|args| Some((args, used))),
-            Some(_) => Err(Malformed("a command is not an array".into())),
-        },
+        Some(b'*') => {
+            let Some((n, mut pos)) = header(buf, 0, "multibulk")? else {
+                return Ok(None);
+            };
+            if n > limits.max_args as i64 {
+                return Err(Malformed(format!(
+                    "invalid multibulk length ({n} arguments, at most {})",
+                    limits.max_args
+                )));
+            }
+            let mut args = Vec::new();
+            for _ in 0..n.max(0) {
+                match buf.get(pos) {
+                    None => return Ok(None),
+                    Some(b'$') => {}
+                    Some(_) => {
+                        return Err(Malformed("expected '$', got something else".into()));
+                    }
+                }
+                let Some((len, next)) = header(buf, pos, "bulk")? else {
+                    return Ok(None);
+                };
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|l| *l <= limits.max_bulk)
+                    .ok_or_else(|| {
+                        Malformed(format!(
+                            "invalid bulk length ({len}, at most {})",
+                            limits.max_bulk
+                        ))
+                    })?;
+                if buf.len() < next + len + 2 {
+                    return Ok(None);
+                }
+                if &buf[next + len..next + len + 2] != b"\r\n" {
+                    return Err(Malformed("bulk string not terminated".into()));
+                }
+                args.push(buf[next..next + len].to_vec());
+                pos = next + len + 2;
+            }
+            Ok(Some((args, pos)))
+        }
         Some(_) => {
-            let Some((text, used)) = line(buf, 0) else {
-                if buf.len() > 64 * 1024 {
-                    return Err(Malformed("an inline command longer than 64 KiB".into()));
+            let cap = if limits.max_args < AUTHENTICATED.max_args {
+                limits.max_bulk
+            } else {
+                64 * 1024
+            };
+            let Some((text, used)) = line(&buf[..buf.len().min(cap + 2)], 0) else {
+                if buf.len() > cap {
+                    return Err(Malformed(format!(
+                        "an inline command longer than {} KiB",
+                        cap / 1024
+                    )));
                 }
                 return Ok(None);
             };
-            let args = text
+            let args: Args = text
                 .split(|b| *b == b' ')
                 .filter(|a| !a.is_empty())
                 .map(<[u8]>::to_vec)
                 .collect();
+            if args.len() > limits.max_args {
+                return Err(Malformed("invalid multibulk length".into()));
+            }
             Ok(Some((args, used)))
         }
     }
 }
 
+/// One command with an authenticated client's limits (see [`command_within`]).
+pub fn command(buf: &[u8]) -> Result<Option<(Args, usize)>, Malformed> {
+    command_within(buf, AUTHENTICATED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_is_parsed_within_its_limits_and_refused_past_them() {
+        let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n";
+        let (args, used) = command(set).expect("ok").expect("whole");
+        assert_eq!((args.len(), used), (3, set.len()));
+        for cut in 0..set.len() {
+            assert_eq!(
+                command(&set[..cut]),
+                Ok(None),
+                "a partial command waits ({cut})"
+            );
+        }
+        // A header of digits with no end is refused after 24 bytes, not scanned forever.
+        let mut digits = b"*".to_vec();
+        digits.extend(std::iter::repeat_n(b'9', 100_000));
+        assert!(command(&digits).is_err());
+        assert_eq!(command(b"*99999"), Ok(None), "a short header still waits");
+        // Before AUTH: 10 arguments of 16 KiB.
+        assert!(command_within(b"*11\r\n", UNAUTHENTICATED).is_err());
+        assert!(command_within(b"*100000000\r\n$1\r\na\r\n", UNAUTHENTICATED).is_err());
+        assert!(command_within(b"*2\r\n$16385\r\n", UNAUTHENTICATED).is_err());
+        assert_eq!(
+            command_within(b"*2\r\n$16384\r\n", UNAUTHENTICATED),
+            Ok(None),
+            "16 KiB is allowed"
+        );
+        assert!(command(b"*1\r\n$536870913\r\n").is_err(), "past 512 MB");
+        assert!(
+            command(b"*1\r\n+x\r\n").is_err(),
+            "an argument that is not a bulk string"
+        );
+        // Inline: bounded, before AUTH by 16 KiB.
+        let long = vec![b'a'; 20 * 1024];
+        assert!(command_within(&long, UNAUTHENTICATED).is_err());
+        assert_eq!(command(&long), Ok(None));
+        assert_eq!(
+            command(b"PING hello\r\n").expect("ok").expect("whole").0,
+            vec![b"PING".to_vec(), b"hello".to_vec()]
+        );
+    }
 
     #[test]
     fn every_resp3_frame_is_measured_whole_and_a_partial_one_waits() {
