@@ -47,6 +47,14 @@ async fn proxy() -> (Proxy, String) {
     (p, url)
 }
 
+/// Whether `key` exists in database 0 of the bed's source Redis, read directly.
+async fn on_source(key: &str) -> bool {
+    let mut direct = Conn::connect(&bed_url("FERRY_BED_REDIS_SOURCE_URL").with_db(0))
+        .await
+        .expect("direct");
+    direct.call(cmd!["EXISTS", key]).await.expect("exists") == Value::Int(1)
+}
+
 async fn client(url: &str, db: u32, name: &str) -> Conn {
     let mut c =
         Conn::connect(&RedisUrl::parse(&url.replace("/DB", &format!("/{db}"))).expect("url"))
@@ -369,15 +377,8 @@ async fn administrative_commands_and_ferrys_keys_are_refused_and_the_session_goe
             "{shown}: {e}"
         );
     }
-    let mut direct = Conn::connect(&bed_url("FERRY_BED_REDIS_SOURCE_URL"))
-        .await
-        .expect("direct");
-    assert_eq!(
-        direct
-            .call(cmd!["EXISTS", marker.as_str()])
-            .await
-            .expect("exists"),
-        Value::Int(0),
+    assert!(
+        !on_source(&marker).await,
         "the refused SET never reached the server"
     );
     assert_eq!(
@@ -464,4 +465,117 @@ async fn a_client_that_has_not_logged_in_is_held_to_redis_limits() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `UNSUBSCRIBE a b` on a connection that subscribed to nothing gets two answers from Redis;
+/// through the proxy too, and every later command still gets its own answer (the proxy
+/// answers it itself, as Redis would, instead of counting one answer for it).
+#[tokio::test]
+async fn unsubscribe_outside_pub_sub_keeps_every_answer_with_its_command() {
+    let (_proxy, url) = proxy().await;
+    let key = unique("us-");
+    for (side, mut c) in [
+        (
+            "redis",
+            Conn::connect(&bed_url("FERRY_BED_REDIS_SOURCE_URL"))
+                .await
+                .expect("direct"),
+        ),
+        ("proxy", client(&url, 0, "app").await),
+    ] {
+        c.send(cmd!["UNSUBSCRIBE", "a", "b"]).await.expect("send");
+        for channel in ["a", "b"] {
+            let answer = c
+                .receive(Duration::from_secs(5))
+                .await
+                .expect("answer")
+                .expect("an answer per channel");
+            assert_eq!(
+                answer,
+                Value::Array(Some(vec![
+                    Value::Bulk(Some(b"unsubscribe".to_vec())),
+                    Value::Bulk(Some(channel.as_bytes().to_vec())),
+                    Value::Int(0),
+                ])),
+                "{side}"
+            );
+        }
+        assert_eq!(
+            c.call(cmd!["SET", key.as_str(), side]).await.expect("set"),
+            Value::Simple("OK".into()),
+            "{side}"
+        );
+        assert_eq!(
+            c.call(cmd!["GET", key.as_str()]).await.expect("get"),
+            Value::Bulk(Some(side.as_bytes().to_vec())),
+            "{side}"
+        );
+    }
+}
+
+/// A SELECT inside a discarded MULTI never ran: after a switch the session reopens on the
+/// database it was really on.
+#[tokio::test]
+async fn a_select_in_a_discarded_transaction_is_not_carried_across_a_switch() {
+    let (proxy, url) = proxy().await;
+    let mut c = client(&url, 0, "app").await;
+    assert_eq!(
+        c.pipeline(vec![cmd!["MULTI"], cmd!["SELECT", "2"], cmd!["DISCARD"]])
+            .await
+            .expect("discarded")
+            .len(),
+        3
+    );
+    proxy.pause(Duration::from_secs(2)).await.expect("pause");
+    proxy
+        .retarget(bed_url("FERRY_BED_REDIS_SOURCE_URL"))
+        .await
+        .expect("retarget");
+    proxy.resume();
+    let key = unique("sel-");
+    c.call(cmd!["SET", key.as_str(), "1"]).await.expect("set");
+    assert!(
+        on_source(&key).await,
+        "the write landed in database 0, where the client is"
+    );
+}
+
+/// A subscribed client is closed as soon as a pause begins: a RESP3 client may write while
+/// subscribed, and that write must not reach the old server once the switch has started.
+#[tokio::test]
+async fn a_subscribed_client_cannot_write_once_a_pause_begins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (proxy, url) = proxy().await;
+    let (mut io, _) = client(&url, 0, "app-sub").await.into_parts();
+    // RESP3, subscribed (the bytes as a RESP3 client sends them).
+    io.write_all(
+        b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n*2\r\n$9\r\nSUBSCRIBE\r\n$18\r\nferry-test-channel\r\n",
+    )
+    .await
+    .expect("subscribe");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("ferry-test-channel") {
+        let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf))
+            .await
+            .expect("the confirmation in time")
+            .expect("read");
+        assert!(n > 0, "closed before the confirmation");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    proxy.pause(Duration::from_secs(2)).await.expect("pause");
+    let key = unique("sub-");
+    // The write may leave the client; it must not arrive.
+    let set = format!(
+        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$5\r\nlost?\r\n",
+        key.len()
+    );
+    let _ = io.write_all(set.as_bytes()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), io.read(&mut buf)).await;
+    proxy.resume();
+    assert!(
+        !on_source(&key).await,
+        "a write sent during the pause reached the old server"
+    );
+    assert!(proxy.closed_by_switch() >= 1);
 }

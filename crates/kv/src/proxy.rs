@@ -335,6 +335,8 @@ struct Session {
     name: Option<Vec<u8>>,
     in_tx: bool,
     watching: bool,
+    /// A SELECT queued inside MULTI: it takes effect only if EXEC runs the transaction.
+    queued_db: Option<u32>,
     backend: Option<Backend>,
 }
 
@@ -351,6 +353,40 @@ impl Session {
     fn at_rest(&self) -> bool {
         !self.in_tx && !self.watching
     }
+
+    fn resp3(&self) -> bool {
+        self.proto.as_deref() == Some(b"3")
+    }
+}
+
+/// Redis's answer to (P|S)UNSUBSCRIBE from a client with no subscription (a session outside
+/// pub/sub mode, where this proxy counts one answer per command): one message per channel
+/// named, or one with a null channel, each with a count of 0; pushes in RESP3. Answered here,
+/// since the server's several answers to one command would shift every later answer.
+fn unsubscribed(name: &str, channels: &[Vec<u8>], resp3: bool) -> Vec<u8> {
+    let kind = name.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut one = |channel: Option<&[u8]>| {
+        out.extend_from_slice(if resp3 { b">3\r\n" } else { b"*3\r\n" });
+        out.extend_from_slice(format!("${}\r\n{kind}\r\n", kind.len()).as_bytes());
+        match channel {
+            Some(c) => {
+                out.extend_from_slice(format!("${}\r\n", c.len()).as_bytes());
+                out.extend_from_slice(c);
+                out.extend_from_slice(b"\r\n");
+            }
+            None if resp3 => out.extend_from_slice(b"_\r\n"),
+            None => out.extend_from_slice(b"$-1\r\n"),
+        }
+        out.extend_from_slice(b":0\r\n");
+    };
+    if channels.is_empty() {
+        one(None);
+    }
+    for c in channels {
+        one(Some(c));
+    }
+    out
 }
 
 /// A local answer, as the client's protocol expects it (RESP2 simple error/string both work
@@ -379,6 +415,7 @@ async fn session(shared: Arc<Shared>, mut client: Box<dyn Io>) {
         name: None,
         in_tx: false,
         watching: false,
+        queued_db: None,
         backend: None,
     };
     let result = serve_session(&shared, &mut s, &mut client).await;
@@ -561,6 +598,9 @@ fn handle(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) -> Handling {
         "QUIT" => Handling::Quit,
         _ if !s.authed => Handling::Local(err("NOAUTH Authentication required.")),
         _ if let Some(why) = crate::deny::refused(args) => Handling::Local(err(&why)),
+        "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "SUNSUBSCRIBE" => {
+            Handling::Local(unsubscribed(&name, &args[1..], s.resp3()))
+        }
         "CLIENT" if args.len() > 1 => match upper(&args[1]).as_str() {
             "REPLY" => Handling::Local(err(
                 "ERR CLIENT REPLY is not supported through the Ferry endpoint (its answers could not be counted)",
@@ -776,7 +816,10 @@ async fn forward(
         let frame = read_frame(&mut b.io, &mut b.buf).await?;
         out.extend_from_slice(&frame);
         if frame.first() != Some(&b'>') {
-            answers.push(!matches!(frame.first(), Some(b'-' | b'!')));
+            answers.push(Answered {
+                ok: !matches!(frame.first(), Some(b'-' | b'!')),
+                null: frame == b"*-1\r\n" || frame == b"_\r\n",
+            });
         }
     }
     if blocking && let Ok(mut m) = shared.blocked.lock() {
@@ -788,25 +831,48 @@ async fn forward(
     Ok(())
 }
 
-/// What a command that succeeded (`ok`) changes in the session.
-fn track(s: &mut Session, c: &[Vec<u8>], ok: bool) {
+/// How the server answered a command.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    /// Not an error.
+    ok: bool,
+    /// A null (an EXEC that WATCH aborted).
+    null: bool,
+}
+
+/// What a command changes in the session, given how it was answered.
+fn track(s: &mut Session, c: &[Vec<u8>], ok: Answered) {
     match upper(&c[0]).as_str() {
-        "SELECT" if ok => {
-            if let Some(db) = c
+        "SELECT" if ok.ok => {
+            let db = c
                 .get(1)
-                .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok());
+            match db {
+                // Inside MULTI the answer is +QUEUED: the SELECT runs only with EXEC.
+                Some(db) if s.in_tx => s.queued_db = Some(db),
+                Some(db) => s.db = db,
+                None => {}
+            }
+        }
+        "MULTI" if ok.ok => s.in_tx = true,
+        "EXEC" => {
+            if let Some(db) = s.queued_db.take()
+                && ok.ok
+                && !ok.null
             {
                 s.db = db;
             }
-        }
-        "MULTI" if ok => s.in_tx = true,
-        "EXEC" | "DISCARD" => {
             s.in_tx = false;
             s.watching = false;
         }
-        "WATCH" if ok => s.watching = true,
-        "UNWATCH" if ok => s.watching = false,
-        "HELLO" if ok => {
+        "DISCARD" => {
+            s.queued_db = None;
+            s.in_tx = false;
+            s.watching = false;
+        }
+        "WATCH" if ok.ok => s.watching = true,
+        "UNWATCH" if ok.ok => s.watching = false,
+        "HELLO" if ok.ok => {
             if let Some(p) = c.get(1) {
                 s.proto = Some(p.clone());
             }
@@ -814,8 +880,10 @@ fn track(s: &mut Session, c: &[Vec<u8>], ok: bool) {
                 s.name = c.get(i + 1).cloned();
             }
         }
-        "CLIENT" if ok && c.len() > 2 && upper(&c[1]) == "SETNAME" => s.name = Some(c[2].clone()),
-        "RESET" if ok => {
+        "CLIENT" if ok.ok && c.len() > 2 && upper(&c[1]) == "SETNAME" => {
+            s.name = Some(c[2].clone())
+        }
+        "RESET" if ok.ok => {
             s.db = 0;
             s.in_tx = false;
             s.watching = false;
@@ -844,9 +912,17 @@ async fn raw(
         b.buf.clear();
     }
     let mut generation = shared.generation.subscribe();
+    let mut resumed = shared.resumed.subscribe();
     let (mut from_client, mut from_backend) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     loop {
         tokio::select! {
+            // A pause closes the session at once: a subscribed RESP3 client may write, and a
+            // RESP2 one may go on after UNSUBSCRIBE; neither may reach the old server once
+            // the switch has begun.
+            () = async { let _ = resumed.wait_for(|r| !*r).await; } => {
+                shared.closed_by_switch.fetch_add(1, SeqCst);
+                return Err("closed: the endpoint paused for a switch under a pub/sub session".into());
+            }
             n = client.read(&mut from_client) => {
                 let n = n.map_err(|e| e.to_string())?;
                 if n == 0 { return Ok(()); }
