@@ -690,6 +690,21 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         409,
         "replayed link"
     );
+    // The same link with its signature in upper-case hex verifies, and is the same link.
+    let (payload, sig) = link.rsplit_once('.').expect("signed link");
+    let recased = HttpRequest {
+        method: "POST".into(),
+        path: "/decide".into(),
+        body: format!("t={payload}.{}", sig.to_ascii_uppercase()).into_bytes(),
+        ..Default::default()
+    };
+    let again = approval::callback(deps, recased).await;
+    assert_eq!(again.status_code, 409, "{}", again.body);
+    assert!(
+        again.body.contains("already used"),
+        "a replayed link with its signature re-cased is a replay: {}",
+        again.body
+    );
 
     // 8. Cutover: a fault inside the freeze is undone; then the real one.
     let mut faulty = deps.clone();

@@ -58,18 +58,15 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Checks a Slack request: `timestamp` is the `X-Slack-Request-Timestamp` header, `signature`
-/// the `X-Slack-Signature` header (`v0=<64 hex digits>`), `body` the raw body, `now` Unix
-/// seconds. The MAC covers the timestamp header's bytes as sent (a re-formatted timestamp does
-/// not verify); the age is computed without overflow. Returns the signature as lowercase hex,
-/// the one spelling a replay record may be keyed on (hex case is not part of the MAC).
-pub fn verify_slack(
-    signing_secret: &[u8],
+/// The checks of a Slack request that need no secret: a timestamp of seconds within
+/// [`MAX_AGE_SECONDS`] of `now`, and a signature of the form `v0=<64 hex digits>` (returned
+/// as bytes). The approval URL runs them before it reads the signing secret, so a flood of
+/// stale or malformed requests costs no SSM or KMS call.
+pub fn slack_precheck(
     timestamp: &str,
-    body: &[u8],
     signature: &str,
     now: i64,
-) -> Result<String, SignatureError> {
+) -> Result<Vec<u8>, SignatureError> {
     if timestamp.is_empty()
         || timestamp.len() > 18
         || !timestamp.bytes().all(|b| b.is_ascii_digit())
@@ -88,13 +85,28 @@ pub fn verify_slack(
     if age > MAX_AGE_SECONDS {
         return Err(SignatureError::Stale { age_seconds: age });
     }
-    let given = signature
+    signature
         .strip_prefix("v0=")
         .filter(|h| h.len() == 64)
         .and_then(unhex)
         .ok_or(SignatureError::Malformed(
             "X-Slack-Signature is not v0=<64 hex digits>",
-        ))?;
+        ))
+}
+
+/// Checks a Slack request: `timestamp` is the `X-Slack-Request-Timestamp` header, `signature`
+/// the `X-Slack-Signature` header (`v0=<64 hex digits>`), `body` the raw body, `now` Unix
+/// seconds. The MAC covers the timestamp header's bytes as sent (a re-formatted timestamp does
+/// not verify); the age is computed without overflow. Returns the signature as lowercase hex,
+/// the one spelling a replay record may be keyed on (hex case is not part of the MAC).
+pub fn verify_slack(
+    signing_secret: &[u8],
+    timestamp: &str,
+    body: &[u8],
+    signature: &str,
+    now: i64,
+) -> Result<String, SignatureError> {
+    let given = slack_precheck(timestamp, signature, now)?;
     let mut m = mac(signing_secret);
     m.update(b"v0:");
     m.update(timestamp.as_bytes());
@@ -147,12 +159,47 @@ pub fn sign_link(secret: &[u8], claims: &LinkClaims) -> String {
     format!("{payload}.{}", hex(&m.finalize().into_bytes()))
 }
 
-/// Checks a link token and returns what it grants.
-pub fn verify_link(secret: &[u8], token: &str, now: i64) -> Result<LinkClaims, SignatureError> {
+/// The checks of a link token that need no secret: five payload parts, an expiry not passed
+/// (read unverified here; [`verify_link`] checks it again once the signature holds) and a
+/// signature of 64 hex digits. Returns the payload and the signature's bytes. The approval URL
+/// runs them before it reads the link secret.
+pub fn link_precheck(token: &str, now: i64) -> Result<(&str, Vec<u8>), SignatureError> {
     let (payload, sig) = token
         .rsplit_once('.')
         .ok_or(SignatureError::Malformed("token has no signature"))?;
-    let sig = unhex(sig).ok_or(SignatureError::Malformed("signature is not hex"))?;
+    let sig = Some(sig)
+        .filter(|h| h.len() == 64)
+        .and_then(unhex)
+        .ok_or(SignatureError::Malformed("signature is not 64 hex digits"))?;
+    let parts: Vec<&str> = payload.split('.').collect();
+    let [_, _, _, _, expires] = parts[..] else {
+        return Err(SignatureError::Malformed(
+            "token has the wrong number of parts",
+        ));
+    };
+    let expires: i64 = expires
+        .parse()
+        .map_err(|_| SignatureError::Malformed("bad expiry"))?;
+    if now > expires {
+        return Err(SignatureError::Stale {
+            age_seconds: now - expires,
+        });
+    }
+    Ok((payload, sig))
+}
+
+/// The key a used link is remembered by: its signature in lower-case hex, so the same link
+/// with its signature re-cased is the same link (a replay).
+pub fn link_nonce(token: &str) -> String {
+    token
+        .rsplit_once('.')
+        .map_or(token, |(_, sig)| sig)
+        .to_ascii_lowercase()
+}
+
+/// Checks a link token and returns what it grants.
+pub fn verify_link(secret: &[u8], token: &str, now: i64) -> Result<LinkClaims, SignatureError> {
+    let (payload, sig) = link_precheck(token, now)?;
     let mut m = mac(secret);
     m.update(payload.as_bytes());
     m.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)?;
@@ -187,6 +234,53 @@ pub fn verify_link(secret: &[u8], token: &str, now: i64) -> Result<LinkClaims, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relinked_signature_in_upper_case_is_the_same_link() {
+        let token = sign_link(
+            b"k",
+            &LinkClaims {
+                migration_id: "m".into(),
+                gate: Gate::Cutover,
+                approve: true,
+                approver: "a@example.com".into(),
+                expires_at: 2_000,
+            },
+        );
+        let (payload, sig) = token.rsplit_once('.').expect("signed");
+        let shouted = format!("{payload}.{}", sig.to_ascii_uppercase());
+        assert!(
+            verify_link(b"k", &shouted, 1_000).is_ok(),
+            "hex of either case verifies"
+        );
+        assert_eq!(
+            link_nonce(&shouted),
+            link_nonce(&token),
+            "and is the same link"
+        );
+    }
+
+    #[test]
+    fn junk_and_stale_requests_are_refused_before_any_secret_is_read() {
+        assert!(matches!(
+            link_precheck("no-signature", 0),
+            Err(SignatureError::Malformed(_))
+        ));
+        let stale = format!("a.b.approve.c.10.{}", "0".repeat(64));
+        assert!(matches!(
+            link_precheck(&stale, 11),
+            Err(SignatureError::Stale { .. })
+        ));
+        let short = format!("a.b.approve.c.10.{}", "0".repeat(10));
+        assert!(link_precheck(&short, 0).is_err());
+        assert!(link_precheck(&format!("a.b.approve.c.10.{}", "0".repeat(64)), 5).is_ok());
+        assert!(matches!(
+            slack_precheck("100", &format!("v0={}", "0".repeat(64)), 100 + 301),
+            Err(SignatureError::Stale { .. })
+        ));
+        assert!(slack_precheck("100", "v0=abc", 100).is_err());
+        assert!(slack_precheck("100", &format!("v0={}", "a".repeat(64)), 100).is_ok());
+    }
 
     // Slack's documented example (api.slack.com "Verifying requests from Slack").
     const SLACK_SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";

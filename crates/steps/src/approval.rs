@@ -393,6 +393,8 @@ async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
                 .query
                 .get("t")
                 .ok_or_else(|| StepError::Input("the link has no t parameter".into()))?;
+            // Cheap checks first: a flood of junk spends no SSM or KMS call.
+            signing::link_precheck(token, now_s)?;
             let secret = deps.params.get(&deps.settings.link_secret_param).await?;
             let claims = signing::verify_link(secret.as_bytes(), token, now_s)?;
             let verb = if claims.approve { "Approve" } else { "Reject" };
@@ -410,16 +412,18 @@ async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
             let token = fields
                 .get("t")
                 .ok_or_else(|| StepError::Input("the form has no t field".into()))?;
+            signing::link_precheck(token, now_s)?;
             let secret = deps.params.get(&deps.settings.link_secret_param).await?;
             let claims = signing::verify_link(secret.as_bytes(), token, now_s)?;
-            let nonce = token.rsplit('.').next().unwrap_or(token);
+            // Keyed on the canonical signature: the same link re-cased is a replay.
+            let nonce = signing::link_nonce(token);
             let decision = Decision {
                 migration_id: claims.migration_id,
                 gate: claims.gate,
                 approve: claims.approve,
                 approver: claims.approver,
             };
-            decide_once(deps, &decision, nonce).await?;
+            decide_once(deps, &decision, &nonce).await?;
             let verb = if decision.approve {
                 "approved"
             } else {
@@ -444,8 +448,13 @@ async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
                         "Slack is not set up: FERRY_SLACK_SIGNING_SECRET_PARAM is empty".into(),
                     )
                 })?;
-            let secret = deps.params.get(param).await?;
             let header = |n: &str| req.headers.get(n).map(String::as_str).unwrap_or_default();
+            signing::slack_precheck(
+                header("x-slack-request-timestamp"),
+                header("x-slack-signature"),
+                now_s,
+            )?;
+            let secret = deps.params.get(param).await?;
             // The replay record is keyed on the signature as verified (canonical hex), so a
             // re-encoded copy of a used request is still a replay.
             let signature = signing::verify_slack(
