@@ -28,6 +28,7 @@ async fn approval_resumes_the_execution_once_and_only_for_listed_approvers() {
         gate: Gate::ShiftTraffic,
         approve,
         approver: who.into(),
+        accept_differences: false,
     };
 
     // Not on the list: refused, nothing changes.
@@ -106,6 +107,7 @@ async fn rejection_fails_the_task_with_the_rejected_error() {
         gate: Gate::Cutover,
         approve: false,
         approver: "ops@acme.example".into(),
+        accept_differences: false,
     };
     decide(
         store.as_ref(),

@@ -1561,9 +1561,72 @@ async fn the_exact_comparison_after_the_cutover_catches_a_row_damaged_during_the
         .find(|(p, _)| p == "/slack-webhook")
         .map(|(_, b)| b.clone())
         .expect("the gate's Slack prompt");
-    for part in ["ALARM", "public.events", "DIFFERENT"] {
+    for part in [
+        "ALARM",
+        "public.events",
+        "DIFFERENT",
+        "Finish despite differences",
+        "\\\"accept_differences\\\":true",
+    ] {
         assert!(prompt.contains(part), "{part} not in the prompt: {prompt}");
     }
+
+    // A plain approve of the finish gate is refused, naming the table; the explicit override
+    // finishes and is audited as such.
+    let approver = e.spec_json["approvals"]["approvers"][0]
+        .as_str()
+        .expect("approver")
+        .to_string();
+    let approvers = vec![approver.clone()];
+    let decision = |accept_differences| ferry_core::approval::Decision {
+        migration_id: id.clone(),
+        gate: Gate::Finish,
+        approve: true,
+        approver: approver.clone(),
+        accept_differences,
+    };
+    let decide = |accept| {
+        let d = decision(accept);
+        let approvers = approvers.clone();
+        async move {
+            ferry_core::approval::decide(
+                store,
+                deps.callbacks.as_ref(),
+                &approvers,
+                &d,
+                chrono::Utc::now(),
+            )
+            .await
+        }
+    };
+    let refused = decide(false)
+        .await
+        .expect_err("a plain approve over a found difference");
+    assert_eq!(refused.step_error_name(), "Ferry.Blocked.Differences");
+    assert!(refused.to_string().contains("public.events"), "{refused}");
+    assert_eq!(
+        store
+            .approval(&id, Gate::Finish)
+            .await
+            .expect("read")
+            .expect("request")
+            .status,
+        ApprovalStatus::Pending,
+        "nothing decided"
+    );
+    decide(true).await.expect("the override finishes");
+    let audit = store.audit_log(&id).await.expect("audit");
+    let overridden = audit
+        .iter()
+        .find(|a| a.action == "approve_accepting_differences")
+        .expect("the override is audited");
+    assert!(
+        overridden.detail["differences"]
+            .as_str()
+            .is_some_and(|d| d.contains("public.events")),
+        "{:?}",
+        overridden.detail
+    );
     let _ = worker.kill();
     let _ = worker.wait();
 }

@@ -167,6 +167,11 @@ pub struct GateArgs {
     /// Which gate.
     #[arg(long, value_enum)]
     gate: GateArg,
+    /// Approve the finish gate although the exact comparison of the cutover found rows that
+    /// differ (or did not finish): an explicit override, audited as such. Without it such an
+    /// approve is refused; a reject (roll back, losing nothing) never needs it.
+    #[arg(long)]
+    accept_differences: bool,
 }
 
 /// `ferry approve|reject <id> --gate <gate>`: decides a pending gate as the caller's IAM
@@ -202,6 +207,7 @@ pub async fn decide(args: &GateArgs, approve: bool) -> anyhow::Result<Code> {
             gate,
             approve,
             approver: caller.clone(),
+            accept_differences: approve && args.accept_differences,
         },
         chrono::Utc::now(),
     )
@@ -211,6 +217,9 @@ pub async fn decide(args: &GateArgs, approve: bool) -> anyhow::Result<Code> {
             "{e}; ask an approver listed in the spec's approvals.approvers"
         ))
         .into(),
+        approval::ApprovalError::Differences { .. } => {
+            Blocked(e.to_string().replace("<id>", id)).into()
+        }
         e => anyhow::anyhow!("{e}"),
     })?;
     println!(

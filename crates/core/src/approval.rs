@@ -45,6 +45,10 @@ pub struct Decision {
     pub approve: bool,
     /// Who decided (email or Slack member id, as verified by the caller).
     pub approver: String,
+    /// Finish even though the exact comparison of the cutover found differences or did not
+    /// finish: an explicit, audited override (`ferry approve --accept-differences`, Slack's
+    /// separate button; never an email link).
+    pub accept_differences: bool,
 }
 
 /// Why a decision was refused or not delivered.
@@ -64,12 +68,22 @@ pub enum ApprovalError {
     /// The decision is stored but could not be delivered.
     #[error("decision recorded but not delivered: {0}")]
     Callback(#[from] CallbackError),
+    /// A plain approve of the finish gate while the exact comparison of the cutover found
+    /// differences (or did not finish).
+    #[error(
+        "the exact comparison of the cutover says {found}, so a plain approve cannot finish (finishing decommissions Heroku). Reject to roll back, losing nothing; or finish anyway with an explicit override: `ferry approve <id> --gate finish --accept-differences`, or Slack's \"Finish despite differences\" button"
+    )]
+    Differences {
+        /// What the comparison found.
+        found: String,
+    },
 }
 
 impl StepErrorName for ApprovalError {
     fn step_error_name(&self) -> &'static str {
         match self {
             ApprovalError::NotAllowed { .. } => "Ferry.Blocked.NotAllowed",
+            ApprovalError::Differences { .. } => "Ferry.Blocked.Differences",
             ApprovalError::Store(e) => e.step_error_name(),
             ApprovalError::Callback(CallbackError::TaskGone(_)) => "Ferry.Failed.TaskGone",
             ApprovalError::Callback(CallbackError::Unavailable(_)) => {
@@ -125,6 +139,18 @@ pub async fn decide(
             approver: decision.approver.clone(),
         });
     }
+    let found = if decision.gate == Gate::Finish && decision.approve {
+        differences(store, &decision.migration_id).await?
+    } else {
+        None
+    };
+    if let Some(found) = &found
+        && !decision.accept_differences
+    {
+        return Err(ApprovalError::Differences {
+            found: found.clone(),
+        });
+    }
     let wanted = if decision.approve {
         ApprovalStatus::Approved
     } else {
@@ -155,10 +181,10 @@ pub async fn decide(
             )
             .await?
     };
-    let action = if decision.approve {
-        "approve"
-    } else {
-        "reject"
+    let action = match (decision.approve, &found) {
+        (true, Some(_)) => "approve_accepting_differences",
+        (true, None) => "approve",
+        (false, _) => "reject",
     };
     let event = AuditEvent::new(
         now,
@@ -166,7 +192,7 @@ pub async fn decide(
         decision.approver.clone(),
         action,
         Outcome::Info,
-        serde_json::json!({ "gate": decision.gate.as_str() }),
+        serde_json::json!({ "gate": decision.gate.as_str(), "differences": found }),
     )
     .with_key(format!("approval/{}/{}", decision.gate.as_str(), action));
     store.append_audit(&decision.migration_id, &event).await?;
@@ -187,6 +213,27 @@ pub async fn decide(
             .await?;
     }
     Ok(decided)
+}
+
+/// What the exact comparison of the cutover found, when it is not "equal" (different,
+/// incomplete or interrupted): the finish gate then takes only an explicit override. `None`
+/// when it found the sides equal, or none ran.
+pub async fn differences(
+    store: &dyn MigrationStore,
+    migration_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some(raw) = store
+        .fact(migration_id, crate::state::DRAIN_CHECK_FACT)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let check: crate::state::DrainCheck =
+        serde_json::from_value(raw).map_err(|e| StoreError::Corrupt {
+            key: format!("{migration_id}/{}", crate::state::DRAIN_CHECK_FACT),
+            reason: e.to_string(),
+        })?;
+    Ok(check.needs_override().then(|| check.summary(Utc::now())))
 }
 
 #[cfg(test)]

@@ -482,6 +482,18 @@ pub struct DrainCheck {
 }
 
 impl DrainCheck {
+    /// Whether finishing after this comparison takes an explicit override: the cutover's
+    /// comparison found rows that differ, or did not compare every table.
+    pub fn needs_override(&self) -> bool {
+        self.direction == "forward"
+            && matches!(
+                self.state,
+                DrainCheckState::Different
+                    | DrainCheckState::Incomplete
+                    | DrainCheckState::Interrupted
+            )
+    }
+
     /// Seconds the snapshots were (or have been) held.
     pub fn held_seconds(&self, now: DateTime<Utc>) -> f64 {
         (self.finished_at.unwrap_or(now) - self.snapshots_at).num_milliseconds() as f64 / 1000.0

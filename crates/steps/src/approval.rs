@@ -100,6 +100,7 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
         ));
     }
     let mut alarm = String::new();
+    let mut overriding = false;
     if input.gate == Gate::Finish
         && let (_, Some(check)) =
             crate::replication::exact_check(deps, spec, progress.as_ref()).await?
@@ -110,6 +111,10 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
         ));
         if check.state == DrainCheckState::Different {
             alarm = "ALARM: the exact comparison of the cutover found rows that differ between Heroku Postgres and RDS at the frozen position (tables and keys below). The reverse stream keeps Heroku Postgres in sync with every write made on AWS since, so rejecting (rolling back) loses nothing; look at these keys before you approve.\n\n".into();
+        }
+        if check.needs_override() {
+            overriding = true;
+            alarm.push_str("Finishing now takes an explicit override (`ferry approve --accept-differences`, or Slack's \"Finish despite differences\" button); a plain approve, and any email link, is refused.\n\n");
         }
     }
     let mut message = format!(
@@ -160,7 +165,12 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
     if let Some(param) = &spec.approvals.slack_webhook_param {
         let webhook = deps.params.get(param).await?;
         let explain = format!("{alarm}{explain}");
-        post_slack(deps, &webhook, id, input.gate, what, &explain, &facts_line).await?;
+        let text = SlackText {
+            what,
+            explain: &explain,
+            facts_line: &facts_line,
+        };
+        post_slack(deps, &webhook, id, input.gate, &text, overriding).await?;
         notified.push("slack".to_string());
     }
     Ok(Requested {
@@ -169,28 +179,53 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
     })
 }
 
+/// The words of a gate's Slack prompt.
+struct SlackText<'a> {
+    what: &'a str,
+    explain: &'a str,
+    facts_line: &'a str,
+}
+
+/// Posts the prompt with Approve and Reject buttons, and, when finishing needs the override
+/// (`overriding`), a third button that approves accepting the differences.
 async fn post_slack(
     deps: &Deps,
     webhook: &Secret,
     id: &str,
     gate: Gate,
-    what: &str,
-    explain: &str,
-    facts_line: &str,
+    text: &SlackText<'_>,
+    overriding: bool,
 ) -> StepResult<()> {
-    let value =
-        |approve: bool| json!({ "migration_id": id, "gate": gate, "approve": approve }).to_string();
+    let SlackText {
+        what,
+        explain,
+        facts_line,
+    } = text;
+    let value = |approve: bool, accept: bool| {
+        json!({ "migration_id": id, "gate": gate, "approve": approve, "accept_differences": accept })
+            .to_string()
+    };
+    let mut buttons = vec![
+        json!({ "type": "button", "style": "primary", "action_id": "ferry_approve",
+          "text": { "type": "plain_text", "text": "Approve" }, "value": value(true, false) }),
+        json!({ "type": "button", "style": "danger", "action_id": "ferry_reject",
+          "text": { "type": "plain_text", "text": "Reject" }, "value": value(false, false) }),
+    ];
+    if overriding {
+        buttons.push(json!({ "type": "button", "action_id": "ferry_accept_differences",
+          "text": { "type": "plain_text", "text": "Finish despite differences" },
+          "value": value(true, true),
+          "confirm": { "title": { "type": "plain_text", "text": "Finish with differences?" },
+            "text": { "type": "plain_text", "text": "Heroku is decommissioned with the differences the exact comparison found." },
+            "confirm": { "type": "plain_text", "text": "Finish" },
+            "deny": { "type": "plain_text", "text": "Cancel" } } }));
+    }
     let body = json!({
         "text": format!("Ferry {id}: approve to {what}?"),
         "blocks": [
             { "type": "section", "text": { "type": "mrkdwn",
               "text": format!("*Ferry {id}*: approve to *{what}*?\n{explain}\n{facts_line}") } },
-            { "type": "actions", "elements": [
-                { "type": "button", "style": "primary", "action_id": "ferry_approve",
-                  "text": { "type": "plain_text", "text": "Approve" }, "value": value(true) },
-                { "type": "button", "style": "danger", "action_id": "ferry_reject",
-                  "text": { "type": "plain_text", "text": "Reject" }, "value": value(false) }
-            ]}
+            { "type": "actions", "elements": buttons }
         ]
     });
     let res = deps
@@ -374,9 +409,10 @@ fn status_for(e: &StepError) -> u16 {
     match e.step_error_name() {
         "Ferry.Blocked.BadSignature" => 401,
         "Ferry.Blocked.NotAllowed" => 403,
-        "Ferry.Blocked.ApprovalNotPending" | "Ferry.Failed.TaskGone" | "Ferry.Blocked.Replayed" => {
-            409
-        }
+        "Ferry.Blocked.ApprovalNotPending"
+        | "Ferry.Failed.TaskGone"
+        | "Ferry.Blocked.Replayed"
+        | "Ferry.Blocked.Differences" => 409,
         "Ferry.Failed.Input" => 400,
         n if n.starts_with("Ferry.Retryable.") => 503,
         _ => 500,
@@ -422,6 +458,8 @@ async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
                 gate: claims.gate,
                 approve: claims.approve,
                 approver: claims.approver,
+                // An email link never overrides a found difference.
+                accept_differences: false,
             };
             decide_once(deps, &decision, &nonce).await?;
             let verb = if decision.approve {
@@ -485,6 +523,8 @@ async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
                 migration_id: String,
                 gate: Gate,
                 approve: bool,
+                #[serde(default)]
+                accept_differences: bool,
             }
             let a: Action = serde_json::from_value(value)
                 .map_err(|e| StepError::Input(format!("action value: {e}")))?;
@@ -493,6 +533,7 @@ async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
                 gate: a.gate,
                 approve: a.approve,
                 approver: user.to_string(),
+                accept_differences: a.approve && a.accept_differences,
             };
             decide_once(deps, &decision, &signature).await?;
             let verb = if decision.approve {

@@ -323,6 +323,7 @@ impl StepError {
         "Ferry.Failed.ReplicationState",
         // Approvals.
         "Ferry.Blocked.NotAllowed",
+        "Ferry.Blocked.Differences",
         "Ferry.Failed.TaskGone",
         "Ferry.Retryable.StepFunctions",
         "Ferry.Blocked.BadSignature",
