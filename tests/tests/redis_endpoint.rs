@@ -55,6 +55,15 @@ async fn on_source(key: &str) -> bool {
     direct.call(cmd!["EXISTS", key]).await.expect("exists") == Value::Int(1)
 }
 
+/// The proxy's URL with no password (database 0): a client that has not logged in.
+fn anonymous(url: &str) -> RedisUrl {
+    RedisUrl::parse(
+        &url.replace(&format!(":{PASSWORD}@"), "")
+            .replace("/DB", "/0"),
+    )
+    .expect("url")
+}
+
 async fn client(url: &str, db: u32, name: &str) -> Conn {
     let mut c =
         Conn::connect(&RedisUrl::parse(&url.replace("/DB", &format!("/{db}"))).expect("url"))
@@ -249,12 +258,7 @@ async fn logins_and_commands_the_endpoint_cannot_carry_are_refused_as_redis_woul
         .to_string();
     assert!(err.contains("WRONGPASS"), "{err}");
     assert!(!err.contains("not-it"), "{err}");
-    let anonymous = url
-        .replace(&format!(":{PASSWORD}@"), "")
-        .replace("/DB", "/0");
-    let mut c = Conn::connect(&RedisUrl::parse(&anonymous).expect("url"))
-        .await
-        .expect("connect");
+    let mut c = Conn::connect(&anonymous(&url)).await.expect("connect");
     let err = c
         .call(cmd!["GET", "x"])
         .await
@@ -396,11 +400,7 @@ async fn administrative_commands_and_ferrys_keys_are_refused_and_the_session_goe
 async fn a_client_that_has_not_logged_in_is_held_to_redis_limits() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (proxy, url) = proxy().await;
-    let anonymous = RedisUrl::parse(
-        &url.replace(&format!(":{PASSWORD}@"), "")
-            .replace("/DB", "/0"),
-    )
-    .expect("url");
+    let anonymous = anonymous(&url);
     let open = || async {
         Conn::connect(&anonymous)
             .await
@@ -578,4 +578,29 @@ async fn a_subscribed_client_cannot_write_once_a_pause_begins() {
         "a write sent during the pause reached the old server"
     );
     assert!(proxy.closed_by_switch() >= 1);
+}
+
+/// Refused logins slow a connection down and, at the fifth, close it; a client with the right
+/// password is not slowed.
+#[tokio::test]
+async fn a_connection_guessing_the_password_is_closed_after_five_tries() {
+    let (_proxy, url) = proxy().await;
+    let mut c = Conn::connect(&anonymous(&url)).await.expect("connect");
+    for n in 1..=5 {
+        let e = c
+            .call(cmd!["AUTH", format!("guess-{n}")])
+            .await
+            .expect_err("a wrong password")
+            .to_string();
+        assert!(e.contains("WRONGPASS"), "try {n}: {e}");
+    }
+    assert!(
+        c.call(cmd!["AUTH", PASSWORD]).await.is_err(),
+        "the connection was closed after five refused logins"
+    );
+    let mut ok = client(&url, 0, "app").await;
+    assert_eq!(
+        ok.call(cmd!["PING"]).await.expect("ping"),
+        Value::Simple("PONG".into())
+    );
 }

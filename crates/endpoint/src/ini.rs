@@ -155,6 +155,13 @@ impl ClientLogin {
                 "the database name must be 1-63 letters, digits, `_` or `-` (it becomes a PgBouncer database entry)",
             ));
         }
+        // PgBouncer keeps `pgbouncer` for its admin console: it refuses such an entry and logs
+        // the entry's connection string, password included.
+        if dbname.eq_ignore_ascii_case("pgbouncer") {
+            return Err(bad(
+                "the database name `pgbouncer` is PgBouncer's admin console; name the app's database otherwise in the client URL (the entry's name, not the server's database)",
+            ));
+        }
         if !name_ok(&user) || user == ADMIN_USER {
             return Err(bad(&format!(
                 "the user must be 1-63 letters, digits, `_` or `-`, and not `{ADMIN_USER}`"
@@ -283,6 +290,25 @@ fn dquote(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admin_consoles_name_is_refused_as_the_apps_database() {
+        for name in ["pgbouncer", "PgBouncer"] {
+            let e = ClientLogin::from_url(
+                &url(&format!(
+                    "postgres://app:a-long-password@h:5432/{name}?sslmode=require"
+                )),
+                "/p/client",
+            )
+            .expect_err("reserved");
+            let text = e.to_string();
+            assert!(
+                text.contains("/p/client") && text.contains("admin console"),
+                "{text}"
+            );
+            assert!(!text.contains("a-long-password"), "{text}");
+        }
+    }
 
     fn url(s: &str) -> PgUrl {
         PgUrl::parse(s).expect("url")

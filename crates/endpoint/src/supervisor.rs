@@ -113,8 +113,42 @@ async fn read_redis_urls(
             })?,
         );
     }
-    out.try_into()
-        .map_err(|_| EndpointError::Io("three Redis URLs".into()))
+    let urls: [ferry_kv::RedisUrl; 3] = out
+        .try_into()
+        .map_err(|_| EndpointError::Io("three Redis URLs".into()))?;
+    check_redis_urls(r, &urls)?;
+    Ok(urls)
+}
+
+/// The Redis URLs the endpoint may use: servers reached over TLS unless on this host (the
+/// migration's credentials must not cross the network in the clear), and a client password of
+/// 12 characters or more.
+fn check_redis_urls(
+    r: &RedisSettings,
+    [source, target, client]: &[ferry_kv::RedisUrl; 3],
+) -> Result<(), EndpointError> {
+    for (url, param) in [(source, &r.source_param), (target, &r.target_param)] {
+        let local = matches!(
+            url.host.as_str(),
+            "127.0.0.1" | "::1" | "[::1]" | "localhost"
+        );
+        if url.tls.is_none() && !local {
+            return Err(EndpointError::Config {
+                field: param.clone(),
+                reason: format!(
+                    "redis:// to {} sends the migration's password in the clear; use rediss:// (Heroku Key-Value Store and ElastiCache with in-transit encryption both serve TLS)",
+                    url.host
+                ),
+            });
+        }
+    }
+    if client.password().is_some_and(|p| p.expose().len() < 12) {
+        return Err(EndpointError::Config {
+            field: r.client_param.clone(),
+            reason: "the app fleet's Redis password must have at least 12 characters".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Starts the Redis proxy on `backend`, paused if the desired state is.
@@ -734,5 +768,64 @@ impl<'a> Task<'a> {
         if let Err(e) = self.store.put_endpoint_task(&report).await {
             tracing::warn!(error = %e, "cannot write the endpoint report");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> RedisSettings {
+        RedisSettings {
+            source_param: "/p/redis-source".into(),
+            target_param: "/p/redis-target".into(),
+            client_param: "/p/redis-client".into(),
+            port: 6380,
+        }
+    }
+
+    fn urls(source: &str, client: &str) -> [ferry_kv::RedisUrl; 3] {
+        let u = |s: &str| ferry_kv::RedisUrl::parse(s).expect("url");
+        [
+            u(source),
+            u("rediss://:pw@target.cache.amazonaws.com:6379"),
+            u(client),
+        ]
+    }
+
+    #[test]
+    fn plaintext_servers_off_this_host_and_short_client_passwords_are_refused() {
+        let good_client = "rediss://:a-client-password@127.0.0.1:6380";
+        let e = check_redis_urls(
+            &settings(),
+            &urls(
+                "redis://:secret@ec2-1-2-3-4.compute-1.amazonaws.com:6379",
+                good_client,
+            ),
+        )
+        .expect_err("plaintext to another host");
+        let text = e.to_string();
+        assert!(
+            text.contains("/p/redis-source") && text.contains("rediss://"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
+        assert!(
+            check_redis_urls(
+                &settings(),
+                &urls("redis://:pw@127.0.0.1:6379", good_client)
+            )
+            .is_ok(),
+            "plaintext on this host is allowed"
+        );
+        let e = check_redis_urls(
+            &settings(),
+            &urls(
+                "rediss://:pw@heroku.example:6379",
+                "rediss://:short@127.0.0.1:6380",
+            ),
+        )
+        .expect_err("a short client password");
+        assert!(e.to_string().contains("/p/redis-client"), "{e}");
     }
 }

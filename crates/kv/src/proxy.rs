@@ -337,6 +337,8 @@ struct Session {
     watching: bool,
     /// A SELECT queued inside MULTI: it takes effect only if EXEC runs the transaction.
     queued_db: Option<u32>,
+    /// Logins refused on this connection.
+    failed_logins: u32,
     backend: Option<Backend>,
 }
 
@@ -416,6 +418,7 @@ async fn session(shared: Arc<Shared>, mut client: Box<dyn Io>) {
         in_tx: false,
         watching: false,
         queued_db: None,
+        failed_logins: 0,
         backend: None,
     };
     let result = serve_session(&shared, &mut s, &mut client).await;
@@ -433,6 +436,11 @@ async fn session(shared: Arc<Shared>, mut client: Box<dyn Io>) {
 
 /// Why a session ends.
 type End = String;
+
+/// A connection is closed after this many refused logins.
+const MAX_FAILED_LOGINS: u32 = 5;
+/// The wait before the next command of a connection whose login was refused, per refusal.
+const LOGIN_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Before AUTH a client may hold at most this much unparsed input (Redis: 1 MB).
 const MAX_INPUT_UNAUTHENTICATED: usize = 1024 * 1024;
@@ -518,6 +526,13 @@ async fn serve_session(
         if s.at_rest() {
             shared.busy.fetch_sub(1, SeqCst);
         }
+        if s.failed_logins >= MAX_FAILED_LOGINS && !s.authed {
+            return Err(format!("{MAX_FAILED_LOGINS} failed logins"));
+        }
+        if s.failed_logins > 0 && !s.authed {
+            // Each refused login slows the next try on this connection.
+            tokio::time::sleep(LOGIN_BACKOFF * s.failed_logins).await;
+        }
         match outcome? {
             Next::Go => {}
             Next::Raw => return raw(shared, s, client, input).await,
@@ -588,6 +603,7 @@ fn handle(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) -> Handling {
                 }
             };
             s.authed |= ok;
+            s.failed_logins += u32::from(!ok);
             Handling::Local(if ok {
                 b"+OK\r\n".to_vec()
             } else {
@@ -627,6 +643,7 @@ fn hello(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) -> Handling {
         match upper(&args[i]).as_str() {
             "AUTH" if i + 2 < args.len() => {
                 if !check_login(shared, Some(&args[i + 1]), &args[i + 2]) {
+                    s.failed_logins += 1;
                     return Handling::Local(err(WRONGPASS));
                 }
                 s.authed = true;
