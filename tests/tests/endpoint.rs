@@ -544,3 +544,51 @@ async fn preflight_asks_the_endpoint_a_query_as_the_app_will() {
         "no endpoint behind the balancer"
     );
 }
+
+/// A rotated client password (the endpoint URL's parameter rewritten) is taken at the next
+/// refresh without a restart: new logins with it are served, the old one is refused, and a
+/// connection logged in before keeps working.
+#[tokio::test]
+async fn a_rotated_client_password_is_taken_without_a_restart() {
+    let w = world().await;
+    let (_fleet, url) = w.fleet(1).await;
+    let before = PgUrl::parse(&url)
+        .expect("url")
+        .connect_as_app()
+        .await
+        .expect("the old password, before the rotation");
+    let rotated = url.replace("endpoint-client-secret-", "rotated-client-secret-");
+    assert_ne!(rotated, url);
+    w.params
+        .put_secure(&w.p.client_param, &rotated)
+        .await
+        .expect("param");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if PgUrl::parse(&rotated)
+            .expect("url")
+            .connect_as_app()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated password was never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        PgUrl::parse(&url)
+            .expect("url")
+            .connect_as_app()
+            .await
+            .is_err(),
+        "the old password is refused after the rotation"
+    );
+    before
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("a connection logged in before goes on");
+}

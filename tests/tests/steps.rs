@@ -1267,9 +1267,14 @@ async fn a_failure_on_ferrys_side_names_no_parameter_to_the_caller() {
     let mut deps = e.deps.clone();
     deps.settings.slack_signing_secret_param = Some("/ferry/internal-name-xyz/slack".into());
     let body = slack_body(&e.id, Gate::Cutover, true, SLACK_USER);
+    // Well formed and fresh, so it passes the checks made before any secret is read.
     let resp = approval::callback(
         &deps,
-        slack_request(&body, chrono::Utc::now().timestamp(), Some("v0=00".into())),
+        slack_request(
+            &body,
+            chrono::Utc::now().timestamp(),
+            Some(format!("v0={}", "0".repeat(64))),
+        ),
     )
     .await;
     assert!(
@@ -1281,7 +1286,11 @@ async fn a_failure_on_ferrys_side_names_no_parameter_to_the_caller() {
     deps.settings.slack_signing_secret_param = None;
     let resp = approval::callback(
         &deps,
-        slack_request(&body, chrono::Utc::now().timestamp(), Some("v0=00".into())),
+        slack_request(
+            &body,
+            chrono::Utc::now().timestamp(),
+            Some(format!("v0={}", "0".repeat(64))),
+        ),
     )
     .await;
     assert!(!resp.body.contains("FERRY_"), "{}", resp.body);

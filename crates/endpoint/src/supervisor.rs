@@ -678,7 +678,14 @@ impl<'a> Task<'a> {
             return;
         };
         match read_redis_urls(settings, self.params).await {
-            Ok([source, target, _]) => {
+            Ok([source, target, client]) => {
+                // A rotated client password: logins from now on use it (sessions already
+                // logged in go on), paused or not.
+                if let Some(password) = client.password().cloned()
+                    && r.proxy.set_login(client.username.clone(), password)
+                {
+                    tracing::info!("the app fleet's Redis password changed; new logins use it");
+                }
                 let changed = match r.backend {
                     Backend::Source => source != r.source,
                     Backend::Target => target != r.target,
@@ -699,6 +706,30 @@ impl<'a> Task<'a> {
         }
     }
 
+    /// Rewrites the ini for `urls` (and the auth_file when the client's login changed) and
+    /// reloads PgBouncer: new logins must use the new client password, and new server
+    /// connections the new backend credentials. Whether it was applied.
+    async fn rewrite(&mut self, urls: &Urls, client_changed: bool) -> bool {
+        if client_changed {
+            let auth = ini::render_auth(&urls.client, &self.console.password);
+            if let Err(e) = write_private(&self.layout.auth_path(), &auth).await {
+                tracing::warn!(error = %e, "cannot rewrite the auth_file after a credential change");
+                return false;
+            }
+        }
+        let entry = &urls.backend(self.now.backend).1;
+        let text = ini::render_ini(&self.layout, &urls.client, entry);
+        if let Err(e) = write_private(&self.layout.ini_path(), &text).await {
+            tracing::warn!(error = %e, "cannot rewrite the ini after a credential change");
+            return false;
+        }
+        if let Err(e) = self.console.reload(&self.admin).await {
+            tracing::warn!(error = %e, "cannot reload after a credential change");
+            return false;
+        }
+        true
+    }
+
     /// Reads the URLs again (Heroku rotates credentials) and rewrites the files if they
     /// changed; keeps the old ones if SSM cannot be read.
     async fn refresh(&mut self) {
@@ -713,23 +744,14 @@ impl<'a> Task<'a> {
                 }
                 let changed =
                     urls.backend(self.now.backend).1 != self.urls.backend(self.now.backend).1;
-                if changed {
+                let client_changed = urls.client != self.urls.client;
+                if changed || client_changed {
                     // Kept as the old URLs until PgBouncer uses the new ones: a change not
                     // applied now (paused, or the rewrite failed) is seen again next time.
-                    if self.now.paused {
+                    if self.now.paused || !self.rewrite(&urls, client_changed).await {
                         return;
                     }
-                    let entry = &urls.backend(self.now.backend).1;
-                    let text = ini::render_ini(&self.layout, &urls.client, entry);
-                    if let Err(e) = write_private(&self.layout.ini_path(), &text).await {
-                        tracing::warn!(error = %e, "cannot rewrite the ini after a credential change");
-                        return;
-                    }
-                    if let Err(e) = self.console.reload(&self.admin).await {
-                        tracing::warn!(error = %e, "cannot reload after a credential change");
-                        return;
-                    }
-                    tracing::info!(backend = %self.now.backend, "backend credentials changed; reloaded");
+                    tracing::info!(backend = %self.now.backend, client_changed, "credentials changed; reloaded");
                 }
                 self.urls = urls;
             }

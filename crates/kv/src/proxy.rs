@@ -88,8 +88,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Sessions with a blocking command in flight: session → (backend URL, backend client id).
     blocked: Mutex<HashMap<u64, (Arc<RedisUrl>, i64)>>,
-    password: Secret,
-    username: Option<String>,
+    /// The clients' login (user, password); replaced when the endpoint's secret rotates.
+    login: Mutex<(Option<String>, Secret)>,
     max_sessions: usize,
     /// Sessions closed because their backend changed under pub/sub or MONITOR.
     closed_by_switch: AtomicU64,
@@ -131,13 +131,23 @@ impl Proxy {
                 sessions: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 blocked: Mutex::new(HashMap::new()),
-                password,
-                username,
+                login: Mutex::new((username, password)),
                 max_sessions,
                 closed_by_switch: AtomicU64::new(0),
                 control: tokio::sync::Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Replaces the clients' login (a rotated secret): sessions that log in from now on must
+    /// use it; sessions already logged in go on. Whether it changed.
+    pub fn set_login(&self, username: Option<String>, password: Secret) -> bool {
+        let Ok(mut login) = self.shared.login.lock() else {
+            return false;
+        };
+        let changed = login.0 != username || login.1.expose() != password.expose();
+        *login = (username, password);
+        changed
     }
 
     /// The backend of the moment.
@@ -572,11 +582,14 @@ enum Handling {
 }
 
 fn check_login(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> bool {
+    let Ok(login) = shared.login.lock() else {
+        return false;
+    };
     let user_ok = match user {
         None => true,
-        Some(u) => u == b"default" || shared.username.as_deref().map(str::as_bytes) == Some(u),
+        Some(u) => u == b"default" || login.0.as_deref().map(str::as_bytes) == Some(u),
     };
-    let want = shared.password.expose().as_bytes();
+    let want = login.1.expose().as_bytes();
     // Constant time over the password's length.
     let same = want.len() == password.len()
         && want
