@@ -495,6 +495,8 @@ async fn serve_session(
     client: &mut Box<dyn Io>,
 ) -> Result<(), End> {
     let mut input = Vec::with_capacity(16 * 1024);
+    // The command under way is parsed across reads, never from its start again.
+    let mut parser = resp::CommandParser::default();
     let login_by = tokio::time::Instant::now() + AUTH_DEADLINE;
     loop {
         // The commands the client has sent, at least one, at most BATCH; one at a time until
@@ -507,7 +509,7 @@ async fn serve_session(
         let mut batch = Vec::new();
         let mut used = 0;
         while batch.len() < most {
-            match resp::command_within(&input[used..], limits) {
+            match parser.next(&input[used..], limits) {
                 Ok(Some((args, n))) => {
                     used += n;
                     if !args.is_empty() {

@@ -243,76 +243,115 @@ fn header(buf: &[u8], at: usize, what: &str) -> Result<Option<(i64, usize)>, Mal
 /// are scanned, and an argument count or length past the limits is refused before its bytes
 /// arrive, so a client cannot make the proxy buffer or scan more than the limits allow.
 pub fn command_within(buf: &[u8], limits: Limits) -> Result<Option<(Args, usize)>, Malformed> {
-    match buf.first() {
-        None => Ok(None),
-        Some(b'*') => {
-            let Some((n, mut pos)) = header(buf, 0, "multibulk")? else {
-                return Ok(None);
-            };
-            if n > limits.max_args as i64 {
-                return Err(Malformed(format!(
-                    "invalid multibulk length ({n} arguments, at most {})",
-                    limits.max_args
-                )));
+    CommandParser::default().next(buf, limits)
+}
+
+/// A command parsed across reads: the arguments of a command not yet complete are kept, so
+/// each byte of it is examined once however many reads it takes to arrive (re-parsing it from
+/// its start after every read would cost the square of its length).
+#[derive(Debug, Default)]
+pub struct CommandParser {
+    /// Arguments parsed so far of the command under way.
+    args: Args,
+    /// Its argument count, once its header is read.
+    want: Option<usize>,
+    /// Where its next argument starts, from the command's first byte.
+    at: usize,
+}
+
+impl CommandParser {
+    /// The next command from `buf`, which must start where the command under way started
+    /// (the caller consumes a command's bytes only once it is returned), and the bytes it
+    /// used; `None` while incomplete, with the progress kept.
+    pub fn next(&mut self, buf: &[u8], limits: Limits) -> Result<Option<(Args, usize)>, Malformed> {
+        match buf.first() {
+            None => Ok(None),
+            Some(b'*') => self.array(buf, limits),
+            Some(_) => {
+                *self = Self::default();
+                inline(buf, limits)
             }
-            let mut args = Vec::new();
-            for _ in 0..n.max(0) {
-                match buf.get(pos) {
-                    None => return Ok(None),
-                    Some(b'$') => {}
-                    Some(_) => {
-                        return Err(Malformed("expected '$', got something else".into()));
-                    }
-                }
-                let Some((len, next)) = header(buf, pos, "bulk")? else {
-                    return Ok(None);
-                };
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|l| *l <= limits.max_bulk)
-                    .ok_or_else(|| {
-                        Malformed(format!(
-                            "invalid bulk length ({len}, at most {})",
-                            limits.max_bulk
-                        ))
-                    })?;
-                if buf.len() < next + len + 2 {
-                    return Ok(None);
-                }
-                if &buf[next + len..next + len + 2] != b"\r\n" {
-                    return Err(Malformed("bulk string not terminated".into()));
-                }
-                args.push(buf[next..next + len].to_vec());
-                pos = next + len + 2;
-            }
-            Ok(Some((args, pos)))
-        }
-        Some(_) => {
-            let cap = if limits.max_args < AUTHENTICATED.max_args {
-                limits.max_bulk
-            } else {
-                64 * 1024
-            };
-            let Some((text, used)) = line(&buf[..buf.len().min(cap + 2)], 0) else {
-                if buf.len() > cap {
-                    return Err(Malformed(format!(
-                        "an inline command longer than {} KiB",
-                        cap / 1024
-                    )));
-                }
-                return Ok(None);
-            };
-            let args: Args = text
-                .split(|b| *b == b' ')
-                .filter(|a| !a.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect();
-            if args.len() > limits.max_args {
-                return Err(Malformed("invalid multibulk length".into()));
-            }
-            Ok(Some((args, used)))
         }
     }
+
+    fn array(&mut self, buf: &[u8], limits: Limits) -> Result<Option<(Args, usize)>, Malformed> {
+        let want = match self.want {
+            Some(n) => n,
+            None => {
+                let Some((n, pos)) = header(buf, 0, "multibulk")? else {
+                    return Ok(None);
+                };
+                if n > limits.max_args as i64 {
+                    return Err(Malformed(format!(
+                        "invalid multibulk length ({n} arguments, at most {})",
+                        limits.max_args
+                    )));
+                }
+                let n = usize::try_from(n.max(0)).unwrap_or(0);
+                (self.want, self.at) = (Some(n), pos);
+                n
+            }
+        };
+        while self.args.len() < want {
+            let pos = self.at;
+            match buf.get(pos) {
+                None => return Ok(None),
+                Some(b'$') => {}
+                Some(_) => return Err(Malformed("expected '$', got something else".into())),
+            }
+            let Some((len, next)) = header(buf, pos, "bulk")? else {
+                return Ok(None);
+            };
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|l| *l <= limits.max_bulk)
+                .ok_or_else(|| {
+                    Malformed(format!(
+                        "invalid bulk length ({len}, at most {})",
+                        limits.max_bulk
+                    ))
+                })?;
+            if buf.len() < next + len + 2 {
+                return Ok(None);
+            }
+            if &buf[next + len..next + len + 2] != b"\r\n" {
+                return Err(Malformed("bulk string not terminated".into()));
+            }
+            self.args.push(buf[next..next + len].to_vec());
+            self.at = next + len + 2;
+        }
+        let used = self.at;
+        let args = std::mem::take(&mut self.args);
+        *self = Self::default();
+        Ok(Some((args, used)))
+    }
+}
+
+/// An inline command (a line of words), bounded.
+fn inline(buf: &[u8], limits: Limits) -> Result<Option<(Args, usize)>, Malformed> {
+    let cap = if limits.max_args < AUTHENTICATED.max_args {
+        limits.max_bulk
+    } else {
+        64 * 1024
+    };
+    let Some((text, used)) = line(&buf[..buf.len().min(cap + 2)], 0) else {
+        if buf.len() > cap {
+            return Err(Malformed(format!(
+                "an inline command longer than {} KiB",
+                cap / 1024
+            )));
+        }
+        return Ok(None);
+    };
+    let args: Args = text
+        .split(|b| *b == b' ')
+        .filter(|a| !a.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    if args.len() > limits.max_args {
+        return Err(Malformed("invalid multibulk length".into()));
+    }
+    Ok(Some((args, used)))
 }
 
 /// One command with an authenticated client's limits (see [`command_within`]).
@@ -363,6 +402,28 @@ mod tests {
             command(b"PING hello\r\n").expect("ok").expect("whole").0,
             vec![b"PING".to_vec(), b"hello".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_command_fed_a_byte_at_a_time_is_parsed_once_and_whole() {
+        let mut wire = Vec::new();
+        let big = vec![b'x'; 3000];
+        encode(&mut wire, &[b"MSET", b"a", b"1", b"b", &big]);
+        encode(&mut wire, &[b"PING"]);
+        let mut p = CommandParser::default();
+        let mut got = Vec::new();
+        let mut start = 0;
+        for end in 1..=wire.len() {
+            while let Some((args, used)) = p.next(&wire[start..end], AUTHENTICATED).expect("ok") {
+                got.push(args);
+                start += used;
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), 5);
+        assert_eq!(got[0][4], big);
+        assert_eq!(got[1], vec![b"PING".to_vec()]);
+        assert_eq!(start, wire.len());
     }
 
     #[test]
