@@ -604,3 +604,33 @@ async fn a_connection_guessing_the_password_is_closed_after_five_tries() {
         Value::Simple("PONG".into())
     );
 }
+
+/// A pipeline whose answers add up to megabytes is answered in order and whole (the proxy
+/// sends them on as they come instead of holding the batch's answers).
+#[tokio::test]
+async fn a_pipeline_of_large_answers_arrives_whole_and_in_order() {
+    let (_proxy, url) = proxy().await;
+    let mut c = client(&url, 0, "app").await;
+    let prefix = unique("big-");
+    let keys: Vec<String> = (0..24).map(|i| format!("{prefix}:{i}")).collect();
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 100 * 1024];
+    c.pipeline(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| cmd!["SET", k.as_str(), value(i)])
+            .collect(),
+    )
+    .await
+    .expect("set");
+    let got = c
+        .pipeline(keys.iter().map(|k| cmd!["GET", k.as_str()]).collect())
+        .await
+        .expect("get");
+    assert_eq!(got.len(), keys.len());
+    for (i, v) in got.into_iter().enumerate() {
+        assert_eq!(v, Value::Bulk(Some(value(i))), "answer {i}");
+    }
+    let mut del = vec![b"DEL".to_vec()];
+    del.extend(keys.iter().map(|k| k.as_bytes().to_vec()));
+    c.call(del).await.expect("clean");
+}

@@ -447,6 +447,9 @@ async fn session(shared: Arc<Shared>, mut client: Box<dyn Io>) {
 /// Why a session ends.
 type End = String;
 
+/// Answers held for a batch before they are sent on.
+const FLUSH_AT: usize = 256 * 1024;
+
 /// A connection is closed after this many refused logins.
 const MAX_FAILED_LOGINS: u32 = 5;
 /// The wait before the next command of a connection whose login was refused, per refusal.
@@ -694,7 +697,7 @@ async fn run_batch(
             && RAW_MODE.contains(&upper(&args[0]).as_str());
         match handling {
             Handling::Forward(c) if raw => {
-                forward(shared, s, &mut run, &mut out).await?;
+                forward(shared, s, &mut run, (&mut out, client)).await?;
                 client.write_all(&out).await.map_err(|e| e.to_string())?;
                 // This command and what follows in the batch go through untouched; so do
                 // their answers (RESP3 sends subscription confirmations as pushes).
@@ -709,18 +712,18 @@ async fn run_batch(
             }
             Handling::Forward(c) => run.push(c),
             Handling::Local(answer) => {
-                forward(shared, s, &mut run, &mut out).await?;
+                forward(shared, s, &mut run, (&mut out, client)).await?;
                 out.extend(answer);
             }
             Handling::Quit => {
-                forward(shared, s, &mut run, &mut out).await?;
+                forward(shared, s, &mut run, (&mut out, client)).await?;
                 out.extend(b"+OK\r\n");
                 let _ = client.write_all(&out).await;
                 return Ok(Next::Quit);
             }
         }
     }
-    forward(shared, s, &mut run, &mut out).await?;
+    forward(shared, s, &mut run, (&mut out, client)).await?;
     client.write_all(&out).await.map_err(|e| e.to_string())?;
     Ok(Next::Go)
 }
@@ -813,7 +816,7 @@ async fn forward(
     shared: &Shared,
     s: &mut Session,
     run: &mut Vec<Vec<Vec<u8>>>,
-    out: &mut Vec<u8>,
+    (out, client): (&mut Vec<u8>, &mut Box<dyn Io>),
 ) -> Result<(), End> {
     if run.is_empty() {
         return Ok(());
@@ -847,6 +850,15 @@ async fn forward(
     while answers.len() < commands.len() {
         let frame = read_frame(&mut b.io, &mut b.buf).await?;
         out.extend_from_slice(&frame);
+        // Answers go out as they come once a batch's pile-up passes FLUSH_AT: a pipeline of
+        // large answers is not held whole (one answer still is, until it is complete).
+        if out.len() >= FLUSH_AT {
+            client
+                .write_all(out)
+                .await
+                .map_err(|e| format!("client write: {e}"))?;
+            out.clear();
+        }
         if frame.first() != Some(&b'>') {
             answers.push(Answered {
                 ok: !matches!(frame.first(), Some(b'-' | b'!')),
