@@ -23,4 +23,5 @@ mod statemachine;
 mod steps;
 mod store;
 mod traffic;
+mod verify_job;
 mod worker;
