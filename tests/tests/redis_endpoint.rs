@@ -634,3 +634,32 @@ async fn a_pipeline_of_large_answers_arrives_whole_and_in_order() {
     del.extend(keys.iter().map(|k| k.as_bytes().to_vec()));
     c.call(del).await.expect("clean");
 }
+
+/// A database the migration does not copy cannot be used through the proxy: its writes would
+/// stay on Heroku. The refusal names the databases that may be used.
+#[tokio::test]
+async fn a_database_the_migration_does_not_copy_is_refused() {
+    let (proxy, url) = proxy().await;
+    proxy.limit_databases(vec![0, 5]);
+    let mut c = client(&url, 0, "app").await;
+    let e = c
+        .call(cmd!["SELECT", "3"])
+        .await
+        .expect_err("database 3 is not copied")
+        .to_string();
+    assert!(
+        e.contains("not one the migration copies") && e.contains("0, 5"),
+        "{e}"
+    );
+    assert_eq!(
+        c.call(cmd!["SELECT", "5"])
+            .await
+            .expect("a copied database"),
+        Value::Simple("OK".into())
+    );
+    let refused = Conn::connect(&RedisUrl::parse(&url.replace("/DB", "/3")).expect("url")).await;
+    assert!(
+        refused.is_err(),
+        "a client URL naming database 3 is refused at connect"
+    );
+}

@@ -17,7 +17,9 @@
 //! - the Redis proxy (spec `redis`), all or none: `FERRY_ENDPOINT_REDIS_SOURCE_PARAM`,
 //!   `FERRY_ENDPOINT_REDIS_TARGET_PARAM`, `FERRY_ENDPOINT_REDIS_CLIENT_PARAM` (the URL the app
 //!   fleet uses as `REDIS_URL`: its password is the clients' login), and
-//!   `FERRY_ENDPOINT_REDIS_PORT` (6380); the same TLS certificate as PgBouncer's.
+//!   `FERRY_ENDPOINT_REDIS_PORT` (6380), `FERRY_ENDPOINT_REDIS_DATABASES` (the databases the
+//!   app may SELECT, comma separated: the migration's `redis.databases`; default the client
+//!   URL's own); the same TLS certificate as PgBouncer's.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -116,9 +118,27 @@ fn redis_settings() -> anyhow::Result<Option<RedisSettings>> {
             target_param: target.clone(),
             client_param: client.clone(),
             port: var_or("FERRY_ENDPOINT_REDIS_PORT", 6380)?,
+            databases: databases()?,
         })),
         _ => bail!("set all of {} or none of them", names.join(", ")),
     }
+}
+
+/// `FERRY_ENDPOINT_REDIS_DATABASES`: the databases the app may use through the proxy, comma
+/// separated (the migration's `redis.databases`); unset or empty: the client URL's own.
+fn databases() -> anyhow::Result<Vec<u32>> {
+    let text = std::env::var("FERRY_ENDPOINT_REDIS_DATABASES").unwrap_or_default();
+    text.split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse::<u32>().ok().filter(|n| *n < 16).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "FERRY_ENDPOINT_REDIS_DATABASES={text:?}: give database numbers 0-15, comma separated (the template's EndpointRedisDatabases)"
+                )
+            })
+        })
+        .collect()
 }
 
 async fn terminated() {

@@ -75,6 +75,9 @@ pub struct RedisSettings {
     pub client_param: String,
     /// TCP port.
     pub port: u16,
+    /// The databases the app may use through the proxy (the migration's `redis.databases`);
+    /// empty: the one the client URL names.
+    pub databases: Vec<u32>,
 }
 
 /// The Redis proxy and the URLs it switches between.
@@ -178,6 +181,11 @@ async fn start_redis(
         password,
         s.max_client_conn as usize,
     );
+    proxy.limit_databases(if r.databases.is_empty() {
+        vec![client.db]
+    } else {
+        r.databases.clone()
+    });
     let acceptor = ferry_kv::proxy::tls_acceptor(&tls.0, &tls.1)
         .map_err(|e| EndpointError::Io(format!("Redis proxy TLS: {e}")))?;
     let host = if s.listen_addr == "*" {
@@ -803,6 +811,7 @@ mod tests {
             target_param: "/p/redis-target".into(),
             client_param: "/p/redis-client".into(),
             port: 6380,
+            databases: Vec::new(),
         }
     }
 

@@ -90,6 +90,8 @@ struct Shared {
     blocked: Mutex<HashMap<u64, (Arc<RedisUrl>, i64)>>,
     /// The clients' login (user, password); replaced when the endpoint's secret rotates.
     login: Mutex<(Option<String>, Secret)>,
+    /// The databases clients may use (`None`: any): the ones the migration copies.
+    databases: Mutex<Option<Vec<u32>>>,
     max_sessions: usize,
     /// Sessions closed because their backend changed under pub/sub or MONITOR.
     closed_by_switch: AtomicU64,
@@ -132,10 +134,19 @@ impl Proxy {
                 next_id: AtomicU64::new(1),
                 blocked: Mutex::new(HashMap::new()),
                 login: Mutex::new((username, password)),
+                databases: Mutex::new(None),
                 max_sessions,
                 closed_by_switch: AtomicU64::new(0),
                 control: tokio::sync::Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// Limits the databases clients may SELECT (or name with HELLO … SETNAME's session) to
+    /// `databases`, the ones the migration copies: writes anywhere else would stay on Heroku.
+    pub fn limit_databases(&self, databases: Vec<u32>) {
+        if let Ok(mut d) = self.shared.databases.lock() {
+            *d = Some(databases);
         }
     }
 
@@ -586,6 +597,30 @@ enum Handling {
     Quit,
 }
 
+/// Whether a SELECT of `db` (its text) is allowed.
+fn database_allowed(shared: &Shared, db: &[u8]) -> bool {
+    let Ok(limit) = shared.databases.lock() else {
+        return false;
+    };
+    match limit.as_ref() {
+        None => true,
+        Some(list) => std::str::from_utf8(db)
+            .ok()
+            .and_then(|d| d.parse::<u32>().ok())
+            .is_some_and(|d| list.contains(&d)),
+    }
+}
+
+fn allowed_databases(shared: &Shared) -> String {
+    shared
+        .databases
+        .lock()
+        .ok()
+        .and_then(|d| d.clone())
+        .map(|d| d.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
 fn check_login(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> bool {
     let Ok(login) = shared.login.lock() else {
         return false;
@@ -632,6 +667,13 @@ fn handle(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) -> Handling {
         "QUIT" => Handling::Quit,
         _ if !s.authed => Handling::Local(err("NOAUTH Authentication required.")),
         _ if let Some(why) = crate::deny::refused(args) => Handling::Local(err(&why)),
+        "SELECT" if args.len() == 2 && !database_allowed(shared, &args[1]) => {
+            Handling::Local(err(&format!(
+                "ERR database {} is not one the migration copies (redis.databases), so its writes would stay on Heroku; use one of {}",
+                String::from_utf8_lossy(&args[1]),
+                allowed_databases(shared)
+            )))
+        }
         "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "SUNSUBSCRIBE" => {
             Handling::Local(unsubscribed(&name, &args[1..], s.resp3()))
         }
