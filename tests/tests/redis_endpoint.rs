@@ -663,3 +663,30 @@ async fn a_database_the_migration_does_not_copy_is_refused() {
         "a client URL naming database 3 is refused at connect"
     );
 }
+
+/// AUTH inside MULTI is refused with an error that says so, and the transaction is aborted at
+/// EXEC as Redis aborts one with a command refused while queuing: nothing of it runs.
+#[tokio::test]
+async fn auth_inside_a_transaction_is_refused_and_aborts_it() {
+    let (_proxy, url) = proxy().await;
+    let mut c = client(&url, 0, "app").await;
+    let key = unique("tx-");
+    let answers = c
+        .pipeline(vec![
+            cmd!["MULTI"],
+            cmd!["SET", key.as_str(), "1"],
+            cmd!["AUTH", PASSWORD],
+            cmd!["EXEC"],
+        ])
+        .await;
+    let text = format!("{answers:?}");
+    assert!(
+        text.contains("AUTH-INSIDE-MULTI") && text.contains("EXECABORT"),
+        "{text}"
+    );
+    assert!(!on_source(&key).await, "the transaction did not run");
+    assert_eq!(
+        c.call(cmd!["PING"]).await.expect("the session goes on"),
+        Value::Simple("PONG".into())
+    );
+}

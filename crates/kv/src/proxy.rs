@@ -360,6 +360,9 @@ struct Session {
     queued_db: Option<u32>,
     /// Logins refused on this connection.
     failed_logins: u32,
+    /// A MULTI was sent and no EXEC or DISCARD since, as the commands are read (a batch is
+    /// read before its answers set `in_tx`).
+    multi_open: bool,
     backend: Option<Backend>,
 }
 
@@ -440,6 +443,7 @@ async fn session(shared: Arc<Shared>, mut client: Box<dyn Io>) {
         watching: false,
         queued_db: None,
         failed_logins: 0,
+        multi_open: false,
         backend: None,
     };
     let result = serve_session(&shared, &mut s, &mut client).await;
@@ -640,11 +644,26 @@ fn check_login(shared: &Shared, user: Option<&[u8]>, password: &[u8]) -> bool {
     user_ok && same
 }
 
+/// Sent in place of an AUTH or HELLO inside MULTI: no such command exists, so the server
+/// answers an error that names it and aborts the transaction at EXEC.
+const AUTH_IN_MULTI: &[u8] = b"FERRY-ENDPOINT-REFUSES-AUTH-INSIDE-MULTI";
+
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
 fn handle(shared: &Shared, s: &mut Session, args: &[Vec<u8>]) -> Handling {
     let name = upper(&args[0]);
+    let in_multi = s.multi_open || s.in_tx;
     match name.as_str() {
+        "MULTI" if s.authed => s.multi_open = true,
+        "EXEC" | "DISCARD" => s.multi_open = false,
+        _ => {}
+    }
+    match name.as_str() {
+        // Inside MULTI Redis queues AUTH and answers it in EXEC's array, which the proxy's
+        // own login cannot join. A command the server refuses to queue takes its place: the
+        // client reads an error naming why, and EXEC aborts the transaction (EXECABORT), as
+        // Redis does for any command refused while queuing.
+        "AUTH" | "HELLO" if in_multi => Handling::Forward(vec![AUTH_IN_MULTI.to_vec()]),
         "AUTH" => {
             let ok = match args.len() {
                 2 => check_login(shared, None, &args[1]),
