@@ -419,136 +419,146 @@ fn status_for(e: &StepError) -> u16 {
     }
 }
 
+/// GET of an email link: a confirmation page only (mail scanners open links; opening one
+/// decides nothing).
+async fn link_page(deps: &Deps, req: &HttpRequest, now_s: i64) -> StepResult<HttpResponse> {
+    let token = req
+        .query
+        .get("t")
+        .ok_or_else(|| StepError::Input("the link has no t parameter".into()))?;
+    // Cheap checks first: a flood of junk spends no SSM or KMS call.
+    signing::link_precheck(token, now_s)?;
+    let secret = deps.params.get(&deps.settings.link_secret_param).await?;
+    let claims = signing::verify_link(secret.as_bytes(), token, now_s)?;
+    let verb = if claims.approve { "Approve" } else { "Reject" };
+    let body = format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>Ferry</title></head><body><h1>{verb} gate {} of migration {}?</h1><p>As {}.</p><form method=post action=\"decide\"><input type=hidden name=t value=\"{}\"><button type=submit>{verb}</button></form></body></html>",
+        html(claims.gate.as_str()),
+        html(&claims.migration_id),
+        html(&claims.approver),
+        html(token)
+    );
+    Ok(HttpResponse::new(200, "text/html; charset=utf-8", body))
+}
+
+/// POST of an email link's confirmation form: decides as the link's approver, once.
+async fn link_decide(deps: &Deps, req: &HttpRequest, now_s: i64) -> StepResult<HttpResponse> {
+    let fields = form(&req.body);
+    let token = fields
+        .get("t")
+        .ok_or_else(|| StepError::Input("the form has no t field".into()))?;
+    signing::link_precheck(token, now_s)?;
+    let secret = deps.params.get(&deps.settings.link_secret_param).await?;
+    let claims = signing::verify_link(secret.as_bytes(), token, now_s)?;
+    // Keyed on the canonical signature: the same link re-cased is a replay.
+    let nonce = signing::link_nonce(token);
+    let decision = Decision {
+        migration_id: claims.migration_id,
+        gate: claims.gate,
+        approve: claims.approve,
+        approver: claims.approver,
+        // An email link never overrides a found difference.
+        accept_differences: false,
+    };
+    decide_once(deps, &decision, &nonce).await?;
+    let verb = if decision.approve {
+        "approved"
+    } else {
+        "rejected"
+    };
+    Ok(HttpResponse::page(
+        200,
+        "Done",
+        &format!(
+            "Gate {} of migration {} {verb} by {}.",
+            decision.gate, decision.migration_id, decision.approver
+        ),
+    ))
+}
+
+/// POST of a Slack button: decides as the Slack member, once per signed request.
+async fn slack_decide(deps: &Deps, req: &HttpRequest, now_s: i64) -> StepResult<HttpResponse> {
+    let param = deps
+        .settings
+        .slack_signing_secret_param
+        .as_ref()
+        .ok_or_else(|| {
+            StepError::Config(
+                "Slack is not set up: FERRY_SLACK_SIGNING_SECRET_PARAM is empty".into(),
+            )
+        })?;
+    let header = |n: &str| req.headers.get(n).map(String::as_str).unwrap_or_default();
+    signing::slack_precheck(
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+        now_s,
+    )?;
+    let secret = deps.params.get(param).await?;
+    // The replay record is keyed on the signature as verified (canonical hex), so a
+    // re-encoded copy of a used request is still a replay.
+    let signature = signing::verify_slack(
+        secret.as_bytes(),
+        header("x-slack-request-timestamp"),
+        &req.body,
+        header("x-slack-signature"),
+        now_s,
+    )?;
+    let fields = form(&req.body);
+    let payload: Value = serde_json::from_str(
+        fields
+            .get("payload")
+            .ok_or_else(|| StepError::Input("no payload field".into()))?,
+    )
+    .map_err(|e| StepError::Input(format!("payload is not JSON: {e}")))?;
+    let user = payload["user"]["id"]
+        .as_str()
+        .ok_or_else(|| StepError::Input("payload has no user.id".into()))?;
+    let value: Value = serde_json::from_str(
+        payload["actions"][0]["value"]
+            .as_str()
+            .ok_or_else(|| StepError::Input("payload has no action value".into()))?,
+    )
+    .map_err(|e| StepError::Input(format!("action value is not JSON: {e}")))?;
+    #[derive(Deserialize)]
+    struct Action {
+        migration_id: String,
+        gate: Gate,
+        approve: bool,
+        #[serde(default)]
+        accept_differences: bool,
+    }
+    let a: Action = serde_json::from_value(value)
+        .map_err(|e| StepError::Input(format!("action value: {e}")))?;
+    let decision = Decision {
+        migration_id: a.migration_id,
+        gate: a.gate,
+        approve: a.approve,
+        approver: user.to_string(),
+        accept_differences: a.approve && a.accept_differences,
+    };
+    decide_once(deps, &decision, &signature).await?;
+    let verb = if decision.approve {
+        "approved"
+    } else {
+        "rejected"
+    };
+    Ok(HttpResponse::slack(
+        200,
+        &format!(
+            "<@{user}> {verb} gate {} of migration {}.",
+            decision.gate, decision.migration_id
+        ),
+    ))
+}
+
 async fn route(deps: &Deps, req: &HttpRequest) -> StepResult<HttpResponse> {
     let now_s = Utc::now().timestamp();
     match (req.method.as_str(), req.path.trim_end_matches('/')) {
         // Links are only shown a confirmation: mail scanners open links, and opening one must
         // never decide anything.
-        ("GET", p) if p.ends_with("/approve") => {
-            let token = req
-                .query
-                .get("t")
-                .ok_or_else(|| StepError::Input("the link has no t parameter".into()))?;
-            // Cheap checks first: a flood of junk spends no SSM or KMS call.
-            signing::link_precheck(token, now_s)?;
-            let secret = deps.params.get(&deps.settings.link_secret_param).await?;
-            let claims = signing::verify_link(secret.as_bytes(), token, now_s)?;
-            let verb = if claims.approve { "Approve" } else { "Reject" };
-            let body = format!(
-                "<!doctype html><html><head><meta charset=utf-8><title>Ferry</title></head><body><h1>{verb} gate {} of migration {}?</h1><p>As {}.</p><form method=post action=\"decide\"><input type=hidden name=t value=\"{}\"><button type=submit>{verb}</button></form></body></html>",
-                html(claims.gate.as_str()),
-                html(&claims.migration_id),
-                html(&claims.approver),
-                html(token)
-            );
-            Ok(HttpResponse::new(200, "text/html; charset=utf-8", body))
-        }
-        ("POST", p) if p.ends_with("/decide") => {
-            let fields = form(&req.body);
-            let token = fields
-                .get("t")
-                .ok_or_else(|| StepError::Input("the form has no t field".into()))?;
-            signing::link_precheck(token, now_s)?;
-            let secret = deps.params.get(&deps.settings.link_secret_param).await?;
-            let claims = signing::verify_link(secret.as_bytes(), token, now_s)?;
-            // Keyed on the canonical signature: the same link re-cased is a replay.
-            let nonce = signing::link_nonce(token);
-            let decision = Decision {
-                migration_id: claims.migration_id,
-                gate: claims.gate,
-                approve: claims.approve,
-                approver: claims.approver,
-                // An email link never overrides a found difference.
-                accept_differences: false,
-            };
-            decide_once(deps, &decision, &nonce).await?;
-            let verb = if decision.approve {
-                "approved"
-            } else {
-                "rejected"
-            };
-            Ok(HttpResponse::page(
-                200,
-                "Done",
-                &format!(
-                    "Gate {} of migration {} {verb} by {}.",
-                    decision.gate, decision.migration_id, decision.approver
-                ),
-            ))
-        }
-        ("POST", p) if p.ends_with("/slack") => {
-            let param = deps
-                .settings
-                .slack_signing_secret_param
-                .as_ref()
-                .ok_or_else(|| {
-                    StepError::Config(
-                        "Slack is not set up: FERRY_SLACK_SIGNING_SECRET_PARAM is empty".into(),
-                    )
-                })?;
-            let header = |n: &str| req.headers.get(n).map(String::as_str).unwrap_or_default();
-            signing::slack_precheck(
-                header("x-slack-request-timestamp"),
-                header("x-slack-signature"),
-                now_s,
-            )?;
-            let secret = deps.params.get(param).await?;
-            // The replay record is keyed on the signature as verified (canonical hex), so a
-            // re-encoded copy of a used request is still a replay.
-            let signature = signing::verify_slack(
-                secret.as_bytes(),
-                header("x-slack-request-timestamp"),
-                &req.body,
-                header("x-slack-signature"),
-                now_s,
-            )?;
-            let fields = form(&req.body);
-            let payload: Value = serde_json::from_str(
-                fields
-                    .get("payload")
-                    .ok_or_else(|| StepError::Input("no payload field".into()))?,
-            )
-            .map_err(|e| StepError::Input(format!("payload is not JSON: {e}")))?;
-            let user = payload["user"]["id"]
-                .as_str()
-                .ok_or_else(|| StepError::Input("payload has no user.id".into()))?;
-            let value: Value = serde_json::from_str(
-                payload["actions"][0]["value"]
-                    .as_str()
-                    .ok_or_else(|| StepError::Input("payload has no action value".into()))?,
-            )
-            .map_err(|e| StepError::Input(format!("action value is not JSON: {e}")))?;
-            #[derive(Deserialize)]
-            struct Action {
-                migration_id: String,
-                gate: Gate,
-                approve: bool,
-                #[serde(default)]
-                accept_differences: bool,
-            }
-            let a: Action = serde_json::from_value(value)
-                .map_err(|e| StepError::Input(format!("action value: {e}")))?;
-            let decision = Decision {
-                migration_id: a.migration_id,
-                gate: a.gate,
-                approve: a.approve,
-                approver: user.to_string(),
-                accept_differences: a.approve && a.accept_differences,
-            };
-            decide_once(deps, &decision, &signature).await?;
-            let verb = if decision.approve {
-                "approved"
-            } else {
-                "rejected"
-            };
-            Ok(HttpResponse::slack(
-                200,
-                &format!(
-                    "<@{user}> {verb} gate {} of migration {}.",
-                    decision.gate, decision.migration_id
-                ),
-            ))
-        }
+        ("GET", p) if p.ends_with("/approve") => link_page(deps, req, now_s).await,
+        ("POST", p) if p.ends_with("/decide") => link_decide(deps, req, now_s).await,
+        ("POST", p) if p.ends_with("/slack") => slack_decide(deps, req, now_s).await,
         _ => Ok(HttpResponse::page(
             404,
             "Not found",
