@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
 export FERRY_CACHE ?= $(CACHE_DIR)
 BED_DIR ?= /tmp/ferry-bed
 
-.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-scale bench-cutover sam-build deploy-check deploy image
+.PHONY: test ci setup lint unit schema validate-examples bed-up bed-down bed-status demo bench bench-scale bench-cutover sam-build deploy-check deploy image rds-bundle
 
 ## test: install what is missing, fmt check, clippy -D warnings, start the bed, run all tests
 test:
@@ -91,6 +91,16 @@ endif
 ## write gap p50/max -> docs/benchmarks-cutover.md (BENCH_OUT). Not in CI.
 bench-cutover:
 	BENCH_RUNS=$${BENCH_RUNS:-10} bash tests/demo.sh
+
+## rds-bundle: refresh the RDS CA bundle Ferry ships (crates/pg/certs/rds-global-bundle.pem)
+## from AWS's trust store; needs the internet. Commit the result.
+RDS_BUNDLE_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+rds-bundle:
+	curl -fsSL --proto '=https' "$(RDS_BUNDLE_URL)" -o crates/pg/certs/rds-global-bundle.pem.new
+	@n=$$(grep -c 'BEGIN CERTIFICATE' crates/pg/certs/rds-global-bundle.pem.new); \
+	if [ "$$n" -lt 60 ]; then echo "[rds-bundle] only $$n certificates downloaded; kept the old bundle"; rm -f crates/pg/certs/rds-global-bundle.pem.new; exit 1; fi; \
+	mv crates/pg/certs/rds-global-bundle.pem.new crates/pg/certs/rds-global-bundle.pem; \
+	echo "[rds-bundle] $$n certificates in crates/pg/certs/rds-global-bundle.pem"
 
 ## image: the replication worker's image (needs a container engine; push it to ECR for deploy).
 ## IMAGE=ferry-worker, PLATFORM=linux/arm64 (the template's default architecture)

@@ -94,6 +94,32 @@ async fn verify_full_rejects_a_certificate_from_an_unknown_ca() {
 }
 
 #[tokio::test]
+async fn an_rds_host_is_checked_against_the_shipped_rds_bundle_by_default() {
+    // The bed's target answers under an RDS endpoint name (hostaddr points the name at it):
+    // with no sslmode in the URL, Ferry checks the certificate against AWS's RDS roots, which
+    // never signed the bed's CA, so the connection is refused instead of silently trusted.
+    let url = bed_var("FERRY_BED_TARGET_URL");
+    let base = url.split('?').next().expect("url");
+    let (creds, rest) = base.rsplit_once('@').expect("credentials");
+    let (hostport, db) = rest.split_once('/').expect("database");
+    let port = hostport.rsplit_once(':').map_or("5432", |(_, p)| p);
+    let rds = format!(
+        "{creds}@app.c9akciq32xyz.us-east-1.rds.amazonaws.com:{port}/{db}?hostaddr=127.0.0.1"
+    );
+    let parsed = PgUrl::parse(&rds).expect("parse");
+    assert_eq!(parsed.tls_check(), TlsCheck::VerifyFull);
+    let err = parsed.connect().await.expect_err("not an RDS certificate");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    // Told to encrypt only, as before, it connects: the default is what changed.
+    let required = PgUrl::parse(&format!("{rds}&sslmode=require")).expect("parse");
+    assert_eq!(required.tls_check(), TlsCheck::EncryptOnly);
+    required
+        .connect()
+        .await
+        .expect("sslmode=require still connects");
+}
+
+#[tokio::test]
 async fn require_mode_encrypts_without_a_root_certificate() {
     // Heroku's certificates do not chain to a public CA on every plan: sslmode=require must
     // still connect, encrypted.

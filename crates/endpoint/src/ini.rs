@@ -376,6 +376,22 @@ mod tests {
     }
 
     #[test]
+    fn an_rds_target_is_verified_against_the_shipped_rds_bundle() {
+        let b = BackendEntry::from_url(
+            Backend::Target,
+            &url("postgres://u:p@app.c9akciq32.us-east-1.rds.amazonaws.com:5432/d"),
+            "/p",
+        )
+        .expect("entry");
+        assert_eq!(b.sslmode, "verify-full");
+        let ca = b.ca_file.as_deref().expect("a CA file");
+        assert_eq!(
+            std::fs::read_to_string(ca).expect("bundle"),
+            ferry_pg::rds_ca::BUNDLE
+        );
+    }
+
+    #[test]
     fn debug_never_shows_passwords() {
         let b = BackendEntry::from_url(
             Backend::Source,

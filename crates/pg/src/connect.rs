@@ -6,9 +6,11 @@
 //!   one is given (like libpq), otherwise not (Heroku's certificates do not chain to a public
 //!   CA on every plan);
 //! - `verify-ca`: the chain must lead to `sslrootcert` (or the public web roots);
-//! - `verify-full`: as `verify-ca`, and the certificate must name the host (use this for RDS
-//!   with the RDS CA bundle as `sslrootcert`);
+//! - `verify-full`: as `verify-ca`, and the certificate must name the host;
 //! - `disable`, `allow`, `prefer`: refused.
+//!
+//! An RDS endpoint (`*.rds.amazonaws.com`) named with neither `sslmode` nor `sslrootcert` is
+//! `verify-full` against AWS's RDS CA bundle, which Ferry ships (`crate::rds_ca`).
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -44,6 +46,8 @@ pub struct PgUrl {
     config: tokio_postgres::Config,
     check: TlsCheck,
     root_cert: Option<PathBuf>,
+    /// The check and root above were implied by an RDS host, not written in the URL.
+    rds_default: bool,
     redacted: String,
     raw: String,
 }
@@ -78,7 +82,7 @@ impl PgUrl {
                 _ => rest.push((*k, *v)),
             }
         }
-        let check = match sslmode.as_deref() {
+        let mut check = match sslmode.as_deref() {
             None | Some("require") if root_cert.is_some() => TlsCheck::VerifyCa,
             None | Some("require") => TlsCheck::EncryptOnly,
             Some("verify-ca") => TlsCheck::VerifyCa,
@@ -100,10 +104,20 @@ impl PgUrl {
                 "no host; write postgres://user:password@host:port/dbname".into(),
             ));
         }
+        let rds_default = sslmode.is_none() && root_cert.is_none() && names_rds(&config);
+        if rds_default {
+            let bundle = crate::rds_ca::bundle_path().map_err(|reason| PgError::Tls {
+                url: redact(url),
+                reason,
+            })?;
+            root_cert = Some(bundle.to_path_buf());
+            check = TlsCheck::VerifyFull;
+        }
         Ok(Self {
             config,
             check,
             root_cert,
+            rds_default,
             redacted: redact(url),
             raw: url.to_string(),
         })
@@ -195,12 +209,21 @@ impl PgUrl {
             .map(|p| String::from_utf8_lossy(p).into_owned());
         let url = match Parts::split(&self.raw) {
             Some(parts) => {
-                let query: Vec<(&str, Option<&str>)> = parts
+                let implied_root = self
+                    .root_cert
+                    .as_deref()
+                    .filter(|_| self.rds_default)
+                    .map(|p| percent_encode(&p.to_string_lossy()));
+                let mut query: Vec<(&str, Option<&str>)> = parts
                     .query
                     .iter()
                     .filter(|(k, _)| !SECRET_PARAMS.contains(k))
                     .copied()
                     .collect();
+                if let Some(root) = implied_root.as_deref() {
+                    query.push(("sslmode", Some("verify-full")));
+                    query.push(("sslrootcert", Some(root)));
+                }
                 parts.rebuild(Secrets::Drop, &query)
             }
             None => String::new(),
@@ -263,7 +286,9 @@ impl PgUrl {
     }
 
     fn client_config(&self) -> Result<ClientConfig, PgError> {
-        if self.check == TlsCheck::EncryptOnly {
+        if self.check == TlsCheck::EncryptOnly && names_rds(&self.config) {
+            tracing::warn!(url = %self.redacted, "RDS certificate not verified: the URL says sslmode=require; drop sslmode to check it against the RDS CA bundle Ferry ships");
+        } else if self.check == TlsCheck::EncryptOnly {
             tracing::warn!(url = %self.redacted, "server certificate not verified (sslmode=require without sslrootcert)");
         }
         client_tls(self.check, self.root_cert.as_deref()).map_err(|reason| PgError::Tls {
@@ -271,6 +296,11 @@ impl PgUrl {
             reason,
         })
     }
+}
+
+/// Whether the URL's first host is an RDS endpoint.
+fn names_rds(config: &tokio_postgres::Config) -> bool {
+    matches!(config.get_hosts().first(), Some(tokio_postgres::config::Host::Tcp(h)) if crate::rds_ca::is_rds_host(h))
 }
 
 /// The rustls client configuration for a server checked as `check` says, against the PEM
@@ -624,6 +654,42 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("sslmode=disable is not allowed"), "{text}");
         assert!(!text.contains(":p@"), "password leaked: {text}");
+    }
+
+    #[test]
+    fn an_rds_host_without_sslmode_is_verified_against_the_shipped_bundle() {
+        let url = PgUrl::parse("postgres://u:pw@app.c9akciq32.us-east-1.rds.amazonaws.com/d")
+            .expect("parse");
+        assert_eq!(url.tls_check(), TlsCheck::VerifyFull);
+        let root = url.root_cert().expect("the bundle");
+        assert_eq!(
+            std::fs::read_to_string(root).expect("bundle file"),
+            crate::rds_ca::BUNDLE
+        );
+        // pg_dump and psql get the same check.
+        let (libpq, password) = url.for_libpq();
+        assert!(libpq.contains("sslmode=verify-full"), "{libpq}");
+        assert!(libpq.contains("sslrootcert=%2F"), "{libpq}");
+        assert!(!libpq.contains("pw"), "{libpq}");
+        assert_eq!(password.as_deref(), Some("pw"));
+        // What the URL says wins: its own root, or plain encryption.
+        let own = PgUrl::parse(
+            "postgres://u:pw@app.c9akciq32.us-east-1.rds.amazonaws.com/d?sslrootcert=/etc/ca.pem",
+        )
+        .expect("parse");
+        assert_eq!(own.root_cert(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(own.tls_check(), TlsCheck::VerifyCa);
+        let require = PgUrl::parse(
+            "postgres://u:pw@app.c9akciq32.us-east-1.rds.amazonaws.com/d?sslmode=require",
+        )
+        .expect("parse");
+        assert_eq!(require.tls_check(), TlsCheck::EncryptOnly);
+        assert!(!require.for_libpq().0.contains("sslrootcert"));
+        // Elsewhere nothing is implied.
+        let heroku =
+            PgUrl::parse("postgres://u:pw@ec2-1-2-3-4.compute-1.amazonaws.com/d").expect("parse");
+        assert_eq!(heroku.tls_check(), TlsCheck::EncryptOnly);
+        assert_eq!(heroku.root_cert(), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod freeze;
 pub mod grants;
 pub mod net;
 pub mod preflight;
+pub mod rds_ca;
 pub mod walstream;
 
 pub use connect::{PgUrl, TlsCheck, client_tls, redact};
