@@ -39,13 +39,19 @@ pub async fn run(path: &Path, output: Output) -> anyhow::Result<Code> {
     let source = url(&aws, &spec.source.database_url_param).await?;
     let target = url(&aws, &spec.target.database_url_param).await?;
     let (s, t) = (source.connect().await?, target.connect().await?);
-    let report = ferry_pg::preflight::analyse(
+    let mut report = ferry_pg::preflight::analyse(
         &s,
         &t,
         spec.replication.capture,
         spec.replication.parallelism,
     )
     .await?;
+    report
+        .findings
+        .extend(ferry_pg::preflight::unchecked_source_certificate(
+            &source,
+            &spec.source.database_url_param,
+        ));
     let lock = match std::env::var("FERRY_STATE_TABLE") {
         Ok(t) if !t.is_empty() => ops::store(&aws)?
             .app_lock(&spec.heroku.app)

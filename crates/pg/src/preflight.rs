@@ -49,6 +49,22 @@ impl std::fmt::Display for Finding {
     }
 }
 
+/// What an attacker on the path to Heroku could do when the source's certificate is not
+/// checked, said once in every such warning.
+pub const UNCHECKED_RISK: &str = "the connection is encrypted but the server's certificate is not checked (Heroku's are self-signed), so whoever can intercept the route between AWS and Heroku could pose as the server and receive the password Ferry and the endpoint log in with";
+
+/// A warning when the source database's certificate is not checked (`sslmode=require`, the
+/// only mode Heroku's self-signed certificates allow): the risk stated, the ways out named.
+pub fn unchecked_source_certificate(url: &crate::PgUrl, param: &str) -> Option<Finding> {
+    (url.tls_check() == crate::TlsCheck::EncryptOnly).then(|| Finding {
+        severity: Severity::Warning,
+        code: "source_certificate_unchecked",
+        object: Some(param.to_string()),
+        message: format!("{UNCHECKED_RISK} (the endpoint's PgBouncer connects to it the same way)."),
+        fix: "accept it for the migration's days and rotate the Heroku credentials after decommission, or reach Heroku privately (Private Spaces with PrivateLink), or give sslrootcert= a CA your Heroku plan's certificate chains to and sslmode=verify-ca".into(),
+    })
+}
+
 /// What one server is and what the connected role may do there.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerReport {

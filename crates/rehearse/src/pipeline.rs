@@ -42,7 +42,11 @@ pub async fn run(opts: &Options) -> Result<Report, RehearseError> {
     };
     let target = target_url.connect().await?;
     ensure_empty(&target, &target_url).await?;
-    let pre = preflight::analyse(&source, &target, opts.capture, opts.parallelism).await?;
+    let mut pre = preflight::analyse(&source, &target, opts.capture, opts.parallelism).await?;
+    pre.findings.extend(preflight::unchecked_source_certificate(
+        &opts.source,
+        "source URL",
+    ));
     let mut report = Report {
         source_url: opts.source.redacted().to_string(),
         target: match &local {

@@ -79,18 +79,24 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     let (source_url, target_url) = deps.urls(&spec).await?;
     let source = source_url.connect().await?;
     let target = target_url.connect().await?;
-    let report = preflight::analyse(
+    let mut report = preflight::analyse(
         &source,
         &target,
         spec.replication.capture,
         spec.replication.parallelism,
     )
     .await?;
+    report
+        .findings
+        .extend(preflight::unchecked_source_certificate(
+            &source_url,
+            &spec.source.database_url_param,
+        ));
     let mut blockers: Vec<String> = report.blockers().map(|f| format!("- {f}")).collect();
     blockers.extend(check_rds(deps, &spec, &report).await?);
     blockers.extend(check_endpoint(deps, &spec).await?);
     blockers.extend(check_email_links(deps, &spec).await?);
-    blockers.extend(check_redis(deps, &spec).await?);
+    blockers.extend(check_redis(deps, &spec, &mut report.findings).await?);
     let replaced_ttl = check_dns(deps, &spec, &mut blockers).await?;
     let app_role = heroku_inventory(deps, &spec, &mut blockers).await?;
     deps.audit(
@@ -494,11 +500,16 @@ async fn check_queues(source: &ferry_kv::RedisUrl, patterns: &[String]) -> (u64,
 
 /// The Redis section: both servers probed (every listed database), each blocker with its fix.
 /// A server that cannot be reached is a blocker, not a failed step: the fix is the operator's.
-async fn check_redis(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String>> {
+async fn check_redis(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    findings: &mut Vec<preflight::Finding>,
+) -> StepResult<Vec<String>> {
     let Some(r) = &spec.redis else {
         return Ok(Vec::new());
     };
     let (source, target) = crate::verify_redis::urls(deps, r).await?;
+    findings.extend(unchecked_redis_certificate(&source, &r.source_url_param));
     let mut out = Vec::new();
     for db in &r.databases {
         let (s_url, t_url) = (source.with_db(*db), target.with_db(*db));
@@ -524,4 +535,48 @@ async fn check_redis(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String
         }
     }
     Ok(out)
+}
+
+/// The same warning for the source Redis (`ssl_cert_reqs=none`, as Heroku tells clients).
+fn unchecked_redis_certificate(
+    url: &ferry_kv::RedisUrl,
+    param: &str,
+) -> Option<preflight::Finding> {
+    (url.tls == Some(ferry_pg::TlsCheck::EncryptOnly)).then(|| preflight::Finding {
+        severity: Severity::Warning,
+        code: "redis_certificate_unchecked",
+        object: Some(param.to_string()),
+        message: format!("{} (the endpoint's Redis proxy connects to it the same way).", preflight::UNCHECKED_RISK),
+        fix: "accept it for the migration's days and rotate the Key-Value Store credentials after decommission (heroku redis:credentials --reset), or give sslrootcert= a CA its certificate chains to".into(),
+    })
+}
+
+#[cfg(test)]
+mod certificate_tests {
+    use super::*;
+
+    #[test]
+    fn an_unchecked_heroku_certificate_is_a_warning_naming_the_parameter() {
+        let url = ferry_pg::PgUrl::parse("postgres://u:p@ec2-1-2-3-4.compute-1.amazonaws.com/d")
+            .expect("url");
+        let f = preflight::unchecked_source_certificate(&url, "/ferry/app/source").expect("warned");
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(f.object.as_deref(), Some("/ferry/app/source"));
+        assert!(f.message.contains("password"), "{f}");
+        let checked = ferry_pg::PgUrl::parse(
+            "postgres://u:p@ec2-1-2-3-4.compute-1.amazonaws.com/d?sslmode=verify-full",
+        )
+        .expect("url");
+        assert!(preflight::unchecked_source_certificate(&checked, "/p").is_none());
+
+        let redis = ferry_kv::RedisUrl::parse(
+            "rediss://:pw@ec2-1-2-3-4.compute-1.amazonaws.com:6380?ssl_cert_reqs=none",
+        )
+        .expect("url");
+        let f = unchecked_redis_certificate(&redis, "/ferry/app/redis").expect("warned");
+        assert_eq!(f.code, "redis_certificate_unchecked");
+        let checked =
+            ferry_kv::RedisUrl::parse("rediss://:pw@cache.example.com:6380").expect("url");
+        assert!(unchecked_redis_certificate(&checked, "/p").is_none());
+    }
 }
