@@ -690,3 +690,106 @@ async fn auth_inside_a_transaction_is_refused_and_aborts_it() {
         Value::Simple("PONG".into())
     );
 }
+
+/// One answer larger than the proxy's send threshold reaches the client while the server is
+/// still sending it: the proxy passes an answer on as it arrives instead of holding it whole
+/// (a `GET` of a large value or `KEYS *` would otherwise cost its size in the task's memory).
+/// The server here is a stand-in that sends half of a 4 MiB value and then waits until the
+/// client has shown it received that half.
+#[tokio::test]
+async fn one_large_answer_streams_through_before_the_server_has_finished_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 4 * 1024 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.expect("accept");
+        let mut buf = Vec::new();
+        let mut released = Some(released);
+        loop {
+            while let Some((args, used)) = ferry_kv::resp::command(&buf).expect("command") {
+                buf.drain(..used);
+                let name = String::from_utf8_lossy(&args[0]).to_uppercase();
+                if name == "CLIENT" {
+                    sock.write_all(b":7\r\n").await.expect("answer");
+                } else if name == "GET" {
+                    sock.write_all(format!("${SIZE}\r\n").as_bytes())
+                        .await
+                        .expect("header");
+                    sock.write_all(&vec![b'h'; SIZE / 2]).await.expect("half");
+                    if let Some(r) = released.take() {
+                        r.await.expect("released");
+                    }
+                    sock.write_all(&vec![b't'; SIZE / 2]).await.expect("rest");
+                    sock.write_all(b"\r\n").await.expect("end");
+                } else {
+                    sock.write_all(b"+OK\r\n").await.expect("answer");
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let certs = PathBuf::from(bed_var("FERRY_BED_DIR")).join("certs");
+    let tls = ferry_kv::proxy::tls_acceptor(&certs.join("server.crt"), &certs.join("server.key"))
+        .expect("tls");
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let front_port = front.local_addr().expect("addr").port();
+    let p = Proxy::new(
+        RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0")).expect("stand-in URL"),
+        None,
+        Secret::new(PASSWORD),
+        10,
+    );
+    p.serve(front, Some(tls));
+    let url = format!(
+        "rediss://:{PASSWORD}@127.0.0.1:{front_port}/0?sslrootcert={}",
+        bed_var("FERRY_BED_CA")
+    );
+    let c = Conn::connect(&RedisUrl::parse(&url).expect("url"))
+        .await
+        .expect("connect through the proxy");
+    let (mut io, mut got) = c.into_parts();
+    io.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+        .await
+        .expect("send");
+    // The first half must arrive while the stand-in still holds the second.
+    let header = format!("${SIZE}\r\n").len();
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while got.len() < header + SIZE / 2 {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = io.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the proxy closed the connection");
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "only {} of the answer's first {} bytes reached the client while the server was still sending: the proxy held the answer",
+        got.len(),
+        header + SIZE / 2
+    );
+    release.send(()).expect("release");
+    while got.len() < header + SIZE + 2 {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = io.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "the proxy closed the connection");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(got.len(), header + SIZE + 2, "nothing more than the answer");
+    assert!(got[header..header + SIZE / 2].iter().all(|b| *b == b'h'));
+    assert!(
+        got[header + SIZE / 2..header + SIZE]
+            .iter()
+            .all(|b| *b == b't')
+    );
+}

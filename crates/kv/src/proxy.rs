@@ -854,20 +854,79 @@ async fn backend<'a>(shared: &Shared, s: &'a mut Session) -> KvResult<&'a mut Ba
     })
 }
 
-/// Reads one whole frame from a backend.
+/// Reads one whole frame from a backend (a setup answer: small).
 async fn read_frame(io: &mut Box<dyn Io>, buf: &mut Vec<u8>) -> Result<Vec<u8>, String> {
+    let mut scanner = resp::FrameScanner::default();
+    let mut frame = Vec::new();
     loop {
-        match resp::frame_len(buf) {
-            Ok(Some(n)) => return Ok(buf.drain(..n).collect()),
-            Ok(None) => {}
-            Err(resp::Malformed(m)) => return Err(format!("backend protocol: {m}")),
+        let got = scanner
+            .scan(buf)
+            .map_err(|resp::Malformed(m)| format!("backend protocol: {m}"))?;
+        frame.extend(buf.drain(..got.consumed));
+        if got.done {
+            return Ok(frame);
         }
-        buf.reserve(64 * 1024);
-        match io.read_buf(buf).await {
-            Ok(0) => return Err("the backend closed the connection".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("backend read: {e}")),
+        read_backend(io, buf).await?;
+    }
+}
+
+async fn read_backend(io: &mut Box<dyn Io>, buf: &mut Vec<u8>) -> Result<(), String> {
+    buf.reserve(64 * 1024);
+    match io.read_buf(buf).await {
+        Ok(0) => Err("the backend closed the connection".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("backend read: {e}")),
+    }
+}
+
+/// How an answer began: all the proxy needs to know of it.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    /// The frame's type byte.
+    kind: u8,
+    /// A null (`*-1`, `_`).
+    null: bool,
+}
+
+/// Passes one answer from the backend into `out` as its bytes arrive, sending `out` to the
+/// client whenever it holds FLUSH_AT bytes, and at each read once the answer passes that size:
+/// an answer of any size (a `GET` of a 500 MB value,
+/// `KEYS *` on millions of keys) streams through in constant memory.
+async fn pass_frame(
+    b: &mut Backend,
+    out: &mut Vec<u8>,
+    client: &mut Box<dyn Io>,
+) -> Result<Head, End> {
+    let mut scanner = resp::FrameScanner::default();
+    let mut head = [0u8; 5];
+    let mut len = 0usize;
+    loop {
+        let got = scanner
+            .scan(&b.buf)
+            .map_err(|resp::Malformed(m)| format!("backend protocol: {m}"))?;
+        for (i, byte) in b.buf[..got.consumed].iter().take(5).enumerate() {
+            if let Some(slot) = head.get_mut(len + i) {
+                *slot = *byte;
+            }
         }
+        len += got.consumed;
+        out.extend(b.buf.drain(..got.consumed));
+        if got.done {
+            return Ok(Head {
+                kind: head[0],
+                null: (len == 5 && &head == b"*-1\r\n") || (len == 3 && &head[..3] == b"_\r\n"),
+            });
+        }
+        // Before waiting for more of it: what piled up, or all of a large answer so far (it
+        // is not held back to be coalesced with others).
+        if out.len() >= FLUSH_AT || (len >= FLUSH_AT && !out.is_empty()) {
+            client
+                .write_all(out)
+                .await
+                .map_err(|e| format!("client write: {e}"))?;
+            out.clear();
+        }
+        read_backend(&mut b.io, &mut b.buf).await?;
     }
 }
 
@@ -909,10 +968,9 @@ async fn forward(
         .map_err(|e| format!("backend write: {e}"))?;
     let mut answers = Vec::with_capacity(commands.len());
     while answers.len() < commands.len() {
-        let frame = read_frame(&mut b.io, &mut b.buf).await?;
-        out.extend_from_slice(&frame);
-        // Answers go out as they come once a batch's pile-up passes FLUSH_AT: a pipeline of
-        // large answers is not held whole (one answer still is, until it is complete).
+        // Answers go out as they come once a batch's pile-up passes FLUSH_AT: neither a
+        // pipeline of large answers nor one large answer is held whole.
+        let head = pass_frame(b, out, client).await?;
         if out.len() >= FLUSH_AT {
             client
                 .write_all(out)
@@ -920,10 +978,10 @@ async fn forward(
                 .map_err(|e| format!("client write: {e}"))?;
             out.clear();
         }
-        if frame.first() != Some(&b'>') {
+        if head.kind != b'>' {
             answers.push(Answered {
-                ok: !matches!(frame.first(), Some(b'-' | b'!')),
-                null: frame == b"*-1\r\n" || frame == b"_\r\n",
+                ok: !matches!(head.kind, b'-' | b'!'),
+                null: head.null,
             });
         }
     }

@@ -146,55 +146,139 @@ fn decode_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize
 /// know where each ends. An attribute (`|`) counts with the frame it annotates. Whether the
 /// frame is a push (`>`: out of band, not an answer) is `buf[0] == b'>'`.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, Malformed> {
-    frame_at(buf, 0, 0)
+    let scanned = FrameScanner::default().scan(buf)?;
+    Ok(scanned.done.then_some(scanned.consumed))
 }
 
-fn frame_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, Malformed> {
-    if depth > 32 {
-        return Err(Malformed("frame nested too deeply".into()));
-    }
-    let Some(&kind) = buf.get(at) else {
-        return Ok(None);
-    };
-    let Some((text, next)) = line(buf, at + 1) else {
-        if buf.len() - at > 64 * 1024 {
-            return Err(Malformed("a header line longer than 64 KiB".into()));
-        }
-        return Ok(None);
-    };
-    match kind {
-        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Ok(Some(next)),
-        b'$' | b'!' | b'=' => {
-            let n = int(text)?;
-            if n < 0 {
-                return Ok(Some(next));
-            }
-            let n = usize::try_from(n).map_err(|_| Malformed("bulk length".into()))?;
-            if n > MAX_BULK {
-                return Err(Malformed(format!("bulk string of {n} bytes")));
-            }
-            Ok((buf.len() >= next + n + 2).then_some(next + n + 2))
-        }
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            let n = int(text)?;
-            if n < 0 {
-                return Ok(Some(next));
-            }
-            let items = usize::try_from(n).map_err(|_| Malformed("length".into()))?
-                * if matches!(kind, b'%' | b'|') { 2 } else { 1 };
-            let mut pos = next;
-            for _ in 0..items {
-                match frame_at(buf, pos, depth + 1)? {
-                    Some(end) => pos = end,
-                    None => return Ok(None),
+/// Frames nested deeper than this are refused.
+const MAX_FRAME_DEPTH: usize = 32;
+/// A header or simple-string line longer than this is refused.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Follows one frame from a server across reads, without decoding it and without scanning a
+/// byte twice: each call takes the bytes that follow those already consumed, and says how many
+/// more belong to the frame (those may be passed on at once, so an answer of any size streams
+/// through in constant memory) and whether the frame has ended. A line cut by the end of the
+/// read is left unconsumed until its end arrives.
+#[derive(Debug, Default)]
+pub struct FrameScanner {
+    /// Elements still expected by each open aggregate, innermost last.
+    pending: Vec<usize>,
+    /// Bytes of a bulk payload (and its CRLF) still to pass.
+    skip: usize,
+}
+
+/// What one [`FrameScanner::scan`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Bytes at the start of the buffer that belong to the frame and are understood.
+    pub consumed: usize,
+    /// The frame ends with them (the scanner is ready for the next frame).
+    pub done: bool,
+}
+
+impl FrameScanner {
+    /// Scans `buf`, which starts where the previous call's consumed bytes ended.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Scanned, Malformed> {
+        let mut pos = 0;
+        loop {
+            if self.skip > 0 {
+                let take = self.skip.min(buf.len() - pos);
+                pos += take;
+                self.skip -= take;
+                if self.skip > 0 {
+                    return Ok(Scanned {
+                        consumed: pos,
+                        done: false,
+                    });
                 }
+                if self.element_done() {
+                    return Ok(Scanned {
+                        consumed: pos,
+                        done: true,
+                    });
+                }
+                continue;
             }
-            if kind == b'|' {
-                return frame_at(buf, pos, depth + 1);
+            let Some(&kind) = buf.get(pos) else {
+                return Ok(Scanned {
+                    consumed: pos,
+                    done: false,
+                });
+            };
+            let Some((text, next)) = line(buf, pos + 1) else {
+                if buf.len() - pos > MAX_LINE {
+                    return Err(Malformed("a header line longer than 64 KiB".into()));
+                }
+                return Ok(Scanned {
+                    consumed: pos,
+                    done: false,
+                });
+            };
+            pos = next;
+            if self.header(kind, text)? && self.element_done() {
+                return Ok(Scanned {
+                    consumed: pos,
+                    done: true,
+                });
             }
-            Ok(Some(pos))
         }
-        other => Err(Malformed(format!("unknown frame type {:?}", other as char))),
+    }
+
+    /// Takes one header line; true when the element it starts is already complete.
+    fn header(&mut self, kind: u8, text: &[u8]) -> Result<bool, Malformed> {
+        match kind {
+            b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Ok(true),
+            b'$' | b'!' | b'=' => {
+                let n = int(text)?;
+                if n < 0 {
+                    return Ok(true);
+                }
+                let n = usize::try_from(n).map_err(|_| Malformed("bulk length".into()))?;
+                if n > MAX_BULK {
+                    return Err(Malformed(format!("bulk string of {n} bytes")));
+                }
+                self.skip = n + 2;
+                Ok(false)
+            }
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let n = int(text)?;
+                if n < 0 {
+                    return Ok(true);
+                }
+                let n = usize::try_from(n).map_err(|_| Malformed("length".into()))?;
+                // A map's entries are pairs; an attribute's pairs are followed by the frame it
+                // annotates, counted here as one more element.
+                let items = match kind {
+                    b'%' => n.checked_mul(2),
+                    b'|' => n.checked_mul(2).and_then(|m| m.checked_add(1)),
+                    _ => Some(n),
+                }
+                .ok_or_else(|| Malformed("length".into()))?;
+                if items == 0 {
+                    return Ok(true);
+                }
+                if self.pending.len() >= MAX_FRAME_DEPTH {
+                    return Err(Malformed("frame nested too deeply".into()));
+                }
+                self.pending.push(items);
+                Ok(false)
+            }
+            other => Err(Malformed(format!("unknown frame type {:?}", other as char))),
+        }
+    }
+
+    /// One element has ended: counts it against the innermost aggregate, closing each one it
+    /// fills. True when the whole frame has ended.
+    fn element_done(&mut self) -> bool {
+        while let Some(left) = self.pending.last_mut() {
+            *left -= 1;
+            if *left > 0 {
+                return false;
+            }
+            self.pending.pop();
+        }
+        true
     }
 }
 
@@ -462,6 +546,69 @@ mod tests {
             }
         }
         assert!(frame_len(b"?what\r\n").is_err());
+    }
+
+    #[test]
+    fn a_frame_scanned_a_byte_at_a_time_is_consumed_as_it_arrives() {
+        let frames: &[&[u8]] = &[
+            b"$10\r\n0123456789\r\n",
+            b"*3\r\n$3\r\nabc\r\n*2\r\n:1\r\n$-1\r\n%1\r\n+k\r\n$1\r\nv\r\n",
+            b"|1\r\n+ttl\r\n:3\r\n$2\r\nok\r\n",
+            b">2\r\n$7\r\nmessage\r\n$0\r\n\r\n",
+            b"*0\r\n",
+        ];
+        for f in frames {
+            let mut scanner = FrameScanner::default();
+            let mut pending: Vec<u8> = Vec::new();
+            let mut passed = 0;
+            for (i, byte) in f.iter().enumerate() {
+                pending.push(*byte);
+                let got = scanner.scan(&pending).expect("well formed");
+                pending.drain(..got.consumed);
+                passed += got.consumed;
+                assert_eq!(
+                    got.done,
+                    i + 1 == f.len(),
+                    "{:?} at {i}",
+                    String::from_utf8_lossy(f)
+                );
+                // Nothing but a cut line is ever held back.
+                assert!(pending.len() <= 8, "{} bytes held", pending.len());
+            }
+            assert_eq!(passed, f.len());
+            assert!(pending.is_empty());
+        }
+        // A bulk payload passes through as it comes, whatever its size.
+        let mut scanner = FrameScanner::default();
+        let got = scanner.scan(b"$1000000\r\nabc").expect("header");
+        assert_eq!(
+            got,
+            Scanned {
+                consumed: 13,
+                done: false
+            }
+        );
+        let got = scanner.scan(&vec![b'x'; 999_997]).expect("payload");
+        assert_eq!(
+            got,
+            Scanned {
+                consumed: 999_997,
+                done: false
+            }
+        );
+        let got = scanner.scan(b"\r\n+NEXT\r\n").expect("end");
+        assert_eq!(
+            got,
+            Scanned {
+                consumed: 2,
+                done: true
+            }
+        );
+        // Refusals: a header line without end, nesting without end.
+        let long = [b"+".as_slice(), &vec![b'a'; 70 * 1024]].concat();
+        assert!(FrameScanner::default().scan(&long).is_err());
+        let deep = b"*1\r\n".repeat(40);
+        assert!(FrameScanner::default().scan(&deep).is_err());
     }
 
     #[test]
