@@ -204,9 +204,24 @@ def _states(ctx, action, resp):
     return None
 
 
+def _secretsmanager(ctx, action, resp):
+    if action != "GetSecretValue":
+        return None
+    secret = _json(resp).get("SecretId", "?")
+    if not secret.startswith("arn:"):
+        # A name: IAM judges the secret's full ARN (its name and a random suffix).
+        from moto.secretsmanager.models import secretsmanager_backends
+        try:
+            secret = secretsmanager_backends[ctx["account"]][ctx["region"]].describe_secret(secret).arn
+        except Exception:
+            secret = f"arn:aws:secretsmanager:{ctx['region']}:{ctx['account']}:secret:{secret}"
+    return [("secretsmanager:GetSecretValue", secret)]
+
+
 DERIVE = {
     "dynamodb": _dynamodb, "ssm": _ssm, "sns": _sns, "route53": _route53, "events": _events,
     "ecs": _ecs, "rds": _rds, "monitoring": _cloudwatch, "states": _states,
+    "secretsmanager": _secretsmanager,
 }
 
 

@@ -59,6 +59,8 @@ def bindings(template):
         "WorkerCluster": CLUSTER,
         "WorkerTaskDefinition": f"arn:{PARTITION}:ecs:{REGION}:{ACCOUNT}:task-definition/{TASK_FAMILY}:*",
         "ApprovalTopic": f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:ferry-*",
+        # The bed's stand-ins for RDS-managed master passwords are named as RDS names them.
+        "TargetPasswordSecretArn": f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-*",
     }
     for name, p in template.get("Parameters", {}).items():
         if name not in refs and "Default" in p:
@@ -75,15 +77,60 @@ def bindings(template):
     return refs, arns
 
 
+# The template's Conditions, evaluated with the bed's bindings (set by principals()).
+CONDITIONS = {}
+# What `Ref: AWS::NoValue` resolves to: removed from the list or map that holds it.
+NO_VALUE = object()
+
+
+def condition(name, refs, arns, where, seen=()):
+    """A template condition's value under the bed's bindings."""
+    if name in seen:
+        raise SystemExit(f"iam_roles: {where}: condition {name} refers to itself")
+    if name not in CONDITIONS:
+        raise SystemExit(f"iam_roles: {where}: no condition {name}")
+    return _truth(CONDITIONS[name], refs, arns, where, seen + (name,))
+
+
+def _truth(expr, refs, arns, where, seen):
+    (fn, arg), = expr.items()
+    if fn == "Condition":
+        return condition(arg, refs, arns, where, seen)
+    if fn == "Fn::Not":
+        return not _truth(arg[0], refs, arns, where, seen)
+    if fn == "Fn::And":
+        return all(_truth(a, refs, arns, where, seen) for a in arg)
+    if fn == "Fn::Or":
+        return any(_truth(a, refs, arns, where, seen) for a in arg)
+    if fn == "Fn::Equals":
+        a, b = (_text(v, refs, arns, where) for v in arg)
+        return a == b
+    raise SystemExit(f"iam_roles: {where}: {fn} in a condition is not evaluated by the bed")
+
+
+def _text(value, refs, arns, where):
+    if isinstance(value, dict) and list(value) == ["Fn::Join"]:
+        sep, items = value["Fn::Join"]
+        items = resolve(items, refs, arns, where)
+        return items if isinstance(items, str) else sep.join(items)
+    return str(resolve(value, refs, arns, where))
+
+
 def resolve(value, refs, arns, where):
     """Resolves the intrinsic functions a policy may use; anything else is an error naming
     where it is, so a new construct in the template is taught here rather than skipped."""
     if isinstance(value, list):
-        return [resolve(v, refs, arns, where) for v in value]
+        out = [resolve(v, refs, arns, where) for v in value]
+        return [v for v in out if v is not NO_VALUE]
     if not isinstance(value, dict):
         return value
     if len(value) == 1:
         (fn, arg), = value.items()
+        if fn == "Ref" and arg == "AWS::NoValue":
+            return NO_VALUE
+        if fn == "Fn::If":
+            name, yes, no = arg
+            return resolve(yes if condition(name, refs, arns, where) else no, refs, arns, where)
         if fn == "Ref":
             if arg not in refs:
                 raise SystemExit(f"iam_roles: {where}: no binding for Ref {arg}")
@@ -110,12 +157,15 @@ def resolve(value, refs, arns, where):
             return re.sub(r"\$\{([^}!]+)\}", sub, text)
         if fn.startswith("Fn::"):
             raise SystemExit(f"iam_roles: {where}: {fn} is not resolved by the bed")
-    return {k: resolve(v, refs, arns, where) for k, v in value.items()}
+    out = {k: resolve(v, refs, arns, where) for k, v in value.items()}
+    return {k: v for k, v in out.items() if v is not NO_VALUE}
 
 
 def principals(template):
     """(binary, role name, [policy documents]) for every principal that runs Ferry's code."""
     refs, arns = bindings(template)
+    CONDITIONS.clear()
+    CONDITIONS.update(template.get("Conditions", {}))
     out = []
     resources = template["Resources"]
     for name, r in resources.items():

@@ -58,6 +58,61 @@ pub async fn rds_instance(aws: &aws_config::SdkConfig, engine_version: &str) -> 
     id
 }
 
+/// A new PostgreSQL RDS instance whose master password RDS manages in Secrets Manager
+/// (`ManageMasterUserPassword`), with `master` as its master user; its id and the secret's ARN.
+pub async fn rds_instance_managed(
+    aws: &aws_config::SdkConfig,
+    engine_version: &str,
+    master: &str,
+) -> (String, String) {
+    let id = unique("ferry-db-");
+    let out = aws_sdk_rds::Client::new(aws)
+        .create_db_instance()
+        .db_instance_identifier(&id)
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .engine_version(engine_version)
+        .master_username(master)
+        .manage_master_user_password(true)
+        .allocated_storage(20)
+        .send()
+        .await
+        .expect("create rds instance");
+    let arn = out
+        .db_instance()
+        .and_then(|i| i.master_user_secret())
+        .and_then(|m| m.secret_arn())
+        .expect("the managed secret's ARN")
+        .to_string();
+    (id, arn)
+}
+
+/// A new secret named as RDS names the master passwords it manages (`rds!db-…`), holding
+/// `value`; its ARN.
+pub async fn rds_like_secret(aws: &aws_config::SdkConfig, value: &str) -> String {
+    aws_sdk_secretsmanager::Client::new(aws)
+        .create_secret()
+        .name(unique("rds!db-"))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create secret")
+        .arn()
+        .expect("secret arn")
+        .to_string()
+}
+
+/// A new current value for the secret, as a rotation writes it.
+pub async fn rotate_secret(aws: &aws_config::SdkConfig, arn: &str, value: &str) {
+    aws_sdk_secretsmanager::Client::new(aws)
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("put secret value");
+}
+
 /// The worker's ECS cluster (created if missing) and a Fargate task definition of `family`,
 /// in the bed's subnet and security group.
 pub async fn worker_task(

@@ -1846,6 +1846,126 @@ async fn serial_the_worker_follows_a_rotated_source_password() {
     let _ = worker.wait();
 }
 
+/// RDS manages the master password in Secrets Manager and the target URL logs in as the
+/// master user with a copied password: preflight refuses, naming the secret to follow, since
+/// the next rotation (every 7 days by default) would end every new login.
+#[tokio::test]
+async fn preflight_refuses_a_copied_master_password_that_rds_rotates() {
+    let mut e = env("rdsm_", None).await;
+    let aws = ferry_tests::aws::config().await;
+    let master = e.db.target_url().user().expect("user").to_string();
+    let (rds_id, arn) = ferry_tests::aws::rds_instance_managed(
+        &aws,
+        &(bed_var("FERRY_BED_TARGET_VERSION") + ".1"),
+        &master,
+    )
+    .await;
+    e.spec_json["target"]["rds_instance_id"] = rds_id.into();
+    let err = preflight::run(
+        &e.deps,
+        preflight::Input {
+            spec: e.spec_json.clone(),
+            execution_arn: format!(
+                "arn:aws:states:us-east-1:123456789012:execution:ferry:{}",
+                e.id
+            ),
+        },
+    )
+    .await
+    .expect_err("a rotating password copied into the URL");
+    let text = err.to_string();
+    assert!(text.contains("rds_managed_password"), "{text}");
+    assert!(text.contains(&arn), "{text}");
+    assert!(text.contains("target.password_secret"), "{text}");
+}
+
+/// RDS rotates the target login's password mid-stream (the old one refused, the worker's
+/// sessions ended, the secret's current value changed): the worker takes the secret's
+/// password, stores it in the target parameter, audits it, and goes on replicating.
+#[tokio::test]
+async fn serial_the_worker_follows_a_target_password_rds_rotates() {
+    let mut e = env("rtp_", None).await;
+    let aws = ferry_tests::aws::config().await;
+    let role = unique("rtp_");
+    // A login like RDS's master user (in rds_superuser), made by the operator.
+    let admin = ferry_pg::PgUrl::parse(&bed_var("FERRY_BED_TARGET_SUPERUSER_URL"))
+        .expect("superuser url")
+        .with_dbname(e.db.name())
+        .connect()
+        .await
+        .expect("target superuser");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'first-Qx9' IN ROLE rds_superuser;
+             GRANT ALL ON DATABASE \"{}\" TO {role};
+             GRANT ALL ON SCHEMA public TO {role};",
+            e.db.name()
+        ))
+        .await
+        .expect("a login on the target");
+    let json = |pw: &str| format!(r#"{{"username":"{role}","password":"{pw}"}}"#);
+    let arn = ferry_tests::aws::rds_like_secret(&aws, &json("first-Qx9")).await;
+    e.spec_json["target"]["password_secret"] = arn.clone().into();
+    let param = format!("/{}/target-url", e.id);
+    let creds = ferry_pg::PgUrl::parse(&format!("postgres://{role}:first-Qx9@x/y")).expect("url");
+    let login = e.db.target_url().with_login_of(&creds).expect("login");
+    e.deps
+        .params
+        .put_secure(&param, login.expose_secret())
+        .await
+        .expect("param");
+    let (_, _, mut worker) = streaming(&e).await;
+
+    // The rotation, as Secrets Manager does it for RDS: the password changes on the server,
+    // then the secret's current value.
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {role} PASSWORD 'second-Qx9';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}';"
+        ))
+        .await
+        .expect("rotate");
+    ferry_tests::aws::rotate_secret(&aws, &arn, &json("second-Qx9")).await;
+    let app_db = e.db.source_app_url().connect().await.expect("app");
+    app_db
+        .batch_execute("INSERT INTO accounts (email) VALUES ('after-rds-rotation@example.com')")
+        .await
+        .expect("the app writes");
+    wait_for(
+        "the write after the rotation on the target",
+        120,
+        || async {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM accounts WHERE email = 'after-rds-rotation@example.com'",
+                    &[],
+                )
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+        },
+    )
+    .await;
+    let stored = e.deps.params.get(&param).await.expect("param");
+    assert!(
+        stored.contains("second-Qx9"),
+        "the parameter was not updated"
+    );
+    assert!(stored.contains("sslmode=verify-full"), "TLS settings kept");
+    let audit = e.store.audit_log(&e.id).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "target_password_followed" && a.detail["secret"] == arn.as_str()),
+        "not audited"
+    );
+    assert!(
+        !audit.iter().any(|a| a.detail.to_string().contains("Qx9")),
+        "a password in the audit log"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
 /// Proxy mode with the Redis section: the endpoint's tasks run (two, with their Redis
 /// proxies, reading this migration's parameters), as preflight requires before it passes.
 async fn redis_endpoint(e: &mut Env) -> ferry_tests::endpoint::EndpointFleet {

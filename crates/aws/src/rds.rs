@@ -43,6 +43,11 @@ impl Databases for RdsDatabases {
                 .and_then(|g| g.db_parameter_group_name())
                 .map(str::to_string),
             endpoint: i.endpoint().and_then(|e| e.address()).map(str::to_string),
+            master_username: i.master_username().map(str::to_string),
+            master_secret_arn: i
+                .master_user_secret()
+                .and_then(|m| m.secret_arn())
+                .map(str::to_string),
         }))
     }
 

@@ -37,7 +37,18 @@ pub async fn run(path: &Path, output: Output) -> anyhow::Result<Code> {
     let (_, spec) = ops::read_spec(path)?;
     let aws = ops::aws().await;
     let source = url(&aws, &spec.source.database_url_param).await?;
-    let target = url(&aws, &spec.target.database_url_param).await?;
+    let mut target = url(&aws, &spec.target.database_url_param).await?;
+    if let Some(id) = &spec.target.password_secret {
+        let secret =
+            ferry_core::SecretStore::current(&ferry_aws::SecretsManagerStore::new(&aws), id)
+                .await
+                .map_err(|e| anyhow::anyhow!("read target.password_secret: {e}"))?;
+        if let Some(fresh) = ferry_pg::rds_secret::login_from_secret(&target, &secret)
+            .map_err(|e| Usage(format!("target.password_secret: {e}")))?
+        {
+            target = fresh;
+        }
+    }
     let (s, t) = (source.connect().await?, target.connect().await?);
     let mut report = ferry_pg::preflight::analyse(
         &s,

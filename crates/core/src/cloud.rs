@@ -246,6 +246,11 @@ pub struct DbInstance {
     pub parameter_group: Option<String>,
     /// The endpoint's address.
     pub endpoint: Option<String>,
+    /// The master user's name.
+    pub master_username: Option<String>,
+    /// The Secrets Manager secret in which RDS manages (and rotates) the master password, when
+    /// it does (`ManageMasterUserPassword`).
+    pub master_secret_arn: Option<String>,
 }
 
 /// Amazon RDS.

@@ -19,7 +19,7 @@ pub mod store;
 pub mod traffic;
 
 pub use errors::StepErrorName;
-pub use params::{ParamError, ParamStore};
+pub use params::{ParamError, ParamStore, SecretError, SecretStore};
 pub use problems::{Problem, Problems};
 pub use spec::MigrationSpec;
 pub use store::{MigrationStore, StoreError, StoreResult};

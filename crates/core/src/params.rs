@@ -70,3 +70,49 @@ pub trait ParamStore: Send + Sync {
     /// Every parameter under `prefix` (recursively), decrypted, by full name.
     async fn get_by_path(&self, prefix: &str) -> Result<BTreeMap<String, String>, ParamError>;
 }
+
+/// Why a Secrets Manager read failed. Messages name the secret, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// No such secret.
+    #[error(
+        "Secrets Manager secret {id} does not exist; fix target.password_secret in the spec (the ARN RDS shows under the instance's master credentials)"
+    )]
+    NotFound {
+        /// The secret's ARN or name.
+        id: String,
+    },
+    /// The caller may not read it.
+    #[error(
+        "reading Secrets Manager secret {id} was denied: {reason}; deploy the template with TargetPasswordSecretArn set to it (and, for a secret under a customer-managed key, grant kms:Decrypt on that key)"
+    )]
+    AccessDenied {
+        /// The secret's ARN or name.
+        id: String,
+        /// What AWS said.
+        reason: String,
+    },
+    /// Secrets Manager could not be reached, throttled, or failed.
+    #[error("Secrets Manager unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StepErrorName for SecretError {
+    fn step_error_name(&self) -> &'static str {
+        // The parameter names: a secret is read where a parameter would be, for the same
+        // purpose, and the state machine treats both alike.
+        match self {
+            SecretError::NotFound { .. } => "Ferry.Blocked.ParamNotFound",
+            SecretError::AccessDenied { .. } => "Ferry.Blocked.ParamAccessDenied",
+            SecretError::Unavailable(_) => "Ferry.Retryable.ParamUnavailable",
+        }
+    }
+}
+
+/// Secrets Manager, as Ferry uses it: reading the current value of a secret it does not own
+/// (the RDS-managed master password, which Secrets Manager rotates).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The secret's current (`AWSCURRENT`) string value.
+    async fn current(&self, id: &str) -> Result<Secret, SecretError>;
+}

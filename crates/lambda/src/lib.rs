@@ -73,6 +73,7 @@ pub async fn deps(
         store: store.clone(),
         endpoints: store,
         params: Arc::new(ferry_aws::SsmParams::new(aws_sdk_ssm::Client::new(&aws))),
+        secrets: Arc::new(ferry_aws::SecretsManagerStore::new(&aws)),
         router: Arc::new(ferry_aws::Route53Router::new(aws_sdk_route53::Client::new(
             &aws,
         ))),

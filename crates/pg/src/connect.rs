@@ -167,6 +167,20 @@ impl PgUrl {
         PgUrl::parse(&mine.rebuild(Secrets::Keep, &mine.query))
     }
 
+    /// This URL with another password (everything else kept): after Secrets Manager rotated
+    /// it.
+    pub fn with_password(&self, password: &str) -> Result<PgUrl, PgError> {
+        let Some(mut mine) = Parts::split(&self.raw) else {
+            return Err(PgError::InvalidUrl {
+                url: self.redacted.clone(),
+                reason: "cannot replace the password".into(),
+            });
+        };
+        let encoded = percent_encode(password);
+        mine.password = Some(&encoded);
+        PgUrl::parse(&mine.rebuild(Secrets::Keep, &mine.query))
+    }
+
     /// Whether `other` names the same database on the same server (any login).
     pub fn same_database(&self, other: &PgUrl) -> bool {
         self.host_port() == other.host_port() && self.dbname() == other.dbname()

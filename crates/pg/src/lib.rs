@@ -8,6 +8,7 @@ pub mod grants;
 pub mod net;
 pub mod preflight;
 pub mod rds_ca;
+pub mod rds_secret;
 pub mod walstream;
 
 pub use connect::{PgUrl, TlsCheck, client_tls, redact};

@@ -177,6 +177,9 @@ pub enum StepError {
     /// SSM.
     #[error(transparent)]
     Param(#[from] ParamError),
+    /// Secrets Manager.
+    #[error(transparent)]
+    Secret(#[from] ferry_core::SecretError),
     /// Route 53.
     #[error(transparent)]
     Traffic(#[from] TrafficError),
@@ -234,6 +237,7 @@ impl StepErrorName for StepError {
             StepError::Injected(_) => "Ferry.Failed.Injected",
             StepError::Store(e) => e.step_error_name(),
             StepError::Param(e) => e.step_error_name(),
+            StepError::Secret(e) => e.step_error_name(),
             StepError::Traffic(e) => e.step_error_name(),
             StepError::Cloud(e) => e.step_error_name(),
             StepError::Heroku(e) => e.step_error_name(),

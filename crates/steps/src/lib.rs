@@ -112,6 +112,8 @@ pub struct Deps {
     pub endpoints: Arc<dyn ferry_core::endpoint::EndpointStore>,
     /// SSM Parameter Store.
     pub params: Arc<dyn ParamStore>,
+    /// Secrets Manager (the RDS-managed master password).
+    pub secrets: Arc<dyn ferry_core::SecretStore>,
     /// Route 53 weighted records.
     pub router: Arc<dyn TrafficRouter>,
     /// SendTaskSuccess / SendTaskFailure.
@@ -223,7 +225,33 @@ impl Deps {
             param: spec.target.database_url_param.clone(),
             reason: e.to_string(),
         })?;
+        let target = self.follow_password_secret(spec, target).await?;
         Ok((source, target))
+    }
+
+    /// The target URL with the current password of `target.password_secret`, when the spec
+    /// names one (RDS rotates it). The step uses it as read; the worker, which follows the
+    /// secret for the whole migration, stores it back in the parameter for the endpoint.
+    pub async fn follow_password_secret(
+        &self,
+        spec: &MigrationSpec,
+        stale: PgUrl,
+    ) -> StepResult<PgUrl> {
+        let Some(id) = &spec.target.password_secret else {
+            return Ok(stale);
+        };
+        let secret = self.secrets.current(id).await?;
+        match ferry_pg::rds_secret::login_from_secret(&stale, &secret) {
+            Ok(Some(fresh)) => {
+                tracing::info!(secret = %id, "the target's password was rotated; using the current one");
+                Ok(fresh)
+            }
+            Ok(None) => Ok(stale),
+            Err(e) => Err(StepError::BadParam {
+                param: spec.target.database_url_param.clone(),
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// The rehearsal fault for this migration, if any (read once, before anything is frozen).

@@ -93,7 +93,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
             &spec.source.database_url_param,
         ));
     let mut blockers: Vec<String> = report.blockers().map(|f| format!("- {f}")).collect();
-    blockers.extend(check_rds(deps, &spec, &report).await?);
+    blockers.extend(check_rds(deps, &spec, &report, target_url.user()).await?);
     blockers.extend(check_endpoint(deps, &spec).await?);
     blockers.extend(check_email_links(deps, &spec).await?);
     blockers.extend(check_redis(deps, &spec, &mut report.findings).await?);
@@ -336,6 +336,7 @@ async fn check_rds(
     deps: &Deps,
     spec: &MigrationSpec,
     report: &PreflightReport,
+    target_user: Option<&str>,
 ) -> StepResult<Vec<String>> {
     let id = &spec.target.rds_instance_id;
     let Some(db) = deps.databases.instance(id).await? else {
@@ -374,7 +375,26 @@ async fn check_rds(
             "- rds_parameters: parameter group {group} sets default_transaction_read_only; the app could never write after cutover. Fix: reset it in the group"
         ));
     }
+    out.extend(managed_password(spec, &db, target_user));
     Ok(out)
+}
+
+/// RDS manages the master password in Secrets Manager and rotates it: a URL that logs in as
+/// the master user with a copied password stops working at the next rotation unless Ferry
+/// follows the secret.
+fn managed_password(
+    spec: &MigrationSpec,
+    db: &ferry_core::cloud::DbInstance,
+    target_user: Option<&str>,
+) -> Option<String> {
+    let secret = db.master_secret_arn.as_deref()?;
+    let master = db.master_username.as_deref()?;
+    (target_user == Some(master) && spec.target.password_secret.as_deref() != Some(secret)).then(|| {
+        format!(
+            "- rds_managed_password: RDS manages the password of {master:?} on {} in Secrets Manager and rotates it (every 7 days by default); the password copied into {} stops logging in at the next rotation. Fix: set target.password_secret to {secret} and deploy the template with TargetPasswordSecretArn set to it",
+            spec.target.rds_instance_id, spec.target.database_url_param
+        )
+    })
 }
 
 /// Proxy mode: the endpoint must be deployed and serving before the migration starts (the

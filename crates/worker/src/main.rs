@@ -34,18 +34,23 @@ mod rotation;
 /// Runs of the replicator in one process (after a lost connection or a refused login).
 const MAX_RUNS: u32 = 4;
 
+/// This worker's migration's spec, read now.
+async fn current_spec(store: &dyn MigrationStore) -> anyhow::Result<ferry_core::MigrationSpec> {
+    let migration_id = var("FERRY_MIGRATION_ID")?;
+    Ok(store
+        .migration(&migration_id)
+        .await
+        .with_context(|| format!("read migration {migration_id}"))?
+        .spec)
+}
+
 /// Logs in to the source with the stored URL; when the login is refused, takes Heroku's
 /// current one (see [`rotation`]). Other connection errors are left to the run.
 async fn ensure_source_login(
     store: &dyn MigrationStore,
     params: &dyn ParamStore,
 ) -> anyhow::Result<()> {
-    let migration_id = var("FERRY_MIGRATION_ID")?;
-    let spec = store
-        .migration(&migration_id)
-        .await
-        .with_context(|| format!("read migration {migration_id}"))?
-        .spec;
+    let spec = current_spec(store).await?;
     let stale = PgUrl::parse(&params.get(&spec.source.database_url_param).await?)
         .context("source.database_url_param holds an unusable URL")?;
     match stale.connect().await {
@@ -60,6 +65,18 @@ async fn ensure_source_login(
         }
         _ => Ok(()),
     }
+}
+
+/// Before each run: the target's current password, when RDS manages it (a run that ended on a
+/// refused login starts again with the rotated one).
+async fn ensure_target_password(
+    store: &dyn MigrationStore,
+    params: &dyn ParamStore,
+    secrets: &dyn ferry_core::SecretStore,
+) -> anyhow::Result<()> {
+    let spec = current_spec(store).await?;
+    rotation::follow_target_secret(store, params, secrets, &spec).await?;
+    Ok(())
 }
 
 fn var(name: &str) -> anyhow::Result<String> {
@@ -221,7 +238,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = replicate(store.as_ref(), &params).await;
+    let secrets = ferry_aws::SecretsManagerStore::new(&aws);
+    let follower = match var("FERRY_MIGRATION_ID") {
+        Ok(id) => tokio::spawn(follow_target_password(
+            store.clone(),
+            params.clone(),
+            secrets.clone(),
+            id,
+        )),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = replicate(store.as_ref(), &params, &secrets).await;
+    follower.abort();
     verifier.abort();
     if let Some(r) = redis {
         r.stop().await;
@@ -256,6 +287,32 @@ async fn verify_jobs(
         async move { database_urls(store.as_ref(), &params, &id).await }
     };
     ferry_replicator::verify_job::serve(store.as_ref(), &worker, urls).await;
+}
+
+/// Follows a target password that RDS rotates in Secrets Manager, for the process's lifetime
+/// (see [`rotation::follow_target_secret`]); a failed look is logged and tried again.
+async fn follow_target_password(
+    store: std::sync::Arc<ferry_aws::DynamoStore>,
+    params: ferry_aws::SsmParams,
+    secrets: ferry_aws::SecretsManagerStore,
+    migration_id: String,
+) {
+    let spec = match store.migration(&migration_id).await {
+        Ok(rec) if rec.spec.target.password_secret.is_some() => rec.spec,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!("target password: read migration {migration_id}: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::time::sleep(rotation::TARGET_SECRET_EVERY).await;
+        if let Err(e) =
+            rotation::follow_target_secret(store.as_ref(), &params, &secrets, &spec).await
+        {
+            tracing::warn!("cannot read the target's password secret: {e:#}");
+        }
+    }
 }
 
 /// The source and target URLs, read now (Heroku rotates credentials).
@@ -313,9 +370,17 @@ fn exit_on_sigterm() {
 
 /// Runs the database replication until it is told to stop, restarting it in this process
 /// after a lost connection or a refused login.
-async fn replicate(store: &ferry_aws::DynamoStore, params: &ferry_aws::SsmParams) -> ExitCode {
+async fn replicate(
+    store: &ferry_aws::DynamoStore,
+    params: &ferry_aws::SsmParams,
+    secrets: &ferry_aws::SecretsManagerStore,
+) -> ExitCode {
     for attempt in 1..=MAX_RUNS {
         if let Err(e) = ensure_source_login(store, params).await {
+            tracing::error!("cannot start: {e:#}");
+            return ExitCode::from(2);
+        }
+        if let Err(e) = ensure_target_password(store, params, secrets).await {
             tracing::error!("cannot start: {e:#}");
             return ExitCode::from(2);
         }

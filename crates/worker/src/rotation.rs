@@ -48,6 +48,66 @@ pub async fn refresh_source(
         .put_secure(&spec.source.database_url_param, fresh.expose_secret())
         .await
         .context("store the source's new URL")?;
+    audit(
+        store,
+        spec,
+        "source_credentials_refreshed",
+        serde_json::json!({
+            "from_config_var": var,
+            "parameter": spec.source.database_url_param,
+            "user_changed": fresh.user() != stale.user(),
+        }),
+    )
+    .await?;
+    tracing::warn!(%var, "the source refused the stored login; took Heroku's current one");
+    Ok(Some(fresh))
+}
+
+/// How often the worker looks at the target's password secret: a rotation reaches the stored
+/// URL (and, from there, the endpoint's PgBouncer) within this.
+pub const TARGET_SECRET_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When the spec names `target.password_secret` (RDS manages and rotates the master password),
+/// takes its current password into the target parameter if it changed, audits it, and says
+/// whether it did.
+pub async fn follow_target_secret(
+    store: &dyn MigrationStore,
+    params: &dyn ParamStore,
+    secrets: &dyn ferry_core::SecretStore,
+    spec: &MigrationSpec,
+) -> anyhow::Result<bool> {
+    let Some(id) = &spec.target.password_secret else {
+        return Ok(false);
+    };
+    let param = &spec.target.database_url_param;
+    let stale = PgUrl::parse(&params.get(param).await?)
+        .with_context(|| format!("{param} holds an unusable URL"))?;
+    let secret = secrets.current(id).await?;
+    let Some(fresh) = ferry_pg::rds_secret::login_from_secret(&stale, &secret)? else {
+        return Ok(false);
+    };
+    params
+        .put_secure(param, fresh.expose_secret())
+        .await
+        .context("store the target's current password")?;
+    audit(
+        store,
+        spec,
+        "target_password_followed",
+        serde_json::json!({ "secret": id, "parameter": param }),
+    )
+    .await?;
+    tracing::warn!(secret = %id, "the target's password was rotated; stored the current one");
+    Ok(true)
+}
+
+/// An audit event of the worker's (no secret in `detail`).
+async fn audit(
+    store: &dyn MigrationStore,
+    spec: &MigrationSpec,
+    action: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
     store
         .append_audit(
             &spec.migration_id,
@@ -55,16 +115,11 @@ pub async fn refresh_source(
                 chrono::Utc::now(),
                 "worker",
                 "ferry:worker",
-                "source_credentials_refreshed",
+                action,
                 Outcome::Info,
-                serde_json::json!({
-                    "from_config_var": var,
-                    "parameter": spec.source.database_url_param,
-                    "user_changed": fresh.user() != stale.user(),
-                }),
+                detail,
             ),
         )
         .await?;
-    tracing::warn!(%var, "the source refused the stored login; took Heroku's current one");
-    Ok(Some(fresh))
+    Ok(())
 }

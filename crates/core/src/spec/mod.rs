@@ -305,6 +305,13 @@ pub struct TargetSpec {
     pub rds_instance_id: String,
     /// SSM parameter (SecureString) holding the target `postgres://` URL.
     pub database_url_param: String,
+    /// ARN of the Secrets Manager secret in which RDS manages (and rotates) the password of the
+    /// URL's user (`ManageMasterUserPassword`; the console shows it under the instance's master
+    /// credentials). Ferry then takes the secret's current password whenever it reads the URL,
+    /// and stores it back in `database_url_param` so the worker and the endpoint follow a
+    /// rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<String>,
 }
 
 /// Change capture mode.

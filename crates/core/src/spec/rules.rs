@@ -166,6 +166,36 @@ fn target(s: &TargetSpec, path: &str, out: &mut Vec<Problem>) {
         &child(path, "database_url_param"),
         out,
     );
+    if let Some(arn) = &s.password_secret {
+        secret_arn(arn, &child(path, "password_secret"), out);
+    }
+}
+
+/// A Secrets Manager secret ARN: `arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`.
+fn secret_arn(arn: &str, path: &str, out: &mut Vec<Problem>) {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    let ok = arn.len() <= 2048
+        && parts.len() == 7
+        && parts[0] == "arn"
+        && matches!(parts[1], "aws" | "aws-cn" | "aws-us-gov")
+        && parts[2] == "secretsmanager"
+        && !parts[3].is_empty()
+        && parts[3]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5] == "secret"
+        && !parts[6].is_empty()
+        && !arn.chars().any(char::is_control);
+    if !ok {
+        out.push(Problem::new(
+            path,
+            format!(
+                "{arn:?} is not a Secrets Manager secret ARN; use arn:aws:secretsmanager:<region>:<12-digit account>:secret:<name> (RDS shows it under the instance's master credentials)"
+            ),
+        ));
+    }
 }
 
 fn replication(s: &ReplicationSpec, path: &str, out: &mut Vec<Problem>) {

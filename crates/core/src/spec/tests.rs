@@ -692,3 +692,27 @@ fn an_empty_domain_a_case_twin_a_nameless_role_and_a_numeric_name_are_refused() 
     ]);
     assert_eq!(messages(&v), Vec::<String>::new());
 }
+
+#[test]
+fn the_target_password_secret_must_be_a_secrets_manager_arn() {
+    let mut v = minimal();
+    v["target"]["password_secret"] = json!(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-0f3c2a1e-aaaa-bbbb-cccc-0123456789ab-AbCdEf"
+    );
+    assert_eq!(messages(&v), Vec::<String>::new());
+    for bad in [
+        "rds!db-0f3c2a1e",
+        "arn:aws:ssm:us-east-1:123456789012:parameter/x",
+        "arn:aws:secretsmanager:us-east-1:1234:secret:x",
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:",
+    ] {
+        v["target"]["password_secret"] = json!(bad);
+        let got = messages(&v);
+        assert_eq!(got.len(), 1, "{bad}: {got:?}");
+        assert!(
+            got[0].starts_with("target.password_secret:")
+                && got[0].contains("not a Secrets Manager secret ARN"),
+            "{got:?}"
+        );
+    }
+}
