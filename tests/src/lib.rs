@@ -241,16 +241,24 @@ pub fn heroku() -> (String, String) {
 /// Creates an app of its own on the fake Heroku API (web + worker formation, a Postgres
 /// add-on attached as DATABASE with `database_url`, one custom domain) and returns its name.
 pub async fn heroku_app(database_url: &str, config_vars: serde_json::Value) -> String {
-    let (base, _) = heroku();
     let name = unique("t-");
+    create_heroku_app(serde_json::json!({
+        "name": name,
+        "database_url": database_url,
+        "config_vars": config_vars,
+        "domains": [format!("{name}.example.com")],
+    }))
+    .await;
+    name
+}
+
+/// Creates an app on the fake Heroku API as `body` describes it (name, formation, add-ons,
+/// config vars, domains, database URL).
+pub async fn create_heroku_app(body: serde_json::Value) {
+    let (base, _) = heroku();
     let resp = reqwest::Client::new()
         .post(format!("{base}/__bed/apps"))
-        .json(&serde_json::json!({
-            "name": name,
-            "database_url": database_url,
-            "config_vars": config_vars,
-            "domains": [format!("{name}.example.com")],
-        }))
+        .json(&body)
         .send()
         .await
         .expect("reach the fake Heroku API");
@@ -259,7 +267,6 @@ pub async fn heroku_app(database_url: &str, config_vars: serde_json::Value) -> S
         201,
         "create app on the fake Heroku API"
     );
-    name
 }
 
 /// A migration spec for tests: `examples/minimal.json` with the given id and app.

@@ -3,6 +3,7 @@
 mod approvals;
 mod cli;
 mod cloud;
+mod destination;
 mod e2e;
 mod emulator;
 mod endpoint;

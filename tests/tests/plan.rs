@@ -12,14 +12,7 @@ const SECRET: &str = "s3cr3t-config-value-7781";
 const UNREACHABLE_PASSWORD: &str = "unreachable-pw-5521";
 
 async fn create_app(body: Value) {
-    let (base, _) = heroku();
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/__bed/apps"))
-        .json(&body)
-        .send()
-        .await
-        .expect("reach the fake Heroku API");
-    assert_eq!(resp.status().as_u16(), 201, "create app");
+    ferry_tests::create_heroku_app(body).await;
 }
 
 fn ferry_plan(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {

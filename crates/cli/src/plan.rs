@@ -1,5 +1,5 @@
 //! `ferry plan <app>`: reads the app from the Heroku Platform API and its database, and
-//! writes plan.md, plan.json and migration.json.
+//! writes plan.md, plan.json, migration.json and destination.yaml.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,8 @@ use ferry_plan::{Options, Prices, inventory};
 pub const HELP: &str = "\
 Reads the app from the Heroku Platform API (HEROKU_API_KEY: heroku auth:token) and its database
 (FERRY_PLAN_DATABASE_URL overrides the app's DATABASE_URL, for a fork); writes plan.md,
-plan.json and migration.json to --out (ferry-plan-<app>).
+plan.json, migration.json and destination.yaml (the app's AWS side as a CloudFormation
+template) to --out (ferry-plan-<app>).
 
 Examples:
   ferry plan acme --procfile Procfile
@@ -103,6 +104,16 @@ pub async fn run(args: Args) -> anyhow::Result<crate::fail::Code> {
         .out
         .unwrap_or_else(|| PathBuf::from(format!("ferry-plan-{}", args.app)));
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let config_prefix = plan.migration["config_vars"]["ssm_prefix"]
+        .as_str()
+        .unwrap_or("/config/")
+        .to_string();
+    let destination = ferry_plan::destination::render(&ferry_plan::destination::Input {
+        inventory: &plan.inventory,
+        prices: &prices,
+        architecture: &plan.prices.architecture,
+        config_prefix: &config_prefix,
+    });
     let files = [
         ("plan.md", markdown.clone()),
         ("plan.json", serde_json::to_string_pretty(&plan)?),
@@ -110,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<crate::fail::Code> {
             "migration.json",
             serde_json::to_string_pretty(&plan.migration)?,
         ),
+        ("destination.yaml", destination),
     ];
     let mut written = Vec::new();
     for (name, text) in files {

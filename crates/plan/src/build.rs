@@ -376,7 +376,7 @@ pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
 
 fn process_mapping(app: &str, p: &Process, prices: &Prices, rate: Option<(f64, f64)>) -> Mapping {
     let size = p.size.as_deref();
-    let task: Option<TaskSize> = size.and_then(|s| prices.aws.dyno_to_fargate.get(s).copied());
+    let task: Option<TaskSize> = crate::sizing::task_size(p, prices);
     let dyno_price = size
         .and_then(|s| prices.heroku.dynos.get(s))
         .map(|d| d.monthly);
@@ -454,10 +454,15 @@ fn process_mapping(app: &str, p: &Process, prices: &Prices, rate: Option<(f64, f
 }
 
 fn database_mapping(inventory: &Inventory, a: &AddOnInfo, prices: &Prices) -> Mapping {
-    let plan = prices.heroku.postgres.get(&a.plan);
-    let db = inventory.database.as_ref();
     let mut notes = Vec::new();
-    let heroku_monthly = a.billed_monthly.or(plan.map(|p| p.monthly));
+    let heroku_monthly =
+        a.billed_monthly
+            .or(prices.heroku.postgres.get(&a.plan).map(|p| p.monthly));
+    let version = inventory
+        .database
+        .as_ref()
+        .map(|d| format!("PostgreSQL {} or newer", d.preflight.source.major))
+        .unwrap_or_else(|| "the source's PostgreSQL major or newer".into());
     let unpriced = |aws: String, notes: Vec<String>| Mapping {
         category: "database".into(),
         heroku: format!("Heroku Postgres {} ({})", a.plan, a.name),
@@ -467,51 +472,43 @@ fn database_mapping(inventory: &Inventory, a: &AddOnInfo, prices: &Prices) -> Ma
         aws_monthly: None,
         notes,
     };
-    let Some(plan) = plan else {
-        notes.push(format!(
-            "plan {} is not in the price table: choose an RDS class by the plan's memory",
-            a.plan
-        ));
-        return unpriced("Amazon RDS for PostgreSQL".into(), notes);
-    };
-    let small = plan.ram_gb <= 4.0 && !plan.ha;
-    let class = prices
-        .aws
-        .rds_postgres
-        .iter()
-        .filter(|(_, c)| c.ram_gb >= plan.ram_gb && (small || !c.burstable))
-        .min_by(|(_, x), (_, y)| x.hourly.total_cmp(&y.hourly));
-    let size_gb = db.map(|d| d.size_bytes as f64 / 1e9);
-    let storage_gb = match size_gb {
-        // Room to grow and for the copy's indexes being built: 1.5 × today, at least 20 GB.
-        Some(gb) => (gb * 1.5).ceil().max(20.0),
-        None => {
-            notes.push("database size unknown: storage sized to the plan's limit".into());
-            plan.storage_gb
+    let choice = match crate::sizing::rds_choice(inventory, a, prices) {
+        Ok(c) => c,
+        Err(crate::sizing::NoRds::UnknownPlan) => {
+            notes.push(format!(
+                "plan {} is not in the price table: choose an RDS class by the plan's memory",
+                a.plan
+            ));
+            return unpriced("Amazon RDS for PostgreSQL".into(), notes);
+        }
+        Err(crate::sizing::NoRds::NoClass(plan)) => {
+            notes.push(format!(
+                "no RDS class in the price table has {} GB of memory",
+                plan.ram_gb
+            ));
+            return unpriced(format!("Amazon RDS for PostgreSQL ({version})"), notes);
         }
     };
-    let az = if plan.ha { 2.0 } else { 1.0 };
-    let version = db
-        .map(|d| format!("PostgreSQL {} or newer", d.preflight.source.major))
-        .unwrap_or_else(|| "the source's PostgreSQL major or newer".into());
-    let Some((class_name, class)) = class else {
-        notes.push(format!(
-            "no RDS class in the price table has {} GB of memory",
-            plan.ram_gb
-        ));
-        return unpriced(format!("Amazon RDS for PostgreSQL ({version})"), notes);
-    };
+    let (plan, class) = (choice.plan, choice.class);
+    let storage_gb = choice.storage_gb;
+    if !choice.size_known {
+        notes.push("database size unknown: storage sized to the plan's limit".into());
+    }
     notes.push(format!(
-        "{} GB memory on Heroku → {class_name} ({} vCPU, {} GB)",
-        plan.ram_gb, class.vcpu, class.ram_gb
+        "{} GB memory on Heroku → {} ({} vCPU, {} GB)",
+        plan.ram_gb, choice.class_name, class.vcpu, class.ram_gb
     ));
     if plan.ha {
         notes
             .push("the plan has a standby: Multi-AZ (twice the instance and storage price)".into());
     }
-    if let Some(gb) = size_gb {
-        notes.push(format!("{gb:.2} GB today → {storage_gb} GB gp3"));
+    if let Some(d) = inventory.database.as_ref().filter(|_| choice.size_known) {
+        notes.push(format!(
+            "{:.2} GB today → {storage_gb} GB gp3",
+            d.size_bytes as f64 / 1e9
+        ));
     }
+    let az = if plan.ha { 2.0 } else { 1.0 };
     Mapping {
         category: "database".into(),
         heroku: format!(
@@ -519,7 +516,8 @@ fn database_mapping(inventory: &Inventory, a: &AddOnInfo, prices: &Prices) -> Ma
             a.plan, a.name, plan.ram_gb, plan.connections
         ),
         aws: format!(
-            "Amazon RDS for PostgreSQL {class_name}{}, {storage_gb} GB gp3 ({version})",
+            "Amazon RDS for PostgreSQL {}{}, {storage_gb} GB gp3 ({version})",
+            choice.class_name,
             if plan.ha { " Multi-AZ" } else { "" }
         ),
         equivalence: Equivalence::Direct,
@@ -613,35 +611,22 @@ fn addon_mapping(a: &AddOnInfo, prices: &Prices) -> Mapping {
         notes.push(format!("sets {}", a.config_vars.join(", ")));
     }
     // A Heroku Key-Value Store (Redis) plan from the table, when this is one.
-    let key_value = matches!(
-        a.service.as_str(),
-        "heroku-redis" | "heroku-key-value-store"
-    )
-    .then(|| prices.heroku.key_value.get(&a.plan))
-    .flatten();
+    let key_value = crate::sizing::is_key_value(a)
+        .then(|| prices.heroku.key_value.get(&a.plan))
+        .flatten();
     let heroku_monthly = a.billed_monthly.or(key_value.map(|p| p.monthly));
     let mut aws = aws.to_string();
     let aws_monthly = match a.service.as_str() {
-        "heroku-redis" | "heroku-key-value-store" => {
-            let node = key_value.and_then(|kv| {
-                prices
-                    .aws
-                    .elasticache
-                    .iter()
-                    .filter(|(_, n)| n.memory_mb >= kv.memory_mb)
-                    .min_by(|(_, x), (_, y)| x.hourly.total_cmp(&y.hourly))
-            });
-            match node {
-                Some((name, n)) => {
-                    aws = format!("{aws}: {name}");
-                    Some(prices.month(n.hourly))
-                }
-                None => {
-                    notes.push(format!("plan {} is not in the price table", a.plan));
-                    None
-                }
+        "heroku-redis" | "heroku-key-value-store" => match crate::sizing::cache_node(a, prices) {
+            Some((name, n)) => {
+                aws = format!("{aws}: {name}");
+                Some(prices.month(n.hourly))
             }
-        }
+            None => {
+                notes.push(format!("plan {} is not in the price table", a.plan));
+                None
+            }
+        },
         "scheduler" => Some(0.0),
         _ if equivalence == Equivalence::KeepVendor => {
             if heroku_monthly.is_some() {

@@ -7,9 +7,11 @@
 //! equivalent is reported as such.
 
 pub mod build;
+pub mod destination;
 pub mod inventory;
 pub mod prices;
 pub mod render;
+pub mod sizing;
 
 pub use build::{Options, Plan, build};
 pub use prices::Prices;

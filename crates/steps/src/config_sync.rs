@@ -22,16 +22,7 @@ use crate::{Deps, MigrationRef, StepError, StepResult, facts};
 /// Largest value SSM's standard tier stores.
 const MAX_VALUE_BYTES: usize = 4096;
 
-/// Dyno metadata Heroku sets itself (labs `runtime-dyno-metadata`).
-const HEROKU_MANAGED: &[&str] = &[
-    "HEROKU_APP_ID",
-    "HEROKU_APP_NAME",
-    "HEROKU_DYNO_ID",
-    "HEROKU_RELEASE_CREATED_AT",
-    "HEROKU_RELEASE_VERSION",
-    "HEROKU_SLUG_COMMIT",
-    "HEROKU_SLUG_DESCRIPTION",
-];
+use ferry_core::spec::HEROKU_MANAGED;
 
 /// A var not copied, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -608,3 +608,15 @@ mod dupkeys;
 
 #[cfg(test)]
 mod tests;
+
+/// Config vars Heroku sets itself (labs `runtime-dyno-metadata`): Heroku's, not the app's, so
+/// config sync does not copy them and the destination stack does not pass them.
+pub const HEROKU_MANAGED: &[&str] = &[
+    "HEROKU_APP_ID",
+    "HEROKU_APP_NAME",
+    "HEROKU_DYNO_ID",
+    "HEROKU_RELEASE_CREATED_AT",
+    "HEROKU_RELEASE_VERSION",
+    "HEROKU_SLUG_COMMIT",
+    "HEROKU_SLUG_DESCRIPTION",
+];

@@ -1,0 +1,208 @@
+//! RDS for PostgreSQL sized as the plan prices it, and ElastiCache set up for Ferry's Redis
+//! sync when the app has a Key-Value Store.
+
+use serde_json::json;
+
+use super::{Input, Template, att, r, skips, sub};
+use crate::sizing::{self, NoRds};
+
+/// RDS's newest PostgreSQL major, the default when the source's is older or unknown.
+const NEWEST_MAJOR: i32 = 17;
+
+/// The Heroku Postgres add-on attached as DATABASE: the one the migration moves.
+pub(super) fn database_addon(
+    inv: &crate::inventory::Inventory,
+) -> Option<&crate::inventory::AddOnInfo> {
+    inv.addons
+        .iter()
+        .find(|a| a.service == "heroku-postgresql" && a.attached_as.iter().any(|n| n == "DATABASE"))
+}
+
+pub(super) fn database(t: &mut Template, input: &Input) {
+    let inv = input.inventory;
+    let Some(addon) = database_addon(inv) else {
+        return;
+    };
+    let (class, storage, multi_az) = match sizing::rds_choice(inv, addon, input.prices) {
+        Ok(c) => (c.class_name.to_string(), c.storage_gb as u64, c.multi_az),
+        // A plan the table does not know: a modest default the team resizes.
+        Err(NoRds::UnknownPlan | NoRds::NoClass(_)) => ("db.m7g.large".into(), 100, false),
+    };
+    let major = inv
+        .database
+        .as_ref()
+        .map(|d| d.preflight.source.major)
+        .unwrap_or(NEWEST_MAJOR)
+        .max(12);
+    t.parameter(
+        "DatabaseEngineVersion",
+        json!({"Type": "String", "Default": major.to_string(), "AllowedPattern": "^[0-9]{2}(\\.[0-9]+)?$", "Description": "PostgreSQL on RDS: the source's major (Heroku's) or newer."}),
+    );
+    t.resource(
+        "DatabaseSubnets",
+        json!({"Type": "AWS::RDS::DBSubnetGroup", "Properties": {"DBSubnetGroupDescription": "The app's database: private subnets", "SubnetIds": r("PrivateSubnetIds")}}),
+    );
+    t.resource(
+        "DatabaseParameters",
+        json!({
+            "Type": "AWS::RDS::DBParameterGroup",
+            "Properties": {
+                "Description": "The app's database: TLS only",
+                "Family": sub("postgres${DatabaseEngineVersion}"),
+                "Parameters": {"rds.force_ssl": "1"},
+            },
+        }),
+    );
+    instance(t, &class, storage, multi_az);
+}
+
+fn instance(t: &mut Template, class: &str, storage: u64, multi_az: bool) {
+    let mut skipped = vec![
+        (
+            "CKV_AWS_161",
+            "The app logs in with a password, as on Heroku; IAM authentication is the team's choice to add.",
+        ),
+        (
+            "CKV_AWS_118",
+            "Enhanced monitoring needs a role and costs extra; Performance Insights is on.",
+        ),
+        (
+            "CKV_AWS_129",
+            "Log exports are the team's choice (they cost per GB ingested).",
+        ),
+    ];
+    if !multi_az {
+        skipped.push(("CKV_AWS_157", "The Heroku plan has no standby, so neither has this (Multi-AZ doubles the price); set MultiAZ to true for one."));
+    }
+    t.resource(
+        "Database",
+        json!({
+            "Type": "AWS::RDS::DBInstance",
+            "DeletionPolicy": "Snapshot",
+            "UpdateReplacePolicy": "Snapshot",
+            "Metadata": skips(&skipped),
+            "Properties": {
+                "Engine": "postgres",
+                "EngineVersion": r("DatabaseEngineVersion"),
+                "DBInstanceClass": class,
+                "AllocatedStorage": storage.to_string(),
+                "MaxAllocatedStorage": storage * 4,
+                "StorageType": "gp3",
+                "StorageEncrypted": true,
+                "MultiAZ": multi_az,
+                "MasterUsername": "ferry",
+                // RDS keeps (and rotates) the password in Secrets Manager; Ferry follows it
+                // through target.password_secret.
+                "ManageMasterUserPassword": true,
+                "DBSubnetGroupName": r("DatabaseSubnets"),
+                "DBParameterGroupName": r("DatabaseParameters"),
+                "VPCSecurityGroups": [att("DatabaseSecurityGroup", "GroupId")],
+                "PubliclyAccessible": false,
+                "DeletionProtection": true,
+                "BackupRetentionPeriod": 7,
+                "CopyTagsToSnapshot": true,
+                "AutoMinorVersionUpgrade": true,
+                "EnablePerformanceInsights": true,
+            },
+        }),
+    );
+    t.output(
+        "DatabaseInstanceId",
+        "target.rds_instance_id in migration.json",
+        r("Database"),
+    );
+    t.output(
+        "DatabaseEndpoint",
+        "The host in the target URL (target.database_url_param)",
+        att("Database", "Endpoint.Address"),
+    );
+    t.output(
+        "DatabaseMasterSecretArn",
+        "target.password_secret in migration.json (and Ferry's TargetPasswordSecretArn)",
+        att("Database", "MasterUserSecret.SecretArn"),
+    );
+}
+
+pub(super) fn cache(t: &mut Template, input: &Input) {
+    let Some(kv) = input
+        .inventory
+        .addons
+        .iter()
+        .find(|a| sizing::is_key_value(a))
+    else {
+        return;
+    };
+    let node = sizing::cache_node(kv, input.prices)
+        .map(|(name, _)| name.to_string())
+        .unwrap_or_else(|| "cache.t4g.small".into());
+    t.resource(
+        "CacheSubnets",
+        json!({"Type": "AWS::ElastiCache::SubnetGroup", "Properties": {"Description": "The app's Redis: private subnets", "SubnetIds": r("PrivateSubnetIds")}}),
+    );
+    // What Ferry's sync needs: keyspace events for the reverse sync that keeps Heroku level
+    // for a rollback, and no eviction where job queues live.
+    t.resource(
+        "CacheParameters",
+        json!({
+            "Type": "AWS::ElastiCache::ParameterGroup",
+            "Properties": {
+                "CacheParameterGroupFamily": "redis7",
+                "Description": "The app's Redis: keyspace events on, no eviction",
+                "Properties": {"notify-keyspace-events": "KEA", "maxmemory-policy": "noeviction"},
+            },
+        }),
+    );
+    t.resource(
+        "CacheAuthToken",
+        json!({
+            "Type": "AWS::SecretsManager::Secret",
+            "Metadata": skips(&[
+                ("CKV2_AWS_57", "ElastiCache AUTH tokens are rotated with ModifyReplicationGroup, not by a rotation function; rotate it with the app's deploys."),
+                ("CKV_AWS_149", "Encrypted with the account's Secrets Manager key; a customer-managed key is the team's choice to add."),
+            ]),
+            "Properties": {
+                "Description": "The app's Redis AUTH token",
+                "GenerateSecretString": {"PasswordLength": 64, "ExcludePunctuation": true},
+            },
+        }),
+    );
+    replication_group(t, &node);
+}
+
+fn replication_group(t: &mut Template, node: &str) {
+    t.resource(
+        "Cache",
+        json!({
+            "Type": "AWS::ElastiCache::ReplicationGroup",
+            "DeletionPolicy": "Snapshot",
+            "UpdateReplacePolicy": "Snapshot",
+            "Properties": {
+                "ReplicationGroupDescription": sub("${AWS::StackName} Redis"),
+                "Engine": "redis",
+                "EngineVersion": "7.1",
+                "CacheNodeType": node,
+                "NumCacheClusters": 2,
+                "AutomaticFailoverEnabled": true,
+                "MultiAZEnabled": true,
+                "CacheParameterGroupName": r("CacheParameters"),
+                "CacheSubnetGroupName": r("CacheSubnets"),
+                "SecurityGroupIds": [att("CacheSecurityGroup", "GroupId")],
+                "TransitEncryptionEnabled": true,
+                "AtRestEncryptionEnabled": true,
+                "AuthToken": sub("{{resolve:secretsmanager:${CacheAuthToken}:SecretString}}"),
+                "SnapshotRetentionLimit": 7,
+                "AutoMinorVersionUpgrade": true,
+            },
+        }),
+    );
+    t.output(
+        "CacheEndpoint",
+        "The host of the ElastiCache URL (redis.target_url_param: rediss://:<token>@host:6379)",
+        att("Cache", "PrimaryEndPoint.Address"),
+    );
+    t.output(
+        "CacheAuthTokenArn",
+        "The secret holding the ElastiCache AUTH token",
+        r("CacheAuthToken"),
+    );
+}

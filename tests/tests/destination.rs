@@ -1,0 +1,267 @@
+//! `ferry plan` writes `destination.yaml`, the app's AWS side as a CloudFormation template:
+//! from three Heroku app shapes in the fake Platform API (a Rails app with Sidekiq, a clock,
+//! Scheduler and Redis; a Django app with Celery on a plan with a standby; a Node app with
+//! only `web`), the expected resources, sizes, counts and wiring; every template passes
+//! cfn-lint and checkov, and a broken one is refused (so the checks can fail).
+
+use std::{path::PathBuf, process::Command};
+
+use ferry_tests::{TestDb, heroku, unique, workspace_bin};
+use serde_json::{Value, json};
+
+fn cache() -> PathBuf {
+    PathBuf::from(std::env::var("FERRY_CACHE").unwrap_or_else(|_| "/var/cache/ferry".into()))
+}
+
+async fn create_app(body: Value) {
+    ferry_tests::create_heroku_app(body).await;
+}
+
+/// Runs `ferry plan` for `app` (with `procfile`) and returns destination.yaml's path and the
+/// template read back as JSON by PyYAML (what cfn-lint reads it with).
+fn plan(app: &str, procfile: &str) -> (PathBuf, Value) {
+    let (base, token) = heroku();
+    let dir = std::env::temp_dir().join(unique("ferry-destination-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("Procfile"), procfile).expect("Procfile");
+    let out = Command::new(workspace_bin("ferry"))
+        .args(["plan", app, "--procfile"])
+        .arg(dir.join("Procfile"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .env("HEROKU_API_URL", base)
+        .env("HEROKU_API_KEY", token)
+        .env_remove("FERRY_PLAN_DATABASE_URL")
+        .output()
+        .expect("run ferry plan");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("out").join("destination.yaml");
+    let read = Command::new(cache().join("venv/bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python");
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let doc = serde_json::from_slice(&read.stdout).expect("the template is YAML");
+    (path, doc)
+}
+
+/// cfn-lint and checkov pass on the template; cfn-lint refuses it with a launch type Fargate
+/// does not have.
+fn lint(path: &PathBuf) {
+    let run = |tool: &str, args: &[&str], file: &PathBuf| {
+        Command::new(cache().join(tool))
+            .args(args)
+            .arg(file)
+            .output()
+            .expect(tool)
+    };
+    let out = run("venv/bin/cfn-lint", &[], path);
+    assert!(
+        out.status.success(),
+        "cfn-lint: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(
+        "checkov-venv/bin/checkov",
+        &[
+            "--quiet",
+            "--compact",
+            "--framework",
+            "cloudformation",
+            "-f",
+        ],
+        path,
+    );
+    assert!(
+        out.status.success(),
+        "checkov: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let broken = path.with_file_name("broken.yaml");
+    let text = std::fs::read_to_string(path).expect("template");
+    std::fs::write(&broken, text.replace("\"FARGATE\"", "\"FARGATE_X\"")).expect("broken");
+    let out = run("venv/bin/cfn-lint", &[], &broken);
+    assert!(!out.status.success(), "cfn-lint accepted a broken template");
+}
+
+fn resource<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    let r = &doc["Resources"][id];
+    assert!(
+        r.is_object(),
+        "no resource {id}: {:?}",
+        doc["Resources"]
+            .as_object()
+            .map(|m| m.keys().collect::<Vec<_>>())
+    );
+    &r["Properties"]
+}
+
+fn count_if_image(service: &Value) -> &Value {
+    &service["DesiredCount"]["Fn::If"][1]
+}
+
+#[tokio::test]
+async fn a_rails_app_with_sidekiq_clock_and_redis_becomes_a_stack() {
+    let db = TestDb::heroku_like("dest_").await;
+    let app = unique("r-");
+    create_app(json!({
+        "name": app,
+        "database_url": db.source_app_url().expose_secret(),
+        "postgres_plan": "heroku-postgresql:standard-2",
+        "config_vars": {"SECRET_KEY_BASE": "x", "RAILS_ENV": "production", "HEROKU_SLUG_COMMIT": "abc"},
+        "domains": [format!("{app}.example.com")],
+        "formation": [
+            {"type": "web", "quantity": 3, "size": "standard-2X", "command": "bundle exec puma"},
+            {"type": "worker", "quantity": 2, "size": "performance-m", "command": "bundle exec sidekiq"},
+            {"type": "clock", "quantity": 1, "size": "standard-1X", "command": "bundle exec clockwork"},
+        ],
+        "addons": [
+            {"service": "heroku-redis", "plan": "heroku-redis:premium-0", "as": "REDIS", "cents": 1500},
+            {"service": "scheduler", "plan": "scheduler:standard", "cents": 0},
+        ],
+    }))
+    .await;
+    let (path, doc) = plan(
+        &app,
+        "web: bundle exec puma\nworker: bundle exec sidekiq\nclock: bundle exec clockwork\nrelease: bundle exec rails db:migrate\n",
+    );
+    // One service per process type, counts from the formation (none until an image exists).
+    for (id, count) in [("WebService", 3), ("WorkerService", 2), ("ClockService", 1)] {
+        assert_eq!(count_if_image(resource(&doc, id)), &json!(count), "{id}");
+    }
+    assert!(
+        doc["Resources"]["ReleaseService"].is_null(),
+        "release runs as a task, not a service"
+    );
+    assert_eq!(
+        resource(&doc, "ReleaseTask")["ContainerDefinitions"][0]["EntryPoint"],
+        json!(["/cnb/process/release"])
+    );
+    // Task sizes from the dyno sizes (standard-2X: 0.5 vCPU / 1 GB; performance-m: 1 / 3).
+    let web = resource(&doc, "WebTask");
+    assert_eq!(
+        (web["Cpu"].as_str(), web["Memory"].as_str()),
+        (Some("512"), Some("1024"))
+    );
+    let worker = resource(&doc, "WorkerTask");
+    assert_eq!(
+        (worker["Cpu"].as_str(), worker["Memory"].as_str()),
+        (Some("1024"), Some("3072"))
+    );
+    // Preboot-like deploys; web behind the HTTPS listener.
+    let svc = resource(&doc, "WebService");
+    assert_eq!(svc["DeploymentConfiguration"]["MinimumHealthyPercent"], 100);
+    assert_eq!(
+        svc["DeploymentConfiguration"]["DeploymentCircuitBreaker"]["Rollback"],
+        true
+    );
+    assert_eq!(
+        svc["LoadBalancers"][0]["TargetGroupArn"],
+        json!({"Ref": "WebTargetGroup"})
+    );
+    assert!(resource(&doc, "WorkerService")["LoadBalancers"].is_null());
+    assert_eq!(
+        doc["Parameters"]["DomainName"]["Default"],
+        json!(format!("{app}.example.com"))
+    );
+    // Config vars as secrets from config sync's prefix: the app's, not Heroku's own.
+    let secrets: Vec<&str> = web["ContainerDefinitions"][0]["Secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .map(|s| s["Name"].as_str().expect("name"))
+        .collect();
+    for name in ["DATABASE_URL", "SECRET_KEY_BASE", "RAILS_ENV"] {
+        assert!(secrets.contains(&name), "{name} missing: {secrets:?}");
+    }
+    assert!(!secrets.contains(&"HEROKU_SLUG_COMMIT"), "{secrets:?}");
+    // Data: RDS as the plan prices it, with a managed password; ElastiCache for Ferry's sync.
+    let rds = resource(&doc, "Database");
+    assert_eq!(rds["ManageMasterUserPassword"], true);
+    assert_eq!(rds["DeletionProtection"], true);
+    assert_eq!(rds["MultiAZ"], false);
+    assert!(
+        rds["DBInstanceClass"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("db."))
+    );
+    let cache = resource(&doc, "CacheParameters");
+    assert_eq!(cache["Properties"]["notify-keyspace-events"], "KEA");
+    assert_eq!(cache["Properties"]["maxmemory-policy"], "noeviction");
+    assert_eq!(resource(&doc, "Cache")["TransitEncryptionEnabled"], true);
+    for output in [
+        "DatabaseInstanceId",
+        "DatabaseMasterSecretArn",
+        "LoadBalancerDnsName",
+        "HealthUrl",
+        "HealthAlarmNames",
+        "CacheEndpoint",
+        "ImageRepositoryUri",
+    ] {
+        assert!(doc["Outputs"][output].is_object(), "no output {output}");
+    }
+    lint(&path);
+}
+
+#[tokio::test]
+async fn a_django_app_with_celery_on_a_standby_plan_gets_multi_az() {
+    let db = TestDb::heroku_like("destd_").await;
+    let app = unique("d-");
+    create_app(json!({
+        "name": app,
+        "database_url": db.source_app_url().expose_secret(),
+        "postgres_plan": "heroku-postgresql:premium-0",
+        "config_vars": {"DJANGO_SETTINGS_MODULE": "app.settings"},
+        "formation": [
+            {"type": "web", "quantity": 2, "size": "standard-1X", "command": "gunicorn app.wsgi"},
+            {"type": "celery", "quantity": 1, "size": "standard-2X", "command": "celery -A app worker"},
+        ],
+        "addons": [],
+    }))
+    .await;
+    let (path, doc) = plan(
+        &app,
+        "web: gunicorn app.wsgi\ncelery: celery -A app worker\n",
+    );
+    assert_eq!(resource(&doc, "Database")["MultiAZ"], true);
+    assert_eq!(count_if_image(resource(&doc, "CeleryService")), &json!(1));
+    assert!(
+        doc["Resources"]["Cache"].is_null(),
+        "no Key-Value Store, no ElastiCache"
+    );
+    assert!(
+        doc["Parameters"]["DomainName"]["Default"].is_null(),
+        "no custom domain to default to"
+    );
+    lint(&path);
+}
+
+#[tokio::test]
+async fn a_node_app_with_only_web_and_no_database_gets_no_data_tier() {
+    let app = unique("n-");
+    create_app(json!({
+        "name": app,
+        "config_vars": {"NODE_ENV": "production"},
+        "formation": [{"type": "web", "quantity": 1, "size": "basic", "command": "node server.js"}],
+        "addons": [],
+    }))
+    .await;
+    let (path, doc) = plan(&app, "web: node server.js\n");
+    assert_eq!(count_if_image(resource(&doc, "WebService")), &json!(1));
+    assert!(doc["Resources"]["Database"].is_null());
+    assert!(doc["Resources"]["DatabaseSecurityGroup"].is_null());
+    lint(&path);
+}
