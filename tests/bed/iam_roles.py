@@ -60,7 +60,7 @@ def bindings(template):
         "WorkerTaskDefinition": f"arn:{PARTITION}:ecs:{REGION}:{ACCOUNT}:task-definition/{TASK_FAMILY}:*",
         "ApprovalTopic": f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:ferry-*",
         # The bed's stand-ins for RDS-managed master passwords are named as RDS names them.
-        "TargetPasswordSecretArn": f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-*",
+        "TargetMasterSecretArn": f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-*",
     }
     for name, p in template.get("Parameters", {}).items():
         if name not in refs and "Default" in p:

@@ -214,6 +214,77 @@ async fn a_rails_app_with_sidekiq_clock_and_redis_becomes_a_stack() {
         assert!(doc["Outputs"][output].is_object(), "no output {output}");
     }
     lint(&path);
+    outputs_fill_the_spec(&path.with_file_name("migration.json"), &doc).await;
+}
+
+/// A stack with the template's outputs (values as AWS would give them) deployed in the
+/// emulator: `ferry destination --stack` fills migration.json from it, and only the approvals
+/// are left for a person.
+async fn outputs_fill_the_spec(spec_path: &std::path::Path, doc: &Value) {
+    let aws = ferry_tests::aws::config().await;
+    let values = json!({
+        "DatabaseInstanceId": "acme-db",
+        "DatabaseMasterSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-0f3c-AbCdEf",
+        "LoadBalancerDnsName": "acme-1234.us-east-1.elb.amazonaws.com",
+        "HealthUrl": "https://app.acme.example/",
+        "HealthAlarmNames": "acme-Web5xxAlarm,acme-WebUnhealthyAlarm",
+        "HostedZoneId": "Z0123456789ABCDEFGHIJ",
+    });
+    let mut outputs = serde_json::Map::new();
+    for (name, value) in values.as_object().expect("values") {
+        assert!(
+            doc["Outputs"][name].is_object(),
+            "destination.yaml declares no {name}"
+        );
+        outputs.insert(name.clone(), json!({"Value": value}));
+    }
+    let stack = unique("dest-");
+    aws_sdk_cloudformation::Client::new(&aws)
+        .create_stack()
+        .stack_name(&stack)
+        .template_body(
+            json!({
+                "Resources": {"Marker": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": format!("/{stack}/marker"), "Type": "String", "Value": "x"}}},
+                "Outputs": outputs,
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("create stack");
+    let out = Command::new(workspace_bin("ferry"))
+        .args(["destination"])
+        .arg(spec_path)
+        .args(["--stack", &stack])
+        .output()
+        .expect("run ferry destination");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let left: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().split_once(": ").map(|(p, _)| p))
+        .filter(|p| p.contains('.') && !p.contains(' '))
+        .collect();
+    assert!(!left.is_empty(), "{text}");
+    assert!(
+        left.iter().all(|p| p.starts_with("approvals.")),
+        "more than the approvals left: {text}"
+    );
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(spec_path).expect("spec")).expect("json");
+    assert_eq!(spec["target"]["rds_instance_id"], "acme-db");
+    assert_eq!(
+        spec["traffic"]["aws_target"],
+        "acme-1234.us-east-1.elb.amazonaws.com"
+    );
+    assert_eq!(
+        spec["traffic"]["health"]["alarm_names"],
+        json!(["acme-Web5xxAlarm", "acme-WebUnhealthyAlarm"])
+    );
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! `report`), decide its gates (`approve` / `reject`), hold its apply (`pause` / `resume`) and
 //! `abort` it — against AWS, or the local emulator through `AWS_ENDPOINT_URL`.
 
+mod destination;
 mod fail;
 mod list;
 mod ops;
@@ -76,6 +77,9 @@ enum Command {
     /// migration.json to start from (HEROKU_API_KEY).
     #[command(after_help = plan::HELP)]
     Plan(plan::Args),
+    /// Fill migration.json from the outputs of the stack deployed from destination.yaml.
+    #[command(after_help = destination::HELP)]
+    Destination(destination::Args),
     /// Check a spec's source and target databases (and the app lock) without starting anything.
     #[command(after_help = preflight::HELP)]
     Preflight {
@@ -183,6 +187,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Code> {
             Ok(Code::Done)
         }
         Command::Plan(a) => plan::run(a).await,
+        Command::Destination(a) => destination::run(a).await,
         Command::Preflight { spec, output } => preflight::run(&spec, output).await,
         Command::Start { spec } => ops::start(&spec).await,
         Command::Status(a) => status::status(a).await,

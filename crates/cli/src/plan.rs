@@ -10,7 +10,8 @@ pub const HELP: &str = "\
 Reads the app from the Heroku Platform API (HEROKU_API_KEY: heroku auth:token) and its database
 (FERRY_PLAN_DATABASE_URL overrides the app's DATABASE_URL, for a fork); writes plan.md,
 plan.json, migration.json and destination.yaml (the app's AWS side as a CloudFormation
-template) to --out (ferry-plan-<app>).
+template) to --out (ferry-plan-<app>). Deploy destination.yaml, then `ferry destination`
+fills migration.json from its outputs.
 
 Examples:
   ferry plan acme --procfile Procfile

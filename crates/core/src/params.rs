@@ -84,7 +84,7 @@ pub enum SecretError {
     },
     /// The caller may not read it.
     #[error(
-        "reading Secrets Manager secret {id} was denied: {reason}; deploy the template with TargetPasswordSecretArn set to it (and, for a secret under a customer-managed key, grant kms:Decrypt on that key)"
+        "reading Secrets Manager secret {id} was denied: {reason}; deploy the template with TargetMasterSecretArn set to it (and, for a secret under a customer-managed key, grant kms:Decrypt on that key)"
     )]
     AccessDenied {
         /// The secret's ARN or name.

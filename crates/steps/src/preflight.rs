@@ -391,7 +391,7 @@ fn managed_password(
     let master = db.master_username.as_deref()?;
     (target_user == Some(master) && spec.target.password_secret.as_deref() != Some(secret)).then(|| {
         format!(
-            "- rds_managed_password: RDS manages the password of {master:?} on {} in Secrets Manager and rotates it (every 7 days by default); the password copied into {} stops logging in at the next rotation. Fix: set target.password_secret to {secret} and deploy the template with TargetPasswordSecretArn set to it",
+            "- rds_managed_password: RDS manages the password of {master:?} on {} in Secrets Manager and rotates it (every 7 days by default); the password copied into {} stops logging in at the next rotation. Fix: set target.password_secret to {secret} and deploy the template with TargetMasterSecretArn set to it",
             spec.target.rds_instance_id, spec.target.database_url_param
         )
     })

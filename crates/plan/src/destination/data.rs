@@ -118,7 +118,7 @@ fn instance(t: &mut Template, class: &str, storage: u64, multi_az: bool) {
     );
     t.output(
         "DatabaseMasterSecretArn",
-        "target.password_secret in migration.json (and Ferry's TargetPasswordSecretArn)",
+        "target.password_secret in migration.json (and Ferry's TargetMasterSecretArn)",
         att("Database", "MasterUserSecret.SecretArn"),
     );
 }
@@ -181,9 +181,9 @@ fn replication_group(t: &mut Template, node: &str) {
                 "Engine": "redis",
                 "EngineVersion": "7.1",
                 "CacheNodeType": node,
-                "NumCacheClusters": 2,
-                "AutomaticFailoverEnabled": true,
-                "MultiAZEnabled": true,
+                // One node, as the plan prices it; 2 with failover for a replica.
+                "NumCacheClusters": 1,
+                "AutomaticFailoverEnabled": false,
                 "CacheParameterGroupName": r("CacheParameters"),
                 "CacheSubnetGroupName": r("CacheSubnets"),
                 "SecurityGroupIds": [att("CacheSecurityGroup", "GroupId")],
