@@ -19,16 +19,21 @@ async fn create_app(body: Value) {
 
 /// Runs `ferry plan` for `app` (with `procfile`) and returns destination.yaml's path and the
 /// template read back as JSON by PyYAML (what cfn-lint reads it with).
-fn plan(app: &str, procfile: &str) -> (PathBuf, Value) {
+fn plan(app: &str, procfile: &str, jobs: Option<Value>) -> (PathBuf, Value) {
     let (base, token) = heroku();
     let dir = std::env::temp_dir().join(unique("ferry-destination-"));
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("Procfile"), procfile).expect("Procfile");
-    let out = Command::new(workspace_bin("ferry"))
-        .args(["plan", app, "--procfile"])
+    let mut cmd = Command::new(workspace_bin("ferry"));
+    cmd.args(["plan", app, "--procfile"])
         .arg(dir.join("Procfile"))
         .arg("--out")
-        .arg(dir.join("out"))
+        .arg(dir.join("out"));
+    if let Some(jobs) = jobs {
+        std::fs::write(dir.join("jobs.json"), jobs.to_string()).expect("jobs");
+        cmd.arg("--scheduler").arg(dir.join("jobs.json"));
+    }
+    let out = cmd
         .env("HEROKU_API_URL", base)
         .env("HEROKU_API_KEY", token)
         .env_remove("FERRY_PLAN_DATABASE_URL")
@@ -137,6 +142,26 @@ async fn a_rails_app_with_sidekiq_clock_and_redis_becomes_a_stack() {
     let (path, doc) = plan(
         &app,
         "web: bundle exec puma\nworker: bundle exec sidekiq\nclock: bundle exec clockwork\nrelease: bundle exec rails db:migrate\n",
+        Some(json!({"jobs": [
+            {"command": "bundle exec rake sessions:trim", "every": "10m"},
+            {"command": "bundle exec rake reports:daily", "every": "1d", "at": "02:30", "size": "performance-m"},
+        ]})),
+    );
+    // Scheduler's jobs: disabled until the cutover (Heroku still runs them), UTC.
+    let daily = resource(&doc, "Job1Schedule");
+    assert_eq!(daily["ScheduleExpression"], "cron(30 2 * * ? *)");
+    assert_eq!(daily["ScheduleExpressionTimezone"], "UTC");
+    assert_eq!(daily["State"]["Fn::If"][2], "DISABLED");
+    assert_eq!(doc["Parameters"]["SchedulesEnabled"]["Default"], "false");
+    assert_eq!(
+        resource(&doc, "Job0Schedule")["ScheduleExpression"],
+        "rate(10 minutes)"
+    );
+    let job = resource(&doc, "Job1Task");
+    assert_eq!(job["Memory"], "3072");
+    assert_eq!(
+        job["ContainerDefinitions"][0]["Command"],
+        json!(["bundle exec rake reports:daily"])
     );
     // One service per process type, counts from the formation (none until an image exists).
     for (id, count) in [("WebService", 3), ("WorkerService", 2), ("ClockService", 1)] {
@@ -306,6 +331,7 @@ async fn a_django_app_with_celery_on_a_standby_plan_gets_multi_az() {
     let (path, doc) = plan(
         &app,
         "web: gunicorn app.wsgi\ncelery: celery -A app worker\n",
+        None,
     );
     assert_eq!(resource(&doc, "Database")["MultiAZ"], true);
     assert_eq!(count_if_image(resource(&doc, "CeleryService")), &json!(1));
@@ -330,7 +356,7 @@ async fn a_node_app_with_only_web_and_no_database_gets_no_data_tier() {
         "addons": [],
     }))
     .await;
-    let (path, doc) = plan(&app, "web: node server.js\n");
+    let (path, doc) = plan(&app, "web: node server.js\n", None);
     assert_eq!(count_if_image(resource(&doc, "WebService")), &json!(1));
     assert!(doc["Resources"]["Database"].is_null());
     assert!(doc["Resources"]["DatabaseSecurityGroup"].is_null());

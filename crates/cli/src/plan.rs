@@ -41,6 +41,11 @@ pub struct Args {
     /// A price table overriding the built-in one (JSON).
     #[arg(long)]
     prices: Option<PathBuf>,
+    /// Heroku Scheduler's jobs, copied from its dashboard (JSON: {"jobs": [{"command",
+    /// "every": "10m|1h|1d", "at": ":MM|HH:MM", "size"}]}): EventBridge schedules in
+    /// destination.yaml, created disabled.
+    #[arg(long)]
+    scheduler: Option<PathBuf>,
     /// The AWS fleet's CPU architecture.
     #[arg(long, value_enum, default_value = "x86_64")]
     arch: Arch,
@@ -81,6 +86,15 @@ pub async fn run(args: Args) -> anyhow::Result<crate::fail::Code> {
         }
         None => None,
     };
+    let jobs = match &args.scheduler {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read Scheduler jobs {}", path.display()))?;
+            ferry_plan::scheduler::parse(&text, &path.display().to_string())
+                .map_err(|e| crate::fail::Usage(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
     let database_url = std::env::var("FERRY_PLAN_DATABASE_URL").ok();
     let inv = inventory::collect(
         &heroku,
@@ -114,6 +128,7 @@ pub async fn run(args: Args) -> anyhow::Result<crate::fail::Code> {
         prices: &prices,
         architecture: &plan.prices.architecture,
         config_prefix: &config_prefix,
+        jobs: &jobs,
     });
     let files = [
         ("plan.md", markdown.clone()),

@@ -11,6 +11,7 @@ pub mod destination;
 pub mod inventory;
 pub mod prices;
 pub mod render;
+pub mod scheduler;
 pub mod sizing;
 
 pub use build::{Options, Plan, build};
@@ -25,6 +26,14 @@ pub enum PlanError {
     /// A price table is unusable.
     #[error("price table {origin}: {reason}")]
     Prices {
+        /// The file.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+    /// The Scheduler jobs file is unusable.
+    #[error("Scheduler jobs {origin}: {reason}")]
+    Scheduler {
         /// The file.
         origin: String,
         /// Why.

@@ -117,6 +117,7 @@ pub(super) fn processes(t: &mut Template, input: &Input) {
             json!({"Name": name, "ValueFrom": sub(&format!("arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{}{name}", input.config_prefix))})
         })
         .collect();
+    super::schedules::schedules(t, input, &secrets);
     for p in &input.inventory.processes {
         let id = logical(&p.process_type);
         if id.is_empty() {
@@ -169,22 +170,33 @@ fn task_definition(t: &mut Template, input: &Input, p: &Process, id: &str, secre
     }
     t.resource(
         &format!("{id}Task"),
-        json!({
-            "Type": "AWS::ECS::TaskDefinition",
-            "Metadata": skips(&[("CKV_AWS_336", "Buildpacks images write to the app directory at run time (as on Heroku); a read-only root filesystem breaks them.")]),
-            "Properties": {
-                "Family": sub(&format!("${{AWS::StackName}}-{}", p.process_type)),
-                "RequiresCompatibilities": ["FARGATE"],
-                "NetworkMode": "awsvpc",
-                "Cpu": ((size.vcpu * 1024.0).round() as u32).to_string(),
-                "Memory": ((size.memory_gb * 1024.0).round() as u32).to_string(),
-                "RuntimePlatform": {"CpuArchitecture": if input.architecture == "arm64" { "ARM64" } else { "X86_64" }, "OperatingSystemFamily": "LINUX"},
-                "ExecutionRoleArn": att("TaskExecutionRole", "Arn"),
-                "TaskRoleArn": att("TaskRole", "Arn"),
-                "ContainerDefinitions": [container],
-            },
-        }),
+        fargate_task(input, &p.process_type, size, container),
     );
+}
+
+/// A Fargate task definition of the app's image (family `<stack>-<name>`), with the app's
+/// execution and task roles.
+pub(super) fn fargate_task(
+    input: &Input,
+    name: &str,
+    size: crate::prices::TaskSize,
+    container: Value,
+) -> Value {
+    json!({
+        "Type": "AWS::ECS::TaskDefinition",
+        "Metadata": skips(&[("CKV_AWS_336", "Buildpacks images write to the app directory at run time (as on Heroku); a read-only root filesystem breaks them.")]),
+        "Properties": {
+            "Family": sub(&format!("${{AWS::StackName}}-{name}")),
+            "RequiresCompatibilities": ["FARGATE"],
+            "NetworkMode": "awsvpc",
+            "Cpu": ((size.vcpu * 1024.0).round() as u32).to_string(),
+            "Memory": ((size.memory_gb * 1024.0).round() as u32).to_string(),
+            "RuntimePlatform": {"CpuArchitecture": if input.architecture == "arm64" { "ARM64" } else { "X86_64" }, "OperatingSystemFamily": "LINUX"},
+            "ExecutionRoleArn": att("TaskExecutionRole", "Arn"),
+            "TaskRoleArn": att("TaskRole", "Arn"),
+            "ContainerDefinitions": [container],
+        },
+    })
 }
 
 /// How many tasks a process type runs: the formation's count (a clock exactly one), none

@@ -10,6 +10,7 @@
 mod compute;
 mod data;
 mod edge;
+mod schedules;
 pub mod yaml;
 
 use serde_json::{Map, Value, json};
@@ -27,6 +28,8 @@ pub struct Input<'a> {
     pub architecture: &'a str,
     /// The SSM prefix config sync fills (`config_vars.ssm_prefix` of migration.json).
     pub config_prefix: &'a str,
+    /// Heroku Scheduler's jobs (`ferry plan --scheduler`), if given.
+    pub jobs: &'a [crate::scheduler::Job],
 }
 
 /// A template being written: resources, parameters, conditions, outputs.
