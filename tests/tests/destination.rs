@@ -360,5 +360,17 @@ async fn a_node_app_with_only_web_and_no_database_gets_no_data_tier() {
     assert_eq!(count_if_image(resource(&doc, "WebService")), &json!(1));
     assert!(doc["Resources"]["Database"].is_null());
     assert!(doc["Resources"]["DatabaseSecurityGroup"].is_null());
+    // No VPC given: a new one across two zones, its NAT address an output (for a Private
+    // Space's trusted IPs); a VPC given instead is used as it is.
+    assert_eq!(doc["Resources"]["Vpc"]["Condition"], "NewVpc");
+    assert_eq!(
+        doc["Conditions"]["NewVpc"],
+        json!({"Fn::Equals": [{"Ref": "VpcId"}, ""]})
+    );
+    assert_eq!(
+        resource(&doc, "LoadBalancer")["Subnets"]["Fn::If"],
+        json!(["NewVpc", [{"Ref": "PublicSubnetA"}, {"Ref": "PublicSubnetB"}], {"Ref": "PublicSubnetIds"}])
+    );
+    assert!(doc["Outputs"]["NatPublicIp"].is_object());
     lint(&path);
 }

@@ -224,7 +224,7 @@ fn service(t: &mut Template, p: &Process, id: &str) {
         },
         "NetworkConfiguration": {"AwsvpcConfiguration": {
             "AssignPublicIp": "DISABLED",
-            "Subnets": r("PrivateSubnetIds"),
+            "Subnets": super::network::private_subnets(),
             "SecurityGroups": [r("AppSecurityGroup")],
         }},
     });

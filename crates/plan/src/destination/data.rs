@@ -40,7 +40,7 @@ pub(super) fn database(t: &mut Template, input: &Input) {
     );
     t.resource(
         "DatabaseSubnets",
-        json!({"Type": "AWS::RDS::DBSubnetGroup", "Properties": {"DBSubnetGroupDescription": "The app's database: private subnets", "SubnetIds": r("PrivateSubnetIds")}}),
+        json!({"Type": "AWS::RDS::DBSubnetGroup", "Properties": {"DBSubnetGroupDescription": "The app's database: private subnets", "SubnetIds": super::network::private_subnets()}}),
     );
     t.resource(
         "DatabaseParameters",
@@ -137,7 +137,7 @@ pub(super) fn cache(t: &mut Template, input: &Input) {
         .unwrap_or_else(|| "cache.t4g.small".into());
     t.resource(
         "CacheSubnets",
-        json!({"Type": "AWS::ElastiCache::SubnetGroup", "Properties": {"Description": "The app's Redis: private subnets", "SubnetIds": r("PrivateSubnetIds")}}),
+        json!({"Type": "AWS::ElastiCache::SubnetGroup", "Properties": {"Description": "The app's Redis: private subnets", "SubnetIds": super::network::private_subnets()}}),
     );
     // What Ferry's sync needs: keyspace events for the reverse sync that keeps Heroku level
     // for a rollback, and no eviction where job queues live.

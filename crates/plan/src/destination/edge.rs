@@ -9,7 +9,7 @@ pub(super) fn security_groups(t: &mut Template, input: &Input) {
     let group = |description: &str, ingress: serde_json::Value| {
         json!({
             "Type": "AWS::EC2::SecurityGroup",
-            "Properties": {"GroupDescription": description, "VpcId": r("VpcId"), "SecurityGroupIngress": ingress},
+            "Properties": {"GroupDescription": description, "VpcId": super::network::vpc(), "SecurityGroupIngress": ingress},
         })
     };
     let mut alb = group(
@@ -142,7 +142,7 @@ fn balancer(t: &mut Template) {
             "Properties": {
                 "Type": "application",
                 "Scheme": "internet-facing",
-                "Subnets": r("PublicSubnetIds"),
+                "Subnets": super::network::public_subnets(),
                 "SecurityGroups": [r("LoadBalancerSecurityGroup")],
                 "LoadBalancerAttributes": [
                     {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"},
@@ -164,7 +164,7 @@ fn balancer(t: &mut Template) {
                 "TargetType": "ip",
                 "Protocol": "HTTP",
                 "Port": APP_PORT,
-                "VpcId": r("VpcId"),
+                "VpcId": super::network::vpc(),
                 "HealthCheckPath": r("HealthCheckPath"),
                 "HealthCheckIntervalSeconds": 10,
                 "HealthyThresholdCount": 2,

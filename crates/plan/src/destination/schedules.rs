@@ -103,7 +103,7 @@ fn schedule(t: &mut Template, i: usize, job: &scheduler::Job) {
                         "TaskDefinitionArn": r(&format!("Job{i}Task")),
                         "LaunchType": "FARGATE",
                         "NetworkConfiguration": {"AwsvpcConfiguration": {
-                            "Subnets": r("PrivateSubnetIds"),
+                            "Subnets": super::network::private_subnets(),
                             "SecurityGroups": [r("AppSecurityGroup")],
                             "AssignPublicIp": "DISABLED",
                         }},
