@@ -67,45 +67,18 @@ pub async fn run(args: Args) -> anyhow::Result<crate::fail::Code> {
     let base = std::env::var("HEROKU_API_URL")
         .unwrap_or_else(|_| ferry_heroku::DEFAULT_BASE_URL.to_string());
     let heroku = ferry_heroku::HerokuClient::new(&base, token)?;
-    let prices = match &args.prices {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read price table {}", path.display()))?;
-            Prices::with_override(&text, &path.display().to_string())?
-        }
-        None => Prices::built_in(),
-    };
-    let procfile = match &args.procfile {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read Procfile {}", path.display()))?;
-            Some(inventory::parse_procfile(
-                &text,
-                &path.display().to_string(),
-            )?)
-        }
-        None => None,
-    };
-    let jobs = match &args.scheduler {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read Scheduler jobs {}", path.display()))?;
-            ferry_plan::scheduler::parse(&text, &path.display().to_string())
-                .map_err(|e| crate::fail::Usage(e.to_string()))?
-        }
-        None => Vec::new(),
-    };
+    let inputs = Inputs::read(&args)?;
     let database_url = std::env::var("FERRY_PLAN_DATABASE_URL").ok();
     let inv = inventory::collect(
         &heroku,
         &args.app,
-        procfile.as_ref(),
+        inputs.procfile.as_ref(),
         database_url.as_deref(),
     )
     .await?;
     let plan = ferry_plan::build(
         inv,
-        &prices,
+        &inputs.prices,
         &Options {
             architecture: match args.arch {
                 Arch::X86_64 => "x86_64".into(),
@@ -117,34 +90,9 @@ pub async fn run(args: Args) -> anyhow::Result<crate::fail::Code> {
     let markdown = ferry_plan::render::markdown(&plan);
     let out = args
         .out
+        .clone()
         .unwrap_or_else(|| PathBuf::from(format!("ferry-plan-{}", args.app)));
-    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
-    let config_prefix = plan.migration["config_vars"]["ssm_prefix"]
-        .as_str()
-        .unwrap_or("/config/")
-        .to_string();
-    let destination = ferry_plan::destination::render(&ferry_plan::destination::Input {
-        inventory: &plan.inventory,
-        prices: &prices,
-        architecture: &plan.prices.architecture,
-        config_prefix: &config_prefix,
-        jobs: &jobs,
-    });
-    let files = [
-        ("plan.md", markdown.clone()),
-        ("plan.json", serde_json::to_string_pretty(&plan)?),
-        (
-            "migration.json",
-            serde_json::to_string_pretty(&plan.migration)?,
-        ),
-        ("destination.yaml", destination),
-    ];
-    let mut written = Vec::new();
-    for (name, text) in files {
-        let path = out.join(name);
-        std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
-        written.push(path.display().to_string());
-    }
+    let written = write_files(&out, &plan, &inputs, &markdown)?;
     if args.output == crate::Output::Json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -158,4 +106,82 @@ pub async fn run(args: Args) -> anyhow::Result<crate::fail::Code> {
     }
     // The plan is written: its blockers are for the migration, listed with their fixes.
     Ok(crate::fail::Code::Done)
+}
+
+/// What the plan reads besides the Heroku app: the price table, the Procfile, Scheduler's jobs.
+struct Inputs {
+    prices: Prices,
+    procfile: Option<std::collections::BTreeMap<String, String>>,
+    jobs: Vec<ferry_plan::scheduler::Job>,
+}
+
+impl Inputs {
+    fn read(args: &Args) -> anyhow::Result<Self> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read_to_string(path).with_context(|| format!("read {what} {}", path.display()))
+        };
+        let prices = match &args.prices {
+            Some(path) => {
+                Prices::with_override(&read(path, "price table")?, &path.display().to_string())?
+            }
+            None => Prices::built_in(),
+        };
+        let procfile = match &args.procfile {
+            Some(path) => Some(inventory::parse_procfile(
+                &read(path, "Procfile")?,
+                &path.display().to_string(),
+            )?),
+            None => None,
+        };
+        let jobs = match &args.scheduler {
+            Some(path) => ferry_plan::scheduler::parse(
+                &read(path, "Scheduler jobs")?,
+                &path.display().to_string(),
+            )
+            .map_err(|e| crate::fail::Usage(e.to_string()))?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            prices,
+            procfile,
+            jobs,
+        })
+    }
+}
+
+/// Writes plan.md, plan.json, migration.json and destination.yaml into `out`; their paths.
+fn write_files(
+    out: &std::path::Path,
+    plan: &ferry_plan::Plan,
+    inputs: &Inputs,
+    markdown: &str,
+) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let config_prefix = plan.migration["config_vars"]["ssm_prefix"]
+        .as_str()
+        .unwrap_or("/config/")
+        .to_string();
+    let destination = ferry_plan::destination::render(&ferry_plan::destination::Input {
+        inventory: &plan.inventory,
+        prices: &inputs.prices,
+        architecture: &plan.prices.architecture,
+        config_prefix: &config_prefix,
+        jobs: &inputs.jobs,
+    });
+    let files = [
+        ("plan.md", markdown.to_string()),
+        ("plan.json", serde_json::to_string_pretty(plan)?),
+        (
+            "migration.json",
+            serde_json::to_string_pretty(&plan.migration)?,
+        ),
+        ("destination.yaml", destination),
+    ];
+    let mut written = Vec::new();
+    for (name, text) in files {
+        let path = out.join(name);
+        std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
 }
