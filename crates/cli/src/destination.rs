@@ -15,7 +15,7 @@ instance and its managed password secret, the load balancer's name, the health U
 the hosted zone. Lists what is still to fill in (the approvers, the approval topic).
 
 Examples:
-  ferry destination ferry-plan-acme/migration.json --stack acme-destination
+  ferry destination ferry-plan-acme/migration.json --stack acme-destination --stack ferry
   aws cloudformation describe-stacks --stack-name acme-destination > outputs.json
   ferry destination ferry-plan-acme/migration.json --outputs outputs.json
 
@@ -26,9 +26,10 @@ Exit: 0 nothing left to fill in, 3 fields left (listed), 1 a call failed, 2 a wr
 pub struct Args {
     /// The migration.json ferry plan wrote (updated in place).
     spec: PathBuf,
-    /// The deployed stack's name (read with DescribeStacks).
+    /// The deployed stack's name (read with DescribeStacks); again for Ferry's own stack,
+    /// whose ApprovalTopicArn fills approvals.sns_topic_arn.
     #[arg(long, conflicts_with = "outputs", required_unless_present = "outputs")]
-    stack: Option<String>,
+    stack: Vec<String>,
     /// `aws cloudformation describe-stacks` output saved to a file (or its Stacks[0].Outputs).
     #[arg(long)]
     outputs: Option<PathBuf>,
@@ -40,15 +41,17 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
         .with_context(|| format!("read {}", args.spec.display()))?;
     let mut spec: Value = serde_json::from_str(&text)
         .map_err(|e| Usage(format!("{} is not JSON: {e}", args.spec.display())))?;
-    let outputs = match (&args.stack, &args.outputs) {
-        (Some(stack), _) => stack_outputs(stack).await?,
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read {}", path.display()))?;
-            outputs_from_json(&text).map_err(|e| Usage(format!("{}: {e}", path.display())))?
-        }
-        (None, None) => return Err(Usage("give --stack or --outputs".into()).into()),
-    };
+    let mut outputs = BTreeMap::new();
+    for stack in &args.stack {
+        outputs.extend(stack_outputs(stack).await?);
+    }
+    if let Some(path) = &args.outputs {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        outputs.extend(
+            outputs_from_json(&text).map_err(|e| Usage(format!("{}: {e}", path.display())))?,
+        );
+    }
     let filled = ferry_plan::destination::spec_from_outputs(&mut spec, &outputs);
     if filled.is_empty() {
         return Err(Usage(format!(

@@ -150,13 +150,15 @@ fn log_retention(t: &mut Template) {
     );
 }
 
-/// Where each output of the stack goes in `migration.json`.
+/// Where each output of the destination stack (and of Ferry's own) goes in `migration.json`.
 pub const OUTPUT_FIELDS: &[(&str, &[&str])] = &[
     ("DatabaseInstanceId", &["target", "rds_instance_id"]),
     ("DatabaseMasterSecretArn", &["target", "password_secret"]),
     ("LoadBalancerDnsName", &["traffic", "aws_target"]),
     ("HealthUrl", &["traffic", "health", "url"]),
     ("HostedZoneId", &["traffic", "hosted_zone_id"]),
+    // Ferry's own stack.
+    ("ApprovalTopicArn", &["approvals", "sns_topic_arn"]),
 ];
 
 /// Fills `migration.json` from the deployed stack's outputs (`HealthAlarmNames` into
