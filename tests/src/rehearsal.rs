@@ -263,7 +263,9 @@ impl std::fmt::Debug for Rehearsal {
     }
 }
 
-async fn ensure_shared(aws: &aws_config::SdkConfig) {
+/// The bed's state table, worker cluster and task definition the deployed functions use,
+/// created if missing (any test may be the first to need them).
+pub async fn ensure_shared(aws: &aws_config::SdkConfig) {
     let ddb = aws_sdk_dynamodb::Client::new(aws);
     ferry_aws::create_table(&ddb, &bed_var("FERRY_BED_STATE_TABLE"))
         .await

@@ -2313,7 +2313,8 @@ async fn the_bed_stops_a_function_at_its_timeout_as_lambda_does() {
         spec_json[side]["database_url_param"] = new.into();
     }
     let spec: ferry_core::MigrationSpec = serde_json::from_value(spec_json).expect("spec");
-    // The functions read the bed's state table.
+    // The functions read the bed's state table (made here if no test made it before).
+    ferry_tests::rehearsal::ensure_shared(&aws).await;
     let store = ferry_aws::DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&aws),
         bed_var("FERRY_BED_STATE_TABLE"),

@@ -80,43 +80,9 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
             decided_at: None,
         })
         .await?;
-
+    let prompt = Prompt::gather(deps, &rec, input.gate).await?;
     let (what, explain) = gate_text(input.gate);
-    let progress = deps.store.progress(id).await?;
-    let weights = deps.router.weights(&spec.traffic).await?;
-    let mut facts_line = format!("Phase: {}.", rec.phase);
-    if let Some(p) = &progress {
-        facts_line.push_str(&format!(
-            " Replication lag: {} s ({} change(s) waiting).",
-            p.lag_seconds
-                .map_or("unknown".into(), |l| format!("{l:.1}")),
-            p.lag_changes.unwrap_or(0)
-        ));
-    }
-    if let Some(w) = weights {
-        facts_line.push_str(&format!(
-            " Traffic on AWS: {:.0}%.",
-            Weights::aws_share_percent(w)
-        ));
-    }
-    let mut alarm = String::new();
-    let mut overriding = false;
-    if input.gate == Gate::Finish
-        && let (_, Some(check)) =
-            crate::replication::exact_check(deps, spec, progress.as_ref()).await?
-    {
-        facts_line.push_str(&format!(
-            " Exact comparison of the cutover: {}.",
-            check.summary(Utc::now())
-        ));
-        if check.state == DrainCheckState::Different {
-            alarm = "ALARM: the exact comparison of the cutover found rows that differ between Heroku Postgres and RDS at the frozen position (tables and keys below). The reverse stream keeps Heroku Postgres in sync with every write made on AWS since, so rejecting (rolling back) loses nothing; look at these keys before you approve.\n\n".into();
-        }
-        if check.needs_override() {
-            overriding = true;
-            alarm.push_str("Finishing now takes an explicit override (`ferry approve --accept-differences`, or Slack's \"Finish despite differences\" button); a plain approve, and any email link, is refused.\n\n");
-        }
-    }
+    let (alarm, facts_line) = (&prompt.alarm, &prompt.facts_line);
     let mut message = format!(
         "{alarm}Ferry migration {id} of Heroku app {} asks you to {what}.\n\n{explain}\n\n{facts_line}\n",
         spec.heroku.app
@@ -131,52 +97,126 @@ pub async fn request(deps: &Deps, input: RequestInput) -> StepResult<Requested> 
         .publish(&spec.approvals.sns_topic_arn, &subject, &message)
         .await?;
     notified.push("sns".to_string());
-    // Each email approver's links go in a message of their own (SNS message attribute
-    // `ferry_approver`), which the topic delivers only to subscriptions whose filter policy
-    // names that address: a link decides as its approver, so no one else may receive it.
-    if let Some(base) = &deps.settings.approval_url {
-        let expires = Utc::now().timestamp() + i64::from(spec.timing.approval_timeout_hours) * 3600;
-        let secret = deps.params.get(&deps.settings.link_secret_param).await?;
-        for approver in spec.approvals.approvers.iter().filter(|a| a.contains('@')) {
-            let link = |approve| {
-                let t = signing::sign_link(
-                    secret.as_bytes(),
-                    &LinkClaims {
-                        migration_id: id.clone(),
-                        gate: input.gate,
-                        approve,
-                        approver: approver.clone(),
-                        expires_at: expires,
-                    },
-                );
-                format!("{}/approve?t={t}", base.trim_end_matches('/'))
-            };
-            let own = format!(
-                "{alarm}Ferry migration {id} of Heroku app {} asks you, {approver}, to {what}.\n\n{explain}\n\n{facts_line}\n\nThese links decide as {approver} and were sent to you alone; do not forward them.\n  approve: {}\n  reject:  {}\n",
-                spec.heroku.app,
-                link(true),
-                link(false)
-            );
-            deps.notifier
-                .publish_for(&spec.approvals.sns_topic_arn, &subject, &own, approver)
-                .await?;
-        }
-    }
+    email_links(deps, spec, input.gate, &prompt, &subject).await?;
     if let Some(param) = &spec.approvals.slack_webhook_param {
         let webhook = deps.params.get(param).await?;
         let explain = format!("{alarm}{explain}");
         let text = SlackText {
             what,
             explain: &explain,
-            facts_line: &facts_line,
+            facts_line,
         };
-        post_slack(deps, &webhook, id, input.gate, &text, overriding).await?;
+        post_slack(deps, &webhook, id, input.gate, &text, prompt.overriding).await?;
         notified.push("slack".to_string());
     }
     Ok(Requested {
         gate: input.gate,
         notified,
     })
+}
+
+/// What every prompt of a gate says besides the gate's own words: the facts of the moment,
+/// and for the finish gate the exact comparison's alarm and whether finishing takes the
+/// override.
+struct Prompt {
+    facts_line: String,
+    alarm: String,
+    overriding: bool,
+}
+
+impl Prompt {
+    async fn gather(
+        deps: &Deps,
+        rec: &ferry_core::state::MigrationRecord,
+        gate: Gate,
+    ) -> StepResult<Self> {
+        let spec = &rec.spec;
+        let progress = deps.store.progress(&rec.migration_id).await?;
+        let weights = deps.router.weights(&spec.traffic).await?;
+        let mut facts_line = format!("Phase: {}.", rec.phase);
+        if let Some(p) = &progress {
+            facts_line.push_str(&format!(
+                " Replication lag: {} s ({} change(s) waiting).",
+                p.lag_seconds
+                    .map_or("unknown".into(), |l| format!("{l:.1}")),
+                p.lag_changes.unwrap_or(0)
+            ));
+        }
+        if let Some(w) = weights {
+            facts_line.push_str(&format!(
+                " Traffic on AWS: {:.0}%.",
+                Weights::aws_share_percent(w)
+            ));
+        }
+        let mut prompt = Self {
+            facts_line,
+            alarm: String::new(),
+            overriding: false,
+        };
+        if gate == Gate::Finish
+            && let (_, Some(check)) =
+                crate::replication::exact_check(deps, spec, progress.as_ref()).await?
+        {
+            prompt.facts_line.push_str(&format!(
+                " Exact comparison of the cutover: {}.",
+                check.summary(Utc::now())
+            ));
+            if check.state == DrainCheckState::Different {
+                prompt.alarm = "ALARM: the exact comparison of the cutover found rows that differ between Heroku Postgres and RDS at the frozen position (tables and keys below). The reverse stream keeps Heroku Postgres in sync with every write made on AWS since, so rejecting (rolling back) loses nothing; look at these keys before you approve.\n\n".into();
+            }
+            if check.needs_override() {
+                prompt.overriding = true;
+                prompt.alarm.push_str("Finishing now takes an explicit override (`ferry approve --accept-differences`, or Slack's \"Finish despite differences\" button); a plain approve, and any email link, is refused.\n\n");
+            }
+        }
+        Ok(prompt)
+    }
+}
+
+/// Each email approver's links go in a message of their own (SNS message attribute
+/// `ferry_approver`), which the topic delivers only to subscriptions whose filter policy names
+/// that address: a link decides as its approver, so no one else may receive it.
+async fn email_links(
+    deps: &Deps,
+    spec: &ferry_core::MigrationSpec,
+    gate: Gate,
+    prompt: &Prompt,
+    subject: &str,
+) -> StepResult<()> {
+    let Some(base) = &deps.settings.approval_url else {
+        return Ok(());
+    };
+    let id = &spec.migration_id;
+    let (what, explain) = gate_text(gate);
+    let expires = Utc::now().timestamp() + i64::from(spec.timing.approval_timeout_hours) * 3600;
+    let secret = deps.params.get(&deps.settings.link_secret_param).await?;
+    for approver in spec.approvals.approvers.iter().filter(|a| a.contains('@')) {
+        let link = |approve| {
+            let t = signing::sign_link(
+                secret.as_bytes(),
+                &LinkClaims {
+                    migration_id: id.clone(),
+                    gate,
+                    approve,
+                    approver: approver.clone(),
+                    expires_at: expires,
+                },
+            );
+            format!("{}/approve?t={t}", base.trim_end_matches('/'))
+        };
+        let own = format!(
+            "{}Ferry migration {id} of Heroku app {} asks you, {approver}, to {what}.\n\n{explain}\n\n{}\n\nThese links decide as {approver} and were sent to you alone; do not forward them.\n  approve: {}\n  reject:  {}\n",
+            prompt.alarm,
+            spec.heroku.app,
+            prompt.facts_line,
+            link(true),
+            link(false)
+        );
+        deps.notifier
+            .publish_for(&spec.approvals.sns_topic_arn, subject, &own, approver)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The words of a gate's Slack prompt.
