@@ -776,30 +776,35 @@ fn spec(
         },
     });
     let mut spec = spec;
-    // Heroku Key-Value Store moves with the database (through the endpoint's Redis proxy).
-    if let Some(kv) = inventory.addons.iter().find(|a| {
-        matches!(
-            a.service.as_str(),
-            "heroku-redis" | "heroku-key-value-store"
-        )
-    }) {
-        spec["redis"] = json!({
-            "source_url_param": format!("/ferry/{app}/redis-source-url"),
-            "target_url_param": format!("/ferry/{app}/redis-target-url"),
-            "databases": [0],
-            "disposable_patterns": [],
-            "queue_patterns": ferry_core::spec::default_queue_patterns(),
-        });
-        warnings.push(issue(
-            "redis_moves",
-            Some(&kv.name),
-            format!(
-                "{} ({}) moves to ElastiCache with the database: the redis section lists Sidekiq's queues by default and no disposable cache",
-                kv.name,
-                kv.config_vars.join(", ")
-            ),
-            "store the add-on's URL with ?ssl_cert_reqs=none in the redis source parameter, create ElastiCache (parameter group: maxmemory-policy noeviction, notify-keyspace-events KEA) and store its URL in the target parameter, run `heroku redis:keyspace-notifications` with -c KEA, list cache keys (e.g. cache:*) in disposable_patterns and other queue shapes in queue_patterns",
-        ));
+    if let Some(redis) = redis_section(inventory, warnings) {
+        spec["redis"] = redis;
     }
     (spec, fill)
+}
+
+/// With a Heroku Key-Value Store, the spec's `redis` section: Redis moves with the database
+/// (through the endpoint's Redis proxy), and a warning says what to prepare.
+fn redis_section(inventory: &Inventory, warnings: &mut Vec<Issue>) -> Option<Value> {
+    let app = &inventory.app.name;
+    let kv = inventory
+        .addons
+        .iter()
+        .find(|a| crate::sizing::is_key_value(a))?;
+    warnings.push(issue(
+        "redis_moves",
+        Some(&kv.name),
+        format!(
+            "{} ({}) moves to ElastiCache with the database: the redis section lists Sidekiq's queues by default and no disposable cache",
+            kv.name,
+            kv.config_vars.join(", ")
+        ),
+        "store the add-on's URL with ?ssl_cert_reqs=none in the redis source parameter, create ElastiCache (parameter group: maxmemory-policy noeviction, notify-keyspace-events KEA) and store its URL in the target parameter, run `heroku redis:keyspace-notifications` with -c KEA, list cache keys (e.g. cache:*) in disposable_patterns and other queue shapes in queue_patterns",
+    ));
+    Some(json!({
+        "source_url_param": format!("/ferry/{app}/redis-source-url"),
+        "target_url_param": format!("/ferry/{app}/redis-target-url"),
+        "databases": [0],
+        "disposable_patterns": [],
+        "queue_patterns": ferry_core::spec::default_queue_patterns(),
+    }))
 }
