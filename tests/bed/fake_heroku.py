@@ -105,6 +105,7 @@ def create_app(body):
                                              {"type": "worker", "quantity": 1, "command": "bundle exec sidekiq"}])
         ],
         "_domains": [],
+        "_autoscaling": dict(body.get("autoscaling", {})),
     }
     APPS[app["id"]] = app
     app["_domains"].append({"id": new_id(), "hostname": f"{name}-1a2b3c4d5e6f.herokuapp.com", "kind": "heroku",
@@ -186,6 +187,20 @@ def handle(method, path, body):
             app = app_or_404(a)
             f = scale(app, ptype, body)
             return 200, dict(f, app=ref(app))
+        case ("GET", ["apps", a, "formation", ptype, "monitors"]):
+            # Heroku's Metrics API (api.metrics.heroku.com; served here on the same host): the
+            # formation's monitors, a `scale` one when dyno autoscaling is on. It wants the
+            # app's id, not its name.
+            app = next((x for x in APPS.values() if x["id"] == a), None)
+            if app is None:
+                raise ApiError(404, "not_found", "Couldn't find that app.")
+            auto = app["_autoscaling"].get(ptype)
+            if not auto:
+                return 200, []
+            return 200, [{"id": new_id(), "action_type": "scale", "is_active": True, "name": "LATENCY",
+                          "op": "GREATER_OR_EQUAL", "period": 1, "value": auto.get("p95_ms", 1000),
+                          "min_quantity": auto["min"], "max_quantity": auto["max"],
+                          "notification_channels": [], "notification_period": 1440}]
         case ("GET", ["apps", a, "config-vars"]):
             app = app_or_404(a)
             return 200, app["_config"] | attachment_vars(app)

@@ -84,6 +84,10 @@ def main():
     # What a real account refuses and moto forgives (aws_rules.py names each rule's source).
     import aws_rules
     aws_rules.install()
+    # Resource types moto's CloudFormation cannot create (ferry plan's destination.yaml has
+    # them): created in the emulator's service backends as CloudFormation would.
+    import cfn_standins
+    cfn_standins.install()
     forward = os.environ.get("FERRY_LAMBDA_FORWARD")
     if forward:
         forward_lambda_invokes(forward)

@@ -6,6 +6,7 @@
 //! Every test gets its own databases, DynamoDB table and Heroku app, so tests run in parallel.
 
 pub mod aws;
+pub mod destination;
 pub mod endpoint;
 pub mod gate;
 pub mod jobs;

@@ -141,6 +141,11 @@ pub struct Options {
     pub status_wait_seconds: Option<u32>,
     /// `replication.verify_rows_per_second` (unset: unbounded).
     pub verify_rows_per_second: Option<u32>,
+    /// The AWS side is deployed as a team makes it: `ferry plan`'s destination.yaml into the
+    /// emulator's CloudFormation, `ferry destination` filling the spec from its outputs (the
+    /// RDS instance, its master secret, the load balancer, the health alarms); see
+    /// [`crate::destination`] for what stands in for what.
+    pub destination_stack: bool,
 }
 
 impl Default for Options {
@@ -164,6 +169,7 @@ impl Default for Options {
             lambda_timeouts: Vec::new(),
             status_wait_seconds: None,
             verify_rows_per_second: None,
+            destination_stack: false,
         }
     }
 }
@@ -255,6 +261,8 @@ pub struct Rehearsal {
     pub app_service: Option<(String, String, Duration)>,
     /// How long the app's resolvers cache an answer.
     pub dns_ttl: Duration,
+    /// The AWS side's stack (with [`Options::destination_stack`]).
+    pub destination: Option<crate::destination::Made>,
 }
 
 impl std::fmt::Debug for Rehearsal {
@@ -334,11 +342,18 @@ impl Rehearsal {
         let (_, heroku_token) = heroku();
         let slack = Sink::start().await;
         let health = Sink::start().await;
-        let app = heroku_app(
-            source_app.expose_secret(),
-            serde_json::json!({"SECRET_KEY_BASE": unique("s3cr3t-"), "RAILS_ENV": "production"}),
-        )
-        .await;
+        let config =
+            serde_json::json!({"SECRET_KEY_BASE": unique("s3cr3t-"), "RAILS_ENV": "production"});
+        let app = if options.destination_stack {
+            rehearsal_app(
+                source_app.expose_secret(),
+                config,
+                options.redis_db.is_some(),
+            )
+            .await
+        } else {
+            heroku_app(source_app.expose_secret(), config).await
+        };
         for (name, value) in [
             (
                 format!("{p}/source-url"),
@@ -413,8 +428,26 @@ impl Rehearsal {
         )
         .await;
         let topic = crate::aws::topic(&aws).await;
-        let rds_id =
-            crate::aws::rds_instance(&aws, &(bed_var("FERRY_BED_TARGET_VERSION") + ".1")).await;
+        let destination = match options.destination_stack {
+            true => Some(
+                crate::destination::for_rehearsal(
+                    &aws,
+                    &app,
+                    &zone_id,
+                    &format!("app.{domain}"),
+                    &target_root,
+                    &topic,
+                )
+                .await,
+            ),
+            false => None,
+        };
+        let rds_id = match &destination {
+            Some(d) => d.stack.output("DatabaseInstanceId").to_string(),
+            None => {
+                crate::aws::rds_instance(&aws, &(bed_var("FERRY_BED_TARGET_VERSION") + ".1")).await
+            }
+        };
         let spec = serde_json::json!({
             "migration_id": id,
             "heroku": {"app": app, "api_token_param": format!("{p}/heroku-token")},
@@ -447,6 +480,9 @@ impl Rehearsal {
             }
         });
         let mut spec = spec;
+        if let Some(d) = &destination {
+            take_from_stack(&mut spec, &d.filled);
+        }
         if let Some(w) = options.status_wait_seconds {
             spec["timing"]["status_wait_seconds"] = w.into();
             // Short turns: a catch-up bound whose turns fit an execution's history.
@@ -515,6 +551,7 @@ impl Rehearsal {
             param_prefix: p,
             app_service,
             dns_ttl: Duration::from_secs(u64::from(options.dns_ttl_seconds)),
+            destination,
         }
     }
 
@@ -654,6 +691,50 @@ impl Rehearsal {
             "the simple CNAME is back and the weighted pair gone"
         );
     }
+}
+
+/// The Heroku app of a rehearsal whose AWS side is planned from it: the sample app's
+/// formation, a Scheduler add-on, and a Key-Value Store add-on when Redis moves too.
+async fn rehearsal_app(database_url: &str, config: serde_json::Value, redis: bool) -> String {
+    let name = unique("t-");
+    let mut addons =
+        vec![serde_json::json!({"service": "scheduler", "plan": "scheduler:standard"})];
+    if redis {
+        addons.push(serde_json::json!({"service": "heroku-redis", "plan": "heroku-redis:premium-0", "cents": 1500}));
+    }
+    crate::create_heroku_app(serde_json::json!({
+        "name": name,
+        "database_url": database_url,
+        "config_vars": config,
+        "domains": [format!("{name}.example.com")],
+        "formation": [
+            {"type": "web", "quantity": 2, "size": "standard-2X", "command": "bin/web"},
+            {"type": "worker", "quantity": 1, "size": "standard-1X", "command": "bin/jobs"},
+        ],
+        "addons": addons,
+    }))
+    .await;
+    name
+}
+
+/// What the rehearsal's spec takes from the one `ferry destination` filled from the stack:
+/// the RDS instance and its master secret, the load balancer the canary weighs, the health
+/// alarms. The rest stays the rehearsal's own (the bed's databases in its SSM parameters, the
+/// health URL its AWS app serves).
+fn take_from_stack(spec: &mut serde_json::Value, filled: &serde_json::Value) {
+    for (section, field) in [
+        ("target", "rds_instance_id"),
+        ("target", "password_secret"),
+        ("traffic", "aws_target"),
+        ("traffic", "hosted_zone_id"),
+    ] {
+        assert!(
+            filled[section][field].is_string(),
+            "ferry destination filled no {section}.{field}"
+        );
+        spec[section][field] = filled[section][field].clone();
+    }
+    spec["traffic"]["health"]["alarm_names"] = filled["traffic"]["health"]["alarm_names"].clone();
 }
 
 /// The URL the endpoint logs in to the target with: Ferry's (the master's), or a role of the

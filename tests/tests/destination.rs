@@ -6,7 +6,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use ferry_tests::{TestDb, heroku, unique, workspace_bin};
+use ferry_tests::{TestDb, unique};
 use serde_json::{Value, json};
 
 fn cache() -> PathBuf {
@@ -20,32 +20,8 @@ async fn create_app(body: Value) {
 /// Runs `ferry plan` for `app` (with `procfile`) and returns destination.yaml's path and the
 /// template read back as JSON by PyYAML (what cfn-lint reads it with).
 fn plan(app: &str, procfile: &str, jobs: Option<Value>) -> (PathBuf, Value) {
-    let (base, token) = heroku();
-    let dir = std::env::temp_dir().join(unique("ferry-destination-"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("Procfile"), procfile).expect("Procfile");
-    let mut cmd = Command::new(workspace_bin("ferry"));
-    cmd.args(["plan", app, "--procfile"])
-        .arg(dir.join("Procfile"))
-        .arg("--out")
-        .arg(dir.join("out"));
-    if let Some(jobs) = jobs {
-        std::fs::write(dir.join("jobs.json"), jobs.to_string()).expect("jobs");
-        cmd.arg("--scheduler").arg(dir.join("jobs.json"));
-    }
-    let out = cmd
-        .env("HEROKU_API_URL", base)
-        .env("HEROKU_API_KEY", token)
-        .env_remove("FERRY_PLAN_DATABASE_URL")
-        .output()
-        .expect("run ferry plan");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = dir.join("out").join("destination.yaml");
+    let path =
+        ferry_tests::destination::plan(app, procfile, jobs.as_ref()).join("destination.yaml");
     let read = Command::new(cache().join("venv/bin/python"))
         .args([
             "-c",
@@ -239,77 +215,52 @@ async fn a_rails_app_with_sidekiq_clock_and_redis_becomes_a_stack() {
         assert!(doc["Outputs"][output].is_object(), "no output {output}");
     }
     lint(&path);
-    outputs_fill_the_spec(&path.with_file_name("migration.json"), &doc).await;
+    outputs_fill_the_spec(&path, &path.with_file_name("migration.json")).await;
 }
 
-/// A stack with the template's outputs (values as AWS would give them) deployed in the
-/// emulator: `ferry destination --stack` fills migration.json from it, and only the approvals
-/// are left for a person.
-async fn outputs_fill_the_spec(spec_path: &std::path::Path, doc: &Value) {
+/// destination.yaml deployed in the emulator's CloudFormation (with the bed's stand-ins for
+/// the types it cannot create): `ferry destination --stack` fills migration.json from its
+/// outputs, only the approvers are left for a person, and what the spec names exists.
+async fn outputs_fill_the_spec(template: &std::path::Path, spec_path: &std::path::Path) {
     let aws = ferry_tests::aws::config().await;
-    let values = json!({
-        "DatabaseInstanceId": "acme-db",
-        "DatabaseMasterSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-0f3c-AbCdEf",
-        "LoadBalancerDnsName": "acme-1234.us-east-1.elb.amazonaws.com",
-        "HealthUrl": "https://app.acme.example/",
-        "HealthAlarmNames": "acme-Web5xxAlarm,acme-WebUnhealthyAlarm",
-        "HostedZoneId": "Z0123456789ABCDEFGHIJ",
-    });
-    let mut outputs = serde_json::Map::new();
-    for (name, value) in values.as_object().expect("values") {
-        assert!(
-            doc["Outputs"][name].is_object(),
-            "destination.yaml declares no {name}"
+    let (zone, _) = ferry_tests::aws::hosted_zone(&aws).await;
+    let stack = ferry_tests::destination::deploy(
+        &aws,
+        template,
+        &unique("dest-"),
+        &[("HostedZoneId", zone.trim_start_matches("/hostedzone/"))],
+    )
+    .await;
+    for (kind, n) in [
+        ("AWS::ECS::Service", 3),
+        ("AWS::RDS::DBInstance", 1),
+        ("AWS::ElastiCache::ReplicationGroup", 1),
+        ("AWS::Scheduler::Schedule", 2),
+        ("AWS::CloudWatch::Alarm", 2),
+        ("AWS::EC2::NatGateway", 1),
+    ] {
+        assert_eq!(
+            stack.resources.get(kind),
+            Some(&n),
+            "{kind}: {}",
+            stack.summary()
         );
-        outputs.insert(name.clone(), json!({"Value": value}));
     }
-    let stack = unique("dest-");
-    aws_sdk_cloudformation::Client::new(&aws)
-        .create_stack()
-        .stack_name(&stack)
-        .template_body(
-            json!({
-                "Resources": {"Marker": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": format!("/{stack}/marker"), "Type": "String", "Value": "x"}}},
-                "Outputs": outputs,
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .expect("create stack");
     // Ferry's own stack gives the approval topic.
     let ferry_stack = unique("ferry-");
-    aws_sdk_cloudformation::Client::new(&aws)
-        .create_stack()
-        .stack_name(&ferry_stack)
-        .template_body(
-            json!({
-                "Resources": {"Marker": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": format!("/{ferry_stack}/marker"), "Type": "String", "Value": "x"}}},
-                "Outputs": {"ApprovalTopicArn": {"Value": "arn:aws:sns:us-east-1:123456789012:ferry-approvals"}},
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .expect("create Ferry's stack");
-    let out = Command::new(workspace_bin("ferry"))
-        .args(["destination"])
-        .arg(spec_path)
-        .args(["--stack", &stack, "--stack", &ferry_stack])
-        .output()
-        .expect("run ferry destination");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(3), "{text}");
+    ferry_tests::destination::outputs_only_stack(
+        &aws,
+        &ferry_stack,
+        &json!({"ApprovalTopicArn": "arn:aws:sns:us-east-1:123456789012:ferry-approvals"}),
+    )
+    .await;
+    let (code, text) = ferry_tests::destination::fill_spec(spec_path, &[&stack.name, &ferry_stack]);
+    assert_eq!(code, Some(3), "{text}");
     let left: Vec<&str> = text
         .lines()
         .filter_map(|l| l.trim().split_once(": ").map(|(p, _)| p))
         .filter(|p| p.contains('.') && !p.contains(' '))
         .collect();
-    assert!(!left.is_empty(), "{text}");
     assert_eq!(
         left,
         ["approvals.approvers[0]"],
@@ -317,15 +268,57 @@ async fn outputs_fill_the_spec(spec_path: &std::path::Path, doc: &Value) {
     );
     let spec: Value =
         serde_json::from_str(&std::fs::read_to_string(spec_path).expect("spec")).expect("json");
-    assert_eq!(spec["target"]["rds_instance_id"], "acme-db");
+    let db_id = stack.output("DatabaseInstanceId");
+    assert_eq!(spec["target"]["rds_instance_id"], db_id);
+    assert_eq!(
+        spec["target"]["password_secret"],
+        stack.output("DatabaseMasterSecretArn")
+    );
     assert_eq!(
         spec["traffic"]["aws_target"],
-        "acme-1234.us-east-1.elb.amazonaws.com"
+        stack.output("LoadBalancerDnsName")
     );
     assert_eq!(
-        spec["traffic"]["health"]["alarm_names"],
-        json!(["acme-Web5xxAlarm", "acme-WebUnhealthyAlarm"])
+        spec["traffic"]["hosted_zone_id"].as_str(),
+        Some(zone.trim_start_matches("/hostedzone/"))
     );
+    // What the spec names exists as the template says.
+    let db = aws_sdk_rds::Client::new(&aws)
+        .describe_db_instances()
+        .db_instance_identifier(db_id)
+        .send()
+        .await
+        .expect("the stack's RDS instance");
+    let db = &db.db_instances()[0];
+    assert_eq!(db.db_instance_class(), Some("db.m7g.large"));
+    assert_eq!(db.engine(), Some("postgres"));
+    assert_eq!(
+        db.master_user_secret().and_then(|s| s.secret_arn()),
+        Some(stack.output("DatabaseMasterSecretArn"))
+    );
+    let alarms: Vec<String> = spec["traffic"]["health"]["alarm_names"]
+        .as_array()
+        .expect("alarm names")
+        .iter()
+        .map(|a| a.as_str().expect("name").to_string())
+        .collect();
+    let found = aws_sdk_cloudwatch::Client::new(&aws)
+        .describe_alarms()
+        .set_alarm_names(Some(alarms.clone()))
+        .send()
+        .await
+        .expect("alarms");
+    assert_eq!(found.metric_alarms().len(), 2, "{alarms:?}");
+    for a in found.metric_alarms() {
+        assert_eq!(a.namespace(), Some("AWS/ApplicationELB"));
+        assert!(
+            a.dimensions()
+                .iter()
+                .any(|d| d.name() == Some("LoadBalancer")
+                    && d.value().is_some_and(|v| v.starts_with("app/"))),
+            "{a:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -337,8 +330,10 @@ async fn a_django_app_with_celery_on_a_standby_plan_gets_multi_az() {
         "database_url": db.source_app_url().expose_secret(),
         "postgres_plan": "heroku-postgresql:premium-0",
         "config_vars": {"DJANGO_SETTINGS_MODULE": "app.settings"},
+        // Heroku's dyno autoscaling on web (Performance dynos): 2 to 6, p95 800 ms.
+        "autoscaling": {"web": {"min": 2, "max": 6, "p95_ms": 800}},
         "formation": [
-            {"type": "web", "quantity": 2, "size": "standard-1X", "command": "gunicorn app.wsgi"},
+            {"type": "web", "quantity": 2, "size": "performance-m", "command": "gunicorn app.wsgi"},
             {"type": "celery", "quantity": 1, "size": "standard-2X", "command": "celery -A app worker"},
         ],
         "addons": [],
@@ -351,6 +346,21 @@ async fn a_django_app_with_celery_on_a_standby_plan_gets_multi_az() {
     );
     assert_eq!(resource(&doc, "Database")["MultiAZ"], true);
     assert_eq!(count_if_image(resource(&doc, "CeleryService")), &json!(1));
+    // Heroku's autoscaling bounds on web's service, once an image runs; Celery has none.
+    let scaling = resource(&doc, "WebScalableTarget");
+    assert_eq!(
+        (&scaling["MinCapacity"], &scaling["MaxCapacity"]),
+        (&json!(2), &json!(6))
+    );
+    assert_eq!(
+        doc["Resources"]["WebScalableTarget"]["Condition"],
+        "HasImage"
+    );
+    assert_eq!(
+        resource(&doc, "WebScalingPolicy")["ScalingTargetId"],
+        json!({"Ref": "WebScalableTarget"})
+    );
+    assert!(doc["Resources"]["CeleryScalableTarget"].is_null());
     assert!(
         doc["Resources"]["Cache"].is_null(),
         "no Key-Value Store, no ElastiCache"
@@ -360,6 +370,51 @@ async fn a_django_app_with_celery_on_a_standby_plan_gets_multi_az() {
         "no custom domain to default to"
     );
     lint(&path);
+    // Deployed (a new VPC; the domain given, as there is no default): Multi-AZ as planned.
+    let aws = ferry_tests::aws::config().await;
+    let (zone, domain) = ferry_tests::aws::hosted_zone(&aws).await;
+    let stack = ferry_tests::destination::deploy(
+        &aws,
+        &path,
+        &unique("destd-"),
+        &[
+            ("HostedZoneId", zone.trim_start_matches("/hostedzone/")),
+            ("DomainName", &format!("app.{domain}")),
+            ("ImageTag", "abc123"),
+        ],
+    )
+    .await;
+    let targets = Command::new(ferry_tests::bed_var("FERRY_BED_AWS"))
+        .args([
+            "application-autoscaling",
+            "describe-scalable-targets",
+            "--service-namespace",
+            "ecs",
+        ])
+        .args([
+            "--query",
+            &format!(
+                "ScalableTargets[?contains(ResourceId, '{}')].[MinCapacity,MaxCapacity]",
+                stack.output("WebServiceName")
+            ),
+        ])
+        .args(["--output", "json"])
+        .output()
+        .expect("aws application-autoscaling");
+    let targets: Value = serde_json::from_slice(&targets.stdout).expect("targets");
+    assert_eq!(
+        targets,
+        json!([[2, 6]]),
+        "web's scalable target as Heroku's bounds"
+    );
+    let db = aws_sdk_rds::Client::new(&aws)
+        .describe_db_instances()
+        .db_instance_identifier(stack.output("DatabaseInstanceId"))
+        .send()
+        .await
+        .expect("the stack's RDS instance");
+    assert_eq!(db.db_instances()[0].multi_az(), Some(true));
+    assert_eq!(stack.resources.get("AWS::EC2::VPC"), Some(&1));
 }
 
 #[tokio::test]
@@ -374,6 +429,10 @@ async fn a_node_app_with_only_web_and_no_database_gets_no_data_tier() {
     .await;
     let (path, doc) = plan(&app, "web: node server.js\n", None);
     assert_eq!(count_if_image(resource(&doc, "WebService")), &json!(1));
+    assert!(
+        doc["Resources"]["WebScalableTarget"].is_null(),
+        "no autoscaling on Heroku, none on AWS"
+    );
     assert!(doc["Resources"]["Database"].is_null());
     assert!(doc["Resources"]["DatabaseSecurityGroup"].is_null());
     // No VPC given: a new one across two zones, its NAT address an output (for a Private
@@ -389,4 +448,37 @@ async fn a_node_app_with_only_web_and_no_database_gets_no_data_tier() {
     );
     assert!(doc["Outputs"]["NatPublicIp"].is_object());
     lint(&path);
+    // Deployed into the bed's VPC: nothing of the network is made, the given one is reported.
+    let aws = ferry_tests::aws::config().await;
+    let (zone, domain) = ferry_tests::aws::hosted_zone(&aws).await;
+    let subnet = ferry_tests::bed_var("FERRY_BED_SUBNET");
+    let vpc = Command::new(ferry_tests::bed_var("FERRY_BED_AWS"))
+        .args(["ec2", "describe-subnets", "--subnet-ids", &subnet])
+        .args(["--query", "Subnets[0].VpcId", "--output", "text"])
+        .output()
+        .expect("aws ec2 describe-subnets");
+    let vpc = String::from_utf8_lossy(&vpc.stdout).trim().to_string();
+    assert!(vpc.starts_with("vpc-"), "{vpc}");
+    let stack = ferry_tests::destination::deploy(
+        &aws,
+        &path,
+        &unique("destn-"),
+        &[
+            ("HostedZoneId", zone.trim_start_matches("/hostedzone/")),
+            ("DomainName", &format!("app.{domain}")),
+            ("VpcId", &vpc),
+            ("PrivateSubnetIds", &subnet),
+            ("PublicSubnetIds", &subnet),
+        ],
+    )
+    .await;
+    assert_eq!(
+        stack.resources.get("AWS::EC2::VPC"),
+        None,
+        "{}",
+        stack.summary()
+    );
+    assert_eq!(stack.resources.get("AWS::EC2::NatGateway"), None);
+    assert_eq!(stack.output("VpcIdOut"), vpc);
+    assert_eq!(stack.resources.get("AWS::RDS::DBInstance"), None);
 }

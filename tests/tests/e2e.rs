@@ -781,6 +781,8 @@ async fn with_redis(db: u32) -> (World, ferry_tests::jobs::RedisRun, String) {
     let w = World::new(Options {
         rollback_window_seconds: 600,
         redis_db: Some(db),
+        // Its AWS side deployed from `ferry plan`'s destination.yaml, as the demo's is.
+        destination_stack: true,
         ..Options::default()
     })
     .await;
@@ -817,6 +819,28 @@ fn redis_clean(out: &ferry_tests::jobs::RedisOutcome) {
 async fn redis_moves_with_the_app_every_job_once_and_sessions_kept() {
     let (w, run, exec) = with_redis(11).await;
     w.finish_with_sides_equal(&exec).await;
+    // It ran onto the stack `ferry plan` wrote: the spec's instance, secret and balancer are
+    // the stack's, and the plan gave the app's Key-Value Store an ElastiCache group.
+    let d = w.r.destination.as_ref().expect("the AWS side's stack");
+    let spec = w.r.spec();
+    assert_eq!(
+        spec.target.rds_instance_id,
+        d.stack.output("DatabaseInstanceId")
+    );
+    assert_eq!(
+        spec.target.password_secret.as_deref(),
+        Some(d.stack.output("DatabaseMasterSecretArn"))
+    );
+    assert_eq!(
+        spec.traffic.aws_target,
+        d.stack.output("LoadBalancerDnsName")
+    );
+    assert_eq!(
+        d.stack.resources.get("AWS::ElastiCache::ReplicationGroup"),
+        Some(&1),
+        "{}",
+        d.stack.summary()
+    );
     let sides = w.r.redis.clone().expect("redis");
     let out = run.finish(&w.r, &sides.target).await;
     redis_clean(&out);

@@ -14,6 +14,52 @@ use serde_json::Value;
 /// The public API's base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.heroku.com";
 
+/// The Metrics API, where Heroku keeps dyno autoscaling (formation monitors).
+pub const METRICS_BASE_URL: &str = "https://api.metrics.heroku.com";
+
+/// Heroku's dyno autoscaling of a process type, as its scale monitor holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Autoscaling {
+    /// The fewest dynos.
+    pub min: u32,
+    /// The most dynos.
+    pub max: u32,
+    /// The p95 response time (ms) Heroku scales to keep.
+    pub p95_ms: Option<u32>,
+}
+
+/// One formation monitor of the Metrics API.
+#[derive(Debug, Deserialize)]
+struct Monitor {
+    action_type: String,
+    #[serde(default)]
+    is_active: bool,
+    #[serde(default)]
+    min_quantity: Option<u32>,
+    #[serde(default)]
+    max_quantity: Option<u32>,
+    #[serde(default)]
+    value: Option<f64>,
+}
+
+impl Monitor {
+    /// The autoscaling an active scale monitor sets.
+    fn autoscaling(&self) -> Option<Autoscaling> {
+        if self.action_type != "scale" || !self.is_active {
+            return None;
+        }
+        let (min, max) = (self.min_quantity?, self.max_quantity?);
+        Some(Autoscaling {
+            min: min.min(max),
+            max: max.max(min),
+            p95_ms: self
+                .value
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .map(|v| v.round().min(f64::from(u32::MAX)) as u32),
+        })
+    }
+}
+
 /// Why a Platform API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HerokuError {
@@ -202,6 +248,7 @@ pub struct Domain {
 pub struct HerokuClient {
     http: reqwest::Client,
     base: String,
+    metrics: String,
     token: ferry_core::secret::Secret,
 }
 
@@ -219,11 +266,37 @@ impl HerokuClient {
                 what: "build HTTP client".into(),
                 reason: e.to_string(),
             })?;
+        let base = base_url.trim_end_matches('/').to_string();
+        // Heroku's Metrics API is a host of its own; another base (a proxy, the test bed's
+        // fake API) serves both.
+        let metrics = if base == DEFAULT_BASE_URL {
+            METRICS_BASE_URL.to_string()
+        } else {
+            base.clone()
+        };
         Ok(Self {
             http,
-            base: base_url.trim_end_matches('/').to_string(),
+            base,
+            metrics,
             token: token.into(),
         })
+    }
+
+    /// Heroku's dyno autoscaling of `process_type` (only `web` on Performance and Private
+    /// dynos has it), read from the Metrics API's formation monitors of app `app_id` (its id,
+    /// as that API wants): `None` when it is off.
+    pub async fn autoscaling(
+        &self,
+        app_id: &str,
+        process_type: &str,
+    ) -> Result<Option<Autoscaling>, HerokuError> {
+        let what = "autoscaling (formation monitors)";
+        let path = format!("/apps/{app_id}/formation/{process_type}/monitors");
+        let (_, _, text) = self
+            .send_to(&self.metrics, Method::GET, &path, None, what, None)
+            .await?;
+        let monitors: Vec<Monitor> = parse(&text, what)?;
+        Ok(monitors.iter().find_map(Monitor::autoscaling))
     }
 
     /// The app.
@@ -395,13 +468,27 @@ impl HerokuClient {
         what: &str,
         range: Option<&str>,
     ) -> Result<(StatusCode, Option<String>, String), HerokuError> {
+        self.send_to(&self.base, method, path, body, what, range)
+            .await
+    }
+
+    /// [`Self::send`] to another of Heroku's hosts (the Metrics API).
+    async fn send_to(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+        range: Option<&str>,
+    ) -> Result<(StatusCode, Option<String>, String), HerokuError> {
         let transport = |reason: String| HerokuError::Transport {
             what: what.to_string(),
             reason,
         };
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{base}{path}"))
             .header("Accept", "application/vnd.heroku+json; version=3")
             .bearer_auth(self.token.expose());
         if let Some(range) = range {
@@ -461,6 +548,50 @@ fn parse<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, HerokuError> 
 #[cfg(test)]
 mod tests {
     use super::HerokuClient;
+
+    #[test]
+    fn an_active_scale_monitor_is_autoscaling_and_others_are_not() {
+        let read = |v: serde_json::Value| {
+            serde_json::from_value::<super::Monitor>(v)
+                .expect("monitor")
+                .autoscaling()
+        };
+        assert_eq!(
+            read(
+                serde_json::json!({"action_type": "scale", "is_active": true, "min_quantity": 2, "max_quantity": 8, "value": 500.0})
+            ),
+            Some(super::Autoscaling {
+                min: 2,
+                max: 8,
+                p95_ms: Some(500)
+            })
+        );
+        assert_eq!(
+            read(
+                serde_json::json!({"action_type": "scale", "is_active": false, "min_quantity": 2, "max_quantity": 8})
+            ),
+            None,
+            "switched off"
+        );
+        assert_eq!(
+            read(
+                serde_json::json!({"action_type": "notify", "is_active": true, "min_quantity": 2, "max_quantity": 8})
+            ),
+            None,
+            "an alert, not scaling"
+        );
+        assert_eq!(
+            read(
+                serde_json::json!({"action_type": "scale", "is_active": true, "min_quantity": 9, "max_quantity": 3})
+            ),
+            Some(super::Autoscaling {
+                min: 3,
+                max: 9,
+                p95_ms: None
+            }),
+            "bounds given backwards are put in order"
+        );
+    }
 
     #[test]
     fn the_client_never_prints_its_token() {

@@ -253,6 +253,14 @@ pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
             "run ferry plan again with FERRY_PLAN_DATABASE_URL set to a credential that can read the catalog; preflight checks again when the migration starts",
         ));
     }
+    if let Some(reason) = &inventory.autoscaling_unavailable {
+        warnings.push(issue(
+            "autoscaling_unreadable",
+            None,
+            format!("web's dyno autoscaling could not be read from Heroku's Metrics API: {reason}"),
+            "if web autoscales on Heroku (the dashboard's Resources tab shows it), add an AWS::ApplicationAutoScaling::ScalableTarget for WebService with the same bounds to destination.yaml; without one, web runs the formation's count",
+        ));
+    }
     if let Some(db) = &inventory.database {
         for f in &db.preflight.findings {
             let target = match f.severity {

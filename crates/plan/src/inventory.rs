@@ -27,6 +27,8 @@ pub struct Inventory {
     pub database: Option<DatabaseInfo>,
     /// Why the database could not be read, if it could not.
     pub database_unavailable: Option<String>,
+    /// Why web's autoscaling could not be read from the Metrics API, if it could not.
+    pub autoscaling_unavailable: Option<String>,
 }
 
 /// The app itself.
@@ -55,6 +57,8 @@ pub struct Process {
     pub in_formation: bool,
     /// Whether the Procfile has it (`None`: no Procfile given).
     pub in_procfile: Option<bool>,
+    /// Heroku's dyno autoscaling of it, when on (web only).
+    pub autoscaling: Option<ferry_heroku::Autoscaling>,
 }
 
 /// One add-on.
@@ -176,8 +180,18 @@ pub async fn collect(
             command: f.command.clone(),
             in_formation: true,
             in_procfile: procfile.map(|p| p.contains_key(&f.process_type)),
+            autoscaling: None,
         })
         .collect();
+    // Heroku autoscales only web (Performance and Private dynos); a token that may not read
+    // the Metrics API leaves the counts as the formation has them, with a warning.
+    let mut autoscaling_unavailable = None;
+    if let Some(web) = processes.iter_mut().find(|p| p.process_type == "web") {
+        match heroku.autoscaling(&info.id, "web").await {
+            Ok(a) => web.autoscaling = a,
+            Err(e) => autoscaling_unavailable = Some(e.to_string()),
+        }
+    }
     if let Some(procfile) = procfile {
         for (name, command) in procfile {
             if !processes.iter().any(|p| &p.process_type == name) {
@@ -188,6 +202,7 @@ pub async fn collect(
                     command: command.clone(),
                     in_formation: false,
                     in_procfile: Some(true),
+                    autoscaling: None,
                 });
             }
         }
@@ -285,6 +300,7 @@ pub async fn collect(
             .collect(),
         database,
         database_unavailable,
+        autoscaling_unavailable,
     })
 }
 

@@ -89,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
             Ok("on") | Err(_) => Some(0),
             Ok(other) => bail!("DEMO_REDIS={other:?}: use on or off"),
         },
+        // The AWS side from `ferry plan`'s destination.yaml, deployed into the emulator.
+        destination_stack: true,
         ..Options::default()
     };
     let (status, report) = rehearse(&options, &report_dir).await?;
@@ -267,6 +269,20 @@ async fn rehearse(
     println!("Ferry rehearsal: a whole migration on this machine, for real.");
     println!("  generating the Heroku side: {rows} event rows, an app role, a Heroku app …");
     let r = Rehearsal::new(options).await;
+    if let Some(d) = &r.destination {
+        println!(
+            "  the AWS side: `ferry plan {}` wrote destination.yaml; the emulator's CloudFormation deployed it:",
+            r.app
+        );
+        println!("    {}", d.stack.summary());
+        println!(
+            "  $ ferry destination migration.json --stack {} --stack <Ferry's stack>",
+            d.stack.name
+        );
+        for line in d.printed.lines().filter(|l| !l.trim().is_empty()) {
+            println!("    {line}");
+        }
+    }
     let size: i64 = r
         .source_admin
         .connect()
@@ -432,6 +448,16 @@ async fn rehearse(
         for e in out.errors.iter().take(5) {
             report.summary.push_str(&format!("  client error: {e}\n"));
         }
+    }
+    if let Some(d) = &r.destination {
+        report.markdown.push_str(&format!(
+            "\n## The AWS side (destination.yaml)\n\n`ferry plan {}` wrote it; the emulator's CloudFormation deployed it: {}. `ferry destination --stack` filled the spec from its outputs (RDS instance {}, load balancer {}). Stand-ins: the bed's PostgreSQL {} plays the stack's RDS instance (its master secret holds the bed's login), the bed's TLS Redis its ElastiCache group, the rehearsal's app processes its ECS services; the certificate is issued at once and the schedules never fire (tests/bed/cfn_standins.py).\n",
+            r.app,
+            d.stack.summary(),
+            d.stack.output("DatabaseInstanceId"),
+            d.stack.output("LoadBalancerDnsName"),
+            ferry_tests::bed_var("FERRY_BED_TARGET_VERSION"),
+        ));
     }
     std::fs::create_dir_all(report_dir)?;
     std::fs::write(report_dir.join("report.md"), &report.markdown)?;

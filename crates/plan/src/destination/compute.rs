@@ -128,6 +128,9 @@ pub(super) fn processes(t: &mut Template, input: &Input) {
         if p.process_type != "release" {
             service(t, p, &id);
         }
+        if let Some(a) = &p.autoscaling {
+            autoscaling(t, a, &id);
+        }
     }
 }
 
@@ -197,6 +200,47 @@ pub(super) fn fargate_task(
             "ContainerDefinitions": [container],
         },
     })
+}
+
+/// Heroku's dyno autoscaling as Application Auto Scaling of the service, between the same
+/// bounds, once an image is pushed (before, the service runs nothing). Heroku scales web on its
+/// p95 response time; AWS's target tracking has no percentile target, so the service keeps
+/// 60 % average CPU (the response time is still watched by the canary's alarms).
+fn autoscaling(t: &mut Template, a: &ferry_heroku::Autoscaling, id: &str) {
+    let target = format!("{id}ScalableTarget");
+    t.resource(
+        &target,
+        json!({
+            "Type": "AWS::ApplicationAutoScaling::ScalableTarget",
+            "Condition": "HasImage",
+            "Properties": {
+                "MinCapacity": a.min,
+                "MaxCapacity": a.max,
+                "ResourceId": sub(&format!("service/${{Cluster}}/${{{id}Service.Name}}")),
+                "ScalableDimension": "ecs:service:DesiredCount",
+                "ServiceNamespace": "ecs",
+            },
+        }),
+    );
+    t.resource(
+        &format!("{id}ScalingPolicy"),
+        json!({
+            "Type": "AWS::ApplicationAutoScaling::ScalingPolicy",
+            "Condition": "HasImage",
+            "Metadata": {"heroku": {"p95_ms": a.p95_ms}},
+            "Properties": {
+                "PolicyName": sub(&format!("${{AWS::StackName}}-{id}-cpu")),
+                "PolicyType": "TargetTrackingScaling",
+                "ScalingTargetId": r(&target),
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+                    "TargetValue": 60,
+                    "ScaleOutCooldown": 60,
+                    "ScaleInCooldown": 300,
+                },
+            },
+        }),
+    );
 }
 
 /// How many tasks a process type runs: the formation's count (a clock exactly one), none

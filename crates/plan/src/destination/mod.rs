@@ -137,7 +137,7 @@ pub fn template(input: &Input) -> Template {
 /// The template as YAML, with its description.
 pub fn render(input: &Input) -> String {
     let doc = template(input).to_value(&format!(
-        "{} on AWS: written by ferry plan from the Heroku app (process types, dyno sizes, formation, add-ons). Deploy it, push the image, then run ferry plan --stack to fill migration.json.",
+        "{} on AWS: written by ferry plan from the Heroku app (process types, dyno sizes, formation, add-ons). Deploy it, push the image, then run ferry destination migration.json --stack <this stack> to fill migration.json.",
         input.inventory.app.name
     ));
     yaml::to_yaml(&doc)
