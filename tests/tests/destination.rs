@@ -214,6 +214,42 @@ async fn a_rails_app_with_sidekiq_clock_and_redis_becomes_a_stack() {
     ] {
         assert!(doc["Outputs"][output].is_object(), "no output {output}");
     }
+    // The cost table prices what the stack makes beside services and data: the new VPC's NAT
+    // gateway and its address, the two secrets (RDS master, Redis AUTH) and the two alarms.
+    let plan: Value = serde_json::from_str(
+        &std::fs::read_to_string(path.with_file_name("plan.json")).expect("plan.json"),
+    )
+    .expect("plan.json is JSON");
+    let row = |category: &str| {
+        plan["mappings"]
+            .as_array()
+            .expect("mappings")
+            .iter()
+            .find(|m| m["category"] == category)
+            .unwrap_or_else(|| panic!("no {category} row"))
+            .clone()
+    };
+    let prices = ferry_plan::prices::Prices::built_in();
+    let network = row("network")["aws_monthly"].as_f64().expect("priced");
+    let expected =
+        (prices.aws.nat_gateway_hourly + prices.aws.public_ipv4_hourly) * prices.hours_per_month;
+    assert!((network - expected).abs() < 0.01, "{network} vs {expected}");
+    let ops = row("operations");
+    assert!(
+        ops["aws"]
+            .as_str()
+            .is_some_and(|a| a.contains("2 secret(s)") && a.contains("2 alarm(s)")),
+        "{ops}"
+    );
+    let expected = 2.0 * prices.aws.secret_monthly + 2.0 * prices.aws.alarm_monthly;
+    assert!(
+        (ops["aws_monthly"].as_f64().expect("priced") - expected).abs() < 0.001,
+        "{ops}"
+    );
+    assert_eq!(
+        doc["Resources"]["NatGateway"]["Type"], "AWS::EC2::NatGateway",
+        "the row's NAT gateway is the stack's"
+    );
     lint(&path);
     outputs_fill_the_spec(&path, &path.with_file_name("migration.json")).await;
 }

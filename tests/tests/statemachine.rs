@@ -169,3 +169,33 @@ fn the_execution_limits_validate_checks_are_the_state_machines() {
         "the catch-up, Verify, cutover catch-up and exact-check loops"
     );
 }
+
+/// After the finish gate the app stays on AWS: a decommission that fails ends the execution
+/// in a Fail state carrying its error, never in Rollback (by then the worker may have stopped
+/// and removed the capture, so a rollback would wait for a reverse stream that no longer runs
+/// and send traffic back to a Heroku nobody feeds). Before this, Decommission caught into
+/// Rollback, and a rehearsal whose decommission was refused a secret looped in Rollback on
+/// `ReverseBehind`.
+#[test]
+fn a_failed_decommission_never_rolls_back() {
+    let asl = asl();
+    let states = &asl["States"];
+    let catches = states["Decommission"]["Catch"]
+        .as_array()
+        .expect("Decommission catches");
+    assert!(!catches.is_empty());
+    for c in catches {
+        let next = c["Next"].as_str().expect("Next");
+        assert_ne!(next, "Rollback", "{c}");
+        let target = &states[next];
+        assert_eq!(target["Type"], "Fail", "{next}");
+        assert_eq!(
+            target["ErrorPath"], "$.error.Error",
+            "{next} keeps the error"
+        );
+        assert_eq!(
+            target["CausePath"], "$.error.Cause",
+            "{next} keeps the cause"
+        );
+    }
+}

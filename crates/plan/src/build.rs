@@ -39,7 +39,8 @@ pub enum Equivalence {
 /// One Heroku part and where it goes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Mapping {
-    /// `process`, `database`, `add-on`, `domain`, `config vars`, `routing`.
+    /// `process`, `database`, `add-on`, `domain`, `config vars`, `routing`, `network`,
+    /// `operations`.
     pub category: String,
     /// The Heroku part.
     pub heroku: String,
@@ -53,6 +54,47 @@ pub struct Mapping {
     pub aws_monthly: Option<f64>,
     /// What to know.
     pub notes: Vec<String>,
+}
+
+/// What destination.yaml creates beside the services and data stores, priced so the table
+/// adds up to the stack: the new VPC's NAT gateway and its address (none when the team
+/// deploys into its own VPC), the secrets (RDS's master, Redis's AUTH token) and the canary's
+/// two alarms.
+fn stack_parts(inventory: &Inventory, prices: &Prices) -> Vec<Mapping> {
+    let aws = &prices.aws;
+    let web = inventory.processes.iter().any(|p| p.process_type == "web");
+    let database = inventory
+        .addons
+        .iter()
+        .any(|a| a.service == "heroku-postgresql" && a.attached_as.iter().any(|n| n == "DATABASE"));
+    let redis = inventory.addons.iter().any(crate::sizing::is_key_value);
+    let secrets = u32::from(database) + u32::from(redis);
+    let alarms: u32 = if web { 2 } else { 0 };
+    let mut out = vec![Mapping {
+        category: "network".into(),
+        heroku: "Heroku's network and outbound connections (included)".into(),
+        aws: "a VPC across two zones with one NAT gateway and its public IPv4 address (destination.yaml's new VPC)".into(),
+        equivalence: Equivalence::Direct,
+        heroku_monthly: Some(0.0),
+        aws_monthly: Some(prices.month(aws.nat_gateway_hourly + aws.public_ipv4_hourly)),
+        notes: vec![
+            "plus NAT data processing per GB; none of this when the stack is deployed into your VPC (VpcId)".into(),
+        ],
+    }];
+    if secrets + alarms > 0 {
+        out.push(Mapping {
+            category: "operations".into(),
+            heroku: "credentials in config vars, Heroku's metrics alerts (included)".into(),
+            aws: format!(
+                "Secrets Manager: {secrets} secret(s) (RDS's master password, Redis's AUTH token); CloudWatch: {alarms} alarm(s) for the canary"
+            ),
+            equivalence: Equivalence::Direct,
+            heroku_monthly: Some(0.0),
+            aws_monthly: Some(f64::from(secrets) * aws.secret_monthly + f64::from(alarms) * aws.alarm_monthly),
+            notes: vec!["plus CloudWatch Logs by GB ingested and stored".into()],
+        });
+    }
+    out
 }
 
 /// A blocker or warning.
@@ -218,6 +260,8 @@ pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
             notes: vec!["plus load balancer capacity units by traffic".into()],
         });
     }
+
+    mappings.extend(stack_parts(&inventory, prices));
 
     // The database.
     let db_addon = inventory

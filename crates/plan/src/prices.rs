@@ -102,6 +102,14 @@ pub struct AwsPrices {
     pub alb_monthly: f64,
     /// A Route 53 hosted zone per month.
     pub route53_hosted_zone_monthly: f64,
+    /// A NAT gateway per hour, before data processing.
+    pub nat_gateway_hourly: f64,
+    /// A public IPv4 address per hour (the NAT gateway's).
+    pub public_ipv4_hourly: f64,
+    /// A Secrets Manager secret per month.
+    pub secret_monthly: f64,
+    /// A standard-resolution CloudWatch alarm per month.
+    pub alarm_monthly: f64,
 }
 
 /// Fargate's per-hour rates.
