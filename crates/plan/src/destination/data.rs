@@ -47,13 +47,52 @@ pub(super) fn database(t: &mut Template, input: &Input) {
         json!({
             "Type": "AWS::RDS::DBParameterGroup",
             "Properties": {
-                "Description": "The app's database: TLS only",
+                "Description": "The app's database: TLS only, the source's preloaded extensions",
                 "Family": sub("postgres${DatabaseEngineVersion}"),
-                "Parameters": {"rds.force_ssl": "1"},
+                "Parameters": parameters(inv),
             },
         }),
     );
     instance(t, &class, storage, multi_az);
+}
+
+/// Extensions RDS loads only when `shared_preload_libraries` names them (RDS's default group
+/// names `pg_stat_statements` alone; a group that sets the list must keep it).
+const PRELOADED: [&str; 5] = [
+    "pg_stat_statements",
+    "pg_cron",
+    "pgaudit",
+    "pg_hint_plan",
+    "pg_partman_bgw",
+];
+
+/// The parameter group: TLS forced, and the extensions the source uses that RDS must preload
+/// (`pg_cron` also runs in `postgres` unless `cron.database_name` is set to the app's database,
+/// which is named only when the team creates it).
+fn parameters(inv: &crate::inventory::Inventory) -> serde_json::Value {
+    let used: Vec<&str> = inv
+        .database
+        .as_ref()
+        .map(|d| {
+            d.preflight
+                .extensions
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    parameters_for(&used)
+}
+
+/// [`parameters`] for the source's extension names.
+fn parameters_for(used: &[&str]) -> serde_json::Value {
+    let mut preload = vec![PRELOADED[0]];
+    preload.extend(PRELOADED.iter().skip(1).filter(|e| used.contains(e)));
+    let mut params = json!({"rds.force_ssl": "1"});
+    if preload.len() > 1 {
+        params["shared_preload_libraries"] = json!(preload.join(","));
+    }
+    params
 }
 
 fn instance(t: &mut Template, class: &str, storage: u64, multi_az: bool) {
@@ -205,4 +244,23 @@ fn replication_group(t: &mut Template, node: &str) {
         "The secret holding the ElastiCache AUTH token",
         r("CacheAuthToken"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parameters_for;
+
+    #[test]
+    fn extensions_rds_must_preload_are_named_beside_pg_stat_statements() {
+        assert_eq!(
+            parameters_for(&["pg_stat_statements", "hstore", "citext"]),
+            serde_json::json!({"rds.force_ssl": "1"}),
+            "RDS's default list already has pg_stat_statements; nothing else needs preloading"
+        );
+        assert_eq!(
+            parameters_for(&["pgaudit", "hstore", "pg_cron"]),
+            serde_json::json!({"rds.force_ssl": "1", "shared_preload_libraries": "pg_stat_statements,pg_cron,pgaudit"}),
+            "a list that is set keeps pg_stat_statements"
+        );
+    }
 }
