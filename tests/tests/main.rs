@@ -13,6 +13,7 @@ mod iam;
 mod infra;
 mod kv;
 mod lambda;
+mod layout;
 mod pg;
 mod plan;
 mod preflight;

@@ -90,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<Code> {
 
 /// The stack's outputs, by key.
 async fn stack_outputs(stack: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let aws = crate::ops::aws().await;
+    let aws = crate::session::aws().await;
     let out = aws_sdk_cloudformation::Client::new(&aws)
         .describe_stacks()
         .stack_name(stack)

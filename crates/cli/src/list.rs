@@ -2,12 +2,12 @@
 
 use ferry_core::MigrationStore;
 
-use crate::{Output, fail::Code, ops};
+use crate::{Output, fail::Code};
 
 /// `ferry list`.
 pub async fn run(output: Output) -> anyhow::Result<Code> {
-    let aws = ops::aws().await;
-    let store = ops::store(&aws)?;
+    let aws = crate::session::aws().await;
+    let store = crate::session::store(&aws)?;
     let records = store.migrations().await?;
     let mut rows = Vec::new();
     for r in &records {

@@ -10,6 +10,7 @@ mod ops;
 mod plan;
 mod preflight;
 mod rehearse;
+mod session;
 mod status;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};

@@ -35,7 +35,7 @@ async fn url(aws: &aws_config::SdkConfig, param: &str) -> anyhow::Result<PgUrl> 
 /// `ferry preflight`.
 pub async fn run(path: &Path, output: Output) -> anyhow::Result<Code> {
     let (_, spec) = ops::read_spec(path)?;
-    let aws = ops::aws().await;
+    let aws = crate::session::aws().await;
     let source = url(&aws, &spec.source.database_url_param).await?;
     let mut target = url(&aws, &spec.target.database_url_param).await?;
     if let Some(id) = &spec.target.password_secret {
@@ -64,7 +64,7 @@ pub async fn run(path: &Path, output: Output) -> anyhow::Result<Code> {
             &spec.source.database_url_param,
         ));
     let lock = match std::env::var("FERRY_STATE_TABLE") {
-        Ok(t) if !t.is_empty() => ops::store(&aws)?
+        Ok(t) if !t.is_empty() => crate::session::store(&aws)?
             .app_lock(&spec.heroku.app)
             .await?
             .map(|l| {

@@ -14,7 +14,6 @@ use serde::Serialize;
 use crate::{
     Output,
     fail::{Blocked, Code, TimedOut},
-    ops,
 };
 
 pub const STATUS_HELP: &str = "\
@@ -274,7 +273,7 @@ async fn traffic_line(
 
 /// Gathers the view of `id`.
 pub async fn gather(aws: &aws_config::SdkConfig, id: &str) -> anyhow::Result<StatusView> {
-    let (store, rec) = ops::opened(aws, id).await?;
+    let (store, rec) = crate::session::opened(aws, id).await?;
     let execution = match &rec.execution_arn {
         Some(arn) => Some(execution_view(aws, arn).await),
         None => None,
@@ -481,7 +480,7 @@ fn print(view: &StatusView, output: Output, watch: bool) -> anyhow::Result<()> {
 
 /// `ferry status <id> [--watch]`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<Code> {
-    let aws = ops::aws().await;
+    let aws = crate::session::aws().await;
     loop {
         let view = gather(&aws, &args.id).await?;
         print(&view, args.output, args.watch)?;
@@ -540,7 +539,7 @@ pub fn reached(phase: Phase, until: Until) -> Reached {
 
 /// `ferry wait <id> --until <phase|ended>`.
 pub async fn wait(args: WaitArgs) -> anyhow::Result<Code> {
-    let aws = ops::aws().await;
+    let aws = crate::session::aws().await;
     let started = Instant::now();
     let mut last_phase = None;
     loop {

@@ -194,7 +194,7 @@ pub async fn copy_db_parallel(
         loop {
             let (next, mut keys) = scan_step(&mut scan, &cursor, pattern, batch).await?;
             if let Some(found) = markers.as_deref_mut() {
-                found.extend(keys.iter().filter(|k| crate::sync::is_marker(k)).cloned());
+                found.extend(keys.iter().filter(|k| crate::glob::is_marker(k)).cloned());
             }
             keys.retain(|k| !crate::glob::left_out(skip, k));
             if !keys.is_empty() && tx.send(keys).await.is_err() {

@@ -61,14 +61,30 @@ pub fn any(patterns: &[String], key: &[u8]) -> bool {
     patterns.iter().any(|p| matches(p.as_bytes(), key))
 }
 
+/// The glob of the keys preflight's probes write (each with a TTL of 2 s or 60 s); the sync
+/// leaves them out.
+pub const PROBE_KEYS: &str = "ferry:probe:*";
+
+/// Prefix of every key the queue hand-over writes (left out of the copy, sync and
+/// comparison).
+pub const HANDOVER_KEYS: &str = "ferry:handover:*";
+
+/// The prefix of the drain markers the live sync writes and waits for.
+pub const DRAIN_PREFIX: &str = "ferry:drain:";
+
+/// Whether `key` is a drain marker (`ferry:drain:*`; left out of copies and comparisons).
+pub fn is_marker(key: &[u8]) -> bool {
+    key.starts_with(DRAIN_PREFIX.as_bytes())
+}
+
 /// Whether the copy, the live sync and the comparison leave `key` out: one of the disposable
 /// `skip` globs, or one of Ferry's own keys (preflight's short-lived probe keys, the queue
 /// hand-over's moving areas, counters and markers, the drain markers: not the app's data).
 pub fn left_out(skip: &[String], key: &[u8]) -> bool {
     any(skip, key)
-        || matches(crate::probe::PROBE_KEYS.as_bytes(), key)
-        || matches(crate::handover::HANDOVER_KEYS.as_bytes(), key)
-        || crate::sync::is_marker(key)
+        || matches(PROBE_KEYS.as_bytes(), key)
+        || matches(HANDOVER_KEYS.as_bytes(), key)
+        || is_marker(key)
 }
 
 #[cfg(test)]

@@ -32,8 +32,7 @@ use std::time::Duration;
 
 use crate::{Conn, KvError, KvResult, cmd, copy::keys_matching, glob, resp::Value, shown};
 
-/// Prefix of every key the hand-over writes (left out of the copy, sync and comparison).
-pub const HANDOVER_KEYS: &str = "ferry:handover:*";
+pub use crate::glob::HANDOVER_KEYS;
 /// How long the counters and markers are kept.
 const KEEP_SECONDS: &str = "2592000";
 /// Attempts of one step that lose a WATCH race before the hand-over gives up.

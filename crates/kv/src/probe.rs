@@ -8,9 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::{Conn, KvResult, RedisUrl, cmd, copy::scan_step, resp::Value};
 
-/// The glob of the keys probes write (each with a TTL of 2 s or 60 s); the sync leaves them
-/// out.
-pub const PROBE_KEYS: &str = "ferry:probe:*";
+pub use crate::glob::PROBE_KEYS;
 
 /// One server, as probed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

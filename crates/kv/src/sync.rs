@@ -31,10 +31,7 @@ use crate::{
     resp::Value,
 };
 
-/// Whether `key` is a drain marker (`ferry:drain:*`; left out of copies and comparisons).
-pub fn is_marker(key: &[u8]) -> bool {
-    key.starts_with(b"ferry:drain:")
-}
+pub use crate::glob::is_marker;
 
 /// How a sync ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +307,7 @@ pub async fn drain(
     bound: Duration,
 ) -> KvResult<Duration> {
     let started = Instant::now();
-    let key = format!("ferry:drain:{tag}");
+    let key = format!("{}{tag}", crate::glob::DRAIN_PREFIX);
     let value = format!("{}:{}", if last { "final" } else { "mark" }, tag);
     from.call(cmd!["SET", &key, &value, "EX", "600"]).await?;
     loop {

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 
 use ferry_core::{
     params::PutOutcome,
-    spec::EndpointMode,
     state::{Outcome, Phase},
 };
 use serde::{Deserialize, Serialize};
@@ -174,7 +173,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
         facts::get(deps.store.as_ref(), id, facts::CUTOVER).await?;
     let switched = cutover.is_some_and(|c| c.state.on_target());
     match &spec.endpoint {
-        Some(e) if spec.cutover.endpoint == EndpointMode::Proxy => {
+        Some(e) if spec.proxied() => {
             let url = deps.params.get(&e.url_param).await?;
             ferry_pg::PgUrl::parse(&url).map_err(|err| StepError::BadParam {
                 param: e.url_param.clone(),

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use ferry_core::{
     endpoint::{Backend, EndpointTask},
     metrics::{Metric, Unit},
-    spec::{CaptureMode, CutoverVerify, EndpointMode, MigrationSpec},
+    spec::{CaptureMode, CutoverVerify, MigrationSpec},
     state::{Outcome, Phase, WorkerCommand},
 };
 use ferry_heroku::{FormationUpdate, HerokuClient};
@@ -231,11 +231,6 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     }
 }
 
-/// Whether the app fleet is switched through the endpoint.
-pub(crate) fn proxy(spec: &MigrationSpec) -> bool {
-    spec.cutover.endpoint == EndpointMode::Proxy
-}
-
 /// Outside the freeze: remember the Heroku app as it is, put capture on the target.
 async fn prepare(
     deps: &Deps,
@@ -284,7 +279,7 @@ async fn freeze_source(
 ) -> StepResult<(u64, Vec<EndpointTask>)> {
     let id = &spec.migration_id;
     let mut paused = Vec::new();
-    if proxy(spec) {
+    if spec.proxied() {
         clock.mark("endpoint_pause_requested");
         match endpoint::pause(deps, spec, Backend::Source, "ferry:cutover").await {
             Ok(tasks) => paused = tasks,
@@ -458,7 +453,7 @@ async fn frozen_part(
         redis.drain(&format!("{id}:cutover"), bound).await?;
         clock.mark("redis_drained");
     }
-    if proxy(spec) {
+    if spec.proxied() {
         // The tasks paused before the freeze, as listed then: no listing inside the freeze.
         endpoint::converge(
             deps,
@@ -542,7 +537,7 @@ async fn finish(
 ) -> StepResult<Output> {
     let id = &spec.migration_id;
     if clock.fact.state != CutoverState::Switched {
-        if !proxy(spec) {
+        if !spec.proxied() {
             // The URL read from SSM before the freeze: no parameter read inside it.
             deps.params
                 .put_secure(&spec.app_database_url_param(), target_url.expose_secret())
@@ -554,7 +549,7 @@ async fn finish(
     }
     freeze::unfreeze_role(target, &roles.target).await?;
     clock.mark("target_writable");
-    if proxy(spec) {
+    if spec.proxied() {
         resume_on(deps, spec, Backend::Target, "cutover").await?;
         clock.mark("endpoint_resumed");
     } else {
@@ -620,7 +615,7 @@ pub(crate) async fn undo(
 ) -> StepResult<()> {
     // The source first, so the queries the endpoint held run on a writable database.
     freeze::unfreeze_role(source, &roles.source).await?;
-    if proxy(spec) {
+    if spec.proxied() {
         endpoint::release(deps, spec, Backend::Source, "ferry:cutover-undo").await?;
     }
     restore_heroku(deps, spec, heroku).await

@@ -167,7 +167,7 @@ async fn target_role(
         .as_ref()
         .and_then(|e| e.target_url_param.as_ref())
     {
-        Some(param) if spec.cutover.endpoint == ferry_core::spec::EndpointMode::Proxy => {
+        Some(param) if spec.proxied() => {
             let url = deps.params.get(param).await?;
             let url = ferry_pg::PgUrl::parse(&url).map_err(|e| StepError::BadParam {
                 param: param.clone(),
@@ -426,7 +426,7 @@ async fn check_email_links(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<
 }
 
 async fn check_endpoint(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<String>> {
-    if spec.cutover.endpoint != ferry_core::spec::EndpointMode::Proxy {
+    if !spec.proxied() {
         return Ok(Vec::new());
     }
     match crate::endpoint::ready(deps, spec, ferry_core::endpoint::Backend::Source).await {

@@ -45,7 +45,7 @@ pub async fn open(
     let Some(r) = &spec.redis else {
         return Ok(None);
     };
-    if !crate::cutover::proxy(spec) {
+    if !spec.proxied() {
         return Ok(None);
     }
     let (source, target) = crate::verify_redis::urls(deps, r).await?;

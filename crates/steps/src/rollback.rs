@@ -110,7 +110,7 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     // cutover through the endpoint, where the AWS fleet moves back to the source without a
     // failed request while Heroku's dynos are still in maintenance and scaled down, so
     // traffic follows once the database and the Heroku app are back.
-    let database_first = cutover::proxy(spec) && cut.as_ref().is_some_and(|c| c.state.on_target());
+    let database_first = spec.proxied() && cut.as_ref().is_some_and(|c| c.state.on_target());
     if !database_first {
         traffic_back(deps, spec, canary.is_some(), &mut out).await?;
     }
@@ -266,7 +266,7 @@ async fn database_back(
             waiting: progress.and_then(|p| p.lag_changes).unwrap_or(0),
         });
     }
-    let proxy = cutover::proxy(spec);
+    let proxy = spec.proxied();
     // Redis sessions opened before anything is frozen.
     let mut redis = crate::redis_switch::open(deps, spec, Backend::Target).await?;
     // A pause that fails is resumed and retried later (nothing frozen).

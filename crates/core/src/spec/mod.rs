@@ -494,6 +494,12 @@ fn default_approval_timeout_hours() -> u32 {
 }
 
 impl MigrationSpec {
+    /// Whether the AWS fleet reaches its database (and Redis) through Ferry's endpoint, which
+    /// the cutover switches in place (`cutover.endpoint` is `proxy`).
+    pub fn proxied(&self) -> bool {
+        self.cutover.endpoint == EndpointMode::Proxy
+    }
+
     /// The SSM prefix config vars are copied under (the spec's, or the default for the app).
     pub fn config_ssm_prefix(&self) -> String {
         self.config_vars

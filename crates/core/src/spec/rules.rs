@@ -27,7 +27,7 @@ pub(super) fn check(spec: &MigrationSpec, out: &mut Vec<Problem>) {
     }
     if let Some(r) = &spec.redis {
         redis(r, "redis", out);
-        if spec.cutover.endpoint != EndpointMode::Proxy {
+        if !spec.proxied() {
             out.push(Problem::new(
                 "redis",
                 "needs cutover.endpoint \"proxy\": the AWS fleet's REDIS_URL reaches Heroku Redis, then ElastiCache, through the endpoint's Redis proxy; remove the redis section to move Redis yourself",
