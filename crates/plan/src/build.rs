@@ -206,73 +206,83 @@ fn transaction_pooling(inventory: &Inventory) -> Issue {
     }
 }
 
-/// Builds the plan.
-pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
-    let mut mappings = Vec::new();
-    let mut blockers = Vec::new();
-    let mut warnings = Vec::new();
-    // No rate for the architecture: the processes stay unpriced rather than priced wrong.
-    let rate = prices.aws.fargate.get(&options.architecture);
-    let app = inventory.app.name.clone();
+/// What the plan found, as it is gathered: the mapping rows, the blockers and the warnings.
+#[derive(Default)]
+struct Found {
+    mappings: Vec<Mapping>,
+    blockers: Vec<Issue>,
+    warnings: Vec<Issue>,
+}
 
-    // Processes.
-    for p in &inventory.processes {
-        mappings.push(process_mapping(
-            &app,
-            p,
-            prices,
-            rate.map(|r| (r.vcpu_hour, r.gb_hour)),
-        ));
-        if let Some(size) = &p.size
-            && !prices.heroku.dynos.contains_key(size)
+impl Found {
+    /// A row per process type (priced at `rate`, the architecture's Fargate rate), the load
+    /// balancer when web runs, and what the stack adds beside them.
+    fn processes(
+        &mut self,
+        inventory: &Inventory,
+        prices: &Prices,
+        rate: Option<&crate::prices::FargateRate>,
+    ) {
+        let app = &inventory.app.name;
+        for p in &inventory.processes {
+            self.mappings.push(process_mapping(
+                app,
+                p,
+                prices,
+                rate.map(|r| (r.vcpu_hour, r.gb_hour)),
+            ));
+            if let Some(size) = &p.size
+                && !prices.heroku.dynos.contains_key(size)
+            {
+                self.warnings.push(issue(
+                    "dyno_size_unpriced",
+                    Some(&p.process_type),
+                    format!("dyno size {size} is not in the price table"),
+                    "add it under heroku.dynos and aws.dyno_to_fargate in a --prices file",
+                ));
+            }
+            if p.in_procfile == Some(false) {
+                self.warnings.push(issue(
+                    "not_in_procfile",
+                    Some(&p.process_type),
+                    format!(
+                        "the formation has {} but the Procfile does not: the next deploy drops it",
+                        p.process_type
+                    ),
+                    "add it to the Procfile or scale it to 0 before you plan its AWS service",
+                ));
+            }
+        }
+        if inventory
+            .processes
+            .iter()
+            .any(|p| p.process_type == "web" && p.quantity > 0)
         {
-            warnings.push(issue(
-                "dyno_size_unpriced",
-                Some(&p.process_type),
-                format!("dyno size {size} is not in the price table"),
-                "add it under heroku.dynos and aws.dyno_to_fargate in a --prices file",
-            ));
+            self.mappings.push(Mapping {
+                category: "routing".into(),
+                heroku: "Heroku router and SSL (included)".into(),
+                aws: "Application Load Balancer with an ACM certificate".into(),
+                equivalence: Equivalence::Direct,
+                heroku_monthly: Some(0.0),
+                aws_monthly: Some(prices.aws.alb_monthly),
+                notes: vec!["plus load balancer capacity units by traffic".into()],
+            });
         }
-        if p.in_procfile == Some(false) {
-            warnings.push(issue(
-                "not_in_procfile",
-                Some(&p.process_type),
-                format!(
-                    "the formation has {} but the Procfile does not: the next deploy drops it",
-                    p.process_type
-                ),
-                "add it to the Procfile or scale it to 0 before you plan its AWS service",
-            ));
-        }
-    }
-    if inventory
-        .processes
-        .iter()
-        .any(|p| p.process_type == "web" && p.quantity > 0)
-    {
-        mappings.push(Mapping {
-            category: "routing".into(),
-            heroku: "Heroku router and SSL (included)".into(),
-            aws: "Application Load Balancer with an ACM certificate".into(),
-            equivalence: Equivalence::Direct,
-            heroku_monthly: Some(0.0),
-            aws_monthly: Some(prices.aws.alb_monthly),
-            notes: vec!["plus load balancer capacity units by traffic".into()],
-        });
+
+        self.mappings.extend(stack_parts(inventory, prices));
     }
 
-    mappings.extend(stack_parts(&inventory, prices));
-
-    // The database.
-    let db_addon = inventory
-        .addons
-        .iter()
-        .find(|a| a.attached_as.iter().any(|n| n == "DATABASE"));
-    match db_addon {
+    /// The database attached as DATABASE, and what the source-only preflight found in it.
+    fn database(&mut self, inventory: &Inventory, prices: &Prices) {
+        let db_addon = inventory
+            .addons
+            .iter()
+            .find(|a| a.attached_as.iter().any(|n| n == "DATABASE"));
+        match db_addon {
         Some(a) if a.service == "heroku-postgresql" => {
-            mappings.push(database_mapping(&inventory, a, prices));
+            self.mappings.push(database_mapping(inventory, a, prices));
         }
-        Some(a) => blockers.push(issue(
+        Some(a) => self.blockers.push(issue(
             "database_not_heroku_postgres",
             Some(&a.name),
             format!(
@@ -281,62 +291,70 @@ pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
             ),
             "Ferry migrates PostgreSQL; if it is PostgreSQL elsewhere, give its URL in FERRY_PLAN_DATABASE_URL",
         )),
-        None => blockers.push(issue(
+        None => self.blockers.push(issue(
             "no_database",
             None,
             "no add-on is attached as DATABASE".into(),
             "attach the app's Heroku Postgres database as DATABASE (heroku addons:attach … --as DATABASE)",
         )),
     }
-    warnings.push(transaction_pooling(&inventory));
-    if let Some(reason) = &inventory.database_unavailable {
-        warnings.push(issue(
+        self.warnings.push(transaction_pooling(inventory));
+        if let Some(reason) = &inventory.database_unavailable {
+            self.warnings.push(issue(
             "database_unreadable",
             None,
             format!("the database could not be analysed: {reason}"),
             "run ferry plan again with FERRY_PLAN_DATABASE_URL set to a credential that can read the catalog; preflight checks again when the migration starts",
         ));
-    }
-    if let Some(reason) = &inventory.autoscaling_unavailable {
-        warnings.push(issue(
+        }
+        if let Some(reason) = &inventory.autoscaling_unavailable {
+            self.warnings.push(issue(
             "autoscaling_unreadable",
             None,
             format!("web's dyno autoscaling could not be read from Heroku's Metrics API: {reason}"),
             "if web autoscales on Heroku (the dashboard's Resources tab shows it), add an AWS::ApplicationAutoScaling::ScalableTarget for WebService with the same bounds to destination.yaml; without one, web runs the formation's count",
         ));
-    }
-    if let Some(db) = &inventory.database {
-        for f in &db.preflight.findings {
-            let target = match f.severity {
-                Severity::Blocker => &mut blockers,
-                Severity::Warning => &mut warnings,
-                Severity::Info => continue,
-            };
-            target.push(Issue {
-                code: f.code.to_string(),
-                subject: f.object.clone(),
-                message: f.message.clone(),
-                fix: f.fix.clone(),
-            });
+        }
+        if let Some(db) = &inventory.database {
+            for f in &db.preflight.findings {
+                let target = match f.severity {
+                    Severity::Blocker => &mut self.blockers,
+                    Severity::Warning => &mut self.warnings,
+                    Severity::Info => continue,
+                };
+                target.push(Issue {
+                    code: f.code.to_string(),
+                    subject: f.object.clone(),
+                    message: f.message.clone(),
+                    fix: f.fix.clone(),
+                });
+            }
         }
     }
 
-    // Other add-ons.
-    for a in &inventory.addons {
-        if db_addon.is_some_and(|d| d.name == a.name) && a.service == "heroku-postgresql" {
-            continue;
+    /// Every add-on but the database being moved.
+    fn addons(&mut self, inventory: &Inventory, prices: &Prices) {
+        let db_addon = inventory
+            .addons
+            .iter()
+            .find(|a| a.attached_as.iter().any(|n| n == "DATABASE"));
+        for a in &inventory.addons {
+            if db_addon.is_some_and(|d| d.name == a.name) && a.service == "heroku-postgresql" {
+                continue;
+            }
+            self.mappings.push(addon_mapping(a, prices));
         }
-        mappings.push(addon_mapping(a, prices));
     }
 
-    // Domains.
-    let custom: Vec<_> = inventory
-        .domains
-        .iter()
-        .filter(|d| d.kind == "custom")
-        .collect();
-    for d in &inventory.domains {
-        mappings.push(if d.kind == "custom" {
+    /// The app's domains, and the hosted zone the canary needs.
+    fn domains(&mut self, inventory: &Inventory, prices: &Prices) {
+        let custom: Vec<_> = inventory
+            .domains
+            .iter()
+            .filter(|d| d.kind == "custom")
+            .collect();
+        for d in &inventory.domains {
+            self.mappings.push(if d.kind == "custom" {
             Mapping {
                 category: "domain".into(),
                 heroku: d.hostname.clone(),
@@ -360,39 +378,42 @@ pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
                 notes: vec!["anything that calls this name must move to a custom domain first".into()],
             }
         });
-    }
-    if !custom.is_empty() {
-        mappings.push(Mapping {
-            category: "domain".into(),
-            heroku: "DNS (at your DNS provider)".into(),
-            aws: "a Route 53 hosted zone".into(),
-            equivalence: Equivalence::Direct,
-            heroku_monthly: Some(0.0),
-            aws_monthly: Some(prices.aws.route53_hosted_zone_monthly),
-            notes: vec![],
-        });
-    } else {
-        blockers.push(issue(
+        }
+        if !custom.is_empty() {
+            self.mappings.push(Mapping {
+                category: "domain".into(),
+                heroku: "DNS (at your DNS provider)".into(),
+                aws: "a Route 53 hosted zone".into(),
+                equivalence: Equivalence::Direct,
+                heroku_monthly: Some(0.0),
+                aws_monthly: Some(prices.aws.route53_hosted_zone_monthly),
+                notes: vec![],
+            });
+        } else {
+            self.blockers.push(issue(
             "no_custom_domain",
             None,
             "the app has no custom domain: Ferry shifts traffic by weighted DNS records on a name you control".into(),
             "add a custom domain to the app (heroku domains:add), serve its zone from Route 53, and move clients to it before migrating",
         ));
+        }
     }
 
-    // Config vars.
-    let owned = inventory
-        .config_vars
-        .iter()
-        .filter(|v| v.set_by_addon.is_some())
-        .count();
-    let meta = inventory
-        .config_vars
-        .iter()
-        .filter(|v| v.set_by_addon.is_none() && v.name.starts_with("HEROKU_"))
-        .count();
-    let plain = inventory.config_vars.len() - owned - meta;
-    mappings.push(Mapping {
+    /// The config vars: copied into SSM, by who set them.
+    fn config_vars(&mut self, inventory: &Inventory) {
+        let app = &inventory.app.name;
+        let owned = inventory
+            .config_vars
+            .iter()
+            .filter(|v| v.set_by_addon.is_some())
+            .count();
+        let meta = inventory
+            .config_vars
+            .iter()
+            .filter(|v| v.set_by_addon.is_none() && v.name.starts_with("HEROKU_"))
+            .count();
+        let plain = inventory.config_vars.len() - owned - meta;
+        self.mappings.push(Mapping {
         category: "config vars".into(),
         heroku: format!("{} config vars", inventory.config_vars.len()),
         aws: format!("SSM Parameter Store SecureStrings under /{app}/config/ (copied by the migration)"),
@@ -403,7 +424,25 @@ pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
             "{plain} set by you are copied; {owned} set by add-ons are copied as they are until you point them at the AWS service; {meta} Heroku metadata vars are skipped"
         )],
     });
+    }
+}
 
+/// Builds the plan.
+pub fn build(inventory: Inventory, prices: &Prices, options: &Options) -> Plan {
+    let mut found = Found::default();
+    // No rate for the architecture: the processes stay unpriced rather than priced wrong.
+    let rate = prices.aws.fargate.get(&options.architecture);
+    found.processes(&inventory, prices, rate);
+    found.database(&inventory, prices);
+    found.addons(&inventory, prices);
+    found.domains(&inventory, prices);
+    found.config_vars(&inventory);
+    let Found {
+        mappings,
+        blockers,
+        mut warnings,
+    } = found;
+    let app = inventory.app.name.clone();
     let running: BTreeSet<&str> = crate::inventory::running(&inventory);
     let (migration, fill_in) = spec(&inventory, &running, options, &mut warnings);
     let totals = totals(&mappings);
@@ -719,6 +758,28 @@ fn totals(mappings: &[Mapping]) -> Totals {
     t
 }
 
+/// The process types the cutover scales to zero on Heroku (all that run but web and
+/// release); a name the spec cannot hold is left to a person, with a warning.
+fn scale_down(running: &BTreeSet<&str>, warnings: &mut Vec<Issue>) -> Vec<String> {
+    let mut scale_down = Vec::new();
+    for p in running {
+        if *p == "release" || *p == "web" {
+            continue;
+        }
+        if ferry_core::spec::is_process_type(p) {
+            scale_down.push(p.to_string());
+        } else {
+            warnings.push(issue(
+                "process_type_name",
+                Some(p),
+                format!("process type {p} cannot be named in cutover.scale_down"),
+                "rename it in the Procfile (lowercase letters, digits, `_`) or scale it down by hand at cutover",
+            ));
+        }
+    }
+    scale_down
+}
+
 fn spec(
     inventory: &Inventory,
     running: &BTreeSet<&str>,
@@ -782,22 +843,7 @@ fn spec(
         .map(|c| serde_json::to_value(c).unwrap_or(json!("auto")))
         .unwrap_or(json!("auto"));
     let parallelism = inventory.database.as_ref().map_or(4, |d| d.parallelism);
-    let mut scale_down = Vec::new();
-    for p in running {
-        if *p == "release" || *p == "web" {
-            continue;
-        }
-        if ferry_core::spec::is_process_type(p) {
-            scale_down.push(p.to_string());
-        } else {
-            warnings.push(issue(
-                "process_type_name",
-                Some(p),
-                format!("process type {p} cannot be named in cutover.scale_down"),
-                "rename it in the Procfile (lowercase letters, digits, `_`) or scale it down by hand at cutover",
-            ));
-        }
-    }
+    let scale_down = scale_down(running, warnings);
     let spec = json!({
         "$schema": "./migration.schema.json",
         "migration_id": id,

@@ -171,6 +171,59 @@ pub async fn collect(
     let vars = heroku.config_vars(app).await?;
     let domains = heroku.domains(app).await?;
 
+    let (processes, autoscaling_unavailable) =
+        processes(heroku, &info.id, &formation, procfile).await;
+
+    let addon_infos = addon_infos(&addons, &attachments);
+    let owned: BTreeMap<&str, &str> = addon_infos
+        .iter()
+        .flat_map(|a| a.config_vars.iter().map(|v| (v.as_str(), a.name.as_str())))
+        .collect();
+    let config_vars = vars
+        .keys()
+        .map(|k| ConfigVar {
+            name: k.clone(),
+            set_by_addon: owned.get(k.as_str()).map(|s| s.to_string()),
+        })
+        .collect();
+
+    let db_addon = addon_infos
+        .iter()
+        .find(|a| a.attached_as.iter().any(|n| n == "DATABASE"));
+    let url = database_url.or(vars.get("DATABASE_URL").map(String::as_str));
+    let (database, database_unavailable) = database(url, db_addon).await;
+
+    Ok(Inventory {
+        app: AppInfo {
+            name: info.name,
+            region: info.region.map(|r| r.name),
+            stack: info.stack.map(|s| s.name),
+        },
+        processes,
+        addons: addon_infos,
+        config_vars,
+        domains: domains
+            .into_iter()
+            .map(|d| DomainInfo {
+                hostname: d.hostname,
+                kind: d.kind,
+                cname: d.cname,
+            })
+            .collect(),
+        database,
+        database_unavailable,
+        autoscaling_unavailable,
+    })
+}
+
+/// The process types: the formation's, then the Procfile's that the formation lacks, in a
+/// fixed order; web's autoscaling read from the Metrics API (or why it could not be).
+async fn processes(
+    heroku: &HerokuClient,
+    app_id: &str,
+    formation: &[ferry_heroku::Formation],
+    procfile: Option<&BTreeMap<String, String>>,
+) -> (Vec<Process>, Option<String>) {
     let mut processes: Vec<Process> = formation
         .iter()
         .map(|f| Process {
@@ -187,7 +240,7 @@ pub async fn collect(
     // the Metrics API leaves the counts as the formation has them, with a warning.
     let mut autoscaling_unavailable = None;
     if let Some(web) = processes.iter_mut().find(|p| p.process_type == "web") {
-        match heroku.autoscaling(&info.id, "web").await {
+        match heroku.autoscaling(app_id, "web").await {
             Ok(a) => web.autoscaling = a,
             Err(e) => autoscaling_unavailable = Some(e.to_string()),
         }
@@ -208,8 +261,15 @@ pub async fn collect(
         }
     }
     processes.sort_by_key(process_order);
+    (processes, autoscaling_unavailable)
+}
 
-    let addon_infos: Vec<AddOnInfo> = addons
+/// Each add-on with its plan, what Heroku bills for it and the names it is attached as.
+fn addon_infos(
+    addons: &[ferry_heroku::AddOn],
+    attachments: &[ferry_heroku::AddOnAttachment],
+) -> Vec<AddOnInfo> {
+    addons
         .iter()
         .map(|a| AddOnInfo {
             name: a.name.clone(),
@@ -232,24 +292,16 @@ pub async fn collect(
                 .map(|t| t.name.clone())
                 .collect(),
         })
-        .collect();
-    let owned: BTreeMap<&str, &str> = addon_infos
-        .iter()
-        .flat_map(|a| a.config_vars.iter().map(|v| (v.as_str(), a.name.as_str())))
-        .collect();
-    let config_vars = vars
-        .keys()
-        .map(|k| ConfigVar {
-            name: k.clone(),
-            set_by_addon: owned.get(k.as_str()).map(|s| s.to_string()),
-        })
-        .collect();
+        .collect()
+}
 
-    let db_addon = addon_infos
-        .iter()
-        .find(|a| a.attached_as.iter().any(|n| n == "DATABASE"));
-    let url = database_url.or(vars.get("DATABASE_URL").map(String::as_str));
-    let (database, database_unavailable) = match url {
+/// The database at `url` as the source-only preflight reads it, or why it could not be read
+/// (no URL, no answer within [`DATABASE_TIMEOUT`], an error).
+async fn database(
+    url: Option<&str>,
+    db_addon: Option<&AddOnInfo>,
+) -> (Option<DatabaseInfo>, Option<String>) {
+    match url {
         None => (
             None,
             Some("the app has no DATABASE_URL and FERRY_PLAN_DATABASE_URL is not set".to_string()),
@@ -279,29 +331,7 @@ pub async fn collect(
             ),
             Err(e) => (None, Some(e)),
         },
-    };
-
-    Ok(Inventory {
-        app: AppInfo {
-            name: info.name,
-            region: info.region.map(|r| r.name),
-            stack: info.stack.map(|s| s.name),
-        },
-        processes,
-        addons: addon_infos,
-        config_vars,
-        domains: domains
-            .into_iter()
-            .map(|d| DomainInfo {
-                hostname: d.hostname,
-                kind: d.kind,
-                cname: d.cname,
-            })
-            .collect(),
-        database,
-        database_unavailable,
-        autoscaling_unavailable,
-    })
+    }
 }
 
 fn process_order(p: &Process) -> (u8, String) {

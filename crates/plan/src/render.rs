@@ -33,9 +33,22 @@ fn issues(out: &mut String, title: &str, list: &[Issue]) {
     out.push('\n');
 }
 
-/// Renders the plan.
+/// Renders the plan: one function per `##` section.
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
+    heading(&mut out, plan);
+    cost(&mut out, plan);
+    issues(&mut out, "Blockers", &plan.blockers);
+    mapping(&mut out, plan);
+    issues(&mut out, "Warnings", &plan.warnings);
+    inventory(&mut out, &plan.inventory);
+    database(&mut out, &plan.inventory);
+    spec_and_prices(&mut out, plan);
+    out
+}
+
+/// The title and where the prices come from.
+fn heading(out: &mut String, plan: &Plan) {
     let inv = &plan.inventory;
     let _ = writeln!(out, "# Ferry plan: {}\n", plan.app);
     let _ = writeln!(
@@ -47,6 +60,10 @@ pub fn markdown(plan: &Plan) -> String {
         plan.prices.aws_region,
         plan.prices.architecture
     );
+}
+
+/// `## Monthly cost`: both sides' totals of the priced parts.
+fn cost(out: &mut String, plan: &Plan) {
     let t = &plan.totals;
     let _ = writeln!(out, "## Monthly cost\n");
     let _ = writeln!(out, "| | Heroku | AWS |\n|---|---:|---:|");
@@ -68,8 +85,10 @@ pub fn markdown(plan: &Plan) -> String {
             t.aws_not_priced.join("; ")
         );
     }
-    issues(&mut out, "Blockers", &plan.blockers);
+}
 
+/// `## Mapping`: a row per Heroku part, and the add-ons a person must decide.
+fn mapping(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "## Mapping\n");
     let _ = writeln!(
         out,
@@ -109,8 +128,10 @@ pub fn markdown(plan: &Plan) -> String {
             no_equivalent.join("; ")
         );
     }
-    issues(&mut out, "Warnings", &plan.warnings);
+}
 
+/// `## Inventory`: process types, add-ons, domains and config var names.
+fn inventory(out: &mut String, inv: &crate::inventory::Inventory) {
     let _ = writeln!(out, "## Inventory\n");
     let _ = writeln!(out, "Process types:\n");
     for p in &inv.processes {
@@ -170,6 +191,10 @@ pub fn markdown(plan: &Plan) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+/// The database line of the inventory: what the source-only preflight read, or why not.
+fn database(out: &mut String, inv: &crate::inventory::Inventory) {
     match (&inv.database, &inv.database_unavailable) {
         (Some(db), _) => {
             let r = &db.preflight;
@@ -206,7 +231,10 @@ pub fn markdown(plan: &Plan) -> String {
         }
         (None, None) => {}
     }
+}
 
+/// `## migration.json` (the fields left to fill in) and `## Prices` (date and sources).
+fn spec_and_prices(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "## migration.json\n");
     let _ = writeln!(
         out,
@@ -220,5 +248,4 @@ pub fn markdown(plan: &Plan) -> String {
     for s in &plan.prices.sources {
         let _ = writeln!(out, "- {s}");
     }
-    out
 }
