@@ -204,8 +204,15 @@ async fn happy_path_moves_the_app_with_no_lost_write() {
     // statements across the switch.
     assert_eq!(w.app.failures(), Vec::new(), "failed requests");
     let cutover = w.cutover_fact().await;
+    // How long is the benchmark's business (make bench-cutover), not a test's: a loaded
+    // machine stretches it. Here: the window was measured and closed.
     let paused = cutover.paused_ms().expect("paused window");
-    assert!(paused > 0 && paused < 5_000, "endpoint paused {paused} ms");
+    assert!(paused > 0, "endpoint paused {paused} ms");
+    assert!(
+        cutover.at("endpoint_resumed") > cutover.at("endpoint_paused"),
+        "{:?}",
+        cutover.timeline
+    );
     // The canary held 100% for the resolvers' TTL before the cutover gate, so no user still
     // had Heroku's answer cached when the source froze.
     let frozen = cutover.at("source_frozen").expect("frozen");
@@ -544,7 +551,6 @@ async fn second_migration_of_an_app_fails_fast_on_the_lock() {
     let mut second_spec = w.r.spec.clone();
     let second_id = ferry_tests::unique("reh2-");
     second_spec["migration_id"] = second_id.clone().into();
-    let started = std::time::Instant::now();
     let second =
         w.r.sfn
             .start_execution()
@@ -559,10 +565,30 @@ async fn second_migration_of_an_app_fails_fast_on_the_lock() {
     let (status, error, _) = w.r.finished(&second, RUN_WAIT).await;
     assert_eq!(status, ExecutionStatus::Failed);
     assert_eq!(error.as_deref(), Some("Ferry.Blocked.LockHeld"));
+    // Fast by rule, not by the clock: one Preflight attempt, refused (LockHeld is not
+    // retried), and nothing after it but the rollback that leaves the first alone.
+    let history = w.r.history(&second).await;
+    let attempts = history
+        .iter()
+        .filter(|e| e.r#type() == &aws_sdk_sfn::types::HistoryEventType::LambdaFunctionScheduled)
+        .count();
+    let entered: Vec<String> = history
+        .iter()
+        .filter_map(|e| e.state_entered_event_details())
+        .map(|d| d.name().to_string())
+        .collect();
+    assert_eq!(
+        entered.first().map(String::as_str),
+        Some("Preflight"),
+        "{entered:?}"
+    );
     assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "not fast: {:?}",
-        started.elapsed()
+        !entered.iter().any(|s| s == "SyncConfig"),
+        "the second went no further than preflight: {entered:?}"
+    );
+    assert_eq!(
+        attempts, 2,
+        "one preflight and one rollback invocation: {entered:?}"
     );
     let lock = w.r.store.app_lock(&w.r.app).await.expect("lock");
     assert_eq!(

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 
 use ferry_core::{
+    MigrationSpec,
     params::PutOutcome,
     state::{Outcome, Phase},
 };
@@ -72,6 +73,72 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 /// The config vars of a Heroku Redis attachment, not copied once the spec moves Redis.
 const REDIS_VARS: [&str; 2] = ["REDIS_URL", "REDIS_TLS_URL"];
 
+/// The config vars Heroku's add-on attachments set: Heroku Postgres's (`<NAME>_URL` of each
+/// of its attachments), and every other add-on's (its attachments' and what it declares).
+fn attachment_vars(
+    attachments: &[ferry_heroku::AddOnAttachment],
+    addons: &[ferry_heroku::AddOn],
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let postgres_addons: BTreeSet<&str> = addons
+        .iter()
+        .filter(|a| a.addon_service.name == "heroku-postgresql")
+        .map(|a| a.id.as_str())
+        .collect();
+    let mut postgres_vars = BTreeSet::new();
+    let mut addon_vars = BTreeSet::new();
+    for a in attachments {
+        let var = format!("{}_URL", a.name);
+        if postgres_addons.contains(a.addon.id.as_str()) {
+            postgres_vars.insert(var);
+        } else {
+            addon_vars.insert(var);
+        }
+    }
+    for a in addons {
+        if a.addon_service.name != "heroku-postgresql" {
+            addon_vars.extend(a.config_vars.iter().cloned());
+        }
+    }
+    (postgres_vars, addon_vars)
+}
+
+/// Why config var `name` (= `value`) is not copied, or `None` when it is. DATABASE_URL is
+/// handled apart (see [`database_url`]).
+fn skip_reason(
+    spec: &MigrationSpec,
+    name: &str,
+    value: &str,
+    postgres_vars: &BTreeSet<String>,
+) -> Option<&'static str> {
+    let cfg = &spec.config_vars;
+    if cfg.exclude.iter().any(|p| glob(p, name)) {
+        Some("excluded by config_vars.exclude")
+    } else if !cfg.include.is_empty() && !cfg.include.iter().any(|p| glob(p, name)) {
+        Some("not in config_vars.include")
+    } else if HEROKU_MANAGED.contains(&name) {
+        Some("set by Heroku itself (dyno metadata)")
+    } else if spec.redis.is_some() && REDIS_VARS.contains(&name) {
+        Some(
+            "Heroku Redis URL; the migration's redis section moves Redis, and the AWS fleet's REDIS_URL is ElastiCache's, not Heroku's",
+        )
+    } else if postgres_vars.contains(name) {
+        Some("Heroku Postgres attachment; DATABASE_URL replaces it on AWS")
+    } else if value.is_empty() {
+        Some("empty value; SSM cannot store an empty parameter")
+    } else if value.len() > MAX_VALUE_BYTES {
+        Some("longer than 4096 bytes (SSM standard tier); move it to Secrets Manager by hand")
+    } else {
+        None
+    }
+}
+
+fn skip(out: &mut Output, name: &str, reason: &str) {
+    out.skipped.push(Skipped {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
 /// Runs the config sync.
 pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let id = &input.migration_id;
@@ -82,30 +149,8 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
     let vars = heroku.config_vars(&spec.heroku.app).await?;
     let attachments = heroku.attachments(&spec.heroku.app).await?;
     let addons = heroku.addons(&spec.heroku.app).await?;
-    let postgres_addons: BTreeSet<&str> = addons
-        .iter()
-        .filter(|a| a.addon_service.name == "heroku-postgresql")
-        .map(|a| a.id.as_str())
-        .collect();
-    // Config vars each attachment sets: `<NAME>_URL`, plus what the add-on declares.
-    let mut postgres_vars = BTreeSet::new();
-    let mut addon_vars = BTreeSet::new();
-    for a in &attachments {
-        let var = format!("{}_URL", a.name);
-        if postgres_addons.contains(a.addon.id.as_str()) {
-            postgres_vars.insert(var);
-        } else {
-            addon_vars.insert(var);
-        }
-    }
-    for a in &addons {
-        if a.addon_service.name != "heroku-postgresql" {
-            addon_vars.extend(a.config_vars.iter().cloned());
-        }
-    }
-
+    let (postgres_vars, addon_vars) = attachment_vars(&attachments, &addons);
     let prefix = spec.config_ssm_prefix();
-    let cfg = &spec.config_vars;
     let mut out = Output {
         prefix: prefix.clone(),
         added: vec![],
@@ -114,63 +159,42 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
         skipped: vec![],
         addon_vars: vec![],
     };
-    let skip = |out: &mut Output, name: &str, reason: &str| {
-        out.skipped.push(Skipped {
-            name: name.to_string(),
-            reason: reason.to_string(),
-        })
-    };
     for (name, value) in &vars {
         if name == "DATABASE_URL" {
             continue; // by rule, below
         }
-        if cfg.exclude.iter().any(|p| glob(p, name)) {
-            skip(&mut out, name, "excluded by config_vars.exclude");
-        } else if !cfg.include.is_empty() && !cfg.include.iter().any(|p| glob(p, name)) {
-            skip(&mut out, name, "not in config_vars.include");
-        } else if HEROKU_MANAGED.contains(&name.as_str()) {
-            skip(&mut out, name, "set by Heroku itself (dyno metadata)");
-        } else if spec.redis.is_some() && REDIS_VARS.contains(&name.as_str()) {
-            skip(
-                &mut out,
-                name,
-                "Heroku Redis URL; the migration's redis section moves Redis, and the AWS fleet's REDIS_URL is ElastiCache's, not Heroku's",
-            );
-        } else if postgres_vars.contains(name) {
-            skip(
-                &mut out,
-                name,
-                "Heroku Postgres attachment; DATABASE_URL replaces it on AWS",
-            );
-        } else if value.is_empty() {
-            skip(
-                &mut out,
-                name,
-                "empty value; SSM cannot store an empty parameter",
-            );
-        } else if value.len() > MAX_VALUE_BYTES {
-            skip(
-                &mut out,
-                name,
-                "longer than 4096 bytes (SSM standard tier); move it to Secrets Manager by hand",
-            );
-        } else {
-            let outcome = deps
-                .params
-                .put_secure(&format!("{prefix}{name}"), value)
-                .await?;
-            record(&mut out, name, outcome);
-            if addon_vars.contains(name) {
-                out.addon_vars.push(name.clone());
-            }
+        if let Some(reason) = skip_reason(spec, name, value, &postgres_vars) {
+            skip(&mut out, name, reason);
+            continue;
+        }
+        let outcome = deps
+            .params
+            .put_secure(&format!("{prefix}{name}"), value)
+            .await?;
+        record(&mut out, name, outcome);
+        if addon_vars.contains(name) {
+            out.addon_vars.push(name.clone());
         }
     }
+    database_url(deps, spec, &mut out).await?;
+    deps.audit(
+        id,
+        "config_sync",
+        "copy_config_vars",
+        Outcome::Succeeded,
+        serde_json::to_value(&out).unwrap_or_default(),
+        None,
+    )
+    .await?;
+    Ok(out)
+}
 
-    // DATABASE_URL. Proxy mode: the endpoint's URL, from the start and for good (the endpoint
-    // moves, the URL never does). Redeploy mode: the source, through the checked TLS URL, until
-    // the cutover moves it; a retry after the cutover leaves it alone.
+/// DATABASE_URL. Proxy mode: the endpoint's URL, from the start and for good (the endpoint
+/// moves, the URL never does). Redeploy mode: the source, through the checked TLS URL, until
+/// the cutover moves it; a retry after the cutover leaves it alone.
+async fn database_url(deps: &Deps, spec: &MigrationSpec, out: &mut Output) -> StepResult<()> {
     let cutover: Option<facts::CutoverFact> =
-        facts::get(deps.store.as_ref(), id, facts::CUTOVER).await?;
+        facts::get(deps.store.as_ref(), &spec.migration_id, facts::CUTOVER).await?;
     let switched = cutover.is_some_and(|c| c.state.on_target());
     match &spec.endpoint {
         Some(e) if spec.proxied() => {
@@ -183,10 +207,10 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
                 .params
                 .put_secure(&spec.app_database_url_param(), &url)
                 .await?;
-            record(&mut out, "DATABASE_URL", outcome);
+            record(out, "DATABASE_URL", outcome);
         }
         _ if switched => skip(
-            &mut out,
+            out,
             "DATABASE_URL",
             "already points at the target (cutover done)",
         ),
@@ -196,20 +220,10 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
                 .params
                 .put_secure(&spec.app_database_url_param(), &source)
                 .await?;
-            record(&mut out, "DATABASE_URL", outcome);
+            record(out, "DATABASE_URL", outcome);
         }
     }
-
-    deps.audit(
-        id,
-        "config_sync",
-        "copy_config_vars",
-        Outcome::Succeeded,
-        serde_json::to_value(&out).unwrap_or_default(),
-        None,
-    )
-    .await?;
-    Ok(out)
+    Ok(())
 }
 
 fn record(out: &mut Output, name: &str, outcome: PutOutcome) {
@@ -223,7 +237,35 @@ fn record(out: &mut Output, name: &str, outcome: PutOutcome) {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use std::collections::BTreeSet;
+
+    use super::{glob, skip_reason};
+
+    #[test]
+    fn each_var_left_out_says_why_and_the_rest_are_copied() {
+        let mut spec: serde_json::Value =
+            serde_json::from_str(include_str!("../../../examples/minimal.json")).expect("example");
+        spec["config_vars"]["exclude"] = serde_json::json!(["LEGACY_*"]);
+        let spec = ferry_core::spec::from_value(&spec).expect("spec");
+        let postgres: BTreeSet<String> = ["HEROKU_POSTGRESQL_RED_URL".to_string()].into();
+        let why = |name: &str, value: &str| skip_reason(&spec, name, value, &postgres);
+        assert_eq!(why("SECRET_KEY_BASE", "x"), None);
+        assert_eq!(
+            why("LEGACY_TOKEN", "x"),
+            Some("excluded by config_vars.exclude")
+        );
+        assert_eq!(
+            why("HEROKU_SLUG_COMMIT", "abc"),
+            Some("set by Heroku itself (dyno metadata)")
+        );
+        assert!(
+            why("HEROKU_POSTGRESQL_RED_URL", "postgres://x")
+                .is_some_and(|r| r.contains("Heroku Postgres"))
+        );
+        assert!(why("EMPTY", "").is_some_and(|r| r.contains("empty")));
+        assert!(why("BIG", &"x".repeat(4097)).is_some_and(|r| r.contains("4096")));
+        assert_eq!(why("EXACTLY_MAX", &"x".repeat(4096)), None);
+    }
 
     #[test]
     fn globs_match_like_the_spec_says() {

@@ -356,6 +356,69 @@ struct Frozen<'a> {
     paused: &'a [EndpointTask],
 }
 
+/// Asks the worker to apply every change up to `position` (the frozen source's head) and
+/// waits for it, at most `cutover.drain_timeout_seconds`.
+async fn drain_forward(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    position: &str,
+    target: &tokio_postgres::Client,
+    fault: Option<&str>,
+) -> StepResult<()> {
+    let cmd = deps
+        .store
+        .send_command(
+            &spec.migration_id,
+            WorkerCommand::Drain {
+                until: Some(position.to_string()),
+            },
+            "ferry:cutover",
+            Utc::now(),
+        )
+        .await?;
+    if fault == Some("cutover:damage_target") {
+        damage_target(target).await?;
+    }
+    let deadline = Instant::now()
+        + std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+    loop {
+        if let Some(p) = deps.store.progress(&spec.migration_id).await?
+            && p.acked_command >= cmd.seq
+            && p.drained_to.as_deref() == Some(position)
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StepError::DrainTimeout {
+                position: position.to_string(),
+                seconds: spec.cutover.drain_timeout_seconds,
+            });
+        }
+        tokio::time::sleep(deps.settings.drain_poll).await;
+    }
+}
+
+/// Heroku's maintenance mode on and the spec's process types scaled to zero.
+async fn heroku_down(heroku: &ferry_heroku::HerokuClient, spec: &MigrationSpec) -> StepResult<()> {
+    if spec.cutover.maintenance_mode {
+        heroku.set_maintenance(&spec.heroku.app, true).await?;
+    }
+    if !spec.cutover.scale_down.is_empty() {
+        let updates: Vec<FormationUpdate> = spec
+            .cutover
+            .scale_down
+            .iter()
+            .map(|p| FormationUpdate {
+                process_type: p.clone(),
+                quantity: 0,
+                size: None,
+            })
+            .collect();
+        heroku.scale(&spec.heroku.app, &updates).await?;
+    }
+    Ok(())
+}
+
 /// Everything between the source freeze and the switch, the endpoint's retarget included
 /// (a failure anywhere here is undone). Returns (sequences, tables counted).
 async fn frozen_part(
@@ -377,60 +440,10 @@ async fn frozen_part(
     let position = rep.source_head().await?;
     clock.fact.position = Some(position.clone());
     clock.mark("position");
-    let drain = async {
-        let cmd = deps
-            .store
-            .send_command(
-                id,
-                WorkerCommand::Drain {
-                    until: Some(position.clone()),
-                },
-                "ferry:cutover",
-                Utc::now(),
-            )
-            .await?;
-        if fault == Some("cutover:damage_target") {
-            damage_target(target).await?;
-        }
-        let deadline = Instant::now()
-            + std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
-        loop {
-            if let Some(p) = deps.store.progress(id).await?
-                && p.acked_command >= cmd.seq
-                && p.drained_to.as_deref() == Some(position.as_str())
-            {
-                return Ok::<(), StepError>(());
-            }
-            if Instant::now() >= deadline {
-                return Err(StepError::DrainTimeout {
-                    position: position.clone(),
-                    seconds: spec.cutover.drain_timeout_seconds,
-                });
-            }
-            tokio::time::sleep(deps.settings.drain_poll).await;
-        }
-    };
     // Heroku's maintenance mode and scale-down run while the worker drains: they are for the
     // users (a 503 page instead of errors), the role freeze is what stops the writes.
-    let app_side = async {
-        if spec.cutover.maintenance_mode {
-            heroku.set_maintenance(&spec.heroku.app, true).await?;
-        }
-        if !spec.cutover.scale_down.is_empty() {
-            let updates: Vec<FormationUpdate> = spec
-                .cutover
-                .scale_down
-                .iter()
-                .map(|p| FormationUpdate {
-                    process_type: p.clone(),
-                    quantity: 0,
-                    size: None,
-                })
-                .collect();
-            heroku.scale(&spec.heroku.app, &updates).await?;
-        }
-        Ok::<(), StepError>(())
-    };
+    let drain = drain_forward(deps, spec, &position, target, fault);
+    let app_side = heroku_down(heroku, spec);
     let (drained, heroku_done) = tokio::join!(drain, app_side);
     heroku_done?;
     drained?;

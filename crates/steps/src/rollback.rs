@@ -116,67 +116,31 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     }
     let roles: Option<AppRoles> = facts::get(store, id, facts::APP_ROLES).await?;
     if let Some(roles) = &roles {
-        let (source_url, target_url) = deps.urls(spec).await?;
-        let source = source_url.connect().await?;
-        let target = target_url.connect().await?;
-        let heroku = deps.heroku(spec).await?;
-        match cut.as_ref().map(|c| c.state) {
-            Some(CutoverState::Switched | CutoverState::Done) => {
-                database_back(
-                    deps,
-                    spec,
-                    roles,
-                    &source,
-                    &target,
-                    &source_url,
-                    &target_url,
-                )
-                .await?;
-                out.undone.push(
-                    "database back on Heroku Postgres (reverse stream drained, DATABASE_URL restored)"
-                        .into(),
-                );
-            }
-            Some(CutoverState::Frozen) => {
-                cutover::undo(deps, spec, &source, &heroku, roles).await?;
-                out.undone
-                    .push("source writable again (freeze undone)".into());
-            }
-            _ => {}
-        }
-        // Jobs the AWS side enqueued on ElastiCache go back to Heroku's queues, each once
-        // (again on a retry: the hand-over moves only what is left).
-        if cut
-            .as_ref()
-            .is_some_and(|c| c.state.on_target() || c.state == CutoverState::RolledBack)
-            && let Some(mut r) = crate::redis_switch::open(deps, spec, Backend::Target).await?
-        {
-            let jobs = r.hand_over().await?;
-            out.undone
-                .push(format!("{jobs} Redis queue job(s) handed back to Heroku"));
-        }
-        cutover::restore_heroku(deps, spec, &heroku).await?;
-        if replication::stop_worker(deps, id, Duration::from_secs(30)).await? {
-            out.undone
-                .push("worker stopped, capture objects removed".into());
-        }
-        if freeze::is_frozen(&target, &roles.target).await? {
-            freeze::unfreeze_role(&target, &roles.target).await?;
-            out.undone.push("target role writable again".into());
-        }
+        undo_on_databases(deps, spec, cut.as_ref(), roles, &mut out).await?;
     }
     if database_first {
         traffic_back(deps, spec, canary.is_some(), &mut out).await?;
     }
     deps.enter(id, Phase::RolledBack).await?;
     store.release_app_lock(&spec.heroku.app, id).await?;
-    let why = input
-        .error
-        .as_ref()
+    report(deps, spec, &from, input.error.as_ref(), &out).await?;
+    Ok(out)
+}
+
+/// The rollback's audit entry and its notice to the approvals topic (a notice that cannot be
+/// sent is logged, not an error: the rollback is done).
+async fn report(
+    deps: &Deps,
+    spec: &ferry_core::MigrationSpec,
+    from: &str,
+    error: Option<&CaughtError>,
+    out: &Output,
+) -> StepResult<()> {
+    let why = error
         .map(|e| format!("{}: {}", e.error, e.cause))
         .unwrap_or_else(|| "requested".into());
     deps.audit(
-        id,
+        &spec.migration_id,
         "rollback",
         "rollback",
         Outcome::Succeeded,
@@ -185,7 +149,8 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     )
     .await?;
     let message = format!(
-        "Ferry migration {id} of Heroku app {} was rolled back from phase {from}.\nCause: {why}\nUndone:\n- {}\n",
+        "Ferry migration {} of Heroku app {} was rolled back from phase {from}.\nCause: {why}\nUndone:\n- {}\n",
+        spec.migration_id,
         spec.heroku.app,
         out.undone.join("\n- ")
     );
@@ -200,7 +165,68 @@ pub async fn run(deps: &Deps, input: Input) -> StepResult<Output> {
     {
         tracing::warn!(error = %e, name = e.step_error_name(), "rollback notice not sent");
     }
-    Ok(out)
+    Ok(())
+}
+
+/// What the rollback undoes where Ferry touched the databases (with the app's roles known):
+/// the database back on Heroku Postgres after a switch, or the freeze undone; ElastiCache's
+/// queued jobs handed back; Heroku's app restored; the worker stopped; the target writable.
+async fn undo_on_databases(
+    deps: &Deps,
+    spec: &ferry_core::MigrationSpec,
+    cut: Option<&CutoverFact>,
+    roles: &AppRoles,
+    out: &mut Output,
+) -> StepResult<()> {
+    let (source_url, target_url) = deps.urls(spec).await?;
+    let source = source_url.connect().await?;
+    let target = target_url.connect().await?;
+    let heroku = deps.heroku(spec).await?;
+    match cut.map(|c| c.state) {
+        Some(CutoverState::Switched | CutoverState::Done) => {
+            database_back(
+                deps,
+                spec,
+                roles,
+                &source,
+                &target,
+                &source_url,
+                &target_url,
+            )
+            .await?;
+            out.undone.push(
+                "database back on Heroku Postgres (reverse stream drained, DATABASE_URL restored)"
+                    .into(),
+            );
+        }
+        Some(CutoverState::Frozen) => {
+            cutover::undo(deps, spec, &source, &heroku, roles).await?;
+            out.undone
+                .push("source writable again (freeze undone)".into());
+        }
+        _ => {}
+    }
+    // Jobs the AWS side enqueued on ElastiCache go back to Heroku's queues, each once
+    // (again on a retry: the hand-over moves only what is left).
+    if cut
+        .as_ref()
+        .is_some_and(|c| c.state.on_target() || c.state == CutoverState::RolledBack)
+        && let Some(mut r) = crate::redis_switch::open(deps, spec, Backend::Target).await?
+    {
+        let jobs = r.hand_over().await?;
+        out.undone
+            .push(format!("{jobs} Redis queue job(s) handed back to Heroku"));
+    }
+    cutover::restore_heroku(deps, spec, &heroku).await?;
+    if replication::stop_worker(deps, &spec.migration_id, Duration::from_secs(30)).await? {
+        out.undone
+            .push("worker stopped, capture objects removed".into());
+    }
+    if freeze::is_frozen(&target, &roles.target).await? {
+        freeze::unfreeze_role(&target, &roles.target).await?;
+        out.undone.push("target role writable again".into());
+    }
+    Ok(())
 }
 
 /// Route 53 all on Heroku: the app's own record back as preflight found it (the pair deleted
@@ -236,6 +262,40 @@ async fn traffic_back(
         _ => {}
     }
     Ok(())
+}
+
+/// Asks the worker to drain the reverse stream up to `position` (the source's head, the target
+/// frozen) and waits up to `limit` for it: `Err(changes still waiting)` when it has not.
+async fn reverse_drained(
+    deps: &Deps,
+    id: &str,
+    position: &str,
+    limit: Duration,
+) -> StepResult<Result<(), u64>> {
+    let store = deps.store.as_ref();
+    let cmd = store
+        .send_command(
+            id,
+            WorkerCommand::Drain {
+                until: Some(position.to_string()),
+            },
+            "ferry:rollback",
+            Utc::now(),
+        )
+        .await?;
+    let deadline = Instant::now() + limit;
+    loop {
+        let p = store.progress(id).await?;
+        if p.as_ref().is_some_and(|p| {
+            p.acked_command >= cmd.seq && p.drained_to.as_deref() == Some(position)
+        }) {
+            return Ok(Ok(()));
+        }
+        if Instant::now() >= deadline {
+            return Ok(Err(p.and_then(|p| p.lag_changes).unwrap_or(0)));
+        }
+        tokio::time::sleep(deps.settings.drain_poll).await;
+    }
 }
 
 /// After a cutover: pause the endpoint (proxy mode), freeze the target for the app, let the
@@ -280,35 +340,13 @@ async fn database_back(
     let capture = cutover::installed_capture(source).await?;
     let rep = cutover::replicator(deps, spec, source_url, target_url, capture).await?;
     let position = rep.source_head().await?;
-    let cmd = store
-        .send_command(
-            id,
-            WorkerCommand::Drain {
-                until: Some(position.clone()),
-            },
-            "ferry:rollback",
-            Utc::now(),
-        )
-        .await?;
-    let deadline =
-        Instant::now() + Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds) * 4);
-    loop {
-        let p = store.progress(id).await?;
-        if p.as_ref().is_some_and(|p| {
-            p.acked_command >= cmd.seq && p.drained_to.as_deref() == Some(position.as_str())
-        }) {
-            break;
+    let limit = Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds) * 4);
+    if let Err(waiting) = reverse_drained(deps, id, &position, limit).await? {
+        freeze::unfreeze_role(target, &roles.target).await?;
+        if proxy {
+            endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
         }
-        if Instant::now() >= deadline {
-            freeze::unfreeze_role(target, &roles.target).await?;
-            if proxy {
-                endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
-            }
-            return Err(StepError::ReverseBehind {
-                waiting: p.and_then(|p| p.lag_changes).unwrap_or(0),
-            });
-        }
-        tokio::time::sleep(deps.settings.drain_poll).await;
+        return Err(StepError::ReverseBehind { waiting });
     }
     // Sequences on the source must be past anything the target handed out.
     ferry_replicator::verify::sync_sequences(target, source, SEQUENCE_GAP).await?;
