@@ -1295,6 +1295,8 @@ pub struct Request {
 #[derive(Debug, Clone)]
 pub struct App {
     stop: Arc<AtomicBool>,
+    /// Requests sent and not yet answered, plus one while the load generator runs.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Every request.
     pub log: Arc<Mutex<Vec<Request>>>,
     /// (time, weights) samples of the resolver.
@@ -1349,6 +1351,7 @@ impl App {
     pub fn start(r: &Rehearsal, writes: u32, reads: u32) -> Self {
         let app = Self {
             stop: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             log: Arc::new(Mutex::new(Vec::new())),
             weights: Arc::new(Mutex::new(Vec::new())),
         };
@@ -1363,6 +1366,8 @@ impl App {
         if let Some((cluster, service, delay)) = r.app_service.clone() {
             redeploys(aws_pool.clone(), cluster, service, delay, app.stop.clone());
         }
+        // The generator counts as one request in flight until its loop ends.
+        app.in_flight.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let (base, token) = heroku();
             let h = Arc::new(ferry_heroku::HerokuClient::new(&base, token).expect("heroku"));
@@ -1421,6 +1426,8 @@ impl App {
                 };
                 let maintenance = seen.maintenance;
                 let (params, db_param, log) = (params.clone(), db_param.clone(), me.log.clone());
+                let in_flight = me.in_flight.clone();
+                in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let t0 = Instant::now();
                     let result = if side == Side::Heroku && maintenance {
@@ -1442,8 +1449,10 @@ impl App {
                         latency: t0.elapsed(),
                         result,
                     });
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
                 });
             }
+            me.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
         app
     }
@@ -1451,6 +1460,20 @@ impl App {
     /// Stops the load.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops the load and waits until every request sent has its answer (each is bounded by
+    /// its 30 s timeout), so what the app wrote is committed before a comparison starts.
+    pub async fn stopped(&self) {
+        self.shutdown();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "requests still unanswered after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Ids of acknowledged writes.

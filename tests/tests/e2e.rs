@@ -117,8 +117,9 @@ impl World {
     /// acknowledged write missing from the target.
     async fn finish_with_sides_equal(&self, exec: &str) {
         self.wait_state(exec, "RollbackWindow").await;
-        self.app.shutdown();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Every write the app sent is answered (committed or failed) before the reverse
+        // stream is asked to have caught up with it.
+        self.app.stopped().await;
         self.caught_up(WorkerPhase::Reverse).await;
         tables_equal(&self.r.source_admin, &self.r.target).await;
         self.decide(exec, Gate::Finish, true).await;
@@ -161,17 +162,21 @@ impl World {
     }
 
     /// Waits until the worker reports nothing waiting (forward or reverse) in a heartbeat
-    /// written after this call began.
+    /// measured after this call began: one that follows the first heartbeat written after it
+    /// (a heartbeat written just after may carry a lag measured just before).
     async fn caught_up(&self, phase: WorkerPhase) {
         let since = chrono::Utc::now();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut first_after: Option<u64> = None;
         loop {
             if let Some(p) = self.r.store.progress(&self.r.id).await.expect("progress")
                 && p.phase == phase
                 && p.heartbeat_at > since
-                && p.lag_changes == Some(0)
             {
-                return;
+                let first = *first_after.get_or_insert(p.seq);
+                if p.seq > first && p.lag_changes == Some(0) {
+                    return;
+                }
             }
             assert!(
                 std::time::Instant::now() < deadline,
