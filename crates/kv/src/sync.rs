@@ -164,6 +164,35 @@ async fn subscribe(url: &RedisUrl, pattern: &str, name: &str) -> KvResult<Conn> 
     }
 }
 
+/// One full pass: every matching key copied, keys the source no longer has deleted from the
+/// target; returns the drain markers its scan met.
+async fn full_pass(
+    source: &RedisUrl,
+    target: &RedisUrl,
+    options: &Options,
+    (src, tgt): (&mut Conn, &mut Conn),
+    progress: &mut Progress,
+) -> KvResult<Vec<Vec<u8>>> {
+    let matching = options.pattern.as_deref().map(str::as_bytes);
+    let mut markers_found = Vec::new();
+    let copied = copy::copy_db_parallel(
+        source,
+        target,
+        matching,
+        &options.skip,
+        options.batch,
+        options.workers,
+        Some(&mut markers_found),
+    )
+    .await?;
+    progress.deleted += delete_extras(src, tgt, matching, &options.skip, options.batch).await?;
+    if progress.full_passes == 0 {
+        progress.copied = copied.keys;
+    }
+    progress.full_passes += 1;
+    Ok(markers_found)
+}
+
 /// Runs until `stop` turns true: subscribes, makes a full pass, then applies notified keys
 /// every `flush_every`; after a lost subscription, subscribes again and makes another full
 /// pass. `report` is called after each flush. Returns the last progress and why it ended.
@@ -175,30 +204,14 @@ pub async fn run(
     mut report: impl FnMut(&Progress),
 ) -> KvResult<(Progress, Ended)> {
     let pattern = options.pattern.clone().unwrap_or_else(|| "*".into());
-    let matching = options.pattern.as_deref().map(str::as_bytes);
     let mut progress = Progress::default();
     let mut reconnects = 0;
     let (mut src, mut tgt) = (Conn::connect(source).await?, Conn::connect(target).await?);
     loop {
         let mut sub = subscribe(source, &pattern, &options.client_name).await?;
         // Changes from here on are notified; the full pass covers everything before.
-        let mut markers_found = Vec::new();
-        let copied = copy::copy_db_parallel(
-            source,
-            target,
-            matching,
-            &options.skip,
-            options.batch,
-            options.workers,
-            Some(&mut markers_found),
-        )
-        .await?;
-        progress.deleted +=
-            delete_extras(&mut src, &mut tgt, matching, &options.skip, options.batch).await?;
-        if progress.full_passes == 0 {
-            progress.copied = copied.keys;
-        }
-        progress.full_passes += 1;
+        let markers_found =
+            full_pass(source, target, options, (&mut src, &mut tgt), &mut progress).await?;
         report(&progress);
         // Markers written before this pass (its scan met them): everything before them is on
         // the target now.

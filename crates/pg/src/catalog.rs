@@ -157,6 +157,26 @@ impl Table {
     }
 }
 
+/// The columns of table `oid` among the rows of the column query, in order.
+fn columns_of(column_rows: &[tokio_postgres::Row], oid: u32) -> Vec<Column> {
+    column_rows
+        .iter()
+        .filter(|c| c.get::<_, u32>(0) == oid)
+        .map(|c| {
+            let generated: String = c.get(3);
+            let identity: String = c.get(4);
+            Column {
+                name: c.get(1),
+                type_sql: c.get(2),
+                generated: generated == "s",
+                identity_always: identity == "a",
+                identity: !identity.is_empty(),
+                binary_portable: c.get(5),
+            }
+        })
+        .collect()
+}
+
 /// Reads every user table (not system schemas, not Ferry's own schema, not tables that belong
 /// to an extension), ordered by schema and name.
 pub async fn tables(client: &Client) -> Result<Vec<Table>, PgError> {
@@ -217,22 +237,7 @@ pub async fn tables(client: &Client) -> Result<Vec<Table>, PgError> {
         let kind: String = r.get(3);
         let is_partition: bool = r.get(4);
         let root: Option<String> = r.get(5);
-        let columns = column_rows
-            .iter()
-            .filter(|c| c.get::<_, u32>(0) == oid)
-            .map(|c| {
-                let generated: String = c.get(3);
-                let identity: String = c.get(4);
-                Column {
-                    name: c.get(1),
-                    type_sql: c.get(2),
-                    generated: generated == "s",
-                    identity_always: identity == "a",
-                    identity: !identity.is_empty(),
-                    binary_portable: c.get(5),
-                }
-            })
-            .collect();
+        let columns = columns_of(&column_rows, oid);
         let replident: String = r.get(6);
         out.push(Table {
             oid,

@@ -344,6 +344,13 @@ impl Report {
             "throughput (source on-disk size ÷ copy and post-data)",
             format!("{}/s", mb(c.disk_bytes_per_second)),
         );
+        self.streaming_md(md);
+    }
+
+    /// The rows of the measured table after the copy: the load, the catch-up and streaming,
+    /// the verification and each cutover freeze.
+    fn streaming_md(&self, md: &mut String) {
+        let mut row = |k: &str, v: String| md.push_str(&format!("| {k} | {v} |\n"));
         if let Some(l) = &self.load {
             row(
                 "synthetic load",

@@ -300,6 +300,74 @@ async fn prepare(
     }
 }
 
+/// What the streaming loop carries from one turn to the next.
+#[derive(Default)]
+struct LoopState {
+    /// The position a drain was asked up to, until it is reached.
+    drain_target: Option<String>,
+    /// The tables whose shape changed, while the apply is blocked on them.
+    schema_block: Option<Vec<String>>,
+    /// Whether the foreign keys were validated (once, when first caught up).
+    fks_validated: bool,
+    /// Whether a `Pause` command holds the apply.
+    paused_by_command: bool,
+}
+
+/// Carries out one command of the control plane and acknowledges it in a heartbeat; a `Stop`
+/// ends the loop with its exit.
+async fn handle_command(
+    cmd: ferry_core::state::CommandRecord,
+    rep: &mut Replicator,
+    beat: &mut Beat<'_>,
+    cfg: &RunnerConfig,
+    check: &mut Checker,
+    state: &mut LoopState,
+) -> Result<Option<Exit>, RunError> {
+    match cmd.command {
+        WorkerCommand::Pause => state.paused_by_command = true,
+        WorkerCommand::Resume { force } => {
+            state.paused_by_command = false;
+            if force && state.schema_block.take().is_some() {
+                rep.reload_catalog().await?;
+                beat.error = None;
+            }
+        }
+        WorkerCommand::Drain { until } => {
+            let target = match until {
+                Some(p) => p,
+                None => rep.source_head().await?,
+            };
+            state.drain_target = Some(target);
+            beat.drained_to = None;
+            check.prepare(cfg);
+        }
+        WorkerCommand::Stop { cleanup } => {
+            check
+                .stop(beat.store, cfg, "the worker was stopped")
+                .await?;
+            if cleanup {
+                rep.cleanup().await?;
+            }
+            beat.acked = cmd.seq;
+            beat.write(WorkerPhase::Stopped, &Status::default()).await?;
+            return Ok(Some(Exit::Stopped {
+                cleaned_up: cleanup,
+            }));
+        }
+        WorkerCommand::Reverse => {
+            rep.start_reverse().await?;
+            state.drain_target = None;
+            beat.drained_to = None;
+        }
+    }
+    beat.acked = cmd.seq;
+    // The heartbeat that acknowledges a pause or resume says so (before this, it
+    // showed the old state until the next beat: found by `ferry pause`'s test).
+    beat.paused = state.paused_by_command || state.schema_block.is_some();
+    beat.write(phase(rep), &rep.status().await?).await?;
+    Ok(None)
+}
+
 async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunError> {
     let Some(_fence) = fence(beat, cfg).await? else {
         return Ok(Exit::Superseded);
@@ -311,10 +379,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
 
     let mut last_command = Instant::now() - cfg.command_poll;
     let mut last_schema = Instant::now();
-    let mut drain_target: Option<String> = None;
-    let mut schema_block: Option<Vec<String>> = None;
-    let mut fks_validated = false;
-    let mut paused_by_command = false;
+    let mut state = LoopState::default();
     let mut check = Checker::default();
     loop {
         check.poll(beat.store, cfg).await?;
@@ -322,67 +387,28 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
             last_command = Instant::now();
             if let Some(cmd) = beat.store.command(&cfg.migration_id).await?
                 && cmd.seq > beat.acked
+                && let Some(exit) =
+                    handle_command(cmd, &mut rep, beat, cfg, &mut check, &mut state).await?
             {
-                match cmd.command {
-                    WorkerCommand::Pause => paused_by_command = true,
-                    WorkerCommand::Resume { force } => {
-                        paused_by_command = false;
-                        if force && schema_block.take().is_some() {
-                            rep.reload_catalog().await?;
-                            beat.error = None;
-                        }
-                    }
-                    WorkerCommand::Drain { until } => {
-                        let target = match until {
-                            Some(p) => p,
-                            None => rep.source_head().await?,
-                        };
-                        drain_target = Some(target);
-                        beat.drained_to = None;
-                        check.prepare(cfg);
-                    }
-                    WorkerCommand::Stop { cleanup } => {
-                        check
-                            .stop(beat.store, cfg, "the worker was stopped")
-                            .await?;
-                        if cleanup {
-                            rep.cleanup().await?;
-                        }
-                        beat.acked = cmd.seq;
-                        beat.write(WorkerPhase::Stopped, &Status::default()).await?;
-                        return Ok(Exit::Stopped {
-                            cleaned_up: cleanup,
-                        });
-                    }
-                    WorkerCommand::Reverse => {
-                        rep.start_reverse().await?;
-                        drain_target = None;
-                        beat.drained_to = None;
-                    }
-                }
-                beat.acked = cmd.seq;
-                // The heartbeat that acknowledges a pause or resume says so (before this, it
-                // showed the old state until the next beat: found by `ferry pause`'s test).
-                beat.paused = paused_by_command || schema_block.is_some();
-                beat.write(phase(&rep), &rep.status().await?).await?;
+                return Ok(exit);
             }
         }
         if last_schema.elapsed() >= cfg.schema_check {
             last_schema = Instant::now();
             let changed = rep.schema_changes().await?;
             if changed.is_empty() {
-                if schema_block.take().is_some() {
+                if state.schema_block.take().is_some() {
                     rep.reload_catalog().await?;
                     beat.error = None;
                 }
-            } else if schema_block.as_ref() != Some(&changed) {
+            } else if state.schema_block.as_ref() != Some(&changed) {
                 let e = ReplError::SchemaChanged {
                     tables: changed.join(", "),
                 };
-                schema_block = Some(block(beat, &e, changed));
+                state.schema_block = Some(block(beat, &e, changed));
             }
         }
-        beat.paused = paused_by_command || schema_block.is_some();
+        beat.paused = state.paused_by_command || state.schema_block.is_some();
         let applied = if beat.paused {
             0
         } else {
@@ -392,7 +418,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                 // the batch stays in the log until the target matches again.
                 Err(e @ ReplError::SchemaChanged { .. }) => {
                     let tables = rep.schema_changes().await?;
-                    schema_block = Some(block(beat, &e, tables));
+                    state.schema_block = Some(block(beat, &e, tables));
                     beat.paused = true;
                     last_schema = Instant::now();
                     0
@@ -400,7 +426,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
                 Err(e) => return Err(e.into()),
             }
         };
-        if let Some(target) = drain_target.as_deref()
+        if let Some(target) = state.drain_target.as_deref()
             && !beat.paused
             && rep.drained_to(target).await?
         {
@@ -408,7 +434,7 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
             // writable.
             let snapshots = check.take(target, &rep, beat.epoch).await;
             beat.drained_to = Some(target.to_string());
-            drain_target = None;
+            state.drain_target = None;
             if !beat.write(phase(&rep), &rep.status().await?).await? {
                 return Ok(Exit::Superseded);
             }
@@ -419,12 +445,16 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
         }
         if applied == 0 {
             // Caught up: the parents of every copied child row are on the target now.
-            if !fks_validated && !beat.paused && !rep.is_reverse() && rep.consistent_now().await? {
+            if !state.fks_validated
+                && !beat.paused
+                && !rep.is_reverse()
+                && rep.consistent_now().await?
+            {
                 let n = rep.validate_foreign_keys().await?;
                 if n > 0 {
                     tracing::info!(validated = n, "foreign keys validated");
                 }
-                fks_validated = true;
+                state.fks_validated = true;
             }
             // A streamed read has just waited for changes and wakes as one arrives: sleeping
             // on top would hold the next change back by up to `idle`.

@@ -326,6 +326,40 @@ async fn switches(
     Ok((windows, drains, held))
 }
 
+/// Ferry's copy of the source's keys into an emptied target with one session and with four:
+/// (what, seconds) per round, each checked to have copied every key.
+async fn copy_rounds(
+    source: &RedisUrl,
+    target: &RedisUrl,
+    t: &mut Conn,
+    keys: i64,
+    mb_real: f64,
+) -> anyhow::Result<Vec<(String, f64)>> {
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    for workers in [1usize, 4] {
+        t.call(cmd!["FLUSHDB"]).await?;
+        let started = Instant::now();
+        let stats = copy::copy_db_parallel(source, target, None, &[], 500, workers, None).await?;
+        let took = started.elapsed().as_secs_f64();
+        let on_target = dbsize(t).await?;
+        if on_target != keys {
+            bail!(
+                "copy with {workers} session(s): {on_target} keys on the target, {keys} on the source"
+            );
+        }
+        println!(
+            "Ferry copy, {workers} session(s): {took:.1} s ({:.0} MB/s of used_memory, {} keys with TTL)",
+            mb_real / took,
+            stats.with_ttl
+        );
+        rows.push((
+            format!("Ferry copy (SCAN + DUMP/RESTORE), {workers} session(s)"),
+            took,
+        ));
+    }
+    Ok(rows)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -350,28 +384,7 @@ async fn main() -> anyhow::Result<()> {
         gen_time.as_secs_f64()
     );
 
-    let mut rows: Vec<(String, f64)> = Vec::new();
-    for workers in [1usize, 4] {
-        t.call(cmd!["FLUSHDB"]).await?;
-        let started = Instant::now();
-        let stats = copy::copy_db_parallel(&source, &target, None, &[], 500, workers, None).await?;
-        let took = started.elapsed().as_secs_f64();
-        let on_target = dbsize(&mut t).await?;
-        if on_target != keys {
-            bail!(
-                "copy with {workers} session(s): {on_target} keys on the target, {keys} on the source"
-            );
-        }
-        println!(
-            "Ferry copy, {workers} session(s): {took:.1} s ({:.0} MB/s of used_memory, {} keys with TTL)",
-            mb_real / took,
-            stats.with_ttl
-        );
-        rows.push((
-            format!("Ferry copy (SCAN + DUMP/RESTORE), {workers} session(s)"),
-            took,
-        ));
-    }
+    let rows = copy_rounds(&source, &target, &mut t, keys, mb_real).await?;
     let rdb = rdb_dump(&source).await?;
     if let Some(d) = rdb {
         println!("redis-cli --rdb: {:.1} s", d.as_secs_f64());
