@@ -399,7 +399,10 @@ pub async fn run(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the desired endpoint state"),
         }
-        if last_refresh.elapsed() >= s.refresh {
+        // Not while paused: a refresh is parameter reads (round trips to SSM) the loop would
+        // make before it next reads the desired state, inside the app's held window; and a
+        // change it found could not be applied paused anyway. It runs once resumed.
+        if last_refresh.elapsed() >= s.refresh && !task.now.paused {
             last_refresh = tokio::time::Instant::now();
             task.refresh().await;
         }
