@@ -20,6 +20,12 @@ What each stands in for (and what it does not do):
 - AWS::RDS::DBInstance gains ManageMasterUserPassword (the secret RDS creates) and the
   `MasterUserSecret.SecretArn` attribute, which moto's stack resource lacks; Port defaults to
   the engine's (moto's stacks give 3306 to every engine).
+
+And what AWS refuses, refused here too: a secret with both SecretString and
+GenerateSecretString, an RDS instance with a MasterUserPassword beside
+ManageMasterUserPassword, an AuthToken outside 16-128 printable characters or with / " @, an
+AuthToken without TransitEncryptionEnabled, MinCapacity above MaxCapacity; a resource whose
+Condition is false is not listed among the stack's resources (moto lists it, typeless).
 """
 
 import re
@@ -27,6 +33,14 @@ import secrets
 import string
 
 from moto.core.common_models import CloudFormationModel
+
+def _refused(message):
+    """What CloudFormation answers for a template the service refuses: a ValidationError (400)
+    with the reason, never a server error."""
+    from moto.cloudformation.exceptions import ValidationError
+
+    return ValidationError(message=message)
+
 
 # moto files each model under the second part of its module name.
 MODULE = "bed.cfn_standins"
@@ -100,6 +114,9 @@ class Secret(_StandIn, CloudFormationModel):
         props = cloudformation_json.get("Properties", {})
         value = props.get("SecretString")
         gen = props.get("GenerateSecretString")
+        if value is not None and gen is not None:
+            raise _refused("AWS::SecretsManager::Secret: SecretString and GenerateSecretString "
+                             "are mutually exclusive")
         if value is None:
             gen = gen or {}
             alphabet = string.ascii_letters + string.digits
@@ -203,9 +220,13 @@ class CacheReplicationGroup(_StandIn, CloudFormationModel):
         rid = (p.get("ReplicationGroupId") or resource_name).lower()[:40].rstrip("-")
         token = _resolve_secrets(p.get("AuthToken"), account_id, region_name)
         if token is not None and not (16 <= len(token) <= 128):
-            raise ValueError(f"ElastiCache refuses an AuthToken of {len(token)} characters (16 to 128)")
+            raise _refused(f"ElastiCache refuses an AuthToken of {len(token)} characters (16 to 128)")
+        if token is not None and any(not (32 < ord(c) < 127) or c in '/"@' for c in token):
+            # Printable ASCII only, and none of / " @ (the value itself is never shown).
+            raise _refused("ElastiCache refuses an AuthToken with a character outside printable "
+                             "ASCII or one of / \" @")
         if token is not None and not p.get("TransitEncryptionEnabled"):
-            raise ValueError("ElastiCache refuses an AuthToken without TransitEncryptionEnabled")
+            raise _refused("ElastiCache refuses an AuthToken without TransitEncryptionEnabled")
         port = int(p.get("Port", 6379))
         group = elasticache_backends[account_id][region_name].create_replication_group(
             replication_group_id=rid, replication_group_description=p["ReplicationGroupDescription"],
@@ -268,7 +289,7 @@ class ScalableTarget(_StandIn, CloudFormationModel):
         p = cloudformation_json["Properties"]
         lo, hi = int(p["MinCapacity"]), int(p["MaxCapacity"])
         if lo > hi:
-            raise ValueError(f"MinCapacity {lo} is above MaxCapacity {hi}")
+            raise _refused(f"MinCapacity {lo} is above MaxCapacity {hi}")
         applicationautoscaling_backends[account_id][region_name].register_scalable_target(
             p["ServiceNamespace"], p["ResourceId"], p["ScalableDimension"], lo, hi, p.get("RoleARN"), None)
         # CloudFormation's Ref of a scalable target: resource id, dimension and namespace.
@@ -309,6 +330,9 @@ def _patch_rds():
 
     def create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
         props = cloudformation_json["Properties"]
+        if props.get("ManageMasterUserPassword") and props.get("MasterUserPassword") is not None:
+            raise _refused("RDS refuses MasterUserPassword with ManageMasterUserPassword: RDS "
+                             "generates the password it manages")
         if "Port" not in props and str(props.get("Engine", "")).startswith("postgres"):
             props["Port"] = 5432
         group = props.get("DBParameterGroupName")
@@ -350,7 +374,7 @@ def _patch_cidr():
             prefix = net.max_prefixlen - int(bits)
             subnets = list(net.subnets(new_prefix=prefix))
             if int(count) > len(subnets):
-                raise ValueError(f"Fn::Cidr: {block} holds {len(subnets)} blocks of /{prefix}, not {count}")
+                raise _refused(f"Fn::Cidr: {block} holds {len(subnets)} blocks of /{prefix}, not {count}")
             return [str(s) for s in subnets[: int(count)]]
         return original(resource_json, resources_map)
 
@@ -398,12 +422,22 @@ def _patch_elbv2():
         model.get_cfn_attribute = get
 
 
+def _patch_conditions():
+    """A resource whose Condition is false is not created, and CloudFormation does not list it
+    among the stack's resources; moto lists it with no type and no physical id."""
+    from moto.cloudformation.models import Stack
+
+    Stack.stack_resources = property(
+        lambda self: [r for r in self.resource_map.values() if r is not None])
+
+
 def install():
     """Called once at the emulator's start, before any stack is parsed (moto caches its map
     of resource types at the first CreateStack)."""
     _patch_rds()
     _patch_cidr()
     _patch_elbv2()
+    _patch_conditions()
     assert all(c in CloudFormationModel.__subclasses__() for c in
                (Secret, Certificate, Alarm, CacheParameterGroup, CacheSubnetGroup, CacheReplicationGroup, Schedule,
                 ScalableTarget, ScalingPolicy))

@@ -18,34 +18,47 @@ use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
 
 use crate::{heroku, unique, workspace_bin};
 
-/// `ferry plan` run for `app` with a Procfile (and Scheduler jobs): its output directory.
-pub fn plan(app: &str, procfile: &str, jobs: Option<&serde_json::Value>) -> PathBuf {
+/// `ferry plan <args>` against the fake Heroku API (FERRY_PLAN_DATABASE_URL unset, `env`
+/// added): whether it succeeded, and what it printed.
+pub fn ferry_plan(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let (base, token) = heroku();
-    let dir = std::env::temp_dir().join(unique("ferry-destination-"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("Procfile"), procfile).expect("Procfile");
     let mut cmd = Command::new(workspace_bin("ferry"));
-    cmd.args(["plan", app, "--procfile"])
-        .arg(dir.join("Procfile"))
-        .arg("--out")
-        .arg(dir.join("out"));
-    if let Some(jobs) = jobs {
-        std::fs::write(dir.join("jobs.json"), jobs.to_string()).expect("jobs");
-        cmd.arg("--scheduler").arg(dir.join("jobs.json"));
-    }
-    let out = cmd
+    cmd.arg("plan")
+        .args(args)
         .env("HEROKU_API_URL", base)
         .env("HEROKU_API_KEY", token)
-        .env_remove("FERRY_PLAN_DATABASE_URL")
-        .output()
-        .expect("run ferry plan");
-    assert!(
+        .env_remove("FERRY_PLAN_DATABASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run ferry plan");
+    (
         out.status.success(),
-        "ferry plan: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("out")
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `ferry plan` run for `app` with a Procfile (and Scheduler jobs): its output directory.
+pub fn plan(app: &str, procfile: &str, jobs: Option<&serde_json::Value>) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("ferry-destination-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (procfile_path, out) = (dir.join("Procfile"), dir.join("out"));
+    std::fs::write(&procfile_path, procfile).expect("Procfile");
+    let (procfile_arg, out_arg) = (procfile_path.to_string_lossy(), out.to_string_lossy());
+    let mut args = vec![app, "--procfile", &procfile_arg, "--out", &out_arg];
+    let jobs_path = dir.join("jobs.json");
+    let jobs_arg = jobs_path.to_string_lossy();
+    if let Some(jobs) = jobs {
+        std::fs::write(&jobs_path, jobs.to_string()).expect("jobs");
+        args.extend(["--scheduler", &jobs_arg]);
+    }
+    let (ok, printed) = ferry_plan(&args, &[]);
+    assert!(ok, "ferry plan: {printed}");
+    out
 }
 
 /// A stack deployed from a template.
@@ -75,10 +88,7 @@ impl Stack {
         let types: Vec<String> = self
             .resources
             .iter()
-            .map(|(t, n)| match t.as_str() {
-                "" => format!("{n} of a type the emulator does not report"),
-                t => format!("{n} {}", t.trim_start_matches("AWS::")),
-            })
+            .map(|(t, n)| format!("{n} {}", t.trim_start_matches("AWS::")))
             .collect();
         format!(
             "stack {}: CREATE_COMPLETE in {:.1} s, {total} resources ({})",

@@ -282,6 +282,14 @@ async fn outputs_fill_the_spec(template: &std::path::Path, spec_path: &std::path
             stack.summary()
         );
     }
+    // No FerrySecurityGroupId given: the HasFerry ingress rules are not made, nor listed.
+    assert_eq!(
+        stack.resources.get("AWS::EC2::SecurityGroupIngress"),
+        None,
+        "{}",
+        stack.summary()
+    );
+    assert!(!stack.resources.contains_key(""), "{}", stack.summary());
     // Ferry's own stack gives the approval topic.
     let ferry_stack = unique("ferry-");
     ferry_tests::destination::outputs_only_stack(
@@ -517,4 +525,71 @@ async fn a_node_app_with_only_web_and_no_database_gets_no_data_tier() {
     assert_eq!(stack.resources.get("AWS::EC2::NatGateway"), None);
     assert_eq!(stack.output("VpcIdOut"), vpc);
     assert_eq!(stack.resources.get("AWS::RDS::DBInstance"), None);
+}
+
+/// What AWS refuses in a template, the bed's stand-ins refuse too (so a generated template that
+/// deploys here is not one AWS would turn down for these reasons); the same resources written
+/// as AWS accepts them deploy.
+#[tokio::test]
+async fn the_bed_refuses_the_stacks_aws_refuses() {
+    let aws = ferry_tests::aws::config().await;
+    let cfn = aws_sdk_cloudformation::Client::new(&aws);
+    let create = |resources: Value| {
+        let cfn = cfn.clone();
+        async move {
+            cfn.create_stack()
+                .stack_name(unique("strict-"))
+                .template_body(json!({ "Resources": resources }).to_string())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    format!(
+                        "{:?}",
+                        aws_sdk_cloudformation::error::DisplayErrorContext(e)
+                    )
+                })
+        }
+    };
+    let secret =
+        |props: Value| json!({"S": {"Type": "AWS::SecretsManager::Secret", "Properties": props}});
+    let generated =
+        json!({"GenerateSecretString": {"PasswordLength": 32, "ExcludePunctuation": true}});
+    create(secret(generated.clone()))
+        .await
+        .expect("a generated secret deploys");
+    let mut both = generated.clone();
+    both["SecretString"] = json!("x");
+    let e = create(secret(both)).await.expect_err("both values");
+    assert!(e.contains("mutually exclusive"), "{e}");
+
+    let db = |extra: Value| {
+        let mut props = json!({"Engine": "postgres", "EngineVersion": "17", "DBInstanceClass": "db.t4g.micro",
+            "AllocatedStorage": "20", "MasterUsername": "ferry", "ManageMasterUserPassword": true});
+        for (k, v) in extra.as_object().expect("extra") {
+            props[k] = v.clone();
+        }
+        json!({"D": {"Type": "AWS::RDS::DBInstance", "Properties": props}})
+    };
+    create(db(json!({})))
+        .await
+        .expect("a managed master password deploys");
+    let e = create(db(json!({"MasterUserPassword": "copied-by-hand-1"})))
+        .await
+        .expect_err("a password beside a managed one");
+    assert!(e.contains("ManageMasterUserPassword"), "{e}");
+
+    let cache = |token: &str| {
+        json!({"C": {"Type": "AWS::ElastiCache::ReplicationGroup", "Properties": {
+            "ReplicationGroupDescription": "strict", "CacheNodeType": "cache.t4g.micro", "Engine": "redis",
+            "NumCacheClusters": 1, "TransitEncryptionEnabled": true, "AuthToken": token}}})
+    };
+    create(cache("abcdefghijklmnop0123"))
+        .await
+        .expect("a good token deploys");
+    for bad in ["short", "abcdefgh@ijklmnop0123", "abcdefgh/ijklmnop0123"] {
+        let e = create(cache(bad)).await.expect_err(bad);
+        assert!(e.contains("AuthToken"), "{bad}: {e}");
+        assert!(!e.contains(bad), "the refusal never shows the token: {e}");
+    }
 }
