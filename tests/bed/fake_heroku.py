@@ -106,6 +106,7 @@ def create_app(body):
         ],
         "_domains": [],
         "_autoscaling": dict(body.get("autoscaling", {})),
+        "_metrics_forbidden": bool(body.get("metrics_forbidden", False)),
     }
     APPS[app["id"]] = app
     app["_domains"].append({"id": new_id(), "hostname": f"{name}-1a2b3c4d5e6f.herokuapp.com", "kind": "heroku",
@@ -194,6 +195,8 @@ def handle(method, path, body):
             app = next((x for x in APPS.values() if x["id"] == a), None)
             if app is None:
                 raise ApiError(404, "not_found", "Couldn't find that app.")
+            if app["_metrics_forbidden"]:
+                raise ApiError(403, "forbidden", "This token may not read the app's metrics.")
             auto = app["_autoscaling"].get(ptype)
             if not auto:
                 return 200, []

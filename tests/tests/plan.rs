@@ -2,10 +2,10 @@
 //! inventory, the mapping (add-ons without an AWS equivalent reported, not dropped), the
 //! prices, the preflight blockers, and a migration.json that validates once filled in.
 
-use std::{collections::BTreeSet, process::Command};
+use std::collections::BTreeSet;
 
 use ferry_plan::Prices;
-use ferry_tests::{TestDb, heroku, unique, workspace_bin};
+use ferry_tests::{TestDb, destination::ferry_plan, unique};
 use serde_json::{Value, json};
 
 const SECRET: &str = "s3cr3t-config-value-7781";
@@ -15,26 +15,13 @@ async fn create_app(body: Value) {
     ferry_tests::create_heroku_app(body).await;
 }
 
-fn ferry_plan(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let (base, token) = heroku();
-    let mut cmd = Command::new(workspace_bin("ferry"));
-    cmd.arg("plan")
-        .args(args)
-        .env("HEROKU_API_URL", base)
-        .env("HEROKU_API_KEY", token)
-        .env_remove("FERRY_PLAN_DATABASE_URL");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run ferry plan");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// `ferry plan <app>` into a fresh directory (it must succeed): its plan.json.
+fn planned(app: &str) -> Value {
+    let out_dir = std::env::temp_dir().join(unique("ferry-plan-"));
+    let (ok, out) = ferry_plan(&[app, "--out", &out_dir.to_string_lossy()], &[]);
+    assert!(ok, "{out}");
+    serde_json::from_str(&std::fs::read_to_string(out_dir.join("plan.json")).expect("plan.json"))
+        .expect("plan.json is JSON")
 }
 
 fn mapping<'a>(plan: &'a Value, needle: &str) -> &'a Value {
@@ -435,5 +422,35 @@ async fn a_plan_without_a_readable_database_still_reports_the_rest() {
     assert!(
         out.contains("prices.json") && out.contains("aws.alb_monthly"),
         "{out}"
+    );
+}
+
+/// Heroku's autoscaling is read only where Heroku offers it (web on Performance and Private
+/// dynos): a token the Metrics API refuses costs a warning for a Performance web, and nothing
+/// for a Standard one, which cannot autoscale.
+#[tokio::test]
+async fn autoscaling_is_asked_only_of_dynos_that_can_autoscale() {
+    let plan_of = |size: &'static str| async move {
+        let app = unique("pa-");
+        create_app(json!({
+            "name": app,
+            "formation": [{"type": "web", "quantity": 2, "size": size, "command": "node server.js"}],
+            "metrics_forbidden": true,
+        }))
+        .await;
+        planned(&app)
+    };
+    let performance = plan_of("performance-m").await;
+    let w = warning(&performance, "autoscaling_unreadable");
+    assert!(
+        w["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("403") || m.contains("metrics")),
+        "{w}"
+    );
+    let standard = plan_of("standard-2X").await;
+    assert!(
+        !codes(&standard, "warnings").contains("autoscaling_unreadable"),
+        "a Standard web is not asked about autoscaling: {standard:#}"
     );
 }

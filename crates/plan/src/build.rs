@@ -62,11 +62,8 @@ pub struct Mapping {
 /// two alarms.
 fn stack_parts(inventory: &Inventory, prices: &Prices) -> Vec<Mapping> {
     let aws = &prices.aws;
-    let web = inventory.processes.iter().any(|p| p.process_type == "web");
-    let database = inventory
-        .addons
-        .iter()
-        .any(|a| a.service == "heroku-postgresql" && a.attached_as.iter().any(|n| n == "DATABASE"));
+    let web = crate::sizing::has_web(inventory);
+    let database = crate::sizing::database_addon(inventory).is_some();
     let redis = inventory.addons.iter().any(crate::sizing::is_key_value);
     let secrets = u32::from(database) + u32::from(redis);
     let alarms: u32 = if web { 2 } else { 0 };
@@ -206,6 +203,14 @@ fn transaction_pooling(inventory: &Inventory) -> Issue {
     }
 }
 
+/// The add-on attached as DATABASE, whatever its service (a non-Postgres one blocks).
+fn attached_database(inventory: &Inventory) -> Option<&AddOnInfo> {
+    inventory
+        .addons
+        .iter()
+        .find(|a| a.attached_as.iter().any(|n| n == "DATABASE"))
+}
+
 /// What the plan found, as it is gathered: the mapping rows, the blockers and the warnings.
 #[derive(Default)]
 struct Found {
@@ -253,11 +258,8 @@ impl Found {
                 ));
             }
         }
-        if inventory
-            .processes
-            .iter()
-            .any(|p| p.process_type == "web" && p.quantity > 0)
-        {
+        // The stack's load balancer: there whenever web is, as the stack makes it.
+        if crate::sizing::has_web(inventory) {
             self.mappings.push(Mapping {
                 category: "routing".into(),
                 heroku: "Heroku router and SSL (included)".into(),
@@ -274,10 +276,7 @@ impl Found {
 
     /// The database attached as DATABASE, and what the source-only preflight found in it.
     fn database(&mut self, inventory: &Inventory, prices: &Prices) {
-        let db_addon = inventory
-            .addons
-            .iter()
-            .find(|a| a.attached_as.iter().any(|n| n == "DATABASE"));
+        let db_addon = attached_database(inventory);
         match db_addon {
         Some(a) if a.service == "heroku-postgresql" => {
             self.mappings.push(database_mapping(inventory, a, prices));
@@ -334,10 +333,7 @@ impl Found {
 
     /// Every add-on but the database being moved.
     fn addons(&mut self, inventory: &Inventory, prices: &Prices) {
-        let db_addon = inventory
-            .addons
-            .iter()
-            .find(|a| a.attached_as.iter().any(|n| n == "DATABASE"));
+        let db_addon = attached_database(inventory);
         for a in &inventory.addons {
             if db_addon.is_some_and(|d| d.name == a.name) && a.service == "heroku-postgresql" {
                 continue;

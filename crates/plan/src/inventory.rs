@@ -236,10 +236,14 @@ async fn processes(
             autoscaling: None,
         })
         .collect();
-    // Heroku autoscales only web (Performance and Private dynos); a token that may not read
-    // the Metrics API leaves the counts as the formation has them, with a warning.
+    // Heroku autoscales only web, and only on Performance and Private dynos: other sizes are
+    // not asked about. A token that may not read the Metrics API leaves the counts as the
+    // formation has them, with a warning.
     let mut autoscaling_unavailable = None;
-    if let Some(web) = processes.iter_mut().find(|p| p.process_type == "web") {
+    if let Some(web) = processes
+        .iter_mut()
+        .find(|p| p.process_type == "web" && p.size.as_deref().is_some_and(can_autoscale))
+    {
         match heroku.autoscaling(app_id, "web").await {
             Ok(a) => web.autoscaling = a,
             Err(e) => autoscaling_unavailable = Some(e.to_string()),
@@ -332,6 +336,15 @@ async fn database(
             Err(e) => (None, Some(e)),
         },
     }
+}
+
+/// Whether Heroku offers dyno autoscaling on a dyno size (Performance, Private and Shield
+/// tiers, as its CLI checks before enabling it).
+fn can_autoscale(size: &str) -> bool {
+    let size = size.to_ascii_lowercase();
+    ["performance", "private", "shield"]
+        .iter()
+        .any(|tier| size.contains(tier))
 }
 
 fn process_order(p: &Process) -> (u8, String) {

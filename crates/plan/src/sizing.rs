@@ -75,6 +75,20 @@ pub fn rds_choice<'a>(
     })
 }
 
+/// The Heroku Postgres add-on attached as DATABASE: the one the migration moves (and the stack
+/// gives an RDS instance).
+pub fn database_addon(inv: &crate::inventory::Inventory) -> Option<&AddOnInfo> {
+    inv.addons
+        .iter()
+        .find(|a| a.service == "heroku-postgresql" && a.attached_as.iter().any(|n| n == "DATABASE"))
+}
+
+/// Whether the app has a web process type: the stack puts it behind a load balancer (with its
+/// certificate and the canary's two alarms), whatever its dyno count today.
+pub fn has_web(inv: &crate::inventory::Inventory) -> bool {
+    inv.processes.iter().any(|p| p.process_type == "web")
+}
+
 /// Whether an add-on is Heroku's own Key-Value Store (Redis).
 pub fn is_key_value(a: &AddOnInfo) -> bool {
     matches!(

@@ -9,18 +9,9 @@ use crate::sizing::{self, NoRds};
 /// RDS's newest PostgreSQL major, the default when the source's is older or unknown.
 const NEWEST_MAJOR: i32 = 17;
 
-/// The Heroku Postgres add-on attached as DATABASE: the one the migration moves.
-pub(super) fn database_addon(
-    inv: &crate::inventory::Inventory,
-) -> Option<&crate::inventory::AddOnInfo> {
-    inv.addons
-        .iter()
-        .find(|a| a.service == "heroku-postgresql" && a.attached_as.iter().any(|n| n == "DATABASE"))
-}
-
 pub(super) fn database(t: &mut Template, input: &Input) {
     let inv = input.inventory;
-    let Some(addon) = database_addon(inv) else {
+    let Some(addon) = sizing::database_addon(inv) else {
         return;
     };
     let (class, storage, multi_az) = match sizing::rds_choice(inv, addon, input.prices) {

@@ -37,7 +37,7 @@ pub(super) fn security_groups(t: &mut Template, input: &Input) {
         att("AppSecurityGroup", "GroupId"),
     );
     let mut data = Vec::new();
-    if super::data::database_addon(input.inventory).is_some() {
+    if crate::sizing::database_addon(input.inventory).is_some() {
         data.push(("DatabaseSecurityGroup", 5432, "PostgreSQL"));
     }
     if input
@@ -85,12 +85,7 @@ pub(super) fn security_groups(t: &mut Template, input: &Input) {
 }
 
 pub(super) fn load_balancer(t: &mut Template, input: &Input) {
-    if !input
-        .inventory
-        .processes
-        .iter()
-        .any(|p| p.process_type == "web")
-    {
+    if !crate::sizing::has_web(input.inventory) {
         return;
     }
     let domain = input
