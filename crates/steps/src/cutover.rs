@@ -13,8 +13,6 @@
 //! on the source, `DATABASE_URL` as it was). Each sub-step's time is recorded: the freeze and
 //! the endpoint's pause are the figures users care about.
 
-use std::time::Instant;
-
 use chrono::{DateTime, Utc};
 use ferry_core::{
     endpoint::{Backend, EndpointTask},
@@ -365,36 +363,28 @@ async fn drain_forward(
     target: &tokio_postgres::Client,
     fault: Option<&str>,
 ) -> StepResult<()> {
-    let cmd = deps
-        .store
-        .send_command(
-            &spec.migration_id,
-            WorkerCommand::Drain {
-                until: Some(position.to_string()),
-            },
-            "ferry:cutover",
-            Utc::now(),
-        )
-        .await?;
-    if fault == Some("cutover:damage_target") {
-        damage_target(target).await?;
-    }
-    let deadline = Instant::now()
-        + std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
-    loop {
-        if let Some(p) = deps.store.progress(&spec.migration_id).await?
-            && p.acked_command >= cmd.seq
-            && p.drained_to.as_deref() == Some(position)
-        {
-            return Ok(());
+    let limit = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+    let damage = async {
+        if fault == Some("cutover:damage_target") {
+            damage_target(target).await?;
         }
-        if Instant::now() >= deadline {
-            return Err(StepError::DrainTimeout {
-                position: position.to_string(),
-                seconds: spec.cutover.drain_timeout_seconds,
-            });
-        }
-        tokio::time::sleep(deps.settings.drain_poll).await;
+        Ok(())
+    };
+    match crate::drain::drain_to(
+        deps,
+        &spec.migration_id,
+        position,
+        limit,
+        "ferry:cutover",
+        damage,
+    )
+    .await?
+    {
+        Ok(()) => Ok(()),
+        Err(_) => Err(StepError::DrainTimeout {
+            position: position.to_string(),
+            seconds: spec.cutover.drain_timeout_seconds,
+        }),
     }
 }
 

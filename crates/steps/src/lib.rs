@@ -14,6 +14,7 @@ pub mod canary;
 pub mod config_sync;
 pub mod cutover;
 pub mod decommission;
+mod drain;
 pub mod endpoint;
 mod error;
 pub mod facts;

@@ -7,7 +7,7 @@
 //! worker stopped and capture removed; the target role writable again; the lock released.
 //! Idempotent, and it touches nothing of a migration another execution runs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use ferry_core::{
@@ -264,40 +264,6 @@ async fn traffic_back(
     Ok(())
 }
 
-/// Asks the worker to drain the reverse stream up to `position` (the source's head, the target
-/// frozen) and waits up to `limit` for it: `Err(changes still waiting)` when it has not.
-async fn reverse_drained(
-    deps: &Deps,
-    id: &str,
-    position: &str,
-    limit: Duration,
-) -> StepResult<Result<(), u64>> {
-    let store = deps.store.as_ref();
-    let cmd = store
-        .send_command(
-            id,
-            WorkerCommand::Drain {
-                until: Some(position.to_string()),
-            },
-            "ferry:rollback",
-            Utc::now(),
-        )
-        .await?;
-    let deadline = Instant::now() + limit;
-    loop {
-        let p = store.progress(id).await?;
-        if p.as_ref().is_some_and(|p| {
-            p.acked_command >= cmd.seq && p.drained_to.as_deref() == Some(position)
-        }) {
-            return Ok(Ok(()));
-        }
-        if Instant::now() >= deadline {
-            return Ok(Err(p.and_then(|p| p.lag_changes).unwrap_or(0)));
-        }
-        tokio::time::sleep(deps.settings.drain_poll).await;
-    }
-}
-
 /// After a cutover: pause the endpoint (proxy mode), freeze the target for the app, let the
 /// reverse stream apply everything, point the app back at the source (endpoint retargeted, or
 /// DATABASE_URL moved back), unfreeze the source, resume the endpoint. If the stream is behind, the target is
@@ -341,7 +307,11 @@ async fn database_back(
     let rep = cutover::replicator(deps, spec, source_url, target_url, capture).await?;
     let position = rep.source_head().await?;
     let limit = Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds) * 4);
-    if let Err(waiting) = reverse_drained(deps, id, &position, limit).await? {
+    let drained = crate::drain::drain_to(deps, id, &position, limit, "ferry:rollback", async {
+        Ok(())
+    })
+    .await?;
+    if let Err(waiting) = drained {
         freeze::unfreeze_role(target, &roles.target).await?;
         if proxy {
             endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
