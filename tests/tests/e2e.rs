@@ -213,11 +213,11 @@ async fn happy_path_moves_the_app_with_no_lost_write() {
     // machine stretches it. Here: the window was measured and closed.
     let paused = cutover.paused_ms().expect("paused window");
     assert!(paused > 0, "endpoint paused {paused} ms");
-    assert!(
-        cutover.at("endpoint_resumed") > cutover.at("endpoint_paused"),
-        "{:?}",
-        cutover.timeline
+    let (paused_at, resumed_at) = (
+        cutover.at("endpoint_paused").expect("paused mark"),
+        cutover.at("endpoint_resumed").expect("resumed mark"),
     );
+    assert!(resumed_at > paused_at, "{:?}", cutover.timeline);
     // The canary held 100% for the resolvers' TTL before the cutover gate, so no user still
     // had Heroku's answer cached when the source froze.
     let frozen = cutover.at("source_frozen").expect("frozen");

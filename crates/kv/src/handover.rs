@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use crate::{Conn, KvError, KvResult, cmd, copy::keys_matching, glob, resp::Value, shown};
 
-pub use crate::glob::HANDOVER_KEYS;
 /// How long the counters and markers are kept.
 const KEEP_SECONDS: &str = "2592000";
 /// Attempts of one step that lose a WATCH race before the hand-over gives up.

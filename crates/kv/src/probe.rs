@@ -8,8 +8,6 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::{Conn, KvResult, RedisUrl, cmd, copy::scan_step, resp::Value};
 
-pub use crate::glob::PROBE_KEYS;
-
 /// One server, as probed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probe {

@@ -31,7 +31,7 @@ use crate::{
     resp::Value,
 };
 
-pub use crate::glob::is_marker;
+use crate::glob::is_marker;
 
 /// How a sync ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
