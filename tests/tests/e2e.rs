@@ -510,11 +510,15 @@ async fn failure_inside_the_cutover_is_undone() {
 }
 
 /// 6. A rollback asked for during the rollback window → the app is back on the source with
-///    every write it made on AWS, no acknowledged write lost.
+///    every write it made on AWS, no acknowledged write lost (one endpoint task steered by
+///    the control channel alone, one by the state table alone).
 #[tokio::test]
 async fn rollback_in_the_window_keeps_every_write_made_on_aws() {
     let w = World::new(Options {
         rollback_window_seconds: 600,
+        // The cutover and the rollback each steer one task by the control channel alone
+        // and one by the state table alone.
+        endpoint_control_mixed: true,
         ..Options::default()
     })
     .await;
@@ -539,6 +543,30 @@ async fn rollback_in_the_window_keeps_every_write_made_on_aws() {
     source_writable_for_the_app(&w.r).await;
     w.r.app_record_restored().await;
     assert!(w.r.store.app_lock(&w.r.app).await.expect("lock").is_none());
+    // The rollback's own window is on the record, each mark after the one before.
+    let fact = w.cutover_fact().await;
+    let marks = [
+        "rollback_pause_requested",
+        "rollback_paused",
+        "target_frozen",
+        "rollback_drained",
+        "rollback_retargeted",
+        "source_writable",
+        "rollback_resumed",
+    ];
+    let at: Vec<_> = marks
+        .iter()
+        .map(|m| {
+            fact.at(m)
+                .unwrap_or_else(|| panic!("no {m} mark: {:?}", fact.timeline))
+        })
+        .collect();
+    assert!(at.is_sorted(), "{:?}", fact.timeline);
+    eprintln!(
+        "rollback: endpoint paused {:?} ms, write freeze {:?} ms",
+        fact.rollback_paused_ms(),
+        fact.rollback_freeze_ms()
+    );
 }
 
 /// 7. Two executions for the same app at once → the second fails fast with the lock error and

@@ -57,6 +57,7 @@ async fn world() -> World {
         target_param: format!("{prefix}/target-url"),
         client_param: format!("{prefix}/endpoint-url"),
         redis: None,
+        control: ferry_tests::endpoint::Control::Off,
     };
     let client_url = format!(
         "postgres://app_user:{}@127.0.0.1:{{port}}/{}?sslmode=require",
@@ -591,4 +592,89 @@ async fn a_rotated_client_password_is_taken_without_a_restart() {
         .query_one("SELECT 1", &[])
         .await
         .expect("a connection logged in before goes on");
+}
+
+/// Sends one control request line to `addr` and reads the answer.
+async fn tell(addr: &str, line: &str) -> ferry_core::control::ControlReply {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the control port");
+    s.write_all(line.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    tokio::io::BufReader::new(s)
+        .read_line(&mut out)
+        .await
+        .expect("read");
+    serde_json::from_str(&out).expect("a control reply")
+}
+
+/// A task that reads the table only once a minute is switched through its control channel at
+/// once, with a pooled app's queries held, not failed; a request signed with another key, or
+/// for another app, moves nothing; the task's report in the table follows its answers.
+#[tokio::test]
+async fn the_control_channel_switches_a_task_the_table_would_reach_a_minute_later() {
+    use ferry_core::control::{ControlReply, request_line};
+    let mut w = world().await;
+    let key = unique("control-key-0123456789-0123456789-");
+    let key_param = format!("{}-control-key", w.p.client_param);
+    w.params.put_secure(&key_param, &key).await.expect("param");
+    w.p.control = ferry_tests::endpoint::Control::Mixed(key_param);
+    let (fleet, url) = w.fleet(1).await;
+    let ids = fleet.ids();
+    let first = w.answers(&ids, &EndpointDesired::initial(&w.p.app)).await;
+    let addr = first[0]
+        .control
+        .clone()
+        .expect("the task advertises its control port");
+    let app = PooledApp::start(&url, 3, 20, 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut want = w.set(true, Backend::Source, 2000).await;
+    let now = Utc::now().timestamp();
+    let forged = request_line(b"another-key-0123456789-0123456789", &want, now);
+    assert!(
+        matches!(tell(&addr, &forged).await, ControlReply::Refused(r) if r.contains("does not match"))
+    );
+    let other_app = EndpointDesired {
+        app: "another-app".into(),
+        ..want.clone()
+    };
+    let line = request_line(key.as_bytes(), &other_app, now);
+    assert!(
+        matches!(tell(&addr, &line).await, ControlReply::Refused(r) if r.contains("another-app"))
+    );
+
+    // Pause, retarget, resume: each answered by the channel with the state reached.
+    for (paused, backend) in [
+        (true, Backend::Source),
+        (true, Backend::Target),
+        (false, Backend::Target),
+    ] {
+        if paused != want.paused || backend != want.backend {
+            want = w.set(paused, backend, 2000).await;
+        }
+        let line = request_line(key.as_bytes(), &want, Utc::now().timestamp());
+        match tell(&addr, &line).await {
+            ControlReply::Report(r) => assert!(r.reached(&want), "{want:?} → {r:?}"),
+            ControlReply::Refused(r) => panic!("refused: {r}"),
+        }
+        // The same request again (a replay) changes nothing and answers the same.
+        match tell(&addr, &line).await {
+            ControlReply::Report(r) => assert!(r.reached(&want), "replayed: {r:?}"),
+            ControlReply::Refused(r) => panic!("refused: {r}"),
+        }
+    }
+    assert!(
+        w.answers(&ids, &want).await[0].reached(&want),
+        "the table's report follows"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.stop().await;
+    assert!(app.failures().is_empty(), "{:?}", app.failures());
+    let target_port = port_of(&w.db.url(ferry_tests::Side::Target));
+    assert!(
+        app.acked_writes().iter().any(|(_, p)| *p == target_port),
+        "writes reached the target through the switched endpoint"
+    );
 }

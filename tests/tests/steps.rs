@@ -31,6 +31,7 @@ use ferry_tests::{
 
 const SLACK_SECRET: &str = "slack-signing-secret-for-tests-0001";
 const LINK_SECRET: &str = "link-signing-secret-for-tests-0002";
+const CONTROL_KEY: &str = "endpoint-control-key-for-tests-0003-0123456789";
 const CONFIG_SECRET: &str = "config-var-secret-value-0003";
 const SLACK_USER: &str = "U0FERRY01";
 
@@ -160,6 +161,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         ),
         (format!("{p}/slack-secret"), SLACK_SECRET.to_string()),
         (format!("{p}/link-secret"), LINK_SECRET.to_string()),
+        (format!("{p}/endpoint-control-key"), CONTROL_KEY.to_string()),
     ] {
         params.put_secure(&name, &value).await.expect("param");
     }
@@ -216,6 +218,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         pg_bin: bed_var("FERRY_BED_TARGET_BIN").into(),
         fault: settings_fault.map(str::to_string),
         fault_prefix: None,
+        endpoint_control_key_param: Some(format!("{p}/endpoint-control-key")),
         drain_poll: Duration::from_millis(20),
     };
     let mut deps = ferry_lambda::deps(settings, store.table().to_string(), worker)
@@ -231,6 +234,7 @@ async fn env(prefix: &str, settings_fault: Option<&str>) -> Env {
         heroku_token,
         SLACK_SECRET.into(),
         LINK_SECRET.into(),
+        CONTROL_KEY.into(),
         CONFIG_SECRET.into(),
     ];
     Env {
@@ -2010,6 +2014,8 @@ async fn redis_endpoint(e: &mut Env) -> ferry_tests::endpoint::EndpointFleet {
                 param(&s["redis"]["target_url_param"]),
                 format!("{p}/redis-endpoint-url"),
             )),
+            // One task steered by the channel alone, one by the table alone.
+            control: ferry_tests::endpoint::Control::Mixed(format!("{p}/endpoint-control-key")),
         },
         2,
         nlb,

@@ -2,10 +2,12 @@
 //! place at cutover (pause → retarget → resume), so an app that read `DATABASE_URL` once at
 //! boot sees held queries, not failed ones.
 //!
-//! The control plane never talks to the endpoint tasks directly. It stores the *desired* state
-//! of an app's endpoint ([`EndpointDesired`], numbered); every task's supervisor converges to
-//! the latest one and reports what it did ([`EndpointTask`]). A task that starts late reads
-//! the desired state first, so it comes up already pointing where the others do.
+//! The control plane stores the *desired* state of an app's endpoint ([`EndpointDesired`],
+//! numbered); every task's supervisor converges to the latest one and reports what it did
+//! ([`EndpointTask`]). A task that starts late reads the desired state first, so it comes up
+//! already pointing where the others do. Inside the cutover the control plane also sends the
+//! state to each task directly ([`crate::control`]) and takes its answer, so a step does not
+//! wait for table polls; the table stays the record and the fallback.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -107,6 +109,10 @@ pub struct EndpointTask {
     /// The task's Redis proxy, when it runs one (spec `redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisProxyReport>,
+    /// Where the task listens for control requests (`host:port`, see [`crate::control`]),
+    /// when its control channel is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
 }
 
 /// The Redis proxy of an endpoint task, as it reports it.
@@ -195,6 +201,7 @@ mod tests {
             source_param: "/s".into(),
             target_param: "/t".into(),
             redis: None,
+            control: None,
         }
     }
 

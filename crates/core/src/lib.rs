@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod clock;
 pub mod cloud;
+pub mod control;
 pub mod endpoint;
 pub mod errors;
 pub mod metrics;

@@ -231,6 +231,44 @@ pub fn verify_link(secret: &[u8], token: &str, now: i64) -> Result<LinkClaims, S
     Ok(claims)
 }
 
+/// How far an endpoint control message's timestamp may be from the receiver's clock.
+pub const CONTROL_MAX_AGE_SECONDS: i64 = 30;
+
+/// Signs an endpoint control message (see [`crate::control`]): HMAC-SHA256 of
+/// `ferry-endpoint/1:<timestamp>:<body>`, as 64 lowercase hex digits.
+pub fn sign_control(key: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut m = mac(key);
+    m.update(format!("ferry-endpoint/1:{timestamp}:").as_bytes());
+    m.update(body);
+    hex(&m.finalize().into_bytes())
+}
+
+/// Checks an endpoint control message: a timestamp within [`CONTROL_MAX_AGE_SECONDS`] of
+/// `now` and a signature over it and the body, compared in constant time.
+pub fn verify_control(
+    key: &[u8],
+    timestamp: i64,
+    body: &[u8],
+    signature: &str,
+    now: i64,
+) -> Result<(), SignatureError> {
+    let age = now
+        .checked_sub(timestamp)
+        .and_then(i64::checked_abs)
+        .unwrap_or(i64::MAX);
+    if age > CONTROL_MAX_AGE_SECONDS {
+        return Err(SignatureError::Stale { age_seconds: age });
+    }
+    let given = Some(signature)
+        .filter(|h| h.len() == 64)
+        .and_then(unhex)
+        .ok_or(SignatureError::Malformed("signature is not 64 hex digits"))?;
+    let mut m = mac(key);
+    m.update(format!("ferry-endpoint/1:{timestamp}:").as_bytes());
+    m.update(body);
+    m.verify_slice(&given).map_err(|_| SignatureError::Mismatch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

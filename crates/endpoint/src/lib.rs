@@ -4,9 +4,11 @@
 //!
 //! - [`ini`] renders `pgbouncer.ini` and the auth file (pure; secrets quoted, never logged);
 //! - [`admin`] speaks to PgBouncer's admin console (PAUSE with a bound, RESUME, RELOAD, SHOW);
-//! - [`supervisor`] runs PgBouncer and converges it to the desired state, reporting each step.
+//! - [`supervisor`] runs PgBouncer and converges it to the desired state, reporting each step;
+//! - [`control`] takes desired states sent directly by the cutover (signed), for the loop.
 
 pub mod admin;
+pub mod control;
 pub mod ini;
 pub mod supervisor;
 

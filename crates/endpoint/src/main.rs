@@ -19,12 +19,17 @@
 //!   fleet uses as `REDIS_URL`: its password is the clients' login), and
 //!   `FERRY_ENDPOINT_REDIS_PORT` (6380), `FERRY_ENDPOINT_REDIS_DATABASES` (the databases the
 //!   app may SELECT, comma separated: the migration's `redis.databases`; default the client
-//!   URL's own); the same TLS certificate as PgBouncer's.
+//!   URL's own); the same TLS certificate as PgBouncer's;
+//! - the control channel (signed desired states sent by the cutover, see
+//!   `ferry_core::control`): on when `FERRY_ENDPOINT_CONTROL_KEY_PARAM` names the SSM
+//!   SecureString holding its key (32+ characters); `FERRY_ENDPOINT_CONTROL_PORT` (6433),
+//!   `FERRY_ENDPOINT_CONTROL_HOST` (the address the control plane reaches the task at;
+//!   default the task's private IP from the ECS metadata endpoint).
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
-use ferry_endpoint::supervisor::{self, RedisSettings, Settings};
+use ferry_endpoint::supervisor::{self, ControlSettings, RedisSettings, Settings};
 
 fn var(name: &str) -> anyhow::Result<String> {
     std::env::var(name)
@@ -40,21 +45,41 @@ fn var_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     }
 }
 
-/// The ECS task id, from the container metadata endpoint (`…/task` → `TaskARN`).
-async fn ecs_task_id() -> anyhow::Result<String> {
+/// The task's metadata (`$ECS_CONTAINER_METADATA_URI_V4/task`).
+async fn ecs_task_metadata(what: &str) -> anyhow::Result<serde_json::Value> {
     let base = var("ECS_CONTAINER_METADATA_URI_V4")
-        .context("set FERRY_ENDPOINT_TASK_ID when not running on ECS")?;
-    let v: serde_json::Value = reqwest::Client::new()
+        .with_context(|| format!("set {what} when not running on ECS"))?;
+    Ok(reqwest::Client::new()
         .get(format!("{base}/task"))
         .timeout(Duration::from_secs(5))
         .send()
         .await?
         .json()
-        .await?;
+        .await?)
+}
+
+/// The ECS task id, from the container metadata endpoint (`…/task` → `TaskARN`).
+async fn ecs_task_id() -> anyhow::Result<String> {
+    let v = ecs_task_metadata("FERRY_ENDPOINT_TASK_ID").await?;
     let arn = v["TaskARN"]
         .as_str()
         .context("no TaskARN in the task metadata")?;
     Ok(arn.rsplit('/').next().unwrap_or(arn).to_string())
+}
+
+/// The task's private IPv4 address (awsvpc networking), from the container metadata endpoint
+/// (`…/task` → `Containers[].Networks[].IPv4Addresses[0]`).
+async fn ecs_task_ip() -> anyhow::Result<String> {
+    let v = ecs_task_metadata("FERRY_ENDPOINT_CONTROL_HOST").await?;
+    v["Containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["Networks"].as_array().into_iter().flatten())
+        .find_map(|n| n["IPv4Addresses"][0].as_str().map(str::to_string))
+        .context(
+            "no IPv4 address in the task metadata (the task definition must use awsvpc networking)",
+        )
 }
 
 async fn settings() -> anyhow::Result<Settings> {
@@ -97,7 +122,27 @@ async fn settings() -> anyhow::Result<Settings> {
         heartbeat: ms("FERRY_ENDPOINT_HEARTBEAT_MS", 1000)?,
         refresh: Duration::from_secs(var_or("FERRY_ENDPOINT_REFRESH_S", 60)?),
         redis: redis_settings()?,
+        control: control_settings().await?,
     })
+}
+
+/// The control channel's settings: on when `FERRY_ENDPOINT_CONTROL_KEY_PARAM` is set.
+async fn control_settings() -> anyhow::Result<Option<ControlSettings>> {
+    let Some(key_param) = std::env::var("FERRY_ENDPOINT_CONTROL_KEY_PARAM")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let advertise_host = match std::env::var("FERRY_ENDPOINT_CONTROL_HOST") {
+        Ok(h) if !h.is_empty() => h,
+        _ => ecs_task_ip().await?,
+    };
+    Ok(Some(ControlSettings {
+        key_param,
+        port: var_or("FERRY_ENDPOINT_CONTROL_PORT", 6433)?,
+        advertise_host,
+    }))
 }
 
 /// The Redis proxy's settings: all three parameters, or none (no proxy).

@@ -16,12 +16,18 @@ use ferry_core::{
 };
 use ferry_pg::PgUrl;
 use rand::Rng;
-use tokio::process::{Child, Command};
+use tokio::{
+    process::{Child, Command},
+    sync::mpsc,
+};
 use tokio_postgres::Client;
+
+use ferry_core::control::{ControlReply, MIN_KEY};
 
 use crate::{
     EndpointError,
     admin::{self, Console},
+    control,
     ini::{self, BackendEntry, ClientLogin, Layout},
 };
 
@@ -61,6 +67,19 @@ pub struct Settings {
     pub refresh: Duration,
     /// The Redis proxy beside PgBouncer (spec `redis`), if this endpoint runs one.
     pub redis: Option<RedisSettings>,
+    /// The control channel ([`crate::control`]), if on.
+    pub control: Option<ControlSettings>,
+}
+
+/// Where the control channel listens and what it is signed with.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// SSM SecureString holding the key requests are signed with.
+    pub key_param: String,
+    /// TCP port (on [`Settings::listen_addr`]).
+    pub port: u16,
+    /// The host the control plane reaches this task at (its private IP on ECS).
+    pub advertise_host: String,
 }
 
 /// Where the Redis proxy reads its servers and listens.
@@ -336,8 +355,6 @@ struct Now {
 /// A running endpoint task.
 struct Task<'a> {
     s: &'a Settings,
-    store: &'a dyn EndpointStore,
-    params: &'a dyn ParamStore,
     layout: Layout,
     console: Console,
     admin: Client,
@@ -350,6 +367,94 @@ struct Task<'a> {
     checked: Option<Precheck>,
     /// The Redis proxy, if this endpoint runs one.
     redis: Option<RedisSide>,
+    /// Where the control channel is reached, if on.
+    control: Option<String>,
+}
+
+/// The URLs read again from SSM (PostgreSQL's, and the Redis proxy's when it runs).
+type Refreshed = (
+    Result<Urls, EndpointError>,
+    Option<Result<[ferry_kv::RedisUrl; 3], EndpointError>>,
+);
+
+/// A read or write of the loop's that runs beside it: the loop never waits on the state
+/// table or SSM, so a desired state sent directly is acted on at once.
+type Background<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Resolves when the background work in `slot` does (never, when there is none).
+async fn finished<T>(slot: &mut Option<Background<'_, T>>) -> T {
+    match slot.as_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The task's report to the state table: one write at a time, the latest snapshot next.
+struct Reporter<'a> {
+    store: &'a dyn EndpointStore,
+    writing: Option<Background<'a, ()>>,
+    next: Option<EndpointTask>,
+    last: tokio::time::Instant,
+}
+
+impl<'a> Reporter<'a> {
+    fn publish(&mut self, report: EndpointTask) {
+        self.last = tokio::time::Instant::now();
+        if self.writing.is_some() {
+            self.next = Some(report);
+            return;
+        }
+        let store = self.store;
+        self.writing = Some(Box::pin(async move {
+            if let Err(e) = store.put_endpoint_task(&report).await {
+                tracing::warn!(error = %e, "cannot write the endpoint report");
+            }
+        }));
+    }
+
+    /// A write ended: the snapshot that waited goes next.
+    fn written(&mut self) {
+        self.writing = None;
+        if let Some(next) = self.next.take() {
+            self.publish(next);
+        }
+    }
+}
+
+/// Starts the control channel when it is on: reads its key, binds its port, serves.
+async fn start_control(
+    s: &Settings,
+    params: &dyn ParamStore,
+) -> Result<Option<(mpsc::Receiver<control::Request>, String)>, EndpointError> {
+    let Some(c) = &s.control else {
+        return Ok(None);
+    };
+    // The database endpoint matters more than a fast switch: without a usable key the task
+    // runs, steered through the state table alone, and says why.
+    let key = match params.get(&c.key_param).await {
+        Ok(k) if k.expose().len() >= MIN_KEY => k,
+        Ok(_) => {
+            tracing::warn!(param = %c.key_param, "the control key has fewer than {MIN_KEY} characters; control channel off (store a random one: openssl rand -hex 32)");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!(param = %c.key_param, error = %e, "cannot read the control key; control channel off, steered through the state table alone");
+            return Ok(None);
+        }
+    };
+    let host = if s.listen_addr == "*" {
+        "0.0.0.0"
+    } else {
+        s.listen_addr.as_str()
+    };
+    let listener = tokio::net::TcpListener::bind((host, c.port))
+        .await
+        .map_err(|e| {
+            EndpointError::Io(format!("control channel listen on {host}:{}: {e}", c.port))
+        })?;
+    let (tx, rx) = mpsc::channel(4);
+    control::serve(listener, key, s.app.clone(), tx);
+    Ok(Some((rx, format!("{}:{}", c.advertise_host, c.port))))
 }
 
 /// Runs the task until `shutdown` resolves (clean stop: PgBouncer stopped, report removed) or
@@ -360,11 +465,26 @@ pub async fn run(
     params: &dyn ParamStore,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), EndpointError> {
-    let (mut task, mut child) = Task::start(s, store, params).await?;
+    let (mut told, advertised) = match start_control(s, params).await? {
+        Some((rx, addr)) => (Some(rx), Some(addr)),
+        None => (None, None),
+    };
+    let (mut task, mut child) = Task::start(s, store, params, advertised).await?;
     tokio::pin!(shutdown);
     let mut poll = tokio::time::interval(s.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_report = tokio::time::Instant::now();
+    let mut beat = tokio::time::interval(s.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reporter = Reporter {
+        store,
+        writing: None,
+        next: None,
+        last: tokio::time::Instant::now(),
+    };
+    reporter.publish(task.snapshot());
+    let mut polling: Option<Background<'_, ferry_core::StoreResult<Option<EndpointDesired>>>> =
+        None;
+    let mut refreshing: Option<Background<'_, Refreshed>> = None;
     let mut last_refresh = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -379,36 +499,50 @@ pub async fn run(
                     status.map(|st| st.to_string()).unwrap_or_else(|e| e.to_string()),
                 ));
             }
-            _ = poll.tick() => {}
-        }
-        match store.endpoint_desired(&s.app).await {
-            Ok(Some(want)) if want.seq > task.now.seq => {
-                let before = task.now;
-                task.converge(&want).await;
-                task.report().await;
-                last_report = tokio::time::Instant::now();
-                // Just paused, a retarget usually follows: check the login to the other
-                // database now, while the cutover freezes and drains, not inside the switch
-                // (never after the retarget itself: the resume must not wait behind it).
-                let just_paused =
-                    !before.paused && task.now.paused && before.backend == task.now.backend;
-                if just_paused && task.error.is_none() {
-                    task.precheck(other(task.now.backend));
+            Some((want, reply)) = async { match told.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                if want.seq > task.now.seq {
+                    task.apply(&want).await;
+                }
+                // The answer first: the cutover waits on it; the table's copy follows.
+                let _ = reply.send(ControlReply::Report(Box::new(task.snapshot())));
+                reporter.publish(task.snapshot());
+            }
+            _ = poll.tick(), if polling.is_none() => {
+                polling = Some(Box::pin(store.endpoint_desired(&s.app)));
+            }
+            read = finished(&mut polling) => {
+                polling = None;
+                match read {
+                    Ok(Some(want)) if want.seq > task.now.seq => {
+                        task.apply(&want).await;
+                        reporter.publish(task.snapshot());
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the desired endpoint state"),
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the desired endpoint state"),
-        }
-        // Not while paused: a refresh is parameter reads (round trips to SSM) the loop would
-        // make before it next reads the desired state, inside the app's held window; and a
-        // change it found could not be applied paused anyway. It runs once resumed.
-        if last_refresh.elapsed() >= s.refresh && !task.now.paused {
-            last_refresh = tokio::time::Instant::now();
-            task.refresh().await;
-        }
-        if last_report.elapsed() >= s.heartbeat {
-            task.report().await;
-            last_report = tokio::time::Instant::now();
+            () = finished(&mut reporter.writing) => reporter.written(),
+            read = finished(&mut refreshing) => {
+                refreshing = None;
+                task.refresh(read).await;
+            }
+            _ = beat.tick() => {
+                // Not while paused: a change found could not be applied paused anyway. It
+                // runs once resumed.
+                if refreshing.is_none() && last_refresh.elapsed() >= s.refresh && !task.now.paused {
+                    last_refresh = tokio::time::Instant::now();
+                    refreshing = Some(Box::pin(async move {
+                        let redis = match &s.redis {
+                            Some(r) => Some(read_redis_urls(r, params).await),
+                            None => None,
+                        };
+                        (read_urls(s, params).await, redis)
+                    }));
+                }
+                if reporter.last.elapsed() >= s.heartbeat / 2 {
+                    reporter.publish(task.snapshot());
+                }
+            }
         }
     }
 }
@@ -418,6 +552,7 @@ impl<'a> Task<'a> {
         s: &'a Settings,
         store: &'a dyn EndpointStore,
         params: &'a dyn ParamStore,
+        control: Option<String>,
     ) -> Result<(Task<'a>, Child), EndpointError> {
         let io = |e: std::io::Error| EndpointError::Io(format!("{}: {e}", s.dir.display()));
         tokio::fs::create_dir_all(&s.dir).await.map_err(io)?;
@@ -480,8 +615,6 @@ impl<'a> Task<'a> {
         }
         let mut task = Task {
             s,
-            store,
-            params,
             layout,
             console,
             admin,
@@ -496,6 +629,7 @@ impl<'a> Task<'a> {
             started_at: Utc::now(),
             checked: None,
             redis: start_redis(s, params, &client_tls, &want).await?,
+            control,
         };
         if want.paused {
             // No client yet: the pause is immediate.
@@ -508,8 +642,20 @@ impl<'a> Task<'a> {
             task.now.paused = true;
         }
         tracing::info!(task = %s.task_id, version = %task.version, backend = %want.backend, paused = want.paused, "endpoint task up");
-        task.report().await;
         Ok((task, child))
+    }
+
+    /// Converges to `want` (read from the table or told directly); just paused, starts the
+    /// login check of the other database, since a retarget usually follows: it then runs
+    /// while the cutover freezes and drains, not inside the switch (never after the retarget
+    /// itself: the resume must not wait behind it).
+    async fn apply(&mut self, want: &EndpointDesired) {
+        let before = self.now;
+        self.converge(want).await;
+        let just_paused = !before.paused && self.now.paused && before.backend == self.now.backend;
+        if just_paused && self.error.is_none() {
+            self.precheck(other(self.now.backend));
+        }
     }
 
     /// Reaches `want` step by step; on a failure leaves the endpoint on the backend it had
@@ -608,7 +754,13 @@ impl<'a> Task<'a> {
                     None => Ok(()),
                 }
             };
+            let t0 = tokio::time::Instant::now();
             let (pg, redis) = tokio::join!(login_check(&url, to), redis);
+            tracing::debug!(
+                ms = t0.elapsed().as_millis() as u64,
+                ok = pg.is_ok() && redis.is_ok(),
+                "login to the {to} checked ahead"
+            );
             pg.and(redis)
         });
         self.checked = Some((to, tokio::time::Instant::now(), check));
@@ -617,6 +769,7 @@ impl<'a> Task<'a> {
     /// Checks the new backend accepts our login, rewrites the ini, reloads, and confirms
     /// PgBouncer now points there.
     async fn retarget(&mut self, to: Backend) -> Result<(), EndpointError> {
+        let t0 = tokio::time::Instant::now();
         let fresh = match self.checked.take() {
             Some((b, at, check)) if b == to && at.elapsed() <= PRECHECK_VALID => {
                 matches!(check.await, Ok(Ok(())))
@@ -627,6 +780,11 @@ impl<'a> Task<'a> {
             }
             None => false,
         };
+        tracing::debug!(
+            fresh,
+            ms = t0.elapsed().as_millis() as u64,
+            "retarget: login checked ahead"
+        );
         if !fresh {
             login_check(&self.urls.backend(to).0, to).await?;
         }
@@ -646,7 +804,15 @@ impl<'a> Task<'a> {
             })?;
             r.backend = to;
         }
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "retarget: Redis proxy moved"
+        );
         let switched = self.retarget_pgbouncer(to).await;
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "retarget: PgBouncer reloaded and checked"
+        );
         if switched.is_err()
             && let Some(r) = &mut self.redis
         {
@@ -664,13 +830,22 @@ impl<'a> Task<'a> {
     async fn retarget_pgbouncer(&mut self, to: Backend) -> Result<(), EndpointError> {
         let entry = &self.urls.backend(to).1;
         let want_target = (entry.host.clone(), entry.port);
+        let t0 = tokio::time::Instant::now();
         write_private(
             &self.layout.ini_path(),
             &ini::render_ini(&self.layout, &self.urls.client, entry),
         )
         .await?;
+        let written = t0.elapsed();
         self.console.reload(&self.admin).await?;
+        let reloaded = t0.elapsed();
         let has = admin::database_target(&self.admin, &self.urls.client.dbname).await?;
+        tracing::debug!(
+            written_ms = written.as_millis() as u64,
+            reloaded_ms = reloaded.as_millis() as u64,
+            checked_ms = t0.elapsed().as_millis() as u64,
+            "PgBouncer retargeted"
+        );
         if has.as_ref() != Some(&want_target) {
             return Err(EndpointError::Admin {
                 what: "RELOAD".into(),
@@ -684,11 +859,13 @@ impl<'a> Task<'a> {
 
     /// Reads the Redis URLs again; a rotated password of the current server is used by the
     /// backend sessions opened from then on (not while paused: a retarget may be under way).
-    async fn refresh_redis(&mut self) {
-        let (Some(r), Some(settings)) = (&mut self.redis, &self.s.redis) else {
+    /// Takes Redis URLs read again: a rotated password of the current server is used by the
+    /// backend sessions opened from then on (not while paused: a retarget may be under way).
+    fn refresh_redis(&mut self, read: Option<Result<[ferry_kv::RedisUrl; 3], EndpointError>>) {
+        let (Some(r), Some(read)) = (&mut self.redis, read) else {
             return;
         };
-        match read_redis_urls(settings, self.params).await {
+        match read {
             Ok([source, target, client]) => {
                 // A rotated client password: logins from now on use it (sessions already
                 // logged in go on), paused or not.
@@ -741,11 +918,12 @@ impl<'a> Task<'a> {
         true
     }
 
-    /// Reads the URLs again (Heroku rotates credentials) and rewrites the files if they
-    /// changed; keeps the old ones if SSM cannot be read.
-    async fn refresh(&mut self) {
-        self.refresh_redis().await;
-        match read_urls(self.s, self.params).await {
+    /// Takes the URLs read again (Heroku rotates credentials) and rewrites the files if they
+    /// changed; keeps the old ones if SSM could not be read.
+    async fn refresh(&mut self, read: Refreshed) {
+        let (urls, redis) = read;
+        self.refresh_redis(redis);
+        match urls {
             Ok(urls) => {
                 if urls.source.1 != self.urls.source.1 || urls.target.1 != self.urls.target.1 {
                     // A login checked with the old credentials says nothing of the new ones.
@@ -772,8 +950,9 @@ impl<'a> Task<'a> {
         }
     }
 
-    async fn report(&self) {
-        let report = EndpointTask {
+    /// The task's report as of now.
+    fn snapshot(&self) -> EndpointTask {
+        EndpointTask {
             app: self.s.app.clone(),
             task_id: self.s.task_id.clone(),
             started_at: self.started_at,
@@ -797,9 +976,7 @@ impl<'a> Task<'a> {
                     source_param: rs.source_param.clone(),
                     target_param: rs.target_param.clone(),
                 }),
-        };
-        if let Err(e) = self.store.put_endpoint_task(&report).await {
-            tracing::warn!(error = %e, "cannot write the endpoint report");
+            control: self.control.clone(),
         }
     }
 }

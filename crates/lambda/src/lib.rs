@@ -94,6 +94,7 @@ pub async fn deps(
         metrics: Arc::new(ferry_core::metrics::Stdout),
         clock: Arc::new(ferry_core::clock::SystemClock),
         settings,
+        control_key: Arc::default(),
     })
 }
 

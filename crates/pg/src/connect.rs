@@ -26,6 +26,12 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use tokio_postgres::{Client, config::SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// A session's connection half, over TLS.
+type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
+
 use crate::PgError;
 
 /// How strictly the server certificate is checked.
@@ -257,8 +263,68 @@ impl PgUrl {
         self.open(false).await
     }
 
-    async fn open(&self, ferry_session: bool) -> Result<Client, PgError> {
+    /// Opens a Ferry session that listens on `channel` (LISTEN): the payload of every
+    /// notification on it arrives on the receiver, which ends when the session does.
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>), PgError> {
+        let (client, mut connection) = self.dial(true).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let url = self.redacted.clone();
+        tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!(url = %url, error = %e, "listening session ended with an error");
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {}", crate::catalog::quote_ident(channel)))
+            .await
+            .map_err(|source| PgError::Query {
+                what: "listen for wake-ups",
+                source,
+            })?;
+        Ok((client, rx))
+    }
+
+    /// Connects; the caller drives the connection.
+    async fn dial(&self, ferry_session: bool) -> Result<(Client, Connection), PgError> {
         let tls = MakeRustlsConnect::new(self.client_config()?);
+        self.session_config(ferry_session)
+            .connect(tls)
+            .await
+            .map_err(|source| PgError::Connect {
+                url: self.redacted.clone(),
+                source,
+            })
+    }
+
+    async fn open(&self, ferry_session: bool) -> Result<Client, PgError> {
+        let (client, connection) = self.dial(ferry_session).await?;
+        let url = self.redacted.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(url = %url, error = %e, "postgres connection ended with an error");
+            }
+        });
+        Ok(client)
+    }
+
+    /// The driver's settings for a session: keepalives, and for Ferry's own sessions its
+    /// name and options.
+    fn session_config(&self, ferry_session: bool) -> tokio_postgres::Config {
         let mut config = self.config.clone();
         // Probes within the 350 s an NLB or NAT gateway keeps an idle flow (the driver's
         // default waits two hours); a URL asking for sooner keeps its own, and one with
@@ -282,21 +348,7 @@ impl PgUrl {
             };
             config.options(&options);
         }
-        let (client, connection) =
-            config
-                .connect(tls)
-                .await
-                .map_err(|source| PgError::Connect {
-                    url: self.redacted.clone(),
-                    source,
-                })?;
-        let url = self.redacted.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(url = %url, error = %e, "postgres connection ended with an error");
-            }
-        });
-        Ok(client)
+        config
     }
 
     fn client_config(&self) -> Result<ClientConfig, PgError> {

@@ -9,6 +9,7 @@ pub mod net;
 pub mod preflight;
 pub mod rds_ca;
 pub mod rds_secret;
+pub mod wake;
 pub mod walstream;
 
 pub use connect::{PgUrl, TlsCheck, client_tls, redact};

@@ -586,6 +586,13 @@ impl Replicator {
     }
 
     /// The source's change head: the drain target once writes have stopped.
+    /// Wakes the worker of `migration_id` (listening on the source, [`ferry_pg::wake`]) to
+    /// read its command now.
+    pub async fn wake_worker(&self, migration_id: &str) -> ReplResult<()> {
+        Ok(ferry_pg::wake::wake(&self.source, migration_id).await?)
+    }
+
+    /// The current position of the change source (the source's head; the target's in reverse).
     pub async fn source_head(&self) -> ReplResult<String> {
         if self.reverse {
             return Ok(trigger::mark(&self.target).await?.to_string());

@@ -311,6 +311,63 @@ struct LoopState {
     fks_validated: bool,
     /// Whether a `Pause` command holds the apply.
     paused_by_command: bool,
+    /// The session listening for wake-ups on the source ([`ferry_pg::wake`]) and what it
+    /// hears; none when it could not be opened or ended (the loop then only polls).
+    wake: Option<(
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    )>,
+}
+
+impl LoopState {
+    /// Starts listening for wake-ups on `source`; without it the loop still polls.
+    async fn listen(&mut self, source: &ferry_pg::PgUrl) {
+        match source.listen(ferry_pg::wake::CHANNEL).await {
+            Ok(l) => self.wake = Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for wake-ups; commands are read every poll interval")
+            }
+        }
+    }
+
+    /// Whether a wake-up for `migration_id` arrived since the last look (without waiting).
+    fn woken(&mut self, migration_id: &str) -> bool {
+        let mut woken = false;
+        if let Some((_, rx)) = self.wake.as_mut() {
+            loop {
+                match rx.try_recv() {
+                    Ok(id) => woken |= id == migration_id,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        self.wake = None;
+                        break;
+                    }
+                }
+            }
+        }
+        woken
+    }
+
+    /// Sleeps `idle`, or less if a wake-up for `migration_id` arrives; whether one did.
+    async fn idle(&mut self, idle: Duration, migration_id: &str) -> bool {
+        let Some((_, rx)) = self.wake.as_mut() else {
+            tokio::time::sleep(idle).await;
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + idle;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return false,
+                Ok(Some(id)) if id == migration_id => return true,
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    self.wake = None;
+                    tokio::time::sleep_until(deadline).await;
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// Carries out one command of the control plane and acknowledges it in a heartbeat; a `Stop`
@@ -340,6 +397,10 @@ async fn handle_command(
             state.drain_target = Some(target);
             beat.drained_to = None;
             check.prepare(cfg);
+            // Acknowledged by the heartbeat that reports the drain, not by one now: this
+            // runs inside the cutover's write freeze, where every round trip counts.
+            beat.acked = cmd.seq;
+            return Ok(None);
         }
         WorkerCommand::Stop { cleanup } => {
             check
@@ -380,10 +441,11 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
     let mut last_command = Instant::now() - cfg.command_poll;
     let mut last_schema = Instant::now();
     let mut state = LoopState::default();
+    state.listen(&cfg.replicator.source).await;
     let mut check = Checker::default();
     loop {
         check.poll(beat.store, cfg).await?;
-        if last_command.elapsed() >= cfg.command_poll {
+        if last_command.elapsed() >= cfg.command_poll || state.woken(&cfg.migration_id) {
             last_command = Instant::now();
             if let Some(cmd) = beat.store.command(&cfg.migration_id).await?
                 && cmd.seq > beat.acked
@@ -458,8 +520,11 @@ async fn stream(beat: &mut Beat<'_>, cfg: &RunnerConfig) -> Result<Exit, RunErro
             }
             // A streamed read has just waited for changes and wakes as one arrives: sleeping
             // on top would hold the next change back by up to `idle`.
-            if beat.paused || !rep.waits_for_changes() {
-                tokio::time::sleep(cfg.idle).await;
+            if (beat.paused || !rep.waits_for_changes())
+                && state.idle(cfg.idle, &cfg.migration_id).await
+            {
+                // Woken: the command is read on the next turn, not a poll interval later.
+                last_command = Instant::now() - cfg.command_poll;
             }
         }
     }

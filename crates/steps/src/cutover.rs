@@ -113,6 +113,9 @@ pub async fn replicator(
 struct Clock {
     fact: CutoverFact,
     stored: Option<CutoverFact>,
+    /// The endpoint tasks this attempt paused (none on a retried finish): resumed without
+    /// listing them again.
+    held: Vec<EndpointTask>,
 }
 
 impl Clock {
@@ -163,6 +166,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             let mut clock = Clock {
                 fact: previous.clone().unwrap_or_default(),
                 stored: previous.clone(),
+                held: Vec::new(),
             };
             return finish(deps, spec, &target, &target_url, &roles, &mut clock).await;
         }
@@ -181,6 +185,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             ..CutoverFact::default()
         },
         stored: previous,
+        held: Vec::new(),
     };
     prepare(deps, spec, &heroku, &rep, &mut clock).await?;
     // Redis sessions opened before the freeze: no SSM read inside it.
@@ -276,11 +281,25 @@ async fn freeze_source(
     clock: &mut Clock,
 ) -> StepResult<(u64, Vec<EndpointTask>)> {
     let id = &spec.migration_id;
+    // Recorded before anything is held or frozen (state Frozen): a retry after a crash from
+    // here on undoes first, and undoing what was not done yet is harmless. No store write in
+    // the window for it.
+    clock.save(deps, id).await?;
     let mut paused = Vec::new();
     if spec.proxied() {
+        let ready = endpoint::ready(deps, spec, Backend::Source).await;
         clock.mark("endpoint_pause_requested");
-        match endpoint::pause(deps, spec, Backend::Source, "ferry:cutover").await {
-            Ok(tasks) => paused = tasks,
+        let held = match ready {
+            Ok(tasks) => {
+                endpoint::pause_tasks(deps, spec, tasks, Backend::Source, "ferry:cutover").await
+            }
+            Err(e) => Err(e),
+        };
+        match held {
+            Ok(tasks) => {
+                clock.held = tasks.clone();
+                paused = tasks;
+            }
             Err(e) => {
                 deps.audit(
                     id,
@@ -300,7 +319,6 @@ async fn freeze_source(
     freeze::freeze_role(source, &roles.source).await?;
     let ended = freeze::end_sessions(source, &roles.source).await?;
     clock.mark("source_frozen");
-    clock.save(deps, id).await?;
     Ok((ended, paused))
 }
 
@@ -359,6 +377,7 @@ struct Frozen<'a> {
 async fn drain_forward(
     deps: &Deps,
     spec: &MigrationSpec,
+    rep: &Replicator,
     position: &str,
     target: &tokio_postgres::Client,
     fault: Option<&str>,
@@ -372,6 +391,7 @@ async fn drain_forward(
     };
     match crate::drain::drain_to(
         deps,
+        rep,
         &spec.migration_id,
         position,
         limit,
@@ -430,14 +450,56 @@ async fn frozen_part(
     let position = rep.source_head().await?;
     clock.fact.position = Some(position.clone());
     clock.mark("position");
-    // Heroku's maintenance mode and scale-down run while the worker drains: they are for the
-    // users (a 503 page instead of errors), the role freeze is what stops the writes.
-    let drain = drain_forward(deps, spec, &position, target, fault);
+    // While the worker drains: Heroku's maintenance mode and scale-down (for the users: a 503
+    // page instead of errors; the role freeze is what stops the writes), the Redis live
+    // sync's drain (the proxy is paused with PgBouncer: every change the AWS fleet made is on
+    // Heroku Redis; the final marker carries them and ends the forward sync), and the
+    // endpoint's retarget: its tasks stay paused, so pointing them at the target early sends
+    // nothing there until the resume, which waits for the target to be writable; an undo
+    // points them back to the source as it resumes them.
+    let started = Utc::now();
+    let drain = async {
+        drain_forward(deps, spec, rep, &position, target, fault).await?;
+        Ok::<_, StepError>(Utc::now())
+    };
     let app_side = heroku_down(heroku, spec);
-    let (drained, heroku_done) = tokio::join!(drain, app_side);
+    let kv = async {
+        let Some(redis) = redis else {
+            return Ok::<_, StepError>(None);
+        };
+        let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+        redis.drain(&format!("{id}:cutover"), bound).await?;
+        Ok(Some(Utc::now()))
+    };
+    let retarget = async {
+        if !spec.proxied() {
+            return Ok::<_, StepError>(None);
+        }
+        // The tasks paused before the freeze, as listed then: no listing inside the freeze.
+        endpoint::converge(
+            deps,
+            spec,
+            paused,
+            Goal::Retarget(Backend::Target),
+            "ferry:cutover",
+        )
+        .await?;
+        Ok(Some(Utc::now()))
+    };
+    let (drained, heroku_done, kv_done, retargeted) = tokio::join!(drain, app_side, kv, retarget);
+    let mut marks = vec![("drained", drained?)];
     heroku_done?;
-    drained?;
-    clock.mark("drained");
+    if let Some(at) = kv_done? {
+        marks.extend([("redis_drain_started", started), ("redis_drained", at)]);
+    }
+    if let Some(at) = retargeted? {
+        marks.push(("endpoint_retargeted", at));
+    }
+    marks.sort_by_key(|(_, at)| *at);
+    clock
+        .fact
+        .timeline
+        .extend(marks.into_iter().map(|(n, at)| (n.to_string(), at)));
     let sequences = rep.sync_sequences(SEQUENCE_GAP).await?;
     clock.mark("sequences_synced");
     let counts = match spec.cutover.verify {
@@ -448,26 +510,6 @@ async fn frozen_part(
         clock.mark("counts_checked");
     }
     crate::fault(fault, "cutover:before_switch")?;
-    if let Some(redis) = redis {
-        // The Redis proxy is paused with PgBouncer: every change the AWS fleet made is on
-        // Heroku Redis; the final marker carries them and ends the forward sync.
-        clock.mark("redis_drain_started");
-        let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
-        redis.drain(&format!("{id}:cutover"), bound).await?;
-        clock.mark("redis_drained");
-    }
-    if spec.proxied() {
-        // The tasks paused before the freeze, as listed then: no listing inside the freeze.
-        endpoint::converge(
-            deps,
-            spec,
-            paused,
-            Goal::Retarget(Backend::Target),
-            "ferry:cutover",
-        )
-        .await?;
-        clock.mark("endpoint_retargeted");
-    }
     Ok((sequences, counts))
 }
 
@@ -548,12 +590,26 @@ async fn finish(
         }
         clock.mark("switched");
         clock.fact.state = CutoverState::Switched;
-        clock.save(deps, id).await?;
+        if spec.proxied() {
+            // The record and the unfreeze at once: until the resume nothing reaches the
+            // target (the endpoint is paused and is the app's only way there), so a crash
+            // before the record lands is undone like any other inside the freeze.
+            let (saved, unfrozen) = tokio::join!(
+                clock.save(deps, id),
+                freeze::unfreeze_role(target, &roles.target)
+            );
+            saved?;
+            unfrozen?;
+        } else {
+            clock.save(deps, id).await?;
+            freeze::unfreeze_role(target, &roles.target).await?;
+        }
+    } else {
+        freeze::unfreeze_role(target, &roles.target).await?;
     }
-    freeze::unfreeze_role(target, &roles.target).await?;
     clock.mark("target_writable");
     if spec.proxied() {
-        resume_on(deps, spec, Backend::Target, "cutover").await?;
+        resume_on(deps, spec, Backend::Target, "cutover", &clock.held).await?;
         clock.mark("endpoint_resumed");
     } else {
         for svc in &spec.cutover.ecs_services {
@@ -583,9 +639,15 @@ pub(crate) async fn resume_on(
     spec: &MigrationSpec,
     backend: Backend,
     step: &str,
+    held: &[EndpointTask],
 ) -> StepResult<()> {
     for attempt in 1..=2 {
-        let tasks = endpoint::live_tasks(deps, &spec.heroku.app).await?;
+        // First the tasks this attempt paused (no listing in the window; a task started since
+        // reads the state itself), then every live one.
+        let tasks = match attempt {
+            1 if !held.is_empty() => held.to_vec(),
+            _ => endpoint::live_tasks(deps, &spec.heroku.app).await?,
+        };
         let by = format!("ferry:{step}");
         match endpoint::converge(deps, spec, &tasks, Goal::Resume(backend), &by).await {
             Ok(_) => return Ok(()),

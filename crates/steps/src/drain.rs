@@ -5,13 +5,15 @@ use chrono::Utc;
 
 use crate::{Deps, StepResult};
 
-/// Commands the worker to apply every change up to `position` and waits at most `limit` for
+/// Commands the worker to apply every change up to `position` (waking it through the source,
+/// `ferry_pg::wake`) and waits at most `limit` for
 /// its heartbeat to say so (that command acknowledged, `drained_to` at `position`), polling
 /// every `drain_poll`: `Err(changes still waiting)` when it has not. The cutover's forward
 /// drain and the rollback's reverse one; `between` runs after the command is sent (a
 /// rehearsal fault).
 pub(crate) async fn drain_to<F>(
     deps: &Deps,
+    rep: &ferry_replicator::engine::Replicator,
     id: &str,
     position: &str,
     limit: std::time::Duration,
@@ -32,6 +34,11 @@ where
             Utc::now(),
         )
         .await?;
+    // The command is stored; the worker hears of it at once instead of at its next poll (a
+    // lost wake-up costs only that poll).
+    if let Err(e) = rep.wake_worker(id).await {
+        tracing::warn!(error = %e, "could not wake the worker; it reads the command at its next poll");
+    }
     between.await?;
     let deadline = std::time::Instant::now() + limit;
     loop {

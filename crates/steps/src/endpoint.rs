@@ -1,6 +1,8 @@
 //! The database endpoint, as the cutover and the rollback steer it: set a desired state for
-//! the app's endpoint and wait until every task that was live when it was set has reached it,
-//! within a bound. A task that answers with an error, stops heartbeating or does not answer in
+//! the app's endpoint, tell it to every task that listens on a control channel (signed, in
+//! parallel; `ferry_core::control`) and wait until every task that was live when it was set
+//! has reached it, within a bound: by their answers, or for tasks without a channel (or whose
+//! channel failed) by their reports in the state table. A task that answers with an error, stops heartbeating or does not answer in
 //! time fails the wait, naming the task; the caller then undoes.
 
 use std::time::{Duration, Instant};
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use ferry_core::{
     MigrationSpec,
+    control::{ControlReply, MIN_KEY},
     endpoint::{Backend, EndpointDesired, EndpointTask},
 };
 
@@ -52,6 +55,8 @@ pub async fn ready(
 ) -> StepResult<Vec<EndpointTask>> {
     let min = spec.endpoint.as_ref().map_or(1, |e| e.min_tasks) as usize;
     let live = live_tasks(deps, &spec.heroku.app).await?;
+    // Read now, not inside the window the app's queries are held in.
+    control_key(deps).await;
     let unavailable = |reason: String| StepError::EndpointUnavailable {
         app: spec.heroku.app.clone(),
         reason,
@@ -149,6 +154,7 @@ pub async fn converge(
 ) -> StepResult<EndpointDesired> {
     let (paused, backend) = goal.state();
     let pause_ms = u64::from(spec.cutover.pause_timeout_ms);
+    let t0 = Instant::now();
     let want = deps
         .endpoints
         .set_endpoint_desired(EndpointDesired {
@@ -166,8 +172,134 @@ pub async fn converge(
         Goal::Retarget(_) => RETARGET_LIMIT,
         Goal::Resume(_) => RESUME_LIMIT,
     };
-    wait(deps, spec, tasks, &want, goal, limit).await?;
+    let stored = t0.elapsed();
+    let deadline = Instant::now() + limit;
+    let rest = tell_all(deps, tasks, &want, goal, limit).await?;
+    let told = t0.elapsed();
+    if !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait(deps, spec, &rest, &want, goal, left).await?;
+    }
+    tracing::info!(
+        ?goal,
+        seq = want.seq,
+        tasks = tasks.len(),
+        through_table = rest.len(),
+        stored_ms = stored.as_millis() as u64,
+        told_ms = told.as_millis() as u64,
+        total_ms = t0.elapsed().as_millis() as u64,
+        "endpoint converged"
+    );
     Ok(want)
+}
+
+/// The control channel's key: read from SSM once per invocation ([`ready`] reads it, before
+/// anything is held). A key that cannot be read leaves the channel off (the table still
+/// works), with a warning.
+async fn control_key(deps: &Deps) -> Option<ferry_core::secret::Secret> {
+    if let Some(k) = deps.control_key.get() {
+        return k.clone();
+    }
+    let param = deps.settings.endpoint_control_key_param.as_ref()?;
+    let key = match deps.params.get(param).await {
+        Ok(k) if k.expose().len() >= MIN_KEY => Some(k),
+        Ok(_) => {
+            tracing::warn!(%param, "the endpoint control key has fewer than {MIN_KEY} characters; steering the endpoint through the state table only (store a random one: openssl rand -hex 32)");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the endpoint control key; steering the endpoint through the state table only");
+            None
+        }
+    };
+    deps.control_key.get_or_init(|| key).clone()
+}
+
+/// How long connecting to a task's control port may take (inside a VPC: well under a
+/// millisecond; a task that cannot be reached is waited for through the table instead).
+const CONNECT_LIMIT: Duration = Duration::from_millis(500);
+
+/// Sends `want` to every task that listens for it, in parallel, and takes their answers.
+/// Returns the tasks still to wait for through the table (no channel, not reached, refused).
+/// A task that answers it could not reach the state fails the wait.
+async fn tell_all(
+    deps: &Deps,
+    tasks: &[EndpointTask],
+    want: &EndpointDesired,
+    goal: Goal,
+    limit: Duration,
+) -> StepResult<Vec<EndpointTask>> {
+    let key = match control_key(deps).await {
+        Some(k) if tasks.iter().any(|t| t.control.is_some()) => k,
+        _ => return Ok(tasks.to_vec()),
+    };
+    let line = ferry_core::control::request_line(
+        key.expose().as_bytes(),
+        want,
+        // The wall clock, not the steps' (a test may drive that): the task checks the age
+        // against its own.
+        Utc::now().timestamp(),
+    );
+    let mut asked = tokio::task::JoinSet::new();
+    for (i, t) in tasks.iter().enumerate() {
+        if let Some(addr) = t.control.clone() {
+            let line = line.clone();
+            asked.spawn(async move { (i, tell(&addr, &line, limit).await) });
+        }
+    }
+    let mut done = vec![false; tasks.len()];
+    while let Some(joined) = asked.join_next().await {
+        let Ok((i, answer)) = joined else { continue };
+        let id = &tasks[i].task_id;
+        match answer {
+            Ok(ControlReply::Report(r)) if r.reached(want) => done[i] = true,
+            Ok(ControlReply::Report(r)) if r.seq >= want.seq => {
+                return Err(failed(goal, id, r.error.as_deref()));
+            }
+            Ok(ControlReply::Report(_)) => {}
+            Ok(ControlReply::Refused(why)) => {
+                tracing::warn!(task = %id, %why, "the endpoint task refused the control request; waiting for it through the state table");
+            }
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "the endpoint task's control channel did not answer; waiting for it through the state table");
+            }
+        }
+    }
+    Ok(tasks
+        .iter()
+        .zip(done)
+        .filter(|(_, d)| !d)
+        .map(|(t, _)| t.clone())
+        .collect())
+}
+
+/// One control request: connect, send the line, read the answer line, within `limit`.
+async fn tell(addr: &str, line: &str, limit: Duration) -> Result<ControlReply, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(CONNECT_LIMIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            format!(
+                "no connection to {addr} within {} ms",
+                CONNECT_LIMIT.as_millis()
+            )
+        })?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let exchange = async {
+        stream.set_nodelay(true)?;
+        stream.write_all(line.as_bytes()).await?;
+        let mut out = String::new();
+        tokio::io::BufReader::new(stream)
+            .take(ferry_core::control::MAX_LINE as u64 + 1)
+            .read_line(&mut out)
+            .await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let out = tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| format!("no answer from {addr} within {} ms", limit.as_millis()))?
+        .map_err(|e| format!("{addr}: {e}"))?;
+    serde_json::from_str(out.trim_end()).map_err(|e| format!("{addr} answered {e}"))
 }
 
 async fn wait(
@@ -238,6 +370,18 @@ pub async fn pause(
     by: &str,
 ) -> StepResult<Vec<EndpointTask>> {
     let tasks = ready(deps, spec, backend).await?;
+    pause_tasks(deps, spec, tasks, backend, by).await
+}
+
+/// Pauses `tasks` (from [`ready`]) on `backend`; a pause that fails is released before the
+/// error is returned.
+pub async fn pause_tasks(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    tasks: Vec<EndpointTask>,
+    backend: Backend,
+    by: &str,
+) -> StepResult<Vec<EndpointTask>> {
     if let Err(e) = converge(deps, spec, &tasks, Goal::Pause(backend), by).await {
         release(deps, spec, backend, by).await?;
         return Err(e);

@@ -132,6 +132,17 @@ impl CutoverFact {
     pub fn paused_ms(&self) -> Option<i64> {
         self.window_ms("endpoint_pause_requested", "endpoint_resumed")
     }
+
+    /// The rollback's write freeze: the target frozen → the source writable again.
+    pub fn rollback_freeze_ms(&self) -> Option<i64> {
+        self.window_ms("target_frozen", "source_writable")
+    }
+
+    /// How long the rollback's endpoint held the app's queries: first pause asked → every
+    /// task resumed on the source.
+    pub fn rollback_paused_ms(&self) -> Option<i64> {
+        self.window_ms("rollback_pause_requested", "rollback_resumed")
+    }
 }
 
 /// Reads a fact.

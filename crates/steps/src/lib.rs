@@ -65,6 +65,10 @@ pub struct Settings {
     /// Rehearsals only: an SSM prefix under which `<prefix><migration id>` may name a fault
     /// for that migration (so one rehearsal bed can inject a fault into one migration).
     pub fault_prefix: Option<String>,
+    /// SSM SecureString with the endpoint control channel's key (`ferry_core::control`):
+    /// when set, the cutover and the rollback tell the endpoint's tasks each step directly
+    /// and take their answers; the state table stays the record and the fallback.
+    pub endpoint_control_key_param: Option<String>,
     /// How often the cutover polls the worker while it drains and the endpoint's tasks while
     /// they pause, switch and resume (each poll is one DynamoDB read; it runs for about a
     /// second).
@@ -95,6 +99,8 @@ impl Settings {
             ),
             fault: var("FERRY_INJECT_FAULT").filter(|v| !v.is_empty()),
             fault_prefix: var("FERRY_REHEARSAL_FAULT_PREFIX").filter(|v| !v.is_empty()),
+            endpoint_control_key_param: var("FERRY_ENDPOINT_CONTROL_KEY_PARAM")
+                .filter(|v| !v.is_empty()),
             drain_poll: Duration::from_millis(
                 var("FERRY_DRAIN_POLL_MS")
                     .and_then(|v| v.parse().ok())
@@ -137,6 +143,8 @@ pub struct Deps {
     pub clock: Arc<dyn ferry_core::clock::Clock>,
     /// Deployment settings.
     pub settings: Settings,
+    /// The endpoint control channel's key, read once per invocation (`None` inside: off).
+    pub control_key: Arc<std::sync::OnceLock<Option<ferry_core::secret::Secret>>>,
 }
 
 impl std::fmt::Debug for Deps {

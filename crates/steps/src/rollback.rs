@@ -295,58 +295,38 @@ async fn database_back(
     let proxy = spec.proxied();
     // Redis sessions opened before anything is frozen.
     let mut redis = crate::redis_switch::open(deps, spec, Backend::Target).await?;
+    // This attempt's marks; kept in the cutover fact once it succeeds.
+    let mut marks: Vec<(String, chrono::DateTime<Utc>)> = Vec::new();
+    let mut mark = |name: &str| marks.push((name.to_string(), Utc::now()));
     // A pause that fails is resumed and retried later (nothing frozen).
     let paused = if proxy {
-        endpoint::pause(deps, spec, Backend::Target, "ferry:rollback").await?
+        let tasks = endpoint::ready(deps, spec, Backend::Target).await?;
+        mark("rollback_pause_requested");
+        endpoint::pause_tasks(deps, spec, tasks, Backend::Target, "ferry:rollback").await?
     } else {
+        mark("rollback_pause_requested");
         Vec::new()
     };
+    mark("rollback_paused");
     freeze::freeze_role(target, &roles.target).await?;
+    mark("target_frozen");
     freeze::end_sessions(target, &roles.target).await?;
     let capture = cutover::installed_capture(source).await?;
     let rep = cutover::replicator(deps, spec, source_url, target_url, capture).await?;
     let position = rep.source_head().await?;
-    let limit = Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds) * 4);
-    let drained = crate::drain::drain_to(deps, id, &position, limit, "ferry:rollback", async {
-        Ok(())
-    })
-    .await?;
-    if let Err(waiting) = drained {
+    // Whatever fails from here to the retarget leaves the app on the target: writable there
+    // again, held queries run there.
+    if let Err(e) = drain_and_retarget(deps, spec, &rep, &position, redis.as_mut(), &paused).await {
         freeze::unfreeze_role(target, &roles.target).await?;
         if proxy {
             endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
         }
-        return Err(StepError::ReverseBehind { waiting });
+        return Err(e);
     }
+    mark("rollback_drained");
     // Sequences on the source must be past anything the target handed out.
     ferry_replicator::verify::sync_sequences(target, source, SEQUENCE_GAP).await?;
-    // ElastiCache's writes back on Heroku Redis (the reverse sync drained and ended).
-    if let Some(r) = redis.as_mut() {
-        let bound = Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
-        if let Err(e) = r.drain(&format!("{id}:rollback"), bound).await {
-            tracing::error!(error = %e, "the Redis reverse sync did not drain; staying on the target");
-            freeze::unfreeze_role(target, &roles.target).await?;
-            endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
-            return Err(StepError::ReverseBehind { waiting: 0 });
-        }
-    }
-    if proxy {
-        // The tasks paused before the target froze: no listing while it is frozen.
-        if let Err(e) = endpoint::converge(
-            deps,
-            spec,
-            &paused,
-            Goal::Retarget(Backend::Source),
-            "ferry:rollback",
-        )
-        .await
-        {
-            // Still on the target: writable there again, held queries run there.
-            freeze::unfreeze_role(target, &roles.target).await?;
-            endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
-            return Err(e);
-        }
-    } else {
+    if !proxy {
         // The URL read from SSM when the rollback began: no parameter read while the target
         // is frozen.
         deps.params
@@ -358,18 +338,73 @@ async fn database_back(
             }
         }
     }
+    mark("rollback_retargeted");
     freeze::unfreeze_role(source, &roles.source).await?;
+    mark("source_writable");
     if proxy {
-        cutover::resume_on(deps, spec, Backend::Source, "rollback").await?;
+        cutover::resume_on(deps, spec, Backend::Source, "rollback", &paused).await?;
+        mark("rollback_resumed");
     }
     let mut fact: CutoverFact = facts::get(store, id, facts::CUTOVER)
         .await?
         .unwrap_or_default();
     let old = fact.clone();
     fact.state = CutoverState::RolledBack;
+    fact.timeline.extend(marks);
     fact.timeline.push(("rolled_back".into(), Utc::now()));
     facts::swap(store, id, facts::CUTOVER, Some(&old), &fact).await?;
     Ok(())
+}
+
+/// Inside the target's freeze, at once: the reverse stream drained to `position`, (with
+/// `redis`) the reverse Redis sync drained, and (proxy mode) the endpoint's tasks pointed at
+/// the source — still paused, so nothing runs there before the source is writable.
+async fn drain_and_retarget(
+    deps: &Deps,
+    spec: &ferry_core::MigrationSpec,
+    rep: &ferry_replicator::engine::Replicator,
+    position: &str,
+    redis: Option<&mut crate::redis_switch::Sides>,
+    paused: &[ferry_core::endpoint::EndpointTask],
+) -> StepResult<()> {
+    let id = &spec.migration_id;
+    let limit = Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds) * 4);
+    let drain = crate::drain::drain_to(deps, rep, id, position, limit, "ferry:rollback", async {
+        Ok(())
+    });
+    // ElastiCache's writes back on Heroku Redis (the reverse sync drains and ends).
+    let kv = async {
+        let Some(r) = redis else { return Ok(()) };
+        let bound = Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+        r.drain(&format!("{id}:rollback"), bound)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(error = %e, "the Redis reverse sync did not drain; staying on the target");
+                StepError::ReverseBehind { waiting: 0 }
+            })
+    };
+    let retarget = async {
+        if !spec.proxied() {
+            return Ok(());
+        }
+        // The tasks paused before the target froze: no listing while it is frozen.
+        endpoint::converge(
+            deps,
+            spec,
+            paused,
+            Goal::Retarget(Backend::Source),
+            "ferry:rollback",
+        )
+        .await
+        .map(|_| ())
+    };
+    let (drained, kv_done, retargeted) = tokio::join!(drain, kv, retarget);
+    if let Err(waiting) = drained? {
+        return Err(StepError::ReverseBehind { waiting });
+    }
+    kv_done?;
+    retargeted
 }
 
 #[cfg(test)]

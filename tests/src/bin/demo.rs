@@ -93,24 +93,25 @@ async fn main() -> anyhow::Result<()> {
         destination_stack: true,
         ..Options::default()
     };
-    let (status, report) = rehearse(&options, &report_dir).await?;
+    let (status, report) = rehearse(&options, &report_dir, Plan::default()).await?;
     if status != ExecutionStatus::Succeeded || report.lost > 0 {
         bail!("the rehearsal did not end well: see the report");
     }
     Ok(())
 }
 
-/// `make bench-cutover`: the happy path `runs` times through the endpoint (proxy mode) and
-/// `BENCH_REDEPLOY_RUNS` times (default 3) in redeploy mode, under the same load; per run and
-/// p50/max: failed requests, request latency p99/max over the cutover minute, the endpoint's
-/// paused window, the write freeze, requests still reaching Heroku after the cutover. Written
-/// to BENCH_OUT (markdown).
+/// `make bench-cutover`: the happy path `runs` times through the endpoint (proxy mode, the
+/// floor measured at each run's cutover gate), `BENCH_ROLLBACK_RUNS` times (default 3) with
+/// the finish gate rejected (the rollback's own window), and `BENCH_REDEPLOY_RUNS` times
+/// (default 0) in redeploy mode, under the same load (DEMO_ROWS rows, default 1.5 M; Redis on
+/// unless BENCH_REDIS=off); per run and p50/max: failed requests, request latency p99/max over
+/// the cutover minute, the endpoint's paused window, the write freeze, the floor, requests
+/// still reaching Heroku after the cutover. Written to BENCH_OUT (markdown).
 async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
     let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "docs/benchmarks-cutover.md".into());
-    let redeploy_runs: usize = env_num("BENCH_REDEPLOY_RUNS", 3);
     let redeploy_seconds: u32 = env_num("DEMO_REDEPLOY_SECONDS", 60);
     let base = Options {
-        rows: env_num("DEMO_ROWS", 100_000),
+        rows: env_num("DEMO_ROWS", 1_500_000),
         steps: vec![50, 100],
         canary_interval_seconds: 1,
         rollback_window_seconds: 1,
@@ -121,35 +122,72 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
         dns_ttl_seconds: 1,
         parallelism: 2,
         capture: ferry_core::spec::CaptureMode::Trigger,
-        redis_db: None,
+        redis_db: match std::env::var("BENCH_REDIS").as_deref() {
+            Ok("off") => None,
+            Ok("on") | Err(_) => Some(0),
+            Ok(other) => bail!("BENCH_REDIS={other:?}: use on or off"),
+        },
         ..Options::default()
     };
-    let mut results: Vec<(EndpointMode, Vec<Report>)> = Vec::new();
-    for (mode, n) in [
-        (EndpointMode::Proxy, runs),
-        (EndpointMode::Redeploy, redeploy_runs),
-    ] {
+    let kinds = [
+        (
+            RunKind::Proxy,
+            runs,
+            Plan {
+                floor: true,
+                roll_back: false,
+            },
+        ),
+        (
+            RunKind::Rollback,
+            env_num("BENCH_ROLLBACK_RUNS", 3),
+            Plan {
+                floor: false,
+                roll_back: true,
+            },
+        ),
+        (
+            RunKind::Redeploy,
+            env_num("BENCH_REDEPLOY_RUNS", 0),
+            Plan::default(),
+        ),
+    ];
+    let mut results: Vec<(RunKind, Vec<Report>)> = Vec::new();
+    for (kind, n, plan) in kinds {
+        if n == 0 {
+            continue;
+        }
         let options = Options {
-            endpoint: mode,
-            // The app must still run when the redeployed tasks come up.
-            rollback_window_seconds: match mode {
-                EndpointMode::Proxy => 1,
-                EndpointMode::Redeploy => redeploy_seconds + 10,
+            endpoint: match kind {
+                RunKind::Redeploy => EndpointMode::Redeploy,
+                _ => EndpointMode::Proxy,
+            },
+            rollback_window_seconds: match kind {
+                RunKind::Proxy => 1,
+                // Long enough for the finish gate to be rejected while it waits.
+                RunKind::Rollback => 300,
+                // The app must still run when the redeployed tasks come up.
+                RunKind::Redeploy => redeploy_seconds + 10,
             },
             ..base.clone()
         };
         let mut reports = Vec::new();
         for i in 1..=n {
-            let dir = std::env::temp_dir().join(format!("ferry-bench-cutover-{mode:?}-{i}"));
-            let (status, report) = rehearse(&options, &dir).await?;
-            println!("{mode:?} run {i}/{n}: {status:?}, {}", report.one_line());
-            if status != ExecutionStatus::Succeeded || report.lost > 0 || report.freeze_ms.is_none()
-            {
-                bail!("{mode:?} run {i} did not end well: {}", dir.display());
+            let dir = std::env::temp_dir().join(format!("ferry-bench-cutover-{kind:?}-{i}"));
+            let (status, report) = rehearse(&options, &dir, plan).await?;
+            println!("{kind:?} run {i}/{n}: {status:?}, {}", report.one_line());
+            let ended_well = match kind {
+                RunKind::Rollback => {
+                    status == ExecutionStatus::Failed && report.rollback_paused_ms.is_some()
+                }
+                _ => status == ExecutionStatus::Succeeded && report.freeze_ms.is_some(),
+            };
+            if !ended_well || report.lost > 0 {
+                bail!("{kind:?} run {i} did not end well: {}", dir.display());
             }
             reports.push(report);
         }
-        results.push((mode, reports));
+        results.push((kind, reports));
     }
     let md = bench_markdown(&base, &results, redeploy_seconds)?;
     std::fs::write(&out, &md)?;
@@ -158,37 +196,54 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The benchmark's table: one row per measure, p50 and max per mode.
+/// The runs of the cutover benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunKind {
+    /// Happy path through the endpoint.
+    Proxy,
+    /// Through the endpoint, then rolled back in the window: its figures are the rollback's.
+    Rollback,
+    /// DATABASE_URL rewritten and the app's service redeployed.
+    Redeploy,
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The benchmark's table: one row per measure, p50 and max per kind of run.
 fn bench_markdown(
     base: &Options,
-    results: &[(EndpointMode, Vec<Report>)],
+    results: &[(RunKind, Vec<Report>)],
     redeploy_seconds: u32,
 ) -> anyhow::Result<String> {
-    let pct = |mut v: Vec<f64>, p: f64| {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_by(f64::total_cmp);
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
-    };
     let mut md = String::new();
     writeln!(md, "# Cutover benchmark (`make bench-cutover`)\n")?;
     writeln!(
         md,
-        "Happy-path migrations on the local bed (PostgreSQL {} → {}, {} event rows, trigger capture). The app runs as real ones do: DATABASE_URL read once at boot, {} pooled connections per instance with named prepared statements, {} writes/s + {} reads/s, each request on its own task (a held query does not hold the next one back). Proxy mode: the AWS instance reaches the database through two PgBouncer 1.24 endpoint tasks behind a TCP balancer. Redeploy mode: the cutover rewrites DATABASE_URL and forces an ECS deployment of the app's service; the rehearsal replaces the AWS instance {redeploy_seconds} s after the deployment is created (Fargate provisioning, image pull, boot and two health checks take about a minute on AWS), and until then the old instance keeps the URL it booted with. Measured {}.\n",
+        "Happy-path migrations on the local bed (PostgreSQL {} → {}, {} event rows, trigger capture{}). The app runs as real ones do: DATABASE_URL (and REDIS_URL) read once at boot, {} pooled connections per instance with named prepared statements, {} writes/s + {} reads/s, each request on its own task (a held query does not hold the next one back). Proxy: the AWS instance reaches the database through two PgBouncer 1.24 endpoint tasks (each with its Redis proxy) behind a TCP balancer; the cutover tells them each step over their control channel. Rollback: the same, then the finish gate rejected, so the rollback's own window is measured (its row values are the rollback's: paused window, write freeze). Floor: at the cutover gate, just before the approval, the same code pauses every task and resumes it with nothing between. Redeploy: the cutover rewrites DATABASE_URL and forces an ECS deployment of the app's service; the rehearsal replaces the AWS instance {redeploy_seconds} s after the deployment is created. Measured {}.\n",
         ferry_tests::bed_var("FERRY_BED_SOURCE_VERSION"),
         ferry_tests::bed_var("FERRY_BED_TARGET_VERSION"),
         base.rows,
+        if base.redis_db.is_some() {
+            ", Redis on"
+        } else {
+            ""
+        },
         5,
         base.writes_per_second,
         base.reads_per_second,
         Utc::now().format("%Y-%m-%d")
     )?;
     write!(md, "| measure |")?;
-    for (mode, reports) in results {
+    for (kind, reports) in results {
         write!(
             md,
-            " {mode:?} p50 | {mode:?} max ({} runs) |",
+            " {kind:?} p50 | {kind:?} max ({} runs) |",
             reports.len()
         )?;
     }
@@ -198,43 +253,63 @@ fn bench_markdown(
         "| --- |{} --- |",
         " ---: | ---: |".repeat(results.len())
     )?;
-    type Measure = (&'static str, fn(&Report) -> Option<f64>, &'static str);
-    let measures: [Measure; 6] = [
+    type Measure = (
+        &'static str,
+        fn(RunKind, &Report) -> Option<f64>,
+        &'static str,
+    );
+    let measures: [Measure; 8] = [
         (
             "failed requests",
-            |r| Some(r.app.failed as f64),
+            |_, r| Some(r.app.failed as f64),
             "0 in every run (proxy)",
         ),
         (
             "request latency p99, cutover minute (ms)",
-            |r| r.app.p99_ms,
+            |_, r| r.app.p99_ms,
             "—",
         ),
         (
             "request latency max, cutover minute (ms)",
-            |r| r.app.max_ms,
+            |_, r| r.app.max_ms,
             "—",
         ),
         (
             "endpoint paused window (ms)",
-            |r| r.paused_ms.map(|v| v as f64),
-            "p50 ≤ 500, max ≤ 1000",
+            |k, r| match k {
+                RunKind::Rollback => r.rollback_paused_ms.map(|v| v as f64),
+                _ => r.paused_ms.map(|v| v as f64),
+            },
+            "p50 ≤ 400, max ≤ 1000",
+        ),
+        (
+            "floor: endpoint paused and resumed alone (ms)",
+            |_, r| r.floor_ms.map(|v| v as f64),
+            "—",
         ),
         (
             "write freeze (ms)",
-            |r| r.freeze_ms.map(|v| v as f64),
-            "p50 ≤ 1000, max ≤ 3000",
+            |k, r| match k {
+                RunKind::Rollback => r.rollback_freeze_ms.map(|v| v as f64),
+                _ => r.freeze_ms.map(|v| v as f64),
+            },
+            "p50 ≤ 300",
         ),
         (
             "requests reaching Heroku after the cutover",
-            |r| Some(r.app.heroku_after as f64),
+            |_, r| Some(r.app.heroku_after as f64),
             "0",
+        ),
+        (
+            "emulator state-table round trip, p50 within 30 s of the freeze (ms)",
+            |_, r| r.store_rtt_ms.map(|(p50, _)| p50),
+            "DynamoDB: a few ms",
         ),
     ];
     for (name, get, goal) in measures {
         write!(md, "| {name} |")?;
-        for (_, reports) in results {
-            let v: Vec<f64> = reports.iter().filter_map(get).collect();
+        for (kind, reports) in results {
+            let v: Vec<f64> = reports.iter().filter_map(|r| get(*kind, r)).collect();
             let cell = |x: f64| {
                 if x.is_nan() {
                     "—".to_string()
@@ -252,17 +327,27 @@ fn bench_markdown(
         writeln!(md, " {goal} |")?;
     }
     writeln!(md, "\nPer run:\n")?;
-    for (mode, reports) in results {
+    for (kind, reports) in results {
         for (i, r) in reports.iter().enumerate() {
-            writeln!(md, "- {mode:?} {}: {}", i + 1, r.one_line())?;
+            writeln!(md, "- {kind:?} {}: {}", i + 1, r.one_line())?;
         }
     }
     Ok(md)
 }
 
+/// What a run does beside the migration.
+#[derive(Debug, Clone, Copy, Default)]
+struct Plan {
+    /// Measure the endpoint's floor at the cutover gate.
+    floor: bool,
+    /// Reject the finish gate: roll back in the window.
+    roll_back: bool,
+}
+
 async fn rehearse(
     options: &Options,
     report_dir: &std::path::Path,
+    plan: Plan,
 ) -> anyhow::Result<(ExecutionStatus, Report)> {
     let (rows, wps) = (options.rows, options.writes_per_second);
     let t0 = Instant::now();
@@ -317,15 +402,52 @@ async fn rehearse(
     let exec = r.start_with_cli(&r.id);
     let started_at = Utc::now();
 
-    // Approvals, as a person would click them (the rollback window is left to time out).
+    // Approvals, as a person would click them (the rollback window is left to time out, or
+    // rejected for a rollback run). The floor is measured at the cutover gate, just before
+    // the approval, under the same load.
+    let floor = Arc::new(std::sync::Mutex::new(None::<i64>));
     let gates = {
         let (approver, id, exec) = (approver.clone(), r.id.clone(), exec.clone());
+        let steer = match plan.floor {
+            true => Some((r.steps_deps().await, r.spec())),
+            false => None,
+        };
+        let (floor, roll_back) = (floor.clone(), plan.roll_back);
         tokio::spawn(async move {
+            let limit = Duration::from_secs(1800);
             for gate in [Gate::ShiftTraffic, Gate::Cutover] {
-                let answer = approver
-                    .decide(&id, &exec, gate, true, Duration::from_secs(1800))
-                    .await;
+                approver.wait_pending(&id, &exec, gate, limit).await;
+                if let (Gate::Cutover, Some((deps, spec))) = (gate, &steer) {
+                    let ms = Rehearsal::endpoint_floor(deps, spec).await;
+                    println!("\n  floor: the endpoint paused and resumed alone in {ms} ms");
+                    *floor.lock().expect("floor") = Some(ms);
+                }
+                let answer = approver.decide(&id, &exec, gate, true, limit).await;
                 println!("\n  approved {gate} (Slack, signed): {answer}");
+            }
+            if roll_back {
+                let answer = approver
+                    .decide(&id, &exec, Gate::Finish, false, limit)
+                    .await;
+                println!("\n  rejected {} (Slack, signed): {answer}", Gate::Finish);
+            }
+        })
+    };
+
+    // The emulator's state-table round trip, sampled every 200 ms while it runs: what each
+    // of the cutover's store calls costs here, beside DynamoDB's few milliseconds.
+    let rtt_samples = Arc::new(std::sync::Mutex::new(Vec::<(DateTime<Utc>, f64)>::new()));
+    let sampler = {
+        let (store, id, out) = (r.store.clone(), r.id.clone(), rtt_samples.clone());
+        tokio::spawn(async move {
+            use ferry_core::MigrationStore;
+            loop {
+                let t = Instant::now();
+                if store.progress(&id).await.is_ok() {
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    out.lock().expect("rtt").push((Utc::now(), ms));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
     };
@@ -405,6 +527,7 @@ async fn rehearse(
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     gates.abort();
+    sampler.abort();
     app.shutdown();
     scheduler.shutdown();
     runner.shutdown();
@@ -426,6 +549,20 @@ async fn rehearse(
     )
     .await
     .context("write the report")?;
+    report.floor_ms = *floor.lock().expect("floor");
+    if plan.roll_back
+        && let Some(fact) = ferry_steps::facts::get::<ferry_steps::facts::CutoverFact>(
+            r.store.as_ref(),
+            &r.id,
+            ferry_steps::facts::CUTOVER,
+        )
+        .await?
+    {
+        report.rollback_paused_ms = fact.rollback_paused_ms();
+        report.rollback_freeze_ms = fact.rollback_freeze_ms();
+        report.window_at = fact.at("target_frozen");
+    }
+    report.store_rtt_ms = store_rtt(&rtt_samples.lock().expect("rtt"), report.window_at);
     if let (Some(run), Some(sides)) = (redis, r.redis.clone()) {
         // Where the app ended: ElastiCache after a completed migration, Heroku otherwise.
         let ended_on = if status == ExecutionStatus::Succeeded {
@@ -481,12 +618,49 @@ struct Report {
     paused_ms: Option<i64>,
     gap_ms: f64,
     app: AppFigures,
+    /// The endpoint paused and resumed alone, at the cutover gate.
+    floor_ms: Option<i64>,
+    /// A rollback run's paused window and write freeze.
+    rollback_paused_ms: Option<i64>,
+    rollback_freeze_ms: Option<i64>,
+    /// When the source froze (the cutover minute is around it).
+    window_at: Option<DateTime<Utc>>,
+    /// The emulator's state-table round trip (GetItem) within 30 s of the freeze: p50, max.
+    store_rtt_ms: Option<(f64, f64)>,
+}
+
+/// p50 and max of the round trips sampled within 30 s of `at`.
+fn store_rtt(samples: &[(DateTime<Utc>, f64)], at: Option<DateTime<Utc>>) -> Option<(f64, f64)> {
+    let at = at?;
+    let near: Vec<f64> = samples
+        .iter()
+        .filter(|(t, _)| (*t - at).num_seconds().abs() <= 30)
+        .map(|(_, ms)| *ms)
+        .collect();
+    (!near.is_empty()).then(|| (pct(near.clone(), 0.5), pct(near, 1.0)))
 }
 
 impl Report {
     fn one_line(&self) -> String {
+        let ms = |v: Option<i64>| v.map_or("-".into(), |v| v.to_string());
+        let mut extra = String::new();
+        if self.floor_ms.is_some() {
+            extra.push_str(&format!(", floor {} ms", ms(self.floor_ms)));
+        }
+        if let Some((p50, max)) = self.store_rtt_ms {
+            extra.push_str(&format!(
+                ", emulator state-table round trip p50 {p50:.0} ms max {max:.0} ms"
+            ));
+        }
+        if self.rollback_paused_ms.is_some() || self.rollback_freeze_ms.is_some() {
+            extra.push_str(&format!(
+                ", rollback paused {} ms, rollback freeze {} ms",
+                ms(self.rollback_paused_ms),
+                ms(self.rollback_freeze_ms)
+            ));
+        }
         format!(
-            "failed {} of {} requests, p99 {} ms, max {} ms in the cutover minute, paused {} ms, freeze {} ms, write gap {:.0} ms, {} to Heroku after the cutover, lost {}",
+            "failed {} of {} requests, p99 {} ms, max {} ms in the cutover minute, paused {} ms, freeze {} ms, write gap {:.0} ms, {} to Heroku after the cutover, lost {}{extra}",
             self.app.failed,
             self.app.requests,
             self.app.p99_ms.map_or("-".into(), |v| format!("{v:.0}")),
@@ -604,7 +778,11 @@ async fn build_report(
     let figures = app_figures(app, frozen_at);
     let (gap, gap_at) = app.longest_gap();
     let acked = app.acked();
-    let client = r.target.connect().await?;
+    // The final database: RDS after a completed migration, Heroku after a rollback.
+    let client = match status {
+        ExecutionStatus::Succeeded => r.target.connect().await?,
+        _ => r.source_admin.connect().await?,
+    };
     let present: Vec<i64> = client
         .query("SELECT id FROM orders WHERE id = ANY($1)", &[&acked])
         .await?
@@ -817,6 +995,11 @@ async fn build_report(
         paused_ms,
         gap_ms: gap.as_secs_f64() * 1000.0,
         app: figures,
+        floor_ms: None,
+        rollback_paused_ms: None,
+        rollback_freeze_ms: None,
+        window_at: frozen_at,
+        store_rtt_ms: None,
     })
 }
 
