@@ -608,15 +608,19 @@ impl Rehearsal {
 
     /// The floor of the cutover's paused window: the endpoint's tasks (PgBouncer and the
     /// Redis proxy) paused and resumed on the source by the same code and channel the cutover
-    /// uses, with nothing between. Milliseconds from the pause asked to every task resumed.
-    pub async fn endpoint_floor(deps: &ferry_steps::Deps, spec: &ferry_core::MigrationSpec) -> i64 {
+    /// uses, with nothing between. Milliseconds from the pause asked to every task resumed,
+    /// and the longest hold a task reported.
+    pub async fn endpoint_floor(
+        deps: &ferry_steps::Deps,
+        spec: &ferry_core::MigrationSpec,
+    ) -> (i64, Option<i64>) {
         use ferry_core::endpoint::Backend;
         use ferry_steps::endpoint::{self, Goal};
         let t0 = chrono::Utc::now();
         let tasks = endpoint::pause(deps, spec, Backend::Source, "rehearsal:floor")
             .await
             .expect("floor: pause");
-        endpoint::converge(
+        let done = endpoint::converge(
             deps,
             spec,
             &tasks,
@@ -625,7 +629,10 @@ impl Rehearsal {
         )
         .await
         .expect("floor: resume");
-        (chrono::Utc::now() - t0).num_milliseconds()
+        (
+            (chrono::Utc::now() - t0).num_milliseconds(),
+            done.longest_hold_ms(),
+        )
     }
 
     /// Asks the cutover of this migration to fail at `point` (a rehearsal fault).

@@ -218,6 +218,12 @@ async fn happy_path_moves_the_app_with_no_lost_write() {
         cutover.at("endpoint_resumed").expect("resumed mark"),
     );
     assert!(resumed_at > paused_at, "{:?}", cutover.timeline);
+    // The tasks' own hold (PAUSE sent → RESUME done) lies inside the control plane's window.
+    let held = cutover.held_ms.expect("the tasks reported their hold");
+    assert!(
+        held > 0 && held <= paused,
+        "held {held} ms, window {paused} ms"
+    );
     // The canary held 100% for the resolvers' TTL before the cutover gate, so no user still
     // had Heroku's answer cached when the source froze.
     let frozen = cutover.at("source_frozen").expect("frozen");

@@ -113,6 +113,27 @@ pub struct EndpointTask {
     /// when its control channel is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
+    /// The task's current or last hold of the app's queries, on its own clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+}
+
+/// How long a task held the app's queries: PgBouncer's `PAUSE` sent (new transactions wait
+/// from then) → `RESUME` done; what the app saw, without the control plane's own round trips
+/// before the first pause and after the last resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// When the pause was sent.
+    pub from: DateTime<Utc>,
+    /// When the resume was done; none while held.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl Hold {
+    /// Milliseconds held, once resumed.
+    pub fn ms(&self) -> Option<i64> {
+        Some((self.to? - self.from).num_milliseconds())
+    }
 }
 
 /// The Redis proxy of an endpoint task, as it reports it.
@@ -202,6 +223,7 @@ mod tests {
             target_param: "/t".into(),
             redis: None,
             control: None,
+            hold: None,
         }
     }
 

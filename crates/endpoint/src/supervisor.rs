@@ -369,6 +369,8 @@ struct Task<'a> {
     redis: Option<RedisSide>,
     /// Where the control channel is reached, if on.
     control: Option<String>,
+    /// The current or last hold of the app's queries.
+    hold: Option<ferry_core::endpoint::Hold>,
 }
 
 /// The URLs read again from SSM (PostgreSQL's, and the Redis proxy's when it runs).
@@ -630,6 +632,7 @@ impl<'a> Task<'a> {
             checked: None,
             redis: start_redis(s, params, &client_tls, &want).await?,
             control,
+            hold: None,
         };
         if want.paused {
             // No client yet: the pause is immediate.
@@ -640,6 +643,10 @@ impl<'a> Task<'a> {
                 )
                 .await?;
             task.now.paused = true;
+            task.hold = Some(ferry_core::endpoint::Hold {
+                from: Utc::now(),
+                to: None,
+            });
         }
         tracing::info!(task = %s.task_id, version = %task.version, backend = %want.backend, paused = want.paused, "endpoint task up");
         Ok((task, child))
@@ -682,7 +689,12 @@ impl<'a> Task<'a> {
                 // connections a read-only session). A pause that timed out resumed already.
                 if !want.paused && self.now.paused {
                     match self.console.resume(&self.admin).await {
-                        Ok(()) => self.now.paused = false,
+                        Ok(()) => {
+                            self.now.paused = false;
+                            if let Some(h) = self.hold.as_mut() {
+                                h.to = Some(Utc::now());
+                            }
+                        }
                         Err(r) => {
                             tracing::error!(error = %r, "could not resume after a failed change")
                         }
@@ -699,6 +711,7 @@ impl<'a> Task<'a> {
         if pause_needed && !self.now.paused {
             // PgBouncer and the Redis proxy pause together; both paused or neither (a failed
             // pause resumed itself, the other one is resumed here).
+            let since = Utc::now();
             let (console, admin, redis) = (&self.console, &mut self.admin, self.redis.as_ref());
             let (pg, kv) = tokio::join!(console.pause(admin, limit), async {
                 match redis {
@@ -722,6 +735,10 @@ impl<'a> Task<'a> {
             }
             pg?;
             self.now.paused = true;
+            self.hold = Some(ferry_core::endpoint::Hold {
+                from: since,
+                to: None,
+            });
         }
         if want.backend != self.now.backend {
             self.retarget(want.backend).await?;
@@ -732,6 +749,9 @@ impl<'a> Task<'a> {
                 r.proxy.resume();
             }
             self.now.paused = false;
+            if let Some(h) = self.hold.as_mut() {
+                h.to = Some(Utc::now());
+            }
         }
         Ok(())
     }
@@ -977,6 +997,7 @@ impl<'a> Task<'a> {
                     target_param: rs.target_param.clone(),
                 }),
             control: self.control.clone(),
+            hold: self.hold,
         }
     }
 }

@@ -48,6 +48,11 @@ pub struct Output {
     /// Endpoint pause asked → every endpoint task resumed (proxy mode), in milliseconds: how
     /// long the app's queries were held.
     pub paused_ms: Option<i64>,
+    /// The longest time one endpoint task held the app's queries (PgBouncer PAUSE sent →
+    /// RESUME done, on the task's clock), in milliseconds: what the app saw, without the
+    /// control plane's round trips before the first pause and after the last resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_ms: Option<i64>,
     /// The source position drained to.
     pub position: String,
     /// Sequences set on the target.
@@ -63,6 +68,7 @@ impl Output {
         Self {
             freeze_ms: fact.freeze_ms().unwrap_or(-1),
             paused_ms: fact.paused_ms(),
+            held_ms: fact.held_ms,
             position: fact.position.clone().unwrap_or_default(),
             sequences: fact.sequences,
             counts_checked: fact.counts_checked,
@@ -609,7 +615,7 @@ async fn finish(
     }
     clock.mark("target_writable");
     if spec.proxied() {
-        resume_on(deps, spec, Backend::Target, "cutover", &clock.held).await?;
+        clock.fact.held_ms = resume_on(deps, spec, Backend::Target, "cutover", &clock.held).await?;
         clock.mark("endpoint_resumed");
     } else {
         for svc in &spec.cutover.ecs_services {
@@ -631,7 +637,8 @@ async fn finish(
     Ok(Output::from_fact(&clock.fact))
 }
 
-/// After a switch: the endpoint resumes on `backend`. The data is there already, so a task
+/// After a switch: the endpoint resumes on `backend`; returns the longest hold a task
+/// reported. The data is there already, so a task
 /// that does not confirm is not a reason to go back: the state is set again once, and a task
 /// that still does not answer converges when it next reads it (a replaced task starts there).
 pub(crate) async fn resume_on(
@@ -640,7 +647,7 @@ pub(crate) async fn resume_on(
     backend: Backend,
     step: &str,
     held: &[EndpointTask],
-) -> StepResult<()> {
+) -> StepResult<Option<i64>> {
     for attempt in 1..=2 {
         // First the tasks this attempt paused (no listing in the window; a task started since
         // reads the state itself), then every live one.
@@ -650,7 +657,7 @@ pub(crate) async fn resume_on(
         };
         let by = format!("ferry:{step}");
         match endpoint::converge(deps, spec, &tasks, Goal::Resume(backend), &by).await {
-            Ok(_) => return Ok(()),
+            Ok(done) => return Ok(done.longest_hold_ms()),
             Err(e @ StepError::Store(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(attempt, error = %e, "endpoint resume on the {backend} not confirmed");
@@ -666,7 +673,7 @@ pub(crate) async fn resume_on(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Undoes a freeze that did not switch: source writable, the endpoint resumed on the source,

@@ -144,6 +144,26 @@ impl Goal {
     }
 }
 
+/// A desired state every task reached, and their reports saying so.
+#[derive(Debug, Clone)]
+pub struct Converged {
+    /// The state, as stored.
+    pub want: EndpointDesired,
+    /// Each task's report once it reached it.
+    pub reports: Vec<EndpointTask>,
+}
+
+impl Converged {
+    /// The longest time a task held the app's queries, in milliseconds (PAUSE sent → RESUME
+    /// done, on the task's clock), when the tasks report completed holds.
+    pub fn longest_hold_ms(&self) -> Option<i64> {
+        self.reports
+            .iter()
+            .filter_map(|r| r.hold.and_then(|h| h.ms()))
+            .max()
+    }
+}
+
 /// Sets the desired state for `goal` and waits for every task in `tasks` to reach it.
 pub async fn converge(
     deps: &Deps,
@@ -151,7 +171,7 @@ pub async fn converge(
     tasks: &[EndpointTask],
     goal: Goal,
     by: &str,
-) -> StepResult<EndpointDesired> {
+) -> StepResult<Converged> {
     let (paused, backend) = goal.state();
     let pause_ms = u64::from(spec.cutover.pause_timeout_ms);
     let t0 = Instant::now();
@@ -174,11 +194,11 @@ pub async fn converge(
     };
     let stored = t0.elapsed();
     let deadline = Instant::now() + limit;
-    let rest = tell_all(deps, tasks, &want, goal, limit).await?;
+    let (rest, mut reports) = tell_all(deps, tasks, &want, goal, limit).await?;
     let told = t0.elapsed();
     if !rest.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
-        wait(deps, spec, &rest, &want, goal, left).await?;
+        reports.extend(wait(deps, spec, &rest, &want, goal, left).await?);
     }
     tracing::info!(
         ?goal,
@@ -190,7 +210,7 @@ pub async fn converge(
         total_ms = t0.elapsed().as_millis() as u64,
         "endpoint converged"
     );
-    Ok(want)
+    Ok(Converged { want, reports })
 }
 
 /// The control channel's key: read from SSM once per invocation ([`ready`] reads it, before
@@ -220,18 +240,19 @@ async fn control_key(deps: &Deps) -> Option<ferry_core::secret::Secret> {
 const CONNECT_LIMIT: Duration = Duration::from_millis(500);
 
 /// Sends `want` to every task that listens for it, in parallel, and takes their answers.
-/// Returns the tasks still to wait for through the table (no channel, not reached, refused).
-/// A task that answers it could not reach the state fails the wait.
+/// Returns the tasks still to wait for through the table (no channel, not reached, refused)
+/// and the reports of those that reached it. A task that answers it could not reach the state
+/// fails the wait.
 async fn tell_all(
     deps: &Deps,
     tasks: &[EndpointTask],
     want: &EndpointDesired,
     goal: Goal,
     limit: Duration,
-) -> StepResult<Vec<EndpointTask>> {
+) -> StepResult<(Vec<EndpointTask>, Vec<EndpointTask>)> {
     let key = match control_key(deps).await {
         Some(k) if tasks.iter().any(|t| t.control.is_some()) => k,
-        _ => return Ok(tasks.to_vec()),
+        _ => return Ok((tasks.to_vec(), Vec::new())),
     };
     let line = ferry_core::control::request_line(
         key.expose().as_bytes(),
@@ -248,11 +269,15 @@ async fn tell_all(
         }
     }
     let mut done = vec![false; tasks.len()];
+    let mut reports = Vec::new();
     while let Some(joined) = asked.join_next().await {
         let Ok((i, answer)) = joined else { continue };
         let id = &tasks[i].task_id;
         match answer {
-            Ok(ControlReply::Report(r)) if r.reached(want) => done[i] = true,
+            Ok(ControlReply::Report(r)) if r.reached(want) => {
+                done[i] = true;
+                reports.push(*r);
+            }
             Ok(ControlReply::Report(r)) if r.seq >= want.seq => {
                 return Err(failed(goal, id, r.error.as_deref()));
             }
@@ -265,12 +290,13 @@ async fn tell_all(
             }
         }
     }
-    Ok(tasks
+    let rest = tasks
         .iter()
         .zip(done)
         .filter(|(_, d)| !d)
         .map(|(t, _)| t.clone())
-        .collect())
+        .collect();
+    Ok((rest, reports))
 }
 
 /// One control request: connect, send the line, read the answer line, within `limit`.
@@ -309,16 +335,17 @@ async fn wait(
     want: &EndpointDesired,
     goal: Goal,
     limit: Duration,
-) -> StepResult<()> {
+) -> StepResult<Vec<EndpointTask>> {
     let deadline = Instant::now() + limit;
     let stale = stale_after();
     loop {
         let reports = deps.endpoints.endpoint_tasks(&spec.heroku.app).await?;
         let now = Utc::now();
         let mut waiting = Vec::new();
+        let mut reached = Vec::new();
         for t in tasks {
             match reports.iter().find(|r| r.task_id == t.task_id) {
-                Some(r) if r.seq >= want.seq && r.reached(want) => {}
+                Some(r) if r.seq >= want.seq && r.reached(want) => reached.push(r.clone()),
                 Some(r) if r.seq >= want.seq => {
                     return Err(failed(goal, &r.task_id, r.error.as_deref()));
                 }
@@ -340,7 +367,7 @@ async fn wait(
             }
         }
         if waiting.is_empty() {
-            return Ok(());
+            return Ok(reached);
         }
         if Instant::now() >= deadline {
             let what = format!("no answer within {} ms", limit.as_millis());

@@ -107,6 +107,13 @@ pub struct CutoverFact {
     /// Tables whose row counts were compared inside the freeze.
     #[serde(default)]
     pub counts_checked: usize,
+    /// The longest time an endpoint task held the app's queries at the cutover (PAUSE sent →
+    /// RESUME done, on the task's clock), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_ms: Option<i64>,
+    /// The same at the rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_held_ms: Option<i64>,
 }
 
 impl CutoverFact {

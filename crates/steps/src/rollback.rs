@@ -341,8 +341,9 @@ async fn database_back(
     mark("rollback_retargeted");
     freeze::unfreeze_role(source, &roles.source).await?;
     mark("source_writable");
+    let mut held_ms = None;
     if proxy {
-        cutover::resume_on(deps, spec, Backend::Source, "rollback", &paused).await?;
+        held_ms = cutover::resume_on(deps, spec, Backend::Source, "rollback", &paused).await?;
         mark("rollback_resumed");
     }
     let mut fact: CutoverFact = facts::get(store, id, facts::CUTOVER)
@@ -350,6 +351,7 @@ async fn database_back(
         .unwrap_or_default();
     let old = fact.clone();
     fact.state = CutoverState::RolledBack;
+    fact.rollback_held_ms = held_ms;
     fact.timeline.extend(marks);
     fact.timeline.push(("rolled_back".into(), Utc::now()));
     facts::swap(store, id, facts::CUTOVER, Some(&old), &fact).await?;

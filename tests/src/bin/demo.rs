@@ -258,7 +258,7 @@ fn bench_markdown(
         fn(RunKind, &Report) -> Option<f64>,
         &'static str,
     );
-    let measures: [Measure; 8] = [
+    let measures: [Measure; 10] = [
         (
             "failed requests",
             |_, r| Some(r.app.failed as f64),
@@ -275,7 +275,7 @@ fn bench_markdown(
             "—",
         ),
         (
-            "endpoint paused window (ms)",
+            "endpoint paused window: first pause asked → last resume confirmed (ms)",
             |k, r| match k {
                 RunKind::Rollback => r.rollback_paused_ms.map(|v| v as f64),
                 _ => r.paused_ms.map(|v| v as f64),
@@ -283,8 +283,21 @@ fn bench_markdown(
             "p50 ≤ 400, max ≤ 1000",
         ),
         (
-            "floor: endpoint paused and resumed alone (ms)",
+            "app's queries held: longest task, PAUSE sent → RESUME done (ms)",
+            |k, r| match k {
+                RunKind::Rollback => r.rollback_held_ms.map(|v| v as f64),
+                _ => r.held_ms.map(|v| v as f64),
+            },
+            "—",
+        ),
+        (
+            "floor: endpoint paused and resumed alone, control plane's window (ms)",
             |_, r| r.floor_ms.map(|v| v as f64),
+            "—",
+        ),
+        (
+            "floor: queries held (ms)",
+            |_, r| r.floor_held_ms.map(|v| v as f64),
             "—",
         ),
         (
@@ -405,7 +418,7 @@ async fn rehearse(
     // Approvals, as a person would click them (the rollback window is left to time out, or
     // rejected for a rollback run). The floor is measured at the cutover gate, just before
     // the approval, under the same load.
-    let floor = Arc::new(std::sync::Mutex::new(None::<i64>));
+    let floor = Arc::new(std::sync::Mutex::new(None::<(i64, Option<i64>)>));
     let gates = {
         let (approver, id, exec) = (approver.clone(), r.id.clone(), exec.clone());
         let steer = match plan.floor {
@@ -418,9 +431,12 @@ async fn rehearse(
             for gate in [Gate::ShiftTraffic, Gate::Cutover] {
                 approver.wait_pending(&id, &exec, gate, limit).await;
                 if let (Gate::Cutover, Some((deps, spec))) = (gate, &steer) {
-                    let ms = Rehearsal::endpoint_floor(deps, spec).await;
-                    println!("\n  floor: the endpoint paused and resumed alone in {ms} ms");
-                    *floor.lock().expect("floor") = Some(ms);
+                    let (ms, held) = Rehearsal::endpoint_floor(deps, spec).await;
+                    println!(
+                        "\n  floor: the endpoint paused and resumed alone in {ms} ms (queries held {} ms)",
+                        held.map_or("-".into(), |h| h.to_string())
+                    );
+                    *floor.lock().expect("floor") = Some((ms, held));
                 }
                 let answer = approver.decide(&id, &exec, gate, true, limit).await;
                 println!("\n  approved {gate} (Slack, signed): {answer}");
@@ -549,7 +565,10 @@ async fn rehearse(
     )
     .await
     .context("write the report")?;
-    report.floor_ms = *floor.lock().expect("floor");
+    if let Some((window, held)) = *floor.lock().expect("floor") {
+        report.floor_ms = Some(window);
+        report.floor_held_ms = held;
+    }
     if plan.roll_back
         && let Some(fact) = ferry_steps::facts::get::<ferry_steps::facts::CutoverFact>(
             r.store.as_ref(),
@@ -559,6 +578,7 @@ async fn rehearse(
         .await?
     {
         report.rollback_paused_ms = fact.rollback_paused_ms();
+        report.rollback_held_ms = fact.rollback_held_ms;
         report.rollback_freeze_ms = fact.rollback_freeze_ms();
         report.window_at = fact.at("target_frozen");
     }
@@ -618,8 +638,14 @@ struct Report {
     paused_ms: Option<i64>,
     gap_ms: f64,
     app: AppFigures,
-    /// The endpoint paused and resumed alone, at the cutover gate.
+    /// The longest hold of the app's queries by one task (PAUSE sent → RESUME done).
+    held_ms: Option<i64>,
+    /// The endpoint paused and resumed alone, at the cutover gate: the control plane's
+    /// window and the longest hold.
     floor_ms: Option<i64>,
+    floor_held_ms: Option<i64>,
+    /// A rollback run's longest hold.
+    rollback_held_ms: Option<i64>,
     /// A rollback run's paused window and write freeze.
     rollback_paused_ms: Option<i64>,
     rollback_freeze_ms: Option<i64>,
@@ -645,7 +671,11 @@ impl Report {
         let ms = |v: Option<i64>| v.map_or("-".into(), |v| v.to_string());
         let mut extra = String::new();
         if self.floor_ms.is_some() {
-            extra.push_str(&format!(", floor {} ms", ms(self.floor_ms)));
+            extra.push_str(&format!(
+                ", floor {} ms (held {} ms)",
+                ms(self.floor_ms),
+                ms(self.floor_held_ms)
+            ));
         }
         if let Some((p50, max)) = self.store_rtt_ms {
             extra.push_str(&format!(
@@ -654,18 +684,20 @@ impl Report {
         }
         if self.rollback_paused_ms.is_some() || self.rollback_freeze_ms.is_some() {
             extra.push_str(&format!(
-                ", rollback paused {} ms, rollback freeze {} ms",
+                ", rollback paused {} ms (held {} ms), rollback freeze {} ms",
                 ms(self.rollback_paused_ms),
+                ms(self.rollback_held_ms),
                 ms(self.rollback_freeze_ms)
             ));
         }
         format!(
-            "failed {} of {} requests, p99 {} ms, max {} ms in the cutover minute, paused {} ms, freeze {} ms, write gap {:.0} ms, {} to Heroku after the cutover, lost {}{extra}",
+            "failed {} of {} requests, p99 {} ms, max {} ms in the cutover minute, paused {} ms (held {} ms), freeze {} ms, write gap {:.0} ms, {} to Heroku after the cutover, lost {}{extra}",
             self.app.failed,
             self.app.requests,
             self.app.p99_ms.map_or("-".into(), |v| format!("{v:.0}")),
             self.app.max_ms.map_or("-".into(), |v| format!("{v:.0}")),
             self.paused_ms.map_or("-".into(), |v| v.to_string()),
+            ms(self.held_ms),
             self.freeze_ms.map_or("-".into(), |v| v.to_string()),
             self.gap_ms,
             self.app.heroku_after,
@@ -768,6 +800,7 @@ async fn build_report(
     let cutover = &output["cutover"];
     let freeze_ms = cutover["freeze_ms"].as_i64();
     let paused_ms = cutover["paused_ms"].as_i64();
+    let held_ms = cutover["held_ms"].as_i64();
     let frozen_at = cutover["timeline"].as_array().and_then(|t| {
         t.iter()
             .find(|s| s[0] == "source_frozen")
@@ -900,8 +933,13 @@ async fn build_report(
     )?;
     writeln!(
         md,
-        "- **endpoint paused** (the app's queries held, first pause → last resume): {} ms",
+        "- **endpoint paused** (the control plane's window: first pause asked → last resume confirmed): {} ms",
         paused_ms.map_or("- (redeploy mode)".into(), |f| f.to_string())
+    )?;
+    writeln!(
+        md,
+        "- **app's queries held** (the longest any endpoint task held them: PgBouncer PAUSE sent → RESUME done): {} ms",
+        held_ms.map_or("- (redeploy mode)".into(), |f| f.to_string())
     )?;
     writeln!(
         md,
@@ -995,7 +1033,10 @@ async fn build_report(
         paused_ms,
         gap_ms: gap.as_secs_f64() * 1000.0,
         app: figures,
+        held_ms,
         floor_ms: None,
+        floor_held_ms: None,
+        rollback_held_ms: None,
         rollback_paused_ms: None,
         rollback_freeze_ms: None,
         window_at: frozen_at,
