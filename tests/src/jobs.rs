@@ -380,19 +380,28 @@ impl RedisRun {
     pub async fn start(r: &crate::rehearsal::Rehearsal, per_second: u32) -> Option<Self> {
         let sides = r.redis.clone()?;
         let jobs = Arc::new(Jobs::start(sides.aws.clone(), sides.heroku.clone(), per_second).await);
-        let (store, id, j) = (r.store.clone(), r.id.clone(), jobs.clone());
+        // Heroku's dynos stop when Ferry scales them down (the fake Platform API's formation
+        // says so), not before: a write they make until then must reach ElastiCache.
+        let (app, j) = (r.app.clone(), jobs.clone());
         let watcher = tokio::spawn(async move {
+            let (base, token) = crate::heroku();
+            let Ok(h) = ferry_heroku::HerokuClient::new(&base, token) else {
+                return;
+            };
+            let mut before = None;
             loop {
-                let cut: Option<ferry_steps::facts::CutoverFact> =
-                    ferry_steps::facts::get(store.as_ref(), &id, ferry_steps::facts::CUTOVER)
-                        .await
-                        .ok()
-                        .flatten();
-                if cut.is_some() {
-                    j.stop_heroku();
-                    return;
+                if let Ok(f) = h.formation(&app).await {
+                    let now: u32 = f.iter().map(|p| p.quantity).sum();
+                    match before {
+                        None => before = Some(now),
+                        Some(b) if now < b => {
+                            j.stop_heroku();
+                            return;
+                        }
+                        Some(_) => {}
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
         Some(Self { jobs, watcher })

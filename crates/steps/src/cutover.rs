@@ -457,25 +457,26 @@ async fn frozen_part(
     clock.fact.position = Some(position.clone());
     clock.mark("position");
     // While the worker drains: Heroku's maintenance mode and scale-down (for the users: a 503
-    // page instead of errors; the role freeze is what stops the writes), the Redis live
-    // sync's drain (the proxy is paused with PgBouncer: every change the AWS fleet made is on
-    // Heroku Redis; the final marker carries them and ends the forward sync), and the
-    // endpoint's retarget: its tasks stay paused, so pointing them at the target early sends
-    // nothing there until the resume, which waits for the target to be writable; an undo
-    // points them back to the source as it resumes them.
-    let started = Utc::now();
+    // page instead of errors; the role freeze is what stops the writes) and after it the
+    // Redis live sync's drain (the proxy is paused with PgBouncer, and Heroku's dynos no
+    // longer write to Heroku Redis: every change is there; the final marker carries them and
+    // ends the forward sync; before the scale-down a dyno's write could follow the marker),
+    // and the endpoint's retarget: its tasks stay paused, so pointing them at the target
+    // early sends nothing there until the resume, which waits for the target to be writable;
+    // an undo points them back to the source as it resumes them.
     let drain = async {
         drain_forward(deps, spec, rep, &position, target, fault).await?;
         Ok::<_, StepError>(Utc::now())
     };
-    let app_side = heroku_down(heroku, spec);
-    let kv = async {
+    let app_then_kv = async {
+        heroku_down(heroku, spec).await?;
         let Some(redis) = redis else {
             return Ok::<_, StepError>(None);
         };
+        let started = Utc::now();
         let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
         redis.drain(&format!("{id}:cutover"), bound).await?;
-        Ok(Some(Utc::now()))
+        Ok(Some((started, Utc::now())))
     };
     let retarget = async {
         if !spec.proxied() {
@@ -492,10 +493,9 @@ async fn frozen_part(
         .await?;
         Ok(Some(Utc::now()))
     };
-    let (drained, heroku_done, kv_done, retargeted) = tokio::join!(drain, app_side, kv, retarget);
+    let (drained, kv_done, retargeted) = tokio::join!(drain, app_then_kv, retarget);
     let mut marks = vec![("drained", drained?)];
-    heroku_done?;
-    if let Some(at) = kv_done? {
+    if let Some((started, at)) = kv_done? {
         marks.extend([("redis_drain_started", started), ("redis_drained", at)]);
     }
     if let Some(at) = retargeted? {
