@@ -359,6 +359,12 @@ class Handler(BaseHTTPRequestHandler):
                         raise ApiError(404, "not_found", "the app has no Heroku Postgres add-on")
                     pg["_url"] = body["url"]
                     return self.reply(200, {"ok": True})
+                m = re.fullmatch(r"/__bed/apps/([^/]+)/running", self.path)
+                if self.command == "GET" and m:
+                    # The dynos the formation runs, for the rehearsal's model of Heroku's
+                    # processes (they stop when scaled down); outside the API's rate limit.
+                    app = app_or_404(m.group(1))
+                    return self.reply(200, {"dynos": sum(f["quantity"] for f in app["_formation"])})
                 if self.command == "POST" and self.path == "/__bed/rate-limit":
                     RATE_LIMIT["remaining"] = int(body.get("remaining", 4500))
                     return self.reply(200, RATE_LIMIT)
