@@ -457,27 +457,15 @@ async fn frozen_part(
     clock.fact.position = Some(position.clone());
     clock.mark("position");
     // While the worker drains: Heroku's maintenance mode and scale-down (for the users: a 503
-    // page instead of errors; the role freeze is what stops the writes) and after it the
-    // Redis live sync's drain (the proxy is paused with PgBouncer, and Heroku's dynos no
-    // longer write to Heroku Redis: every change is there; the final marker carries them and
-    // ends the forward sync; before the scale-down a dyno's write could follow the marker),
-    // and the endpoint's retarget: its tasks stay paused, so pointing them at the target
-    // early sends nothing there until the resume, which waits for the target to be writable;
-    // an undo points them back to the source as it resumes them.
+    // page instead of errors; the role freeze is what stops the writes), and the endpoint's
+    // retarget: its tasks stay paused, so pointing them at the target early sends nothing
+    // there until the resume, which waits for the target to be writable; an undo points them
+    // back to the source as it resumes them.
     let drain = async {
         drain_forward(deps, spec, rep, &position, target, fault).await?;
         Ok::<_, StepError>(Utc::now())
     };
-    let app_then_kv = async {
-        heroku_down(heroku, spec).await?;
-        let Some(redis) = redis else {
-            return Ok::<_, StepError>(None);
-        };
-        let started = Utc::now();
-        let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
-        redis.drain(&format!("{id}:cutover"), bound).await?;
-        Ok(Some((started, Utc::now())))
-    };
+    let app_side = heroku_down(heroku, spec);
     let retarget = async {
         if !spec.proxied() {
             return Ok::<_, StepError>(None);
@@ -493,11 +481,9 @@ async fn frozen_part(
         .await?;
         Ok(Some(Utc::now()))
     };
-    let (drained, kv_done, retargeted) = tokio::join!(drain, app_then_kv, retarget);
+    let (drained, heroku_done, retargeted) = tokio::join!(drain, app_side, retarget);
     let mut marks = vec![("drained", drained?)];
-    if let Some((started, at)) = kv_done? {
-        marks.extend([("redis_drain_started", started), ("redis_drained", at)]);
-    }
+    heroku_done?;
     if let Some(at) = retargeted? {
         marks.push(("endpoint_retargeted", at));
     }
@@ -516,6 +502,16 @@ async fn frozen_part(
         clock.mark("counts_checked");
     }
     crate::fault(fault, "cutover:before_switch")?;
+    if let Some(redis) = redis {
+        // Last: the proxy is paused with PgBouncer, so every change the AWS fleet made is on
+        // Heroku Redis, and Heroku's dynos were scaled down a drain ago; the final marker
+        // carries every change and ends the forward sync. (A dyno may take longer than that
+        // to exit after a scale-down; see ARCHITECTURE.md.)
+        clock.mark("redis_drain_started");
+        let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+        redis.drain(&format!("{id}:cutover"), bound).await?;
+        clock.mark("redis_drained");
+    }
     Ok((sequences, counts))
 }
 

@@ -173,6 +173,16 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
         };
         let mut reports = Vec::new();
         for i in 1..=n {
+            // Each rehearsal gets the Platform API's hourly budget (4,500 requests) of its
+            // own, as rehearsals an hour apart would: the sample app polls its Heroku app.
+            reqwest::Client::new()
+                .post(format!(
+                    "{}/__bed/rate-limit",
+                    ferry_tests::bed_var("FERRY_BED_HEROKU_URL")
+                ))
+                .json(&serde_json::json!({"remaining": 4500}))
+                .send()
+                .await?;
             let dir = std::env::temp_dir().join(format!("ferry-bench-cutover-{kind:?}-{i}"));
             let (status, report) = rehearse(&options, &dir, plan).await?;
             println!("{kind:?} run {i}/{n}: {status:?}, {}", report.one_line());
