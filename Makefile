@@ -87,8 +87,10 @@ else
 	bash tests/demo.sh
 endif
 
-## bench-cutover: the happy path BENCH_RUNS (10) times under load; write freeze and app-side
-## write gap p50/max -> docs/benchmarks-cutover.md (BENCH_OUT). Not in CI.
+## bench-cutover: at DEMO_ROWS (1.5 M) rows with Redis (BENCH_REDIS=off), the happy path
+## BENCH_RUNS (10) times with the floor at each cutover gate, BENCH_ROLLBACK_RUNS (3) rollbacks
+## and BENCH_REDEPLOY_RUNS (0) redeploy-mode runs under load; paused window, the tasks' hold,
+## write freeze p50/max -> docs/benchmarks-cutover.md (BENCH_OUT). Not in CI.
 bench-cutover:
 	BENCH_RUNS=$${BENCH_RUNS:-10} bash tests/demo.sh
 
