@@ -373,6 +373,28 @@ struct Task<'a> {
     hold: Option<ferry_core::endpoint::Hold>,
 }
 
+/// The task's private directory (created 0700) and PgBouncer's layout in it, with the
+/// client certificate given or a self-signed one made there.
+async fn prepare_dir(s: &Settings) -> Result<Layout, EndpointError> {
+    let io = |e: std::io::Error| EndpointError::Io(format!("{}: {e}", s.dir.display()));
+    tokio::fs::create_dir_all(&s.dir).await.map_err(io)?;
+    tokio::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o700))
+        .await
+        .map_err(io)?;
+    let client_tls = match &s.tls {
+        Some(pair) => pair.clone(),
+        None => self_signed(&s.dir).await?,
+    };
+    Ok(Layout {
+        dir: s.dir.clone(),
+        listen_addr: s.listen_addr.clone(),
+        port: s.port,
+        client_tls,
+        pool_size: s.pool_size,
+        max_client_conn: s.max_client_conn,
+    })
+}
+
 /// The URLs read again from SSM (PostgreSQL's, and the Redis proxy's when it runs).
 type Refreshed = (
     Result<Urls, EndpointError>,
@@ -556,24 +578,9 @@ impl<'a> Task<'a> {
         params: &'a dyn ParamStore,
         control: Option<String>,
     ) -> Result<(Task<'a>, Child), EndpointError> {
-        let io = |e: std::io::Error| EndpointError::Io(format!("{}: {e}", s.dir.display()));
-        tokio::fs::create_dir_all(&s.dir).await.map_err(io)?;
-        tokio::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o700))
-            .await
-            .map_err(io)?;
+        let layout = prepare_dir(s).await?;
+        let client_tls = layout.client_tls.clone();
         let urls = read_urls(s, params).await?;
-        let client_tls = match &s.tls {
-            Some(pair) => pair.clone(),
-            None => self_signed(&s.dir).await?,
-        };
-        let layout = Layout {
-            dir: s.dir.clone(),
-            listen_addr: s.listen_addr.clone(),
-            port: s.port,
-            client_tls: client_tls.clone(),
-            pool_size: s.pool_size,
-            max_client_conn: s.max_client_conn,
-        };
         let password: String = rand::rng()
             .sample_iter(rand::distr::Alphanumeric)
             .take(40)

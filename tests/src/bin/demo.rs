@@ -130,21 +130,11 @@ async fn bench(runs: usize, wps: u32, rps: u32) -> anyhow::Result<()> {
         ..Options::default()
     };
     let kinds = [
-        (
-            RunKind::Proxy,
-            runs,
-            Plan {
-                floor: true,
-                roll_back: false,
-            },
-        ),
+        (RunKind::Proxy, runs, Plan::FLOOR),
         (
             RunKind::Rollback,
             env_num("BENCH_ROLLBACK_RUNS", 3),
-            Plan {
-                floor: false,
-                roll_back: true,
-            },
+            Plan::ROLL_BACK,
         ),
         (
             RunKind::Redeploy,
@@ -365,6 +355,19 @@ struct Plan {
     floor: bool,
     /// Reject the finish gate: roll back in the window.
     roll_back: bool,
+}
+
+impl Plan {
+    /// The floor measured at the cutover gate.
+    const FLOOR: Plan = Plan {
+        floor: true,
+        roll_back: false,
+    };
+    /// Rolled back in the window.
+    const ROLL_BACK: Plan = Plan {
+        floor: false,
+        roll_back: true,
+    };
 }
 
 async fn rehearse(
