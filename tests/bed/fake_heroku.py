@@ -14,6 +14,7 @@ Postgres add-on attached as DATABASE, so each test gets its own app.
 import argparse
 import json
 import re
+import time
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -245,10 +246,16 @@ def handle(method, path, body):
             return 200, app_or_404(a)["_domains"]
         case ("GET", ["apps", a, "dynos"]):
             app = app_or_404(a)
+            running = [(f, i) for f in app["_formation"] for i in range(f["quantity"])]
+            # Dynos scaled away whose processes have not exited yet (SIGTERM sent, 30 s before
+            # SIGKILL): still listed, as running processes.
+            t = time.monotonic()
+            app["_exiting"] = [(f, i, until) for (f, i, until) in app.get("_exiting", []) if until > t]
+            running += [(f, i) for (f, i, _) in app["_exiting"]]
             return 200, [
                 {"id": new_id(), "name": f"{f['type']}.{i + 1}", "type": f["type"], "size": f["size"], "state": "up",
                  "command": f["command"], "app": ref(app), "created_at": f["created_at"], "updated_at": now()}
-                for f in app["_formation"] for i in range(f["quantity"])
+                for (f, i) in running
             ]
     raise ApiError(404, "not_found", "The requested API endpoint was not found. Are you using the right HTTP verb (i.e. `GET` vs. `POST`), and did you specify your intended version with the `Accept` header?")
 
@@ -261,6 +268,11 @@ def scale(app, ptype, u):
         q = u["quantity"]
         if not isinstance(q, int) or q < 0:
             raise ApiError(422, "invalid_params", "Invalid quantity.")
+        if app.get("_report_exit"):
+            # The rehearsal runs these dynos' processes: they stay listed until it says they
+            # exited (or Heroku's SIGKILL, 30 s after the SIGTERM).
+            until = time.monotonic() + 30
+            app.setdefault("_exiting", []).extend((dict(f), i, until) for i in range(q, f["quantity"]))
         f["quantity"] = q
     if u.get("size"):
         f["size"] = u["size"]
@@ -365,6 +377,16 @@ class Handler(BaseHTTPRequestHandler):
                     # processes (they stop when scaled down); outside the API's rate limit.
                     app = app_or_404(m.group(1))
                     return self.reply(200, {"dynos": sum(f["quantity"] for f in app["_formation"])})
+                m = re.fullmatch(r"/__bed/apps/([^/]+)/(processes|exited)", self.path)
+                if self.command == "POST" and m:
+                    # `processes`: the rehearsal runs the app's dyno processes and reports when
+                    # those scaled away exited; `exited`: they have.
+                    app = app_or_404(m.group(1))
+                    if m.group(2) == "processes":
+                        app["_report_exit"] = True
+                    else:
+                        app["_exiting"] = []
+                    return self.reply(200, {"ok": True})
                 if self.command == "POST" and self.path == "/__bed/rate-limit":
                     RATE_LIMIT["remaining"] = int(body.get("remaining", 4500))
                     return self.reply(200, RATE_LIMIT)

@@ -13,7 +13,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst},
     },
     time::Duration,
 };
@@ -66,8 +66,34 @@ pub struct Jobs {
     stop_all: Arc<AtomicBool>,
     stop_producers: Arc<AtomicBool>,
     stop_heroku: Arc<AtomicBool>,
+    /// Heroku-side loops still running (its dynos' processes, as Heroku's dyno list counts
+    /// them until they exit).
+    heroku_alive: Arc<AtomicUsize>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     next: Arc<AtomicU64>,
+}
+
+/// One side's loops: told to stop together, counted while they run.
+#[derive(Clone, Default)]
+struct Side {
+    stop: Arc<AtomicBool>,
+    alive: Arc<AtomicUsize>,
+}
+
+/// Counts a loop as running until it is dropped (the loop's end).
+struct Alive(Arc<AtomicUsize>);
+
+impl Side {
+    fn enter(&self) -> Alive {
+        self.alive.fetch_add(1, SeqCst);
+        Alive(self.alive.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Jobs {
@@ -110,28 +136,27 @@ impl Jobs {
             stop_all: Arc::default(),
             stop_producers: Arc::default(),
             stop_heroku: Arc::default(),
+            heroku_alive: Arc::default(),
             tasks: Mutex::default(),
             next: Arc::default(),
         };
-        for (url, side, stop_side) in [
-            (aws, "aws", Arc::new(AtomicBool::new(false))),
-            (heroku, "heroku", jobs.stop_heroku.clone()),
+        let heroku_side = Side {
+            stop: jobs.stop_heroku.clone(),
+            alive: jobs.heroku_alive.clone(),
+        };
+        for (url, name, side) in [
+            (aws, "aws", Side::default()),
+            (heroku, "heroku", heroku_side),
         ] {
-            jobs.spawn_producer(url.clone(), side, per_second, stop_side.clone())
+            jobs.spawn_producer(url.clone(), name, per_second, side.clone())
                 .await;
-            jobs.spawn_worker(url.clone(), stop_side.clone()).await;
-            jobs.spawn_poller(url, stop_side).await;
+            jobs.spawn_worker(url.clone(), side.clone()).await;
+            jobs.spawn_poller(url, side).await;
         }
         jobs
     }
 
-    async fn spawn_producer(
-        &self,
-        url: RedisUrl,
-        side: &str,
-        per_second: u32,
-        stop_side: Arc<AtomicBool>,
-    ) {
+    async fn spawn_producer(&self, url: RedisUrl, side: &str, per_second: u32, side_loops: Side) {
         let (tally, stop, producers, next) = (
             self.tally.clone(),
             self.stop_all.clone(),
@@ -143,10 +168,12 @@ impl Jobs {
             return;
         };
         let pause = Duration::from_millis(1000 / u64::from(per_second.max(1)));
+        let (alive, stop_side) = (side_loops.enter(), side_loops.stop);
         self.tasks
             .lock()
             .expect("tasks")
             .push(tokio::spawn(async move {
+                let _alive = alive;
                 while !stop.load(SeqCst) && !producers.load(SeqCst) && !stop_side.load(SeqCst) {
                     let n = next.fetch_add(1, SeqCst);
                     let jid = format!("{side}-{n}");
@@ -175,17 +202,20 @@ impl Jobs {
             }));
     }
 
-    async fn spawn_worker(&self, url: RedisUrl, stop_side: Arc<AtomicBool>) {
+    async fn spawn_worker(&self, url: RedisUrl, side: Side) {
         let (tally, stop) = (self.tally.clone(), self.stop_all.clone());
         let Some(mut c) = connect(&url, &tally).await else {
             return;
         };
+        let (alive, stop_side) = (side.enter(), side.stop);
         self.tasks
             .lock()
             .expect("tasks")
             .push(tokio::spawn(async move {
+                let _alive = alive;
                 while !stop.load(SeqCst) && !stop_side.load(SeqCst) {
-                    match c.call(cmd!["BRPOP", QUEUE, "1"]).await {
+                    // A fetch blocks at most 100 ms: a stopping worker exits within that.
+                    match c.call(cmd!["BRPOP", QUEUE, "0.1"]).await {
                         Ok(Value::Array(Some(pair))) => {
                             if let Some(Value::Bulk(Some(job))) = pair.get(1) {
                                 let text = String::from_utf8_lossy(job);
@@ -215,15 +245,17 @@ impl Jobs {
             }));
     }
 
-    async fn spawn_poller(&self, url: RedisUrl, stop_side: Arc<AtomicBool>) {
+    async fn spawn_poller(&self, url: RedisUrl, side: Side) {
         let (tally, stop) = (self.tally.clone(), self.stop_all.clone());
         let Some(mut c) = connect(&url, &tally).await else {
             return;
         };
+        let (alive, stop_side) = (side.enter(), side.stop);
         self.tasks
             .lock()
             .expect("tasks")
             .push(tokio::spawn(async move {
+                let _alive = alive;
                 while !stop.load(SeqCst) && !stop_side.load(SeqCst) {
                     let due = c
                         .call(cmd![
@@ -254,7 +286,13 @@ impl Jobs {
                         Ok(_) => {}
                         Err(e) => error(&tally, "poll", e),
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // Every 200 ms, and a stopping dyno's poller exits within 20 ms.
+                    for _ in 0..10 {
+                        if stop.load(SeqCst) || stop_side.load(SeqCst) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 }
             }));
     }
@@ -263,6 +301,15 @@ impl Jobs {
     /// holds is finished first: the worker loop ends between jobs).
     pub fn stop_heroku(&self) {
         self.stop_heroku.store(true, SeqCst);
+    }
+
+    /// Stops Heroku's side and waits until its loops have ended (bounded).
+    pub async fn heroku_stopped(&self, bound: Duration) {
+        self.stop_heroku();
+        let deadline = std::time::Instant::now() + bound;
+        while self.heroku_alive.load(SeqCst) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// No more jobs (the workers go on).
@@ -382,12 +429,20 @@ impl RedisRun {
         let jobs = Arc::new(Jobs::start(sides.aws.clone(), sides.heroku.clone(), per_second).await);
         // Heroku's dynos stop when Ferry scales them down (the fake Platform API's formation
         // says so), not before: a write they make until then must reach ElastiCache. Read
-        // from the fake's test-bed side, outside the API's rate limit, every 20 ms.
+        // from the fake's test-bed side, outside the API's rate limit, every 20 ms. The fake
+        // lists them in the dyno list until their loops have ended, as Heroku lists a dyno
+        // until its process exits.
         let (app, j) = (r.app.clone(), jobs.clone());
+        let (base, _) = crate::heroku();
+        let http = reqwest::Client::new();
+        http.post(format!("{base}/__bed/apps/{app}/processes"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("the fake Platform API runs the app's processes");
         let watcher = tokio::spawn(async move {
-            let (base, _) = crate::heroku();
             let url = format!("{base}/__bed/apps/{app}/running");
-            let http = reqwest::Client::new();
             let running = || async {
                 let v: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
                 v["dynos"].as_u64()
@@ -398,7 +453,12 @@ impl RedisRun {
                     match before {
                         None => before = Some(now),
                         Some(b) if now < b => {
-                            j.stop_heroku();
+                            j.heroku_stopped(Duration::from_secs(10)).await;
+                            let _ = http
+                                .post(format!("{base}/__bed/apps/{app}/exited"))
+                                .json(&serde_json::json!({}))
+                                .send()
+                                .await;
                             return;
                         }
                         Some(_) => {}

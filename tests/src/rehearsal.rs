@@ -617,15 +617,16 @@ impl Rehearsal {
         use ferry_core::endpoint::Backend;
         use ferry_steps::endpoint::{self, Goal};
         let t0 = chrono::Utc::now();
-        let tasks = endpoint::pause(deps, spec, Backend::Source, "rehearsal:floor")
+        let fleet = endpoint::pause(deps, spec, Backend::Source, "rehearsal:floor")
             .await
             .expect("floor: pause");
         let done = endpoint::converge(
             deps,
             spec,
-            &tasks,
+            &fleet.tasks,
             Goal::Resume(Backend::Source),
             "rehearsal:floor",
+            fleet.seq,
         )
         .await
         .expect("floor: resume");

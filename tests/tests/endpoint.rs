@@ -111,6 +111,21 @@ impl World {
             .expect("set desired")
     }
 
+    /// Stores a control key and turns the tasks' control channel on as `control` says; the key.
+    async fn control_key(
+        &mut self,
+        control: fn(String) -> ferry_tests::endpoint::Control,
+    ) -> String {
+        let key = unique("control-key-0123456789-0123456789-");
+        let key_param = format!("{}-control-key", self.p.client_param);
+        self.params
+            .put_secure(&key_param, &key)
+            .await
+            .expect("param");
+        self.p.control = control(key_param);
+        key
+    }
+
     /// Waits until every task in `ids` answered `want` (reached or failed); returns the reports.
     async fn answers(&self, ids: &[String], want: &EndpointDesired) -> Vec<EndpointTask> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -616,10 +631,7 @@ async fn tell(addr: &str, line: &str) -> ferry_core::control::ControlReply {
 async fn the_control_channel_switches_a_task_the_table_would_reach_a_minute_later() {
     use ferry_core::control::{ControlReply, request_line};
     let mut w = world().await;
-    let key = unique("control-key-0123456789-0123456789-");
-    let key_param = format!("{}-control-key", w.p.client_param);
-    w.params.put_secure(&key_param, &key).await.expect("param");
-    w.p.control = ferry_tests::endpoint::Control::Mixed(key_param);
+    let key = w.control_key(ferry_tests::endpoint::Control::Mixed).await;
     let (fleet, url) = w.fleet(1).await;
     let ids = fleet.ids();
     let first = w.answers(&ids, &EndpointDesired::initial(&w.p.app)).await;
@@ -677,4 +689,44 @@ async fn the_control_channel_switches_a_task_the_table_would_reach_a_minute_late
         app.acked_writes().iter().any(|(_, p)| *p == target_port),
         "writes reached the target through the switched endpoint"
     );
+}
+
+/// A state told over the control channel whose write never landed (a control plane stopped
+/// between the two) does not hide the next state stored: the task acts on the told one, then
+/// on the stored one, numbered above it, which it reads from the table.
+#[tokio::test]
+async fn a_state_told_but_never_stored_does_not_hide_the_next_one() {
+    use ferry_core::control::{ControlReply, request_line};
+    let mut w = world().await;
+    let key = w.control_key(ferry_tests::endpoint::Control::On).await;
+    let (fleet, _url) = w.fleet(1).await;
+    let ids = fleet.ids();
+    let stored = w.set(false, Backend::Source, 2000).await;
+    let first = w.answers(&ids, &stored).await;
+    let addr = first[0]
+        .control
+        .clone()
+        .expect("the task advertises its control port");
+    // Told, never stored: the number a control plane would have written next.
+    let told = EndpointDesired {
+        seq: stored.seq + 1,
+        paused: true,
+        issued_at: Utc::now(),
+        ..stored.clone()
+    };
+    let line = request_line(key.as_bytes(), &told, Utc::now().timestamp());
+    match tell(&addr, &line).await {
+        ControlReply::Report(r) => assert!(r.reached(&told), "{r:?}"),
+        ControlReply::Refused(r) => panic!("refused: {r}"),
+    }
+    // The next state, stored first: the task reads it from the table and resumes.
+    let next = w.set(false, Backend::Source, 2000).await;
+    assert!(
+        next.seq > told.seq,
+        "{} after a told {}",
+        next.seq,
+        told.seq
+    );
+    let reports = w.answers(&ids, &next).await;
+    assert!(reports[0].reached(&next), "{:?}", reports[0]);
 }

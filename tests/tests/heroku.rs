@@ -52,23 +52,27 @@ async fn audit_reads_app_formation_addons_domains_and_vars() {
     }));
 }
 
+/// Scales the app's `worker` process type to zero; the formation after.
+async fn workers_to_zero(h: &HerokuClient, app: &str) -> Vec<ferry_heroku::Formation> {
+    h.scale(
+        app,
+        &[FormationUpdate {
+            process_type: "worker".into(),
+            quantity: 0,
+            size: None,
+        }],
+    )
+    .await
+    .expect("scale")
+}
+
 #[tokio::test]
 async fn maintenance_and_scale_change_the_app() {
     let app = heroku_app(DB_URL, serde_json::json!({})).await;
     let h = client();
     assert!(h.set_maintenance(&app, true).await.expect("on").maintenance);
     assert!(h.app(&app).await.expect("app").maintenance);
-    let after = h
-        .scale(
-            &app,
-            &[FormationUpdate {
-                process_type: "worker".into(),
-                quantity: 0,
-                size: None,
-            }],
-        )
-        .await
-        .expect("scale");
+    let after = workers_to_zero(&h, &app).await;
     assert_eq!(
         after
             .iter()
@@ -202,4 +206,71 @@ async fn lists_longer_than_a_page_are_read_whole() {
     for d in h.domains(&name).await.expect("domains") {
         assert!(seen.insert(d.hostname.clone()), "{} twice", d.hostname);
     }
+}
+
+/// After a scale-down the cutover waits for the scaled-down dynos to exit before Redis's
+/// final marker: Heroku lists a dyno until its process exits (the fake, once the rehearsal
+/// runs the app's processes, until it reports they exited), and a dyno that never exits
+/// fails the wait, named.
+#[tokio::test]
+async fn the_cutover_waits_for_scaled_down_dynos_to_exit() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::SeqCst},
+    };
+    let app = heroku_app(DB_URL, serde_json::json!({})).await;
+    let (base, _) = heroku();
+    let http = reqwest::Client::new();
+    let bed = |what: &str| {
+        http.post(format!("{base}/__bed/apps/{app}/{what}"))
+            .json(&serde_json::json!({}))
+            .send()
+    };
+    bed("processes")
+        .await
+        .expect("processes")
+        .error_for_status()
+        .expect("ok");
+    let h = client();
+    workers_to_zero(&h, &app).await;
+    let listed = h.dynos(&app).await.expect("dynos");
+    assert!(
+        listed
+            .iter()
+            .any(|d| d.name == "worker.1" && d.process_type == "worker" && d.may_run()),
+        "a stopping dyno is still listed: {listed:?}"
+    );
+    let mut spec = ferry_tests::spec(&ferry_tests::unique("m-"), &app);
+    spec.cutover.scale_down = vec!["worker".into()];
+    spec.cutover.drain_timeout_seconds = 1;
+    let err = ferry_steps::cutover::dynos_exited(&h, &spec)
+        .await
+        .expect_err("the dyno never exits");
+    assert!(err.to_string().contains("worker.1"), "{err}");
+
+    spec.cutover.drain_timeout_seconds = 60;
+    let exited = Arc::new(AtomicBool::new(false));
+    let reporter = {
+        let exited = exited.clone();
+        let request = bed("exited");
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            exited.store(true, SeqCst);
+            request
+                .await
+                .expect("exited")
+                .error_for_status()
+                .expect("ok");
+        }
+    };
+    let (waited, ()) = tokio::join!(ferry_steps::cutover::dynos_exited(&h, &spec), reporter);
+    waited.expect("the dyno exited");
+    assert!(exited.load(SeqCst), "the wait ended before the dyno exited");
+    assert!(
+        h.dynos(&app)
+            .await
+            .expect("dynos")
+            .iter()
+            .all(|d| d.process_type != "worker")
+    );
 }

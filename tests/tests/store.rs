@@ -500,3 +500,73 @@ async fn ssm_parameters_round_trip_as_secure_strings() {
     assert_eq!(all.len(), 2);
     assert_eq!(all.get(&name).map(String::as_str), Some("postgres://b"));
 }
+
+/// A desired endpoint state told over the control channel beside its write is stored only
+/// over the state its caller knew (one winner among concurrent writers); a state stored the
+/// other way is numbered above any such state that may have been told and never stored.
+#[tokio::test]
+async fn an_endpoint_state_told_beside_its_write_is_stored_only_over_the_one_its_caller_knew() {
+    use ferry_core::endpoint::{Backend, EndpointDesired, EndpointStore, UNTOLD_GAP};
+    let store = fresh_store().await;
+    let app = unique("app-");
+    let want = |paused: bool, by: &str| EndpointDesired {
+        paused,
+        backend: Backend::Source,
+        migration_id: "m".into(),
+        issued_at: Utc::now(),
+        issued_by: by.into(),
+        ..EndpointDesired::initial(&app)
+    };
+    // Nothing stored yet: the first state told beside its write is number 1.
+    let first = store
+        .put_endpoint_desired_after(0, want(true, "first"))
+        .await
+        .expect("store")
+        .expect("nothing was stored before");
+    assert_eq!(first.seq, 1);
+    // Two writers that both knew state 1: exactly one lands.
+    let (a, b) = tokio::join!(
+        store.put_endpoint_desired_after(1, want(false, "a")),
+        store.put_endpoint_desired_after(1, want(true, "b"))
+    );
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    assert!(a.is_some() != b.is_some(), "one winner: {a:?} {b:?}");
+    let stored = store
+        .endpoint_desired(&app)
+        .await
+        .expect("read")
+        .expect("some");
+    let winner = a.or(b).expect("a winner");
+    assert_eq!((stored.seq, &stored.issued_by), (2, &winner.issued_by));
+    // A writer that knew state 1 only: refused, the stored state unchanged.
+    assert!(
+        store
+            .put_endpoint_desired_after(1, want(true, "late"))
+            .await
+            .expect("store")
+            .is_none()
+    );
+    // State 3 may have been told and never stored (its writer stopped): a state stored the
+    // other way comes above it, and one told after it follows on.
+    let next = store
+        .set_endpoint_desired(want(false, "read-path"))
+        .await
+        .expect("store");
+    assert_eq!(next.seq, 2 + UNTOLD_GAP);
+    assert!(next.seq > 3);
+    let after = store
+        .put_endpoint_desired_after(next.seq, want(true, "after"))
+        .await
+        .expect("store")
+        .expect("it knew the stored state");
+    assert_eq!(after.seq, next.seq + 1);
+    assert_eq!(
+        store
+            .endpoint_desired(&app)
+            .await
+            .expect("read")
+            .expect("some")
+            .issued_by,
+        "after"
+    );
+}

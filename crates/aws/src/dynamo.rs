@@ -716,7 +716,7 @@ impl EndpointStore for DynamoStore {
         for _ in 0..5 {
             let prev = self.endpoint_desired(&want.app).await?.map_or(0, |d| d.seq);
             let record = EndpointDesired {
-                seq: prev + 1,
+                seq: prev + ferry_core::endpoint::UNTOLD_GAP,
                 ..want.clone()
             };
             if let Some(r) = self.put_numbered(&pk, ENDPOINT_SK, prev, record).await? {
@@ -728,6 +728,19 @@ impl EndpointStore for DynamoStore {
             expected: 0,
             found: self.endpoint_desired(&want.app).await?.map_or(0, |d| d.seq),
         })
+    }
+
+    async fn put_endpoint_desired_after(
+        &self,
+        after: u64,
+        want: EndpointDesired,
+    ) -> StoreResult<Option<EndpointDesired>> {
+        let record = EndpointDesired {
+            seq: after + 1,
+            ..want
+        };
+        self.put_numbered(&app_pk(&record.app), ENDPOINT_SK, after, record)
+            .await
     }
 
     async fn endpoint_desired(&self, app: &str) -> StoreResult<Option<EndpointDesired>> {

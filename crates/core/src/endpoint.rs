@@ -184,12 +184,30 @@ pub fn supports_prepared_statements(version: &str) -> bool {
     matches!(nums.as_slice(), [major, minor] if (*major, *minor) >= (1, 21))
 }
 
+/// How far above the stored desired state [`EndpointStore::set_endpoint_desired`] numbers
+/// the next one: `after + 1` may be a state told over the control channel whose write never
+/// landed (a control plane stopped between the two), which tasks already act on; the next
+/// stored state must be above it, or the tasks would ignore it as old.
+pub const UNTOLD_GAP: u64 = 2;
+
 /// Desired endpoint states and the tasks' reports (DynamoDB in production).
 #[async_trait]
 pub trait EndpointStore: Send + Sync {
-    /// Stores `want` (its `seq` is ignored) as the next numbered desired state of the app's
-    /// endpoint; returns it as stored.
+    /// Stores `want` (its `seq` is ignored) as a new desired state of the app's endpoint,
+    /// numbered [`UNTOLD_GAP`] above the stored one (a state told beside its write, see
+    /// [`EndpointStore::put_endpoint_desired_after`], may have reached tasks without being
+    /// stored: a new number must be above it); returns it as stored.
     async fn set_endpoint_desired(&self, want: EndpointDesired) -> StoreResult<EndpointDesired>;
+
+    /// Stores `want` as state `after + 1`, only if the stored state is still number `after`
+    /// (the one its caller stored last); `None` when another was stored since. The control
+    /// plane tells the tasks this state while it is being written, so a store slower than
+    /// the tasks does not lengthen the switch.
+    async fn put_endpoint_desired_after(
+        &self,
+        after: u64,
+        want: EndpointDesired,
+    ) -> StoreResult<Option<EndpointDesired>>;
 
     /// The latest desired state, if any was ever set.
     async fn endpoint_desired(&self, app: &str) -> StoreResult<Option<EndpointDesired>>;

@@ -524,9 +524,11 @@ pub async fn run(
                 ));
             }
             Some((want, reply)) = async { match told.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                let t0 = tokio::time::Instant::now();
                 if want.seq > task.now.seq {
                     task.apply(&want).await;
                 }
+                tracing::debug!(seq = want.seq, ms = t0.elapsed().as_millis() as u64, "told state applied");
                 // The answer first: the cutover waits on it; the table's copy follows.
                 let _ = reply.send(ControlReply::Report(Box::new(task.snapshot())));
                 reporter.publish(task.snapshot());
@@ -751,7 +753,9 @@ impl<'a> Task<'a> {
             self.retarget(want.backend).await?;
         }
         if !want.paused && self.now.paused {
+            let t0 = tokio::time::Instant::now();
             self.console.resume(&self.admin).await?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "PgBouncer resumed");
             if let Some(r) = &self.redis {
                 r.proxy.resume();
             }

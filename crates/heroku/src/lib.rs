@@ -166,6 +166,25 @@ pub struct Formation {
     pub command: String,
 }
 
+/// One dyno (a running process of the formation, or a one-off).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dyno {
+    /// Its name (`web.1`).
+    pub name: String,
+    /// Process type.
+    #[serde(rename = "type")]
+    pub process_type: String,
+    /// `starting`, `up`, `idle`, `down` or `crashed`.
+    pub state: String,
+}
+
+impl Dyno {
+    /// Whether its process may still run (and write): any state but `down` and `crashed`.
+    pub fn may_run(&self) -> bool {
+        !matches!(self.state.as_str(), "down" | "crashed")
+    }
+}
+
 /// A change of one process type's scale.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FormationUpdate {
@@ -321,6 +340,11 @@ impl HerokuClient {
     pub async fn formation(&self, app: &str) -> Result<Vec<Formation>, HerokuError> {
         self.list(&format!("/apps/{app}/formation"), "formation")
             .await
+    }
+
+    /// The app's dynos as the dyno manager lists them.
+    pub async fn dynos(&self, app: &str) -> Result<Vec<Dyno>, HerokuError> {
+        self.list(&format!("/apps/{app}/dynos"), "dynos").await
     }
 
     /// Scales several process types in one call.

@@ -231,6 +231,9 @@ pub async fn run(
                         match notified_key(v) {
                             Some(k) if is_marker(&k) && !markers.contains(&k) => {
                                 markers.push(k);
+                                // A drain waits on it (with the app's commands held): flush
+                                // now, not at the next tick.
+                                tick.reset_immediately();
                             }
                             Some(k) if is_marker(&k) => {}
                             Some(k) if !crate::glob::left_out(&options.skip, &k) => {

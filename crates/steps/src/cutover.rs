@@ -31,7 +31,7 @@ use tokio_postgres::Client;
 
 use crate::{
     Deps, MigrationRef, StepError, StepResult,
-    endpoint::{self, Goal},
+    endpoint::{self, Fleet, Goal},
     facts::{self, AppRoles, CutoverFact, CutoverState, HerokuBefore},
     redis_switch,
 };
@@ -119,14 +119,18 @@ pub async fn replicator(
 struct Clock {
     fact: CutoverFact,
     stored: Option<CutoverFact>,
-    /// The endpoint tasks this attempt paused (none on a retried finish): resumed without
-    /// listing them again.
-    held: Vec<EndpointTask>,
+    /// The endpoint tasks this attempt paused (none on a retried finish) and the state it
+    /// stored last: resumed without listing them again, told while the state is written.
+    held: Fleet,
 }
 
 impl Clock {
     fn mark(&mut self, name: &str) {
-        self.fact.timeline.push((name.to_string(), Utc::now()));
+        self.mark_at(name, Utc::now());
+    }
+
+    fn mark_at(&mut self, name: &str, at: chrono::DateTime<Utc>) {
+        self.fact.timeline.push((name.to_string(), at));
     }
 
     async fn save(&mut self, deps: &Deps, id: &str) -> StepResult<()> {
@@ -172,7 +176,7 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             let mut clock = Clock {
                 fact: previous.clone().unwrap_or_default(),
                 stored: previous.clone(),
-                held: Vec::new(),
+                held: Fleet::default(),
             };
             return finish(deps, spec, &target, &target_url, &roles, &mut clock).await;
         }
@@ -191,12 +195,12 @@ pub async fn run(deps: &Deps, input: MigrationRef) -> StepResult<Output> {
             ..CutoverFact::default()
         },
         stored: previous,
-        held: Vec::new(),
+        held: Fleet::default(),
     };
     prepare(deps, spec, &heroku, &rep, &mut clock).await?;
     // Redis sessions opened before the freeze: no SSM read inside it.
     let mut redis = redis_switch::open(deps, spec, Backend::Source).await?;
-    let (ended, paused) = freeze_source(deps, spec, &source, &roles, &mut clock).await?;
+    let (ended, paused) = freeze_source(deps, spec, &source, &roles, &heroku, &mut clock).await?;
     let parts = Frozen {
         rep: &rep,
         target: &target,
@@ -276,7 +280,8 @@ async fn prepare(
 }
 
 /// Pauses the endpoint (proxy mode), then freezes the source for the app's role and ends its
-/// sessions. A pause that fails is undone (resumed on the source) before anything is frozen.
+/// sessions, while Heroku goes into maintenance mode and scales down. A failure is undone
+/// (source writable, endpoint resumed on the source, Heroku as it was) before it is returned.
 /// Returns how many sessions were ended and the endpoint tasks paused (the ones the switch
 /// retargets; none in redeploy mode).
 async fn freeze_source(
@@ -284,6 +289,7 @@ async fn freeze_source(
     spec: &MigrationSpec,
     source: &Client,
     roles: &AppRoles,
+    heroku: &HerokuClient,
     clock: &mut Clock,
 ) -> StepResult<(u64, Vec<EndpointTask>)> {
     let id = &spec.migration_id;
@@ -291,33 +297,56 @@ async fn freeze_source(
     // here on undoes first, and undoing what was not done yet is harmless. No store write in
     // the window for it.
     clock.save(deps, id).await?;
-    let mut paused = Vec::new();
-    if spec.proxied() {
+    let fleet = if spec.proxied() {
         let ready = endpoint::ready(deps, spec, Backend::Source).await;
         clock.mark("endpoint_pause_requested");
-        let held = match ready {
-            Ok(tasks) => {
-                endpoint::pause_tasks(deps, spec, tasks, Backend::Source, "ferry:cutover").await
+        match ready {
+            Ok(fleet) => Some(fleet),
+            Err(e) => return Err(pause_failed(deps, id, e).await),
+        }
+    } else {
+        None
+    };
+    // Heroku's maintenance mode and scale-down beside the pause and the freeze (the role
+    // freeze is what stops the writes; this only starts the dynos' exit sooner). Whatever
+    // fails here is undone, Heroku included, before the error is returned.
+    let (held, app_side) = tokio::join!(
+        hold_and_freeze(deps, spec, source, roles, fleet, clock),
+        heroku_down(heroku, spec)
+    );
+    let failed = match (held, app_side) {
+        (Ok(frozen), Ok(())) => return Ok(frozen),
+        (Err(e), _) | (Ok(_), Err(e)) => e,
+    };
+    if let Err(undo_err) = undo(deps, spec, source, heroku, roles).await {
+        return Err(StepError::UndoFailed {
+            what: "the cutover's freeze".into(),
+            cause: failed.to_string(),
+            undo: undo_err.to_string(),
+        });
+    }
+    Err(failed)
+}
+
+/// The endpoint's tasks paused (proxy mode: `fleet` from [`endpoint::ready`]), then the
+/// source's app role frozen and its sessions ended. Returns the sessions ended and the tasks
+/// paused.
+async fn hold_and_freeze(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    source: &Client,
+    roles: &AppRoles,
+    fleet: Option<Fleet>,
+    clock: &mut Clock,
+) -> StepResult<(u64, Vec<EndpointTask>)> {
+    let mut paused = Vec::new();
+    if let Some(fleet) = fleet {
+        match endpoint::pause_tasks(deps, spec, fleet, Backend::Source, "ferry:cutover").await {
+            Ok(fleet) => {
+                clock.held = fleet;
+                paused = clock.held.tasks.clone();
             }
-            Err(e) => Err(e),
-        };
-        match held {
-            Ok(tasks) => {
-                clock.held = tasks.clone();
-                paused = tasks;
-            }
-            Err(e) => {
-                deps.audit(
-                    id,
-                    "cutover",
-                    "endpoint_pause",
-                    Outcome::Failed,
-                    serde_json::json!({ "cause": e.to_string() }),
-                    None,
-                )
-                .await?;
-                return Err(e);
-            }
+            Err(e) => return Err(pause_failed(deps, &spec.migration_id, e).await),
         }
         clock.mark("endpoint_paused");
     }
@@ -326,6 +355,24 @@ async fn freeze_source(
     let ended = freeze::end_sessions(source, &roles.source).await?;
     clock.mark("source_frozen");
     Ok((ended, paused))
+}
+
+/// Audits a pause that failed (the pause released what it held) and returns its error.
+async fn pause_failed(deps: &Deps, id: &str, e: StepError) -> StepError {
+    if let Err(audit) = deps
+        .audit(
+            id,
+            "cutover",
+            "endpoint_pause",
+            Outcome::Failed,
+            serde_json::json!({ "cause": e.to_string() }),
+            None,
+        )
+        .await
+    {
+        return audit;
+    }
+    e
 }
 
 /// Metrics and the audit entry of a cutover that completed.
@@ -435,8 +482,49 @@ async fn heroku_down(heroku: &ferry_heroku::HerokuClient, spec: &MigrationSpec) 
     Ok(())
 }
 
+/// How often the dyno list is read while Heroku's scaled-down dynos exit.
+const DYNO_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// After the scale-down: waits until Heroku lists no dyno of the scaled-down process types
+/// that may still run. A dyno's process gets SIGTERM and up to 30 s to exit, and may write to
+/// Redis on its way out (a worker pushes its unfinished jobs back, a web dyno finishes its
+/// requests); the Redis final marker must come after that. Bounded by the drain's timeout
+/// (the AWS side's queries are held meanwhile); past it the cutover is undone.
+pub async fn dynos_exited(heroku: &HerokuClient, spec: &MigrationSpec) -> StepResult<()> {
+    let seconds = spec.cutover.drain_timeout_seconds;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(u64::from(seconds));
+    loop {
+        let running: Vec<String> = heroku
+            .dynos(&spec.heroku.app)
+            .await?
+            .into_iter()
+            .filter(|d| d.may_run() && spec.cutover.scale_down.contains(&d.process_type))
+            .map(|d| d.name)
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StepError::DrainTimeout {
+                position: format!(
+                    "the exit of Heroku's dynos {} after the scale-down",
+                    running.join(", ")
+                ),
+                seconds,
+            });
+        }
+        tokio::time::sleep(DYNO_POLL).await;
+    }
+}
+
 /// Everything between the source freeze and the switch, the endpoint's retarget included
 /// (a failure anywhere here is undone). Returns (sequences, tables counted).
+///
+/// Three paths at once, each waiting only on what it needs: the database (the worker's drain
+/// to the position, then the sequences and the counts); Redis (Heroku's scaled-down dynos'
+/// exit, then the final marker); the endpoint's retarget (its tasks stay paused, so pointing them at the target early sends nothing there
+/// until the resume, which waits for the target to be writable; an undo points them back to
+/// the source as it resumes them).
 async fn frozen_part(
     deps: &Deps,
     spec: &MigrationSpec,
@@ -444,7 +532,6 @@ async fn frozen_part(
     redis: Option<&mut redis_switch::Sides>,
     clock: &mut Clock,
 ) -> StepResult<(usize, usize)> {
-    let id = &spec.migration_id;
     let Frozen {
         rep,
         target,
@@ -456,63 +543,90 @@ async fn frozen_part(
     let position = rep.source_head().await?;
     clock.fact.position = Some(position.clone());
     clock.mark("position");
-    // While the worker drains: Heroku's maintenance mode and scale-down (for the users: a 503
-    // page instead of errors; the role freeze is what stops the writes), and the endpoint's
-    // retarget: its tasks stay paused, so pointing them at the target early sends nothing
-    // there until the resume, which waits for the target to be writable; an undo points them
-    // back to the source as it resumes them.
-    let drain = async {
-        drain_forward(deps, spec, rep, &position, target, fault).await?;
-        Ok::<_, StepError>(Utc::now())
-    };
-    let app_side = heroku_down(heroku, spec);
+    let seq = clock.held.seq;
     let retarget = async {
         if !spec.proxied() {
             return Ok::<_, StepError>(None);
         }
         // The tasks paused before the freeze, as listed then: no listing inside the freeze.
-        endpoint::converge(
+        let done = endpoint::converge(
             deps,
             spec,
             paused,
             Goal::Retarget(Backend::Target),
             "ferry:cutover",
+            seq,
         )
         .await?;
-        Ok(Some(Utc::now()))
+        Ok(Some((done.reached_at, done.want.seq)))
     };
-    let (drained, heroku_done, retargeted) = tokio::join!(drain, app_side, retarget);
-    let mut marks = vec![("drained", drained?)];
-    heroku_done?;
-    if let Some(at) = retargeted? {
+    let (database, app_side, retargeted) = tokio::join!(
+        database_path(deps, spec, rep, &position, target, fault),
+        redis_path(heroku, spec, redis),
+        retarget
+    );
+    let (sequences, counts, mut marks) = database?;
+    marks.extend(app_side?);
+    if let Some((at, seq)) = retargeted? {
         marks.push(("endpoint_retargeted", at));
+        clock.held.seq = Some(seq);
     }
     marks.sort_by_key(|(_, at)| *at);
     clock
         .fact
         .timeline
         .extend(marks.into_iter().map(|(n, at)| (n.to_string(), at)));
+    crate::fault(fault, "cutover:before_switch")?;
+    Ok((sequences, counts))
+}
+
+type Marks = Vec<(&'static str, DateTime<Utc>)>;
+
+/// The worker's drain to `position`, then the sequences and (spec `verify: counts`) the
+/// counts: (sequences, tables counted, marks).
+async fn database_path(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    rep: &Replicator,
+    position: &str,
+    target: &Client,
+    fault: Option<&str>,
+) -> StepResult<(usize, usize, Marks)> {
+    drain_forward(deps, spec, rep, position, target, fault).await?;
+    let mut marks = vec![("drained", Utc::now())];
     let sequences = rep.sync_sequences(SEQUENCE_GAP).await?;
-    clock.mark("sequences_synced");
+    marks.push(("sequences_synced", Utc::now()));
     let counts = match spec.cutover.verify {
         CutoverVerify::None => 0,
         CutoverVerify::Counts => count_check(rep).await?,
     };
     if counts > 0 {
-        clock.mark("counts_checked");
+        marks.push(("counts_checked", Utc::now()));
     }
-    crate::fault(fault, "cutover:before_switch")?;
-    if let Some(redis) = redis {
-        // Last: the proxy is paused with PgBouncer, so every change the AWS fleet made is on
-        // Heroku Redis, and Heroku's dynos were scaled down a drain ago; the final marker
-        // carries every change and ends the forward sync. (A dyno may take longer than that
-        // to exit after a scale-down; see ARCHITECTURE.md.)
-        clock.mark("redis_drain_started");
-        let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
-        redis.drain(&format!("{id}:cutover"), bound).await?;
-        clock.mark("redis_drained");
-    }
-    Ok((sequences, counts))
+    Ok((sequences, counts, marks))
+}
+
+/// With `redis`, after Heroku's scale-down (begun beside the freeze): the scaled-down dynos'
+/// exit, then the Redis final marker. The endpoint's proxy is paused, so every change the AWS fleet
+/// made is on Heroku Redis, and Heroku's dynos have exited, so none is made after it: the
+/// marker carries every change and ends the forward sync.
+async fn redis_path(
+    heroku: &HerokuClient,
+    spec: &MigrationSpec,
+    redis: Option<&mut redis_switch::Sides>,
+) -> StepResult<Marks> {
+    let Some(redis) = redis else {
+        return Ok(Vec::new());
+    };
+    dynos_exited(heroku, spec).await?;
+    let mut marks = vec![("heroku_dynos_exited", Utc::now())];
+    let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
+    marks.push(("redis_drain_started", Utc::now()));
+    redis
+        .drain(&format!("{}:cutover", spec.migration_id), bound)
+        .await?;
+    marks.push(("redis_drained", Utc::now()));
+    Ok(marks)
 }
 
 /// The rehearsal's `cutover:damage_target` fault: while the worker drains, one row of the
@@ -611,8 +725,9 @@ async fn finish(
     }
     clock.mark("target_writable");
     if spec.proxied() {
-        clock.fact.held_ms = resume_on(deps, spec, Backend::Target, "cutover", &clock.held).await?;
-        clock.mark("endpoint_resumed");
+        let (held_ms, at) = resume_on(deps, spec, Backend::Target, "cutover", &clock.held).await?;
+        clock.fact.held_ms = held_ms;
+        clock.mark_at("endpoint_resumed", at);
     } else {
         for svc in &spec.cutover.ecs_services {
             if let Some((cluster, service)) = svc.split_once('/') {
@@ -634,7 +749,7 @@ async fn finish(
 }
 
 /// After a switch: the endpoint resumes on `backend`; returns the longest hold a task
-/// reported. The data is there already, so a task
+/// reported and when the tasks were known resumed. The data is there already, so a task
 /// that does not confirm is not a reason to go back: the state is set again once, and a task
 /// that still does not answer converges when it next reads it (a replaced task starts there).
 pub(crate) async fn resume_on(
@@ -642,18 +757,18 @@ pub(crate) async fn resume_on(
     spec: &MigrationSpec,
     backend: Backend,
     step: &str,
-    held: &[EndpointTask],
-) -> StepResult<Option<i64>> {
+    held: &Fleet,
+) -> StepResult<(Option<i64>, chrono::DateTime<Utc>)> {
     for attempt in 1..=2 {
-        // First the tasks this attempt paused (no listing in the window; a task started since
-        // reads the state itself), then every live one.
-        let tasks = match attempt {
-            1 if !held.is_empty() => held.to_vec(),
-            _ => endpoint::live_tasks(deps, &spec.heroku.app).await?,
+        // First the tasks this attempt paused, told while the state is stored (no listing in
+        // the window; a task started since reads the state itself), then every live one.
+        let (tasks, after) = match attempt {
+            1 if !held.tasks.is_empty() => (held.tasks.clone(), held.seq),
+            _ => (endpoint::live_tasks(deps, &spec.heroku.app).await?, None),
         };
         let by = format!("ferry:{step}");
-        match endpoint::converge(deps, spec, &tasks, Goal::Resume(backend), &by).await {
-            Ok(done) => return Ok(done.longest_hold_ms()),
+        match endpoint::converge(deps, spec, &tasks, Goal::Resume(backend), &by, after).await {
+            Ok(done) => return Ok((done.longest_hold_ms(), done.reached_at)),
             Err(e @ StepError::Store(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(attempt, error = %e, "endpoint resume on the {backend} not confirmed");
@@ -669,7 +784,7 @@ pub(crate) async fn resume_on(
             }
         }
     }
-    Ok(None)
+    Ok((None, Utc::now()))
 }
 
 /// Undoes a freeze that did not switch: source writable, the endpoint resumed on the source,

@@ -45,16 +45,26 @@ pub async fn live_tasks(deps: &Deps, app: &str) -> StepResult<Vec<EndpointTask>>
         .collect())
 }
 
+/// Endpoint tasks a step steers, and the number of the desired state it knows was stored
+/// last: its next state is then told while it is written ([`converge`]'s `after`).
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    /// The tasks, as listed before anything was held.
+    pub tasks: Vec<EndpointTask>,
+    /// The desired state stored last, as this step knows it (`None`: store first, then tell).
+    pub seq: Option<u64>,
+}
+
 /// Checks, before anything is frozen, that the endpoint can be switched: at least
 /// `endpoint.min_tasks` live tasks, all unpaused on `expect`, reading the migration's
-/// parameters. Returns the live tasks.
-pub async fn ready(
-    deps: &Deps,
-    spec: &MigrationSpec,
-    expect: Backend,
-) -> StepResult<Vec<EndpointTask>> {
+/// parameters. Returns the live tasks and the desired state's number.
+pub async fn ready(deps: &Deps, spec: &MigrationSpec, expect: Backend) -> StepResult<Fleet> {
     let min = spec.endpoint.as_ref().map_or(1, |e| e.min_tasks) as usize;
-    let live = live_tasks(deps, &spec.heroku.app).await?;
+    let (live, desired) = tokio::join!(
+        live_tasks(deps, &spec.heroku.app),
+        deps.endpoints.endpoint_desired(&spec.heroku.app)
+    );
+    let (live, seq) = (live?, desired?.map_or(0, |d| d.seq));
     // Read now, not inside the window the app's queries are held in.
     control_key(deps).await;
     let unavailable = |reason: String| StepError::EndpointUnavailable {
@@ -121,7 +131,13 @@ pub async fn ready(
             }
         }
     }
-    Ok(live)
+    // A task ahead of the table acted on a state told whose write never landed: the next
+    // state is then stored first, numbered above it.
+    let ahead = live.iter().any(|t| t.seq > seq);
+    Ok(Fleet {
+        tasks: live,
+        seq: (!ahead).then_some(seq),
+    })
 }
 
 /// What a wait is for.
@@ -151,6 +167,8 @@ pub struct Converged {
     pub want: EndpointDesired,
     /// Each task's report once it reached it.
     pub reports: Vec<EndpointTask>,
+    /// When the last task was known to have reached it (its answer, or its report read).
+    pub reached_at: chrono::DateTime<Utc>,
 }
 
 impl Converged {
@@ -165,52 +183,147 @@ impl Converged {
 }
 
 /// Sets the desired state for `goal` and waits for every task in `tasks` to reach it.
+/// `after` is the state number this caller stored last, when it knows it: the new state is
+/// then told to the tasks while it is written (numbered `after + 1`, stored only if nothing
+/// else was stored since), so a slow store does not hold the app's queries; without it the
+/// state is stored first (read, numbered above, written) and then told.
 pub async fn converge(
     deps: &Deps,
     spec: &MigrationSpec,
     tasks: &[EndpointTask],
     goal: Goal,
     by: &str,
+    after: Option<u64>,
 ) -> StepResult<Converged> {
     let (paused, backend) = goal.state();
     let pause_ms = u64::from(spec.cutover.pause_timeout_ms);
     let t0 = Instant::now();
-    let want = deps
-        .endpoints
-        .set_endpoint_desired(EndpointDesired {
-            paused,
-            backend,
-            pause_timeout_ms: pause_ms,
-            migration_id: spec.migration_id.clone(),
-            issued_at: Utc::now(),
-            issued_by: by.to_string(),
-            ..EndpointDesired::initial(&spec.heroku.app)
-        })
-        .await?;
+    let draft = EndpointDesired {
+        paused,
+        backend,
+        pause_timeout_ms: pause_ms,
+        migration_id: spec.migration_id.clone(),
+        issued_at: Utc::now(),
+        issued_by: by.to_string(),
+        ..EndpointDesired::initial(&spec.heroku.app)
+    };
     let limit = match goal {
         Goal::Pause(_) => Duration::from_millis(pause_ms) + ANSWER_SLACK,
         Goal::Retarget(_) => RETARGET_LIMIT,
         Goal::Resume(_) => RESUME_LIMIT,
     };
-    let stored = t0.elapsed();
     let deadline = Instant::now() + limit;
-    let (rest, mut reports) = tell_all(deps, tasks, &want, goal, limit).await?;
-    let told = t0.elapsed();
+    let told = match after {
+        None => {
+            let want = deps.endpoints.set_endpoint_desired(draft).await?;
+            let stored = t0.elapsed();
+            let answers = tell_all(deps, tasks, &want, goal, (limit, t0)).await?;
+            Told::new(want, stored, answers, t0)
+        }
+        Some(after) => tell_while_storing(deps, tasks, draft, after, goal, limit, t0).await?,
+    };
+    let Told {
+        want,
+        stored_ms,
+        told_ms,
+        answers:
+            Answers {
+                rest,
+                mut reports,
+                answered_ms,
+            },
+        mut reached_at,
+    } = told;
     if !rest.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         reports.extend(wait(deps, spec, &rest, &want, goal, left).await?);
+        reached_at = Utc::now();
     }
     tracing::info!(
         ?goal,
         seq = want.seq,
         tasks = tasks.len(),
         through_table = rest.len(),
-        stored_ms = stored.as_millis() as u64,
-        told_ms = told.as_millis() as u64,
+        stored_ms,
+        told_ms,
+        ?answered_ms,
         total_ms = t0.elapsed().as_millis() as u64,
         "endpoint converged"
     );
-    Ok(Converged { want, reports })
+    Ok(Converged {
+        want,
+        reports,
+        reached_at,
+    })
+}
+
+/// A state told: the tasks still to wait for through the table (`rest`), the others'
+/// reports, when they had all answered, and how long the store and the telling took.
+struct Told {
+    want: EndpointDesired,
+    stored_ms: u64,
+    told_ms: u64,
+    answers: Answers,
+    reached_at: chrono::DateTime<Utc>,
+}
+
+impl Told {
+    fn new(want: EndpointDesired, stored: Duration, answers: Answers, t0: Instant) -> Self {
+        Told {
+            want,
+            stored_ms: stored.as_millis() as u64,
+            told_ms: t0.elapsed().as_millis() as u64,
+            answers,
+            reached_at: Utc::now(),
+        }
+    }
+}
+
+/// The state numbered `after + 1`, told and stored at once. A store that finds another
+/// state stored since fails the step (another command steers this endpoint); the tasks may
+/// have acted on the told state, and whatever the caller does next is stored numbered above
+/// it ([`ferry_core::endpoint::UNTOLD_GAP`]).
+async fn tell_while_storing(
+    deps: &Deps,
+    tasks: &[EndpointTask],
+    draft: EndpointDesired,
+    after: u64,
+    goal: Goal,
+    limit: Duration,
+    t0: Instant,
+) -> StepResult<Told> {
+    let want = EndpointDesired {
+        seq: after + 1,
+        ..draft
+    };
+    let store = async {
+        let r = deps
+            .endpoints
+            .put_endpoint_desired_after(after, want.clone())
+            .await;
+        (r, t0.elapsed())
+    };
+    let tell = async {
+        let r = tell_all(deps, tasks, &want, goal, (limit, t0)).await;
+        (r, t0.elapsed(), Utc::now())
+    };
+    let ((stored, stored_in), (told, told_in, reached_at)) = tokio::join!(store, tell);
+    if stored?.is_none() {
+        return Err(failed(
+            goal,
+            "(all)",
+            Some(&format!(
+                "another endpoint state was stored after #{after} while this one was told; is another ferry command or migration steering the endpoint of this app?"
+            )),
+        ));
+    }
+    Ok(Told {
+        want,
+        stored_ms: stored_in.as_millis() as u64,
+        told_ms: told_in.as_millis() as u64,
+        answers: told?,
+        reached_at,
+    })
 }
 
 /// The control channel's key: read from SSM once per invocation ([`ready`] reads it, before
@@ -248,11 +361,16 @@ async fn tell_all(
     tasks: &[EndpointTask],
     want: &EndpointDesired,
     goal: Goal,
-    limit: Duration,
-) -> StepResult<(Vec<EndpointTask>, Vec<EndpointTask>)> {
+    (limit, t0): (Duration, Instant),
+) -> StepResult<Answers> {
     let key = match control_key(deps).await {
         Some(k) if tasks.iter().any(|t| t.control.is_some()) => k,
-        _ => return Ok((tasks.to_vec(), Vec::new())),
+        _ => {
+            return Ok(Answers {
+                rest: tasks.to_vec(),
+                ..Answers::default()
+            });
+        }
     };
     let line = ferry_core::control::request_line(
         key.expose().as_bytes(),
@@ -270,8 +388,10 @@ async fn tell_all(
     }
     let mut done = vec![false; tasks.len()];
     let mut reports = Vec::new();
+    let mut answered_ms = Vec::new();
     while let Some(joined) = asked.join_next().await {
         let Ok((i, answer)) = joined else { continue };
+        answered_ms.push(t0.elapsed().as_millis() as u64);
         let id = &tasks[i].task_id;
         match answer {
             Ok(ControlReply::Report(r)) if r.reached(want) => {
@@ -296,7 +416,21 @@ async fn tell_all(
         .filter(|(_, d)| !d)
         .map(|(t, _)| t.clone())
         .collect();
-    Ok((rest, reports))
+    Ok(Answers {
+        rest,
+        reports,
+        answered_ms,
+    })
+}
+
+/// What the tasks told a state answered: the tasks still to wait for through the table (no
+/// channel, not reached, refused), the reports of the others, and when each answered (ms
+/// since the converge began).
+#[derive(Debug, Default)]
+struct Answers {
+    rest: Vec<EndpointTask>,
+    reports: Vec<EndpointTask>,
+    answered_ms: Vec<u64>,
 }
 
 /// One control request: connect, send the line, read the answer line, within `limit`.
@@ -395,25 +529,39 @@ pub async fn pause(
     spec: &MigrationSpec,
     backend: Backend,
     by: &str,
-) -> StepResult<Vec<EndpointTask>> {
-    let tasks = ready(deps, spec, backend).await?;
-    pause_tasks(deps, spec, tasks, backend, by).await
+) -> StepResult<Fleet> {
+    let fleet = ready(deps, spec, backend).await?;
+    pause_tasks(deps, spec, fleet, backend, by).await
 }
 
-/// Pauses `tasks` (from [`ready`]) on `backend`; a pause that fails is released before the
-/// error is returned.
+/// Pauses `fleet` (from [`ready`]) on `backend`; a pause that fails is released before the
+/// error is returned. Returns the fleet with the pause's state number.
 pub async fn pause_tasks(
     deps: &Deps,
     spec: &MigrationSpec,
-    tasks: Vec<EndpointTask>,
+    fleet: Fleet,
     backend: Backend,
     by: &str,
-) -> StepResult<Vec<EndpointTask>> {
-    if let Err(e) = converge(deps, spec, &tasks, Goal::Pause(backend), by).await {
-        release(deps, spec, backend, by).await?;
-        return Err(e);
+) -> StepResult<Fleet> {
+    match converge(
+        deps,
+        spec,
+        &fleet.tasks,
+        Goal::Pause(backend),
+        by,
+        fleet.seq,
+    )
+    .await
+    {
+        Ok(done) => Ok(Fleet {
+            tasks: fleet.tasks,
+            seq: Some(done.want.seq),
+        }),
+        Err(e) => {
+            release(deps, spec, backend, by).await?;
+            Err(e)
+        }
     }
-    Ok(tasks)
 }
 
 /// Best effort back to unpaused on `backend` (an undo): sets the state and waits briefly;
@@ -426,7 +574,7 @@ pub async fn release(
     by: &str,
 ) -> StepResult<()> {
     let tasks = live_tasks(deps, &spec.heroku.app).await?;
-    match converge(deps, spec, &tasks, Goal::Resume(backend), by).await {
+    match converge(deps, spec, &tasks, Goal::Resume(backend), by, None).await {
         Ok(_) => Ok(()),
         Err(e @ StepError::Store(_)) => Err(e),
         Err(e) => {

@@ -430,8 +430,9 @@ async fn check_endpoint(deps: &Deps, spec: &MigrationSpec) -> StepResult<Vec<Str
         return Ok(Vec::new());
     }
     match crate::endpoint::ready(deps, spec, ferry_core::endpoint::Backend::Source).await {
-        Ok(tasks) => {
-            let mut out: Vec<String> = tasks
+        Ok(fleet) => {
+            let mut out: Vec<String> = fleet
+                .tasks
                 .iter()
                 .filter(|t| {
                     !ferry_core::endpoint::supports_prepared_statements(&t.pgbouncer_version)

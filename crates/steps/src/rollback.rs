@@ -299,13 +299,13 @@ async fn database_back(
     let mut marks: Vec<(String, chrono::DateTime<Utc>)> = Vec::new();
     let mut mark = |name: &str| marks.push((name.to_string(), Utc::now()));
     // A pause that fails is resumed and retried later (nothing frozen).
-    let paused = if proxy {
-        let tasks = endpoint::ready(deps, spec, Backend::Target).await?;
+    let mut paused = if proxy {
+        let fleet = endpoint::ready(deps, spec, Backend::Target).await?;
         mark("rollback_pause_requested");
-        endpoint::pause_tasks(deps, spec, tasks, Backend::Target, "ferry:rollback").await?
+        endpoint::pause_tasks(deps, spec, fleet, Backend::Target, "ferry:rollback").await?
     } else {
         mark("rollback_pause_requested");
-        Vec::new()
+        endpoint::Fleet::default()
     };
     mark("rollback_paused");
     freeze::freeze_role(target, &roles.target).await?;
@@ -316,7 +316,9 @@ async fn database_back(
     let position = rep.source_head().await?;
     // Whatever fails from here to the retarget leaves the app on the target: writable there
     // again, held queries run there.
-    if let Err(e) = drain_and_retarget(deps, spec, &rep, &position, redis.as_mut(), &paused).await {
+    if let Err(e) =
+        drain_and_retarget(deps, spec, &rep, &position, redis.as_mut(), &mut paused).await
+    {
         freeze::unfreeze_role(target, &roles.target).await?;
         if proxy {
             endpoint::release(deps, spec, Backend::Target, "ferry:rollback").await?;
@@ -343,8 +345,10 @@ async fn database_back(
     mark("source_writable");
     let mut held_ms = None;
     if proxy {
-        held_ms = cutover::resume_on(deps, spec, Backend::Source, "rollback", &paused).await?;
-        mark("rollback_resumed");
+        let (held, at) =
+            cutover::resume_on(deps, spec, Backend::Source, "rollback", &paused).await?;
+        held_ms = held;
+        marks.push(("rollback_resumed".into(), at));
     }
     let mut fact: CutoverFact = facts::get(store, id, facts::CUTOVER)
         .await?
@@ -367,7 +371,7 @@ async fn drain_and_retarget(
     rep: &ferry_replicator::engine::Replicator,
     position: &str,
     redis: Option<&mut crate::redis_switch::Sides>,
-    paused: &[ferry_core::endpoint::EndpointTask],
+    paused: &mut endpoint::Fleet,
 ) -> StepResult<()> {
     let id = &spec.migration_id;
     let limit = Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds) * 4);
@@ -388,25 +392,29 @@ async fn drain_and_retarget(
     };
     let retarget = async {
         if !spec.proxied() {
-            return Ok(());
+            return Ok(None);
         }
         // The tasks paused before the target froze: no listing while it is frozen.
         endpoint::converge(
             deps,
             spec,
-            paused,
+            &paused.tasks,
             Goal::Retarget(Backend::Source),
             "ferry:rollback",
+            paused.seq,
         )
         .await
-        .map(|_| ())
+        .map(|done| Some(done.want.seq))
     };
     let (drained, kv_done, retargeted) = tokio::join!(drain, kv, retarget);
     if let Err(waiting) = drained? {
         return Err(StepError::ReverseBehind { waiting });
     }
     kv_done?;
-    retargeted
+    if let Some(seq) = retargeted? {
+        paused.seq = Some(seq);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
