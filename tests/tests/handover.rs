@@ -232,3 +232,43 @@ async fn a_key_that_is_not_a_queue_is_refused_by_name_before_anything_moves() {
     assert!(msg.contains("is a string"), "{msg}");
     assert!(msg.contains("redis.queue_patterns"), "{msg}");
 }
+
+/// The mover stopped exactly at each of its crash points — after a batch is taken into the
+/// moving area and before it is put on the other side, and after it is put and before the
+/// moving area is cleared — leaves that batch where the protocol says, and the next run moves
+/// every job exactly once (the `fail` crate's named points; nextest runs each test in its own
+/// process, so the configuration reaches no other test).
+#[tokio::test]
+async fn a_mover_stopped_at_each_crash_point_resumes_and_moves_every_job_once() {
+    for point in ["handover::filled", "handover::put"] {
+        let p = unique("hf-");
+        let (jobs, zjobs) = (120, 30);
+        let patterns = enqueue(&p, jobs, zjobs).await;
+        let (mut from, mut to) = (conn(SOURCE).await, conn(TARGET).await);
+        // Stopped at the third pass through the point: two batches moved before it.
+        fail::cfg(point, "2*off->return").expect("configure the crash point");
+        let err = handover::hand_over(&mut from, &mut to, &patterns, 10)
+            .await
+            .expect_err("the mover stops at the crash point");
+        assert!(err.to_string().contains(point), "{point}: {err}");
+        fail::remove(point);
+        let area = format!("ferry:handover:moving:{p}:*");
+        let left = from.call(cmd!["KEYS", &area]).await.expect("keys");
+        assert!(
+            matches!(&left, Value::Array(Some(keys)) if keys.len() == 1),
+            "{point}: one batch waits in its moving area: {left:?}"
+        );
+        handover::hand_over(&mut from, &mut to, &patterns, 10)
+            .await
+            .expect("the next run");
+        assert_eq!(
+            handover::waiting(&mut from, &patterns)
+                .await
+                .expect("waiting"),
+            0,
+            "{point}"
+        );
+        let seen: Seen = Arc::default();
+        drain_and_check(&p, &seen, jobs, zjobs).await;
+    }
+}

@@ -567,6 +567,43 @@ async fn count(target: &tokio_postgres::Client, sql: &str) -> i64 {
     target.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
+/// The target as the pre-data restore leaves it for a copy test: Ferry's bookkeeping and the
+/// tables of `ddl` (without keys); with the source's catalog.
+async fn bare_target(
+    target_url: &PgUrl,
+    source: &tokio_postgres::Client,
+    ddl: &str,
+) -> (tokio_postgres::Client, Vec<ferry_pg::catalog::Table>) {
+    let target = target_url.connect().await.expect("target");
+    ferry_replicator::bookkeeping::ensure(&target)
+        .await
+        .expect("bookkeeping");
+    target.batch_execute(ddl).await.expect("target tables");
+    let tables = ferry_pg::catalog::tables(source).await.expect("catalog");
+    (target, tables)
+}
+
+/// A copy planned under a new exported snapshot: the session holding it, the snapshot, the
+/// chunks (1,000 rows each).
+async fn plan_under_snapshot(
+    source_url: &PgUrl,
+    target: &tokio_postgres::Client,
+    tables: &[ferry_pg::catalog::Table],
+) -> (
+    tokio_postgres::Client,
+    String,
+    Vec<ferry_replicator::copy::Chunk>,
+) {
+    let mut holder = source_url.connect().await.expect("holder");
+    let snapshot = ferry_replicator::copy::export_snapshot(&mut holder)
+        .await
+        .expect("snapshot");
+    let chunks = ferry_replicator::copy::plan(&holder, target, tables, 1000)
+        .await
+        .expect("plan");
+    (holder, snapshot, chunks)
+}
+
 /// `docs`: 20,000 rows keyed by a uuid, the block-split table of the resumed-copy tests.
 async fn seed_docs(source: &tokio_postgres::Client) {
     source
@@ -766,23 +803,16 @@ async fn a_table_without_an_integer_key_is_split_by_blocks_and_resumes_without_d
     let target_url = db.url(Side::Target);
     let source = source_url.connect().await.expect("source");
     seed_docs(&source).await;
-    let mut target = target_url.connect().await.expect("target");
-    ferry_replicator::bookkeeping::ensure(&target)
-        .await
-        .expect("bookkeeping");
     // What the pre-data restore creates: the table without its key.
-    target
-        .batch_execute("CREATE TABLE docs (id uuid, n int NOT NULL, body text NOT NULL)")
-        .await
-        .expect("target table");
-    let tables = ferry_pg::catalog::tables(&source).await.expect("catalog");
+    let (mut target, tables) = bare_target(
+        &target_url,
+        &source,
+        "CREATE TABLE docs (id uuid, n int NOT NULL, body text NOT NULL)",
+    )
+    .await;
 
     // First run: plan under a snapshot, copy half the chunks, die.
-    let mut holder = source_url.connect().await.expect("holder");
-    let snapshot = copy::export_snapshot(&mut holder).await.expect("snapshot");
-    let chunks = copy::plan(&holder, &target, &tables, 1000)
-        .await
-        .expect("plan");
+    let (holder, snapshot, chunks) = plan_under_snapshot(&source_url, &target, &tables).await;
     assert!(chunks.len() >= 10, "{} chunks", chunks.len());
     assert_eq!(chunks[0].lo, None);
     assert!(
@@ -1349,5 +1379,123 @@ async fn a_role_timeout_cancels_none_of_ferrys_work() {
     rep.drain(None).await.expect("drain");
     for c in rep.verify().await.expect("verify") {
         assert!(c.equal(), "{} differs: {:#?}", c.table, c.mismatches);
+    }
+}
+
+/// The copy stopped exactly between a chunk's rows and its done mark (the crash point
+/// `copy::chunk_copied`): both were in one transaction, so neither is on the target; the chunks
+/// marked done before it stay done, and the restarted copy copies the rest once, each key once.
+#[tokio::test]
+async fn a_copy_stopped_between_a_chunks_rows_and_its_done_mark_copies_that_chunk_once() {
+    use ferry_replicator::copy;
+    let db = TestDb::new("chunkfp_").await;
+    let source_url = db.url(Side::Source);
+    let target_url = db.url(Side::Target);
+    let source = source_url.connect().await.expect("source");
+    source
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, body text NOT NULL);
+             INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 10000) g;
+             ANALYZE items;",
+        )
+        .await
+        .expect("source data");
+    let (target, tables) = bare_target(
+        &target_url,
+        &source,
+        "CREATE TABLE items (id bigint, body text NOT NULL)",
+    )
+    .await;
+    let (holder, snapshot, chunks) = plan_under_snapshot(&source_url, &target, &tables).await;
+    assert!(chunks.len() >= 5, "{} chunks", chunks.len());
+    // One session, so chunks go one after another: the third one stops at the point.
+    fail::cfg("copy::chunk_copied", "2*off->return").expect("configure the crash point");
+    let sessions = copy::Sessions {
+        parallelism: 1,
+        ..Default::default()
+    };
+    let err = copy::run(
+        &source_url,
+        &target_url,
+        &snapshot,
+        &tables,
+        chunks,
+        sessions,
+    )
+    .await
+    .expect_err("the copy stops at the crash point");
+    assert!(err.to_string().contains("copy::chunk_copied"), "{err}");
+    fail::remove("copy::chunk_copied");
+    holder.batch_execute("COMMIT").await.expect("end snapshot");
+    let done = count(&target, "SELECT count(*) FROM ferry.copy_chunks WHERE done").await;
+    let rows = count(&target, "SELECT count(*) FROM items").await;
+    let done_rows = count(
+        &target,
+        "SELECT coalesce(sum(rows), 0)::bigint FROM ferry.copy_chunks WHERE done",
+    )
+    .await;
+    assert_eq!(done, 2, "the two chunks before the point stay done");
+    assert_eq!(
+        rows, done_rows,
+        "the stopped chunk's rows rolled back with it"
+    );
+
+    copy_under_a_new_snapshot(&source_url, &target_url, &target, &tables).await;
+    assert_eq!(count(&target, "SELECT count(*) FROM items").await, 10_000);
+    assert_eq!(
+        count(&target, "SELECT count(DISTINCT id) FROM items").await,
+        10_000,
+        "each key once"
+    );
+}
+
+/// The preparation stopped right after each stage marker (the crash point `stage::marked`:
+/// after capture is installed, after the copy, after the keys and indexes) starts again at the
+/// stage the marker names, reaches streaming, and drains to a target equal to the source.
+#[tokio::test]
+async fn a_preparation_stopped_after_each_stage_marker_resumes_there_and_converges() {
+    for (passed, stopped_at) in [
+        (0, stage::CAPTURE),
+        (1, stage::COPIED),
+        (2, stage::STREAMING),
+    ] {
+        let db = TestDb::heroku_like("stagefp_").await;
+        TestDb::load(&db.source_app_url(), "coverage.sql").await;
+        TestDb::load(&db.source_app_url(), "coverage_data.sql").await;
+        let cfg = config(
+            db.source_app_url(),
+            db.url(Side::Target),
+            Side::Target,
+            CaptureMode::Trigger,
+        );
+        fail::cfg("stage::marked", &format!("{passed}*off->return")).expect("crash point");
+        let mut rep = Replicator::connect(cfg.clone()).await.expect("connect");
+        let err = rep.prepare().await.expect_err("stops at the crash point");
+        assert!(err.to_string().contains("stage::marked"), "{err}");
+        fail::remove("stage::marked");
+        assert_eq!(
+            rep.stage().await.expect("stage").as_deref(),
+            Some(stopped_at)
+        );
+        drop(rep);
+        // Rows written between the stop and the restart are captured and streamed.
+        db.source_app_url()
+            .connect()
+            .await
+            .expect("source")
+            .batch_execute("UPDATE customers SET name = name || '+' WHERE id % 7 = 0")
+            .await
+            .expect("write between the runs");
+        let mut rep = Replicator::connect(cfg).await.expect("connect again");
+        rep.prepare().await.expect("prepare resumes");
+        rep.drain(None).await.expect("drain");
+        for c in rep.verify().await.expect("verify") {
+            assert!(
+                c.equal(),
+                "{stopped_at}: {} differs: {:#?}",
+                c.table,
+                c.mismatches
+            );
+        }
     }
 }

@@ -253,7 +253,10 @@ pub async fn hand_over_key(
         let jobs = read_moving(from, key, kind).await?;
         if jobs.is_empty() {
             match fill(from, key, kind, batch).await? {
-                Step::Done => {}
+                Step::Done => {
+                    // A crash between the fill and the put: the batch waits in the moving area.
+                    fail::fail_point!("handover::filled", |_| Err(stopped("handover::filled")));
+                }
                 Step::Raced => races += 1,
                 Step::Empty => return Ok(moved),
             }
@@ -270,11 +273,23 @@ pub async fn hand_over_key(
                 continue;
             }
         }
+        // A crash between the put and the clear: the next run finds the marker and only clears.
+        fail::fail_point!("handover::put", |_| Err(stopped("handover::put")));
         if clear(from, key, n).await? == Step::Raced {
             races += 1;
         } else {
             races = 0;
         }
+    }
+}
+
+/// The error a named crash point returns (tests only: `failpoints` feature): the mover stops
+/// there, as a killed one would, leaving whatever it did on the servers.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn stopped(point: &str) -> KvError {
+    KvError::Io {
+        server: "failpoint".into(),
+        reason: format!("stopped at the crash point {point}"),
     }
 }
 

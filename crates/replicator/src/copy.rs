@@ -584,6 +584,11 @@ async fn copy_chunk(
         .finish()
         .await
         .map_err(ReplError::sql(format!("write {rel}")))?;
+    // A crash between the chunk's rows and its done mark: the transaction holding both is
+    // rolled back, and the chunk is copied again.
+    fail::fail_point!("copy::chunk_copied", |_| Err(ReplError::State(
+        "stopped at the crash point copy::chunk_copied".into()
+    )));
     let marked = tx
         .execute(
             "UPDATE ferry.copy_chunks SET done = true, rows = $3, bytes = $4

@@ -184,13 +184,13 @@ impl Replicator {
                 }
                 _ => trigger::install(&self.source, &self.tables).await?,
             }
-            bookkeeping::set(&self.target, "stage", stage::CAPTURE).await?;
+            self.reach(stage::CAPTURE).await?;
         }
         timings.capture = t.elapsed();
         t = std::time::Instant::now();
         if self.stage().await?.as_deref() == Some(stage::CAPTURE) {
             self.snapshot_copy().await?;
-            bookkeeping::set(&self.target, "stage", stage::COPIED).await?;
+            self.reach(stage::COPIED).await?;
         }
         timings.copy = t.elapsed();
         t = std::time::Instant::now();
@@ -198,13 +198,23 @@ impl Replicator {
             let (post, sizes) = self.post_data().await?;
             crate::postdata::restore(&self.cfg.target, &post, &sizes, self.cfg.parallelism).await?;
             crate::postdata::analyse(&self.target, &self.tables).await?;
-            bookkeeping::set(&self.target, "stage", stage::STREAMING).await?;
+            self.reach(stage::STREAMING).await?;
         }
         timings.post_data = t.elapsed();
         let (rows, bytes) = copy::done_totals(&self.target).await?;
         self.copy_progress.rows.store(rows, Ordering::Relaxed);
         self.copy_progress.bytes.store(bytes, Ordering::Relaxed);
         Ok(timings)
+    }
+
+    /// Records that the preparation reached `s`; a restart begins at it.
+    async fn reach(&self, s: &str) -> ReplResult<()> {
+        bookkeeping::set(&self.target, "stage", s).await?;
+        // A crash right after a stage marker: the next run starts at the stage it names.
+        fail::fail_point!("stage::marked", |_| Err(ReplError::State(format!(
+            "stopped at the crash point stage::marked ({s})"
+        ))));
+        Ok(())
     }
 
     /// The stored post-data, split, and the tables' sizes (bytes by `schema.name`).
