@@ -482,8 +482,11 @@ async fn heroku_down(heroku: &ferry_heroku::HerokuClient, spec: &MigrationSpec) 
     Ok(())
 }
 
-/// How often the dyno list is read while Heroku's scaled-down dynos exit.
+/// How often the dyno list is read while Heroku's scaled-down dynos exit: every 50 ms for the
+/// first second (the app's queries are held), then every 500 ms, so dynos slow to exit do not
+/// spend the Platform API's hourly request budget (4,500) on one cutover.
 const DYNO_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+const DYNO_POLL_SLOW: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// After the scale-down: waits until Heroku lists no dyno of the scaled-down process types
 /// that may still run. A dyno's process gets SIGTERM and up to 30 s to exit, and may write to
@@ -491,8 +494,12 @@ const DYNO_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// requests); the Redis final marker must come after that. Bounded by the drain's timeout
 /// (the AWS side's queries are held meanwhile); past it the cutover is undone.
 pub async fn dynos_exited(heroku: &HerokuClient, spec: &MigrationSpec) -> StepResult<()> {
+    if spec.cutover.scale_down.is_empty() {
+        return Ok(());
+    }
     let seconds = spec.cutover.drain_timeout_seconds;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(u64::from(seconds));
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(u64::from(seconds));
     loop {
         let running: Vec<String> = heroku
             .dynos(&spec.heroku.app)
@@ -513,7 +520,8 @@ pub async fn dynos_exited(heroku: &HerokuClient, spec: &MigrationSpec) -> StepRe
                 seconds,
             });
         }
-        tokio::time::sleep(DYNO_POLL).await;
+        let quick = started.elapsed() < std::time::Duration::from_secs(1);
+        tokio::time::sleep(if quick { DYNO_POLL } else { DYNO_POLL_SLOW }).await;
     }
 }
 

@@ -309,13 +309,11 @@ async fn tell_while_storing(
     };
     let ((stored, stored_in), (told, told_in, reached_at)) = tokio::join!(store, tell);
     if stored?.is_none() {
-        return Err(failed(
-            goal,
-            "(all)",
-            Some(&format!(
-                "another endpoint state was stored after #{after} while this one was told; is another ferry command or migration steering the endpoint of this app?"
-            )),
-        ));
+        let reason = format!(
+            "another endpoint state was stored after #{after} while #{} was told; is another ferry command or migration steering this app's endpoint?",
+            after + 1
+        );
+        return Err(goal_failed(goal, reason));
     }
     Ok(Told {
         want,
@@ -512,7 +510,14 @@ async fn wait(
 }
 
 fn failed(goal: Goal, task: &str, why: Option<&str>) -> StepError {
-    let reason = format!("task {task}: {}", why.unwrap_or("did not reach the state"));
+    goal_failed(
+        goal,
+        format!("task {task}: {}", why.unwrap_or("did not reach the state")),
+    )
+}
+
+/// The error of a wait for `goal` that failed for `reason`.
+fn goal_failed(goal: Goal, reason: String) -> StepError {
     match goal {
         Goal::Pause(_) => StepError::EndpointPauseFailed { reason },
         Goal::Retarget(b) | Goal::Resume(b) => StepError::EndpointSwitchFailed {
