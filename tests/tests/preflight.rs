@@ -1,7 +1,7 @@
 //! Preflight analysis on real servers: a Heroku-like source, then one with every blocker.
 
 use ferry_core::spec::CaptureMode;
-use ferry_pg::preflight::{Severity, analyse};
+use ferry_pg::preflight::{Code, PreflightReport, Severity, Snapshot, analyse};
 use ferry_tests::{Side, TestDb};
 
 #[tokio::test]
@@ -20,12 +20,23 @@ async fn heroku_like_source_gets_trigger_capture_and_a_full_inventory() {
     let report = analyse(&source, &target, CaptureMode::Auto, 4)
         .await
         .expect("analyse");
+    // The snapshot is everything the rules read: kept as JSON, it gives the same report.
+    let snapshot = Snapshot::gather(&source, Some(&target))
+        .await
+        .expect("snapshot");
+    let kept: Snapshot =
+        serde_json::from_str(&serde_json::to_string(&snapshot).expect("to json")).expect("back");
+    assert_eq!(kept, snapshot);
+    assert_eq!(
+        PreflightReport::assess(&kept, CaptureMode::Auto, 4),
+        PreflightReport::assess(&snapshot, CaptureMode::Auto, 4)
+    );
     let blockers: Vec<_> = report.blockers().collect();
     assert!(blockers.is_empty(), "{blockers:#?}");
     assert_eq!(report.capture, Some(CaptureMode::Trigger));
     assert!(!report.logical_possible && report.trigger_possible);
     let why = report
-        .with_code("capture_mode")
+        .with_code(Code::CaptureMode)
         .next()
         .expect("capture finding");
     assert!(
@@ -85,12 +96,12 @@ async fn heroku_like_source_gets_trigger_capture_and_a_full_inventory() {
     );
     assert!(
         report
-            .with_code("partitioned_table")
+            .with_code(Code::PartitionedTable)
             .any(|f| f.object.as_deref() == Some("public.events"))
     );
     assert!(
         report
-            .with_code("generated_columns")
+            .with_code(Code::GeneratedColumns)
             .any(|f| f.object.as_deref() == Some("Billing.Invoices"))
     );
 
@@ -133,17 +144,27 @@ async fn every_blocker_names_its_object_and_fix() {
         .expect("analyse");
     // A superuser source on a wal_level=logical server could decode, but an UNLOGGED table and
     // REPLICA IDENTITY NOTHING make logical capture impossible: the spec asked for it, so blocker.
-    let codes: Vec<(&str, Option<&str>)> = report
+    let codes: Vec<(Code, Option<&str>)> = report
         .blockers()
         .map(|f| (f.code, f.object.as_deref()))
         .collect();
     assert!(
-        codes.contains(&("no_primary_key", Some("public.audit_trail"))),
+        codes.contains(&(Code::NoPrimaryKey, Some("public.audit_trail"))),
         "{codes:?}"
     );
-    assert!(codes.contains(&("large_objects", None)), "{codes:?}");
-    assert!(codes.contains(&("logical_impossible", None)), "{codes:?}");
-    let nopk = report.with_code("no_primary_key").next().expect("finding");
+    assert!(codes.contains(&(Code::LargeObjects, None)), "{codes:?}");
+    assert!(
+        codes.contains(&(Code::LogicalImpossible, None)),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&(Code::ReplicaIdentity, Some("public.weird"))),
+        "the table whose identity lacks its key is named: {codes:?}"
+    );
+    let nopk = report
+        .with_code(Code::NoPrimaryKey)
+        .next()
+        .expect("finding");
     assert!(
         nopk.fix
             .contains("ALTER TABLE \"public\".\"audit_trail\" ADD COLUMN ferry_id"),
@@ -151,13 +172,13 @@ async fn every_blocker_names_its_object_and_fix() {
         nopk.fix
     );
     let logical = report
-        .with_code("logical_impossible")
+        .with_code(Code::LogicalImpossible)
         .next()
         .expect("finding");
     assert!(logical.message.contains("UNLOGGED"), "{}", logical.message);
     assert!(
         report
-            .with_code("unlogged_table")
+            .with_code(Code::UnloggedTable)
             .any(|f| f.severity == Severity::Warning
                 && f.object.as_deref() == Some("public.scratch"))
     );
@@ -169,7 +190,7 @@ async fn every_blocker_names_its_object_and_fix() {
         .await
         .expect("analyse");
     assert_eq!(report.capture, Some(CaptureMode::Trigger));
-    assert!(report.blockers().any(|f| f.code == "no_primary_key"));
+    assert!(report.blockers().any(|f| f.code == Code::NoPrimaryKey));
 
     // An extension the target does not offer (adminpack was removed in PostgreSQL 17).
     if Side::Target.major() >= 17 {
@@ -183,7 +204,8 @@ async fn every_blocker_names_its_object_and_fix() {
         assert!(
             report
                 .blockers()
-                .any(|f| f.code == "extension_missing" && f.object.as_deref() == Some("adminpack"))
+                .any(|f| f.code == Code::ExtensionMissing
+                    && f.object.as_deref() == Some("adminpack"))
         );
     }
 
@@ -194,7 +216,7 @@ async fn every_blocker_names_its_object_and_fix() {
     assert!(
         report
             .blockers()
-            .any(|f| f.code == "connections" && f.fix.contains("parallelism"))
+            .any(|f| f.code == Code::Connections && f.fix.contains("parallelism"))
     );
 }
 

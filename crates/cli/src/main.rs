@@ -89,6 +89,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// What a preflight finding's code means and how to fix it; every code without one.
+    #[command(
+        after_help = "Examples:\n  ferry explain no_primary_key\n  ferry explain            # every code, one line each"
+    )]
+    Explain {
+        /// A finding's code, as reports print it (`no_primary_key`).
+        code: Option<String>,
+    },
     /// Validate a spec, then start the state machine with it (FERRY_STATE_MACHINE_ARN).
     #[command(after_help = "Example:\n  ferry start migration.json   # prints the execution ARN")]
     Start {
@@ -190,6 +198,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Code> {
         Command::Plan(a) => plan::run(a).await,
         Command::Destination(a) => destination::run(a).await,
         Command::Preflight { spec, output } => preflight::run(&spec, output).await,
+        Command::Explain { code } => preflight::explain(code.as_deref()),
         Command::Start { spec } => ops::start(&spec).await,
         Command::Status(a) => status::status(a).await,
         Command::Wait(a) => status::wait(a).await,

@@ -110,3 +110,32 @@ pub async fn run(path: &Path, output: Output) -> anyhow::Result<Code> {
         Code::Done
     })
 }
+
+/// `ferry explain [code]`: the rule's documentation, or every code with its first line.
+pub fn explain(code: Option<&str>) -> anyhow::Result<Code> {
+    use ferry_pg::preflight::Code as Finding;
+    let Some(text) = code else {
+        for c in Finding::ALL {
+            let doc = c.explain();
+            let first = doc
+                .split(". ")
+                .next()
+                .unwrap_or_default()
+                .replace('\n', " ");
+            println!("{c:<30} {first}.");
+        }
+        return Ok(Code::Done);
+    };
+    let found = Finding::parse(text.trim()).ok_or_else(|| {
+        Usage(format!(
+            "code: no finding is called {text:?}; `ferry explain` lists them ({})",
+            Finding::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    println!("{found}\n\n{}", found.explain());
+    Ok(Code::Done)
+}

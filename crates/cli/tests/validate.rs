@@ -245,3 +245,23 @@ fn the_ci_example_fits_a_hosted_runner_and_calls_real_commands() {
         }
     }
 }
+
+#[test]
+fn explain_prints_a_rules_documentation_and_refuses_an_unknown_code() {
+    let (code, out, _) = ferry(&["explain", "no_primary_key"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("no_primary_key\n\n**Blocker.**"), "{out}");
+    assert!(out.contains("Fix: add a key before migrating"), "{out}");
+    let (code, out, _) = ferry(&["explain"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().any(|l| l.starts_with("replica_identity ")),
+        "{out}"
+    );
+    let (code, _, err) = ferry(&["explain", "no_primary_keys"]);
+    assert_eq!(code, 2, "a wrong argument");
+    assert!(
+        err.contains("no finding is called \"no_primary_keys\"") && err.contains("no_primary_key,"),
+        "{err}"
+    );
+}

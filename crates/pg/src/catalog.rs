@@ -1,6 +1,7 @@
 //! What the replicated tables look like: read from the catalogs once, used by preflight,
 //! copy, capture, apply and verify alike.
 
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::PgError;
@@ -19,7 +20,7 @@ pub fn quote_literal(text: &str) -> String {
 }
 
 /// How a relation stores its rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TableKind {
     /// A plain table.
     Ordinary,
@@ -38,7 +39,7 @@ pub enum TableKind {
 }
 
 /// One column.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
     /// Its name (unquoted).
     pub name: String,
@@ -56,7 +57,7 @@ pub struct Column {
 }
 
 /// One user table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     /// The relation's oid on the server it was read from.
     pub oid: u32,

@@ -563,13 +563,7 @@ fn unchecked_redis_certificate(
     url: &ferry_kv::RedisUrl,
     param: &str,
 ) -> Option<preflight::Finding> {
-    (url.tls == Some(ferry_pg::TlsCheck::EncryptOnly)).then(|| preflight::Finding {
-        severity: Severity::Warning,
-        code: "redis_certificate_unchecked",
-        object: Some(param.to_string()),
-        message: format!("{} (the endpoint's Redis proxy connects to it the same way).", preflight::UNCHECKED_RISK),
-        fix: "accept it for the migration's days and rotate the Key-Value Store credentials after decommission (heroku redis:credentials --reset), or give sslrootcert= a CA its certificate chains to".into(),
-    })
+    preflight::unchecked_redis_certificate(url.tls, param)
 }
 
 #[cfg(test)]
@@ -595,7 +589,7 @@ mod certificate_tests {
         )
         .expect("url");
         let f = unchecked_redis_certificate(&redis, "/ferry/app/redis").expect("warned");
-        assert_eq!(f.code, "redis_certificate_unchecked");
+        assert_eq!(f.code, preflight::Code::RedisCertificateUnchecked);
         let checked =
             ferry_kv::RedisUrl::parse("rediss://:pw@cache.example.com:6380").expect("url");
         assert!(unchecked_redis_certificate(&checked, "/p").is_none());
