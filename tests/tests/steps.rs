@@ -22,7 +22,9 @@ use ferry_pg::freeze;
 use ferry_steps::{
     Deps, MigrationRef, Settings,
     approval::{self, HttpRequest},
-    canary, config_sync, cutover, decommission, facts, preflight, replication, rollback, verify,
+    canary,
+    canary::Action,
+    config_sync, cutover, decommission, facts, preflight, replication, rollback, verify,
 };
 use ferry_tests::{
     APP_ROLE, TestDb, bed_var, capture_leftovers, fresh_store, gate::Gatekeeper, heroku,
@@ -582,7 +584,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     };
     assert_eq!(
         tick().await.expect("tick").action,
-        "duplicate",
+        Action::Duplicate,
         "a tick right after a move is a duplicate"
     );
     // Half an interval on the steps' clock per tick: each move is then followed by a tick
@@ -593,21 +595,21 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
     for _ in 0..10 {
         e.clock.advance(chrono::Duration::milliseconds(500));
         let t = tick().await.expect("tick");
-        match t.action.as_str() {
-            "moved" => {
+        match t.action {
+            Action::Moved => {
                 seen.push(t.aws_percent);
-                assert_eq!(tick().await.expect("dup").action, "duplicate");
+                assert_eq!(tick().await.expect("dup").action, Action::Duplicate);
             }
             // 100% holds for timing.dns_hold_seconds (1 s here) before the canary completes.
-            "holding" => {
+            Action::Holding => {
                 assert_eq!(t.aws_percent, 100);
                 held += 1;
             }
-            "completed" => {
+            Action::Completed => {
                 completed = true;
                 break;
             }
-            other => panic!("unexpected tick {other}"),
+            other => panic!("unexpected tick {other:?}"),
         }
     }
     assert!(
@@ -629,7 +631,7 @@ async fn every_step_against_the_bed_from_preflight_to_decommission() {
         gk.finished(&canary_exec).await.status(),
         &ExecutionStatus::Succeeded
     );
-    assert_eq!(tick().await.expect("stale tick").action, "idle");
+    assert_eq!(tick().await.expect("stale tick").action, Action::Idle);
 
     // 7. Gate "cut over": approved by an email link (GET shows a page, POST decides).
     let (cut_exec, token) = gk.waiting_execution().await;
@@ -1055,7 +1057,7 @@ async fn approvals_refuse_bad_requests_and_an_unhealthy_canary_rolls_back() {
     e.sink.answer(503);
     e.clock.advance(chrono::Duration::milliseconds(500));
     let t = tick().await.expect("unhealthy tick");
-    assert_eq!(t.action, "unhealthy");
+    assert_eq!(t.action, Action::Unhealthy);
     assert_eq!(
         deps.router.weights(&spec.traffic).await.expect("weights"),
         Some(Weights {

@@ -5,7 +5,7 @@ use ferry_core::{
     MigrationStore, StepErrorName, StoreError,
     state::{
         Appended, ApprovalStatus, AuditEvent, Gate, MigrationRecord, Outcome, Phase, WorkerCommand,
-        WorkerPhase, WorkerProgress,
+        WorkerProgress,
     },
 };
 use ferry_tests::{fresh_store, pending_approval, spec, unique};
@@ -279,27 +279,10 @@ async fn audit_log_is_append_only_ordered_and_deduplicated() {
 
 fn progress(id: &str, epoch: u64, seq: u64) -> WorkerProgress {
     WorkerProgress {
-        migration_id: id.to_string(),
-        worker_id: format!("worker-{epoch}"),
-        epoch,
-        seq,
-        phase: WorkerPhase::Copying,
-        tables_done: 3,
-        tables_total: 10,
         rows_copied: 1_000_000 + seq,
-        bytes_copied: 64 << 20,
-        bytes_total: Some(256 << 20),
-        copy_bytes_per_second: Some(12e6),
-        source_position: Some("0/16B3748".into()),
-        applied_position: Some("0/16B3700".into()),
         lag_seconds: Some(0.8),
         lag_changes: Some(12),
-        heartbeat_at: Utc::now(),
-        error: None,
-        error_name: None,
-        acked_command: 0,
-        paused: false,
-        drained_to: None,
+        ..ferry_core::memory::contract::heartbeat(id, epoch, seq, Utc::now())
     }
 }
 
@@ -569,4 +552,15 @@ async fn an_endpoint_state_told_beside_its_write_is_stored_only_over_the_one_its
             .issued_by,
         "after"
     );
+}
+
+#[tokio::test]
+async fn the_dynamodb_store_keeps_the_contract_the_in_memory_one_is_held_to() {
+    let store = fresh_store().await;
+    ferry_core::memory::contract::migration_store(
+        store.as_ref(),
+        spec(&unique("contract-"), &unique("contract-app-")),
+    )
+    .await;
+    ferry_core::memory::contract::endpoint_store(store.as_ref(), &unique("contract-app-")).await;
 }

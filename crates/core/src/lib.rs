@@ -9,6 +9,8 @@ pub mod cloud;
 pub mod control;
 pub mod endpoint;
 pub mod errors;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
 pub mod metrics;
 pub mod params;
 pub mod problems;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Deps, StepError, StepResult,
-    facts::{self, CanaryFact},
+    facts::{self, CanaryFact, CanaryState},
     now,
 };
 
@@ -92,11 +92,11 @@ pub async fn request_with(
         }
     }
     if let Some(c) = facts::get::<CanaryFact>(store, migration_id, facts::CANARY).await?
-        && c.state == "running"
+        && c.state == CanaryState::Running
     {
         // No more ticks move the weights; the rollback sends traffic back to Heroku.
         let stopped = CanaryFact {
-            state: "aborted".into(),
+            state: CanaryState::Aborted,
             reason: Some(cause.clone()),
             ..c.clone()
         };

@@ -682,3 +682,127 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod gates {
+    //! A gate on in-memory services: the prompt, each email approver's own links, and a
+    //! decision taken once.
+
+    use ferry_core::{
+        MigrationStore,
+        memory::Resumed,
+        state::{ApprovalStatus, Gate, Phase},
+    };
+
+    use super::*;
+    use crate::memory::{World, spec_with};
+
+    const TOKEN: &str = "cutover-task-token";
+
+    async fn cutover_gate() -> World {
+        let spec = spec_with(|v| {
+            v["approvals"]["approvers"] =
+                serde_json::json!(["ops-lead@acme.example", "sre@acme.example"]);
+        });
+        let mut w = World::at(spec, Phase::ShiftingTraffic).await;
+        w.deps.settings.approval_url = Some("https://cb.acme.example/".into());
+        w.params.set(
+            &w.deps.settings.link_secret_param,
+            "a-link-signing-key-of-32-bytes!!",
+        );
+        w
+    }
+
+    async fn ask(w: &World) -> Requested {
+        request(
+            &w.deps,
+            RequestInput {
+                migration_id: w.spec.migration_id.clone(),
+                gate: Gate::Cutover,
+                task_token: TOKEN.into(),
+            },
+        )
+        .await
+        .expect("request")
+    }
+
+    fn link(message: &str, verb: &str) -> String {
+        let line = message
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{verb}:")))
+            .unwrap_or_else(|| panic!("no {verb} link in {message}"));
+        let url = line.split_whitespace().last().expect("url");
+        url.split("t=").nth(1).expect("token").to_string()
+    }
+
+    fn post_decide(token: &str) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            path: "/decide".into(),
+            body: format!(
+                "t={}",
+                form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+            )
+            .into_bytes(),
+            ..HttpRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_email_approver_gets_links_of_their_own_and_the_topic_gets_none() {
+        let w = cutover_gate().await;
+        let out = ask(&w).await;
+        assert_eq!(out.notified, ["sns"]);
+        assert_eq!(w.phase().await, Phase::AwaitingCutoverApproval);
+        let sent = w.notifier.published();
+        let audiences: Vec<&str> = sent.iter().map(|p| p.audience.as_str()).collect();
+        assert_eq!(
+            audiences,
+            ["all", "ops-lead@acme.example", "sre@acme.example"]
+        );
+        assert!(
+            !sent[0].message.contains("t="),
+            "no link goes to every subscriber"
+        );
+        for own in &sent[1..] {
+            assert!(own.message.contains(&format!("asks you, {}", own.audience)));
+            assert_ne!(link(&own.message, "approve"), link(&own.message, "reject"));
+        }
+        assert_ne!(
+            link(&sent[1].message, "approve"),
+            link(&sent[2].message, "approve"),
+            "a link decides as its approver alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reject_link_decides_once_and_fails_the_waiting_task() {
+        let w = cutover_gate().await;
+        ask(&w).await;
+        let sent = w.notifier.published();
+        let reject = link(&sent[2].message, "reject");
+        let done = callback(&w.deps, post_decide(&reject)).await;
+        assert_eq!(done.status_code, 200, "{}", done.body);
+        assert!(matches!(
+            w.callbacks.resumed(TOKEN),
+            Some(Resumed::Failed { error, .. }) if error == ferry_core::approval::REJECTED
+        ));
+        let stored = w
+            .store
+            .approval(&w.spec.migration_id, Gate::Cutover)
+            .await
+            .expect("read")
+            .expect("approval");
+        assert_eq!(stored.status, ApprovalStatus::Rejected);
+        assert_eq!(stored.decided_by.as_deref(), Some("sre@acme.example"));
+
+        let replay = callback(&w.deps, post_decide(&reject)).await;
+        assert_eq!(replay.status_code, 409, "{}", replay.body);
+        let late = callback(&w.deps, post_decide(&link(&sent[1].message, "approve"))).await;
+        assert_eq!(late.status_code, 409, "decided already: {}", late.body);
+        assert!(matches!(
+            w.callbacks.resumed(TOKEN),
+            Some(Resumed::Failed { .. })
+        ));
+    }
+}

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Deps, StepError, StepResult,
-    facts::{self, CanaryFact},
+    facts::{self, CanaryFact, CanaryState},
 };
 
 /// Input of the start.
@@ -32,11 +32,31 @@ pub struct StartInput {
     pub task_token: ferry_core::secret::Secret,
 }
 
+/// What a start or a tick did (written as its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The first weight set and the ticks scheduled.
+    Started,
+    /// One step further.
+    Moved,
+    /// At the last step, waiting out the DNS hold.
+    Holding,
+    /// The canary ended: all traffic on AWS, the waiting task succeeded.
+    Completed,
+    /// The health gate failed: all traffic back on Heroku, the waiting task failed.
+    Unhealthy,
+    /// A repeated tick (too soon after the last move, or a move another tick made).
+    Duplicate,
+    /// A tick of a canary that is not running: its rule removed.
+    Idle,
+}
+
 /// Output of the start and of each tick.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Output {
-    /// What happened: `started`, `moved`, `completed`, `unhealthy`, `duplicate`, `idle`.
-    pub action: String,
+    /// What happened.
+    pub action: Action,
     /// Percent of traffic on AWS now.
     pub aws_percent: u32,
     /// The rule's name.
@@ -76,7 +96,7 @@ pub async fn start(deps: &Deps, input: StartInput) -> StepResult<Output> {
         index: 0,
         aws_percent: first,
         moved_at: deps.clock.now(),
-        state: "running".into(),
+        state: CanaryState::Running,
         reason: None,
         task_token: input.task_token.clone(),
         interval_seconds: interval_seconds(spec),
@@ -122,7 +142,7 @@ pub async fn start(deps: &Deps, input: StartInput) -> StepResult<Output> {
     )
     .await?;
     Ok(Output {
-        action: "started".into(),
+        action: Action::Started,
         aws_percent: fact.aws_percent,
         rule,
     })
@@ -175,7 +195,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
         deps.schedule.delete_rule(&rule).await?;
         return Ok(idle(rule, 0));
     };
-    if fact.state != "running" || rec.phase != Phase::ShiftingTraffic {
+    if fact.state != CanaryState::Running || rec.phase != Phase::ShiftingTraffic {
         // A stale rule (the canary ended, or the migration moved on): remove it.
         deps.schedule.delete_rule(&rule).await?;
         return Ok(idle(rule, fact.aws_percent));
@@ -183,7 +203,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     let since = (deps.clock.now() - fact.moved_at).num_milliseconds() as f64 / 1000.0;
     if since < f64::from(fact.interval_seconds) / 2.0 {
         return Ok(Output {
-            action: "duplicate".into(),
+            action: Action::Duplicate,
             aws_percent: fact.aws_percent,
             rule,
         });
@@ -209,7 +229,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     };
     if !facts::swap(store, id, facts::CANARY, Some(&fact), &moved).await? {
         return Ok(Output {
-            action: "duplicate".into(),
+            action: Action::Duplicate,
             aws_percent: percent,
             rule,
         });
@@ -226,7 +246,7 @@ pub async fn tick(deps: &Deps, input: TickInput) -> StepResult<Output> {
     )
     .await?;
     Ok(Output {
-        action: "moved".into(),
+        action: Action::Moved,
         aws_percent: percent,
         rule,
     })
@@ -248,13 +268,13 @@ async fn complete(
     let hold = dns_hold_seconds(deps, spec).await?;
     if since < f64::from(hold) {
         return Ok(Output {
-            action: "holding".into(),
+            action: Action::Holding,
             aws_percent: fact.aws_percent,
             rule,
         });
     }
     let done = CanaryFact {
-        state: "done".into(),
+        state: CanaryState::Done,
         ..fact.clone()
     };
     if !facts::swap(store, id, facts::CANARY, Some(&fact), &done).await? {
@@ -276,7 +296,7 @@ async fn complete(
         tracing::warn!(error = %e, "canary finished but its task is gone");
     }
     Ok(Output {
-        action: "completed".into(),
+        action: Action::Completed,
         aws_percent: fact.aws_percent,
         rule,
     })
@@ -299,7 +319,7 @@ pub async fn dns_hold_seconds(deps: &Deps, spec: &MigrationSpec) -> StepResult<u
 
 fn idle(rule: String, aws_percent: u32) -> Output {
     Output {
-        action: "idle".into(),
+        action: Action::Idle,
         aws_percent,
         rule,
     }
@@ -319,7 +339,7 @@ async fn unhealthy(
     weight_metric(deps, id, 0);
     deps.schedule.delete_rule(&rule).await?;
     let failed = CanaryFact {
-        state: "unhealthy".into(),
+        state: CanaryState::Unhealthy,
         reason: Some(reason.clone()),
         ..fact.clone()
     };
@@ -345,7 +365,7 @@ async fn unhealthy(
         tracing::warn!(error = %e, "canary unhealthy but its task is gone");
     }
     Ok(Output {
-        action: "unhealthy".into(),
+        action: Action::Unhealthy,
         aws_percent: 0,
         rule,
     })
@@ -362,4 +382,221 @@ fn weight_metric(deps: &Deps, id: &str, aws_percent: u32) {
             Unit::Percent,
         )],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    //! The canary's decisions on in-memory services with a driven clock: which tick moves,
+    //! which is a duplicate, when the last step holds, what an unhealthy gate undoes.
+
+    use chrono::Duration;
+    use ferry_core::{MigrationStore, memory::Resumed, state::Phase, traffic::Weights};
+
+    use super::*;
+    use crate::memory::{World, spec_with};
+
+    const TOKEN: &str = "canary-task-token";
+
+    async fn shifting() -> World {
+        let spec = spec_with(|v| {
+            v["traffic"]["steps"] = serde_json::json!([10, 50, 100]);
+            v["traffic"]["step_interval_minutes"] = 5.into();
+            v["traffic"]["ttl_seconds"] = 60.into();
+            v["traffic"]["health"] = serde_json::json!({"alarm_names": ["acme-5xx"]});
+        });
+        let w = World::at(spec, Phase::AwaitingTrafficApproval).await;
+        w.alarms.set("acme-5xx", false);
+        w
+    }
+
+    async fn start_it(w: &World) -> Output {
+        start(
+            &w.deps,
+            StartInput {
+                migration_id: w.spec.migration_id.clone(),
+                task_token: TOKEN.into(),
+            },
+        )
+        .await
+        .expect("start")
+    }
+
+    async fn tick_it(w: &World) -> Output {
+        tick(
+            &w.deps,
+            TickInput {
+                migration_id: w.spec.migration_id.clone(),
+                interval_seconds: 300,
+            },
+        )
+        .await
+        .expect("tick")
+    }
+
+    #[tokio::test]
+    async fn start_replaces_the_cname_with_the_first_weight_and_schedules_ticks() {
+        let w = shifting().await;
+        let out = start_it(&w).await;
+        assert_eq!((out.action, out.aws_percent), (Action::Started, 10));
+        assert_eq!(w.router.written(), [Weights::for_aws_percent(10)]);
+        assert!(
+            w.router.others().is_empty(),
+            "the simple CNAME went in the same batch"
+        );
+        let rules = w.schedule.rules();
+        let rule = rules.get(&out.rule).expect("the tick rule");
+        assert_eq!(rule.minutes, 5);
+        assert_eq!(rule.input["interval_seconds"], 300);
+        assert_eq!(w.phase().await, Phase::ShiftingTraffic);
+
+        // A retried start (the state machine's Retry) keeps the weight and takes the new token.
+        w.clock.advance(Duration::seconds(400));
+        assert_eq!(tick_it(&w).await.action, Action::Moved);
+        let again = start(
+            &w.deps,
+            StartInput {
+                migration_id: w.spec.migration_id.clone(),
+                task_token: "second-token".into(),
+            },
+        )
+        .await
+        .expect("start again");
+        assert_eq!(again.aws_percent, 50, "not reset to the first step");
+        assert_eq!(
+            w.router.written().len(),
+            2,
+            "no weight written by the retry"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tick_within_half_an_interval_of_a_move_is_a_duplicate_whatever_the_machine_speed() {
+        let w = shifting().await;
+        start_it(&w).await;
+        w.clock.advance(Duration::seconds(149));
+        assert_eq!(tick_it(&w).await.action, Action::Duplicate);
+        w.clock.advance(Duration::seconds(1));
+        let moved = tick_it(&w).await;
+        assert_eq!((moved.action, moved.aws_percent), (Action::Moved, 50));
+        assert_eq!(
+            tick_it(&w).await.action,
+            Action::Duplicate,
+            "EventBridge's second delivery"
+        );
+        assert_eq!(
+            w.router.written(),
+            [Weights::for_aws_percent(10), Weights::for_aws_percent(50)]
+        );
+        assert_eq!(
+            w.audited().await,
+            ["canary/set_weights", "canary/set_weights"],
+            "one entry per move"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_step_holds_for_the_dns_ttl_then_resumes_the_waiting_task() {
+        let w = shifting().await;
+        start_it(&w).await;
+        w.clock.advance(Duration::seconds(300));
+        tick_it(&w).await;
+        w.clock.advance(Duration::seconds(300));
+        assert_eq!(tick_it(&w).await.aws_percent, 100);
+        // At 100 %, the next tick half an interval on: the TTL (60 s) has passed since the
+        // last move (150 s), so the canary completes.
+        w.clock.advance(Duration::seconds(150));
+        let done = tick_it(&w).await;
+        assert_eq!(done.action, Action::Completed);
+        assert!(w.schedule.rules().is_empty(), "the rule is deleted");
+        assert!(matches!(
+            w.callbacks.resumed(TOKEN),
+            Some(Resumed::Succeeded(out)) if out["aws_percent"] == 100
+        ));
+        assert_eq!(
+            tick_it(&w).await.action,
+            Action::Idle,
+            "a late tick changes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ttl_longer_than_the_tick_holds_the_last_step() {
+        let spec = spec_with(|v| {
+            v["traffic"]["steps"] = serde_json::json!([100]);
+            v["traffic"]["ttl_seconds"] = 3600.into();
+            v["traffic"]["health"] = serde_json::json!({"alarm_names": ["acme-5xx"]});
+        });
+        let w = World::at(spec, Phase::AwaitingTrafficApproval).await;
+        w.alarms.set("acme-5xx", false);
+        start_it(&w).await;
+        w.clock.advance(Duration::seconds(3599));
+        assert_eq!(tick_it(&w).await.action, Action::Holding);
+        w.clock.advance(Duration::seconds(1));
+        assert_eq!(tick_it(&w).await.action, Action::Completed);
+    }
+
+    #[tokio::test]
+    async fn an_alarm_in_alarm_sends_all_traffic_back_and_fails_the_waiting_task() {
+        let w = shifting().await;
+        start_it(&w).await;
+        w.clock.advance(Duration::seconds(300));
+        tick_it(&w).await;
+        w.alarms.set("acme-5xx", true);
+        w.clock.advance(Duration::seconds(300));
+        let out = tick_it(&w).await;
+        assert_eq!((out.action, out.aws_percent), (Action::Unhealthy, 0));
+        assert_eq!(
+            w.router.written().last(),
+            Some(&Weights::for_aws_percent(0))
+        );
+        assert!(w.schedule.rules().is_empty());
+        match w.callbacks.resumed(TOKEN) {
+            Some(Resumed::Failed { error, cause }) => {
+                assert_eq!(error, "Ferry.CanaryUnhealthy");
+                assert!(cause.contains("alarms in ALARM: acme-5xx"), "{cause}");
+            }
+            other => panic!("the task was not failed: {other:?}"),
+        }
+        let fact: CanaryFact = facts::get(w.store.as_ref(), &w.spec.migration_id, facts::CANARY)
+            .await
+            .expect("read")
+            .expect("fact");
+        assert_eq!(fact.state, CanaryState::Unhealthy);
+    }
+
+    #[tokio::test]
+    async fn an_alarm_that_does_not_exist_fails_the_gate_rather_than_passing_forever() {
+        let typo = spec_with(|v| {
+            v["traffic"]["health"] = serde_json::json!({"alarm_names": ["acme-5xxx"]});
+        });
+        let w = World::at(typo, Phase::AwaitingTrafficApproval).await;
+        w.alarms.set("acme-5xx", false);
+        start_it(&w).await;
+        w.clock.advance(Duration::seconds(300));
+        assert_eq!(tick_it(&w).await.action, Action::Unhealthy);
+        assert!(matches!(
+            w.callbacks.resumed(TOKEN),
+            Some(Resumed::Failed { cause, .. }) if cause.contains("alarms that do not exist: acme-5xxx")
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_tick_after_the_migration_moved_on_removes_its_stale_rule() {
+        let w = shifting().await;
+        let out = start_it(&w).await;
+        let rec = w.deps.record(&w.spec.migration_id).await.expect("record");
+        w.store
+            .advance_phase(
+                &w.spec.migration_id,
+                rec.version,
+                Phase::AwaitingCutoverApproval,
+                rec.updated_at,
+            )
+            .await
+            .expect("move on");
+        w.clock.advance(Duration::seconds(300));
+        assert_eq!(tick_it(&w).await.action, Action::Idle);
+        assert!(!w.schedule.rules().contains_key(&out.rule));
+        assert_eq!(w.router.written().len(), 1, "no weight moved");
+    }
 }

@@ -62,14 +62,28 @@ pub struct CanaryFact {
     pub aws_percent: u32,
     /// When that weight was set.
     pub moved_at: DateTime<Utc>,
-    /// `running`, `done`, `unhealthy`, `orphaned`.
-    pub state: String,
+    /// Where the canary stands; ticks move weights only while it is running.
+    pub state: CanaryState,
     /// Why it ended, when it did.
     pub reason: Option<String>,
     /// The waiting task's token (never logged or audited).
     pub task_token: ferry_core::secret::Secret,
     /// Seconds between ticks.
     pub interval_seconds: u32,
+}
+
+/// Where the canary stands (stored as its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryState {
+    /// Ticks move the weights.
+    Running,
+    /// The last weight held for the DNS hold; the waiting task succeeded.
+    Done,
+    /// The health gate failed; traffic went back to Heroku and the task failed.
+    Unhealthy,
+    /// An abort stopped it; the rollback sends traffic back.
+    Aborted,
 }
 
 /// The Heroku app as it was before the cutover touched it, to restore on rollback.

@@ -18,6 +18,8 @@ mod drain;
 pub mod endpoint;
 mod error;
 pub mod facts;
+#[cfg(test)]
+mod memory;
 pub mod preflight;
 pub mod redis_switch;
 pub mod replication;

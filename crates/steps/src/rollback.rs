@@ -434,3 +434,145 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod decisions {
+    //! The rollback's decisions before any database was touched (no app roles recorded yet),
+    //! on in-memory services: what it undoes, in what order, and that it touches nothing of
+    //! another execution's migration.
+
+    use ferry_core::{
+        MigrationStore,
+        state::Phase,
+        traffic::{ReplacedRecord, Weights},
+    };
+
+    use super::*;
+    use crate::{
+        canary,
+        memory::{EXECUTION, World, spec_with},
+    };
+
+    fn input(w: &World, execution: &str) -> Input {
+        Input {
+            migration_id: w.spec.migration_id.clone(),
+            execution_arn: execution.into(),
+            error: Some(CaughtError {
+                error: "Ferry.CanaryUnhealthy".into(),
+                cause: "alarms in ALARM: acme-5xx".into(),
+            }),
+        }
+    }
+
+    async fn mid_canary(replaced: Option<ReplacedRecord>) -> World {
+        let spec = spec_with(|v| {
+            v["traffic"]["health"] = serde_json::json!({"alarm_names": ["acme-5xx"]});
+        });
+        let w = World::at(spec, Phase::AwaitingTrafficApproval).await;
+        w.alarms.set("acme-5xx", false);
+        facts::put_once(
+            w.store.as_ref(),
+            &w.spec.migration_id,
+            facts::DNS,
+            &facts::DnsFact {
+                replaced_ttl_seconds: replaced.as_ref().map(|r| r.ttl),
+                replaced,
+            },
+        )
+        .await
+        .expect("dns fact");
+        canary::start(
+            &w.deps,
+            canary::StartInput {
+                migration_id: w.spec.migration_id.clone(),
+                task_token: "t".into(),
+            },
+        )
+        .await
+        .expect("canary start");
+        w
+    }
+
+    #[tokio::test]
+    async fn a_rollback_mid_canary_puts_the_cname_back_deletes_the_rule_and_frees_the_app() {
+        let cname = ReplacedRecord {
+            value: "acme-prod-8f3a.herokudns.com".into(),
+            ttl: 300,
+        };
+        let w = mid_canary(Some(cname.clone())).await;
+        let out = run(&w.deps, input(&w, EXECUTION)).await.expect("rollback");
+        assert_eq!(out.from_phase.as_deref(), Some("shifting_traffic"));
+        assert_eq!(out.undone[0], "canary rule deleted");
+        assert!(
+            out.undone[1].starts_with("traffic back to Heroku"),
+            "{:?}",
+            out.undone
+        );
+        let others = w.router.others();
+        assert_eq!(others.len(), 1, "the pair is gone, the CNAME is back");
+        assert_eq!(
+            (others[0].values[0].as_str(), others[0].ttl),
+            (cname.value.as_str(), Some(300))
+        );
+        assert!(w.schedule.rules().is_empty());
+        assert_eq!(w.phase().await, Phase::RolledBack);
+        assert_eq!(
+            w.store.app_lock(&w.spec.heroku.app).await.expect("lock"),
+            None,
+            "the app is free for another migration"
+        );
+        let notice = &w.notifier.published()[0];
+        assert!(
+            notice
+                .message
+                .contains("rolled back from phase shifting_traffic")
+                && notice.message.contains("Ferry.CanaryUnhealthy"),
+            "{}",
+            notice.message
+        );
+
+        // The state machine's Retry runs it again: nothing more is undone.
+        let again = run(&w.deps, input(&w, EXECUTION)).await.expect("again");
+        assert_eq!(again.from_phase.as_deref(), Some("rolled_back"));
+        assert!(again.undone.is_empty(), "{:?}", again.undone);
+        assert_eq!(w.router.others().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_new_name_with_no_record_to_restore_goes_to_zero_on_aws() {
+        let w = mid_canary(None).await;
+        run(&w.deps, input(&w, EXECUTION)).await.expect("rollback");
+        assert_eq!(
+            w.router.written().last(),
+            Some(&Weights::for_aws_percent(0))
+        );
+        assert_eq!(w.phase().await, Phase::RolledBack);
+    }
+
+    #[tokio::test]
+    async fn another_executions_migration_is_left_alone() {
+        let w = mid_canary(None).await;
+        let other = "arn:aws:states:us-east-1:000000000000:execution:ferry:run-2";
+        let out = run(&w.deps, input(&w, other)).await.expect("rollback");
+        assert!(out.undone.is_empty() && out.from_phase.is_none(), "{out:?}");
+        assert_eq!(w.phase().await, Phase::ShiftingTraffic);
+        assert_eq!(w.schedule.rules().len(), 1, "its canary still runs");
+        assert!(
+            w.store
+                .app_lock(&w.spec.heroku.app)
+                .await
+                .expect("lock")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_migration_that_never_got_a_record_has_nothing_to_undo() {
+        let w = mid_canary(None).await;
+        let mut missing = input(&w, EXECUTION);
+        missing.migration_id = "never-recorded".into();
+        let out = run(&w.deps, missing).await.expect("rollback");
+        assert_eq!(out.from_phase, None);
+        assert!(out.undone.is_empty());
+    }
+}
