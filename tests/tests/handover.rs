@@ -48,6 +48,23 @@ async fn enqueue(p: &str, jobs: usize, zjobs: usize) -> Vec<String> {
     vec![format!("{p}:queue:*"), format!("{p}:schedule")]
 }
 
+/// Jobs of `{p}` on the target now: the queue's length and the schedule's size.
+async fn on_target(c: &mut Conn, p: &str) -> i64 {
+    let count = |v| match v {
+        Value::Int(n) => n,
+        other => panic!("a count: {other:?}"),
+    };
+    let queue = c
+        .call(cmd!["LLEN", format!("{p}:queue:default")])
+        .await
+        .expect("LLEN");
+    let schedule = c
+        .call(cmd!["ZCARD", format!("{p}:schedule")])
+        .await
+        .expect("ZCARD");
+    count(queue) + count(schedule)
+}
+
 type Seen = Arc<Mutex<HashMap<String, u32>>>;
 
 fn note(seen: &Seen, job: Vec<u8>) {
@@ -180,16 +197,29 @@ async fn a_mover_killed_at_any_point_again_and_again_loses_and_repeats_nothing()
     let patterns = enqueue(&p, jobs, zjobs).await;
     let mut rng = rand::rng();
     let mut kills = 0;
-    for _ in 0..150 {
+    let mut watch = conn(TARGET).await;
+    let mut source = conn(SOURCE).await;
+    // Each run is cut short after it has put a random few jobs on the target (a condition,
+    // not a moment: how fast the machine is changes where inside its protocol the abort
+    // lands, not how many runs there are), until nothing is left to move.
+    for _ in 0..1000 {
+        if handover::waiting(&mut source, &patterns)
+            .await
+            .expect("waiting")
+            == 0
+        {
+            break;
+        }
+        let before = on_target(&mut watch, &p).await;
+        let enough = before + rng.random_range(1..=20);
         let patterns = patterns.clone();
         let mover = tokio::spawn(async move {
             let (mut from, mut to) = (conn(SOURCE).await, conn(TARGET).await);
-            // Small steps: each run moves little before it is cut short, so the hand-over
-            // spans many runs however fast the machine. With 20 an idle 2-core machine
-            // finished it within 40-55 runs, and the check below failed 4 times in 5.
             handover::hand_over(&mut from, &mut to, &patterns, 5).await
         });
-        tokio::time::sleep(Duration::from_micros(rng.random_range(2_000..12_000))).await;
+        while !mover.is_finished() && on_target(&mut watch, &p).await < enough {
+            tokio::task::yield_now().await;
+        }
         if !mover.is_finished() {
             kills += 1;
         }

@@ -341,7 +341,9 @@ async fn hold_and_freeze(
 ) -> StepResult<(u64, Vec<EndpointTask>)> {
     let mut paused = Vec::new();
     if let Some(fleet) = fleet {
-        match endpoint::pause_tasks(deps, spec, fleet, Backend::Source, "ferry:cutover").await {
+        // A failed pause is released by freeze_source's undo, with everything else.
+        match endpoint::pause_unreleased(deps, spec, fleet, Backend::Source, "ferry:cutover").await
+        {
             Ok(fleet) => {
                 clock.held = fleet;
                 paused = clock.held.tasks.clone();
@@ -357,7 +359,8 @@ async fn hold_and_freeze(
     Ok((ended, paused))
 }
 
-/// Audits a pause that failed (the pause released what it held) and returns its error.
+/// Audits a pause that failed (the caller's undo releases what it held) and returns its
+/// error.
 async fn pause_failed(deps: &Deps, id: &str, e: StepError) -> StepError {
     if let Err(audit) = deps
         .audit(

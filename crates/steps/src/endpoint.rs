@@ -548,7 +548,26 @@ pub async fn pause_tasks(
     backend: Backend,
     by: &str,
 ) -> StepResult<Fleet> {
-    match converge(
+    match pause_unreleased(deps, spec, fleet, backend, by).await {
+        Ok(fleet) => Ok(fleet),
+        Err(e) => {
+            release(deps, spec, backend, by).await?;
+            Err(e)
+        }
+    }
+}
+
+/// [`pause_tasks`] for a caller whose own undo releases the endpoint (the cutover's freeze):
+/// a pause that fails is returned as it is, so the tasks are told to resume once, not twice
+/// (each release waits for tasks that may not answer).
+pub async fn pause_unreleased(
+    deps: &Deps,
+    spec: &MigrationSpec,
+    fleet: Fleet,
+    backend: Backend,
+    by: &str,
+) -> StepResult<Fleet> {
+    let done = converge(
         deps,
         spec,
         &fleet.tasks,
@@ -556,17 +575,11 @@ pub async fn pause_tasks(
         by,
         fleet.seq,
     )
-    .await
-    {
-        Ok(done) => Ok(Fleet {
-            tasks: fleet.tasks,
-            seq: Some(done.want.seq),
-        }),
-        Err(e) => {
-            release(deps, spec, backend, by).await?;
-            Err(e)
-        }
-    }
+    .await?;
+    Ok(Fleet {
+        tasks: fleet.tasks,
+        seq: Some(done.want.seq),
+    })
 }
 
 /// Best effort back to unpaused on `backend` (an undo): sets the state and waits briefly;
