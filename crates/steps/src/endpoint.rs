@@ -601,3 +601,74 @@ pub async fn release(
         }
     }
 }
+
+#[cfg(test)]
+mod told_while_storing {
+    //! A state told while it is stored, on the in-memory store: written only over the state its
+    //! caller knew, and a failure that names both numbers when another was stored since.
+
+    use ferry_core::{
+        StepErrorName,
+        endpoint::{EndpointDesired, EndpointStore},
+        state::Phase,
+    };
+
+    use super::*;
+    use crate::memory::{World, spec_with};
+
+    #[tokio::test]
+    async fn a_state_told_over_one_stored_since_fails_naming_both_and_overwrites_nothing() {
+        let w = World::at(spec_with(|_| {}), Phase::ShiftingTraffic).await;
+        let app = &w.spec.heroku.app;
+        let known = w
+            .store
+            .set_endpoint_desired(EndpointDesired::initial(app))
+            .await
+            .expect("stored")
+            .seq;
+        // Another writer (another ferry command) stores a state after the step read `known`.
+        let since = w
+            .store
+            .set_endpoint_desired(EndpointDesired::initial(app))
+            .await
+            .expect("stored")
+            .seq;
+        let goal = Goal::Pause(Backend::Source);
+        let err = converge(&w.deps, &w.spec, &[], goal, "test", Some(known))
+            .await
+            .expect_err("another state was stored since");
+        assert_eq!(err.step_error_name(), "Ferry.Retryable.EndpointPause");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "stored after #{known} while #{} was told",
+                known + 1
+            )),
+            "{text}"
+        );
+        let stored = w
+            .store
+            .endpoint_desired(app)
+            .await
+            .expect("read")
+            .expect("some");
+        assert_eq!(
+            (stored.seq, stored.paused),
+            (since, false),
+            "nothing overwritten"
+        );
+
+        // Told over the state stored last, it is stored as the next number.
+        let done = converge(&w.deps, &w.spec, &[], goal, "test", Some(since))
+            .await
+            .expect("converged");
+        assert_eq!(done.want.seq, since + 1);
+        let stored = w
+            .store
+            .endpoint_desired(app)
+            .await
+            .expect("read")
+            .expect("some");
+        assert_eq!((stored.seq, stored.paused), (since + 1, true));
+    }
+}
