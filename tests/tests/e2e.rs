@@ -710,7 +710,8 @@ async fn a_transaction_holding_the_endpoint_pause_is_retried_then_cuts_over() {
 }
 
 /// 9. An endpoint task is killed while the endpoint is paused: the cutover is undone (or the
-///    retry after ECS replaced the task succeeds) and no acknowledged write is lost.
+///    retry after ECS replaced the task succeeds, or the kill came after the retarget and the
+///    cutover completes) and no acknowledged write is lost.
 #[tokio::test]
 async fn an_endpoint_task_killed_during_the_pause_loses_no_write() {
     let w = World::new(Options {
@@ -738,6 +739,7 @@ async fn an_endpoint_task_killed_during_the_pause_loses_no_write() {
     w.decide(&exec, Gate::Cutover, true).await;
     cutover.await.expect("watch");
     fleet.lock().await.kill(&killed);
+    let killed_at = chrono::Utc::now();
     // ECS's service scheduler replaces the task.
     tokio::time::sleep(Duration::from_secs(1)).await;
     fleet
@@ -748,12 +750,27 @@ async fn an_endpoint_task_killed_during_the_pause_loses_no_write() {
     let (status, error, _) = w.r.finished(&exec, RUN_WAIT).await;
     w.shutdown();
     let log = w.r.store.audit_log(&w.r.id).await.expect("audit");
-    assert!(
-        log.iter()
-            .any(|e| (e.action == "undo" || e.action == "endpoint_pause")
-                && e.outcome == Outcome::Failed),
-        "the cutover was undone at least once"
-    );
+    let undone = log.iter().any(|e| {
+        (e.action == "undo" || e.action == "endpoint_pause") && e.outcome == Outcome::Failed
+    });
+    eprintln!("killed at {killed_at}; ended {status:?}; undone at least once: {undone}");
+    if !undone {
+        // The kill can land after the tasks were retargeted (the pause is told to the tasks
+        // before its state is stored, so the watcher sees it late on a loaded machine): the
+        // cutover then completes without an undo. It must still have landed inside the
+        // window, or this test proved nothing.
+        let fact = w.cutover_fact().await;
+        eprintln!("the cutover's marks: {:?}", fact.timeline);
+        let (from, to) = (
+            fact.at("endpoint_pause_requested").expect("pause mark"),
+            fact.at("endpoint_resumed").expect("resume mark"),
+        );
+        assert!(
+            from <= killed_at && killed_at <= to,
+            "the task was killed at {killed_at}, outside the paused window {from} – {to}, and nothing was undone"
+        );
+        assert_eq!(status, ExecutionStatus::Succeeded);
+    }
     let ended_on = if status == ExecutionStatus::Succeeded {
         &w.r.target
     } else {
