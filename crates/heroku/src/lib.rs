@@ -174,14 +174,33 @@ pub struct Dyno {
     /// Process type.
     #[serde(rename = "type")]
     pub process_type: String,
-    /// `starting`, `up`, `idle`, `down` or `crashed`.
-    pub state: String,
+    /// Its state as the dyno manager reports it.
+    pub state: DynoState,
+}
+
+/// A dyno's state (the Platform API's `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DynoState {
+    /// Booting.
+    Starting,
+    /// Running.
+    Up,
+    /// Asleep (an eco dyno); wakes on a request.
+    Idle,
+    /// Stopped.
+    Down,
+    /// Exited with an error.
+    Crashed,
+    /// A state this client does not know: treated as one that may still run.
+    #[serde(other)]
+    Unknown,
 }
 
 impl Dyno {
     /// Whether its process may still run (and write): any state but `down` and `crashed`.
     pub fn may_run(&self) -> bool {
-        !matches!(self.state.as_str(), "down" | "crashed")
+        !matches!(self.state, DynoState::Down | DynoState::Crashed)
     }
 }
 

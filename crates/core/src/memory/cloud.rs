@@ -385,15 +385,18 @@ impl MemoryNotifier {
         message: &str,
         audience: &str,
     ) -> CloudResult<()> {
-        // SNS: subjects of at most 100 printable ASCII characters.
+        // SNS Publish: a subject is under 100 characters, with no line break or control
+        // character.
         if subject.is_empty()
-            || subject.len() > 100
-            || !subject.chars().all(|c| (' '..='~').contains(&c))
+            || subject.chars().count() >= 100
+            || subject.chars().any(char::is_control)
         {
             return Err(CloudError::Refused {
                 service: Service::Sns,
                 what: format!("a message to {topic_arn}"),
-                reason: format!("subject {subject:?} is not 1-100 printable ASCII characters"),
+                reason: format!(
+                    "subject {subject:?} is not 1 to 99 characters without control characters"
+                ),
             });
         }
         guard(&self.0).published.push(Published {

@@ -52,23 +52,15 @@ macro_rules! registry {
             /// Every code, in the table's order.
             pub const ALL: &'static [Code] = &[$(Code::$rule,)+ $(Code::$url,)+];
 
-            /// The codes whose rules read the snapshot, in the order they run.
-            pub const CATALOG: &'static [Code] = &[$(Code::$rule,)+];
+            /// The rules that read the snapshot, in the order they run. (The checks of a
+            /// connection URL are run by their callers.)
+            pub const RULES: &'static [(Code, Check)] = &[$((Code::$rule, $rule_mod::check),)+];
 
             /// The code as it is written in reports (`no_primary_key`).
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(Code::$rule => stringify!($rule_mod),)+
                     $(Code::$url => stringify!($url_mod),)+
-                }
-            }
-
-            /// The rule that reads the snapshot, for catalog codes; `None` for the checks of
-            /// a connection URL, which their callers run.
-            pub fn check(self) -> Option<Check> {
-                match self {
-                    $(Code::$rule => Some($rule_mod::check),)+
-                    _ => None,
                 }
             }
 
@@ -134,10 +126,8 @@ impl std::fmt::Display for Code {
 /// Runs every catalog rule, in the table's order.
 pub fn check_all(ctx: &Ctx<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
-    for code in Code::CATALOG {
-        if let Some(check) = code.check() {
-            check(ctx, &mut out);
-        }
+    for (_, check) in Code::RULES {
+        check(ctx, &mut out);
     }
     out
 }
@@ -179,6 +169,52 @@ mod tests {
                 "{code}: the doc comment says what to do ('Fix: …' or 'Nothing to do'): {doc:?}"
             );
         }
+    }
+
+    #[test]
+    fn each_rule_reports_under_its_own_code_only() {
+        use crate::preflight::{capture::CaptureDecision, fixture, snapshot::Extension};
+        use ferry_core::spec::CaptureMode;
+        // A source with something for every rule to find.
+        let mut s = fixture::heroku_like();
+        s.target.as_mut().expect("target").server.major = 14;
+        s.target
+            .as_mut()
+            .expect("target")
+            .server
+            .can_set_replication_role = false;
+        s.large_objects = 1;
+        s.extensions.push(Extension {
+            name: "adminpack".into(),
+            version: "2.1".into(),
+        });
+        s.source.connections_in_use = s.source.max_connections;
+        s.tables[0].unlogged = true;
+        s.tables[0].replica_identity = 'n';
+        s.tables[0].primary_key.clear();
+        let mut found = std::collections::BTreeSet::new();
+        for requested in [
+            CaptureMode::Auto,
+            CaptureMode::Logical,
+            CaptureMode::Trigger,
+        ] {
+            let capture = CaptureDecision::decide(&s, requested);
+            let ctx = Ctx {
+                snapshot: &s,
+                capture: &capture,
+                parallelism: 4,
+            };
+            for (code, check) in Code::RULES {
+                let mut out = Vec::new();
+                check(&ctx, &mut out);
+                assert!(out.iter().all(|f| f.code == *code), "{code}: {out:?}");
+                found.extend(out.iter().map(|f| f.code));
+            }
+        }
+        assert!(
+            found.len() >= 8,
+            "the snapshot gave most rules something: {found:?}"
+        );
     }
 
     #[test]
