@@ -629,12 +629,18 @@ async fn redis_path(
     let Some(redis) = redis else {
         return Ok(Vec::new());
     };
+    // One bound for the dynos' exit and the drain together: the AWS side's queries are held
+    // meanwhile, so the two waits do not each get the whole drain timeout.
+    let started = std::time::Instant::now();
+    let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
     dynos_exited(heroku, spec).await?;
     let mut marks = vec![("heroku_dynos_exited", Utc::now())];
-    let bound = std::time::Duration::from_secs(u64::from(spec.cutover.drain_timeout_seconds));
     marks.push(("redis_drain_started", Utc::now()));
     redis
-        .drain(&format!("{}:cutover", spec.migration_id), bound)
+        .drain(
+            &format!("{}:cutover", spec.migration_id),
+            bound.saturating_sub(started.elapsed()),
+        )
         .await?;
     marks.push(("redis_drained", Utc::now()));
     Ok(marks)
